@@ -1,0 +1,91 @@
+//! Operations that can break the guarantees of this crate if misused.
+//!
+//! Each function states the duty it puts on the caller. They exist for test vectors, for
+//! importing keys that were generated elsewhere, and for interoperability; application code
+//! should not need them. Every use should be reviewed.
+
+use zeroize::Zeroizing;
+
+use crate::aead::Backend;
+use crate::context::KeyContext;
+use crate::data_key::{DATA_KEY_LEN, DataKey};
+use crate::envelope::{self, Envelope, MESSAGE_ID_LEN, MessageRandom};
+use crate::error::{Error, ProviderError};
+use crate::provider::WrappedKey;
+use crate::provider::managed::ManagedKeyProvider;
+
+/// A data key from raw bytes. The caller must have drawn them from a CSPRNG and must not keep
+/// another copy.
+pub fn data_key_from_bytes(bytes: [u8; DATA_KEY_LEN]) -> DataKey {
+    DataKey::from_bytes(Zeroizing::new(bytes))
+}
+
+/// An in-memory managed provider with the given root keys `(version, key)`. The caller is
+/// responsible for the keys' secrecy and randomness; versions must be 1, 2, ... in order.
+///
+/// # Errors
+/// [`Error::KeyRing`] if the versions or the primary are invalid.
+pub fn managed_provider_from_root_keys(
+    name: &str,
+    keys: &[(u32, [u8; 32])],
+    primary: u32,
+) -> Result<ManagedKeyProvider, Error> {
+    let keys = keys.iter().map(|&(v, k)| (v, Zeroizing::new(k))).collect();
+    Ok(ManagedKeyProvider::from_root_keys(name, keys, primary)?)
+}
+
+/// Wraps `key` under the managed provider's primary version with a caller-chosen nonce. The
+/// caller must never use the same nonce twice under the same root key version and context.
+///
+/// # Errors
+/// A [`ProviderError`] if the ring has no usable primary version.
+pub fn managed_wrap_with_nonce(
+    provider: &ManagedKeyProvider,
+    key: &DataKey,
+    ctx: &KeyContext,
+    nonce: [u8; 12],
+) -> Result<WrappedKey, ProviderError> {
+    provider.wrap_with_nonce(key.expose_secret(), ctx, nonce)
+}
+
+/// Seals with every random value chosen by the caller. Reusing a `(data key, message id)` pair
+/// for two plaintexts destroys confidentiality; use only to reproduce test vectors.
+///
+/// # Errors
+/// As [`crate::seal`].
+#[allow(clippy::too_many_arguments)] // Every parameter is one of the format's inputs.
+pub fn seal_with_parameters(
+    backend: Backend,
+    data_key: &DataKey,
+    wrapped_keys: &[WrappedKey],
+    context: &KeyContext,
+    plaintext: &[u8],
+    aad: &[u8],
+    message_id: [u8; MESSAGE_ID_LEN],
+    nonce: [u8; 12],
+) -> Result<Vec<u8>, Error> {
+    envelope::seal_with(
+        backend,
+        data_key,
+        wrapped_keys,
+        context,
+        plaintext,
+        aad,
+        &MessageRandom { message_id, nonce },
+    )
+}
+
+/// Opens an envelope with a data key the caller already holds, bypassing every provider and
+/// its policy (destroyed or disabled versions included).
+///
+/// # Errors
+/// [`Error::Envelope`] or [`Error::DecryptionFailed`].
+pub fn open_with_data_key(
+    backend: Backend,
+    data_key: &DataKey,
+    envelope_bytes: &[u8],
+    aad: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let env = Envelope::parse(envelope_bytes)?;
+    envelope::open_with(backend, data_key, &env, aad)
+}

@@ -1,0 +1,296 @@
+//! Sealing and opening values in envelopes.
+//!
+//! [`seal`] asks a provider for a fresh data key wrapped for the context, derives a per-message
+//! content key and key commitment from it, and encrypts the value with AES-256-GCM under the
+//! authenticated header. [`open`] reverses it: parse, unwrap through the provider named by the
+//! wrapped key, check the commitment in constant time, then decrypt.
+
+pub(crate) mod commit;
+pub(crate) mod format;
+
+use std::fmt;
+
+use zeroize::Zeroizing;
+
+use crate::aead::{Backend, NONCE_LEN, TAG_LEN};
+use crate::context::KeyContext;
+use crate::data_key::DataKey;
+use crate::error::{Error, ProviderErrorKind};
+use crate::provider::{KeyProvider, KeyRef, WrappedKey};
+
+pub use commit::{COMMITMENT_LEN, MESSAGE_ID_LEN};
+pub use format::{
+    Envelope, MAGIC, MAX_PLAINTEXT_LEN, MAX_TEXT_LEN, MAX_WRAPPED_KEYS,
+    SUITE_AES256GCM_HKDF_SHA256_COMMIT, VERSION, encode_text,
+};
+
+/// The random values of one seal: drawn together in one call to the OS CSPRNG.
+pub(crate) struct MessageRandom {
+    pub(crate) message_id: [u8; MESSAGE_ID_LEN],
+    pub(crate) nonce: [u8; NONCE_LEN],
+}
+
+impl MessageRandom {
+    pub(crate) fn generate() -> Result<Self, Error> {
+        let mut buf = [0u8; MESSAGE_ID_LEN + NONCE_LEN];
+        crate::rand::fill(&mut buf)?;
+        let (message_id, nonce) = buf.split_at(MESSAGE_ID_LEN);
+        Ok(Self {
+            message_id: message_id.try_into().map_err(|_| Error::Random)?,
+            nonce: nonce.try_into().map_err(|_| Error::Random)?,
+        })
+    }
+}
+
+/// Seals `plaintext` under `data_key` with everything explicit. The one place an envelope is
+/// built; every public sealing path ends here.
+pub(crate) fn seal_with(
+    backend: Backend,
+    data_key: &DataKey,
+    wrapped_keys: &[WrappedKey],
+    context: &KeyContext,
+    plaintext: &[u8],
+    aad: &[u8],
+    random: &MessageRandom,
+) -> Result<Vec<u8>, Error> {
+    if plaintext.len() > MAX_PLAINTEXT_LEN {
+        return Err(Error::PlaintextTooLarge {
+            max: MAX_PLAINTEXT_LEN,
+        });
+    }
+    format::check_wrapped_count(wrapped_keys.len())?;
+    let keys = commit::derive(
+        data_key,
+        &random.message_id,
+        SUITE_AES256GCM_HKDF_SHA256_COMMIT,
+    );
+
+    let header_len = format::header_len(context);
+    let body_start = header_len + format::wrapped_keys_len(wrapped_keys);
+    // The only allocation: the output, sized exactly.
+    let mut out = Vec::with_capacity(body_start + plaintext.len() + TAG_LEN);
+    format::write_header(
+        &mut out,
+        &random.message_id,
+        context,
+        &keys.commitment,
+        &random.nonce,
+    );
+    format::write_wrapped_keys(&mut out, wrapped_keys);
+    out.extend_from_slice(plaintext);
+
+    let (head, body) = out.split_at_mut(body_start);
+    let header = &head[..header_len];
+    let tag = with_aad(header, aad, |aad| {
+        backend.seal_in_place(&keys.content_key, &random.nonce, aad, body)
+    })
+    .map_err(|_| Error::DecryptionFailed)?;
+    out.extend_from_slice(&tag);
+    Ok(out)
+}
+
+/// Opens a parsed envelope with a data key already unwrapped.
+pub(crate) fn open_with(
+    backend: Backend,
+    data_key: &DataKey,
+    envelope: &Envelope<'_>,
+    aad: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let keys = commit::derive(
+        data_key,
+        envelope.message_id(),
+        SUITE_AES256GCM_HKDF_SHA256_COMMIT,
+    );
+    // The commitment first: a ciphertext opens under exactly one data key.
+    if !commit::matches(envelope.commitment(), &keys.commitment) {
+        return Err(Error::DecryptionFailed);
+    }
+    decrypt_payload(backend, &keys, envelope, aad)
+}
+
+/// Decrypts the payload with message keys whose commitment has been checked.
+fn decrypt_payload(
+    backend: Backend,
+    keys: &commit::MessageKeys,
+    envelope: &Envelope<'_>,
+    aad: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let (ciphertext, tag) = envelope
+        .payload()
+        .split_last_chunk::<TAG_LEN>()
+        .ok_or(Error::DecryptionFailed)?;
+    let mut plaintext = Zeroizing::new(ciphertext.to_vec());
+    with_aad(envelope.header(), aad, |aad| {
+        backend.open_in_place(
+            &keys.content_key,
+            envelope.nonce(),
+            aad,
+            &mut plaintext,
+            tag,
+        )
+    })
+    .map_err(|_| Error::DecryptionFailed)?;
+    Ok(plaintext)
+}
+
+/// Runs `f` with the AEAD's associated data: the header, then the caller's own bytes. The
+/// header is self-delimiting, so the concatenation is unambiguous.
+fn with_aad<T>(header: &[u8], aad: &[u8], f: impl FnOnce(&[u8]) -> T) -> T {
+    if aad.is_empty() {
+        f(header)
+    } else {
+        let mut joined = Vec::with_capacity(header.len() + aad.len());
+        joined.extend_from_slice(header);
+        joined.extend_from_slice(aad);
+        f(&joined)
+    }
+}
+
+/// A decrypted value and what it was sealed with.
+pub struct Opened {
+    context: KeyContext,
+    key_ref: KeyRef,
+    plaintext: Zeroizing<Vec<u8>>,
+}
+
+impl Opened {
+    /// The key context the value was sealed under (authenticated).
+    pub fn context(&self) -> &KeyContext {
+        &self.context
+    }
+
+    /// The key that unwrapped the data key.
+    pub fn key_ref(&self) -> &KeyRef {
+        &self.key_ref
+    }
+
+    /// The plaintext.
+    pub fn plaintext(&self) -> &[u8] {
+        &self.plaintext
+    }
+
+    /// The plaintext, wiped from memory when dropped.
+    pub fn into_plaintext(self) -> Zeroizing<Vec<u8>> {
+        self.plaintext
+    }
+}
+
+impl fmt::Debug for Opened {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Opened")
+            .field("context", &self.context)
+            .field("key_ref", &self.key_ref)
+            .field(
+                "plaintext",
+                &format_args!("[REDACTED; {} bytes]", self.plaintext.len()),
+            )
+            .finish()
+    }
+}
+
+/// Seals `plaintext` for `context`: a fresh data key from `provider`, wrapped for the context,
+/// and the value encrypted under it. `aad` is extra associated data that is authenticated but
+/// not stored; [`open`] must be given the same bytes.
+///
+/// # Errors
+/// [`Error::Provider`] if the provider fails, [`Error::PlaintextTooLarge`], [`Error::Random`].
+pub async fn seal(
+    provider: &dyn KeyProvider,
+    context: &KeyContext,
+    plaintext: &[u8],
+    aad: &[u8],
+) -> Result<Vec<u8>, Error> {
+    if plaintext.len() > MAX_PLAINTEXT_LEN {
+        return Err(Error::PlaintextTooLarge {
+            max: MAX_PLAINTEXT_LEN,
+        });
+    }
+    let (data_key, wrapped) = provider.generate_data_key(context).await?;
+    let random = MessageRandom::generate()?;
+    seal_with(
+        Backend::DEFAULT,
+        &data_key,
+        std::slice::from_ref(&wrapped),
+        context,
+        plaintext,
+        aad,
+        &random,
+    )
+}
+
+/// Opens an envelope (binary form) through `provider`, usually a [`Router`](crate::Router).
+///
+/// Each wrapped key the provider owns is tried in order until one unwraps to the committed data
+/// key.
+///
+/// # Errors
+/// [`Error::Envelope`] for a malformed envelope; [`Error::NoProvider`] if the provider owns none
+/// of its wrapped keys; a retryable or policy [`Error::Provider`] error (unavailable, throttled,
+/// disabled, ...) if that is what stopped every attempt; otherwise [`Error::DecryptionFailed`].
+pub async fn open(
+    provider: &dyn KeyProvider,
+    envelope: &[u8],
+    aad: &[u8],
+) -> Result<Opened, Error> {
+    let env = Envelope::parse(envelope)?;
+    let (_, keys, key_ref) = unwrap_committed(provider, &env).await?;
+    let plaintext = decrypt_payload(Backend::DEFAULT, &keys, &env, aad)?;
+    Ok(Opened {
+        context: env.context().clone(),
+        key_ref,
+        plaintext,
+    })
+}
+
+/// Moves an envelope's data key to the key `provider` now chooses for its context (the primary
+/// version after a rotation, or another provider after a routing change), without touching the
+/// ciphertext. The data key is unwrapped and checked against the commitment first, so a
+/// substituted wrapped key is never carried forward.
+///
+/// # Errors
+/// As [`open`], plus provider errors from the new wrap.
+pub async fn rewrap(provider: &dyn KeyProvider, envelope: &[u8]) -> Result<Vec<u8>, Error> {
+    let env = Envelope::parse(envelope)?;
+    let (data_key, _, _) = unwrap_committed(provider, &env).await?;
+    let wrapped = provider.wrap(&data_key, env.context()).await?;
+    Ok(env.with_wrapped_keys(vec![wrapped])?)
+}
+
+/// Finds a wrapped key the provider owns that unwraps to the data key the envelope commits to.
+async fn unwrap_committed(
+    provider: &dyn KeyProvider,
+    env: &Envelope<'_>,
+) -> Result<(DataKey, commit::MessageKeys, KeyRef), Error> {
+    let mut last_error = None;
+    let mut owned = 0usize;
+    for wrapped in env.wrapped_keys() {
+        if !provider.owns(wrapped.key_ref()) {
+            continue;
+        }
+        owned += 1;
+        match provider.unwrap(wrapped, env.context()).await {
+            Ok(key) => {
+                let keys =
+                    commit::derive(&key, env.message_id(), SUITE_AES256GCM_HKDF_SHA256_COMMIT);
+                if commit::matches(env.commitment(), &keys.commitment) {
+                    return Ok((key, keys, wrapped.key_ref().clone()));
+                }
+                last_error.get_or_insert(Error::DecryptionFailed);
+            }
+            Err(e) if e.kind() == ProviderErrorKind::InvalidCiphertext => {
+                last_error.get_or_insert(Error::DecryptionFailed);
+            }
+            // An outage or a policy refusal says more than "decryption failed": keep it.
+            Err(e) => last_error = Some(Error::Provider(e)),
+        }
+    }
+    if owned == 0 {
+        let key_ref = env
+            .wrapped_keys()
+            .first()
+            .map(|k| k.key_ref().to_string())
+            .unwrap_or_default();
+        return Err(Error::NoProvider { key_ref });
+    }
+    Err(last_error.unwrap_or(Error::DecryptionFailed))
+}

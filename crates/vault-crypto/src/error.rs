@@ -1,0 +1,369 @@
+//! Errors.
+//!
+//! Failures on public input are typed, so a caller can tell a bad context from a truncated
+//! envelope. Every failure after secrets are involved (a wrong key, a tampered tag, a commitment
+//! mismatch) is the single, detail-free [`Error::DecryptionFailed`]. No error ever carries key
+//! bytes, plaintext or a context *value*; they name the offending context *key* and the limit.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::time::Duration;
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The key context was rejected.
+    #[error("invalid key context: {0}")]
+    Context(#[from] ContextError),
+    /// The envelope is not well formed (its public structure, before any key is used).
+    #[error("invalid envelope: {0}")]
+    Envelope(#[from] EnvelopeError),
+    /// A key provider failed or refused.
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    /// No configured provider owns any of the envelope's wrapped keys.
+    #[error("no key provider owns the wrapped key {key_ref}")]
+    NoProvider {
+        /// The first key reference of the envelope (public metadata, never secret).
+        key_ref: String,
+    },
+    /// The managed key ring could not be loaded, stored or changed.
+    #[error(transparent)]
+    KeyRing(#[from] KeyRingError),
+    /// The operating system's random number generator failed.
+    #[error("the operating system's random number generator failed")]
+    Random,
+    /// The plaintext is larger than one envelope may hold.
+    #[error("the plaintext is larger than {max} bytes")]
+    PlaintextTooLarge {
+        /// The limit in bytes.
+        max: usize,
+    },
+    /// Decryption failed: wrong key, wrong context or associated data, or tampered bytes.
+    ///
+    /// Deliberately without detail, so it cannot serve as an oracle.
+    #[error("decryption failed")]
+    DecryptionFailed,
+}
+
+/// A key context that breaks a rule. Names the offending key and the limit, never a value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ContextError {
+    /// The JSON input exceeds the size limit.
+    #[error("the key context JSON is larger than {max} bytes")]
+    InputTooLarge {
+        /// The limit in bytes.
+        max: usize,
+    },
+    /// The JSON input is not valid UTF-8.
+    #[error("the key context JSON is not valid UTF-8")]
+    InvalidUtf8,
+    /// The input is not syntactically valid JSON.
+    #[error("the key context is not valid JSON (line {line}, column {column})")]
+    Syntax {
+        /// 1-based line of the error.
+        line: usize,
+        /// 1-based column of the error.
+        column: usize,
+    },
+    /// The JSON value is not an object.
+    #[error("the key context must be a JSON object of string values")]
+    NotAnObject,
+    /// The context has no pairs.
+    #[error("the key context must have at least 1 pair")]
+    Empty,
+    /// The context has more pairs than allowed.
+    #[error("the key context has more than {max} pairs")]
+    TooManyPairs {
+        /// The limit.
+        max: usize,
+    },
+    /// The same key appears twice.
+    #[error("duplicate key context key {key:?}")]
+    DuplicateKey {
+        /// The repeated key.
+        key: String,
+    },
+    /// A key is the empty string.
+    #[error("a key context key is empty")]
+    EmptyKey,
+    /// A key is longer than allowed.
+    #[error("key context key {key:?} is longer than {max} bytes")]
+    KeyTooLong {
+        /// The first characters of the key.
+        key: String,
+        /// The limit in bytes.
+        max: usize,
+    },
+    /// A key contains a control character.
+    #[error("key context key {key:?} contains a control character")]
+    ControlCharacter {
+        /// The key, with control characters escaped.
+        key: String,
+    },
+    /// A value is not a JSON string.
+    #[error("the value of key context key {key:?} is not a string")]
+    NotAString {
+        /// The key whose value is not a string.
+        key: String,
+    },
+    /// A value is the empty string.
+    #[error("the value of key context key {key:?} is empty")]
+    EmptyValue {
+        /// The key whose value is empty.
+        key: String,
+    },
+    /// A value is longer than allowed.
+    #[error("the value of key context key {key:?} is longer than {max} characters")]
+    ValueTooLong {
+        /// The key whose value is too long.
+        key: String,
+        /// The limit in characters.
+        max: usize,
+    },
+    /// Canonical bytes with an unknown format version.
+    #[error("unsupported canonical key context version {version}")]
+    UnsupportedVersion {
+        /// The version byte found.
+        version: u8,
+    },
+    /// Canonical bytes that are not in canonical form.
+    #[error("malformed canonical key context: {reason}")]
+    Malformed {
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+/// An envelope whose public structure is wrong. Checked before any key is touched.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnvelopeError {
+    /// The input ends before the structure does.
+    #[error("the envelope is truncated")]
+    Truncated,
+    /// The input does not start with the envelope magic bytes.
+    #[error("not a vault envelope (bad magic bytes)")]
+    BadMagic,
+    /// An envelope format version this library does not know.
+    #[error("unsupported envelope version {0}")]
+    UnsupportedVersion(u8),
+    /// A cipher suite this library does not know.
+    #[error("unsupported cipher suite {0:#06x}")]
+    UnsupportedSuite(u16),
+    /// A field is larger than its limit.
+    #[error("{what} is larger than {max}")]
+    TooLarge {
+        /// Which field.
+        what: &'static str,
+        /// The limit.
+        max: usize,
+    },
+    /// A field is well delimited but its content is wrong.
+    #[error("malformed envelope: {reason}")]
+    Malformed {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The embedded key context is not valid canonical bytes.
+    #[error("the envelope's key context is invalid: {0}")]
+    Context(ContextError),
+    /// The text form is not canonical padded base64.
+    #[error("the envelope text is not canonical base64")]
+    Base64,
+}
+
+/// What kind of failure a key provider reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ProviderErrorKind {
+    /// The caller is not allowed to use the key.
+    AccessDenied,
+    /// The key does not exist.
+    NotFound,
+    /// The key (or key version) exists but is disabled, destroyed, pending deletion or below the
+    /// minimum decryption version.
+    Disabled,
+    /// The provider asked us to slow down; see [`ProviderError::retry_after`].
+    Throttled,
+    /// The provider could not be reached or failed on its side.
+    Unavailable,
+    /// The wrapped key was rejected as not authentic for this key and context.
+    InvalidCiphertext,
+    /// The wrapped key names a key this provider does not hold.
+    NotMine,
+    /// Anything else.
+    Other,
+}
+
+impl ProviderErrorKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::AccessDenied => "access denied",
+            Self::NotFound => "key not found",
+            Self::Disabled => "key disabled",
+            Self::Throttled => "throttled",
+            Self::Unavailable => "unavailable",
+            Self::InvalidCiphertext => "invalid wrapped key",
+            Self::NotMine => "wrapped key not owned by this provider",
+            Self::Other => "error",
+        }
+    }
+}
+
+impl fmt::Display for ProviderErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A failure reported by a [`KeyProvider`](crate::KeyProvider).
+///
+/// Provider implementations must build the message from their own words and the public key
+/// reference only: never from credentials, key bytes or plaintext.
+pub struct ProviderError {
+    kind: ProviderErrorKind,
+    scheme: Cow<'static, str>,
+    message: Cow<'static, str>,
+    retry_after: Option<Duration>,
+    source: Option<BoxError>,
+}
+
+impl ProviderError {
+    /// A new error of `kind` from the provider with `scheme`.
+    pub fn new(
+        kind: ProviderErrorKind,
+        scheme: impl Into<Cow<'static, str>>,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Self {
+            kind,
+            scheme: scheme.into(),
+            message: message.into(),
+            retry_after: None,
+            source: None,
+        }
+    }
+
+    /// Attach a retry hint (for [`ProviderErrorKind::Throttled`]).
+    #[must_use]
+    pub fn with_retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+
+    /// Attach the underlying error. It must not carry secrets in its `Display`.
+    #[must_use]
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// The kind of failure.
+    pub fn kind(&self) -> ProviderErrorKind {
+        self.kind
+    }
+
+    /// The scheme of the provider that failed (`managed`, `aws-kms`, ...).
+    pub fn scheme(&self) -> &str {
+        &self.scheme
+    }
+
+    /// How long the provider asked us to wait, if it said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    /// Whether the same call may succeed if tried again later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self.kind,
+            ProviderErrorKind::Throttled | ProviderErrorKind::Unavailable
+        )
+    }
+}
+
+impl fmt::Debug for ProviderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProviderError")
+            .field("kind", &self.kind)
+            .field("scheme", &self.scheme)
+            .field("message", &self.message)
+            .field("retry_after", &self.retry_after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for ProviderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "key provider {}: {}", self.scheme, self.kind)?;
+        if !self.message.is_empty() {
+            write!(f, ": {}", self.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ProviderError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// The managed key ring could not be loaded, stored or changed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyRingError {
+    /// Reading or writing the key-ring file failed.
+    #[error("key ring file {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The key-ring file is not valid.
+    #[error("key ring file is malformed: {reason}")]
+    Malformed {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The key-ring file is readable by others than its owner.
+    #[error("key ring file {path} must not be accessible to group or others (mode {mode:o})")]
+    Permissions {
+        /// The file.
+        path: String,
+        /// Its mode bits.
+        mode: u32,
+    },
+    /// No such key version.
+    #[error("key version {0} does not exist")]
+    UnknownVersion(u32),
+    /// The key version has been destroyed.
+    #[error("key version {0} has been destroyed")]
+    Destroyed(u32),
+    /// The primary version cannot be destroyed; rotate first.
+    #[error("key version {0} is the primary version; rotate before destroying it")]
+    DestroyPrimary(u32),
+    /// The minimum decryption version cannot be above the primary version.
+    #[error("minimum decryption version {min} is above the primary version {primary}")]
+    MinAbovePrimary {
+        /// The requested minimum.
+        min: u32,
+        /// The primary version.
+        primary: u32,
+    },
+    /// The key ring has reached its maximum number of versions.
+    #[error("the key ring has reached its limit of {0} versions")]
+    TooManyVersions(u32),
+    /// The operating system's random number generator failed.
+    #[error("the operating system's random number generator failed")]
+    Random,
+}

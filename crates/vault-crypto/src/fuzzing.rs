@@ -1,0 +1,69 @@
+//! Entry points for the fuzz targets in `fuzz/` and for the corpus replay test.
+//!
+//! Each function parses untrusted bytes and, when the parse succeeds, asserts a round-trip
+//! property, so a fuzzer finds wrong answers as well as panics. Not part of the stable API.
+
+use crate::context::KeyContext;
+use crate::envelope::{Envelope, encode_text};
+use crate::provider::managed;
+
+/// Key-context JSON: a context that parses re-encodes to canonical bytes that parse back to the
+/// same context, and its JSON form parses to the same context.
+pub fn context_json(data: &[u8]) {
+    if let Ok(ctx) = KeyContext::parse_json(data) {
+        let again = KeyContext::from_canonical_bytes(ctx.canonical_bytes())
+            .expect("canonical bytes of a valid context must parse");
+        assert_eq!(again, ctx);
+        let json = ctx.to_json();
+        assert_eq!(
+            KeyContext::parse_json(json.as_bytes()).expect("to_json must parse"),
+            ctx
+        );
+    }
+}
+
+/// Canonical key-context bytes: only the canonical encoding parses.
+pub fn context_canonical(data: &[u8]) {
+    if let Ok(ctx) = KeyContext::from_canonical_bytes(data) {
+        assert_eq!(ctx.canonical_bytes(), data);
+        context_json(ctx.to_json().as_bytes());
+    }
+}
+
+/// Envelope bytes: an envelope that parses re-serialises to exactly the input.
+pub fn envelope(data: &[u8]) {
+    if let Ok(env) = Envelope::parse(data) {
+        assert_eq!(env.to_bytes(), data);
+        let same = env
+            .with_wrapped_keys(env.wrapped_keys().to_vec())
+            .expect("the parsed keys are valid");
+        assert_eq!(same, data);
+        assert_eq!(
+            KeyContext::from_canonical_bytes(env.context().canonical_bytes()).as_ref(),
+            Ok(env.context())
+        );
+    }
+}
+
+/// Envelope text: only canonical base64 decodes, and it re-encodes to the input.
+pub fn envelope_text(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(bytes) = Envelope::decode_text(text) {
+        assert_eq!(encode_text(&bytes), text);
+        envelope(&bytes);
+    }
+}
+
+/// The managed key-ring file: a file that parses re-encodes to a file that parses to the same
+/// ring.
+pub fn keyring_file(data: &[u8]) {
+    if let Ok((name, ring)) = managed::decode(data, None) {
+        let encoded = managed::encode(&name, &ring);
+        let (name2, ring2) =
+            managed::decode(&encoded, Some(&name)).expect("re-encoded ring must parse");
+        assert_eq!(name2, name);
+        assert_eq!(managed::encode(&name2, &ring2), encoded);
+    }
+}

@@ -1,0 +1,264 @@
+//! Key providers: who holds the key-encryption keys (KEKs) that wrap data keys.
+//!
+//! A provider is one key (or one key ring) in one key-management system. The [`Router`]
+//! (crate::Router) picks a provider for each key context when sealing and finds the provider
+//! named by a wrapped key's [`KeyRef`] when opening.
+
+pub mod managed;
+
+use std::fmt;
+
+use async_trait::async_trait;
+
+use crate::context::KeyContext;
+use crate::data_key::DataKey;
+use crate::error::{EnvelopeError, ProviderError, ProviderErrorKind};
+
+/// The most bytes of a provider scheme (`managed`, `aws-kms`, ...).
+pub const MAX_SCHEME_LEN: usize = 32;
+/// The most bytes of a key id (an ARN, a resource name, a URL).
+pub const MAX_KEY_ID_LEN: usize = 2048;
+/// The most bytes of a key version.
+pub const MAX_KEY_VERSION_LEN: usize = 128;
+/// The most bytes of one wrapped data key (an RSA-4096 wrap is 512; KMS blobs are smaller).
+pub const MAX_WRAPPED_LEN: usize = 4096;
+
+/// A self-describing reference to the key that wrapped a data key:
+/// `scheme://key-id#version`, for example `managed://root#v7` or `aws-kms://arn:aws:kms:…`.
+///
+/// Stored in every envelope, so reads find their provider without configuration and rotation,
+/// rewrap and minimum versions work. It is public metadata, never secret.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct KeyRef {
+    scheme: String,
+    key_id: String,
+    version: String,
+}
+
+impl KeyRef {
+    /// A key reference, validated: the scheme is 1 to 32 bytes of `[a-z0-9-]` starting with a
+    /// letter; the key id is 1 to 2048 bytes and the version at most 128 bytes, neither with
+    /// control characters, and the version without `#`.
+    ///
+    /// # Errors
+    /// [`EnvelopeError::Malformed`] or [`EnvelopeError::TooLarge`] naming the broken rule.
+    pub fn new(
+        scheme: impl Into<String>,
+        key_id: impl Into<String>,
+        version: impl Into<String>,
+    ) -> Result<Self, EnvelopeError> {
+        let (scheme, key_id, version) = (scheme.into(), key_id.into(), version.into());
+        validate_scheme(&scheme)?;
+        if key_id.is_empty() {
+            return Err(EnvelopeError::Malformed {
+                reason: "empty key id",
+            });
+        }
+        check_len("key id", &key_id, MAX_KEY_ID_LEN)?;
+        check_len("key version", &version, MAX_KEY_VERSION_LEN)?;
+        if key_id.chars().any(char::is_control) || version.chars().any(char::is_control) {
+            return Err(EnvelopeError::Malformed {
+                reason: "control character in key reference",
+            });
+        }
+        if version.contains('#') {
+            return Err(EnvelopeError::Malformed {
+                reason: "'#' in key version",
+            });
+        }
+        Ok(Self {
+            scheme,
+            key_id,
+            version,
+        })
+    }
+
+    /// Parses `scheme://key-id` or `scheme://key-id#version`. The version is what follows the
+    /// last `#`.
+    ///
+    /// # Errors
+    /// As [`KeyRef::new`], or [`EnvelopeError::Malformed`] without `://`.
+    pub fn parse(s: &str) -> Result<Self, EnvelopeError> {
+        let (scheme, rest) = s.split_once("://").ok_or(EnvelopeError::Malformed {
+            reason: "key reference without '://'",
+        })?;
+        let (key_id, version) = rest.rsplit_once('#').unwrap_or((rest, ""));
+        Self::new(scheme, key_id, version)
+    }
+
+    /// The provider scheme, such as `managed` or `aws-kms`.
+    pub fn scheme(&self) -> &str {
+        &self.scheme
+    }
+
+    /// The key id within the provider.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// The key version, empty when the provider records it inside the wrapped bytes.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+}
+
+fn validate_scheme(scheme: &str) -> Result<(), EnvelopeError> {
+    let ok = scheme.len() <= MAX_SCHEME_LEN
+        && scheme.starts_with(|c: char| c.is_ascii_lowercase())
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(EnvelopeError::Malformed {
+            reason: "key scheme must be 1 to 32 of [a-z0-9-], starting with a letter",
+        })
+    }
+}
+
+fn check_len(what: &'static str, s: &str, max: usize) -> Result<(), EnvelopeError> {
+    if s.len() > max {
+        Err(EnvelopeError::TooLarge { what, max })
+    } else {
+        Ok(())
+    }
+}
+
+impl fmt::Display for KeyRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}", self.scheme, self.key_id)?;
+        if !self.version.is_empty() {
+            write!(f, "#{}", self.version)?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for KeyRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyRef({self})")
+    }
+}
+
+/// A data key encrypted under a provider's key, with the reference of that key.
+///
+/// The bytes are ciphertext: safe to store, useless without the provider.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct WrappedKey {
+    key_ref: KeyRef,
+    bytes: Vec<u8>,
+}
+
+impl WrappedKey {
+    /// A wrapped key. Providers build these; callers get them from providers and envelopes.
+    ///
+    /// # Errors
+    /// [`EnvelopeError`] if `bytes` is empty or longer than [`MAX_WRAPPED_LEN`].
+    pub fn new(key_ref: KeyRef, bytes: Vec<u8>) -> Result<Self, EnvelopeError> {
+        if bytes.is_empty() {
+            return Err(EnvelopeError::Malformed {
+                reason: "empty wrapped key",
+            });
+        }
+        if bytes.len() > MAX_WRAPPED_LEN {
+            return Err(EnvelopeError::TooLarge {
+                what: "wrapped key",
+                max: MAX_WRAPPED_LEN,
+            });
+        }
+        Ok(Self { key_ref, bytes })
+    }
+
+    /// The key that wrapped this data key.
+    pub fn key_ref(&self) -> &KeyRef {
+        &self.key_ref
+    }
+
+    /// The wrapped bytes, as the provider produced them.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl fmt::Debug for WrappedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WrappedKey")
+            .field("key_ref", &self.key_ref)
+            .field("len", &self.bytes.len())
+            .finish()
+    }
+}
+
+/// A holder of key-encryption keys: the managed key ring, or a customer's key in a cloud KMS.
+///
+/// # Who calls it
+/// The envelope functions ([`seal`](crate::seal), [`open`](crate::open),
+/// [`rewrap`](crate::rewrap)) and the [`Router`](crate::Router). Applications normally hand a
+/// provider (usually a router) to those functions rather than calling it directly.
+///
+/// # What it must do
+/// - Bind the key context to every wrap: use [`KeyContext::canonical_bytes`] as associated data
+///   (or as the KMS encryption context), and reject an unwrap under a different context.
+/// - Record in each [`KeyRef`] enough to find the same key and version again.
+/// - Never put credentials, key bytes or plaintext in errors, logs or `Debug`.
+///
+/// # "Not mine" versus "mine, but it failed"
+/// [`owns`](Self::owns) answers, without any I/O, whether a wrapped key's reference names a key
+/// this provider holds. Callers only hand a provider the wrapped keys it owns; if it gets another
+/// one anyway it answers [`ProviderErrorKind::NotMine`]. Every failure on a key it owns is
+/// another kind: [`ProviderErrorKind::InvalidCiphertext`] when the wrapped bytes or the context
+/// are not authentic, `Disabled`, `NotFound`, `AccessDenied`, `Throttled` or `Unavailable`
+/// otherwise.
+#[async_trait]
+pub trait KeyProvider: Send + Sync + fmt::Debug {
+    /// Whether `key` names a key this provider holds. Must not do I/O.
+    fn owns(&self, key: &KeyRef) -> bool;
+
+    /// A fresh data key for `ctx` and the same key wrapped for `ctx`, in one operation (one
+    /// round trip for a KMS).
+    ///
+    /// # Errors
+    /// A [`ProviderError`]; nothing is produced.
+    async fn generate_data_key(
+        &self,
+        ctx: &KeyContext,
+    ) -> Result<(DataKey, WrappedKey), ProviderError> {
+        let key = DataKey::generate()
+            .map_err(|_| ProviderError::new(ProviderErrorKind::Other, "local", "random"))?;
+        let wrapped = self.wrap(&key, ctx).await?;
+        Ok((key, wrapped))
+    }
+
+    /// Wraps an existing data key for `ctx` under this provider's current key.
+    ///
+    /// # Errors
+    /// A [`ProviderError`].
+    async fn wrap(&self, key: &DataKey, ctx: &KeyContext) -> Result<WrappedKey, ProviderError>;
+
+    /// Unwraps a data key that this provider wrapped for `ctx`.
+    ///
+    /// # Errors
+    /// [`ProviderErrorKind::NotMine`] if [`owns`](Self::owns) is false for it;
+    /// [`ProviderErrorKind::InvalidCiphertext`] if the bytes or the context are not authentic;
+    /// another kind if the key is unusable or the provider unreachable.
+    async fn unwrap(
+        &self,
+        wrapped: &WrappedKey,
+        ctx: &KeyContext,
+    ) -> Result<DataKey, ProviderError>;
+
+    /// Re-wraps a data key under this provider's current key (version) without returning it.
+    /// The default unwraps and wraps again; a KMS with a re-encrypt call may do better.
+    ///
+    /// # Errors
+    /// As [`unwrap`](Self::unwrap) and [`wrap`](Self::wrap).
+    async fn rewrap(
+        &self,
+        wrapped: &WrappedKey,
+        ctx: &KeyContext,
+    ) -> Result<WrappedKey, ProviderError> {
+        let key = self.unwrap(wrapped, ctx).await?;
+        self.wrap(&key, ctx).await
+    }
+}

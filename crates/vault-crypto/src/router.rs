@@ -1,0 +1,194 @@
+//! The router: which provider wraps the data keys of which key context.
+//!
+//! Sealing: the first rule whose pairs are all present and equal in the context wins; every
+//! other context goes to the default (managed) provider. This is how BYOK works: a rule
+//! `organization_id = org_byok` sends that customer's objects to a provider holding the
+//! customer's own key. Opening: the provider that [owns](KeyProvider::owns) the key reference
+//! recorded in the wrapped key unwraps it, whatever the rules say today, so changing a rule
+//! never strands old data.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::context::KeyContext;
+use crate::data_key::DataKey;
+use crate::error::{ContextError, ProviderError, ProviderErrorKind};
+use crate::provider::{KeyProvider, KeyRef, WrappedKey};
+
+/// One routing rule: every listed pair must be present and equal.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    matches: Vec<(String, String)>,
+    provider: Arc<dyn KeyProvider>,
+}
+
+impl Rule {
+    /// Whether the rule applies to `ctx`.
+    pub fn matches(&self, ctx: &KeyContext) -> bool {
+        self.matches
+            .iter()
+            .all(|(k, v)| ctx.get(k) == Some(v.as_str()))
+    }
+
+    /// The pairs the rule requires.
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.matches.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// The provider it sends matching contexts to.
+    pub fn provider(&self) -> &Arc<dyn KeyProvider> {
+        &self.provider
+    }
+}
+
+/// Routes each key context to a provider, and each wrapped key back to its owner.
+///
+/// ```
+/// # async fn demo() -> Result<(), vault_crypto::Error> {
+/// use std::sync::Arc;
+/// use vault_crypto::{KeyContext, ManagedKeyProvider, Router};
+///
+/// let shared = Arc::new(ManagedKeyProvider::in_memory("root")?);
+/// let byok = Arc::new(ManagedKeyProvider::in_memory("org-byok")?); // a customer's key
+/// let router = Router::new(shared).rule([("organization_id", "org_byok")], byok)?;
+///
+/// let ctx = KeyContext::from_pairs([("organization_id", "org_byok")])?;
+/// let sealed = vault_crypto::seal(&router, &ctx, b"secret", b"").await?;
+/// assert_eq!(router.route(&ctx).owns(vault_crypto::Envelope::parse(&sealed)?.wrapped_keys()[0].key_ref()), true);
+/// assert_eq!(vault_crypto::open(&router, &sealed, b"").await?.plaintext(), b"secret");
+/// # Ok(()) }
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(demo()).unwrap();
+/// ```
+#[derive(Debug, Clone)]
+pub struct Router {
+    default: Arc<dyn KeyProvider>,
+    rules: Vec<Rule>,
+    /// Providers that only unwrap: keys no rule points at any more.
+    decrypt_only: Vec<Arc<dyn KeyProvider>>,
+}
+
+impl Router {
+    /// A router that sends every context to `default`.
+    pub fn new(default: Arc<dyn KeyProvider>) -> Self {
+        Self {
+            default,
+            rules: Vec::new(),
+            decrypt_only: Vec::new(),
+        }
+    }
+
+    /// Adds a rule after the existing ones: contexts holding every pair of `matches` go to
+    /// `provider`.
+    ///
+    /// # Errors
+    /// [`ContextError`] if `matches` is empty, repeats a key, or breaks a key or value limit.
+    pub fn rule<I, K, V>(
+        mut self,
+        matches: I,
+        provider: Arc<dyn KeyProvider>,
+    ) -> Result<Self, ContextError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        // The same rules as a context: non-empty, unique keys, limits.
+        let as_context = KeyContext::from_pairs(matches)?;
+        let matches = as_context
+            .pairs()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        self.rules.push(Rule { matches, provider });
+        Ok(self)
+    }
+
+    /// Adds a provider used only to unwrap (for example a retired customer key).
+    #[must_use]
+    pub fn decrypt_only(mut self, provider: Arc<dyn KeyProvider>) -> Self {
+        self.decrypt_only.push(provider);
+        self
+    }
+
+    /// The provider that wraps data keys for `ctx`.
+    pub fn route(&self, ctx: &KeyContext) -> &Arc<dyn KeyProvider> {
+        self.rules
+            .iter()
+            .find(|r| r.matches(ctx))
+            .map_or(&self.default, |r| &r.provider)
+    }
+
+    /// The rules, in order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// The provider that owns `key`, if any.
+    pub fn owner(&self, key: &KeyRef) -> Option<&Arc<dyn KeyProvider>> {
+        std::iter::once(&self.default)
+            .chain(self.rules.iter().map(|r| &r.provider))
+            .chain(&self.decrypt_only)
+            .find(|p| p.owns(key))
+    }
+
+    fn no_owner(key: &KeyRef) -> ProviderError {
+        ProviderError::new(
+            ProviderErrorKind::NotMine,
+            "router",
+            format!("no provider for key scheme {:?}", key.scheme()),
+        )
+    }
+}
+
+#[async_trait]
+impl KeyProvider for Router {
+    fn owns(&self, key: &KeyRef) -> bool {
+        self.owner(key).is_some()
+    }
+
+    async fn generate_data_key(
+        &self,
+        ctx: &KeyContext,
+    ) -> Result<(DataKey, WrappedKey), ProviderError> {
+        self.route(ctx).generate_data_key(ctx).await
+    }
+
+    async fn wrap(&self, key: &DataKey, ctx: &KeyContext) -> Result<WrappedKey, ProviderError> {
+        self.route(ctx).wrap(key, ctx).await
+    }
+
+    async fn unwrap(
+        &self,
+        wrapped: &WrappedKey,
+        ctx: &KeyContext,
+    ) -> Result<DataKey, ProviderError> {
+        let owner = self
+            .owner(wrapped.key_ref())
+            .ok_or_else(|| Self::no_owner(wrapped.key_ref()))?;
+        owner.unwrap(wrapped, ctx).await
+    }
+
+    /// Unwraps with the key's owner and wraps with the provider the rules choose now, so a
+    /// rewrap also moves data between providers when the routing changed.
+    async fn rewrap(
+        &self,
+        wrapped: &WrappedKey,
+        ctx: &KeyContext,
+    ) -> Result<WrappedKey, ProviderError> {
+        let key = self.unwrap(wrapped, ctx).await?;
+        self.route(ctx).wrap(&key, ctx).await
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (k, v)) in self.matches.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" and ")?;
+            }
+            write!(f, "{k} = {v}")?;
+        }
+        write!(f, " -> {:?}", self.provider)
+    }
+}
