@@ -1,0 +1,107 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code, unreachable_pub)] // Each test binary uses a different subset.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use vault_crypto::{
+    DataKey, KeyContext, KeyProvider, KeyRef, ManagedKeyProvider, ProviderError, ProviderErrorKind,
+    WrappedKey,
+};
+
+/// Runs a future to completion on a fresh current-thread runtime.
+pub fn block_on<F: Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+pub fn ctx(pairs: &[(&str, &str)]) -> KeyContext {
+    KeyContext::from_pairs(pairs.iter().copied()).expect("valid context")
+}
+
+/// A provider under another scheme, as a cloud KMS provider would be: it really wraps (with
+/// its own managed ring underneath) but its key references say `scheme://key-id#version`.
+#[derive(Debug)]
+pub struct OtherScheme {
+    scheme: &'static str,
+    inner: ManagedKeyProvider,
+}
+
+impl OtherScheme {
+    pub fn new(scheme: &'static str, key_id: &str) -> Arc<Self> {
+        Arc::new(Self {
+            scheme,
+            inner: ManagedKeyProvider::in_memory(key_id).expect("ring"),
+        })
+    }
+
+    fn to_inner(&self, wrapped: &WrappedKey) -> WrappedKey {
+        let r = wrapped.key_ref();
+        let key_ref = KeyRef::new("managed", r.key_id(), r.version()).expect("ref");
+        WrappedKey::new(key_ref, wrapped.bytes().to_vec()).expect("wrapped")
+    }
+
+    fn from_inner(&self, wrapped: WrappedKey) -> WrappedKey {
+        let r = wrapped.key_ref();
+        let key_ref = KeyRef::new(self.scheme, r.key_id(), r.version()).expect("ref");
+        WrappedKey::new(key_ref, wrapped.bytes().to_vec()).expect("wrapped")
+    }
+}
+
+#[async_trait]
+impl KeyProvider for OtherScheme {
+    fn owns(&self, key: &KeyRef) -> bool {
+        key.scheme() == self.scheme && key.key_id() == self.inner.name()
+    }
+
+    async fn wrap(&self, key: &DataKey, ctx: &KeyContext) -> Result<WrappedKey, ProviderError> {
+        Ok(self.from_inner(self.inner.wrap(key, ctx).await?))
+    }
+
+    async fn unwrap(
+        &self,
+        wrapped: &WrappedKey,
+        ctx: &KeyContext,
+    ) -> Result<DataKey, ProviderError> {
+        if !self.owns(wrapped.key_ref()) {
+            return Err(ProviderError::new(
+                ProviderErrorKind::NotMine,
+                self.scheme,
+                "",
+            ));
+        }
+        self.inner.unwrap(&self.to_inner(wrapped), ctx).await
+    }
+}
+
+/// A provider that is always down: for error propagation tests.
+#[derive(Debug)]
+pub struct Down {
+    pub scheme: &'static str,
+}
+
+#[async_trait]
+impl KeyProvider for Down {
+    fn owns(&self, key: &KeyRef) -> bool {
+        key.scheme() == self.scheme
+    }
+
+    async fn wrap(&self, _: &DataKey, _: &KeyContext) -> Result<WrappedKey, ProviderError> {
+        Err(ProviderError::new(
+            ProviderErrorKind::Unavailable,
+            self.scheme,
+            "connection refused",
+        ))
+    }
+
+    async fn unwrap(&self, _: &WrappedKey, _: &KeyContext) -> Result<DataKey, ProviderError> {
+        Err(ProviderError::new(
+            ProviderErrorKind::Unavailable,
+            self.scheme,
+            "connection refused",
+        ))
+    }
+}

@@ -1,0 +1,177 @@
+//! The router: BYOK rules on seal, dispatch by key reference on open.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{Down, OtherScheme, block_on, ctx};
+use vault_crypto::{
+    Envelope, Error, KeyProvider, ManagedKeyProvider, ProviderErrorKind, Router, open, rewrap, seal,
+};
+
+fn scheme_of(envelope: &[u8]) -> String {
+    Envelope::parse(envelope).unwrap().wrapped_keys()[0]
+        .key_ref()
+        .to_string()
+}
+
+#[test]
+fn rules_route_by_organization_and_the_rest_goes_to_the_default() {
+    let managed = Arc::new(ManagedKeyProvider::in_memory("root").unwrap());
+    let acme = OtherScheme::new("test-kms", "acme-key");
+    let globex = OtherScheme::new("other-kms", "globex-key");
+    let router = Router::new(managed)
+        .rule([("organization_id", "org_acme")], acme)
+        .unwrap()
+        .rule([("organization_id", "org_globex")], globex)
+        .unwrap();
+
+    let cases = [
+        (
+            ctx(&[("organization_id", "org_acme"), ("user_id", "u1")]),
+            "test-kms://acme-key#v1",
+        ),
+        (
+            ctx(&[("organization_id", "org_globex")]),
+            "other-kms://globex-key#v1",
+        ),
+        (
+            ctx(&[("organization_id", "org_other")]),
+            "managed://root#v1",
+        ),
+        (ctx(&[("tenant", "org_acme")]), "managed://root#v1"),
+    ];
+    for (c, want) in &cases {
+        let env = block_on(seal(&router, c, b"value", b"")).unwrap();
+        assert_eq!(scheme_of(&env), *want, "{c}");
+        // Opening dispatches by the scheme recorded in the envelope.
+        let opened = block_on(open(&router, &env, b"")).unwrap();
+        assert_eq!(opened.plaintext(), b"value");
+        assert_eq!(opened.key_ref().to_string(), *want);
+    }
+}
+
+#[test]
+fn first_matching_rule_wins_and_all_pairs_must_match() {
+    let managed = Arc::new(ManagedKeyProvider::in_memory("root").unwrap());
+    let narrow = OtherScheme::new("narrow-kms", "k");
+    let broad = OtherScheme::new("broad-kms", "k");
+    let router = Router::new(managed)
+        .rule([("organization_id", "org_1"), ("region", "eu")], narrow)
+        .unwrap()
+        .rule([("organization_id", "org_1")], broad)
+        .unwrap();
+    let eu = ctx(&[("organization_id", "org_1"), ("region", "eu")]);
+    let us = ctx(&[("organization_id", "org_1"), ("region", "us")]);
+    assert!(
+        router
+            .route(&eu)
+            .owns(&vault_crypto::KeyRef::parse("narrow-kms://k#v1").unwrap())
+    );
+    assert!(
+        router
+            .route(&us)
+            .owns(&vault_crypto::KeyRef::parse("broad-kms://k#v1").unwrap())
+    );
+}
+
+#[test]
+fn an_unknown_scheme_is_a_clear_error() {
+    let byok = OtherScheme::new("test-kms", "acme-key");
+    let with_byok = Router::new(Arc::new(ManagedKeyProvider::in_memory("root").unwrap()))
+        .rule([("organization_id", "org_acme")], byok)
+        .unwrap();
+    let env = block_on(seal(
+        &with_byok,
+        &ctx(&[("organization_id", "org_acme")]),
+        b"v",
+        b"",
+    ))
+    .unwrap();
+
+    // A router without that provider cannot open it, and says which key it lacks.
+    let without = Router::new(Arc::new(ManagedKeyProvider::in_memory("root").unwrap()));
+    match block_on(open(&without, &env, b"")) {
+        Err(Error::NoProvider { key_ref }) => assert_eq!(key_ref, "test-kms://acme-key#v1"),
+        other => panic!("expected NoProvider, got {other:?}"),
+    }
+    let wrapped = &Envelope::parse(&env).unwrap().wrapped_keys()[0].clone();
+    let e =
+        block_on(without.unwrap(wrapped, &ctx(&[("organization_id", "org_acme")]))).unwrap_err();
+    assert_eq!(e.kind(), ProviderErrorKind::NotMine);
+    assert!(e.to_string().contains("test-kms"), "{e}");
+}
+
+#[test]
+fn changing_the_rules_never_strands_old_data() {
+    let managed = Arc::new(ManagedKeyProvider::in_memory("root").unwrap());
+    let byok = OtherScheme::new("test-kms", "acme-key");
+    let acme = ctx(&[("organization_id", "org_acme")]);
+    let before = Router::new(managed.clone())
+        .rule([("organization_id", "org_acme")], byok.clone())
+        .unwrap();
+    let env = block_on(seal(&before, &acme, b"v", b"")).unwrap();
+
+    // The customer leaves BYOK: the rule is gone, the key kept for decryption only.
+    let after = Router::new(managed).decrypt_only(byok);
+    assert_eq!(block_on(open(&after, &env, b"")).unwrap().plaintext(), b"v");
+    // Rewrapping moves the data key to where the rules send the context now.
+    let moved = block_on(rewrap(&after, &env)).unwrap();
+    assert_eq!(scheme_of(&moved), "managed://root#v1");
+    assert_eq!(
+        block_on(open(&after, &moved, b"")).unwrap().plaintext(),
+        b"v"
+    );
+}
+
+#[test]
+fn an_outage_is_reported_as_such_not_as_a_decryption_failure() {
+    let env = {
+        let byok = OtherScheme::new("test-kms", "acme-key");
+        let r = Router::new(Arc::new(ManagedKeyProvider::in_memory("root").unwrap()))
+            .rule([("organization_id", "org_acme")], byok)
+            .unwrap();
+        block_on(seal(
+            &r,
+            &ctx(&[("organization_id", "org_acme")]),
+            b"v",
+            b"",
+        ))
+        .unwrap()
+    };
+    let down = Router::new(Arc::new(ManagedKeyProvider::in_memory("root").unwrap()))
+        .decrypt_only(Arc::new(Down { scheme: "test-kms" }));
+    match block_on(open(&down, &env, b"")) {
+        Err(Error::Provider(e)) => {
+            assert_eq!(e.kind(), ProviderErrorKind::Unavailable);
+            assert!(e.is_retryable());
+        }
+        other => panic!("expected a provider error, got {other:?}"),
+    }
+    // Sealing through a provider that is down fails and produces nothing.
+    let r = Router::new(Arc::new(Down { scheme: "test-kms" }));
+    assert!(matches!(
+        block_on(seal(&r, &ctx(&[("a", "b")]), b"v", b"")),
+        Err(Error::Provider(_))
+    ));
+}
+
+#[test]
+fn rules_are_validated_like_contexts() {
+    let managed: Arc<dyn KeyProvider> = Arc::new(ManagedKeyProvider::in_memory("root").unwrap());
+    assert!(
+        Router::new(managed.clone())
+            .rule(Vec::<(String, String)>::new(), managed.clone())
+            .is_err()
+    );
+    assert!(
+        Router::new(managed.clone())
+            .rule([("a", "1"), ("a", "2")], managed.clone())
+            .is_err()
+    );
+    assert!(
+        Router::new(managed.clone())
+            .rule([("", "1")], managed)
+            .is_err()
+    );
+}
