@@ -1,0 +1,208 @@
+//! Property tests of the invariants the format promises.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::block_on;
+use proptest::prelude::*;
+use vault_crypto::{Backend, Envelope, Error, KeyContext, ManagedKeyProvider, danger, open, seal};
+
+/// Valid contexts: 1 to 10 pairs, keys 1..=128 bytes without control characters, values 1..=500
+/// characters (any, including control characters and astral-plane ones).
+fn context() -> impl Strategy<Value = KeyContext> {
+    let key = "[^\\p{Cc}]{1,32}".prop_filter("at most 128 bytes", |k| k.len() <= 128);
+    let value = "(?s).{1,40}";
+    prop::collection::btree_map(key, value, 1..=10)
+        .prop_map(|m| KeyContext::from_pairs(m).expect("generated contexts are valid"))
+}
+
+fn provider() -> ManagedKeyProvider {
+    ManagedKeyProvider::in_memory("root").unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn open_of_seal_is_the_identity(
+        ctx in context(),
+        value in prop::collection::vec(any::<u8>(), 0..2048),
+        aad in prop::collection::vec(any::<u8>(), 0..64),
+    ) {
+        let p = provider();
+        let env = block_on(seal(&p, &ctx, &value, &aad)).unwrap();
+        let opened = block_on(open(&p, &env, &aad)).unwrap();
+        prop_assert_eq!(opened.plaintext(), &value[..]);
+        prop_assert_eq!(opened.context(), &ctx);
+        // The text form carries the same envelope.
+        let text = vault_crypto::encode_text(&env);
+        prop_assert_eq!(Envelope::decode_text(&text).unwrap(), env);
+    }
+
+    #[test]
+    fn canonical_bytes_do_not_depend_on_pair_order(
+        pairs in prop::collection::btree_map("[a-z_]{1,12}", "[ -~]{1,12}", 1..=10),
+        seed in any::<u64>(),
+    ) {
+        let mut shuffled: Vec<_> = pairs.clone().into_iter().collect();
+        // A deterministic shuffle driven by the seed.
+        let n = shuffled.len();
+        for i in (1..n).rev() {
+            let j = usize::try_from((seed >> (i % 64)) % (i as u64 + 1)).unwrap();
+            shuffled.swap(i, j);
+        }
+        let a = KeyContext::from_pairs(pairs.clone()).unwrap();
+        let b = KeyContext::from_pairs(shuffled.clone()).unwrap();
+        prop_assert_eq!(a.canonical_bytes(), b.canonical_bytes());
+        // JSON text in the shuffled order (serde_json's own map would sort it).
+        let members: Vec<String> = shuffled
+            .iter()
+            .map(|(k, v)| format!("{}:{}", serde_json::to_string(k).unwrap(), serde_json::to_string(v).unwrap()))
+            .collect();
+        let json = format!("{{{}}}", members.join(","));
+        prop_assert_eq!(KeyContext::parse_json(json.as_bytes()).unwrap(), a);
+    }
+
+    #[test]
+    fn canonical_bytes_are_injective(a in context(), b in context()) {
+        let same_pairs = a.pairs().collect::<BTreeMap<_, _>>() == b.pairs().collect::<BTreeMap<_, _>>();
+        prop_assert_eq!(a.canonical_bytes() == b.canonical_bytes(), same_pairs);
+        prop_assert_eq!(KeyContext::from_canonical_bytes(a.canonical_bytes()).unwrap(), a);
+    }
+
+    #[test]
+    fn a_wrong_context_or_aad_fails(
+        ctx in context(),
+        other in context(),
+        aad in prop::collection::vec(any::<u8>(), 0..32),
+        other_aad in prop::collection::vec(any::<u8>(), 0..32),
+    ) {
+        let p = provider();
+        let env = block_on(seal(&p, &ctx, b"value", &aad)).unwrap();
+        if other_aad != aad {
+            prop_assert!(matches!(block_on(open(&p, &env, &other_aad)), Err(Error::DecryptionFailed)));
+        }
+        if other != ctx {
+            // Splice the other context into the header, keeping every length consistent.
+            let parsed = Envelope::parse(&env).unwrap();
+            let old = ctx.canonical_bytes();
+            let start = 4 + 1 + 2 + 32 + 2;
+            let mut forged = env[..start - 2].to_vec();
+            forged.extend_from_slice(&u16::try_from(other.canonical_bytes().len()).unwrap().to_be_bytes());
+            forged.extend_from_slice(other.canonical_bytes());
+            forged.extend_from_slice(&env[start + old.len()..]);
+            let forged_env = Envelope::parse(&forged).unwrap();
+            prop_assert_eq!(forged_env.context(), &other);
+            prop_assert_eq!(forged_env.wrapped_keys(), parsed.wrapped_keys());
+            prop_assert!(matches!(block_on(open(&p, &forged, &aad)), Err(Error::DecryptionFailed)));
+        }
+    }
+
+    #[test]
+    fn flipping_any_bit_is_an_error_never_a_panic_or_a_wrong_plaintext(
+        ctx in context(),
+        value in prop::collection::vec(any::<u8>(), 0..64),
+        position in any::<prop::sample::Index>(),
+        bit in 0u8..8,
+    ) {
+        let p = provider();
+        let mut env = block_on(seal(&p, &ctx, &value, b"")).unwrap();
+        let i = position.index(env.len());
+        env[i] ^= 1 << bit;
+        prop_assert!(block_on(open(&p, &env, b"")).is_err(), "flip at {} opened", i);
+    }
+
+    #[test]
+    fn parse_never_panics_and_round_trips(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        vault_crypto::fuzzing::envelope(&bytes);
+        vault_crypto::fuzzing::context_canonical(&bytes);
+        vault_crypto::fuzzing::context_json(&bytes);
+    }
+}
+
+/// Every single-byte change anywhere in an envelope is caught, exhaustively.
+#[test]
+fn every_byte_of_an_envelope_is_protected() {
+    let p = provider();
+    let ctx = KeyContext::from_pairs([("organization_id", "org_1"), ("user_id", "u_9")]).unwrap();
+    let env = block_on(seal(&p, &ctx, b"attack at dawn", b"aad")).unwrap();
+    for i in 0..env.len() {
+        for delta in [0x01u8, 0x80, 0xff] {
+            let mut bad = env.clone();
+            bad[i] ^= delta;
+            let result = block_on(open(&p, &bad, b"aad"));
+            assert!(result.is_err(), "byte {i} ^ {delta:#x} still opened");
+        }
+    }
+    // And every truncation.
+    for len in 0..env.len() {
+        assert!(
+            block_on(open(&p, &env[..len], b"aad")).is_err(),
+            "truncated to {len}"
+        );
+    }
+    assert!(block_on(open(&p, &env, b"aad")).is_ok());
+}
+
+/// A ciphertext opens under exactly one data key: a second, valid wrapped key of another data
+/// key added to the envelope is never used to decrypt.
+#[test]
+fn the_commitment_rejects_a_substituted_data_key() {
+    let p = provider();
+    let ctx = KeyContext::from_pairs([("organization_id", "org_1")]).unwrap();
+    let env = block_on(seal(&p, &ctx, b"genuine", b"")).unwrap();
+    let parsed = Envelope::parse(&env).unwrap();
+    // An attacker who can wrap keys for this context wraps their own data key...
+    let (_, attacker_wrapped) =
+        block_on(vault_crypto::KeyProvider::generate_data_key(&p, &ctx)).unwrap();
+    // ...and puts it first, or alone.
+    for keys in [
+        vec![attacker_wrapped.clone(), parsed.wrapped_keys()[0].clone()],
+        vec![attacker_wrapped],
+    ] {
+        let forged = parsed.with_wrapped_keys(keys.clone()).unwrap();
+        let result = block_on(open(&p, &forged, b""));
+        if keys.len() == 2 {
+            // The genuine key is still found; the substitute was not used.
+            assert_eq!(result.unwrap().plaintext(), b"genuine");
+        } else {
+            assert!(matches!(result, Err(Error::DecryptionFailed)));
+        }
+    }
+}
+
+#[cfg(all(feature = "ring", feature = "rustcrypto"))]
+#[test]
+fn the_backends_interoperate_byte_for_byte() {
+    let ctx = KeyContext::from_pairs([("organization_id", "org_1")]).unwrap();
+    let root = [(1u32, [9u8; 32])];
+    for value in [&b""[..], b"x", &[7u8; 1000][..]] {
+        let mut outputs = Vec::new();
+        for backend in Backend::ALL.iter().copied() {
+            let p = danger::managed_provider_from_root_keys("root", &root, 1)
+                .unwrap()
+                .with_backend(backend);
+            let dek = danger::data_key_from_bytes([3u8; 32]);
+            let wrapped = danger::managed_wrap_with_nonce(&p, &dek, &ctx, [5u8; 12]).unwrap();
+            let env = danger::seal_with_parameters(
+                backend,
+                &dek,
+                &[wrapped],
+                &ctx,
+                value,
+                b"a",
+                [1; 32],
+                [2; 12],
+            )
+            .unwrap();
+            outputs.push(env);
+        }
+        assert_eq!(outputs[0], outputs[1], "ring and RustCrypto differ");
+        for backend in Backend::ALL.iter().copied() {
+            let dek = danger::data_key_from_bytes([3u8; 32]);
+            let pt = danger::open_with_data_key(backend, &dek, &outputs[0], b"a").unwrap();
+            assert_eq!(&pt[..], value);
+        }
+    }
+}
