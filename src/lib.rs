@@ -1,8 +1,4 @@
-//! The vault: envelope encryption with managed and customer-managed keys.
-//!
-//! This crate is the facade over the workspace: [`crypto`] is the core (key contexts, the
-//! envelope format, key providers and the BYOK router). The `vault` binary is its command line.
-
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -25,6 +21,15 @@ pub const MANAGED_RING: &str = "root";
 /// [`KeyRingError`] if the ring cannot be created, read or is malformed.
 pub fn open_managed(data_dir: &Path) -> Result<Arc<ManagedKeyProvider>, KeyRingError> {
     ManagedKeyProvider::open_or_create(data_dir, MANAGED_RING).map(Arc::new)
+}
+
+/// The existing managed ring `root` in `data_dir`, for operations that must not create one
+/// (decrypting, rewrapping, key administration).
+///
+/// # Errors
+/// [`KeyRingError`] if there is no ring, or it cannot be read or is malformed.
+pub fn open_existing_managed(data_dir: &Path) -> Result<Arc<ManagedKeyProvider>, KeyRingError> {
+    ManagedKeyProvider::open_existing(data_dir, MANAGED_RING).map(Arc::new)
 }
 
 /// A router with the managed ring as its default provider and no BYOK rules yet.

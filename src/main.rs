@@ -172,6 +172,7 @@ fn write_envelope(bytes: &[u8], binary: bool) -> Result<(), Failure> {
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     let managed = || vault::open_managed(&cli.data_dir);
+    let existing = || vault::open_existing_managed(&cli.data_dir);
     match cli.command {
         Command::Encrypt {
             context,
@@ -187,7 +188,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Decrypt { aad, show_context } => {
             let input = read_stdin()?;
             let bytes = envelope_bytes(&input)?;
-            let router = vault::default_router(managed()?);
+            let router = vault::default_router(existing()?);
             let opened = crypto::open(&router, &bytes, aad.as_bytes()).await?;
             if show_context {
                 eprintln!("{}", opened.context());
@@ -198,7 +199,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Keys { command } => {
-            let ring = managed()?;
+            let ring = existing()?;
             match command {
                 KeysCommand::Status => {
                     println!(

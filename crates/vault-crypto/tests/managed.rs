@@ -1,4 +1,5 @@
 //! The managed key provider: rotation, rewrap, destruction, minimum versions, persistence.
+#![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Property tests of the invariants the format promises.
+#![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
 
 mod common;
 
@@ -6,7 +7,7 @@ use std::collections::BTreeMap;
 
 use common::block_on;
 use proptest::prelude::*;
-use vault_crypto::{Backend, Envelope, Error, KeyContext, ManagedKeyProvider, danger, open, seal};
+use vault_crypto::{Envelope, Error, KeyContext, ManagedKeyProvider, open, seal};
 
 /// Valid contexts: 1 to 10 pairs, keys 1..=128 bytes without control characters, values 1..=500
 /// characters (any, including control characters and astral-plane ones).
@@ -175,6 +176,7 @@ fn the_commitment_rejects_a_substituted_data_key() {
 #[cfg(all(feature = "ring", feature = "rustcrypto"))]
 #[test]
 fn the_backends_interoperate_byte_for_byte() {
+    use vault_crypto::{Backend, danger};
     let ctx = KeyContext::from_pairs([("organization_id", "org_1")]).unwrap();
     let root = [(1u32, [9u8; 32])];
     for value in [&b""[..], b"x", &[7u8; 1000][..]] {

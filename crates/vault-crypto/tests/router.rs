@@ -1,4 +1,5 @@
 //! The router: BYOK rules on seal, dispatch by key reference on open.
+#![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
 
 mod common;
 

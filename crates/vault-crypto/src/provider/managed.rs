@@ -194,6 +194,21 @@ impl ManagedKeyProvider {
         Ok(Self::from_ring(name, ring, Some(file)))
     }
 
+    /// Opens the existing ring `name` in `dir`; unlike [`open_or_create`](Self::open_or_create)
+    /// it never creates anything.
+    ///
+    /// # Errors
+    /// [`KeyRingError::Io`] (not found) if there is no ring, or as `open_or_create`.
+    pub fn open_existing(dir: &Path, name: &str) -> Result<Self, KeyRingError> {
+        validate_name(name)?;
+        let file = RingFile::new(dir, name);
+        let ring = file.load(name)?.ok_or_else(|| KeyRingError::Io {
+            path: file.path.display().to_string(),
+            source: io::Error::new(io::ErrorKind::NotFound, "no key ring here"),
+        })?;
+        Ok(Self::from_ring(name, ring, Some(file)))
+    }
+
     /// Use another AES-256-GCM backend for wrapping (the default is [`Backend::DEFAULT`]).
     #[must_use]
     pub fn with_backend(mut self, backend: Backend) -> Self {

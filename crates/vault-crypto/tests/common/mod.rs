@@ -44,7 +44,7 @@ impl OtherScheme {
         WrappedKey::new(key_ref, wrapped.bytes().to_vec()).expect("wrapped")
     }
 
-    fn from_inner(&self, wrapped: WrappedKey) -> WrappedKey {
+    fn to_outer(&self, wrapped: WrappedKey) -> WrappedKey {
         let r = wrapped.key_ref();
         let key_ref = KeyRef::new(self.scheme, r.key_id(), r.version()).expect("ref");
         WrappedKey::new(key_ref, wrapped.bytes().to_vec()).expect("wrapped")
@@ -58,7 +58,7 @@ impl KeyProvider for OtherScheme {
     }
 
     async fn wrap(&self, key: &DataKey, ctx: &KeyContext) -> Result<WrappedKey, ProviderError> {
-        Ok(self.from_inner(self.inner.wrap(key, ctx).await?))
+        Ok(self.to_outer(self.inner.wrap(key, ctx).await?))
     }
 
     async fn unwrap(

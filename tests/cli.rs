@@ -1,0 +1,133 @@
+//! The `vault` binary end to end: the README's main job, key lifecycle and exit codes.
+#![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn vault(data_dir: &Path, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vault"))
+        .args(args)
+        .env("VAULT_DATA_DIR", data_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+const CTX: &str = r#"{"organization_id":"org_1"}"#;
+
+#[test]
+fn encrypt_then_decrypt_round_trips_and_creates_a_private_key_ring() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("vault-data");
+    let sealed = vault(&data, &["encrypt", "--context", CTX], b"secret\n");
+    assert!(
+        sealed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sealed.stderr)
+    );
+    assert!(!sealed.stdout.windows(6).any(|w| w == b"secret"));
+    let opened = vault(&data, &["decrypt", "--show-context"], &sealed.stdout);
+    assert!(
+        opened.status.success(),
+        "{}",
+        String::from_utf8_lossy(&opened.stderr)
+    );
+    assert_eq!(opened.stdout, b"secret\n");
+    assert_eq!(String::from_utf8_lossy(&opened.stderr).trim(), CTX);
+
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(data.join("keyring-root.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // The binary form works too, and associated data must match.
+    let bin = vault(
+        &data,
+        &["encrypt", "--context", CTX, "--binary", "--aad", "row-7"],
+        b"\x00\xffbin",
+    );
+    assert!(bin.stdout.starts_with(b"VLTE"));
+    assert_eq!(
+        vault(&data, &["decrypt", "--aad", "row-7"], &bin.stdout).stdout,
+        b"\x00\xffbin"
+    );
+    let wrong = vault(&data, &["decrypt", "--aad", "row-8"], &bin.stdout);
+    assert_eq!(wrong.status.code(), Some(4));
+    assert!(wrong.stdout.is_empty());
+}
+
+#[test]
+fn rotate_rewrap_and_destroy() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let old = vault(data, &["encrypt", "--context", CTX], b"v1 data").stdout;
+    assert_eq!(vault(data, &["keys", "rotate"], b"").stdout, b"v2\n");
+    let rewrapped = vault(data, &["keys", "rewrap"], &old);
+    assert!(rewrapped.status.success());
+    let refused = vault(data, &["keys", "destroy", "1"], b"");
+    assert_eq!(
+        refused.status.code(),
+        Some(3),
+        "destroy needs explicit confirmation"
+    );
+    assert!(
+        vault(data, &["keys", "destroy", "1", "--yes-destroy-data"], b"")
+            .status
+            .success()
+    );
+
+    assert_eq!(
+        vault(data, &["decrypt"], &rewrapped.stdout).stdout,
+        b"v1 data"
+    );
+    let gone = vault(data, &["decrypt"], &old);
+    assert_eq!(
+        gone.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&gone.stderr)
+    );
+    let status = String::from_utf8(vault(data, &["keys", "status"], b"").stdout).unwrap();
+    assert!(
+        status.contains("destroyed") && status.contains("primary"),
+        "{status}"
+    );
+}
+
+#[test]
+fn bad_input_is_a_clear_error_with_its_own_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &[u8], &str); 4] = [
+        (
+            &["encrypt", "--context", r#"{"a":"1","a":"2"}"#],
+            b"x",
+            "duplicate key context key \"a\"",
+        ),
+        (
+            &["encrypt", "--context", r#"{"a":{"b":"c"}}"#],
+            b"x",
+            "is not a string",
+        ),
+        (&["decrypt"], b"not base64!", "not canonical base64"),
+        (&["decrypt"], b"VkxURQ==", "truncated"),
+    ];
+    let no_ring = vault(dir.path(), &["keys", "rotate"], b"");
+    assert_eq!(no_ring.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&no_ring.stderr).contains("no key ring"));
+    for (args, stdin, message) in cases {
+        let out = vault(dir.path(), args, stdin);
+        assert_eq!(out.status.code(), Some(3), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty());
+    }
+    // Nothing was created by any of it.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
