@@ -147,15 +147,19 @@ fn read_stdin() -> Result<Zeroizing<Vec<u8>>, Failure> {
     Ok(buf)
 }
 
-/// An envelope from binary or base64 text input.
+/// An envelope from binary or base64 text input, its structure checked before any key is
+/// loaded.
 fn envelope_bytes(input: &[u8]) -> Result<Vec<u8>, Failure> {
-    if input.starts_with(&MAGIC) {
-        return Ok(input.to_vec());
-    }
-    let text = std::str::from_utf8(input)
-        .map_err(|_| Error::from(crypto::EnvelopeError::Base64))?
-        .trim_ascii();
-    Ok(Envelope::decode_text(text).map_err(Error::from)?)
+    let bytes = if input.starts_with(&MAGIC) {
+        input.to_vec()
+    } else {
+        let text = std::str::from_utf8(input)
+            .map_err(|_| Error::from(crypto::EnvelopeError::Base64))?
+            .trim_ascii();
+        Envelope::decode_text(text).map_err(Error::from)?
+    };
+    Envelope::parse(&bytes).map_err(Error::from)?;
+    Ok(bytes)
 }
 
 fn write_envelope(bytes: &[u8], binary: bool) -> Result<(), Failure> {
