@@ -206,11 +206,35 @@ pub async fn seal(
         });
     }
     let (data_key, wrapped) = provider.generate_data_key(context).await?;
+    seal_with_key(
+        &data_key,
+        std::slice::from_ref(&wrapped),
+        context,
+        plaintext,
+        aad,
+    )
+}
+
+/// Seals `plaintext` with a data key the caller already holds, together with its wrapped
+/// form(s): the path of a data-key cache hit, or of a caller that obtained a data key from a
+/// data-key API. The message id and nonce are still drawn fresh, so reusing a data key for
+/// several envelopes is safe (each gets its own content key).
+///
+/// # Errors
+/// [`Error::Envelope`] for zero or more than [`MAX_WRAPPED_KEYS`] wrapped keys,
+/// [`Error::PlaintextTooLarge`], [`Error::Random`].
+pub fn seal_with_key(
+    data_key: &DataKey,
+    wrapped_keys: &[WrappedKey],
+    context: &KeyContext,
+    plaintext: &[u8],
+    aad: &[u8],
+) -> Result<Vec<u8>, Error> {
     let random = MessageRandom::generate()?;
     seal_with(
         Backend::DEFAULT,
-        &data_key,
-        std::slice::from_ref(&wrapped),
+        data_key,
+        wrapped_keys,
         context,
         plaintext,
         aad,

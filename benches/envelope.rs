@@ -1,0 +1,287 @@
+//! Criterion benchmarks: the envelope beside the raw AEAD it is built on, in the same groups,
+//! so each report shows the envelope's overhead directly.
+//!
+//! `cargo bench --bench envelope` (add `--features rustcrypto` for RustCrypto's baseline and
+//! backend). Results and the commands that made them: `docs/PERFORMANCE.md`.
+#![allow(clippy::unwrap_used, missing_docs)] // A benchmark: a panic is a failed run.
+
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use vault::crypto::{
+    Backend, KeyContext, KeyProvider, ManagedKeyProvider, Router, danger, open, seal, seal_with_key,
+};
+
+const SIZES: [usize; 5] = [64, 1024, 16 * 1024, 64 * 1024, 1 << 20];
+
+/// Drives a future that never waits (the managed provider does no I/O) without a runtime, so
+/// no scheduler cost is measured.
+fn ready<F: Future>(f: F) -> F::Output {
+    let mut f = pin!(f);
+    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(out) => out,
+        Poll::Pending => panic!("the benchmarked future waited"),
+    }
+}
+
+fn ctx() -> KeyContext {
+    KeyContext::from_pairs([("organization_id", "org_1"), ("user_id", "u_9")]).unwrap()
+}
+
+fn ring_key() -> LessSafeKey {
+    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[7; 32]).unwrap())
+}
+
+/// The fastest raw AES-256-GCM here: ring, key already expanded, output in a fresh buffer (as
+/// the envelope's is).
+fn raw_ring_seal(key: &LessSafeKey, pt: &[u8]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(pt.len() + 16);
+    buf.extend_from_slice(pt);
+    let tag = key
+        .seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key([1; 12]),
+            Aad::empty(),
+            &mut buf,
+        )
+        .unwrap();
+    buf.extend_from_slice(tag.as_ref());
+    buf
+}
+
+#[cfg(feature = "rustcrypto")]
+fn raw_rustcrypto_seal(key: &aes_gcm::Aes256Gcm, pt: &[u8]) -> Vec<u8> {
+    use aes_gcm::AeadInOut;
+    let mut buf = Vec::with_capacity(pt.len() + 16);
+    buf.extend_from_slice(pt);
+    let tag = key
+        .encrypt_inout_detached(&[1u8; 12].into(), b"", buf.as_mut_slice().into())
+        .unwrap();
+    buf.extend_from_slice(&tag);
+    buf
+}
+
+fn seal_group(c: &mut Criterion) {
+    let managed = ManagedKeyProvider::in_memory("root").unwrap();
+    let ctx = ctx();
+    let (dek, wrapped) = ready(managed.generate_data_key(&ctx)).unwrap();
+    let key = ring_key();
+    let mut g = c.benchmark_group("seal");
+    for size in SIZES {
+        let pt = vec![0x42u8; size];
+        g.throughput(Throughput::Bytes(size as u64));
+        g.bench_with_input(
+            BenchmarkId::new("raw-ring-aes256gcm", size),
+            &pt,
+            |b, pt| b.iter(|| raw_ring_seal(&key, black_box(pt))),
+        );
+        #[cfg(feature = "rustcrypto")]
+        {
+            use aes_gcm::KeyInit;
+            let rc = aes_gcm::Aes256Gcm::new(&[7u8; 32].into());
+            g.bench_with_input(
+                BenchmarkId::new("raw-rustcrypto-aes256gcm", size),
+                &pt,
+                |b, pt| b.iter(|| raw_rustcrypto_seal(&rc, black_box(pt))),
+            );
+        }
+        g.bench_with_input(
+            BenchmarkId::new("envelope-data-key-in-hand", size),
+            &pt,
+            |b, pt| {
+                b.iter(|| {
+                    seal_with_key(
+                        &dek,
+                        std::slice::from_ref(&wrapped),
+                        &ctx,
+                        black_box(pt),
+                        b"",
+                    )
+                    .unwrap()
+                })
+            },
+        );
+        g.bench_with_input(
+            BenchmarkId::new("envelope-managed-provider", size),
+            &pt,
+            |b, pt| b.iter(|| ready(seal(&managed, &ctx, black_box(pt), b"")).unwrap()),
+        );
+    }
+    g.finish();
+}
+
+fn open_group(c: &mut Criterion) {
+    let managed = ManagedKeyProvider::in_memory("root").unwrap();
+    let ctx = ctx();
+    let dek_bytes = [9u8; 32];
+    let dek = danger::data_key_from_bytes(dek_bytes);
+    let wrapped = ready(managed.wrap(&dek, &ctx)).unwrap();
+    let key = ring_key();
+    let mut g = c.benchmark_group("open");
+    for size in SIZES {
+        let pt = vec![0x42u8; size];
+        let raw = raw_ring_seal(&key, &pt);
+        let env = seal_with_key(&dek, std::slice::from_ref(&wrapped), &ctx, &pt, b"").unwrap();
+        g.throughput(Throughput::Bytes(size as u64));
+        g.bench_with_input(
+            BenchmarkId::new("raw-ring-aes256gcm", size),
+            &raw,
+            |b, raw| {
+                b.iter(|| {
+                    let mut buf = black_box(raw).clone();
+                    let n = key
+                        .open_in_place(
+                            Nonce::assume_unique_for_key([1; 12]),
+                            Aad::empty(),
+                            &mut buf,
+                        )
+                        .unwrap()
+                        .len();
+                    buf.truncate(n);
+                    buf
+                })
+            },
+        );
+        for &backend in Backend::ALL {
+            g.bench_with_input(
+                BenchmarkId::new(
+                    format!("envelope-data-key-in-hand-{}", backend.name()),
+                    size,
+                ),
+                &env,
+                |b, env| {
+                    let dek = danger::data_key_from_bytes(dek_bytes);
+                    b.iter(|| {
+                        danger::open_with_data_key(backend, &dek, black_box(env), b"").unwrap()
+                    })
+                },
+            );
+        }
+        g.bench_with_input(
+            BenchmarkId::new("envelope-managed-provider", size),
+            &env,
+            |b, env| b.iter(|| ready(open(&managed, black_box(env), b"")).unwrap()),
+        );
+    }
+    g.finish();
+}
+
+fn context_group(c: &mut Criterion) {
+    let mut g = c.benchmark_group("context");
+    for n in [1usize, 5, 10] {
+        let json = serde_json_object(n);
+        g.bench_with_input(
+            BenchmarkId::new("parse-validate-canonicalise", n),
+            &json,
+            |b, json| b.iter(|| KeyContext::parse_json(black_box(json.as_bytes())).unwrap()),
+        );
+    }
+    g.finish();
+}
+
+/// `{"organization_id_0":"org_value_0", ...}` with realistic key and value lengths.
+fn serde_json_object(n: usize) -> String {
+    let pairs: Vec<String> = (0..n)
+        .rev()
+        .map(|i| format!(r#""organization_id_{i}":"org_01HXYZABCDEF{i:04}""#))
+        .collect();
+    format!("{{{}}}", pairs.join(","))
+}
+
+/// The managed provider's operations, and a whole 1 KiB seal beside the floor of its parts.
+fn managed_group(c: &mut Criterion) {
+    let managed = ManagedKeyProvider::in_memory("root").unwrap();
+    let ctx = ctx();
+    let (dek, wrapped) = ready(managed.generate_data_key(&ctx)).unwrap();
+    let pt = vec![0x42u8; 1024];
+    let mut g = c.benchmark_group("managed");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("generate-data-key", |b| {
+        b.iter(|| ready(managed.generate_data_key(black_box(&ctx))).unwrap())
+    });
+    g.bench_function("wrap", |b| {
+        b.iter(|| ready(managed.wrap(&dek, black_box(&ctx))).unwrap())
+    });
+    g.bench_function("unwrap", |b| {
+        b.iter(|| ready(managed.unwrap(black_box(&wrapped), &ctx)).unwrap())
+    });
+    g.bench_function("seal-1KiB-object", |b| {
+        b.iter(|| ready(seal(&managed, &ctx, black_box(&pt), b"")).unwrap())
+    });
+    let env = ready(seal(&managed, &ctx, &pt, b"")).unwrap();
+    g.bench_function("open-1KiB-object", |b| {
+        b.iter(|| ready(open(&managed, black_box(&env), b"")).unwrap())
+    });
+    g.finish();
+
+    // The parts a 1 KiB seal cannot avoid, each measured alone: random bytes, HKDF, a key wrap,
+    // the AEAD. Their sum is the floor the whole seal is compared with.
+    let mut g = c.benchmark_group("floor-parts-1KiB");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("os-random-44-bytes", |b| {
+        b.iter(|| {
+            let mut buf = [0u8; 44];
+            getrandom::fill(&mut buf).unwrap();
+            buf
+        })
+    });
+    g.bench_function("hkdf-sha256-extract-expand-32", |b| {
+        b.iter(|| {
+            let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(&[1u8; 32]), black_box(&[2u8; 32]));
+            let mut okm = [0u8; 32];
+            hk.expand(b"vault-crypto/v1/content-key", &mut okm).unwrap();
+            okm
+        })
+    });
+    g.bench_function("aes256gcm-key-wrap-32-bytes", |b| {
+        b.iter(|| {
+            let k = ring_key();
+            raw_ring_seal(&k, black_box(&[3u8; 32]))
+        })
+    });
+    g.bench_function("aes256gcm-seal-1KiB-with-key-setup", |b| {
+        b.iter(|| {
+            let k = ring_key();
+            raw_ring_seal(&k, black_box(&pt))
+        })
+    });
+    g.finish();
+}
+
+fn router_group(c: &mut Criterion) {
+    let default: Arc<dyn KeyProvider> = Arc::new(ManagedKeyProvider::in_memory("root").unwrap());
+    let mut router = Router::new(default);
+    for i in 0..100 {
+        let p: Arc<dyn KeyProvider> =
+            Arc::new(ManagedKeyProvider::in_memory(&format!("byok-{i}")).unwrap());
+        router = router
+            .rule([("organization_id", format!("org_byok_{i}"))], p)
+            .unwrap();
+    }
+    let miss = ctx();
+    let last =
+        KeyContext::from_pairs([("organization_id", "org_byok_99"), ("user_id", "u")]).unwrap();
+    let mut g = c.benchmark_group("router-100-rules");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("route-no-match", |b| {
+        b.iter(|| router.route(black_box(&miss)).clone())
+    });
+    g.bench_function("route-last-rule", |b| {
+        b.iter(|| router.route(black_box(&last)).clone())
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    seal_group,
+    open_group,
+    context_group,
+    managed_group,
+    router_group
+);
+criterion_main!(benches);

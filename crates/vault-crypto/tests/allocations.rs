@@ -1,0 +1,57 @@
+//! Memory: sealing allocates one output buffer of envelope size (plus a few small ones), and
+//! opening one plaintext buffer; the value is never copied twice. Counted exactly with dhat.
+#![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
+
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use vault_crypto::{KeyContext, ManagedKeyProvider, open, seal};
+
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
+/// Polls a future that never waits, without a runtime (whose allocations would be counted).
+fn ready<F: Future>(f: F) -> F::Output {
+    match pin!(f).as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(out) => out,
+        Poll::Pending => panic!("waited"),
+    }
+}
+
+/// Small allocations allowed besides the one big buffer: the wrapped key, its key reference
+/// and the like. Far below one copy of the value.
+const SMALL: u64 = 2 * 1024;
+
+#[test]
+fn a_1_mib_value_is_copied_once_when_sealing_and_once_when_opening() {
+    let _profiler = dhat::Profiler::builder().testing().build();
+    let provider = ManagedKeyProvider::in_memory("root").unwrap();
+    let ctx = KeyContext::from_pairs([("organization_id", "org_1")]).unwrap();
+    let value = vec![0x5au8; 1 << 20];
+
+    let before = dhat::HeapStats::get();
+    let envelope = ready(seal(&provider, &ctx, &value, b"")).unwrap();
+    let after = dhat::HeapStats::get();
+    let allocated = after.total_bytes - before.total_bytes;
+    assert!(envelope.len() > value.len());
+    assert!(
+        allocated <= envelope.len() as u64 + SMALL,
+        "sealing 1 MiB allocated {allocated} bytes for a {} byte envelope",
+        envelope.len()
+    );
+    // Exactly one allocation is envelope-sized: the output (no growth, no second copy).
+    assert_eq!(envelope.capacity(), envelope.len());
+    let peak_growth = after.max_bytes.saturating_sub(before.curr_bytes as usize);
+    assert!(peak_growth <= envelope.len() + SMALL as usize, "peak grew by {peak_growth}");
+
+    let before = dhat::HeapStats::get();
+    let opened = ready(open(&provider, &envelope, b"")).unwrap();
+    let after = dhat::HeapStats::get();
+    let allocated = after.total_bytes - before.total_bytes;
+    assert_eq!(opened.plaintext(), &value[..]);
+    assert!(
+        allocated <= value.len() as u64 + SMALL,
+        "opening 1 MiB allocated {allocated} bytes"
+    );
+}

@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""Writes the seed corpus of every fuzz target (fuzz/corpus/<target>/) from the test vectors and
+the edge cases of each limit. Run from the repository root; the output is committed."""
+import base64
+import hashlib
+import json
+import os
+import sys
+
+VECTORS = "crates/vault-crypto/tests/vectors/"
+
+
+def blocks(path):
+    block = {}
+    for line in open(path, encoding="utf-8").read().splitlines() + [""]:
+        if line.startswith("#"):
+            continue
+        if not line.strip():
+            if block:
+                yield block
+            block = {}
+            continue
+        k, _, v = line.partition(" =")
+        block[k] = v[1:] if v.startswith(" ") else v
+
+
+def write(target, data: bytes):
+    d = os.path.join("fuzz/corpus", target)
+    os.makedirs(d, exist_ok=True)
+    name = hashlib.sha1(data).hexdigest()
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+positive = list(blocks(VECTORS + "envelope-v1.txt"))
+negative = list(blocks(VECTORS + "envelope-v1-negative.txt"))
+
+# Envelopes and their text form.
+for b in positive:
+    write("envelope", bytes.fromhex(b["ENVELOPE"]))
+    write("envelope_text", b["TEXT"].encode())
+    write("context_canonical", bytes.fromhex(b["CANONICAL"]))
+    write("context_json", b["CONTEXT"].encode())
+for b in negative:
+    if "TEXT" in b:
+        write("envelope_text", b["TEXT"].replace("\\n", "\n").encode())
+    else:
+        env = bytes.fromhex(b["ENVELOPE"])
+        write("envelope", env)
+        write("envelope_text", base64.b64encode(env))
+
+# Canonical contexts at and past each limit.
+def canonical(pairs, version=1, count=None):
+    out = bytes([version, len(pairs) if count is None else count])
+    for k, v in pairs:
+        for f in (k.encode(), v.encode()):
+            out += len(f).to_bytes(2, "big") + f
+    return out
+
+for seed in [
+    canonical([("a", "1"), ("b", "2")]),
+    canonical([("b", "2"), ("a", "1")]),
+    canonical([("a", "1"), ("a", "1")]),
+    canonical([("k" * 128, "v" * 500)]),
+    canonical([("k" * 129, "v")]),
+    canonical([("k", "\U0001F600" * 500)]),
+    canonical([("k", "\U0001F600" * 501)]),
+    canonical([("k%d" % i, "v") for i in range(10)]),
+    canonical([("k%d" % i, "v") for i in range(11)]),
+    canonical([("a", "1")], version=2),
+    canonical([], count=0),
+    canonical([("", "1")]),
+    canonical([("a", "")]),
+    canonical([("a\x00", "1")]),
+    canonical([("a", "1")]) + b"\x00",
+]:
+    write("context_canonical", seed)
+
+# Key-context JSON: valid and every rejection.
+for seed in [
+    '{"organization_id":"org_1","user_id":"u_9"}',
+    '{ "a" : "1" }',
+    '{"k\\u00e9y":"v\\n\\ud83d\\ude00"}',
+    '{}', '[]', '"x"', '1', 'null', 'true', '',
+    '{"a":"1","a":"2"}', '{"a":"1","\\u0061":"2"}',
+    '{"a":1}', '{"a":true}', '{"a":null}', '{"a":["x"]}', '{"a":{"b":"c"}}',
+    '{"":"v"}', '{"a":""}', '{"a\\u0000":"v"}', '{"a\\u0085":"v"}',
+    '{"%s":"v"}' % ("k" * 128), '{"%s":"v"}' % ("k" * 129),
+    '{"k":"%s"}' % ("v" * 500), '{"k":"%s"}' % ("v" * 501),
+    json.dumps({"k%d" % i: "v" for i in range(10)}),
+    json.dumps({"k%d" % i: "v" for i in range(11)}),
+    '{"a":"1",}', '{"a":"\\ud800"}', '{"a":"1"} x',
+    '{"a":"1"}' + " " * (16 * 1024 - 9),
+    '{"a":"1"}' + " " * (16 * 1024 - 8),
+]:
+    write("context_json", seed.encode("utf-8"))
+write("context_json", b'{"a":"\xff"}')
+
+# Key-ring files.
+key = base64.b64encode(bytes(range(32))).decode()
+ring = {
+    "format": "vault-keyring-v1", "name": "root", "primary": 2, "min_decryption_version": 1,
+    "versions": [
+        {"version": 1, "created_at": 1795943823, "destroyed_at": 1795950000},
+        {"version": 2, "created_at": 1795943900, "key": key},
+    ],
+}
+def variant(**changes):
+    r = json.loads(json.dumps(ring))
+    r.update(changes)
+    return r
+
+for seed in [
+    ring,
+    variant(primary=1),
+    variant(primary=3),
+    variant(min_decryption_version=0),
+    variant(min_decryption_version=3),
+    variant(format="vault-keyring-v2"),
+    variant(name="a/b"),
+    variant(versions=[]),
+    variant(versions=[ring["versions"][1]]),
+    variant(versions=ring["versions"] + [ring["versions"][1]]),
+    variant(versions=[{"version": 1, "created_at": 1, "key": key[:-4] + "AAA="}, ring["versions"][1]]),
+    variant(versions=[{"version": 1, "created_at": 1, "key": key, "destroyed_at": 2}, ring["versions"][1]]),
+    variant(extra=True),
+]:
+    write("keyring_file", json.dumps(seed, indent=2).encode())
+write("keyring_file", b'{"format":"vault-keyring-v1","format":"vault-keyring-v1"}')
+print("seeds written", file=sys.stderr)
