@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 pub use vault_crypto as crypto;
 
+pub mod bench;
+
 use vault_crypto::{KeyRingError, ManagedKeyProvider, Router};
 
 /// The data directory used when none is given: `./vault-data`.

@@ -44,6 +44,21 @@ enum Command {
         #[arg(long)]
         show_context: bool,
     },
+    /// Measure seal/open throughput against raw AES-256-GCM on this machine, in one run.
+    Bench {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Seconds per case per round.
+        #[arg(long, default_value_t = 0.3)]
+        seconds: f64,
+        /// Rounds (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Threads for the all-cores figure (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
     /// Manage the managed key ring.
     Keys {
         #[command(subcommand)]
@@ -200,6 +215,36 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let mut out = io::stdout().lock();
             out.write_all(opened.plaintext())?;
             out.flush()?;
+            Ok(())
+        }
+        Command::Bench {
+            json,
+            seconds,
+            rounds,
+            threads,
+        } => {
+            if !(seconds > 0.0 && seconds <= 60.0) || rounds == 0 || rounds > 100 {
+                return Err(Failure {
+                    code: exit::BAD_INPUT,
+                    message: "--seconds must be in (0, 60] and --rounds in 1..=100".into(),
+                });
+            }
+            let threads = threads.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+            });
+            let settings = vault::bench::Settings {
+                per_case: std::time::Duration::from_secs_f64(seconds),
+                rounds,
+                threads,
+                progress: io::IsTerminal::is_terminal(&io::stderr()),
+            };
+            let report = vault::bench::run(&settings)?;
+            if json {
+                let text = serde_json::to_string_pretty(&report).map_err(io::Error::other)?;
+                println!("{text}");
+            } else {
+                print!("{}", vault::bench::table(&report));
+            }
             Ok(())
         }
         Command::Keys { command } => {

@@ -62,7 +62,17 @@ impl Backend {
         }
     }
 
-    /// Encrypts `in_out` in place and returns the tag.
+    /// Expands `key` for this backend, for repeated use.
+    pub(crate) fn key(self, key: &[u8; KEY_LEN]) -> Result<AeadKey, Unspecified> {
+        Ok(match self {
+            #[cfg(feature = "ring")]
+            Self::Ring => AeadKey::Ring(ring_backend::key(key)?),
+            #[cfg(feature = "rustcrypto")]
+            Self::RustCrypto => AeadKey::RustCrypto(rustcrypto_backend::key(key)),
+        })
+    }
+
+    /// Encrypts `in_out` in place under a one-off key and returns the tag.
     pub(crate) fn seal_in_place(
         self,
         key: &[u8; KEY_LEN],
@@ -70,16 +80,11 @@ impl Backend {
         aad: &[u8],
         in_out: &mut [u8],
     ) -> Result<[u8; TAG_LEN], Unspecified> {
-        match self {
-            #[cfg(feature = "ring")]
-            Self::Ring => ring_backend::seal(key, nonce, aad, in_out),
-            #[cfg(feature = "rustcrypto")]
-            Self::RustCrypto => rustcrypto_backend::seal(key, nonce, aad, in_out),
-        }
+        self.key(key)?.seal_in_place(nonce, aad, in_out)
     }
 
-    /// Checks the tag and decrypts `in_out` in place. On failure `in_out` is zeroed, so no
-    /// unauthenticated plaintext can escape.
+    /// Checks the tag and decrypts `in_out` in place under a one-off key. On failure `in_out`
+    /// is zeroed, so no unauthenticated plaintext can escape.
     pub(crate) fn open_in_place(
         self,
         key: &[u8; KEY_LEN],
@@ -88,11 +93,53 @@ impl Backend {
         in_out: &mut [u8],
         tag: &[u8; TAG_LEN],
     ) -> Result<(), Unspecified> {
+        match self.key(key) {
+            Ok(k) => k.open_in_place(nonce, aad, in_out, tag),
+            Err(e) => {
+                in_out.fill(0);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// An expanded AES-256-GCM key (key schedule and GHASH tables), reusable across messages.
+pub(crate) enum AeadKey {
+    #[cfg(feature = "ring")]
+    Ring(ring::aead::LessSafeKey),
+    #[cfg(feature = "rustcrypto")]
+    RustCrypto(aes_gcm::Aes256Gcm),
+}
+
+impl AeadKey {
+    /// Encrypts `in_out` in place and returns the tag.
+    pub(crate) fn seal_in_place(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        in_out: &mut [u8],
+    ) -> Result<[u8; TAG_LEN], Unspecified> {
+        match self {
+            #[cfg(feature = "ring")]
+            Self::Ring(k) => ring_backend::seal(k, nonce, aad, in_out),
+            #[cfg(feature = "rustcrypto")]
+            Self::RustCrypto(k) => rustcrypto_backend::seal(k, nonce, aad, in_out),
+        }
+    }
+
+    /// Checks the tag and decrypts `in_out` in place; zeroes it on failure.
+    pub(crate) fn open_in_place(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        in_out: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), Unspecified> {
         let result = match self {
             #[cfg(feature = "ring")]
-            Self::Ring => ring_backend::open(key, nonce, aad, in_out, tag),
+            Self::Ring(k) => ring_backend::open(k, nonce, aad, in_out, tag),
             #[cfg(feature = "rustcrypto")]
-            Self::RustCrypto => rustcrypto_backend::open(key, nonce, aad, in_out, tag),
+            Self::RustCrypto(k) => rustcrypto_backend::open(k, nonce, aad, in_out, tag),
         };
         if result.is_err() {
             in_out.fill(0);
@@ -107,36 +154,36 @@ mod ring_backend {
 
     use super::{KEY_LEN, NONCE_LEN, TAG_LEN, Unspecified};
 
-    fn key(key: &[u8; KEY_LEN]) -> Result<LessSafeKey, Unspecified> {
+    pub(super) fn key(key: &[u8; KEY_LEN]) -> Result<LessSafeKey, Unspecified> {
         UnboundKey::new(&AES_256_GCM, key)
             .map(LessSafeKey::new)
             .map_err(|_| Unspecified)
     }
 
     pub(super) fn seal(
-        k: &[u8; KEY_LEN],
+        key: &LessSafeKey,
         nonce: &[u8; NONCE_LEN],
         aad: &[u8],
         in_out: &mut [u8],
     ) -> Result<[u8; TAG_LEN], Unspecified> {
-        // Callers draw nonces from the OS CSPRNG under keys derived per message (FORMAT.md).
+        // Callers draw nonces from the OS CSPRNG under keys derived per message or per
+        // context (FORMAT.md).
         let nonce = Nonce::assume_unique_for_key(*nonce);
-        let tag = key(k)?
+        let tag = key
             .seal_in_place_separate_tag(nonce, Aad::from(aad), in_out)
             .map_err(|_| Unspecified)?;
         tag.as_ref().try_into().map_err(|_| Unspecified)
     }
 
     pub(super) fn open(
-        k: &[u8; KEY_LEN],
+        key: &LessSafeKey,
         nonce: &[u8; NONCE_LEN],
         aad: &[u8],
         in_out: &mut [u8],
         tag: &[u8; TAG_LEN],
     ) -> Result<(), Unspecified> {
         let nonce = Nonce::assume_unique_for_key(*nonce);
-        key(k)?
-            .open_in_place_separate_tag(nonce, Aad::from(aad), Tag::from(*tag), in_out, 0..)
+        key.open_in_place_separate_tag(nonce, Aad::from(aad), Tag::from(*tag), in_out, 0..)
             .map(|_| ())
             .map_err(|_| Unspecified)
     }
@@ -149,29 +196,30 @@ mod rustcrypto_backend {
 
     use super::{KEY_LEN, NONCE_LEN, TAG_LEN, Unspecified};
 
+    pub(super) fn key(key: &[u8; KEY_LEN]) -> Aes256Gcm {
+        Aes256Gcm::new(&Array::from(*key))
+    }
+
     pub(super) fn seal(
-        key: &[u8; KEY_LEN],
+        key: &Aes256Gcm,
         nonce: &[u8; NONCE_LEN],
         aad: &[u8],
         in_out: &mut [u8],
     ) -> Result<[u8; TAG_LEN], Unspecified> {
-        let cipher = Aes256Gcm::new(&Array::from(*key));
-        let tag = cipher
+        let tag = key
             .encrypt_inout_detached(&Array::from(*nonce), aad, in_out.into())
             .map_err(|_| Unspecified)?;
         Ok(tag.into())
     }
 
     pub(super) fn open(
-        key: &[u8; KEY_LEN],
+        key: &Aes256Gcm,
         nonce: &[u8; NONCE_LEN],
         aad: &[u8],
         in_out: &mut [u8],
         tag: &[u8; TAG_LEN],
     ) -> Result<(), Unspecified> {
-        let cipher = Aes256Gcm::new(&Array::from(*key));
-        cipher
-            .decrypt_inout_detached(&Array::from(*nonce), aad, in_out.into(), &Array::from(*tag))
+        key.decrypt_inout_detached(&Array::from(*nonce), aad, in_out.into(), &Array::from(*tag))
             .map_err(|_| Unspecified)
     }
 }

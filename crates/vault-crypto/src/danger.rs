@@ -85,7 +85,7 @@ pub fn open_with_data_key(
     data_key: &DataKey,
     envelope_bytes: &[u8],
     aad: &[u8],
-) -> Result<Zeroizing<Vec<u8>>, Error> {
+) -> Result<Vec<u8>, Error> {
     let env = Envelope::parse(envelope_bytes)?;
     envelope::open_with(backend, data_key, &env, aad)
 }

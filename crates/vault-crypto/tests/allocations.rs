@@ -13,7 +13,10 @@ static ALLOC: dhat::Alloc = dhat::Alloc;
 
 /// Polls a future that never waits, without a runtime (whose allocations would be counted).
 fn ready<F: Future>(f: F) -> F::Output {
-    match pin!(f).as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+    match pin!(f)
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
         Poll::Ready(out) => out,
         Poll::Pending => panic!("waited"),
     }
@@ -43,7 +46,10 @@ fn a_1_mib_value_is_copied_once_when_sealing_and_once_when_opening() {
     // Exactly one allocation is envelope-sized: the output (no growth, no second copy).
     assert_eq!(envelope.capacity(), envelope.len());
     let peak_growth = after.max_bytes.saturating_sub(before.curr_bytes as usize);
-    assert!(peak_growth <= envelope.len() + SMALL as usize, "peak grew by {peak_growth}");
+    assert!(
+        peak_growth <= envelope.len() + SMALL as usize,
+        "peak grew by {peak_growth}"
+    );
 
     let before = dhat::HeapStats::get();
     let opened = ready(open(&provider, &envelope, b"")).unwrap();

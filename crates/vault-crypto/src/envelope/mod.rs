@@ -10,8 +10,6 @@ pub(crate) mod format;
 
 use std::fmt;
 
-use zeroize::Zeroizing;
-
 use crate::aead::{Backend, NONCE_LEN, TAG_LEN};
 use crate::context::KeyContext;
 use crate::data_key::DataKey;
@@ -95,7 +93,7 @@ pub(crate) fn open_with(
     data_key: &DataKey,
     envelope: &Envelope<'_>,
     aad: &[u8],
-) -> Result<Zeroizing<Vec<u8>>, Error> {
+) -> Result<Vec<u8>, Error> {
     let keys = commit::derive(
         data_key,
         envelope.message_id(),
@@ -114,12 +112,13 @@ fn decrypt_payload(
     keys: &commit::MessageKeys,
     envelope: &Envelope<'_>,
     aad: &[u8],
-) -> Result<Zeroizing<Vec<u8>>, Error> {
+) -> Result<Vec<u8>, Error> {
     let (ciphertext, tag) = envelope
         .payload()
         .split_last_chunk::<TAG_LEN>()
         .ok_or(Error::DecryptionFailed)?;
-    let mut plaintext = Zeroizing::new(ciphertext.to_vec());
+    // Opened in place in the one buffer the caller gets; on failure the backend zeroes it.
+    let mut plaintext = ciphertext.to_vec();
     with_aad(envelope.header(), aad, |aad| {
         backend.open_in_place(
             &keys.content_key,
@@ -150,7 +149,7 @@ fn with_aad<T>(header: &[u8], aad: &[u8], f: impl FnOnce(&[u8]) -> T) -> T {
 pub struct Opened {
     context: KeyContext,
     key_ref: KeyRef,
-    plaintext: Zeroizing<Vec<u8>>,
+    plaintext: Vec<u8>,
 }
 
 impl Opened {
@@ -169,8 +168,9 @@ impl Opened {
         &self.plaintext
     }
 
-    /// The plaintext, wiped from memory when dropped.
-    pub fn into_plaintext(self) -> Zeroizing<Vec<u8>> {
+    /// The plaintext. It is the caller's data: wrap it in `zeroize::Zeroizing` to wipe it on
+    /// drop (which costs a pass over the memory; we do not impose it).
+    pub fn into_plaintext(self) -> Vec<u8> {
         self.plaintext
     }
 }

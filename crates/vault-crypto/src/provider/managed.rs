@@ -17,7 +17,7 @@
 //! change (temporary file, fsync, rename, fsync of the directory) under an exclusive lock, so a
 //! crash leaves either the old or the new ring and concurrent processes never lose a version.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::aead::{Backend, KEY_LEN, NONCE_LEN, TAG_LEN};
+use crate::aead::{AeadKey, Backend, KEY_LEN, NONCE_LEN, TAG_LEN};
 use crate::context::KeyContext;
 use crate::data_key::{DATA_KEY_LEN, DataKey};
 use crate::error::{KeyRingError, ProviderError, ProviderErrorKind};
@@ -54,6 +54,8 @@ pub const MAX_FILE_LEN: usize = 4 << 20;
 pub const MAX_VERSIONS: u32 = 10_000;
 /// The most bytes of a ring name.
 const MAX_NAME_LEN: usize = 64;
+/// The most expanded KEKs kept in memory (each a few hundred bytes).
+const KEK_CACHE_MAX: usize = 4096;
 
 /// One root key version's secret material: the key and its HKDF-Extract state, cached so each
 /// KEK costs one HKDF-Expand.
@@ -136,6 +138,49 @@ pub struct ManagedKeyProvider {
     ring: RwLock<Arc<Ring>>,
     file: Option<RingFile>,
     backend: Backend,
+    keks: KekCache,
+}
+
+/// Expanded KEKs by version and canonical context, so a context in use costs neither an
+/// HKDF-Expand nor an AES key schedule per wrap or unwrap. Bounded (emptied when full) and
+/// emptied on every change of the ring, so a destroyed version's keys leave memory with it.
+#[derive(Default)]
+struct KekCache {
+    map: RwLock<HashMap<u32, KeksByContext>>,
+}
+
+/// Expanded KEKs of one version, by canonical context.
+type KeksByContext = HashMap<Box<[u8]>, Arc<AeadKey>>;
+
+impl KekCache {
+    fn get(&self, version: u32, ctx: &KeyContext) -> Option<Arc<AeadKey>> {
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        map.get(&version)?.get(ctx.canonical_bytes()).cloned()
+    }
+
+    /// Inserts unless `still_valid` says the version has gone meanwhile.
+    fn insert(
+        &self,
+        version: u32,
+        ctx: &KeyContext,
+        key: Arc<AeadKey>,
+        still_valid: impl FnOnce() -> bool,
+    ) {
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        if !still_valid() {
+            return;
+        }
+        if map.values().map(HashMap::len).sum::<usize>() >= KEK_CACHE_MAX {
+            map.clear();
+        }
+        map.entry(version)
+            .or_default()
+            .insert(ctx.canonical_bytes().into(), key);
+    }
+
+    fn clear(&self) {
+        self.map.write().unwrap_or_else(|e| e.into_inner()).clear();
+    }
 }
 
 impl fmt::Debug for ManagedKeyProvider {
@@ -213,7 +258,32 @@ impl ManagedKeyProvider {
     #[must_use]
     pub fn with_backend(mut self, backend: Backend) -> Self {
         self.backend = backend;
+        self.keks.clear();
         self
+    }
+
+    /// The expanded KEK of `version` for `ctx`, from the cache or derived.
+    fn kek(
+        &self,
+        number: u32,
+        material: &Material,
+        ctx: &KeyContext,
+    ) -> Result<Arc<AeadKey>, ProviderError> {
+        if let Some(key) = self.keks.get(number, ctx) {
+            return Ok(key);
+        }
+        let key = self
+            .backend
+            .key(&material.kek(ctx))
+            .map(Arc::new)
+            .map_err(|_| provider_error(ProviderErrorKind::Other, "key setup failed"))?;
+        self.keks.insert(number, ctx, Arc::clone(&key), || {
+            self.snapshot()
+                .versions
+                .get(&number)
+                .is_some_and(|v| v.material.is_some())
+        });
+        Ok(key)
     }
 
     /// The ring's name, the key id in its key references.
@@ -325,6 +395,7 @@ impl ManagedKeyProvider {
                     reason: "key ring file is missing".into(),
                 })?;
             *self.ring.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ring);
+            self.keks.clear(); // the ring guard is already dropped: see `kek`
         }
         Ok(())
     }
@@ -357,6 +428,7 @@ impl ManagedKeyProvider {
             ring: RwLock::new(Arc::new(ring)),
             file,
             backend: Backend::DEFAULT,
+            keks: KekCache::default(),
         }
     }
 
@@ -376,6 +448,9 @@ impl ManagedKeyProvider {
             let out = change(&self.name, &mut ring)?;
             ring.validate()?;
             *published = Arc::new(ring);
+            // Lock order: never hold the ring while taking the cache (see `kek`).
+            drop(published);
+            self.keks.clear();
             return Ok(out);
         };
         let _lock = file.lock()?;
@@ -388,6 +463,8 @@ impl ManagedKeyProvider {
         ring.validate()?;
         file.replace(&encode(&self.name, &ring))?;
         *published = Arc::new(ring);
+        drop(published);
+        self.keks.clear();
         Ok(out)
     }
 
@@ -406,13 +483,12 @@ impl ManagedKeyProvider {
             .material
             .as_ref()
             .ok_or_else(|| provider_error(ProviderErrorKind::Disabled, "primary destroyed"))?;
-        let kek = material.kek(ctx);
+        let kek = self.kek(ring.primary, material, ctx)?;
         let mut out = Vec::with_capacity(WRAPPED_LEN);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(key);
-        let tag = self
-            .backend
-            .seal_in_place(&kek, &nonce, ctx.canonical_bytes(), &mut out[NONCE_LEN..])
+        let tag = kek
+            .seal_in_place(&nonce, ctx.canonical_bytes(), &mut out[NONCE_LEN..])
             .map_err(|_| provider_error(ProviderErrorKind::Other, "wrap failed"))?;
         out.extend_from_slice(&tag);
         WrappedKey::new(version.key_ref.clone(), out)
@@ -453,9 +529,8 @@ impl ManagedKeyProvider {
         let (sealed, tag) = rest.split_last_chunk::<TAG_LEN>().ok_or_else(invalid)?;
         let mut key = Zeroizing::new([0u8; DATA_KEY_LEN]);
         key.copy_from_slice(sealed);
-        let kek = material.kek(ctx);
-        self.backend
-            .open_in_place(&kek, nonce, ctx.canonical_bytes(), key.as_mut(), tag)
+        self.kek(number, material, ctx)?
+            .open_in_place(nonce, ctx.canonical_bytes(), key.as_mut(), tag)
             .map_err(|_| invalid())?;
         Ok(DataKey::from_bytes(key))
     }
