@@ -24,7 +24,7 @@ fn ready<F: Future>(f: F) -> F::Output {
 
 /// Small allocations allowed besides the one big buffer: the wrapped key, its key reference
 /// and the like. Far below one copy of the value.
-const SMALL: u64 = 2 * 1024;
+const SMALL: usize = 2 * 1024;
 
 #[test]
 fn a_1_mib_value_is_copied_once_when_sealing_and_once_when_opening() {
@@ -36,28 +36,28 @@ fn a_1_mib_value_is_copied_once_when_sealing_and_once_when_opening() {
     let before = dhat::HeapStats::get();
     let envelope = ready(seal(&provider, &ctx, &value, b"")).unwrap();
     let after = dhat::HeapStats::get();
-    let allocated = after.total_bytes - before.total_bytes;
+    let allocated = usize::try_from(after.total_bytes - before.total_bytes).unwrap();
     assert!(envelope.len() > value.len());
     assert!(
-        allocated <= envelope.len() as u64 + SMALL,
+        allocated <= envelope.len() + SMALL,
         "sealing 1 MiB allocated {allocated} bytes for a {} byte envelope",
         envelope.len()
     );
     // Exactly one allocation is envelope-sized: the output (no growth, no second copy).
     assert_eq!(envelope.capacity(), envelope.len());
-    let peak_growth = after.max_bytes.saturating_sub(before.curr_bytes as usize);
+    let peak_growth = after.max_bytes.saturating_sub(before.curr_bytes);
     assert!(
-        peak_growth <= envelope.len() + SMALL as usize,
+        peak_growth <= envelope.len() + SMALL,
         "peak grew by {peak_growth}"
     );
 
     let before = dhat::HeapStats::get();
     let opened = ready(open(&provider, &envelope, b"")).unwrap();
     let after = dhat::HeapStats::get();
-    let allocated = after.total_bytes - before.total_bytes;
+    let allocated = usize::try_from(after.total_bytes - before.total_bytes).unwrap();
     assert_eq!(opened.plaintext(), &value[..]);
     assert!(
-        allocated <= value.len() as u64 + SMALL,
+        allocated <= value.len() + SMALL,
         "opening 1 MiB allocated {allocated} bytes"
     );
 }
