@@ -1,0 +1,141 @@
+//! Versioned encrypted objects: the [`Store`] trait and its SQL backend, on SQLite (the
+//! embedded default: one file, WAL, `synchronous=FULL`) or PostgreSQL (feature `postgres`,
+//! several server processes sharing one database).
+//!
+//! The store holds envelopes and metadata only: it never sees a plaintext or a key. Every
+//! change and its audit event are written in one transaction; every update is a
+//! compare-and-set on the current version, so concurrent writers can never both win.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod error;
+mod sql;
+mod types;
+
+use async_trait::async_trait;
+use vault_crypto::KeyContext;
+
+pub use error::StoreError;
+pub use sql::SqlStore;
+pub use types::{
+    Actor, AuditEvent, Cursor, DEFAULT_LIMIT, ListItem, ListQuery, MAX_ENVIRONMENT_LEN, MAX_LIMIT,
+    MAX_NAME_CHARS, NewVersion, ObjectMeta, Order, Page, StoredObject, Timestamp, VersionMeta,
+    events, is_object_id, validate_environment, validate_name,
+};
+
+/// Storage of versioned objects, partitioned by environment (tenant). Objects of another
+/// environment do not exist for a caller: every lookup is scoped and answers `NotFound`.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Creates an object with its first version.
+    ///
+    /// # Errors
+    /// `Conflict` if a live object of the environment has the name; `InvalidArgument`.
+    async fn create(
+        &self,
+        environment: &str,
+        name: &str,
+        context: &KeyContext,
+        version: NewVersion,
+        actor: &Actor,
+    ) -> Result<ObjectMeta, StoreError>;
+
+    /// The object and its current envelope (audited as a read of the value).
+    ///
+    /// # Errors
+    /// `NotFound`.
+    async fn get(
+        &self,
+        environment: &str,
+        id: &str,
+        actor: &Actor,
+    ) -> Result<StoredObject, StoreError>;
+
+    /// The live object with this name and its current envelope (audited as a read).
+    ///
+    /// # Errors
+    /// `NotFound`.
+    async fn get_by_name(
+        &self,
+        environment: &str,
+        name: &str,
+        actor: &Actor,
+    ) -> Result<StoredObject, StoreError>;
+
+    /// The object's metadata, without the envelope.
+    ///
+    /// # Errors
+    /// `NotFound`.
+    async fn describe(
+        &self,
+        environment: &str,
+        id: &str,
+        actor: &Actor,
+    ) -> Result<ObjectMeta, StoreError>;
+
+    /// A page of object names, newest first by default.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a limit outside 1 to 100 or both cursors at once.
+    async fn list(
+        &self,
+        environment: &str,
+        query: &ListQuery,
+        actor: &Actor,
+    ) -> Result<Page, StoreError>;
+
+    /// Writes a new current version. With `expected_version`, succeeds only if that is still
+    /// the current version (atomically).
+    ///
+    /// # Errors
+    /// `NotFound`; `Conflict` on a version mismatch.
+    async fn update(
+        &self,
+        environment: &str,
+        id: &str,
+        version: NewVersion,
+        expected_version: Option<&str>,
+        actor: &Actor,
+    ) -> Result<ObjectMeta, StoreError>;
+
+    /// Every version, newest first.
+    ///
+    /// # Errors
+    /// `NotFound`.
+    async fn versions(
+        &self,
+        environment: &str,
+        id: &str,
+        actor: &Actor,
+    ) -> Result<Vec<VersionMeta>, StoreError>;
+
+    /// Deletes an object: unavailable at once, its name free again; purged later.
+    ///
+    /// # Errors
+    /// `NotFound`; `Conflict` on a version mismatch.
+    async fn delete(
+        &self,
+        environment: &str,
+        id: &str,
+        expected_version: Option<&str>,
+        actor: &Actor,
+    ) -> Result<ObjectMeta, StoreError>;
+
+    /// Removes objects deleted before `deleted_before`, with all their versions. Idempotent
+    /// and safe to run from several processes at once. Returns how many objects were purged.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn purge(&self, deleted_before: Timestamp) -> Result<u64, StoreError>;
+
+    /// The newest audit events of an environment, newest first.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn audit_events(
+        &self,
+        environment: &str,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
+}
