@@ -6,8 +6,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use vault_crypto as crypto;
+pub use vault_store as store;
 
 pub mod bench;
+mod facade;
+
+pub use facade::{Object, Vault, VaultError};
 
 use vault_crypto::{KeyRingError, ManagedKeyProvider, Router};
 

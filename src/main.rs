@@ -7,7 +7,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use serde_json::json;
 use vault::crypto::{self, Envelope, Error, KeyContext, MAGIC, VersionState};
+use vault::store::{Actor, Cursor, ListQuery, ObjectMeta, StoreError, Timestamp};
+use vault::{Vault, VaultError};
 use zeroize::Zeroizing;
 
 /// Envelope encryption with managed and customer-managed keys.
@@ -59,10 +62,127 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Versioned encrypted objects in the embedded store.
+    Kv {
+        #[command(subcommand)]
+        command: KvCommand,
+    },
     /// Manage the managed key ring.
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct Env {
+    /// The environment (tenant) the objects belong to.
+    #[arg(long, short = 'e', env = "VAULT_ENVIRONMENT")]
+    environment: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum KvCommand {
+    /// Create an object; the value comes from --value or standard input.
+    Create {
+        #[command(flatten)]
+        env: Env,
+        /// The object's name, unique among live objects.
+        #[arg(long)]
+        name: String,
+        /// The key context, a JSON object of 1 to 10 string pairs. Fixed for the object's life.
+        #[arg(long)]
+        context: String,
+        /// The value (otherwise read from standard input).
+        #[arg(long)]
+        value: Option<String>,
+    },
+    /// Print an object's value (by id, or by --name).
+    Get {
+        #[command(flatten)]
+        env: Env,
+        /// The object id.
+        #[arg(required_unless_present = "name")]
+        id: Option<String>,
+        /// Look up by name instead.
+        #[arg(long, conflicts_with = "id")]
+        name: Option<String>,
+    },
+    /// An object's metadata.
+    Describe {
+        #[command(flatten)]
+        env: Env,
+        /// The object id.
+        id: String,
+    },
+    /// List object names, newest first.
+    List {
+        #[command(flatten)]
+        env: Env,
+        /// Page size, 1 to 100.
+        #[arg(long, default_value_t = 10)]
+        limit: u32,
+        /// The cursor of the next page.
+        #[arg(long)]
+        after: Option<String>,
+        /// The cursor of the previous page.
+        #[arg(long)]
+        before: Option<String>,
+        /// asc or desc by update time.
+        #[arg(long, default_value = "desc")]
+        order: String,
+        /// Case-insensitive name substring.
+        #[arg(long)]
+        search: Option<String>,
+    },
+    /// Write a new version; the value comes from --value or standard input.
+    Update {
+        #[command(flatten)]
+        env: Env,
+        /// The object id.
+        id: String,
+        /// The value (otherwise read from standard input).
+        #[arg(long)]
+        value: Option<String>,
+        /// Fail with a conflict unless this is still the current version.
+        #[arg(long)]
+        expected_version: Option<String>,
+    },
+    /// Delete an object (unavailable at once, purged later).
+    Delete {
+        #[command(flatten)]
+        env: Env,
+        /// The object id.
+        id: String,
+        /// Fail with a conflict unless this is still the current version.
+        #[arg(long)]
+        expected_version: Option<String>,
+    },
+    /// An object's versions, newest first.
+    Versions {
+        #[command(flatten)]
+        env: Env,
+        /// The object id.
+        id: String,
+    },
+    /// Remove objects deleted more than --retention-days ago, with all their versions.
+    Purge {
+        /// Keep deleted objects this many days before removing them for good.
+        #[arg(long, default_value_t = 30)]
+        retention_days: u32,
+    },
+    /// Create COUNT objects with random 1 KiB values, printing each id once it is durably
+    /// stored (for load and crash testing).
+    #[command(hide = true)]
+    Fill {
+        #[command(flatten)]
+        env: Env,
+        /// How many objects.
+        #[arg(long, default_value_t = 1000)]
+        count: u64,
     },
 }
 
@@ -98,6 +218,9 @@ mod exit {
     pub(crate) const BAD_INPUT: u8 = 3;
     pub(crate) const DECRYPTION_FAILED: u8 = 4;
     pub(crate) const KEYS: u8 = 5;
+    pub(crate) const NOT_FOUND: u8 = 6;
+    pub(crate) const CONFLICT: u8 = 7;
+    pub(crate) const STORAGE: u8 = 8;
     pub(crate) const IO: u8 = 1;
 }
 
@@ -123,6 +246,34 @@ impl From<Error> for Failure {
     }
 }
 
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        let code = match &e {
+            StoreError::NotFound => exit::NOT_FOUND,
+            StoreError::Conflict { .. } => exit::CONFLICT,
+            StoreError::InvalidArgument { .. } => exit::BAD_INPUT,
+            _ => exit::STORAGE,
+        };
+        Self {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<VaultError> for Failure {
+    fn from(e: VaultError) -> Self {
+        match e {
+            VaultError::Store(e) => e.into(),
+            VaultError::Crypto(e) => e.into(),
+            other => Self {
+                code: exit::IO,
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
 impl From<crypto::KeyRingError> for Failure {
     fn from(e: crypto::KeyRingError) -> Self {
         Error::from(e).into()
@@ -140,7 +291,10 @@ impl From<io::Error> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("vault: cannot start: {e}");
@@ -247,6 +401,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Kv { command } => kv(&cli.data_dir, command).await,
         Command::Keys { command } => {
             let ring = existing()?;
             match command {
@@ -306,4 +461,225 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
     }
+}
+
+/// The actor recorded in the audit trail for command-line changes.
+fn cli_actor() -> Actor {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    Actor::new(format!("user_{user}"), format!("{user} (vault cli)"))
+}
+
+fn meta_json(m: &ObjectMeta) -> serde_json::Value {
+    json!({
+        "id": m.id,
+        "name": m.name,
+        "environment_id": m.environment,
+        "context": m.context,
+        "key_id": m.key_id,
+        "version_id": m.version_id,
+        "updated_at": m.updated_at.to_rfc3339(),
+        "updated_by": {"id": m.updated_by.id, "name": m.updated_by.name},
+    })
+}
+
+fn print_meta(m: &ObjectMeta, json: bool) {
+    if json {
+        println!("{}", meta_json(m));
+    } else {
+        println!("id          {}", m.id);
+        println!("name        {}", m.name);
+        println!("context     {}", m.context);
+        println!("version_id  {}", m.version_id);
+        println!("key_id      {}", m.key_id);
+        println!("updated_at  {}", m.updated_at);
+        println!("updated_by  {} ({})", m.updated_by.name, m.updated_by.id);
+    }
+}
+
+fn value_arg(value: Option<String>) -> Result<Vec<u8>, Failure> {
+    match value {
+        Some(v) => Ok(v.into_bytes()),
+        None => Ok(read_stdin()?.to_vec()),
+    }
+}
+
+async fn kv(data_dir: &std::path::Path, command: KvCommand) -> Result<(), Failure> {
+    let actor = cli_actor();
+    // Parse what can be checked before anything is opened, so bad input changes nothing.
+    if let KvCommand::Create { context, .. } = &command {
+        KeyContext::parse_json(context.as_bytes()).map_err(Error::from)?;
+    }
+    let vault = Vault::open_embedded(data_dir).await?;
+    match command {
+        KvCommand::Create {
+            env,
+            name,
+            context,
+            value,
+        } => {
+            let ctx = KeyContext::parse_json(context.as_bytes()).map_err(Error::from)?;
+            let value = value_arg(value)?;
+            let meta = vault
+                .create(&env.environment, &name, &ctx, &value, &actor)
+                .await?;
+            print_meta(&meta, env.json);
+        }
+        KvCommand::Get { env, id, name } => {
+            let object = match (id, name) {
+                (_, Some(name)) => vault.read_by_name(&env.environment, &name, &actor).await?,
+                (Some(id), None) => vault.read(&env.environment, &id, &actor).await?,
+                (None, None) => unreachable!("clap requires one"),
+            };
+            if env.json {
+                let value = match std::str::from_utf8(&object.value) {
+                    Ok(text) => json!({"value": text}),
+                    Err(_) => json!({"value_base64": crypto::encode_text(&object.value)}),
+                };
+                let mut out = json!({"id": object.meta.id, "name": object.meta.name, "metadata": meta_json(&object.meta)});
+                if let (Some(o), Some(v)) = (out.as_object_mut(), value.as_object()) {
+                    o.extend(v.clone());
+                }
+                println!("{out}");
+            } else {
+                let mut stdout = io::stdout().lock();
+                stdout.write_all(&object.value)?;
+                stdout.flush()?;
+            }
+        }
+        KvCommand::Describe { env, id } => {
+            let meta = vault.describe(&env.environment, &id, &actor).await?;
+            print_meta(&meta, env.json);
+        }
+        KvCommand::List {
+            env,
+            limit,
+            after,
+            before,
+            order,
+            search,
+        } => {
+            let query = ListQuery {
+                limit: Some(limit),
+                after: after.map(|c| Cursor::decode(&c, "after")).transpose()?,
+                before: before.map(|c| Cursor::decode(&c, "before")).transpose()?,
+                order: order.parse()?,
+                search,
+                updated_after: None,
+            };
+            let page = vault.list(&env.environment, &query, &actor).await?;
+            if env.json {
+                let data: Vec<_> = page
+                    .data
+                    .iter()
+                    .map(|i| json!({"id": i.id, "name": i.name, "updated_at": i.updated_at.to_rfc3339()}))
+                    .collect();
+                println!(
+                    "{}",
+                    json!({"data": data, "list_metadata": {"before": page.before, "after": page.after}})
+                );
+            } else {
+                println!("{:<39}  {:<27}  NAME", "ID", "UPDATED_AT");
+                for i in &page.data {
+                    println!(
+                        "{:<39}  {:<27}  {}",
+                        i.id,
+                        i.updated_at.to_rfc3339(),
+                        i.name
+                    );
+                }
+                if let Some(after) = &page.after {
+                    println!("next page: --after {after}");
+                }
+                if let Some(before) = &page.before {
+                    println!("previous page: --before {before}");
+                }
+            }
+        }
+        KvCommand::Update {
+            env,
+            id,
+            value,
+            expected_version,
+        } => {
+            let value = value_arg(value)?;
+            let meta = vault
+                .update(
+                    &env.environment,
+                    &id,
+                    &value,
+                    expected_version.as_deref(),
+                    &actor,
+                )
+                .await?;
+            print_meta(&meta, env.json);
+        }
+        KvCommand::Delete {
+            env,
+            id,
+            expected_version,
+        } => {
+            let meta = vault
+                .delete(&env.environment, &id, expected_version.as_deref(), &actor)
+                .await?;
+            if env.json {
+                println!("{}", json!({"name": meta.name, "success": true}));
+            } else {
+                println!("deleted {} ({})", meta.id, meta.name);
+            }
+        }
+        KvCommand::Versions { env, id } => {
+            let versions = vault.versions(&env.environment, &id, &actor).await?;
+            if env.json {
+                let data: Vec<_> = versions
+                    .iter()
+                    .map(|v| json!({"id": v.id, "created_at": v.created_at.to_rfc3339(), "current_version": v.current, "etag": v.etag, "size": v.size}))
+                    .collect();
+                println!(
+                    "{}",
+                    json!({"data": data, "list_metadata": {"before": null, "after": null}})
+                );
+            } else {
+                println!(
+                    "{:<32}  {:<27}  {:>8}  CURRENT",
+                    "VERSION_ID", "CREATED_AT", "SIZE"
+                );
+                for v in &versions {
+                    println!(
+                        "{:<32}  {:<27}  {:>8}  {}",
+                        v.id,
+                        v.created_at.to_rfc3339(),
+                        v.size,
+                        if v.current { "*" } else { "" }
+                    );
+                }
+            }
+        }
+        KvCommand::Purge { retention_days } => {
+            let cutoff = Timestamp(Timestamp::now().0 - i64::from(retention_days) * 86_400_000_000);
+            let purged = vault.store().purge(cutoff).await?;
+            println!("purged {purged} deleted object(s) older than {retention_days} day(s)");
+        }
+        KvCommand::Fill { env, count } => {
+            let ctx =
+                KeyContext::from_pairs([("organization_id", "org_fill")]).map_err(Error::from)?;
+            let mut stdout = io::stdout().lock();
+            for i in 0..count {
+                let mut value = vec![0u8; 1024];
+                getrandom::fill(&mut value).map_err(|_| Error::Random)?;
+                let meta = vault
+                    .create(
+                        &env.environment,
+                        &format!("fill-{i}-{}", std::process::id()),
+                        &ctx,
+                        &value,
+                        &actor,
+                    )
+                    .await?;
+                // Printed only after the store acknowledged the commit.
+                writeln!(stdout, "{}", meta.id)?;
+                stdout.flush()?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -21,20 +21,23 @@ pub use sql::SqlStore;
 pub use types::{
     Actor, AuditEvent, Cursor, DEFAULT_LIMIT, ListItem, ListQuery, MAX_ENVIRONMENT_LEN, MAX_LIMIT,
     MAX_NAME_CHARS, NewVersion, ObjectMeta, Order, Page, StoredObject, Timestamp, VersionMeta,
-    events, is_object_id, validate_environment, validate_name,
+    events, is_object_id, new_object_id, validate_environment, validate_name,
 };
 
 /// Storage of versioned objects, partitioned by environment (tenant). Objects of another
 /// environment do not exist for a caller: every lookup is scoped and answers `NotFound`.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
-    /// Creates an object with its first version.
+    /// Creates object `id` (from [`new_object_id`]) with its first version. The caller chooses
+    /// the id so it can bind the envelope to it before storing.
     ///
     /// # Errors
-    /// `Conflict` if a live object of the environment has the name; `InvalidArgument`.
+    /// `Conflict` if a live object of the environment has the name or the id exists;
+    /// `InvalidArgument`.
     async fn create(
         &self,
         environment: &str,
+        id: &str,
         name: &str,
         context: &KeyContext,
         version: NewVersion,
@@ -62,6 +65,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         name: &str,
         actor: &Actor,
     ) -> Result<StoredObject, StoreError>;
+
+    /// The key context of a live object, for sealing its next version. Not audited: it is
+    /// part of a write, which is.
+    ///
+    /// # Errors
+    /// `NotFound`.
+    async fn context_of(&self, environment: &str, id: &str) -> Result<KeyContext, StoreError>;
 
     /// The object's metadata, without the envelope.
     ///

@@ -12,7 +12,7 @@ use vault_crypto::KeyContext;
 use crate::types::{
     Actor, AuditEvent, Cursor, DEFAULT_LIMIT, ListItem, ListQuery, MAX_LIMIT, NewVersion,
     ObjectMeta, Order, Page, StoredObject, Timestamp, VersionMeta, etag, events, is_object_id,
-    new_object_id, new_version_id, validate_environment, validate_name,
+    new_version_id, validate_environment, validate_name,
 };
 use crate::{Store, StoreError};
 
@@ -260,6 +260,7 @@ impl Store for SqlStore {
     async fn create(
         &self,
         environment: &str,
+        id: &str,
         name: &str,
         context: &KeyContext,
         version: NewVersion,
@@ -267,9 +268,12 @@ impl Store for SqlStore {
     ) -> Result<ObjectMeta, StoreError> {
         validate_environment(environment)?;
         let name = validate_name(name)?;
+        if !is_object_id(id) {
+            return Err(StoreError::invalid("id", "not an object id"));
+        }
         let now = Timestamp::now();
         let meta = ObjectMeta {
-            id: new_object_id()?,
+            id: id.to_owned(),
             environment: environment.to_owned(),
             name: name.to_owned(),
             context: context.clone(),
@@ -308,9 +312,10 @@ impl Store for SqlStore {
         if let Err(sqlx::Error::Database(e)) = &inserted
             && e.is_unique_violation()
         {
-            // Another writer took the name between the check and the insert (PostgreSQL).
+            // Another writer took the name between the check and the insert (PostgreSQL), or
+            // the id is taken.
             return Err(StoreError::Conflict {
-                reason: "an object with this name exists",
+                reason: "an object with this name or id exists",
             });
         }
         inserted?;
@@ -357,6 +362,23 @@ impl Store for SqlStore {
         Ok(StoredObject {
             meta,
             envelope: envelope.unwrap_or_default(),
+        })
+    }
+
+    async fn context_of(&self, environment: &str, id: &str) -> Result<KeyContext, StoreError> {
+        validate_environment(environment)?;
+        check_id(id)?;
+        let row = sqlx::query(
+            "SELECT context FROM objects WHERE environment = $1 AND id = $2 AND deleted_at IS NULL",
+        )
+        .bind(environment)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let bytes: Vec<u8> = row.try_get("context")?;
+        KeyContext::from_canonical_bytes(&bytes).map_err(|_| StoreError::Unavailable {
+            reason: "a stored key context is corrupt".into(),
         })
     }
 

@@ -415,7 +415,11 @@ pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], StoreError> {
     Ok(b)
 }
 
-pub(crate) fn new_object_id() -> Result<String, StoreError> {
+/// A fresh object id: `secret_` and 32 random upper-case hex digits.
+///
+/// # Errors
+/// `Unavailable` if the OS random number generator fails.
+pub fn new_object_id() -> Result<String, StoreError> {
     Ok(format!(
         "secret_{}",
         hex::encode_upper(random_bytes::<16>()?)

@@ -23,6 +23,10 @@ pub fn environment(label: &str) -> String {
     format!("env_{label}_{}_{nanos:x}_{n}", std::process::id())
 }
 
+fn id() -> String {
+    vault_store::new_object_id().unwrap()
+}
+
 fn actor() -> Actor {
     Actor::new("key_test", "Test key")
 }
@@ -45,6 +49,7 @@ pub async fn create_and_read(store: Arc<dyn Store>) {
     let meta = store
         .create(
             &env,
+            &id(),
             "  card/4111  ",
             &ctx("org_1"),
             version(b"env-1"),
@@ -92,18 +97,18 @@ pub async fn create_and_read(store: Arc<dyn Store>) {
 pub async fn names_and_environments(store: Arc<dyn Store>) {
     let (a, b) = (environment("iso_a"), environment("iso_b"));
     let meta = store
-        .create(&a, "n", &ctx("o"), version(b"1"), &actor())
+        .create(&a, &id(), "n", &ctx("o"), version(b"1"), &actor())
         .await
         .unwrap();
     assert!(matches!(
         store
-            .create(&a, "n", &ctx("o"), version(b"2"), &actor())
+            .create(&a, &id(), "n", &ctx("o"), version(b"2"), &actor())
             .await,
         Err(StoreError::Conflict { .. })
     ));
     // The same name in another environment is another object.
     store
-        .create(&b, "n", &ctx("o"), version(b"3"), &actor())
+        .create(&b, &id(), "n", &ctx("o"), version(b"3"), &actor())
         .await
         .unwrap();
     // Another environment's id is not found, whatever the operation.
@@ -149,7 +154,7 @@ pub async fn names_and_environments(store: Arc<dyn Store>) {
 pub async fn versions_and_expected_version(store: Arc<dyn Store>) {
     let env = environment("versions");
     let v1 = store
-        .create(&env, "obj", &ctx("o"), version(b"one"), &actor())
+        .create(&env, &id(), "obj", &ctx("o"), version(b"one"), &actor())
         .await
         .unwrap();
     let v2 = store
@@ -214,7 +219,7 @@ pub async fn versions_and_expected_version(store: Arc<dyn Store>) {
 pub async fn delete_and_purge(store: Arc<dyn Store>) {
     let env = environment("delete");
     let gone = store
-        .create(&env, "name", &ctx("o"), version(b"a"), &actor())
+        .create(&env, &id(), "name", &ctx("o"), version(b"a"), &actor())
         .await
         .unwrap();
     store
@@ -247,7 +252,7 @@ pub async fn delete_and_purge(store: Arc<dyn Store>) {
     );
     // The name is free again.
     let reborn = store
-        .create(&env, "name", &ctx("o"), version(b"c"), &actor())
+        .create(&env, &id(), "name", &ctx("o"), version(b"c"), &actor())
         .await
         .unwrap();
     assert_ne!(reborn.id, gone.id);
@@ -285,14 +290,14 @@ pub async fn bad_input_changes_nothing(store: Arc<dyn Store>) {
     for name in ["", "   ", &"x".repeat(201), "a\u{0}b"] {
         assert!(matches!(
             store
-                .create(&env, name, &ctx("o"), version(b"v"), &actor())
+                .create(&env, &id(), name, &ctx("o"), version(b"v"), &actor())
                 .await,
             Err(StoreError::InvalidArgument { field: "name", .. })
         ));
     }
     assert!(matches!(
         store
-            .create("bad env!", "n", &ctx("o"), version(b"v"), &actor())
+            .create("bad env!", &id(), "n", &ctx("o"), version(b"v"), &actor())
             .await,
         Err(StoreError::InvalidArgument {
             field: "environment",
@@ -346,7 +351,7 @@ pub async fn bad_input_changes_nothing(store: Arc<dyn Store>) {
 pub async fn concurrent_writers_never_lose_an_update(store: Arc<dyn Store>) {
     let env = environment("race");
     let meta = store
-        .create(&env, "hot", &ctx("o"), version(b"0"), &actor())
+        .create(&env, &id(), "hot", &ctx("o"), version(b"0"), &actor())
         .await
         .unwrap();
     let wins = Arc::new(AtomicU64::new(0));
@@ -407,6 +412,7 @@ pub async fn pagination_is_stable(store: Arc<dyn Store>) {
         let m = store
             .create(
                 &env,
+                &id(),
                 &format!("item-{i:03}"),
                 &ctx("o"),
                 version(b"v"),
@@ -436,6 +442,7 @@ pub async fn pagination_is_stable(store: Arc<dyn Store>) {
             let m = store
                 .create(
                     &env,
+                    &id(),
                     &format!("churn-{order:?}-{step}"),
                     &ctx("o"),
                     version(b"c"),
@@ -487,6 +494,7 @@ pub async fn pagination_is_stable(store: Arc<dyn Store>) {
             let m = store
                 .create(
                     &env,
+                    &id(),
                     &format!("churn-back-{order:?}-{}", back.len()),
                     &ctx("o"),
                     version(b"c"),
@@ -523,16 +531,16 @@ fn check_walk(stable: &BTreeSet<String>, seen: &[String], what: &str) {
 pub async fn list_filters(store: Arc<dyn Store>) {
     let env = environment("filters");
     store
-        .create(&env, "Alpha_One", &ctx("o"), version(b"v"), &actor())
+        .create(&env, &id(), "Alpha_One", &ctx("o"), version(b"v"), &actor())
         .await
         .unwrap();
     let cut = Timestamp::now();
     store
-        .create(&env, "beta%two", &ctx("o"), version(b"v"), &actor())
+        .create(&env, &id(), "beta%two", &ctx("o"), version(b"v"), &actor())
         .await
         .unwrap();
     store
-        .create(&env, "gamma", &ctx("o"), version(b"v"), &actor())
+        .create(&env, &id(), "gamma", &ctx("o"), version(b"v"), &actor())
         .await
         .unwrap();
     let names = |q: ListQuery| {

@@ -1,0 +1,262 @@
+//! [`Vault`]: the one place where the flow of an object is assembled. Values go in and come
+//! out in plaintext; in between they are sealed for the object's key context through the key
+//! provider (usually a [`Router`](vault_crypto::Router)) and stored as envelopes.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use vault_crypto::{Envelope, KeyContext, KeyProvider};
+use vault_store::{
+    Actor, ListQuery, NewVersion, ObjectMeta, Page, SqlStore, Store, StoreError, VersionMeta,
+};
+
+/// An object's metadata and its value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Object {
+    /// The metadata.
+    pub meta: ObjectMeta,
+    /// The plaintext value.
+    pub value: Vec<u8>,
+}
+
+impl std::fmt::Debug for Object {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Object")
+            .field("meta", &self.meta)
+            .field(
+                "value",
+                &format_args!("[REDACTED; {} bytes]", self.value.len()),
+            )
+            .finish()
+    }
+}
+
+/// What can go wrong with an object operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VaultError {
+    /// The store refused or failed (not found, conflict, invalid argument, unavailable).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Sealing or opening failed (bad context, provider failure, decryption failure).
+    #[error(transparent)]
+    Crypto(#[from] vault_crypto::Error),
+}
+
+impl From<vault_crypto::KeyRingError> for VaultError {
+    fn from(e: vault_crypto::KeyRingError) -> Self {
+        Self::Crypto(e.into())
+    }
+}
+
+/// Versioned encrypted objects: a key provider and a store.
+#[derive(Debug, Clone)]
+pub struct Vault {
+    keys: Arc<dyn KeyProvider>,
+    store: Arc<dyn Store>,
+}
+
+/// The associated data every version of an object is sealed with: its environment and id. An
+/// envelope copied into another object or environment inside the database will not open.
+fn object_aad(environment: &str, id: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(24 + environment.len() + id.len());
+    aad.extend_from_slice(b"vault-object/v1\0");
+    aad.extend_from_slice(environment.as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(id.as_bytes());
+    aad
+}
+
+impl Vault {
+    /// A vault over `keys` and `store`.
+    pub fn new(keys: Arc<dyn KeyProvider>, store: Arc<dyn Store>) -> Self {
+        Self { keys, store }
+    }
+
+    /// The embedded default in `data_dir`: the managed key ring and the SQLite store.
+    ///
+    /// # Errors
+    /// If the key ring or the database cannot be opened.
+    pub async fn open_embedded(data_dir: &Path) -> Result<Self, VaultError> {
+        let managed = crate::open_managed(data_dir)?;
+        let store = SqlStore::open_sqlite(data_dir).await?;
+        Ok(Self::new(
+            Arc::new(crate::default_router(managed)),
+            Arc::new(store),
+        ))
+    }
+
+    /// The store underneath (for purging and audit queries).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    async fn seal(
+        &self,
+        environment: &str,
+        id: &str,
+        context: &KeyContext,
+        value: &[u8],
+    ) -> Result<NewVersion, VaultError> {
+        let envelope =
+            vault_crypto::seal(&*self.keys, context, value, &object_aad(environment, id)).await?;
+        let key_id = Envelope::parse(&envelope)
+            .map_err(vault_crypto::Error::from)?
+            .wrapped_keys()
+            .first()
+            .map(|k| k.key_ref().to_string())
+            .unwrap_or_default();
+        Ok(NewVersion {
+            size: value.len() as u64,
+            envelope,
+            key_id,
+        })
+    }
+
+    async fn open(&self, meta: ObjectMeta, envelope: &[u8]) -> Result<Object, VaultError> {
+        let opened = vault_crypto::open(
+            &*self.keys,
+            envelope,
+            &object_aad(&meta.environment, &meta.id),
+        )
+        .await?;
+        // The envelope's context is authenticated; it must be the object's.
+        if opened.context() != &meta.context {
+            return Err(vault_crypto::Error::DecryptionFailed.into());
+        }
+        Ok(Object {
+            meta,
+            value: opened.into_plaintext(),
+        })
+    }
+
+    /// Creates an object. The context chooses the keys and can never change afterwards.
+    ///
+    /// # Errors
+    /// `Store(Conflict)` if the name is taken; `Store(InvalidArgument)`; `Crypto` if the key
+    /// provider fails. Nothing is stored on failure.
+    pub async fn create(
+        &self,
+        environment: &str,
+        name: &str,
+        context: &KeyContext,
+        value: &[u8],
+        actor: &Actor,
+    ) -> Result<ObjectMeta, VaultError> {
+        vault_store::validate_environment(environment)?;
+        vault_store::validate_name(name)?;
+        let id = vault_store::new_object_id()?;
+        let version = self.seal(environment, &id, context, value).await?;
+        Ok(self
+            .store
+            .create(environment, &id, name, context, version, actor)
+            .await?)
+    }
+
+    /// Reads and decrypts an object's current value.
+    ///
+    /// # Errors
+    /// `Store(NotFound)`; `Crypto` if the key is unavailable or the envelope does not open.
+    pub async fn read(
+        &self,
+        environment: &str,
+        id: &str,
+        actor: &Actor,
+    ) -> Result<Object, VaultError> {
+        let stored = self.store.get(environment, id, actor).await?;
+        self.open(stored.meta, &stored.envelope).await
+    }
+
+    /// Reads and decrypts the live object with this name.
+    ///
+    /// # Errors
+    /// As [`read`](Self::read).
+    pub async fn read_by_name(
+        &self,
+        environment: &str,
+        name: &str,
+        actor: &Actor,
+    ) -> Result<Object, VaultError> {
+        let stored = self.store.get_by_name(environment, name, actor).await?;
+        self.open(stored.meta, &stored.envelope).await
+    }
+
+    /// An object's metadata, without decrypting anything.
+    ///
+    /// # Errors
+    /// `Store(NotFound)`.
+    pub async fn describe(
+        &self,
+        environment: &str,
+        id: &str,
+        actor: &Actor,
+    ) -> Result<ObjectMeta, VaultError> {
+        Ok(self.store.describe(environment, id, actor).await?)
+    }
+
+    /// A page of object names.
+    ///
+    /// # Errors
+    /// `Store(InvalidArgument)` for a bad limit or cursors.
+    pub async fn list(
+        &self,
+        environment: &str,
+        query: &ListQuery,
+        actor: &Actor,
+    ) -> Result<Page, VaultError> {
+        Ok(self.store.list(environment, query, actor).await?)
+    }
+
+    /// Writes a new version under the object's own key context. With `expected_version`, only
+    /// if that is still the current version.
+    ///
+    /// # Errors
+    /// `Store(NotFound)`, `Store(Conflict)`; `Crypto` if the key provider fails.
+    pub async fn update(
+        &self,
+        environment: &str,
+        id: &str,
+        value: &[u8],
+        expected_version: Option<&str>,
+        actor: &Actor,
+    ) -> Result<ObjectMeta, VaultError> {
+        // The context is immutable, so reading it outside the write is safe; the store's
+        // compare-and-set protects the version.
+        let context = self.store.context_of(environment, id).await?;
+        let version = self.seal(environment, id, &context, value).await?;
+        Ok(self
+            .store
+            .update(environment, id, version, expected_version, actor)
+            .await?)
+    }
+
+    /// Deletes an object (unavailable at once, purged later).
+    ///
+    /// # Errors
+    /// `Store(NotFound)`, `Store(Conflict)`.
+    pub async fn delete(
+        &self,
+        environment: &str,
+        id: &str,
+        expected_version: Option<&str>,
+        actor: &Actor,
+    ) -> Result<ObjectMeta, VaultError> {
+        Ok(self
+            .store
+            .delete(environment, id, expected_version, actor)
+            .await?)
+    }
+
+    /// Every version of an object, newest first.
+    ///
+    /// # Errors
+    /// `Store(NotFound)`.
+    pub async fn versions(
+        &self,
+        environment: &str,
+        id: &str,
+        actor: &Actor,
+    ) -> Result<Vec<VersionMeta>, VaultError> {
+        Ok(self.store.versions(environment, id, actor).await?)
+    }
+}

@@ -1,0 +1,345 @@
+//! The `Vault` facade and `vault kv` end to end on the embedded default (SQLite + managed key):
+//! sealing through the router, binding of envelopes to their object, crash durability, exit
+//! codes.
+#![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use vault::crypto::{Envelope, KeyContext, ManagedKeyProvider, Router};
+use vault::store::{Actor, ListQuery, NewVersion, SqlStore, Store, StoreError};
+use vault::{Vault, VaultError};
+
+fn actor() -> Actor {
+    Actor::new("key_test", "test")
+}
+
+fn ctx(org: &str) -> KeyContext {
+    KeyContext::from_pairs([("organization_id", org)]).unwrap()
+}
+
+async fn vault_with_byok(dir: &Path) -> (Vault, Arc<dyn Store>) {
+    let managed = Arc::new(ManagedKeyProvider::open_or_create(dir, "root").unwrap());
+    let byok = Arc::new(ManagedKeyProvider::in_memory("org-byok").unwrap());
+    let router = Router::new(managed)
+        .rule([("organization_id", "org_byok")], byok)
+        .unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqlStore::open_sqlite(dir).await.unwrap());
+    (Vault::new(Arc::new(router), store.clone()), store)
+}
+
+#[tokio::test]
+async fn objects_are_sealed_per_context_and_keep_their_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vault, store) = vault_with_byok(dir.path()).await;
+    let shared = vault
+        .create("prod", "a", &ctx("org_1"), b"alpha", &actor())
+        .await
+        .unwrap();
+    let byok = vault
+        .create("prod", "b", &ctx("org_byok"), b"beta", &actor())
+        .await
+        .unwrap();
+    assert_eq!(shared.key_id, "managed://root#v1");
+    assert_eq!(byok.key_id, "managed://org-byok#v1");
+
+    let updated = vault
+        .update(
+            "prod",
+            &byok.id,
+            b"beta 2",
+            Some(&byok.version_id),
+            &actor(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        updated.context,
+        ctx("org_byok"),
+        "update keeps the object's context"
+    );
+    assert_eq!(updated.key_id, "managed://org-byok#v1");
+    let read = vault.read("prod", &byok.id, &actor()).await.unwrap();
+    assert_eq!(read.value, b"beta 2");
+    assert_eq!(
+        vault
+            .read_by_name("prod", "a", &actor())
+            .await
+            .unwrap()
+            .value,
+        b"alpha"
+    );
+    // What the store holds is an envelope for that context, not the value.
+    let stored = store.get("prod", &byok.id, &actor()).await.unwrap();
+    assert_eq!(
+        Envelope::parse(&stored.envelope).unwrap().context(),
+        &ctx("org_byok")
+    );
+    assert!(!stored.envelope.windows(6).any(|w| w == b"beta 2"));
+    assert_eq!(
+        vault
+            .versions("prod", &byok.id, &actor())
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    // A stale writer loses.
+    assert!(matches!(
+        vault
+            .update("prod", &byok.id, b"lost", Some(&byok.version_id), &actor())
+            .await,
+        Err(VaultError::Store(StoreError::Conflict { .. }))
+    ));
+}
+
+#[tokio::test]
+async fn an_envelope_moved_to_another_object_does_not_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vault, store) = vault_with_byok(dir.path()).await;
+    let a = vault
+        .create("prod", "a", &ctx("org_1"), b"secret of a", &actor())
+        .await
+        .unwrap();
+    let b = vault
+        .create("prod", "b", &ctx("org_1"), b"secret of b", &actor())
+        .await
+        .unwrap();
+    // Someone with write access to the database copies a's envelope into b (same context).
+    let stolen = store.get("prod", &a.id, &actor()).await.unwrap().envelope;
+    let version = NewVersion {
+        size: 11,
+        key_id: a.key_id.clone(),
+        envelope: stolen,
+    };
+    store
+        .update("prod", &b.id, version, None, &actor())
+        .await
+        .unwrap();
+    assert!(matches!(
+        vault.read("prod", &b.id, &actor()).await,
+        Err(VaultError::Crypto(vault::crypto::Error::DecryptionFailed))
+    ));
+    assert_eq!(
+        vault.read("prod", &a.id, &actor()).await.unwrap().value,
+        b"secret of a"
+    );
+}
+
+#[tokio::test]
+async fn bad_input_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vault, store) = vault_with_byok(dir.path()).await;
+    for name in ["", " ", &"n".repeat(201)] {
+        assert!(matches!(
+            vault.create("prod", name, &ctx("o"), b"v", &actor()).await,
+            Err(VaultError::Store(StoreError::InvalidArgument {
+                field: "name",
+                ..
+            }))
+        ));
+    }
+    assert!(
+        vault
+            .list("prod", &ListQuery::default(), &actor())
+            .await
+            .unwrap()
+            .data
+            .is_empty()
+    );
+    assert!(
+        store
+            .audit_events("prod", 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|e| e.event == "vault.names.listed")
+    );
+}
+
+fn vault_bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vault"))
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = vault_bin()
+        .args(["kv", "fill", "-e", "dur", "--count", "1000000"])
+        .env("VAULT_DATA_DIR", dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut acknowledged = Vec::new();
+    while acknowledged.len() < 150 {
+        acknowledged.push(lines.next().unwrap().unwrap());
+    }
+    child.kill().unwrap(); // SIGKILL, mid-run: no destructor, no flush, no checkpoint
+    child.wait().unwrap();
+    // Ids already written to the pipe before the kill were acknowledged too.
+    acknowledged.extend(lines.map_while(Result::ok));
+
+    let vault = Vault::open_embedded(dir.path()).await.unwrap();
+    for id in &acknowledged {
+        let object = vault.read("dur", id, &actor()).await.unwrap();
+        assert_eq!(object.value.len(), 1024, "{id}");
+    }
+    assert!(acknowledged.len() >= 150);
+}
+
+fn kv(dir: &Path, args: &[&str]) -> std::process::Output {
+    vault_bin()
+        .arg("kv")
+        .args(args)
+        .env("VAULT_DATA_DIR", dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn kv_commands_have_distinct_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let eleven: String = (0..11)
+        .map(|i| format!("\"k{i}\":\"v\""))
+        .collect::<Vec<_>>()
+        .join(",");
+    let out = kv(
+        d,
+        &[
+            "create",
+            "-e",
+            "p",
+            "--name",
+            "n",
+            "--context",
+            &format!("{{{eleven}}}"),
+            "--value",
+            "v",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("more than 10 pairs"));
+    assert!(!d.join("vault.db").exists(), "a bad context opens nothing");
+
+    let out = kv(
+        d,
+        &[
+            "create",
+            "-e",
+            "p",
+            "--name",
+            "card",
+            "--context",
+            r#"{"organization_id":"o"}"#,
+            "--value",
+            "4111",
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = meta["id"].as_str().unwrap();
+    let version = meta["version_id"].as_str().unwrap();
+
+    assert_eq!(kv(d, &["get", "-e", "p", id]).stdout, b"4111");
+    assert_eq!(kv(d, &["get", "-e", "p", "--name", "card"]).stdout, b"4111");
+    let dup = kv(
+        d,
+        &[
+            "create",
+            "-e",
+            "p",
+            "--name",
+            "card",
+            "--context",
+            r#"{"organization_id":"o"}"#,
+            "--value",
+            "x",
+        ],
+    );
+    assert_eq!(dup.status.code(), Some(7), "duplicate name is a conflict");
+    assert!(
+        kv(
+            d,
+            &[
+                "update",
+                "-e",
+                "p",
+                id,
+                "--value",
+                "4222",
+                "--expected-version",
+                version
+            ]
+        )
+        .status
+        .success()
+    );
+    assert_eq!(
+        kv(
+            d,
+            &[
+                "update",
+                "-e",
+                "p",
+                id,
+                "--value",
+                "x",
+                "--expected-version",
+                version
+            ]
+        )
+        .status
+        .code(),
+        Some(7)
+    );
+    assert_eq!(
+        kv(d, &["get", "-e", "other", id]).status.code(),
+        Some(6),
+        "other environment: not found"
+    );
+    assert_eq!(
+        kv(d, &["list", "-e", "p", "--after", "garbage"])
+            .status
+            .code(),
+        Some(3)
+    );
+    assert_eq!(
+        kv(
+            d,
+            &[
+                "create",
+                "-e",
+                "p",
+                "--name",
+                " ",
+                "--context",
+                r#"{"a":"b"}"#,
+                "--value",
+                "v"
+            ]
+        )
+        .status
+        .code(),
+        Some(3)
+    );
+    let versions: serde_json::Value =
+        serde_json::from_slice(&kv(d, &["versions", "-e", "p", id, "--json"]).stdout).unwrap();
+    assert_eq!(versions["data"].as_array().unwrap().len(), 2);
+    assert!(kv(d, &["delete", "-e", "p", id]).status.success());
+    assert_eq!(kv(d, &["get", "-e", "p", id]).status.code(), Some(6));
+    let list: serde_json::Value =
+        serde_json::from_slice(&kv(d, &["list", "-e", "p", "--json"]).stdout).unwrap();
+    assert_eq!(list["data"].as_array().unwrap().len(), 0);
+    assert!(list["list_metadata"].is_object());
+}
