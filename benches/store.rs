@@ -39,10 +39,16 @@ fn objects(c: &mut Criterion) {
         .block_on(vault.create("bench", "read-me", &ctx, &value, &actor))
         .unwrap();
     g.bench_function("read", |b| {
-        b.iter(|| rt.block_on(vault.read("bench", black_box(&meta.id), &actor)).unwrap())
+        b.iter(|| {
+            rt.block_on(vault.read("bench", black_box(&meta.id), &actor))
+                .unwrap()
+        })
     });
     g.bench_function("describe", |b| {
-        b.iter(|| rt.block_on(vault.describe("bench", black_box(&meta.id), &actor)).unwrap())
+        b.iter(|| {
+            rt.block_on(vault.describe("bench", black_box(&meta.id), &actor))
+                .unwrap()
+        })
     });
     g.finish();
 }

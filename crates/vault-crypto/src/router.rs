@@ -7,6 +7,7 @@
 //! recorded in the wrapped key unwraps it, whatever the rules say today, so changing a rule
 //! never strands old data.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -65,6 +66,9 @@ impl Rule {
 pub struct Router {
     default: Arc<dyn KeyProvider>,
     rules: Vec<Rule>,
+    /// Rule positions by the first (smallest) key and its value: a rule can only match a
+    /// context holding that pair, so routing costs a few hash lookups, not a scan of every rule.
+    index: HashMap<String, HashMap<String, Vec<usize>>>,
     /// Providers that only unwrap: keys no rule points at any more.
     decrypt_only: Vec<Arc<dyn KeyProvider>>,
 }
@@ -75,6 +79,7 @@ impl Router {
         Self {
             default,
             rules: Vec::new(),
+            index: HashMap::new(),
             decrypt_only: Vec::new(),
         }
     }
@@ -96,10 +101,18 @@ impl Router {
     {
         // The same rules as a context: non-empty, unique keys, limits.
         let as_context = KeyContext::from_pairs(matches)?;
-        let matches = as_context
+        let matches: Vec<(String, String)> = as_context
             .pairs()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
+        if let Some((k, v)) = matches.first() {
+            self.index
+                .entry(k.clone())
+                .or_default()
+                .entry(v.clone())
+                .or_default()
+                .push(self.rules.len());
+        }
         self.rules.push(Rule { matches, provider });
         Ok(self)
     }
@@ -113,10 +126,14 @@ impl Router {
 
     /// The provider that wraps data keys for `ctx`.
     pub fn route(&self, ctx: &KeyContext) -> &Arc<dyn KeyProvider> {
-        self.rules
-            .iter()
-            .find(|r| r.matches(ctx))
-            .map_or(&self.default, |r| &r.provider)
+        // The first matching rule is the one with the smallest position among the candidates.
+        ctx.pairs()
+            .filter_map(|(k, v)| self.index.get(k)?.get(v))
+            .flatten()
+            .copied()
+            .filter(|&i| self.rules[i].matches(ctx))
+            .min()
+            .map_or(&self.default, |i| &self.rules[i].provider)
     }
 
     /// The rules, in order.

@@ -176,3 +176,23 @@ fn rules_are_validated_like_contexts() {
             .is_err()
     );
 }
+
+proptest::proptest! {
+    /// The indexed lookup picks exactly the rule a first-match scan of the rules would.
+    #[test]
+    fn routing_equals_a_first_match_scan(
+        rules in proptest::collection::vec(
+            proptest::collection::btree_map("[abc]", "[xy]", 1..=3), 0..12),
+        context in proptest::collection::btree_map("[abcd]", "[xyz]", 1..=4),
+    ) {
+        let default: Arc<dyn KeyProvider> = Arc::new(ManagedKeyProvider::in_memory("root").unwrap());
+        let mut router = Router::new(default.clone());
+        for (i, r) in rules.iter().enumerate() {
+            let p: Arc<dyn KeyProvider> = Arc::new(ManagedKeyProvider::in_memory(&format!("r{i}")).unwrap());
+            router = router.rule(r.clone(), p).unwrap();
+        }
+        let ctx = vault_crypto::KeyContext::from_pairs(context).unwrap();
+        let scanned = router.rules().iter().find(|r| r.matches(&ctx)).map_or(&default, |r| r.provider());
+        proptest::prop_assert!(Arc::ptr_eq(router.route(&ctx), scanned));
+    }
+}
