@@ -559,47 +559,25 @@ pub async fn list_filters(store: Arc<dyn Store>) {
             n
         }
     };
-    assert_eq!(
-        names(ListQuery {
-            search: Some("alpha".into()),
-            ..ListQuery::default()
-        })
-        .await,
-        ["Alpha_One"]
-    );
-    assert_eq!(
-        names(ListQuery {
-            search: Some("A_O".into()),
-            ..ListQuery::default()
-        })
-        .await,
-        ["Alpha_One"]
-    );
-    // `%` and `_` are literal characters, not wildcards.
-    assert_eq!(
-        names(ListQuery {
-            search: Some("%".into()),
-            ..ListQuery::default()
-        })
-        .await,
-        ["beta%two"]
-    );
-    assert!(
-        names(ListQuery {
-            search: Some("a_o_".into()),
-            ..ListQuery::default()
-        })
-        .await
-        .is_empty()
-    );
-    assert_eq!(
-        names(ListQuery {
-            updated_after: Some(cut),
-            ..ListQuery::default()
-        })
-        .await,
-        ["beta%two", "gamma"]
-    );
+    let search = |text: &str| ListQuery {
+        search: Some(text.into()),
+        ..ListQuery::default()
+    };
+    // Case-insensitive; `%` and `_` are literal characters, not wildcards.
+    let cases: [(&str, &[&str]); 4] = [
+        ("alpha", &["Alpha_One"]),
+        ("A_O", &["Alpha_One"]),
+        ("%", &["beta%two"]),
+        ("a_o_", &[]),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(names(search(text)).await, expected, "search {text:?}");
+    }
+    let recent = ListQuery {
+        updated_after: Some(cut),
+        ..ListQuery::default()
+    };
+    assert_eq!(names(recent).await, ["beta%two", "gamma"]);
 }
 
 /// Every check of the suite, in order.
