@@ -196,3 +196,26 @@ proptest::proptest! {
         proptest::prop_assert!(Arc::ptr_eq(router.route(&ctx), scanned));
     }
 }
+
+#[test]
+fn key_refs_round_trip_through_their_text_form() {
+    for text in [
+        "managed://root#v7",
+        "aws-kms://arn:aws:kms:us-east-1:111122223333:key/1234abcd",
+        "gcp-kms://projects/p/locations/l/keyRings/r/cryptoKeys/k#3",
+    ] {
+        let r = vault_crypto::KeyRef::parse(text).unwrap();
+        assert_eq!(r.to_string(), text);
+        assert_eq!(vault_crypto::KeyRef::parse(&r.to_string()).unwrap(), r);
+    }
+    for bad in [
+        "managed:/root",
+        "Managed://root",
+        "managed://",
+        "managed://a#b#c",
+        "m://a\n",
+    ] {
+        assert!(vault_crypto::KeyRef::parse(bad).is_err(), "{bad}");
+    }
+    assert!(vault_crypto::KeyRef::new("managed", "a#b", "").is_err());
+}

@@ -38,7 +38,7 @@ pub struct KeyRef {
 impl KeyRef {
     /// A key reference, validated: the scheme is 1 to 32 bytes of `[a-z0-9-]` starting with a
     /// letter; the key id is 1 to 2048 bytes and the version at most 128 bytes, neither with
-    /// control characters, and the version without `#`.
+    /// control characters or `#` (so the text form `scheme://key-id#version` is unambiguous).
     ///
     /// # Errors
     /// [`EnvelopeError::Malformed`] or [`EnvelopeError::TooLarge`] naming the broken rule.
@@ -61,9 +61,9 @@ impl KeyRef {
                 reason: "control character in key reference",
             });
         }
-        if version.contains('#') {
+        if key_id.contains('#') || version.contains('#') {
             return Err(EnvelopeError::Malformed {
-                reason: "'#' in key version",
+                reason: "'#' in key id or version",
             });
         }
         Ok(Self {
