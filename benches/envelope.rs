@@ -14,7 +14,8 @@ use std::task::{Context, Poll, Waker};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use vault::crypto::{
-    Backend, KeyContext, KeyProvider, ManagedKeyProvider, Router, danger, open, seal, seal_with_key,
+    Backend, CacheLimits, CachingProvider, KeyContext, KeyProvider, ManagedKeyProvider, Router,
+    danger, open, seal, seal_with_key,
 };
 
 const SIZES: [usize; 5] = [64, 1024, 16 * 1024, 64 * 1024, 1 << 20];
@@ -215,6 +216,22 @@ fn managed_group(c: &mut Criterion) {
     let env = ready(seal(&managed, &ctx, &pt, b"")).unwrap();
     g.bench_function("open-1KiB-object", |b| {
         b.iter(|| ready(open(&managed, black_box(&env), b"")).unwrap())
+    });
+    g.finish();
+
+    // The same through the data-key cache (default limits): hits after the first call.
+    let cached = CachingProvider::new(
+        Arc::new(ManagedKeyProvider::in_memory("root").unwrap()),
+        CacheLimits::default(),
+    );
+    let mut g = c.benchmark_group("cached");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("seal-1KiB-object", |b| {
+        b.iter(|| ready(seal(&cached, &ctx, black_box(&pt), b"")).unwrap())
+    });
+    let env = ready(seal(&cached, &ctx, &pt, b"")).unwrap();
+    g.bench_function("open-1KiB-object", |b| {
+        b.iter(|| ready(open(&cached, black_box(&env), b"")).unwrap())
     });
     g.finish();
 

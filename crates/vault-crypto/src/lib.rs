@@ -12,6 +12,7 @@
 //!   root keys with versions, rotation, rewrap and crypto-shredding; cloud KMS providers live in
 //!   their own crates.
 //! - [`Router`]: BYOK rules from context to provider, and dispatch back by key reference.
+//! - [`CachingProvider`]: the data-key cache in front of a (remote) provider.
 //! - [`seal`], [`open`], [`rewrap`]: what the store, the server and the CLI call.
 //!
 //! ```
@@ -43,6 +44,7 @@
 #![deny(missing_docs)]
 
 mod aead;
+mod cache;
 mod context;
 mod data_key;
 mod envelope;
@@ -56,6 +58,7 @@ pub mod danger;
 pub mod fuzzing;
 
 pub use aead::Backend;
+pub use cache::{CacheLimits, CacheStats, CachingProvider};
 pub use context::{
     CANONICAL_VERSION, KeyContext, MAX_CANONICAL_BYTES, MAX_JSON_BYTES, MAX_KEY_BYTES, MAX_PAIRS,
     MAX_VALUE_CHARS,

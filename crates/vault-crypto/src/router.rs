@@ -171,6 +171,14 @@ impl KeyProvider for Router {
         self.route(ctx).generate_data_key(ctx).await
     }
 
+    async fn data_key_for_seal(
+        &self,
+        ctx: &KeyContext,
+        len: u64,
+    ) -> Result<(DataKey, WrappedKey), ProviderError> {
+        self.route(ctx).data_key_for_seal(ctx, len).await
+    }
+
     async fn wrap(&self, key: &DataKey, ctx: &KeyContext) -> Result<WrappedKey, ProviderError> {
         self.route(ctx).wrap(key, ctx).await
     }

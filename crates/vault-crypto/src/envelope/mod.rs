@@ -205,7 +205,9 @@ pub async fn seal(
             max: MAX_PLAINTEXT_LEN,
         });
     }
-    let (data_key, wrapped) = provider.generate_data_key(context).await?;
+    let (data_key, wrapped) = provider
+        .data_key_for_seal(context, plaintext.len() as u64)
+        .await?;
     seal_with_key(
         &data_key,
         std::slice::from_ref(&wrapped),

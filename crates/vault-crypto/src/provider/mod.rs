@@ -230,6 +230,21 @@ pub trait KeyProvider: Send + Sync + fmt::Debug {
         Ok((key, wrapped))
     }
 
+    /// A data key for sealing one message of `len` plaintext bytes for `ctx`: what
+    /// [`seal`](crate::seal) calls. The default generates a fresh key; a caching provider
+    /// ([`CachingProvider`](crate::CachingProvider)) may hand out a recent one within its limits.
+    ///
+    /// # Errors
+    /// As [`generate_data_key`](Self::generate_data_key).
+    async fn data_key_for_seal(
+        &self,
+        ctx: &KeyContext,
+        len: u64,
+    ) -> Result<(DataKey, WrappedKey), ProviderError> {
+        let _ = len;
+        self.generate_data_key(ctx).await
+    }
+
     /// Wraps an existing data key for `ctx` under this provider's current key.
     ///
     /// # Errors
