@@ -237,9 +237,17 @@ fn copy_key(key: &[u8; DATA_KEY_LEN]) -> DataKey {
 }
 
 fn open_cache_key(wrapped: &WrappedKey, ctx: &KeyContext) -> [u8; 32] {
-    let key_ref = wrapped.key_ref().to_string();
+    let r = wrapped.key_ref();
     let mut h = Sha256::new();
-    for part in [ctx.canonical_bytes(), key_ref.as_bytes(), wrapped.bytes()] {
+    let parts = [
+        ctx.canonical_bytes(),
+        r.scheme().as_bytes(),
+        r.key_id().as_bytes(),
+        r.version().as_bytes(),
+        wrapped.bytes(),
+    ];
+    // Each part length-prefixed: no two different inputs hash the same sequence of bytes.
+    for part in parts {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part);
     }
