@@ -260,11 +260,15 @@ impl KeyProvider for CachingProvider {
         self.inner.owns(key)
     }
 
+    /// Always a fresh key from the wrapped provider: only [`data_key_for_seal`] reuses keys.
+    ///
+    /// [`data_key_for_seal`]: KeyProvider::data_key_for_seal
     async fn generate_data_key(
         &self,
         ctx: &KeyContext,
     ) -> Result<(DataKey, WrappedKey), ProviderError> {
-        self.data_key_for_seal(ctx, 0).await
+        self.call();
+        self.inner.generate_data_key(ctx).await
     }
 
     async fn data_key_for_seal(

@@ -1,7 +1,10 @@
-//! The [`Store`] conformance suite: one set of checks, run against every backend (SQLite and
-//! PostgreSQL) by `crates/vault-store/tests/conformance.rs`. Each check uses environments of its
-//! own, so checks can share one database and run concurrently.
+//! Conformance suites, run against every backend. The [`Store`] checks (this module) run on
+//! SQLite and PostgreSQL from `crates/vault-store/tests/conformance.rs`; each uses environments
+//! of its own, so checks can share one database and run concurrently. The [`provider`] checks
+//! run on the managed provider and on AWS KMS (moto).
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)] // A test suite: a panic is a failure.
+
+pub mod provider;
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;

@@ -1,0 +1,347 @@
+//! Customer-managed keys in AWS KMS.
+//!
+//! [`AwsKmsProvider`] is a [`KeyProvider`] for one KMS key. Data keys come from
+//! `GenerateDataKey` (AES_256), are wrapped with `Encrypt` and unwrapped with `Decrypt`, always
+//! with the key context as the KMS encryption context, so IAM conditions such as
+//! `kms:EncryptionContext:organization_id` apply and a wrapped key unwraps under its own context
+//! only. `Decrypt` pins the `KeyId` and rejects an answer from any other key. Key references are
+//! `aws-kms://<key ARN>` (KMS records the key version inside the wrapped bytes).
+//!
+//! Failures map to typed kinds (`AccessDenied`, `NotFound`, `Disabled`, `Throttled`,
+//! `Unavailable`, `InvalidCiphertext`, `Other`); retryable ones are retried a bounded number of
+//! times with jittered exponential backoff, each attempt under a timeout. Credentials come from
+//! the standard AWS chain and never appear in errors or `Debug`.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kms::primitives::Blob;
+use aws_sdk_kms::types::DataKeySpec;
+use vault_crypto::{
+    DataKey, KeyContext, KeyProvider, KeyRef, ProviderError, ProviderErrorKind, WrappedKey, danger,
+};
+use zeroize::Zeroizing;
+
+/// The scheme of AWS KMS key references.
+pub const SCHEME: &str = "aws-kms";
+
+/// How hard to try before giving up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included (at least 1).
+    pub max_attempts: u32,
+    /// The first backoff; each retry doubles it, with jitter of ±50%.
+    pub base_delay: Duration,
+    /// The longest backoff (and the cap on a throttling answer's hint).
+    pub max_delay: Duration,
+    /// The longest one attempt may take.
+    pub call_timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(50),
+            max_delay: Duration::from_secs(2),
+            call_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Sets the number of attempts.
+    #[must_use]
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = n.max(1);
+        self
+    }
+
+    /// Sets the first backoff.
+    #[must_use]
+    pub fn base_delay(mut self, d: Duration) -> Self {
+        self.base_delay = d;
+        self
+    }
+
+    /// Sets the per-attempt timeout.
+    #[must_use]
+    pub fn call_timeout(mut self, d: Duration) -> Self {
+        self.call_timeout = d;
+        self
+    }
+
+    fn delay(&self, attempt: u32, hint: Option<Duration>) -> Duration {
+        let exp = self
+            .base_delay
+            .saturating_mul(1u32.checked_shl(attempt).unwrap_or(u32::MAX))
+            .min(self.max_delay);
+        let mut r = [0u8; 2];
+        let _ = getrandom::fill(&mut r);
+        // Jitter between 0.5x and 1.5x.
+        let factor = 0.5 + f64::from(u16::from_be_bytes(r)) / f64::from(u16::MAX);
+        let jittered = exp.mul_f64(factor);
+        hint.map_or(jittered, |h| h.max(jittered))
+            .min(self.max_delay)
+    }
+}
+
+/// A [`KeyProvider`] for one AWS KMS key. See the [crate docs](crate).
+#[derive(Clone)]
+pub struct AwsKmsProvider {
+    client: aws_sdk_kms::Client,
+    key_arn: String,
+    key_ref: KeyRef,
+    retry: RetryPolicy,
+}
+
+impl fmt::Debug for AwsKmsProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The client holds credentials: never print it.
+        f.debug_struct("AwsKmsProvider")
+            .field("key", &self.key_arn)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+fn error(kind: ProviderErrorKind, message: impl Into<String>) -> ProviderError {
+    ProviderError::new(kind, SCHEME, message.into())
+}
+
+/// Maps an SDK error to a typed provider error. The message carries the KMS error code only:
+/// KMS messages can quote ARNs and contexts, never secrets, but codes are all a caller needs.
+fn map_sdk_error<E, R>(e: &SdkError<E, R>) -> ProviderError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: fmt::Debug,
+{
+    match e {
+        SdkError::ServiceError(s) => {
+            let code = s.err().code().unwrap_or("Unknown");
+            let kind = match code {
+                "AccessDeniedException" | "UnrecognizedClientException" => {
+                    ProviderErrorKind::AccessDenied
+                }
+                "NotFoundException" => ProviderErrorKind::NotFound,
+                "DisabledException" | "KMSInvalidStateException" | "KeyUnavailableException" => {
+                    ProviderErrorKind::Disabled
+                }
+                "ThrottlingException" | "LimitExceededException" | "TooManyRequestsException" => {
+                    ProviderErrorKind::Throttled
+                }
+                "InvalidCiphertextException" | "IncorrectKeyException" => {
+                    ProviderErrorKind::InvalidCiphertext
+                }
+                "KMSInternalException"
+                | "DependencyTimeoutException"
+                | "InternalFailure"
+                | "ServiceUnavailable" => ProviderErrorKind::Unavailable,
+                _ => ProviderErrorKind::Other,
+            };
+            error(kind, format!("KMS answered {code}"))
+        }
+        SdkError::TimeoutError(_) => error(ProviderErrorKind::Unavailable, "KMS call timed out"),
+        SdkError::DispatchFailure(_) => error(ProviderErrorKind::Unavailable, "cannot reach KMS"),
+        SdkError::ResponseError(_) => {
+            error(ProviderErrorKind::Unavailable, "unreadable answer from KMS")
+        }
+        _ => error(ProviderErrorKind::Other, "KMS request failed"),
+    }
+}
+
+impl AwsKmsProvider {
+    /// Connects with the standard AWS configuration chain (environment, profile, instance
+    /// role), optionally for `region` and at `endpoint_url`, and resolves `key_id` (an ARN, a
+    /// key id or an alias) to its ARN with `DescribeKey`.
+    ///
+    /// # Errors
+    /// A [`ProviderError`] if the key cannot be described.
+    pub async fn connect(
+        key_id: &str,
+        region: Option<&str>,
+        endpoint_url: Option<&str>,
+        retry: RetryPolicy,
+    ) -> Result<Self, ProviderError> {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .retry_config(aws_config::retry::RetryConfig::disabled());
+        if let Some(r) = region {
+            loader = loader.region(aws_config::Region::new(r.to_owned()));
+        }
+        if let Some(url) = endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let client = aws_sdk_kms::Client::new(&loader.load().await);
+        Self::from_client(client, key_id, retry).await
+    }
+
+    /// Uses an existing client (whose own retries should be disabled: this provider retries).
+    ///
+    /// # Errors
+    /// A [`ProviderError`] if the key cannot be described.
+    pub async fn from_client(
+        client: aws_sdk_kms::Client,
+        key_id: &str,
+        retry: RetryPolicy,
+    ) -> Result<Self, ProviderError> {
+        let probe = Self {
+            client,
+            key_arn: String::new(),
+            key_ref: KeyRef::new(SCHEME, "pending", "")
+                .map_err(|_| error(ProviderErrorKind::Other, "key reference"))?,
+            retry,
+        };
+        let described = probe
+            .call(|| probe.client.describe_key().key_id(key_id).send())
+            .await?;
+        let arn = described
+            .key_metadata()
+            .and_then(|m| m.arn())
+            .ok_or_else(|| error(ProviderErrorKind::NotFound, "DescribeKey returned no ARN"))?
+            .to_owned();
+        let key_ref = KeyRef::new(SCHEME, arn.clone(), "").map_err(|_| {
+            error(
+                ProviderErrorKind::Other,
+                "the key ARN is not a valid key id",
+            )
+        })?;
+        Ok(Self {
+            key_arn: arn,
+            key_ref,
+            ..probe
+        })
+    }
+
+    /// The key's ARN.
+    pub fn key_arn(&self) -> &str {
+        &self.key_arn
+    }
+
+    /// Runs one KMS call with bounded, jittered retries on retryable failures and a timeout
+    /// per attempt.
+    async fn call<T, E, R, F, Fut>(&self, mut op: F) -> Result<T, ProviderError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, SdkError<E, R>>>,
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: fmt::Debug,
+    {
+        let mut attempt = 0;
+        loop {
+            let result = match tokio::time::timeout(self.retry.call_timeout, op()).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => map_sdk_error(&e),
+                Err(_) => error(ProviderErrorKind::Unavailable, "KMS call timed out"),
+            };
+            attempt += 1;
+            if !result.is_retryable() || attempt >= self.retry.max_attempts {
+                return Err(result);
+            }
+            tokio::time::sleep(self.retry.delay(attempt - 1, result.retry_after())).await;
+        }
+    }
+
+    fn encryption_context(ctx: &KeyContext) -> HashMap<String, String> {
+        ctx.pairs()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+
+    fn wrapped(&self, blob: Option<&Blob>) -> Result<WrappedKey, ProviderError> {
+        let bytes = blob
+            .ok_or_else(|| error(ProviderErrorKind::Other, "KMS returned no ciphertext"))?
+            .as_ref()
+            .to_vec();
+        WrappedKey::new(self.key_ref.clone(), bytes)
+            .map_err(|_| error(ProviderErrorKind::Other, "KMS ciphertext out of bounds"))
+    }
+}
+
+fn data_key(plaintext: Option<&Blob>) -> Result<DataKey, ProviderError> {
+    let bytes: [u8; 32] = plaintext
+        .map(Blob::as_ref)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| error(ProviderErrorKind::InvalidCiphertext, "not a 32-byte key"))?;
+    let bytes = Zeroizing::new(bytes);
+    Ok(danger::data_key_from_bytes(*bytes))
+}
+
+#[async_trait]
+impl KeyProvider for AwsKmsProvider {
+    fn owns(&self, key: &KeyRef) -> bool {
+        key.scheme() == SCHEME && key.key_id() == self.key_arn
+    }
+
+    async fn generate_data_key(
+        &self,
+        ctx: &KeyContext,
+    ) -> Result<(DataKey, WrappedKey), ProviderError> {
+        let ec = Self::encryption_context(ctx);
+        let out = self
+            .call(|| {
+                self.client
+                    .generate_data_key()
+                    .key_id(&self.key_arn)
+                    .key_spec(DataKeySpec::Aes256)
+                    .set_encryption_context(Some(ec.clone()))
+                    .send()
+            })
+            .await?;
+        Ok((
+            data_key(out.plaintext())?,
+            self.wrapped(out.ciphertext_blob())?,
+        ))
+    }
+
+    async fn wrap(&self, key: &DataKey, ctx: &KeyContext) -> Result<WrappedKey, ProviderError> {
+        let ec = Self::encryption_context(ctx);
+        let out = self
+            .call(|| {
+                self.client
+                    .encrypt()
+                    .key_id(&self.key_arn)
+                    .plaintext(Blob::new(key.expose_secret().to_vec()))
+                    .set_encryption_context(Some(ec.clone()))
+                    .send()
+            })
+            .await?;
+        self.wrapped(out.ciphertext_blob())
+    }
+
+    async fn unwrap(
+        &self,
+        wrapped: &WrappedKey,
+        ctx: &KeyContext,
+    ) -> Result<DataKey, ProviderError> {
+        if !self.owns(wrapped.key_ref()) {
+            return Err(error(ProviderErrorKind::NotMine, ""));
+        }
+        let ec = Self::encryption_context(ctx);
+        let out = self
+            .call(|| {
+                self.client
+                    .decrypt()
+                    .key_id(&self.key_arn)
+                    .ciphertext_blob(Blob::new(wrapped.bytes().to_vec()))
+                    .set_encryption_context(Some(ec.clone()))
+                    .send()
+            })
+            .await?;
+        // A ciphertext replaced by one under a key we do not control must not be accepted.
+        if out.key_id() != Some(self.key_arn.as_str()) {
+            return Err(error(
+                ProviderErrorKind::InvalidCiphertext,
+                "KMS answered with another key",
+            ));
+        }
+        data_key(out.plaintext())
+    }
+}

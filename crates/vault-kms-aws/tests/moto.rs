@@ -1,0 +1,129 @@
+//! AwsKmsProvider against moto, a real AWS KMS emulator on loopback (`scripts/with-moto`, run by
+//! `scripts/test`, sets `VAULT_TEST_MOTO_URL`). Without it these tests fail under CI and are
+//! reported as skipped otherwise.
+#![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
+use vault_crypto::{Envelope, KeyContext, KeyProvider, ProviderErrorKind, WrappedKey};
+use vault_kms_aws::{AwsKmsProvider, RetryPolicy};
+
+fn moto_url() -> Option<String> {
+    match std::env::var("VAULT_TEST_MOTO_URL") {
+        Ok(url) => Some(url),
+        Err(_) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "VAULT_TEST_MOTO_URL is not set: the AWS KMS tests must run in CI"
+            );
+            eprintln!("SKIPPED: AWS KMS tests (run scripts/test, or set VAULT_TEST_MOTO_URL)");
+            None
+        }
+    }
+}
+
+fn client(url: &str) -> aws_sdk_kms::Client {
+    let config = aws_sdk_kms::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+        .endpoint_url(url)
+        .retry_config(aws_sdk_kms::config::retry::RetryConfig::disabled())
+        .build();
+    aws_sdk_kms::Client::from_conf(config)
+}
+
+async fn new_key(client: &aws_sdk_kms::Client) -> String {
+    let out = client.create_key().send().await.unwrap();
+    out.key_metadata().unwrap().key_id().to_owned()
+}
+
+fn ctx(org: &str) -> KeyContext {
+    KeyContext::from_pairs([("organization_id", org)]).unwrap()
+}
+
+#[tokio::test]
+async fn conforms_to_the_provider_suite() {
+    let Some(url) = moto_url() else { return };
+    let c = client(&url);
+    let key = new_key(&c).await;
+    let p = AwsKmsProvider::from_client(c, &key, RetryPolicy::default())
+        .await
+        .unwrap();
+    assert!(
+        p.key_arn().starts_with("arn:aws:kms:us-east-1:"),
+        "{}",
+        p.key_arn()
+    );
+    vault_testkit::provider::run_all(&p).await;
+    // The key reference records the ARN.
+    let env = vault_crypto::seal(&p, &ctx("org_1"), b"v", b"")
+        .await
+        .unwrap();
+    let r = Envelope::parse(&env).unwrap().wrapped_keys()[0]
+        .key_ref()
+        .to_string();
+    assert_eq!(r, format!("aws-kms://{}", p.key_arn()));
+}
+
+#[tokio::test]
+async fn a_wrapped_key_of_another_kms_key_is_rejected_by_the_key_id_pin() {
+    let Some(url) = moto_url() else { return };
+    let c = client(&url);
+    let mine = AwsKmsProvider::from_client(c.clone(), &new_key(&c).await, RetryPolicy::default())
+        .await
+        .unwrap();
+    let theirs = AwsKmsProvider::from_client(c.clone(), &new_key(&c).await, RetryPolicy::default())
+        .await
+        .unwrap();
+    let (_, wrapped) = theirs.generate_data_key(&ctx("org_1")).await.unwrap();
+    // Relabel their ciphertext as ours: KMS would happily decrypt it under their key.
+    let relabelled = WrappedKey::new(
+        vault_crypto::KeyRef::new("aws-kms", mine.key_arn(), "").unwrap(),
+        wrapped.bytes().to_vec(),
+    )
+    .unwrap();
+    let e = mine.unwrap(&relabelled, &ctx("org_1")).await.unwrap_err();
+    // AWS answers IncorrectKeyException (InvalidCiphertext); moto answers AccessDenied. Either
+    // way the key of another account or customer is never used.
+    assert!(
+        matches!(
+            e.kind(),
+            ProviderErrorKind::InvalidCiphertext | ProviderErrorKind::AccessDenied
+        ),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_key_is_not_found() {
+    let Some(url) = moto_url() else { return };
+    let e =
+        AwsKmsProvider::from_client(client(&url), "alias/does-not-exist", RetryPolicy::default())
+            .await
+            .unwrap_err();
+    assert_eq!(e.kind(), ProviderErrorKind::NotFound, "{e}");
+}
+
+#[tokio::test]
+async fn an_unreachable_kms_is_retried_a_bounded_number_of_times() {
+    // A closed loopback port: every attempt is refused at once.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let retry = RetryPolicy::default()
+        .max_attempts(3)
+        .base_delay(Duration::from_millis(100))
+        .call_timeout(Duration::from_secs(2));
+    let started = Instant::now();
+    let e = AwsKmsProvider::from_client(client(&url), "some-key", retry)
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(e.kind(), ProviderErrorKind::Unavailable, "{e}");
+    assert!(e.is_retryable());
+    // Two backoffs of 100 ms and 200 ms (±50%) happened, and no more.
+    assert!(took >= Duration::from_millis(150), "{took:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+}
