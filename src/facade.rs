@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use vault_crypto::{Envelope, KeyContext, KeyProvider};
+use vault_crypto::{Envelope, KeyContext, Router};
 use vault_store::{
     Actor, ListQuery, NewVersion, ObjectMeta, Page, SqlStore, Store, StoreError, VersionMeta,
 };
@@ -49,11 +49,26 @@ impl From<vault_crypto::KeyRingError> for VaultError {
     }
 }
 
-/// Versioned encrypted objects: a key provider and a store.
+/// Versioned encrypted objects: the key router and a store.
 #[derive(Debug, Clone)]
 pub struct Vault {
-    keys: Arc<dyn KeyProvider>,
+    keys: Arc<Router>,
     store: Arc<dyn Store>,
+}
+
+/// What [`Vault::rewrap_matching`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RewrapReport {
+    /// Versions looked at.
+    pub scanned: u64,
+    /// Versions whose context matched.
+    pub matched: u64,
+    /// Versions whose data key was moved to the key the rules choose now.
+    pub rewrapped: u64,
+    /// Matching versions already under that key (done by an earlier run).
+    pub already_done: u64,
+    /// Versions changed by someone else meanwhile (left alone; a re-run picks them up).
+    pub changed_meanwhile: u64,
 }
 
 /// The associated data every version of an object is sealed with: its environment and id. An
@@ -69,7 +84,7 @@ fn object_aad(environment: &str, id: &str) -> Vec<u8> {
 
 impl Vault {
     /// A vault over `keys` and `store`.
-    pub fn new(keys: Arc<dyn KeyProvider>, store: Arc<dyn Store>) -> Self {
+    pub fn new(keys: Arc<Router>, store: Arc<dyn Store>) -> Self {
         Self { keys, store }
     }
 
@@ -78,12 +93,77 @@ impl Vault {
     /// # Errors
     /// If the key ring or the database cannot be opened.
     pub async fn open_embedded(data_dir: &Path) -> Result<Self, VaultError> {
-        let managed = crate::open_managed(data_dir)?;
+        Self::open(data_dir, &crate::config::Config::embedded()).await
+    }
+
+    /// The SQLite store in `data_dir` with the providers and rules of `config`.
+    ///
+    /// # Errors
+    /// If a provider or the database cannot be opened.
+    pub async fn open(data_dir: &Path, config: &crate::config::Config) -> Result<Self, VaultError> {
+        let router = config.router(data_dir).await?;
         let store = SqlStore::open_sqlite(data_dir).await?;
-        Ok(Self::new(
-            Arc::new(crate::default_router(managed)),
-            Arc::new(store),
-        ))
+        Ok(Self::new(Arc::new(router), Arc::new(store)))
+    }
+
+    /// The key router.
+    pub fn router(&self) -> &Arc<Router> {
+        &self.keys
+    }
+
+    /// Moves the data keys of every stored version whose context holds all of `pairs` to the
+    /// key the rules choose for it now (after a new BYOK rule, say), without touching any value
+    /// ciphertext. Versions already there are skipped, so an interrupted run is resumed by
+    /// running it again. `progress` is called after each batch.
+    ///
+    /// # Errors
+    /// The first provider or storage failure; what was done before it stays done.
+    pub async fn rewrap_matching(
+        &self,
+        pairs: &[(String, String)],
+        mut progress: impl FnMut(&RewrapReport),
+    ) -> Result<RewrapReport, VaultError> {
+        let mut report = RewrapReport::default();
+        let mut after = None;
+        loop {
+            let batch = self.store.scan_versions(after.clone(), 200).await?;
+            let Some(last) = batch.last() else { break };
+            after = Some((last.object_id.clone(), last.seq));
+            for v in &batch {
+                report.scanned += 1;
+                if !pairs
+                    .iter()
+                    .all(|(k, val)| v.context.get(k) == Some(val.as_str()))
+                {
+                    continue;
+                }
+                report.matched += 1;
+                let env = Envelope::parse(&v.envelope).map_err(vault_crypto::Error::from)?;
+                let target = self.keys.route(&v.context);
+                if env.wrapped_keys().iter().all(|k| target.owns(k.key_ref())) {
+                    report.already_done += 1;
+                    continue;
+                }
+                let moved = vault_crypto::rewrap(&*self.keys, &v.envelope).await?;
+                let key_id = Envelope::parse(&moved)
+                    .map_err(vault_crypto::Error::from)?
+                    .wrapped_keys()
+                    .first()
+                    .map(|k| k.key_ref().to_string())
+                    .unwrap_or_default();
+                if self
+                    .store
+                    .replace_envelope(&v.object_id, v.seq, &v.envelope, &moved, &key_id)
+                    .await?
+                {
+                    report.rewrapped += 1;
+                } else {
+                    report.changed_meanwhile += 1;
+                }
+            }
+            progress(&report);
+        }
+        Ok(report)
     }
 
     /// The store underneath (for purging and audit queries).
@@ -113,7 +193,7 @@ impl Vault {
         })
     }
 
-    async fn open(&self, meta: ObjectMeta, envelope: &[u8]) -> Result<Object, VaultError> {
+    async fn open_object(&self, meta: ObjectMeta, envelope: &[u8]) -> Result<Object, VaultError> {
         let opened = vault_crypto::open(
             &*self.keys,
             envelope,
@@ -164,7 +244,7 @@ impl Vault {
         actor: &Actor,
     ) -> Result<Object, VaultError> {
         let stored = self.store.get(environment, id, actor).await?;
-        self.open(stored.meta, &stored.envelope).await
+        self.open_object(stored.meta, &stored.envelope).await
     }
 
     /// Reads and decrypts the live object with this name.
@@ -178,7 +258,7 @@ impl Vault {
         actor: &Actor,
     ) -> Result<Object, VaultError> {
         let stored = self.store.get_by_name(environment, name, actor).await?;
-        self.open(stored.meta, &stored.envelope).await
+        self.open_object(stored.meta, &stored.envelope).await
     }
 
     /// An object's metadata, without decrypting anything.

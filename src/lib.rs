@@ -9,9 +9,10 @@ pub use vault_crypto as crypto;
 pub use vault_store as store;
 
 pub mod bench;
+pub mod config;
 mod facade;
 
-pub use facade::{Object, Vault, VaultError};
+pub use facade::{Object, RewrapReport, Vault, VaultError};
 
 use vault_crypto::{KeyRingError, ManagedKeyProvider, Router};
 

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use serde_json::json;
+use vault::config::Config;
 use vault::crypto::{self, Envelope, Error, KeyContext, MAGIC, VersionState};
 use vault::store::{Actor, Cursor, ListQuery, ObjectMeta, StoreError, Timestamp};
 use vault::{Vault, VaultError};
@@ -20,6 +21,9 @@ struct Cli {
     /// Where the key ring (and later the object store) lives.
     #[arg(long, global = true, env = "VAULT_DATA_DIR", default_value = vault::DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
+    /// The providers and BYOK rules (`vault.toml`); without it, the managed ring only.
+    #[arg(long, global = true, env = "VAULT_CONFIG")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -66,6 +70,11 @@ enum Command {
     Kv {
         #[command(subcommand)]
         command: KvCommand,
+    },
+    /// Check a configuration file and report every problem with its line.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
     },
     /// Manage the managed key ring.
     Keys {
@@ -187,13 +196,24 @@ enum KvCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate the file given with --config (or VAULT_CONFIG).
+    Check,
+}
+
+#[derive(Debug, Subcommand)]
 enum KeysCommand {
     /// List the ring's versions.
     Status,
     /// Add a new primary version; older versions still decrypt.
     Rotate,
-    /// Re-wrap an envelope from standard input under the current primary version.
+    /// Re-wrap data keys under the key the rules choose now (the primary version after a
+    /// rotation, or a customer's key after a new rule): an envelope from standard input, or with
+    /// --match every stored object version whose context matches. Values are not re-encrypted.
     Rewrap {
+        /// Rewrap stored versions whose context holds this pair (repeatable: all must match).
+        #[arg(long = "match", value_name = "KEY=VALUE")]
+        matches: Vec<String>,
         /// Write the binary envelope instead of base64 text.
         #[arg(long)]
         binary: bool,
@@ -343,9 +363,35 @@ fn write_envelope(bytes: &[u8], binary: bool) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The configuration given, or the embedded default (the managed ring only).
+fn load_config(path: Option<&std::path::Path>) -> Result<Config, Failure> {
+    match path {
+        None => Ok(Config::embedded()),
+        Some(path) => Config::load(path).map_err(|problems| Failure {
+            code: exit::BAD_INPUT,
+            message: problems
+                .iter()
+                .map(|p| format!("{}: {p}", path.display()))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }),
+    }
+}
+
 async fn run(cli: Cli) -> Result<(), Failure> {
-    let managed = || vault::open_managed(&cli.data_dir);
-    let existing = || vault::open_existing_managed(&cli.data_dir);
+    let config = load_config(cli.config.as_deref())?;
+    let data_dir = cli.data_dir.clone();
+    let router = || async { config.router(&data_dir).await.map_err(Failure::from) };
+    // Without a configuration, reading never creates a key ring.
+    let existing_router = || async {
+        if cli.config.is_some() {
+            config.router(&data_dir).await.map_err(Failure::from)
+        } else {
+            Ok(vault::default_router(vault::open_existing_managed(
+                &data_dir,
+            )?))
+        }
+    };
     match cli.command {
         Command::Encrypt {
             context,
@@ -354,14 +400,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         } => {
             let ctx = KeyContext::parse_json(context.as_bytes()).map_err(Error::from)?;
             let plaintext = read_stdin()?;
-            let router = vault::default_router(managed()?);
+            let router = router().await?;
             let sealed = crypto::seal(&router, &ctx, &plaintext, aad.as_bytes()).await?;
             write_envelope(&sealed, binary)
         }
         Command::Decrypt { aad, show_context } => {
             let input = read_stdin()?;
             let bytes = envelope_bytes(&input)?;
-            let router = vault::default_router(existing()?);
+            let router = existing_router().await?;
             let opened = crypto::open(&router, &bytes, aad.as_bytes()).await?;
             if show_context {
                 eprintln!("{}", opened.context());
@@ -401,9 +447,73 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Kv { command } => kv(&cli.data_dir, command).await,
+        Command::Kv { command } => kv(&cli.data_dir, &config, command).await,
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => {
+            let Some(path) = &cli.config else {
+                return Err(Failure {
+                    code: exit::BAD_INPUT,
+                    message: "give the file to check with --config or VAULT_CONFIG".into(),
+                });
+            };
+            println!(
+                "{}: ok ({} provider(s), {} rule(s))",
+                path.display(),
+                config.providers.len(),
+                config.rules.len()
+            );
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::Rewrap { matches, binary },
+        } => {
+            if matches.is_empty() {
+                let input = read_stdin()?;
+                let bytes = envelope_bytes(&input)?;
+                let router = existing_router().await?;
+                let rewrapped = crypto::rewrap(&router, &bytes).await?;
+                return write_envelope(&rewrapped, binary);
+            }
+            let pairs = matches
+                .iter()
+                .map(|m| {
+                    m.split_once('=')
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .ok_or_else(|| Failure {
+                            code: exit::BAD_INPUT,
+                            message: format!("--match {m:?}: expected KEY=VALUE"),
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            KeyContext::from_pairs(pairs.clone()).map_err(Error::from)?;
+            let vault = Vault::open(&cli.data_dir, &config).await?;
+            let bar = indicatif::ProgressBar::new_spinner();
+            if !io::IsTerminal::is_terminal(&io::stderr()) {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+            }
+            let report = vault
+                .rewrap_matching(&pairs, |r| {
+                    bar.set_message(format!(
+                        "scanned {} versions, rewrapped {}, already done {}",
+                        r.scanned, r.rewrapped, r.already_done
+                    ));
+                    bar.tick();
+                })
+                .await?;
+            bar.finish_and_clear();
+            println!(
+                "scanned {} versions: {} matched, {} rewrapped, {} already under the target key, {} changed meanwhile (run again)",
+                report.scanned,
+                report.matched,
+                report.rewrapped,
+                report.already_done,
+                report.changed_meanwhile
+            );
+            Ok(())
+        }
         Command::Keys { command } => {
-            let ring = existing()?;
+            let ring = vault::open_existing_managed(&cli.data_dir)?;
             match command {
                 KeysCommand::Status => {
                     println!(
@@ -429,13 +539,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     println!("v{v}");
                     Ok(())
                 }
-                KeysCommand::Rewrap { binary } => {
-                    let input = read_stdin()?;
-                    let bytes = envelope_bytes(&input)?;
-                    let router = vault::default_router(ring);
-                    let rewrapped = crypto::rewrap(&router, &bytes).await?;
-                    write_envelope(&rewrapped, binary)
-                }
+                KeysCommand::Rewrap { .. } => unreachable!("handled above"),
                 KeysCommand::Destroy {
                     version,
                     yes_destroy_data,
@@ -503,13 +607,17 @@ fn value_arg(value: Option<String>) -> Result<Vec<u8>, Failure> {
     }
 }
 
-async fn kv(data_dir: &std::path::Path, command: KvCommand) -> Result<(), Failure> {
+async fn kv(
+    data_dir: &std::path::Path,
+    config: &Config,
+    command: KvCommand,
+) -> Result<(), Failure> {
     let actor = cli_actor();
     // Parse what can be checked before anything is opened, so bad input changes nothing.
     if let KvCommand::Create { context, .. } = &command {
         KeyContext::parse_json(context.as_bytes()).map_err(Error::from)?;
     }
-    let vault = Vault::open_embedded(data_dir).await?;
+    let vault = Vault::open(data_dir, config).await?;
     match command {
         KvCommand::Create {
             env,

@@ -343,3 +343,77 @@ fn kv_commands_have_distinct_exit_codes() {
     assert_eq!(list["data"].as_array().unwrap().len(), 0);
     assert!(list["list_metadata"].is_object());
 }
+
+/// A key provider that is down, as a customer's KMS can be.
+#[derive(Debug)]
+struct Down;
+
+#[async_trait::async_trait]
+impl vault::crypto::KeyProvider for Down {
+    fn owns(&self, key: &vault::crypto::KeyRef) -> bool {
+        key.scheme() == "down-kms"
+    }
+
+    async fn wrap(
+        &self,
+        _: &vault::crypto::DataKey,
+        _: &KeyContext,
+    ) -> Result<vault::crypto::WrappedKey, vault::crypto::ProviderError> {
+        Err(vault::crypto::ProviderError::new(
+            vault::crypto::ProviderErrorKind::Unavailable,
+            "down-kms",
+            "connection refused",
+        ))
+    }
+
+    async fn unwrap(
+        &self,
+        _: &vault::crypto::WrappedKey,
+        _: &KeyContext,
+    ) -> Result<vault::crypto::DataKey, vault::crypto::ProviderError> {
+        Err(vault::crypto::ProviderError::new(
+            vault::crypto::ProviderErrorKind::Unavailable,
+            "down-kms",
+            "connection refused",
+        ))
+    }
+}
+
+#[tokio::test]
+async fn nothing_is_stored_when_the_key_provider_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let managed = Arc::new(ManagedKeyProvider::open_or_create(dir.path(), "root").unwrap());
+    let router = Router::new(managed)
+        .rule([("organization_id", "org_byok")], Arc::new(Down))
+        .unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqlStore::open_sqlite(dir.path()).await.unwrap());
+    let vault = Vault::new(Arc::new(router), store.clone());
+
+    let e = vault
+        .create("prod", "card", &ctx("org_byok"), b"4111", &actor())
+        .await
+        .unwrap_err();
+    match e {
+        VaultError::Crypto(vault::crypto::Error::Provider(p)) => assert!(p.is_retryable()),
+        other => panic!("{other:?}"),
+    }
+    // An object of another organization still works, and updating it is unaffected.
+    let ok = vault
+        .create("prod", "other", &ctx("org_1"), b"v", &actor())
+        .await
+        .unwrap();
+    let listed = vault
+        .list("prod", &ListQuery::default(), &actor())
+        .await
+        .unwrap();
+    assert_eq!(listed.data.len(), 1, "the failed create left nothing");
+    assert_eq!(listed.data[0].id, ok.id);
+    assert!(
+        store
+            .audit_events("prod", 50)
+            .await
+            .unwrap()
+            .iter()
+            .all(|e| e.object_name.as_deref() != Some("card"))
+    );
+}

@@ -20,8 +20,8 @@ pub use error::StoreError;
 pub use sql::SqlStore;
 pub use types::{
     Actor, AuditEvent, Cursor, DEFAULT_LIMIT, ListItem, ListQuery, MAX_ENVIRONMENT_LEN, MAX_LIMIT,
-    MAX_NAME_CHARS, NewVersion, ObjectMeta, Order, Page, StoredObject, Timestamp, VersionMeta,
-    events, is_object_id, new_object_id, validate_environment, validate_name,
+    MAX_NAME_CHARS, NewVersion, ObjectMeta, Order, Page, StoredObject, StoredVersion, Timestamp,
+    VersionMeta, events, is_object_id, new_object_id, validate_environment, validate_name,
 };
 
 /// Storage of versioned objects, partitioned by environment (tenant). Objects of another
@@ -138,6 +138,32 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// `Unavailable`.
     async fn purge(&self, deleted_before: Timestamp) -> Result<u64, StoreError>;
+
+    /// A batch of stored versions (of every environment, live objects first and deleted ones
+    /// too) after `after` = (object id, version number), in that order: for maintenance such as
+    /// rewrapping data keys.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn scan_versions(
+        &self,
+        after: Option<(String, i64)>,
+        limit: u32,
+    ) -> Result<Vec<StoredVersion>, StoreError>;
+
+    /// Replaces the envelope of one version, only if it is still `expected` (so a concurrent
+    /// change is never overwritten). Returns whether it was replaced.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn replace_envelope(
+        &self,
+        object_id: &str,
+        seq: i64,
+        expected: &[u8],
+        new: &[u8],
+        key_id: &str,
+    ) -> Result<bool, StoreError>;
 
     /// The newest audit events of an environment, newest first.
     ///

@@ -11,8 +11,8 @@ use vault_crypto::KeyContext;
 
 use crate::types::{
     Actor, AuditEvent, Cursor, DEFAULT_LIMIT, ListItem, ListQuery, MAX_LIMIT, NewVersion,
-    ObjectMeta, Order, Page, StoredObject, Timestamp, VersionMeta, etag, events, is_object_id,
-    new_version_id, validate_environment, validate_name,
+    ObjectMeta, Order, Page, StoredObject, StoredVersion, Timestamp, VersionMeta, etag, events,
+    is_object_id, new_version_id, validate_environment, validate_name,
 };
 use crate::{Store, StoreError};
 
@@ -713,6 +713,67 @@ impl Store for SqlStore {
                 .rows_affected();
         tx.commit().await?;
         Ok(purged)
+    }
+
+    async fn scan_versions(
+        &self,
+        after: Option<(String, i64)>,
+        limit: u32,
+    ) -> Result<Vec<StoredVersion>, StoreError> {
+        let (after_id, after_seq) = after.unwrap_or_default();
+        let rows = sqlx::query(
+            "SELECT v.object_id, o.environment, v.seq, o.context, v.envelope \
+             FROM versions v JOIN objects o ON o.id = v.object_id \
+             WHERE v.object_id > $1 OR (v.object_id = $1 AND v.seq > $2) \
+             ORDER BY v.object_id, v.seq LIMIT $3",
+        )
+        .bind(after_id)
+        .bind(after_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let context: Vec<u8> = r.try_get("context")?;
+                Ok(StoredVersion {
+                    object_id: r.try_get("object_id")?,
+                    environment: r.try_get("environment")?,
+                    seq: r.try_get("seq")?,
+                    context: KeyContext::from_canonical_bytes(&context).map_err(|_| {
+                        StoreError::Unavailable {
+                            reason: "a stored key context is corrupt".into(),
+                        }
+                    })?,
+                    envelope: r.try_get("envelope")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn replace_envelope(
+        &self,
+        object_id: &str,
+        seq: i64,
+        expected: &[u8],
+        new: &[u8],
+        key_id: &str,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let changed = sqlx::query(
+            "UPDATE versions SET envelope = $1, key_id = $2, etag = $3 \
+             WHERE object_id = $4 AND seq = $5 AND envelope = $6",
+        )
+        .bind(new.to_vec())
+        .bind(key_id)
+        .bind(etag(new))
+        .bind(object_id)
+        .bind(seq)
+        .bind(expected.to_vec())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(changed == 1)
     }
 
     async fn audit_events(

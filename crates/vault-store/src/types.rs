@@ -221,6 +221,21 @@ pub struct VersionMeta {
     pub current: bool,
 }
 
+/// One stored version, for maintenance scans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredVersion {
+    /// The object.
+    pub object_id: String,
+    /// Its environment.
+    pub environment: String,
+    /// The version's number within the object (1, 2, ...).
+    pub seq: i64,
+    /// The object's key context.
+    pub context: KeyContext,
+    /// The sealed value.
+    pub envelope: Vec<u8>,
+}
+
 /// Listing order, by `updated_at` then id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Order {

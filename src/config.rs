@@ -1,0 +1,451 @@
+//! `vault.toml`: which key providers exist and which contexts go to which (BYOK rules).
+//!
+//! ```toml
+//! default = "managed"            # where every context without a rule goes
+//!
+//! [providers.managed]
+//! type = "managed"               # the key ring in the data directory
+//! ring = "root"
+//!
+//! [providers.acme]
+//! type = "aws-kms"
+//! key_id = "arn:aws:kms:us-east-1:111122223333:key/…"   # an ARN, key id or alias
+//! region = "us-east-1"           # optional
+//! endpoint_url = "http://127.0.0.1:4566"   # optional
+//! cache = { max_age_secs = 300, max_messages = 100000 }   # the default; `cache = false` turns it off
+//!
+//! [[rules]]
+//! match = { organization_id = "org_acme" }
+//! provider = "acme"
+//! ```
+//!
+//! Environment overrides: `VAULT_PROVIDER_<NAME>_<FIELD>` (for example
+//! `VAULT_PROVIDER_ACME_ENDPOINT_URL`) replaces a provider's string field.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+use vault_crypto::{CacheLimits, KeyContext, KeyProvider, ManagedKeyProvider, Router};
+
+/// The parsed configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The provider for contexts no rule matches.
+    #[serde(default = "default_provider")]
+    pub default: Spanned<String>,
+    /// Providers by name.
+    #[serde(default)]
+    pub providers: BTreeMap<String, Spanned<ProviderConfig>>,
+    /// BYOK rules, first match wins.
+    #[serde(default)]
+    pub rules: Vec<Spanned<RuleConfig>>,
+}
+
+fn default_provider() -> Spanned<String> {
+    Spanned::new(0..0, "managed".to_owned())
+}
+
+/// One provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ProviderConfig {
+    /// A managed key ring in the data directory.
+    Managed {
+        /// The ring's name (file `keyring-<ring>.json`).
+        #[serde(default = "default_ring")]
+        ring: String,
+    },
+    /// A customer's key in AWS KMS.
+    AwsKms {
+        /// ARN, key id or alias.
+        key_id: String,
+        /// The region (else from the AWS configuration chain).
+        region: Option<String>,
+        /// Another endpoint (an emulator, a VPC endpoint).
+        endpoint_url: Option<String>,
+        /// The data-key cache: on with default limits unless set.
+        #[serde(default)]
+        cache: CacheConfig,
+    },
+}
+
+fn default_ring() -> String {
+    crate::MANAGED_RING.to_owned()
+}
+
+/// `cache = false`, or limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum CacheConfig {
+    /// `true` (defaults) or `false` (off).
+    Enabled(bool),
+    /// Limits; unset ones take their defaults.
+    Limits {
+        /// Most cached keys per side.
+        max_entries: Option<usize>,
+        /// Seconds a data key is used or kept.
+        max_age_secs: Option<u64>,
+        /// Envelopes per data key.
+        max_messages: Option<u64>,
+        /// Plaintext bytes per data key.
+        max_bytes: Option<u64>,
+    },
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self::Enabled(true)
+    }
+}
+
+impl CacheConfig {
+    /// The limits, or `None` when the cache is off.
+    pub fn limits(&self) -> Option<CacheLimits> {
+        match self {
+            Self::Enabled(false) => None,
+            Self::Enabled(true) => Some(CacheLimits::default()),
+            Self::Limits {
+                max_entries,
+                max_age_secs,
+                max_messages,
+                max_bytes,
+            } => {
+                let d = CacheLimits::default();
+                Some(
+                    d.max_entries(max_entries.unwrap_or(d.max_entries))
+                        .max_age(max_age_secs.map_or(d.max_age, Duration::from_secs))
+                        .max_messages(max_messages.unwrap_or(d.max_messages))
+                        .max_bytes(max_bytes.unwrap_or(d.max_bytes)),
+                )
+            }
+        }
+    }
+}
+
+/// One BYOK rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Pairs that must all be present and equal.
+    #[serde(rename = "match")]
+    pub matches: BTreeMap<String, String>,
+    /// The provider they go to.
+    pub provider: Spanned<String>,
+}
+
+/// A problem in the configuration, with its line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line, 0 when it is about the file as a whole.
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.line > 0 {
+            write!(f, "line {}: {}", self.line, self.message)
+        } else {
+            f.write_str(&self.message)
+        }
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset)
+        .map_or(0, |t| t.matches('\n').count() + 1)
+}
+
+impl Config {
+    /// The configuration when there is no file: the managed ring only.
+    pub fn embedded() -> Self {
+        let mut providers = BTreeMap::new();
+        providers.insert(
+            "managed".to_owned(),
+            Spanned::new(
+                0..0,
+                ProviderConfig::Managed {
+                    ring: default_ring(),
+                },
+            ),
+        );
+        Self {
+            default: default_provider(),
+            providers,
+            rules: Vec::new(),
+        }
+    }
+
+    /// Parses and checks `text`, applying environment overrides from `env`. Every problem is
+    /// reported with its line, not only the first.
+    ///
+    /// # Errors
+    /// The list of problems.
+    pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self, Vec<Problem>> {
+        let mut config: Self = toml::from_str(text).map_err(|e| {
+            vec![Problem {
+                line: e.span().map_or(0, |s| line_of(text, s.start)),
+                message: e.message().to_owned(),
+            }]
+        })?;
+        let mut problems = Vec::new();
+        for (name, provider) in &mut config.providers {
+            let span = provider.span();
+            let line = line_of(text, span.start);
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                problems.push(Problem {
+                    line,
+                    message: format!("provider name {name:?} must be of [A-Za-z0-9_-]"),
+                });
+            }
+            let over = |field: &str| {
+                env(&format!(
+                    "VAULT_PROVIDER_{}_{}",
+                    name.to_uppercase().replace('-', "_"),
+                    field
+                ))
+            };
+            match provider.get_mut() {
+                ProviderConfig::Managed { ring } => {
+                    if let Some(v) = over("RING") {
+                        *ring = v;
+                    }
+                }
+                ProviderConfig::AwsKms {
+                    key_id,
+                    region,
+                    endpoint_url,
+                    ..
+                } => {
+                    if let Some(v) = over("KEY_ID") {
+                        *key_id = v;
+                    }
+                    if let Some(v) = over("REGION") {
+                        *region = Some(v);
+                    }
+                    if let Some(v) = over("ENDPOINT_URL") {
+                        *endpoint_url = Some(v);
+                    }
+                    if key_id.is_empty() {
+                        problems.push(Problem {
+                            line,
+                            message: format!("provider {name:?}: key_id is empty"),
+                        });
+                    }
+                }
+            }
+        }
+        if !config.providers.contains_key(config.default.get_ref()) {
+            problems.push(Problem {
+                line: line_of(text, config.default.span().start),
+                message: format!(
+                    "default provider {:?} is not defined",
+                    config.default.get_ref()
+                ),
+            });
+        }
+        for rule in &config.rules {
+            let line = line_of(text, rule.span().start);
+            let r = rule.get_ref();
+            if let Err(e) = KeyContext::from_pairs(r.matches.clone()) {
+                problems.push(Problem {
+                    line,
+                    message: format!("rule match: {e}"),
+                });
+            }
+            if !config.providers.contains_key(r.provider.get_ref()) {
+                problems.push(Problem {
+                    line: line_of(text, r.provider.span().start),
+                    message: format!("rule provider {:?} is not defined", r.provider.get_ref()),
+                });
+            }
+        }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Reads and checks a file (with the process environment as overrides).
+    ///
+    /// # Errors
+    /// The problems, or one problem if the file cannot be read.
+    pub fn load(path: &Path) -> Result<Self, Vec<Problem>> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            vec![Problem {
+                line: 0,
+                message: format!("{}: {e}", path.display()),
+            }]
+        })?;
+        Self::parse(&text, |k| std::env::var(k).ok())
+    }
+
+    /// Builds the router: connects every provider (remote ones behind the data-key cache unless
+    /// it is off), then the rules in order.
+    ///
+    /// # Errors
+    /// A [`crate::VaultError`] if a provider cannot be opened or reached.
+    pub async fn router(&self, data_dir: &Path) -> Result<Router, crate::VaultError> {
+        let mut built: BTreeMap<&str, Arc<dyn KeyProvider>> = BTreeMap::new();
+        for (name, p) in &self.providers {
+            let provider: Arc<dyn KeyProvider> = match p.get_ref() {
+                ProviderConfig::Managed { ring } => {
+                    Arc::new(ManagedKeyProvider::open_or_create(data_dir, ring)?)
+                }
+                #[cfg(feature = "aws")]
+                ProviderConfig::AwsKms {
+                    key_id,
+                    region,
+                    endpoint_url,
+                    cache,
+                } => {
+                    let aws = vault_kms_aws::AwsKmsProvider::connect(
+                        key_id,
+                        region.as_deref(),
+                        endpoint_url.as_deref(),
+                        vault_kms_aws::RetryPolicy::default(),
+                    )
+                    .await
+                    .map_err(vault_crypto::Error::from)?;
+                    match cache.limits() {
+                        Some(limits) => {
+                            Arc::new(vault_crypto::CachingProvider::new(Arc::new(aws), limits))
+                        }
+                        None => Arc::new(aws),
+                    }
+                }
+                #[cfg(not(feature = "aws"))]
+                ProviderConfig::AwsKms { .. } => {
+                    return Err(vault_crypto::Error::from(vault_crypto::ProviderError::new(
+                        vault_crypto::ProviderErrorKind::Other,
+                        "aws-kms",
+                        "this build has no AWS support (feature `aws`)",
+                    ))
+                    .into());
+                }
+            };
+            built.insert(name, provider);
+        }
+        let get = |name: &str| {
+            built.get(name).cloned().ok_or_else(|| {
+                crate::VaultError::from(vault_crypto::Error::from(
+                    vault_crypto::ProviderError::new(
+                        vault_crypto::ProviderErrorKind::NotFound,
+                        "config",
+                        format!("provider {name:?} is not defined"),
+                    ),
+                ))
+            })
+        };
+        let mut router = Router::new(get(self.default.get_ref())?);
+        for rule in &self.rules {
+            let r = rule.get_ref();
+            router = router
+                .rule(r.matches.clone(), get(r.provider.get_ref())?)
+                .map_err(vault_crypto::Error::from)?;
+        }
+        // Providers no rule uses any more still open what they wrapped.
+        for (name, p) in &built {
+            let used = *name == self.default.get_ref()
+                || self
+                    .rules
+                    .iter()
+                    .any(|r| r.get_ref().provider.get_ref() == name);
+            if !used {
+                router = router.decrypt_only(p.clone());
+            }
+        }
+        Ok(router)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+default = "managed"
+
+[providers.managed]
+type = "managed"
+
+[providers.acme]
+type = "aws-kms"
+key_id = "alias/acme"
+region = "us-east-1"
+cache = { max_age_secs = 60 }
+
+[[rules]]
+match = { organization_id = "org_acme" }
+provider = "acme"
+"#;
+
+    #[test]
+    fn a_good_file_parses_and_env_overrides_apply() {
+        let c = Config::parse(GOOD, |k| {
+            (k == "VAULT_PROVIDER_ACME_ENDPOINT_URL").then(|| "http://127.0.0.1:9".to_owned())
+        })
+        .unwrap();
+        assert_eq!(c.rules.len(), 1);
+        match c.providers["acme"].get_ref() {
+            ProviderConfig::AwsKms {
+                endpoint_url,
+                cache,
+                ..
+            } => {
+                assert_eq!(endpoint_url.as_deref(), Some("http://127.0.0.1:9"));
+                assert_eq!(cache.limits().unwrap().max_age, Duration::from_secs(60));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_line() {
+        let bad = r#"default = "nowhere"
+
+[providers.acme]
+type = "aws-kms"
+key_id = ""
+
+[[rules]]
+match = { organization_id = "org_acme", "" = "x" }
+provider = "acme"
+
+[[rules]]
+match = { organization_id = "org_b" }
+provider = "missing"
+"#;
+        let problems = Config::parse(bad, |_| None).unwrap_err();
+        let lines: Vec<usize> = problems.iter().map(|p| p.line).collect();
+        assert_eq!(lines, [3, 1, 7, 13], "{problems:?}");
+        assert!(problems[0].message.contains("key_id is empty"));
+        assert!(problems[1].message.contains("\"nowhere\""));
+        assert!(problems[2].message.contains("empty"));
+        assert!(problems[3].message.contains("\"missing\""));
+    }
+
+    #[test]
+    fn syntax_and_unknown_fields_are_reported_with_their_line() {
+        let p = Config::parse(
+            "default = \"managed\"\n[providers.m]\ntype = \"managed\"\nrng = \"x\"\n",
+            |_| None,
+        )
+        .unwrap_err();
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].line, 2, "{p:?}");
+        let p = Config::parse("default = \n", |_| None).unwrap_err();
+        assert_eq!(p[0].line, 1, "{p:?}");
+    }
+}
