@@ -127,3 +127,63 @@ async fn an_unreachable_kms_is_retried_a_bounded_number_of_times() {
     assert!(took >= Duration::from_millis(150), "{took:?}");
     assert!(took < Duration::from_secs(3), "{took:?}");
 }
+
+/// Counts Decrypt calls that reach KMS.
+#[derive(Debug)]
+struct CountingUnwraps(AwsKmsProvider, std::sync::atomic::AtomicU64);
+
+#[async_trait::async_trait]
+impl KeyProvider for CountingUnwraps {
+    fn owns(&self, key: &vault_crypto::KeyRef) -> bool {
+        self.0.owns(key)
+    }
+    async fn wrap(
+        &self,
+        key: &vault_crypto::DataKey,
+        ctx: &KeyContext,
+    ) -> Result<WrappedKey, vault_crypto::ProviderError> {
+        self.0.wrap(key, ctx).await
+    }
+    async fn unwrap(
+        &self,
+        w: &WrappedKey,
+        ctx: &KeyContext,
+    ) -> Result<vault_crypto::DataKey, vault_crypto::ProviderError> {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.unwrap(w, ctx).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_two_concurrent_first_reads_make_one_decrypt_call() {
+    let Some(url) = moto_url() else { return };
+    let c = client(&url);
+    let p = AwsKmsProvider::from_client(c.clone(), &new_key(&c).await, RetryPolicy::default())
+        .await
+        .unwrap();
+    // Credentials never show.
+    assert!(!format!("{p:?}").contains("testing"), "{p:?}");
+    let env = vault_crypto::seal(&p, &ctx("org_1"), b"read me", b"")
+        .await
+        .unwrap();
+    let counting = std::sync::Arc::new(CountingUnwraps(p, std::sync::atomic::AtomicU64::new(0)));
+    let cache = std::sync::Arc::new(vault_crypto::CachingProvider::new(
+        counting.clone(),
+        vault_crypto::CacheLimits::default(),
+    ));
+    let reads: Vec<_> = (0..32)
+        .map(|_| {
+            let (cache, env) = (cache.clone(), env.clone());
+            tokio::spawn(async move {
+                vault_crypto::open(&*cache, &env, b"")
+                    .await
+                    .unwrap()
+                    .into_plaintext()
+            })
+        })
+        .collect();
+    for r in reads {
+        assert_eq!(r.await.unwrap(), b"read me");
+    }
+    assert_eq!(counting.1.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
