@@ -51,6 +51,7 @@ mod envelope;
 mod error;
 mod provider;
 mod rand;
+mod retry;
 mod router;
 
 pub mod danger;
@@ -77,4 +78,5 @@ pub use provider::{
     KeyProvider, KeyRef, MAX_KEY_ID_LEN, MAX_KEY_VERSION_LEN, MAX_SCHEME_LEN, MAX_WRAPPED_LEN,
     WrappedKey,
 };
+pub use retry::RetryPolicy;
 pub use router::{Router, Rule};

@@ -18,12 +18,12 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::DataKeySpec;
+pub use vault_crypto::RetryPolicy;
 use vault_crypto::{
     DataKey, KeyContext, KeyProvider, KeyRef, ProviderError, ProviderErrorKind, WrappedKey, danger,
 };
@@ -31,68 +31,6 @@ use zeroize::Zeroizing;
 
 /// The scheme of AWS KMS key references.
 pub const SCHEME: &str = "aws-kms";
-
-/// How hard to try before giving up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RetryPolicy {
-    /// Attempts in all, the first included (at least 1).
-    pub max_attempts: u32,
-    /// The first backoff; each retry doubles it, with jitter of ±50%.
-    pub base_delay: Duration,
-    /// The longest backoff (and the cap on a throttling answer's hint).
-    pub max_delay: Duration,
-    /// The longest one attempt may take.
-    pub call_timeout: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            max_attempts: 4,
-            base_delay: Duration::from_millis(50),
-            max_delay: Duration::from_secs(2),
-            call_timeout: Duration::from_secs(5),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// Sets the number of attempts.
-    #[must_use]
-    pub fn max_attempts(mut self, n: u32) -> Self {
-        self.max_attempts = n.max(1);
-        self
-    }
-
-    /// Sets the first backoff.
-    #[must_use]
-    pub fn base_delay(mut self, d: Duration) -> Self {
-        self.base_delay = d;
-        self
-    }
-
-    /// Sets the per-attempt timeout.
-    #[must_use]
-    pub fn call_timeout(mut self, d: Duration) -> Self {
-        self.call_timeout = d;
-        self
-    }
-
-    fn delay(&self, attempt: u32, hint: Option<Duration>) -> Duration {
-        let exp = self
-            .base_delay
-            .saturating_mul(1u32.checked_shl(attempt).unwrap_or(u32::MAX))
-            .min(self.max_delay);
-        let mut r = [0u8; 2];
-        let _ = getrandom::fill(&mut r);
-        // Jitter between 0.5x and 1.5x.
-        let factor = 0.5 + f64::from(u16::from_be_bytes(r)) / f64::from(u16::MAX);
-        let jittered = exp.mul_f64(factor);
-        hint.map_or(jittered, |h| h.max(jittered))
-            .min(self.max_delay)
-    }
-}
 
 /// A [`KeyProvider`] for one AWS KMS key. See the [crate docs](crate).
 #[derive(Clone)]
