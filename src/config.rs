@@ -14,6 +14,10 @@
 //! endpoint_url = "http://127.0.0.1:4566"   # optional
 //! cache = { max_age_secs = 300, max_messages = 100000 }   # the default; `cache = false` turns it off
 //!
+//! [providers.globex]
+//! type = "gcp-kms"
+//! key_name = "projects/p/locations/global/keyRings/r/cryptoKeys/globex"
+//!
 //! [[rules]]
 //! match = { organization_id = "org_acme" }
 //! provider = "acme"
@@ -67,6 +71,16 @@ pub enum ProviderConfig {
         /// The region (else from the AWS configuration chain).
         region: Option<String>,
         /// Another endpoint (an emulator, a VPC endpoint).
+        endpoint_url: Option<String>,
+        /// The data-key cache: on with default limits unless set.
+        #[serde(default)]
+        cache: CacheConfig,
+    },
+    /// A customer's key in Google Cloud KMS.
+    GcpKms {
+        /// `projects/…/locations/…/keyRings/…/cryptoKeys/…`.
+        key_name: String,
+        /// Another endpoint (else the public one, with Application Default Credentials).
         endpoint_url: Option<String>,
         /// The data-key cache: on with default limits unless set.
         #[serde(default)]
@@ -243,6 +257,37 @@ impl Config {
                         });
                     }
                 }
+                ProviderConfig::GcpKms {
+                    key_name,
+                    endpoint_url,
+                    ..
+                } => {
+                    if let Some(v) = over("KEY_NAME") {
+                        *key_name = v;
+                    }
+                    if let Some(v) = over("ENDPOINT_URL") {
+                        *endpoint_url = Some(v);
+                    }
+                    let parts: Vec<&str> = key_name.split('/').collect();
+                    let shaped = parts.len() == 8
+                        && [
+                            (0, "projects"),
+                            (2, "locations"),
+                            (4, "keyRings"),
+                            (6, "cryptoKeys"),
+                        ]
+                        .iter()
+                        .all(|&(i, word)| parts[i] == word)
+                        && parts.iter().all(|p| !p.is_empty());
+                    if !shaped {
+                        problems.push(Problem {
+                            line,
+                            message: format!(
+                                "provider {name:?}: key_name must be projects/…/locations/…/keyRings/…/cryptoKeys/…"
+                            ),
+                        });
+                    }
+                }
             }
         }
         if !config.providers.contains_key(config.default.get_ref()) {
@@ -324,6 +369,35 @@ impl Config {
                         }
                         None => Arc::new(aws),
                     }
+                }
+                #[cfg(feature = "gcp")]
+                ProviderConfig::GcpKms {
+                    key_name,
+                    endpoint_url,
+                    cache,
+                } => {
+                    let gcp = vault_kms_gcp::GcpKmsProvider::connect(
+                        key_name,
+                        endpoint_url.as_deref(),
+                        vault_crypto::RetryPolicy::default(),
+                    )
+                    .await
+                    .map_err(vault_crypto::Error::from)?;
+                    match cache.limits() {
+                        Some(limits) => {
+                            Arc::new(vault_crypto::CachingProvider::new(Arc::new(gcp), limits))
+                        }
+                        None => Arc::new(gcp),
+                    }
+                }
+                #[cfg(not(feature = "gcp"))]
+                ProviderConfig::GcpKms { .. } => {
+                    return Err(vault_crypto::Error::from(vault_crypto::ProviderError::new(
+                        vault_crypto::ProviderErrorKind::Other,
+                        "gcp-kms",
+                        "this build has no Google Cloud support (feature `gcp`)",
+                    ))
+                    .into());
                 }
                 #[cfg(not(feature = "aws"))]
                 ProviderConfig::AwsKms { .. } => {
@@ -434,6 +508,20 @@ provider = "missing"
         assert!(problems[1].message.contains("\"nowhere\""));
         assert!(problems[2].message.contains("empty"));
         assert!(problems[3].message.contains("\"missing\""));
+    }
+
+    #[test]
+    fn gcp_providers_are_checked() {
+        let text = "[providers.managed]\ntype = \"managed\"\n[providers.g]\ntype = \"gcp-kms\"\nkey_name = \"projects/p/keyRings/r\"\n";
+        let p = Config::parse(text, |_| None).unwrap_err();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].line, 3);
+        assert!(p[0].message.contains("key_name must be"));
+        let ok = text.replace(
+            "projects/p/keyRings/r",
+            "projects/p/locations/l/keyRings/r/cryptoKeys/k",
+        );
+        assert!(Config::parse(&ok, |_| None).is_ok());
     }
 
     #[test]
