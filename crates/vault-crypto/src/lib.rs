@@ -78,5 +78,5 @@ pub use provider::{
     KeyProvider, KeyRef, MAX_KEY_ID_LEN, MAX_KEY_VERSION_LEN, MAX_SCHEME_LEN, MAX_WRAPPED_LEN,
     WrappedKey,
 };
-pub use retry::RetryPolicy;
+pub use retry::{RetryPolicy, retry};
 pub use router::{Router, Rule};

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use crate::error::ProviderError;
+
 /// How hard to try before giving up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -65,5 +67,38 @@ impl RetryPolicy {
         let jittered = exp.mul_f64(factor);
         hint.map_or(jittered, |h| h.max(jittered))
             .min(self.max_delay)
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails with an error that is not
+/// [retryable](ProviderError::is_retryable), or `policy.max_attempts` attempts have been made,
+/// waiting with `sleep` (the caller's runtime's timer) between attempts. The caller bounds each
+/// attempt's own duration (for example with its runtime's timeout and `policy.call_timeout`).
+///
+/// # Errors
+/// The last attempt's error.
+pub async fn retry<T, Op, Fut, Sleep, SleepFut>(
+    policy: &RetryPolicy,
+    mut attempt: Op,
+    sleep: Sleep,
+) -> Result<T, ProviderError>
+where
+    Op: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ProviderError>>,
+    Sleep: Fn(Duration) -> SleepFut,
+    SleepFut: Future<Output = ()>,
+{
+    let mut made = 0;
+    loop {
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                made += 1;
+                if !e.is_retryable() || made >= policy.max_attempts {
+                    return Err(e);
+                }
+                sleep(policy.delay(made - 1, e.retry_after())).await;
+            }
+        }
     }
 }

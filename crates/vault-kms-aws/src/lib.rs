@@ -172,19 +172,17 @@ impl AwsKmsProvider {
         E: ProvideErrorMetadata + std::error::Error + 'static,
         R: fmt::Debug,
     {
-        let mut attempt = 0;
-        loop {
-            let result = match tokio::time::timeout(self.retry.call_timeout, op()).await {
-                Ok(Ok(v)) => return Ok(v),
-                Ok(Err(e)) => map_sdk_error(&e),
-                Err(_) => error(ProviderErrorKind::Unavailable, "KMS call timed out"),
-            };
-            attempt += 1;
-            if !result.is_retryable() || attempt >= self.retry.max_attempts {
-                return Err(result);
+        let attempt = || {
+            let call = op();
+            async move {
+                match tokio::time::timeout(self.retry.call_timeout, call).await {
+                    Ok(Ok(v)) => Ok(v),
+                    Ok(Err(e)) => Err(map_sdk_error(&e)),
+                    Err(_) => Err(error(ProviderErrorKind::Unavailable, "KMS call timed out")),
+                }
             }
-            tokio::time::sleep(self.retry.delay(attempt - 1, result.retry_after())).await;
-        }
+        };
+        vault_crypto::retry(&self.retry, attempt, tokio::time::sleep).await
     }
 
     fn encryption_context(ctx: &KeyContext) -> HashMap<String, String> {

@@ -3,11 +3,13 @@
 //! typed kinds, bounded retries, success after transient faults.
 #![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
+use common::{client, moto_url};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use vault_crypto::{KeyContext, KeyProvider, ProviderErrorKind};
@@ -141,33 +143,6 @@ async fn handle(
             }
         }
     }
-}
-
-fn moto_url() -> Option<String> {
-    match std::env::var("VAULT_TEST_MOTO_URL") {
-        Ok(url) => Some(url),
-        Err(_) => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "VAULT_TEST_MOTO_URL is not set: the AWS KMS tests must run in CI"
-            );
-            eprintln!(
-                "SKIPPED: AWS KMS fault tests (run scripts/test, or set VAULT_TEST_MOTO_URL)"
-            );
-            None
-        }
-    }
-}
-
-fn client(url: &str) -> aws_sdk_kms::Client {
-    let config = aws_sdk_kms::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
-        .endpoint_url(url)
-        .retry_config(aws_sdk_kms::config::retry::RetryConfig::disabled())
-        .build();
-    aws_sdk_kms::Client::from_conf(config)
 }
 
 fn retry() -> RetryPolicy {

@@ -3,36 +3,13 @@
 //! reported as skipped otherwise.
 #![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
+use common::{client, moto_url};
 use vault_crypto::{Envelope, KeyContext, KeyProvider, ProviderErrorKind, WrappedKey};
 use vault_kms_aws::{AwsKmsProvider, RetryPolicy};
-
-fn moto_url() -> Option<String> {
-    match std::env::var("VAULT_TEST_MOTO_URL") {
-        Ok(url) => Some(url),
-        Err(_) => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "VAULT_TEST_MOTO_URL is not set: the AWS KMS tests must run in CI"
-            );
-            eprintln!("SKIPPED: AWS KMS tests (run scripts/test, or set VAULT_TEST_MOTO_URL)");
-            None
-        }
-    }
-}
-
-fn client(url: &str) -> aws_sdk_kms::Client {
-    let config = aws_sdk_kms::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
-        .endpoint_url(url)
-        .retry_config(aws_sdk_kms::config::retry::RetryConfig::disabled())
-        .build();
-    aws_sdk_kms::Client::from_conf(config)
-}
 
 async fn new_key(client: &aws_sdk_kms::Client) -> String {
     let out = client.create_key().send().await.unwrap();

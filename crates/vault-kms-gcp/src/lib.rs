@@ -143,24 +143,27 @@ impl GcpKmsProvider {
         &self.key_name
     }
 
+    /// Runs one Cloud KMS call with bounded, jittered retries on retryable failures and a
+    /// timeout per attempt.
     async fn call<T, F, Fut>(&self, mut op: F) -> Result<T, ProviderError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = google_cloud_kms_v1::Result<T>>,
     {
-        let mut attempt = 0;
-        loop {
-            let failure = match tokio::time::timeout(self.retry.call_timeout, op()).await {
-                Ok(Ok(v)) => return Ok(v),
-                Ok(Err(e)) => map_error(&e),
-                Err(_) => error(ProviderErrorKind::Unavailable, "Cloud KMS call timed out"),
-            };
-            attempt += 1;
-            if !failure.is_retryable() || attempt >= self.retry.max_attempts {
-                return Err(failure);
+        let attempt = || {
+            let call = op();
+            async move {
+                match tokio::time::timeout(self.retry.call_timeout, call).await {
+                    Ok(Ok(v)) => Ok(v),
+                    Ok(Err(e)) => Err(map_error(&e)),
+                    Err(_) => Err(error(
+                        ProviderErrorKind::Unavailable,
+                        "Cloud KMS call timed out",
+                    )),
+                }
             }
-            tokio::time::sleep(self.retry.delay(attempt - 1, failure.retry_after())).await;
-        }
+        };
+        vault_crypto::retry(&self.retry, attempt, tokio::time::sleep).await
     }
 }
 
