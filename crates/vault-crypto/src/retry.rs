@@ -102,3 +102,84 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+    use crate::error::ProviderErrorKind;
+
+    fn run<T>(f: impl Future<Output = T>) -> T {
+        let mut f = std::pin::pin!(f);
+        match f
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+        {
+            std::task::Poll::Ready(v) => v,
+            std::task::Poll::Pending => panic!("pending"),
+        }
+    }
+
+    #[test]
+    fn retries_only_retryable_failures_and_at_most_max_attempts() {
+        let policy = RetryPolicy::default().max_attempts(4);
+        for (kind, expected_calls) in [
+            (ProviderErrorKind::Throttled, 4),
+            (ProviderErrorKind::Unavailable, 4),
+            (ProviderErrorKind::Disabled, 1),
+            (ProviderErrorKind::InvalidCiphertext, 1),
+        ] {
+            let calls = Cell::new(0);
+            let sleeps = Cell::new(Duration::ZERO);
+            let result: Result<(), _> = run(retry(
+                &policy,
+                || {
+                    calls.set(calls.get() + 1);
+                    async move { Err(ProviderError::new(kind, "test", "")) }
+                },
+                |d| {
+                    sleeps.set(sleeps.get() + d);
+                    async {}
+                },
+            ));
+            assert_eq!(result.unwrap_err().kind(), kind);
+            assert_eq!(calls.get(), expected_calls, "{kind:?}");
+            assert_eq!(sleeps.get().is_zero(), expected_calls == 1);
+        }
+        // Success after two transient failures.
+        let calls = Cell::new(0);
+        let got = run(retry(
+            &policy,
+            || {
+                calls.set(calls.get() + 1);
+                let n = calls.get();
+                async move {
+                    if n < 3 {
+                        Err(ProviderError::new(ProviderErrorKind::Unavailable, "t", ""))
+                    } else {
+                        Ok(n)
+                    }
+                }
+            },
+            |_| async {},
+        ));
+        assert_eq!(got.unwrap(), 3);
+    }
+
+    #[test]
+    fn delays_grow_are_jittered_and_capped() {
+        let p = RetryPolicy::default();
+        for attempt in 0..10 {
+            let d = p.delay(attempt, None);
+            let base = p.base_delay.saturating_mul(1 << attempt).min(p.max_delay);
+            assert!(
+                d >= base.mul_f64(0.5).min(p.max_delay) && d <= p.max_delay,
+                "{attempt}: {d:?}"
+            );
+        }
+        // A server's hint raises the delay, within the cap.
+        assert!(p.delay(0, Some(Duration::from_secs(1))) >= Duration::from_secs(1));
+        assert_eq!(p.delay(0, Some(Duration::from_secs(60))), p.max_delay);
+    }
+}
