@@ -5,25 +5,14 @@
 #![cfg(feature = "aws")]
 #![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use common::moto_url;
 use vault::crypto::Envelope;
 use vault::store::{SqlStore, Store};
-
-fn moto_url() -> Option<String> {
-    match std::env::var("VAULT_TEST_MOTO_URL") {
-        Ok(url) => Some(url),
-        Err(_) => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "VAULT_TEST_MOTO_URL is not set: the BYOK tests must run in CI"
-            );
-            eprintln!("SKIPPED: BYOK tests (run scripts/test, or set VAULT_TEST_MOTO_URL)");
-            None
-        }
-    }
-}
 
 fn vault(dir: &Path, config: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vault"))

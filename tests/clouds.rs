@@ -5,26 +5,15 @@
 #![cfg(all(feature = "aws", feature = "gcp"))]
 #![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use common::moto_url;
 use vault::Vault;
 use vault::crypto::{Envelope, KeyContext, KeyProvider, ManagedKeyProvider, RetryPolicy, Router};
 use vault::store::{Actor, SqlStore, Store};
-
-fn moto_url() -> Option<String> {
-    match std::env::var("VAULT_TEST_MOTO_URL") {
-        Ok(url) => Some(url),
-        Err(_) => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "VAULT_TEST_MOTO_URL is not set: these tests must run in CI"
-            );
-            eprintln!("SKIPPED: cross-cloud tests (run scripts/test, or set VAULT_TEST_MOTO_URL)");
-            None
-        }
-    }
-}
 
 async fn aws(url: &str) -> Arc<dyn KeyProvider> {
     let config = aws_sdk_kms::Config::builder()
