@@ -127,4 +127,21 @@ for seed in [
 ]:
     write("keyring_file", json.dumps(seed, indent=2).encode())
 write("keyring_file", b'{"format":"vault-keyring-v1","format":"vault-keyring-v1"}')
+
+# WorkOS SDK blobs: the three vectors, then each LEB128 and length edge.
+for v in json.load(open(VECTORS + "workos-blob-vectors.json", encoding="utf-8")):
+    blob = bytes.fromhex(v["blob_hex"])
+    write("workos_blob", blob)
+    write("workos_blob_text", v["blob_b64"].encode())
+    write("workos_blob", blob[:28])
+    write("workos_blob", blob[:29])
+    write("workos_blob", blob[:-1])
+head = bytes(12) + bytes(16)
+for prefix in [b"\x00", b"\x01", b"\x7f", b"\x80\x01", b"\x80\x00", b"\x80", b"\xff\xff\xff\xff\x0f",
+               b"\xff\xff\xff\xff\x10", b"\x80\x80\x80\x80\x80\x01", b"\x80\x80\x04", b"\x81\x80\x04"]:
+    write("workos_blob", head + prefix + b"k" * 3 + b"ct")
+write("workos_blob", head + b"\x80\x80\x04" + b"k" * 65536)
+write("workos_blob", head + b"\x81\x80\x04" + b"k" * 65537)
+for text in [b"", b"=", b"AAAA", b"AAA=", b"AA==", b"A===", b"AAAA\n", b"-_-_", base64.b64encode(head + b"\x01k")]:
+    write("workos_blob_text", text)
 print("seeds written", file=sys.stderr)

@@ -89,3 +89,18 @@ pub fn open_with_data_key(
     let env = Envelope::parse(envelope_bytes)?;
     envelope::open_with(backend, data_key, &env, aad)
 }
+
+/// The WorkOS SDK blob ([`crate::workos`]) with a caller-chosen IV, in binary form. Reusing an
+/// IV under one data key destroys confidentiality; use only to reproduce test vectors.
+///
+/// # Errors
+/// As [`crate::workos::encrypt`].
+pub fn workos_encrypt_with_iv(
+    data_key: &DataKey,
+    encrypted_keys: &[u8],
+    plaintext: &[u8],
+    aad: &[u8],
+    iv: [u8; 12],
+) -> Result<Vec<u8>, Error> {
+    crate::workos::encrypt_with_iv(data_key, encrypted_keys, plaintext, aad, iv)
+}

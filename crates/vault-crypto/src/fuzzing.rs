@@ -67,3 +67,23 @@ pub fn keyring_file(data: &[u8]) {
         assert_eq!(managed::encode(&name2, &ring2), encoded);
     }
 }
+
+/// The WorkOS SDK blob (binary): a blob that parses re-serialises to exactly the input, and its
+/// `encrypted_keys` survive the trip.
+pub fn workos_blob(data: &[u8]) {
+    if let Ok(blob) = crate::workos::LocalBlob::parse(data) {
+        assert_eq!(blob.to_bytes(), data);
+        let again = crate::workos::LocalBlob::parse(data).expect("parsed once");
+        assert_eq!(again.encrypted_keys(), blob.encrypted_keys());
+    }
+}
+
+/// The WorkOS SDK blob text form: what base64-decodes is then held to [`workos_blob`].
+pub fn workos_blob_text(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(bytes) = crate::workos::LocalBlob::decode_text(text) {
+        workos_blob(&bytes);
+    }
+}

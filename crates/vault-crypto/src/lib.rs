@@ -49,10 +49,12 @@ mod context;
 mod data_key;
 mod envelope;
 mod error;
+pub mod issued;
 mod provider;
 mod rand;
 mod retry;
 mod router;
+pub mod workos;
 
 pub mod danger;
 #[doc(hidden)]
@@ -79,4 +81,4 @@ pub use provider::{
     WrappedKey,
 };
 pub use retry::{RetryPolicy, retry};
-pub use router::{Router, Rule};
+pub use router::{ProviderCalls, Router, Rule};

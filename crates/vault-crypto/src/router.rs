@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 
@@ -71,6 +72,43 @@ pub struct Router {
     index: HashMap<String, HashMap<String, Vec<usize>>>,
     /// Providers that only unwrap: keys no rule points at any more.
     decrypt_only: Vec<Arc<dyn KeyProvider>>,
+    /// Calls dispatched to providers, shared by clones (for metrics).
+    calls: Arc<CallCounters>,
+}
+
+/// How many provider calls a [`Router`] dispatched, by operation, and how many of them failed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProviderCalls {
+    /// Data keys generated (one provider round trip each, or a cache lookup).
+    pub generate: u64,
+    /// Data keys wrapped.
+    pub wrap: u64,
+    /// Data keys unwrapped.
+    pub unwrap: u64,
+    /// Calls of any kind that returned an error.
+    pub failed: u64,
+}
+
+#[derive(Debug, Default)]
+struct CallCounters {
+    generate: AtomicU64,
+    wrap: AtomicU64,
+    unwrap: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl CallCounters {
+    fn count<T>(
+        &self,
+        op: &AtomicU64,
+        result: Result<T, ProviderError>,
+    ) -> Result<T, ProviderError> {
+        op.fetch_add(1, Ordering::Relaxed);
+        if result.is_err() {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
 }
 
 impl Router {
@@ -81,6 +119,18 @@ impl Router {
             rules: Vec::new(),
             index: HashMap::new(),
             decrypt_only: Vec::new(),
+            calls: Arc::default(),
+        }
+    }
+
+    /// The provider calls dispatched so far (by this router and its clones).
+    pub fn calls(&self) -> ProviderCalls {
+        let c = &self.calls;
+        ProviderCalls {
+            generate: c.generate.load(Ordering::Relaxed),
+            wrap: c.wrap.load(Ordering::Relaxed),
+            unwrap: c.unwrap.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
         }
     }
 
@@ -168,7 +218,8 @@ impl KeyProvider for Router {
         &self,
         ctx: &KeyContext,
     ) -> Result<(DataKey, WrappedKey), ProviderError> {
-        self.route(ctx).generate_data_key(ctx).await
+        let r = self.route(ctx).generate_data_key(ctx).await;
+        self.calls.count(&self.calls.generate, r)
     }
 
     async fn data_key_for_seal(
@@ -176,11 +227,13 @@ impl KeyProvider for Router {
         ctx: &KeyContext,
         len: u64,
     ) -> Result<(DataKey, WrappedKey), ProviderError> {
-        self.route(ctx).data_key_for_seal(ctx, len).await
+        let r = self.route(ctx).data_key_for_seal(ctx, len).await;
+        self.calls.count(&self.calls.generate, r)
     }
 
     async fn wrap(&self, key: &DataKey, ctx: &KeyContext) -> Result<WrappedKey, ProviderError> {
-        self.route(ctx).wrap(key, ctx).await
+        let r = self.route(ctx).wrap(key, ctx).await;
+        self.calls.count(&self.calls.wrap, r)
     }
 
     async fn unwrap(
@@ -191,7 +244,8 @@ impl KeyProvider for Router {
         let owner = self
             .owner(wrapped.key_ref())
             .ok_or_else(|| Self::no_owner(wrapped.key_ref()))?;
-        owner.unwrap(wrapped, ctx).await
+        let r = owner.unwrap(wrapped, ctx).await;
+        self.calls.count(&self.calls.unwrap, r)
     }
 
     /// Unwraps with the key's owner and wraps with the provider the rules choose now, so a
@@ -202,7 +256,8 @@ impl KeyProvider for Router {
         ctx: &KeyContext,
     ) -> Result<WrappedKey, ProviderError> {
         let key = self.unwrap(wrapped, ctx).await?;
-        self.route(ctx).wrap(&key, ctx).await
+        let r = self.route(ctx).wrap(&key, ctx).await;
+        self.calls.count(&self.calls.wrap, r)
     }
 }
 

@@ -46,3 +46,13 @@ fn envelope_text() {
 fn keyring_file() {
     replay("keyring_file", vault_crypto::fuzzing::keyring_file);
 }
+
+#[test]
+fn workos_blob() {
+    replay("workos_blob", vault_crypto::fuzzing::workos_blob);
+}
+
+#[test]
+fn workos_blob_text() {
+    replay("workos_blob_text", vault_crypto::fuzzing::workos_blob_text);
+}

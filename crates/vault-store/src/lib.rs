@@ -19,9 +19,10 @@ use vault_crypto::KeyContext;
 pub use error::StoreError;
 pub use sql::SqlStore;
 pub use types::{
-    Actor, AuditEvent, Cursor, DEFAULT_LIMIT, ListItem, ListQuery, MAX_ENVIRONMENT_LEN, MAX_LIMIT,
-    MAX_NAME_CHARS, NewVersion, ObjectMeta, Order, Page, StoredObject, StoredVersion, Timestamp,
-    VersionMeta, events, is_object_id, new_object_id, validate_environment, validate_name,
+    Actor, ApiKeyRecord, AuditEvent, Cursor, DEFAULT_LIMIT, ListItem, ListQuery,
+    MAX_ENVIRONMENT_LEN, MAX_LIMIT, MAX_NAME_CHARS, NewVersion, ObjectMeta, Order, Page,
+    StoredObject, StoredVersion, Timestamp, VersionMeta, events, is_object_id, new_object_id,
+    validate_environment, validate_name,
 };
 
 /// Storage of versioned objects, partitioned by environment (tenant). Objects of another
@@ -174,4 +175,43 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         environment: &str,
         limit: u32,
     ) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// Records a data-key event (`vault.dek.*`): a key issued, decrypted or rekeyed through the
+    /// data-key API, with its key and context. Never the key itself.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a bad environment; `Unavailable`.
+    async fn record_key_event(
+        &self,
+        environment: &str,
+        event: &str,
+        actor: &Actor,
+        key_id: &str,
+        context: &KeyContext,
+    ) -> Result<(), StoreError>;
+
+    /// Stores a new API key record (its hash only; the secret is never stored).
+    ///
+    /// # Errors
+    /// `Conflict` if its id or lookup exists; `InvalidArgument`; `Unavailable`.
+    async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
+
+    /// The API key with this lookup prefix, revoked or not.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn api_key_by_lookup(&self, lookup: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+
+    /// Revokes an API key by id: it authenticates nothing from now on. Revoking a revoked key
+    /// is a no-op.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown id; `Unavailable`.
+    async fn revoke_api_key(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Every API key record, oldest first.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
 }

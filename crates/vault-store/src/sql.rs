@@ -10,16 +10,28 @@ use sqlx::{AnyPool, AssertSqlSafe, Executor, Row};
 use vault_crypto::KeyContext;
 
 use crate::types::{
-    Actor, AuditEvent, Cursor, DEFAULT_LIMIT, ListItem, ListQuery, MAX_LIMIT, NewVersion,
-    ObjectMeta, Order, Page, StoredObject, StoredVersion, Timestamp, VersionMeta, etag, events,
-    is_object_id, new_version_id, validate_environment, validate_name,
+    Actor, ApiKeyRecord, AuditEvent, Cursor, DEFAULT_LIMIT, ListItem, ListQuery, MAX_LIMIT,
+    NewVersion, ObjectMeta, Order, Page, StoredObject, StoredVersion, Timestamp, VersionMeta, etag,
+    events, is_object_id, new_version_id, validate_environment, validate_name,
 };
 use crate::{Store, StoreError};
 
-const SQLITE_SCHEMA: &str = include_str!("../migrations/sqlite.sql");
-const POSTGRES_SCHEMA: &str = include_str!("../migrations/postgres.sql");
+/// The schema migrations, (version, SQLite, PostgreSQL), applied in order; each version that a
+/// database has not seen yet runs once, in the migration transaction.
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        include_str!("../migrations/sqlite-1.sql"),
+        include_str!("../migrations/postgres-1.sql"),
+    ),
+    (
+        2,
+        include_str!("../migrations/sqlite-2.sql"),
+        include_str!("../migrations/postgres-2.sql"),
+    ),
+];
 /// The schema version this code writes; stored in `vault_schema`.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Backend {
@@ -110,24 +122,26 @@ impl SqlStore {
             .fetch_one(&mut *tx)
             .await?
             .try_get("v")?;
-        match current {
-            Some(v) if v > SCHEMA_VERSION => {
-                return Err(StoreError::Unavailable {
-                    reason: format!("the database schema (v{v}) is newer than this program"),
-                });
+        if let Some(v) = current
+            && v > SCHEMA_VERSION
+        {
+            return Err(StoreError::Unavailable {
+                reason: format!("the database schema (v{v}) is newer than this program"),
+            });
+        }
+        for &(version, sqlite, postgres) in MIGRATIONS {
+            if current.is_some_and(|v| v >= version) {
+                continue;
             }
-            Some(_) => {}
-            None => {
-                let schema = match self.backend {
-                    Backend::Sqlite => SQLITE_SCHEMA,
-                    Backend::Postgres => POSTGRES_SCHEMA,
-                };
-                tx.execute(schema).await?;
-                sqlx::query("INSERT INTO vault_schema (version) VALUES ($1)")
-                    .bind(SCHEMA_VERSION)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            let schema = match self.backend {
+                Backend::Sqlite => sqlite,
+                Backend::Postgres => postgres,
+            };
+            tx.execute(schema).await?;
+            sqlx::query("INSERT INTO vault_schema (version) VALUES ($1)")
+                .bind(version)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -808,6 +822,112 @@ impl Store for SqlStore {
             })
             .collect()
     }
+
+    async fn record_key_event(
+        &self,
+        environment: &str,
+        event: &str,
+        actor: &Actor,
+        key_id: &str,
+        context: &KeyContext,
+    ) -> Result<(), StoreError> {
+        validate_environment(environment)?;
+        sqlx::query(
+            "INSERT INTO audit_events (environment, event, actor_id, actor_name, key_id, \
+             key_context, occurred_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(environment)
+        .bind(event)
+        .bind(&actor.id)
+        .bind(&actor.name)
+        .bind(key_id)
+        .bind(context.to_json())
+        .bind(Timestamp::now().0)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
+        validate_environment(&key.environment)?;
+        let inserted = sqlx::query(
+            "INSERT INTO api_keys (id, lookup, hash, environment, name, created_at, revoked_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&key.id)
+        .bind(&key.lookup)
+        .bind(key.hash.clone())
+        .bind(&key.environment)
+        .bind(&key.name)
+        .bind(key.created_at.0)
+        .bind(key.revoked_at.map(|t| t.0))
+        .execute(&self.pool)
+        .await;
+        if let Err(sqlx::Error::Database(e)) = &inserted
+            && e.is_unique_violation()
+        {
+            return Err(StoreError::Conflict {
+                reason: "an API key with this id exists",
+            });
+        }
+        inserted?;
+        Ok(())
+    }
+
+    async fn api_key_by_lookup(&self, lookup: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, lookup, hash, environment, name, created_at, revoked_at FROM api_keys \
+             WHERE lookup = $1",
+        )
+        .bind(lookup)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(api_key_from_row).transpose()
+    }
+
+    async fn revoke_api_key(&self, id: &str) -> Result<(), StoreError> {
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(Timestamp::now().0)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        if done.rows_affected() == 1 {
+            return Ok(());
+        }
+        let exists = sqlx::query("SELECT 1 AS x FROM api_keys WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        // Revoking twice is harmless; an unknown id is not.
+        if exists.is_some() {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound)
+        }
+    }
+
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, lookup, hash, environment, name, created_at, revoked_at FROM api_keys \
+             ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(api_key_from_row).collect()
+    }
+}
+
+fn api_key_from_row(r: &AnyRow) -> Result<ApiKeyRecord, StoreError> {
+    Ok(ApiKeyRecord {
+        id: r.try_get("id")?,
+        lookup: r.try_get("lookup")?,
+        hash: r.try_get("hash")?,
+        environment: r.try_get("environment")?,
+        name: r.try_get("name")?,
+        created_at: Timestamp(r.try_get("created_at")?),
+        revoked_at: r.try_get::<Option<i64>, _>("revoked_at")?.map(Timestamp),
+    })
 }
 
 async fn insert_version(

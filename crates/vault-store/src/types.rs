@@ -161,6 +161,37 @@ impl Actor {
     }
 }
 
+/// An API key as stored: its public parts and a hash of the whole key, never the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    /// `key_…`: the actor id its requests are recorded under.
+    pub id: String,
+    /// The public prefix of the key's random part, to find the record without the secret.
+    pub lookup: String,
+    /// SHA-256 of the whole key text.
+    pub hash: Vec<u8>,
+    /// The one environment it can see.
+    pub environment: String,
+    /// A display name (the actor name).
+    pub name: String,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<Timestamp>,
+}
+
+impl fmt::Debug for ApiKeyRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKeyRecord")
+            .field("id", &self.id)
+            .field("environment", &self.environment)
+            .field("name", &self.name)
+            .field("created_at", &self.created_at)
+            .field("revoked_at", &self.revoked_at)
+            .finish_non_exhaustive()
+    }
+}
+
 /// An object's metadata: everything but the value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {
@@ -372,6 +403,12 @@ pub mod events {
     pub const METADATA_READ: &str = "vault.metadata.read";
     /// Object names were listed.
     pub const NAMES_LISTED: &str = "vault.names.listed";
+    /// A data key issued by the data-key API.
+    pub const DEK_READ: &str = "vault.dek.read";
+    /// An issued data key recovered.
+    pub const DEK_DECRYPTED: &str = "vault.dek.decrypted";
+    /// An issued data key bound to a new context.
+    pub const DEK_REKEYED: &str = "vault.dek.rekeyed";
 }
 
 /// Validates and trims a name: 1 to 200 characters after trimming, no control characters.

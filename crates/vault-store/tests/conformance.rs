@@ -66,4 +66,6 @@ conformance!(
     concurrent_writers_never_lose_an_update,
     pagination_is_stable,
     list_filters,
+    api_keys,
+    key_events,
 );

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use vault_crypto::KeyContext;
 use vault_store::{
-    Actor, Cursor, ListQuery, NewVersion, Order, Store, StoreError, Timestamp, events,
+    Actor, ApiKeyRecord, Cursor, ListQuery, NewVersion, Order, Store, StoreError, Timestamp, events,
 };
 
 /// A fresh environment name, unique across runs and processes.
@@ -584,6 +584,109 @@ pub async fn list_filters(store: Arc<dyn Store>) {
     assert_eq!(names(recent).await, ["beta%two", "gamma"]);
 }
 
+/// API key records: stored, found by lookup, revoked (idempotently), listed; a duplicate lookup
+/// is a conflict; an unknown id is not found.
+pub async fn api_keys(store: Arc<dyn Store>) {
+    let env = environment("keys");
+    let unique = env.replace('_', "");
+    let record = |id: &str, lookup: &str| ApiKeyRecord {
+        id: format!("key_{id}{unique}"),
+        lookup: format!("{lookup}{unique}"),
+        hash: vec![0xa5; 32],
+        environment: env.clone(),
+        name: "CI key".into(),
+        created_at: Timestamp::now(),
+        revoked_at: None,
+    };
+    let a = record("a", "la");
+    store.create_api_key(&a).await.unwrap();
+    assert_eq!(
+        store.api_key_by_lookup(&a.lookup).await.unwrap().as_ref(),
+        Some(&a)
+    );
+    assert_eq!(store.api_key_by_lookup("nope").await.unwrap(), None);
+    let dup = ApiKeyRecord {
+        id: format!("key_b{unique}"),
+        ..a.clone()
+    };
+    assert!(matches!(
+        store.create_api_key(&dup).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    let bad_env = ApiKeyRecord {
+        environment: "no spaces".into(),
+        ..record("c", "lc")
+    };
+    assert!(matches!(
+        store.create_api_key(&bad_env).await,
+        Err(StoreError::InvalidArgument { .. })
+    ));
+
+    store.revoke_api_key(&a.id).await.unwrap();
+    let revoked = store.api_key_by_lookup(&a.lookup).await.unwrap().unwrap();
+    let at = revoked.revoked_at.expect("revoked");
+    store.revoke_api_key(&a.id).await.unwrap();
+    let again = store.api_key_by_lookup(&a.lookup).await.unwrap().unwrap();
+    assert_eq!(
+        again.revoked_at,
+        Some(at),
+        "a second revoke changes nothing"
+    );
+    assert_eq!(
+        store.revoke_api_key("key_unknown").await,
+        Err(StoreError::NotFound)
+    );
+    let listed = store.api_keys().await.unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|k| k.id == a.id && k.revoked_at.is_some())
+    );
+    assert!(!listed.iter().any(|k| k.id == dup.id));
+}
+
+/// Data-key events land in the environment's audit trail with the key and context.
+pub async fn key_events(store: Arc<dyn Store>) {
+    let env = environment("dek");
+    store
+        .record_key_event(
+            &env,
+            events::DEK_READ,
+            &actor(),
+            "managed://root#v1",
+            &ctx("org_k"),
+        )
+        .await
+        .unwrap();
+    store
+        .record_key_event(
+            &env,
+            events::DEK_DECRYPTED,
+            &actor(),
+            "managed://root#v1",
+            &ctx("org_k"),
+        )
+        .await
+        .unwrap();
+    let got = store.audit_events(&env, 10).await.unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].event, events::DEK_DECRYPTED);
+    assert_eq!(got[1].event, events::DEK_READ);
+    assert_eq!(got[0].key_id.as_deref(), Some("managed://root#v1"));
+    assert_eq!(
+        got[0].key_context.as_deref(),
+        Some(r#"{"organization_id":"org_k"}"#)
+    );
+    assert_eq!(got[0].object_id, None);
+    assert!(
+        store
+            .audit_events(&environment("other"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 /// Every check of the suite, in order.
 pub async fn run_all(store: Arc<dyn Store>) {
     create_and_read(store.clone()).await;
@@ -593,5 +696,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     bad_input_changes_nothing(store.clone()).await;
     concurrent_writers_never_lose_an_update(store.clone()).await;
     pagination_is_stable(store.clone()).await;
-    list_filters(store).await;
+    list_filters(store.clone()).await;
+    api_keys(store.clone()).await;
+    key_events(store).await;
 }

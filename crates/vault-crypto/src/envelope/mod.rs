@@ -107,7 +107,7 @@ pub(crate) fn open_with(
 }
 
 /// Decrypts the payload with message keys whose commitment has been checked.
-fn decrypt_payload(
+pub(crate) fn decrypt_payload(
     backend: Backend,
     keys: &commit::MessageKeys,
     envelope: &Envelope<'_>,
@@ -283,7 +283,7 @@ pub async fn rewrap(provider: &dyn KeyProvider, envelope: &[u8]) -> Result<Vec<u
 }
 
 /// Finds a wrapped key the provider owns that unwraps to the data key the envelope commits to.
-async fn unwrap_committed(
+pub(crate) async fn unwrap_committed(
     provider: &dyn KeyProvider,
     env: &Envelope<'_>,
 ) -> Result<(DataKey, commit::MessageKeys, KeyRef), Error> {

@@ -1,0 +1,262 @@
+//! Data keys handed to a caller (the data-key API: `POST /vault/v1/keys/data-key`, `decrypt`,
+//! `rekey`), for encryption the caller does itself, as the WorkOS SDKs' `vault.encrypt` does.
+//!
+//! The caller gets the plaintext data key and `encrypted_keys`, which it stores beside its
+//! ciphertext and hands back later to recover the key. `encrypted_keys` is an ordinary envelope
+//! (`docs/FORMAT.md`, "Issued data keys") with an empty payload: its header carries the key
+//! context and the message id (the data key's id), its wrapped keys the data key, its key
+//! commitment ties them to that one data key, and the GCM tag over the header, under associated
+//! data naming the issuing scope (the environment), authenticates the context. So `recover`
+//! needs nothing but the bytes, a changed context or a blob from another scope does not open,
+//! and no object envelope can be passed off as one (their associated data differ).
+
+use std::fmt;
+
+use crate::aead::{Backend, TAG_LEN};
+use crate::context::KeyContext;
+use crate::data_key::DataKey;
+use crate::envelope::{self, Envelope, MessageRandom};
+use crate::error::{EnvelopeError, Error};
+use crate::provider::{KeyProvider, KeyRef};
+
+/// A data key and the bytes that recover it.
+pub struct IssuedKey {
+    id: String,
+    data_key: DataKey,
+    context: KeyContext,
+    key_ref: KeyRef,
+    encrypted_keys: Vec<u8>,
+}
+
+impl IssuedKey {
+    /// The data key's id: its message id as a UUID-shaped string, the same across a rekey.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The plaintext data key. Hand it to the caller and drop it.
+    pub fn data_key(&self) -> &DataKey {
+        &self.data_key
+    }
+
+    /// The key context it is bound to.
+    pub fn context(&self) -> &KeyContext {
+        &self.context
+    }
+
+    /// The key that wrapped (or unwrapped) it.
+    pub fn key_ref(&self) -> &KeyRef {
+        &self.key_ref
+    }
+
+    /// The bytes that recover the data key through [`recover`].
+    pub fn encrypted_keys(&self) -> &[u8] {
+        &self.encrypted_keys
+    }
+}
+
+impl fmt::Debug for IssuedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuedKey")
+            .field("id", &self.id)
+            .field("data_key", &self.data_key)
+            .field("context", &self.context)
+            .field("key_ref", &self.key_ref)
+            .field("encrypted_keys_len", &self.encrypted_keys.len())
+            .finish()
+    }
+}
+
+/// The associated data of an issued key's envelope: a domain label and the scope.
+fn issued_aad(scope: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(20 + scope.len());
+    aad.extend_from_slice(b"vault-data-key/v1\0");
+    aad.extend_from_slice(scope.as_bytes());
+    aad
+}
+
+fn id_of(message_id: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut h = String::with_capacity(32);
+    for b in &message_id[..16] {
+        let _ = write!(h, "{b:02x}");
+    }
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+fn first_key_ref(encrypted_keys: &[u8]) -> Result<KeyRef, Error> {
+    Envelope::parse(encrypted_keys)?
+        .wrapped_keys()
+        .first()
+        .map(|k| k.key_ref().clone())
+        .ok_or(Error::Envelope(EnvelopeError::Malformed {
+            reason: "no wrapped keys",
+        }))
+}
+
+/// Issues a fresh data key for `ctx` (never a cached one: each call is a new key), wrapped by
+/// the provider `provider` chooses, bound to `scope`.
+///
+/// # Errors
+/// [`Error::Provider`] if the provider fails; [`Error::Random`].
+pub async fn issue(
+    provider: &dyn KeyProvider,
+    ctx: &KeyContext,
+    scope: &str,
+) -> Result<IssuedKey, Error> {
+    let (data_key, wrapped) = provider.generate_data_key(ctx).await?;
+    let random = MessageRandom::generate()?;
+    let encrypted_keys = envelope::seal_with(
+        Backend::DEFAULT,
+        &data_key,
+        std::slice::from_ref(&wrapped),
+        ctx,
+        b"",
+        &issued_aad(scope),
+        &random,
+    )?;
+    Ok(IssuedKey {
+        id: id_of(&random.message_id),
+        data_key,
+        context: ctx.clone(),
+        key_ref: wrapped.key_ref().clone(),
+        encrypted_keys,
+    })
+}
+
+/// Recovers the data key from `encrypted_keys` that [`issue`] or [`rekey`] produced for `scope`.
+///
+/// # Errors
+/// [`Error::Envelope`] if the bytes are not an issued key; [`Error::DecryptionFailed`] if they
+/// were changed or belong to another scope; provider errors as [`crate::open`].
+pub async fn recover(
+    provider: &dyn KeyProvider,
+    encrypted_keys: &[u8],
+    scope: &str,
+) -> Result<IssuedKey, Error> {
+    let env = Envelope::parse(encrypted_keys)?;
+    if env.payload().len() != TAG_LEN {
+        return Err(EnvelopeError::Malformed {
+            reason: "not an issued data key (it holds a value)",
+        }
+        .into());
+    }
+    let (data_key, keys, key_ref) = envelope::unwrap_committed(provider, &env).await?;
+    // The tag over the header: the context and the scope are authentic.
+    let plaintext = envelope::decrypt_payload(Backend::DEFAULT, &keys, &env, &issued_aad(scope))?;
+    debug_assert!(plaintext.is_empty());
+    Ok(IssuedKey {
+        id: id_of(env.message_id()),
+        data_key,
+        context: env.context().clone(),
+        key_ref,
+        encrypted_keys: encrypted_keys.to_vec(),
+    })
+}
+
+/// Re-binds an issued data key to `new_ctx`: recovered from `encrypted_keys`, wrapped by the
+/// provider `provider` chooses for `new_ctx`, with a new header. The data key and its id stay;
+/// the old `encrypted_keys` keeps working for the old context.
+///
+/// # Errors
+/// As [`recover`], and provider errors from the new wrap.
+pub async fn rekey(
+    provider: &dyn KeyProvider,
+    encrypted_keys: &[u8],
+    new_ctx: &KeyContext,
+    scope: &str,
+) -> Result<IssuedKey, Error> {
+    let old = recover(provider, encrypted_keys, scope).await?;
+    let env = Envelope::parse(encrypted_keys)?;
+    let wrapped = provider.wrap(&old.data_key, new_ctx).await?;
+    let mut random = MessageRandom::generate()?;
+    random.message_id = *env.message_id();
+    let encrypted_keys = envelope::seal_with(
+        Backend::DEFAULT,
+        &old.data_key,
+        std::slice::from_ref(&wrapped),
+        new_ctx,
+        b"",
+        &issued_aad(scope),
+        &random,
+    )?;
+    let key_ref = first_key_ref(&encrypted_keys)?;
+    Ok(IssuedKey {
+        id: old.id,
+        data_key: old.data_key,
+        context: new_ctx.clone(),
+        key_ref,
+        encrypted_keys,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ManagedKeyProvider;
+
+    fn ctx(org: &str) -> KeyContext {
+        KeyContext::from_pairs([("organization_id", org)]).unwrap()
+    }
+
+    #[tokio::test]
+    async fn issue_recover_rekey() {
+        let p = ManagedKeyProvider::in_memory("root").unwrap();
+        let a = issue(&p, &ctx("org_1"), "env").await.unwrap();
+        let b = issue(&p, &ctx("org_1"), "env").await.unwrap();
+        assert_ne!(a.data_key.expose_secret(), b.data_key.expose_secret());
+        assert_ne!(a.id, b.id);
+        assert_eq!(a.id.len(), 36);
+
+        let r = recover(&p, a.encrypted_keys(), "env").await.unwrap();
+        assert_eq!(r.data_key.expose_secret(), a.data_key.expose_secret());
+        assert_eq!(r.context, ctx("org_1"));
+        assert_eq!(r.id, a.id);
+
+        let moved = rekey(&p, a.encrypted_keys(), &ctx("org_2"), "env")
+            .await
+            .unwrap();
+        assert_eq!(moved.id, a.id);
+        assert_eq!(moved.context, ctx("org_2"));
+        let r2 = recover(&p, moved.encrypted_keys(), "env").await.unwrap();
+        assert_eq!(r2.data_key.expose_secret(), a.data_key.expose_secret());
+        assert_eq!(r2.context, ctx("org_2"));
+    }
+
+    #[tokio::test]
+    async fn another_scope_a_changed_context_or_an_object_envelope_do_not_open() {
+        let p = ManagedKeyProvider::in_memory("root").unwrap();
+        let a = issue(&p, &ctx("org_1"), "env_a").await.unwrap();
+        assert!(matches!(
+            recover(&p, a.encrypted_keys(), "env_b").await,
+            Err(Error::DecryptionFailed)
+        ));
+
+        // Every single-byte change fails closed (structure, key, context or tag).
+        for i in 0..a.encrypted_keys().len() {
+            let mut bad = a.encrypted_keys().to_vec();
+            bad[i] ^= 0x01;
+            assert!(recover(&p, &bad, "env_a").await.is_err(), "byte {i}");
+        }
+
+        let sealed = crate::seal(&p, &ctx("org_1"), b"a value", b"")
+            .await
+            .unwrap();
+        assert!(matches!(
+            recover(&p, &sealed, "env_a").await,
+            Err(Error::Envelope(EnvelopeError::Malformed { .. }))
+        ));
+        let empty = crate::seal(&p, &ctx("org_1"), b"", b"").await.unwrap();
+        assert!(matches!(
+            recover(&p, &empty, "env_a").await,
+            Err(Error::DecryptionFailed)
+        ));
+    }
+}

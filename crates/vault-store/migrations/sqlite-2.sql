@@ -1,0 +1,9 @@
+CREATE TABLE IF NOT EXISTS api_keys (
+    id           TEXT    PRIMARY KEY,
+    lookup       TEXT    NOT NULL UNIQUE,
+    hash         BLOB    NOT NULL,
+    environment  TEXT    NOT NULL,
+    name         TEXT    NOT NULL,
+    created_at   INTEGER NOT NULL,
+    revoked_at   INTEGER
+);
