@@ -9,7 +9,6 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use vault::Vault;
 use vault::crypto::KeyContext;
 use vault::store::Actor;
 
@@ -20,7 +19,7 @@ fn objects(c: &mut Criterion) {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let vault = rt.block_on(Vault::open_embedded(dir.path())).unwrap();
+    let vault = rt.block_on(vault::open_embedded(dir.path())).unwrap();
     let ctx = KeyContext::from_pairs([("organization_id", "org_1")]).unwrap();
     let actor = Actor::new("key_bench", "bench");
     let value = vec![0x42u8; 1024];

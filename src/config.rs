@@ -48,6 +48,31 @@ pub struct Config {
     /// BYOK rules, first match wins.
     #[serde(default)]
     pub rules: Vec<Spanned<RuleConfig>>,
+    /// `vault serve`: where to listen and the request limits.
+    #[serde(default)]
+    pub server: ServerConfig,
+}
+
+/// The `[server]` table. Flags and environment variables win over it.
+///
+/// ```toml
+/// [server]
+/// listen = "127.0.0.1:8080"
+/// max_body_bytes = 2097152
+/// max_value_bytes = 1048576
+/// requests_per_second = 500     # per API key; unset for no limit
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// The socket address to listen on.
+    pub listen: Option<String>,
+    /// The largest request body.
+    pub max_body_bytes: Option<usize>,
+    /// The largest object value.
+    pub max_value_bytes: Option<usize>,
+    /// Requests per second per API key.
+    pub requests_per_second: Option<u32>,
 }
 
 fn default_provider() -> Spanned<String> {
@@ -193,6 +218,7 @@ impl Config {
             default: default_provider(),
             providers,
             rules: Vec::new(),
+            server: ServerConfig::default(),
         }
     }
 
@@ -314,6 +340,16 @@ impl Config {
                     message: format!("rule provider {:?} is not defined", r.provider.get_ref()),
                 });
             }
+        }
+        if let Some(listen) = &config.server.listen
+            && listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            problems.push(Problem {
+                line: 0,
+                message: format!(
+                    "server.listen {listen:?} is not an address such as 127.0.0.1:8080"
+                ),
+            });
         }
         if problems.is_empty() {
             Ok(config)

@@ -6,13 +6,31 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use vault_crypto as crypto;
+pub use vault_server as server;
 pub use vault_store as store;
 
 pub mod bench;
 pub mod config;
-mod facade;
 
-pub use facade::{Object, RewrapReport, Vault, VaultError};
+pub use vault_objects::{Object, RewrapReport, Vault, VaultError};
+
+/// The SQLite store in `data_dir` with the providers and rules of `config`.
+///
+/// # Errors
+/// If a provider or the database cannot be opened.
+pub async fn open(data_dir: &Path, config: &config::Config) -> Result<Vault, VaultError> {
+    let router = config.router(data_dir).await?;
+    let store = vault_store::SqlStore::open_sqlite(data_dir).await?;
+    Ok(Vault::new(Arc::new(router), Arc::new(store)))
+}
+
+/// The embedded default in `data_dir`: the managed key ring and the SQLite store.
+///
+/// # Errors
+/// If the key ring or the database cannot be opened.
+pub async fn open_embedded(data_dir: &Path) -> Result<Vault, VaultError> {
+    open(data_dir, &config::Config::embedded()).await
+}
 
 use vault_crypto::{KeyRingError, ManagedKeyProvider, Router};
 

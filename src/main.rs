@@ -8,10 +8,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use serde_json::json;
+use vault::VaultError;
 use vault::config::Config;
 use vault::crypto::{self, Envelope, Error, KeyContext, MAGIC, VersionState};
-use vault::store::{Actor, Cursor, ListQuery, ObjectMeta, StoreError, Timestamp};
-use vault::{Vault, VaultError};
+use vault::store::{Actor, Cursor, ListQuery, ObjectMeta, Store as _, StoreError, Timestamp};
 use zeroize::Zeroizing;
 
 /// Envelope encryption with managed and customer-managed keys.
@@ -80,6 +80,45 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Serve the HTTP API (WorkOS Vault compatible) on the embedded store and keys.
+    Serve {
+        /// The address to listen on (else `[server] listen` of the configuration, else
+        /// 127.0.0.1:8080).
+        #[arg(long, env = "VAULT_LISTEN")]
+        listen: Option<std::net::SocketAddr>,
+        /// The environment of the first API key, created on first start when there is none.
+        #[arg(long, env = "VAULT_ENVIRONMENT", default_value = "default")]
+        environment: String,
+    },
+    /// Create, list and revoke the server's API keys.
+    Apikey {
+        #[command(subcommand)]
+        command: ApikeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ApikeyCommand {
+    /// Create a key for one environment and print it (alone, once) on standard output.
+    Create {
+        /// The environment the key can see.
+        #[arg(long, short = 'e', env = "VAULT_ENVIRONMENT")]
+        environment: String,
+        /// A display name, recorded as the actor of the key's changes.
+        #[arg(long)]
+        name: String,
+    },
+    /// Revoke a key by its id (`key_…`): it authenticates nothing from now on.
+    Revoke {
+        /// The key id.
+        id: String,
+    },
+    /// List the keys (ids, environments, names; never the keys).
+    List {
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -311,10 +350,13 @@ impl From<io::Error> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // The server uses every core; everything else is one request at a time.
+    let builder = if matches!(cli.command, Command::Serve { .. }) {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = match { builder }.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("vault: cannot start: {e}");
@@ -448,6 +490,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Kv { command } => kv(&cli.data_dir, &config, command).await,
+        Command::Serve {
+            listen,
+            environment,
+        } => serve(&cli.data_dir, &config, listen, &environment).await,
+        Command::Apikey { command } => apikey(&cli.data_dir, command).await,
         Command::Config {
             command: ConfigCommand::Check,
         } => {
@@ -487,7 +534,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             KeyContext::from_pairs(pairs.clone()).map_err(Error::from)?;
-            let vault = Vault::open(&cli.data_dir, &config).await?;
+            let vault = vault::open(&cli.data_dir, &config).await?;
             let bar = indicatif::ProgressBar::new_spinner();
             if !io::IsTerminal::is_terminal(&io::stderr()) {
                 bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -567,6 +614,131 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
+/// Resolves once SIGTERM or Ctrl-C arrives.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    eprintln!("vault: shutting down; finishing requests in flight");
+}
+
+async fn serve(
+    data_dir: &std::path::Path,
+    config: &Config,
+    listen: Option<std::net::SocketAddr>,
+    environment: &str,
+) -> Result<(), Failure> {
+    let addr = match listen {
+        Some(a) => a,
+        None => config
+            .server
+            .listen
+            .as_deref()
+            .unwrap_or("127.0.0.1:8080")
+            .parse()
+            .map_err(|_| Failure {
+                code: exit::BAD_INPUT,
+                message: "server.listen is not a socket address".into(),
+            })?,
+    };
+    let vault = vault::open(data_dir, config).await?;
+    let store = vault.store().clone();
+    let defaults = vault::server::Limits::default();
+    let limits = vault::server::Limits {
+        max_body_bytes: config
+            .server
+            .max_body_bytes
+            .unwrap_or(defaults.max_body_bytes),
+        max_value_bytes: config
+            .server
+            .max_value_bytes
+            .unwrap_or(defaults.max_value_bytes),
+        requests_per_second: config.server.requests_per_second,
+    };
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let first_key = if store.api_keys().await?.is_empty() {
+        Some(vault::server::auth::create(&*store, environment, "first key").await?)
+    } else {
+        None
+    };
+    let app = vault::server::app(vault::server::AppState::new(vault, limits));
+    eprintln!(
+        "vault: listening on http://{local} (data in {})",
+        data_dir.display()
+    );
+    if let Some(key) = first_key {
+        let secret = key.expose_secret();
+        println!(
+            "First API key for environment {:?} (shown once; `vault apikey create` makes more):",
+            key.record.environment
+        );
+        println!("{secret}");
+        println!(
+            "Try: curl -s -H 'Authorization: Bearer {secret}' -H 'Content-Type: application/json' \\\n  -d '{{\"name\":\"card\",\"value\":\"4111\",\"key_context\":{{\"organization_id\":\"org_1\"}}}}' http://{local}/vault/v1/kv"
+        );
+        io::stdout().flush()?;
+    }
+    vault::server::serve(listener, app, shutdown_signal()).await?;
+    eprintln!("vault: stopped");
+    Ok(())
+}
+
+async fn apikey(data_dir: &std::path::Path, command: ApikeyCommand) -> Result<(), Failure> {
+    let store = vault::store::SqlStore::open_sqlite(data_dir).await?;
+    match command {
+        ApikeyCommand::Create { environment, name } => {
+            let key = vault::server::auth::create(&store, &environment, &name).await?;
+            eprintln!(
+                "vault: created {} for environment {:?}; the key is shown once",
+                key.record.id, key.record.environment
+            );
+            println!("{}", key.expose_secret());
+        }
+        ApikeyCommand::Revoke { id } => {
+            store.revoke_api_key(&id).await?;
+            println!("revoked {id}");
+        }
+        ApikeyCommand::List { json } => {
+            for k in store.api_keys().await? {
+                let revoked = k.revoked_at.map(|t| t.to_rfc3339());
+                if json {
+                    println!(
+                        "{}",
+                        json!({"id": k.id, "environment": k.environment, "name": k.name,
+                               "created_at": k.created_at.to_rfc3339(), "revoked_at": revoked})
+                    );
+                } else {
+                    println!(
+                        "{}  {}  {}  {}",
+                        k.id,
+                        k.environment,
+                        k.name,
+                        revoked.map_or_else(|| "active".to_owned(), |t| format!("revoked {t}"))
+                    );
+                }
+            }
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
 /// The actor recorded in the audit trail for command-line changes.
 fn cli_actor() -> Actor {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
@@ -617,7 +789,7 @@ async fn kv(
     if let KvCommand::Create { context, .. } = &command {
         KeyContext::parse_json(context.as_bytes()).map_err(Error::from)?;
     }
-    let vault = Vault::open(data_dir, config).await?;
+    let vault = vault::open(data_dir, config).await?;
     match command {
         KvCommand::Create {
             env,

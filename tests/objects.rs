@@ -183,7 +183,7 @@ async fn acknowledged_writes_survive_sigkill() {
     // Ids already written to the pipe before the kill were acknowledged too.
     acknowledged.extend(lines.map_while(Result::ok));
 
-    let vault = Vault::open_embedded(dir.path()).await.unwrap();
+    let vault = vault::open_embedded(dir.path()).await.unwrap();
     for id in &acknowledged {
         let object = vault.read("dur", id, &actor()).await.unwrap();
         assert_eq!(object.value.len(), 1024, "{id}");

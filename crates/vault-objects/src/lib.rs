@@ -2,13 +2,13 @@
 //! out in plaintext; in between they are sealed for the object's key context through the key
 //! provider (usually a [`Router`](vault_crypto::Router)) and stored as envelopes.
 
-use std::path::Path;
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
 use std::sync::Arc;
 
 use vault_crypto::{Envelope, KeyContext, Router};
-use vault_store::{
-    Actor, ListQuery, NewVersion, ObjectMeta, Page, SqlStore, Store, StoreError, VersionMeta,
-};
+use vault_store::{Actor, ListQuery, NewVersion, ObjectMeta, Page, Store, StoreError, VersionMeta};
 
 /// An object's metadata and its value.
 #[derive(Clone, PartialEq, Eq)]
@@ -86,24 +86,6 @@ impl Vault {
     /// A vault over `keys` and `store`.
     pub fn new(keys: Arc<Router>, store: Arc<dyn Store>) -> Self {
         Self { keys, store }
-    }
-
-    /// The embedded default in `data_dir`: the managed key ring and the SQLite store.
-    ///
-    /// # Errors
-    /// If the key ring or the database cannot be opened.
-    pub async fn open_embedded(data_dir: &Path) -> Result<Self, VaultError> {
-        Self::open(data_dir, &crate::config::Config::embedded()).await
-    }
-
-    /// The SQLite store in `data_dir` with the providers and rules of `config`.
-    ///
-    /// # Errors
-    /// If a provider or the database cannot be opened.
-    pub async fn open(data_dir: &Path, config: &crate::config::Config) -> Result<Self, VaultError> {
-        let router = config.router(data_dir).await?;
-        let store = SqlStore::open_sqlite(data_dir).await?;
-        Ok(Self::new(Arc::new(router), Arc::new(store)))
     }
 
     /// The key router.

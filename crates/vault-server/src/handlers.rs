@@ -1,0 +1,491 @@
+//! The endpoint handlers. Each authenticates first (so a request without a valid key does
+//! nothing), then reads its input field by field, then calls the facade once.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{FromRequestParts, Path, RawQuery, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use vault_crypto::{KeyContext, issued};
+use vault_store::{Cursor, ListQuery, ObjectMeta, Order, VersionMeta, events};
+
+use crate::AppState;
+use crate::auth::{self, Principal};
+use crate::body::{self, Body, Field};
+use crate::error::{ApiError, Origin, crypto_error, store_error, vault_error};
+
+impl FromRequestParts<Arc<AppState>> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let key = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or_else(ApiError::unauthorized)?;
+        let principal = auth::authenticate(&**state.vault.store(), key)
+            .await
+            .map_err(|e| store_error(&e))?
+            .ok_or_else(ApiError::unauthorized)?;
+        state
+            .rate
+            .check(&principal.actor.id)
+            .map_err(ApiError::rate_limited)?;
+        Ok(principal)
+    }
+}
+
+/// A JSON answer with an explicit status.
+fn reply(status: StatusCode, body: Value) -> Response {
+    (status, Json(body)).into_response()
+}
+
+fn metadata_json(m: &ObjectMeta) -> Value {
+    json!({
+        "context": context_json(&m.context),
+        "environment_id": m.environment,
+        "id": m.id,
+        "key_id": m.key_id,
+        "updated_at": m.updated_at.to_rfc3339(),
+        "updated_by": { "id": m.updated_by.id, "name": m.updated_by.name },
+        "version_id": m.version_id,
+    })
+}
+
+fn context_json(ctx: &KeyContext) -> Value {
+    Value::Object(
+        ctx.pairs()
+            .map(|(k, v)| (k.to_owned(), Value::String(v.to_owned())))
+            .collect(),
+    )
+}
+
+fn without_value(m: &ObjectMeta) -> Value {
+    json!({ "id": m.id, "name": m.name, "metadata": metadata_json(m) })
+}
+
+fn check_value_size(state: &AppState, value: &str) -> Result<(), ApiError> {
+    let max = state.limits.max_value_bytes;
+    if value.len() > max {
+        return Err(ApiError::field(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "value_too_large",
+            "value",
+            format!("the value is larger than {max} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateBody {
+    #[serde(default)]
+    key_context: Field,
+    #[serde(default)]
+    name: Field,
+    #[serde(default)]
+    value: Field,
+}
+
+pub(crate) async fn create(
+    State(state): State<Arc<AppState>>,
+    who: Principal,
+    Body(bytes): Body,
+) -> Result<Response, ApiError> {
+    let b: CreateBody = body::parse(&bytes)?;
+    let context = body::context(&b.key_context, "key_context")?;
+    let name = body::string(&b.name, "name")?;
+    let value = body::string(&b.value, "value")?;
+    check_value_size(&state, &value)?;
+    let meta = state
+        .vault
+        .create(
+            &who.environment,
+            &name,
+            &context,
+            value.as_bytes(),
+            &who.actor,
+        )
+        .await
+        .map_err(|e| vault_error(&e))?;
+    Ok(reply(StatusCode::CREATED, metadata_json(&meta)))
+}
+
+fn object_json(obj: vault_objects::Object) -> Result<Response, ApiError> {
+    let value = String::from_utf8(obj.value).map_err(|_| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "value_not_text",
+            "the value is not UTF-8 text (it was stored as binary); read it with the CLI",
+        )
+    })?;
+    Ok(reply(
+        StatusCode::OK,
+        json!({
+            "id": obj.meta.id,
+            "name": obj.meta.name,
+            "value": value,
+            "metadata": metadata_json(&obj.meta),
+        }),
+    ))
+}
+
+pub(crate) async fn read(
+    State(state): State<Arc<AppState>>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let obj = state
+        .vault
+        .read(&who.environment, &id, &who.actor)
+        .await
+        .map_err(|e| vault_error(&e))?;
+    object_json(obj)
+}
+
+pub(crate) async fn read_by_name(
+    State(state): State<Arc<AppState>>,
+    who: Principal,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let obj = state
+        .vault
+        .read_by_name(&who.environment, &name, &who.actor)
+        .await
+        .map_err(|e| vault_error(&e))?;
+    object_json(obj)
+}
+
+pub(crate) async fn describe(
+    State(state): State<Arc<AppState>>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let meta = state
+        .vault
+        .describe(&who.environment, &id, &who.actor)
+        .await
+        .map_err(|e| vault_error(&e))?;
+    Ok(reply(StatusCode::OK, without_value(&meta)))
+}
+
+fn version_json(v: &VersionMeta) -> Value {
+    json!({
+        "created_at": v.created_at.to_rfc3339(),
+        "current_version": v.current,
+        "etag": v.etag,
+        "id": v.id,
+        "size": v.size,
+    })
+}
+
+pub(crate) async fn versions(
+    State(state): State<Arc<AppState>>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let versions = state
+        .vault
+        .versions(&who.environment, &id, &who.actor)
+        .await
+        .map_err(|e| vault_error(&e))?;
+    Ok(reply(
+        StatusCode::OK,
+        json!({
+            "data": versions.iter().map(version_json).collect::<Vec<_>>(),
+            "list_metadata": { "before": null, "after": null },
+        }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpdateBody {
+    #[serde(default)]
+    value: Field,
+    #[serde(default)]
+    version_check: Field,
+}
+
+pub(crate) async fn update(
+    State(state): State<Arc<AppState>>,
+    who: Principal,
+    Path(id): Path<String>,
+    Body(bytes): Body,
+) -> Result<Response, ApiError> {
+    let b: UpdateBody = body::parse(&bytes)?;
+    let value = body::string(&b.value, "value")?;
+    let version_check = body::opt_string(&b.version_check, "version_check")?;
+    check_value_size(&state, &value)?;
+    let meta = state
+        .vault
+        .update(
+            &who.environment,
+            &id,
+            value.as_bytes(),
+            version_check.as_deref(),
+            &who.actor,
+        )
+        .await
+        .map_err(|e| vault_error(&e))?;
+    Ok(reply(StatusCode::OK, without_value(&meta)))
+}
+
+/// The query string as (name, value) pairs, `+` decoded as a space.
+fn query_pairs(q: Option<&str>) -> Vec<(String, String)> {
+    form_urlencoded::parse(q.unwrap_or("").as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+fn bad_query(field: &str, message: &str) -> ApiError {
+    ApiError::field(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        field,
+        format!("{field}: {message}"),
+    )
+}
+
+pub(crate) async fn delete(
+    State(state): State<Arc<AppState>>,
+    who: Principal,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let version_check = query_pairs(q.as_deref())
+        .into_iter()
+        .find(|(k, v)| k == "version_check" && !v.is_empty())
+        .map(|(_, v)| v);
+    let meta = state
+        .vault
+        .delete(&who.environment, &id, version_check.as_deref(), &who.actor)
+        .await
+        .map_err(|e| vault_error(&e))?;
+    Ok(reply(
+        StatusCode::OK,
+        json!({ "name": meta.name, "success": true }),
+    ))
+}
+
+fn list_query(q: Option<&str>) -> Result<ListQuery, ApiError> {
+    let mut query = ListQuery::default();
+    for (k, v) in query_pairs(q) {
+        // Node drops empty parameters; treat an empty one as absent everywhere.
+        if v.is_empty() {
+            continue;
+        }
+        match k.as_str() {
+            "limit" => {
+                let n: u32 = v
+                    .parse()
+                    .map_err(|_| bad_query("limit", "must be an integer from 1 to 100"))?;
+                query.limit = Some(n);
+            }
+            "before" => {
+                query.before = Some(Cursor::decode(&v, "before").map_err(|e| store_error(&e))?);
+            }
+            "after" => {
+                query.after = Some(Cursor::decode(&v, "after").map_err(|e| store_error(&e))?);
+            }
+            "order" => {
+                query.order = v.parse::<Order>().map_err(|e| store_error(&e))?;
+            }
+            "search" => query.search = Some(v),
+            "updatedAfter" | "updated_after" => {
+                query.updated_after = Some(
+                    crate::timefmt::parse_updated_after(&v)
+                        .ok_or_else(|| bad_query("updated_after", "not an ISO 8601 timestamp"))?,
+                );
+            }
+            // Other parameters (from newer SDKs) are ignored, as the SDKs ignore unknown fields.
+            _ => {}
+        }
+    }
+    Ok(query)
+}
+
+pub(crate) async fn list(
+    State(state): State<Arc<AppState>>,
+    who: Principal,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = list_query(q.as_deref())?;
+    let page = state
+        .vault
+        .list(&who.environment, &query, &who.actor)
+        .await
+        .map_err(|e| vault_error(&e))?;
+    let data: Vec<Value> = page
+        .data
+        .iter()
+        .map(|i| json!({ "id": i.id, "name": i.name, "updated_at": i.updated_at.to_rfc3339() }))
+        .collect();
+    Ok(reply(
+        StatusCode::OK,
+        json!({
+            "data": data,
+            "list_metadata": { "before": page.before, "after": page.after },
+        }),
+    ))
+}
+
+fn data_key_json(k: &issued::IssuedKey) -> Value {
+    json!({
+        "context": context_json(k.context()),
+        "data_key": STANDARD.encode(k.data_key().expose_secret()),
+        "encrypted_keys": STANDARD.encode(k.encrypted_keys()),
+        "id": k.id(),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DataKeyBody {
+    #[serde(default)]
+    context: Field,
+}
+
+async fn record(
+    state: &AppState,
+    who: &Principal,
+    event: &str,
+    k: &issued::IssuedKey,
+) -> Result<(), ApiError> {
+    state
+        .vault
+        .store()
+        .record_key_event(
+            &who.environment,
+            event,
+            &who.actor,
+            &k.key_ref().to_string(),
+            k.context(),
+        )
+        .await
+        .map_err(|e| store_error(&e))
+}
+
+pub(crate) async fn create_data_key(
+    State(state): State<Arc<AppState>>,
+    who: Principal,
+    Body(bytes): Body,
+) -> Result<Response, ApiError> {
+    let b: DataKeyBody = body::parse(&bytes)?;
+    let context = body::context(&b.context, "context")?;
+    let key = issued::issue(&**state.vault.router(), &context, &who.environment)
+        .await
+        .map_err(|e| crypto_error(&e, Origin::Caller))?;
+    record(&state, &who, events::DEK_READ, &key).await?;
+    Ok(reply(StatusCode::CREATED, data_key_json(&key)))
+}
+
+fn encrypted_keys_field(field: &Field, name: &str) -> Result<Vec<u8>, ApiError> {
+    let text = body::string(field, name)?;
+    STANDARD.decode(text.trim()).map_err(|_| {
+        ApiError::field(
+            StatusCode::BAD_REQUEST,
+            "invalid_encrypted_keys",
+            name,
+            format!("{name} is not base64"),
+        )
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DecryptBody {
+    #[serde(default)]
+    keys: Field,
+}
+
+pub(crate) async fn decrypt_data_key(
+    State(state): State<Arc<AppState>>,
+    who: Principal,
+    Body(bytes): Body,
+) -> Result<Response, ApiError> {
+    let b: DecryptBody = body::parse(&bytes)?;
+    let blob = encrypted_keys_field(&b.keys, "keys")?;
+    let key = issued::recover(&**state.vault.router(), &blob, &who.environment)
+        .await
+        .map_err(|e| {
+            let mut err = crypto_error(&e, Origin::Caller);
+            if let Some(f) = err.errors.first_mut() {
+                "keys".clone_into(&mut f.field);
+            }
+            err
+        })?;
+    record(&state, &who, events::DEK_DECRYPTED, &key).await?;
+    Ok(reply(
+        StatusCode::OK,
+        json!({
+            "data_key": STANDARD.encode(key.data_key().expose_secret()),
+            "id": key.id(),
+        }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RekeyBody {
+    #[serde(default)]
+    context: Field,
+    #[serde(default)]
+    encrypted_keys: Field,
+}
+
+pub(crate) async fn rekey(
+    State(state): State<Arc<AppState>>,
+    who: Principal,
+    Body(bytes): Body,
+) -> Result<Response, ApiError> {
+    let b: RekeyBody = body::parse(&bytes)?;
+    let context = body::context(&b.context, "context")?;
+    let blob = encrypted_keys_field(&b.encrypted_keys, "encrypted_keys")?;
+    let key = issued::rekey(&**state.vault.router(), &blob, &context, &who.environment)
+        .await
+        .map_err(|e| crypto_error(&e, Origin::Caller))?;
+    record(&state, &who, events::DEK_REKEYED, &key).await?;
+    Ok(reply(StatusCode::OK, data_key_json(&key)))
+}
+
+pub(crate) async fn healthz() -> Response {
+    reply(StatusCode::OK, json!({ "status": "ok" }))
+}
+
+pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let text = state.metrics.render(state.vault.router().calls());
+    let mut res = text.into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    res
+}
+
+pub(crate) async fn no_route() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+pub(crate) async fn no_method() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method",
+    )
+}
