@@ -38,11 +38,12 @@ pub(crate) type Field = Option<Box<RawValue>>;
 
 /// Parses `bytes` as the JSON object `T` (a struct of [`Field`]s with `deny_unknown_fields`).
 pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+    // serde would also fill a struct from a JSON array, positionally: only objects are bodies.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_json",
-            "a JSON object body is required",
+            "the body must be a JSON object",
         ));
     }
     serde_json::from_slice(bytes).map_err(|e| {
