@@ -10,6 +10,7 @@ pub use vault_server as server;
 pub use vault_store as store;
 
 pub mod bench;
+pub mod client;
 pub mod config;
 
 pub use vault_objects::{Object, RewrapReport, Vault, VaultError};

@@ -1,0 +1,77 @@
+//! A minimal client of the server's HTTP API over plain HTTP/1.1, for loopback tools
+//! (`vault bench server`) and the end-to-end tests. It is not an SDK: the official WorkOS SDKs
+//! are the clients this server is built for.
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+/// One API key against one server.
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    http: Client<HttpConnector, Full<Bytes>>,
+    base: String,
+    key: String,
+}
+
+/// What went wrong with a call (transport or an unreadable answer, not an HTTP error status).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ClientError(String);
+
+impl ApiClient {
+    /// A client of `base` (`http://127.0.0.1:8080`) authenticating with `key`.
+    pub fn new(base: &str, key: &str) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let http = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            key: key.to_owned(),
+        }
+    }
+
+    /// Sends `method path` with an optional JSON body; returns the status and the JSON answer.
+    ///
+    /// # Errors
+    /// [`ClientError`] for a transport failure or a body that is not JSON.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), ClientError> {
+        let bytes = body.map(|b| b.to_string()).unwrap_or_default();
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header("authorization", format!("Bearer {}", self.key))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(bytes)))
+            .map_err(|e| ClientError(format!("request: {e}")))?;
+        let res = self
+            .http
+            .request(req)
+            .await
+            .map_err(|e| ClientError(format!("transport: {e}")))?;
+        let status = res.status().as_u16();
+        let body = res
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError(format!("body: {e}")))?
+            .to_bytes();
+        let json = serde_json::from_slice(&body)
+            .map_err(|_| ClientError(format!("status {status}: the answer is not JSON")))?;
+        Ok((status, json))
+    }
+}

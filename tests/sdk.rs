@@ -1,0 +1,211 @@
+//! The official WorkOS SDKs as real clients: `vault serve` on a loopback port with a fresh data
+//! directory, then `tests/sdk/node_sdk.cjs` (@workos-inc/node 11) and `tests/sdk/python_sdk.py`
+//! (workos 10.x) exercise every Vault method, typed errors included. Blobs cross over: the Rust
+//! library's blob is decrypted by both SDKs, Node's by Python, and both SDKs' by Rust.
+//!
+//! `scripts/with-sdks` installs the SDKs and sets `VAULT_TEST_SDK_NODE_PATH` and
+//! `VAULT_TEST_SDK_PYTHON`; without them the test fails under CI and is skipped otherwise.
+#![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use hyper::Method;
+use serde_json::{Value, json};
+use vault::client::ApiClient;
+use vault::crypto::{danger, workos};
+
+const VAULT: &str = env!("CARGO_BIN_EXE_vault");
+
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sdk_paths() -> Option<(String, String)> {
+    match (
+        std::env::var("VAULT_TEST_SDK_NODE_PATH"),
+        std::env::var("VAULT_TEST_SDK_PYTHON"),
+    ) {
+        (Ok(node), Ok(python)) => Some((node, python)),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "VAULT_TEST_SDK_NODE_PATH / VAULT_TEST_SDK_PYTHON are not set: the SDK tests must run in CI"
+            );
+            eprintln!("SKIPPED: WorkOS SDK tests (run scripts/test, or scripts/with-sdks)");
+            None
+        }
+    }
+}
+
+fn apikey(dir: &Path, environment: &str, name: &str) -> String {
+    let out = Command::new(VAULT)
+        .args(["--data-dir"])
+        .arg(dir)
+        .args([
+            "apikey",
+            "create",
+            "--environment",
+            environment,
+            "--name",
+            name,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(
+        key.starts_with("sk_") && key.len() == 46,
+        "the key alone on stdout"
+    );
+    key
+}
+
+/// Starts `vault serve` on a free loopback port; returns it and its address.
+fn serve(dir: &Path) -> (Serve, String) {
+    let mut child = Command::new(VAULT)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines.next().expect("serve exited").unwrap();
+        if let Some(rest) = line.strip_prefix("vault: listening on http://") {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (Serve(child), addr)
+}
+
+fn run(cmd: &mut Command, what: &str) -> Value {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let last = stdout.lines().last().expect("a JSON line");
+    serde_json::from_str(last).unwrap()
+}
+
+async fn rust_decrypt(client: &ApiClient, blob: &Value) -> String {
+    let bytes = workos::LocalBlob::decode_text(blob["blob"].as_str().unwrap()).unwrap();
+    let parsed = workos::LocalBlob::parse(&bytes).unwrap();
+    let (status, key) = client
+        .call(
+            Method::POST,
+            "/vault/v1/keys/decrypt",
+            Some(&json!({"keys": STANDARD.encode(parsed.encrypted_keys())})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{key}");
+    let key: [u8; 32] = STANDARD
+        .decode(key["data_key"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let plain = parsed
+        .decrypt(
+            &danger::data_key_from_bytes(key),
+            blob["aad"].as_str().unwrap().as_bytes(),
+        )
+        .unwrap();
+    String::from_utf8(plain).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_sdks_work_unchanged() {
+    let Some((node_path, python)) = sdk_paths() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let key_a = apikey(dir.path(), "sdk_a", "SDK key A");
+    let key_b = apikey(dir.path(), "sdk_b", "SDK key B");
+    let (_server, addr) = serve(dir.path());
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let base = format!("http://{addr}");
+    let client = ApiClient::new(&base, &key_a);
+
+    // A blob made by the Rust library with a data key from the server, for both SDKs to open.
+    let (status, dk) = client
+        .call(
+            Method::POST,
+            "/vault/v1/keys/data-key",
+            Some(&json!({"context": {"organization_id": "org_rust"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{dk}");
+    let key: [u8; 32] = STANDARD
+        .decode(dk["data_key"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let rust_blob = workos::encrypt(
+        &danger::data_key_from_bytes(key),
+        &STANDARD
+            .decode(dk["encrypted_keys"].as_str().unwrap())
+            .unwrap(),
+        "rust secret ✓".as_bytes(),
+        b"rust-aad",
+    )
+    .unwrap();
+    let rust_blob = json!({"blob": rust_blob, "aad": "rust-aad", "plaintext": "rust secret ✓"});
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let node = run(
+        Command::new("node")
+            .arg(root.join("tests/sdk/node_sdk.cjs"))
+            .env("NODE_PATH", &node_path)
+            .env("VAULT_TEST_HOST", host)
+            .env("VAULT_TEST_PORT", port)
+            .env("VAULT_TEST_KEY_A", &key_a)
+            .env("VAULT_TEST_KEY_B", &key_b)
+            .env("VAULT_TEST_PREFIX", "node")
+            .env("VAULT_TEST_RUST_BLOB", rust_blob.to_string()),
+        "the Node SDK script",
+    );
+    assert!(node["checks"].as_u64().unwrap() >= 40, "{node}");
+
+    let python = run(
+        Command::new(&python)
+            .arg(root.join("tests/sdk/python_sdk.py"))
+            .env("VAULT_TEST_URL", &base)
+            .env("VAULT_TEST_KEY_A", &key_a)
+            .env("VAULT_TEST_KEY_A_NAME", "SDK key A")
+            .env("VAULT_TEST_KEY_B", &key_b)
+            .env("VAULT_TEST_PREFIX", "python")
+            .env("VAULT_TEST_RUST_BLOB", rust_blob.to_string())
+            .env("VAULT_TEST_NODE_BLOB", node["blob"].to_string()),
+        "the Python SDK script",
+    );
+    assert!(python["checks"].as_u64().unwrap() >= 39, "{python}");
+
+    // The other way round: Rust opens what each SDK encrypted.
+    assert_eq!(rust_decrypt(&client, &node["blob"]).await, "node secret ✓");
+    assert_eq!(
+        rust_decrypt(&client, &python["blob"]).await,
+        "python secret ✓"
+    );
+}
