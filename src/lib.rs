@@ -12,6 +12,7 @@ pub use vault_store as store;
 pub mod bench;
 pub mod client;
 pub mod config;
+pub mod load;
 
 pub use vault_objects::{Object, RewrapReport, Vault, VaultError};
 

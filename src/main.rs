@@ -51,8 +51,11 @@ enum Command {
         #[arg(long)]
         show_context: bool,
     },
-    /// Measure seal/open throughput against raw AES-256-GCM on this machine, in one run.
+    /// Measure seal/open throughput against raw AES-256-GCM on this machine, in one run
+    /// (`vault bench server`: a load run against the HTTP API).
     Bench {
+        #[command(subcommand)]
+        target: Option<BenchTarget>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -95,6 +98,33 @@ enum Command {
     Apikey {
         #[command(subcommand)]
         command: ApikeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchTarget {
+    /// Load-test the HTTP API on loopback: concurrent clients, a create/read/update mix, then
+    /// every object read back and checked. Without --url, a server over a fresh embedded store
+    /// in a temporary directory is started in this process.
+    Server {
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        /// Requests in all.
+        #[arg(long, default_value_t = 20_000)]
+        requests: usize,
+        /// Value size in bytes.
+        #[arg(long, default_value_t = 1024)]
+        value_bytes: usize,
+        /// A running server (`http://127.0.0.1:8080`) instead of an in-process one.
+        #[arg(long, requires = "key")]
+        url: Option<String>,
+        /// The API key for --url.
+        #[arg(long, env = "VAULT_API_KEY")]
+        key: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -351,7 +381,14 @@ impl From<io::Error> for Failure {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The server uses every core; everything else is one request at a time.
-    let builder = if matches!(cli.command, Command::Serve { .. }) {
+    let builder = if matches!(
+        cli.command,
+        Command::Serve { .. }
+            | Command::Bench {
+                target: Some(_),
+                ..
+            }
+    ) {
         tokio::runtime::Builder::new_multi_thread()
     } else {
         tokio::runtime::Builder::new_current_thread()
@@ -460,6 +497,19 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Bench {
+            target:
+                Some(BenchTarget::Server {
+                    clients,
+                    requests,
+                    value_bytes,
+                    url,
+                    key,
+                    json,
+                }),
+            ..
+        } => bench_server(clients, requests, value_bytes, url, key, json).await,
+        Command::Bench {
+            target: None,
             json,
             seconds,
             rounds,
@@ -612,6 +662,68 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
     }
+}
+
+async fn bench_server(
+    clients: usize,
+    requests: usize,
+    value_bytes: usize,
+    url: Option<String>,
+    key: Option<String>,
+    json: bool,
+) -> Result<(), Failure> {
+    if clients == 0 || clients > 4096 || requests < clients || value_bytes > 1 << 20 {
+        return Err(Failure {
+            code: exit::BAD_INPUT,
+            message: "--clients must be 1..=4096, --requests at least --clients, --value-bytes at most 1 MiB".into(),
+        });
+    }
+    let settings = vault::load::LoadSettings {
+        clients,
+        requests,
+        value_bytes,
+    };
+    let mut temp = None;
+    let mut local = None;
+    let (base, key) = match (url, key) {
+        (Some(url), Some(key)) => (url, key),
+        _ => {
+            let dir = tempfile::tempdir()?;
+            let (base, key, server) = vault::load::start_local_server(dir.path()).await?;
+            temp = Some(dir);
+            local = Some(server);
+            (base, key)
+        }
+    };
+    eprintln!(
+        "vault: {clients} clients, {requests} requests of {value_bytes} bytes against {base}"
+    );
+    let report = vault::load::run(&base, &key, settings)
+        .await
+        .map_err(|message| Failure {
+            code: exit::IO,
+            message,
+        })?;
+    if let Some(server) = local {
+        server.shutdown().await;
+    }
+    drop(temp);
+    if json {
+        let text = serde_json::to_string_pretty(&report).map_err(io::Error::other)?;
+        println!("{text}");
+    } else {
+        print!("{}", vault::load::table(&report));
+    }
+    if report.errors > 0 || report.intact != report.objects {
+        return Err(Failure {
+            code: exit::STORAGE,
+            message: format!(
+                "{} errors, {} of {} objects intact",
+                report.errors, report.intact, report.objects
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Resolves once SIGTERM or Ctrl-C arrives.
