@@ -144,4 +144,40 @@ write("workos_blob", head + b"\x80\x80\x04" + b"k" * 65536)
 write("workos_blob", head + b"\x81\x80\x04" + b"k" * 65537)
 for text in [b"", b"=", b"AAAA", b"AAA=", b"AA==", b"A===", b"AAAA\n", b"-_-_", base64.b64encode(head + b"\x01k")]:
     write("workos_blob_text", text)
+
+# Server request bodies: one byte picks the endpoint (0 create, 1 update, 2 data-key, 3 decrypt,
+# 4 rekey), the rest is the body.
+ctx = '{"organization_id":"org_1","user_id":"u_9"}'
+eleven = "{" + ",".join(f'"k{i}":"v"' for i in range(11)) + "}"
+bodies = [
+    (0, '{"key_context":%s,"name":"my/secret name","value":"s3cr3t"}' % ctx),
+    (0, '{"name":"n","value":"v","key_context":{"a":"b"}}'),
+    (0, '{"key_context":%s,"name":"n","value":"v"}' % eleven),
+    (0, '{"key_context":{"a":"b","a":"c"},"name":"n","value":"v"}'),
+    (0, '{"key_context":{"a":1},"name":"n","value":"v"}'),
+    (0, '{"key_context":{},"name":"n","value":"v"}'),
+    (0, '{"key_context":{"a":"b"},"name":5,"value":"v"}'),
+    (0, '{"key_context":{"a":"b"},"name":"n","name":"m","value":"v"}'),
+    (0, '{"key_context":{"a":"b"},"name":"n","value":"v","extra":1}'),
+    (0, '[1,2,3]'), (0, ''), (0, '{'), (0, 'null'), (0, '"x"'),
+    (1, '{"value":"new","version_check":null}'),
+    (1, '{"value":"new","version_check":"ver_1"}'),
+    (1, '{"value":"new"}'), (1, '{"value":1}'), (1, '{"version_check":"v"}'),
+    (2, '{"context":{"organization_id":"org_123"}}'), (2, '{"context":"x"}'), (2, '{}'),
+    (3, '{"keys":"b3BhcXVl"}'), (3, '{"keys":"***"}'), (3, '{"keys":null}'),
+    (4, '{"context":{"organization_id":"org_456"},"encrypted_keys":"b3BhcXVl"}'),
+    (4, '{"context":{"a":"b"},"encrypted_keys":7}'),
+]
+for which, body in bodies:
+    write("request_body", bytes([which]) + body.encode())
+for q in [
+    "", "limit=10", "limit=0", "limit=101", "limit=ten", "order=desc", "order=asc", "order=x",
+    "search=abc+def", "after=garbage", "before=", "after=" + base64.urlsafe_b64encode(
+        b"v1.1700000000000000.secret_00000000000000000000000000000000").decode().rstrip("="),
+    "updatedAfter=2024-01-02T03%3A04%3A05.678Z",
+    "updated_after=Tue+Jan+02+2024+03%3A04%3A05+GMT%2B0000+(Coordinated+Universal+Time)",
+    "updatedAfter=9999-12-31T23:59:59-01:00", "updatedAfter=yesterday",
+    "limit=5&before=a&after=b", "%zz=1", "sk_" + "A" * 43,
+]:
+    write("list_query", q.encode())
 print("seeds written", file=sys.stderr)

@@ -84,6 +84,12 @@ fn lookup_of(key: &str) -> Option<&str> {
     random.get(..LOOKUP_LEN)
 }
 
+/// The lookup part of `key` if it is shaped like one of ours (for the fuzz target).
+#[doc(hidden)]
+pub fn lookup(key: &str) -> Option<&str> {
+    lookup_of(key)
+}
+
 /// Creates and stores an API key for `environment`.
 ///
 /// # Errors

@@ -102,15 +102,21 @@ pub(crate) struct CreateBody {
     value: Field,
 }
 
+/// `POST /vault/v1/kv`: the context, name and value.
+pub(crate) fn parse_create(bytes: &[u8]) -> Result<(KeyContext, String, String), ApiError> {
+    let b: CreateBody = body::parse(bytes)?;
+    let context = body::context(&b.key_context, "key_context")?;
+    let name = body::string(&b.name, "name")?;
+    let value = body::string(&b.value, "value")?;
+    Ok((context, name, value))
+}
+
 pub(crate) async fn create(
     State(state): State<Arc<AppState>>,
     who: Principal,
     Body(bytes): Body,
 ) -> Result<Response, ApiError> {
-    let b: CreateBody = body::parse(&bytes)?;
-    let context = body::context(&b.key_context, "key_context")?;
-    let name = body::string(&b.name, "name")?;
-    let value = body::string(&b.value, "value")?;
+    let (context, name, value) = parse_create(&bytes)?;
     check_value_size(&state, &value)?;
     let meta = state
         .vault
@@ -222,15 +228,21 @@ pub(crate) struct UpdateBody {
     version_check: Field,
 }
 
+/// `PUT /vault/v1/kv/{id}`: the value and the optional version check.
+pub(crate) fn parse_update(bytes: &[u8]) -> Result<(String, Option<String>), ApiError> {
+    let b: UpdateBody = body::parse(bytes)?;
+    let value = body::string(&b.value, "value")?;
+    let version_check = body::opt_string(&b.version_check, "version_check")?;
+    Ok((value, version_check))
+}
+
 pub(crate) async fn update(
     State(state): State<Arc<AppState>>,
     who: Principal,
     Path(id): Path<String>,
     Body(bytes): Body,
 ) -> Result<Response, ApiError> {
-    let b: UpdateBody = body::parse(&bytes)?;
-    let value = body::string(&b.value, "value")?;
-    let version_check = body::opt_string(&b.version_check, "version_check")?;
+    let (value, version_check) = parse_update(&bytes)?;
     check_value_size(&state, &value)?;
     let meta = state
         .vault
@@ -283,7 +295,7 @@ pub(crate) async fn delete(
     ))
 }
 
-fn list_query(q: Option<&str>) -> Result<ListQuery, ApiError> {
+pub(crate) fn list_query(q: Option<&str>) -> Result<ListQuery, ApiError> {
     let mut query = ListQuery::default();
     for (k, v) in query_pairs(q) {
         // Node drops empty parameters; treat an empty one as absent everywhere.
@@ -381,13 +393,18 @@ async fn record(
         .map_err(|e| store_error(&e))
 }
 
+/// `POST /vault/v1/keys/data-key`: the context.
+pub(crate) fn parse_data_key(bytes: &[u8]) -> Result<KeyContext, ApiError> {
+    let b: DataKeyBody = body::parse(bytes)?;
+    body::context(&b.context, "context")
+}
+
 pub(crate) async fn create_data_key(
     State(state): State<Arc<AppState>>,
     who: Principal,
     Body(bytes): Body,
 ) -> Result<Response, ApiError> {
-    let b: DataKeyBody = body::parse(&bytes)?;
-    let context = body::context(&b.context, "context")?;
+    let context = parse_data_key(&bytes)?;
     let key = issued::issue(&**state.vault.router(), &context, &who.environment)
         .await
         .map_err(|e| crypto_error(&e, Origin::Caller))?;
@@ -414,13 +431,18 @@ pub(crate) struct DecryptBody {
     keys: Field,
 }
 
+/// `POST /vault/v1/keys/decrypt`: the encrypted keys' bytes.
+pub(crate) fn parse_decrypt(bytes: &[u8]) -> Result<Vec<u8>, ApiError> {
+    let b: DecryptBody = body::parse(bytes)?;
+    encrypted_keys_field(&b.keys, "keys")
+}
+
 pub(crate) async fn decrypt_data_key(
     State(state): State<Arc<AppState>>,
     who: Principal,
     Body(bytes): Body,
 ) -> Result<Response, ApiError> {
-    let b: DecryptBody = body::parse(&bytes)?;
-    let blob = encrypted_keys_field(&b.keys, "keys")?;
+    let blob = parse_decrypt(&bytes)?;
     let key = issued::recover(&**state.vault.router(), &blob, &who.environment)
         .await
         .map_err(|e| {
@@ -449,14 +471,20 @@ pub(crate) struct RekeyBody {
     encrypted_keys: Field,
 }
 
+/// `POST /vault/v1/keys/rekey`: the new context and the encrypted keys' bytes.
+pub(crate) fn parse_rekey(bytes: &[u8]) -> Result<(KeyContext, Vec<u8>), ApiError> {
+    let b: RekeyBody = body::parse(bytes)?;
+    let context = body::context(&b.context, "context")?;
+    let blob = encrypted_keys_field(&b.encrypted_keys, "encrypted_keys")?;
+    Ok((context, blob))
+}
+
 pub(crate) async fn rekey(
     State(state): State<Arc<AppState>>,
     who: Principal,
     Body(bytes): Body,
 ) -> Result<Response, ApiError> {
-    let b: RekeyBody = body::parse(&bytes)?;
-    let context = body::context(&b.context, "context")?;
-    let blob = encrypted_keys_field(&b.encrypted_keys, "encrypted_keys")?;
+    let (context, blob) = parse_rekey(&bytes)?;
     let key = issued::rekey(&**state.vault.router(), &blob, &context, &who.environment)
         .await
         .map_err(|e| crypto_error(&e, Origin::Caller))?;

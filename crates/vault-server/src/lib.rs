@@ -22,6 +22,8 @@
 pub mod auth;
 mod body;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod handlers;
 pub mod metrics;
 mod rate;

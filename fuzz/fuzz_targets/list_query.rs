@@ -1,0 +1,3 @@
+#![no_main]
+// Asserts the properties of vault_server::fuzzing::list_query (every failure a typed 4xx), not only "no panic".
+libfuzzer_sys::fuzz_target!(|data: &[u8]| vault_server::fuzzing::list_query(data));
