@@ -18,6 +18,15 @@
 //! type = "gcp-kms"
 //! key_name = "projects/p/locations/global/keyRings/r/cryptoKeys/globex"
 //!
+//! [providers.initech]
+//! type = "azure-kv"
+//! vault_url = "https://initech.vault.azure.net/"
+//! key_name = "vault-cmk"
+//! key_version = "…"            # optional: wrap with this version rather than the current one
+//! algorithm = "RSA-OAEP-256"     # the default; "A256KW" for a Managed HSM AES key
+//! credential = "managed-identity"   # or "environment", "azure-cli"; default: environment
+//!                                   # if AZURE_CLIENT_SECRET is set, else managed-identity
+//!
 //! [[rules]]
 //! match = { organization_id = "org_acme" }
 //! provider = "acme"
@@ -107,6 +116,22 @@ pub enum ProviderConfig {
         key_name: String,
         /// Another endpoint (else the public one, with Application Default Credentials).
         endpoint_url: Option<String>,
+        /// The data-key cache: on with default limits unless set.
+        #[serde(default)]
+        cache: CacheConfig,
+    },
+    /// A customer's key in Azure Key Vault or Managed HSM.
+    AzureKv {
+        /// `https://<vault>.vault.azure.net/` (or a Managed HSM URL).
+        vault_url: String,
+        /// The key's name.
+        key_name: String,
+        /// Wrap with this version (else the current one).
+        key_version: Option<String>,
+        /// `RSA-OAEP-256` (default) or `A256KW`.
+        algorithm: Option<String>,
+        /// `environment`, `managed-identity` or `azure-cli`.
+        credential: Option<String>,
         /// The data-key cache: on with default limits unless set.
         #[serde(default)]
         cache: CacheConfig,
@@ -314,6 +339,65 @@ impl Config {
                         });
                     }
                 }
+                ProviderConfig::AzureKv {
+                    vault_url,
+                    key_name,
+                    key_version,
+                    algorithm,
+                    credential,
+                    ..
+                } => {
+                    if let Some(v) = over("VAULT_URL") {
+                        *vault_url = v;
+                    }
+                    if let Some(v) = over("KEY_NAME") {
+                        *key_name = v;
+                    }
+                    if let Some(v) = over("KEY_VERSION") {
+                        *key_version = Some(v);
+                    }
+                    if let Some(v) = over("CREDENTIAL") {
+                        *credential = Some(v);
+                    }
+                    if !vault_url.starts_with("https://") {
+                        problems.push(Problem {
+                            line,
+                            message: format!(
+                                "provider {name:?}: vault_url must be https://<vault>.vault.azure.net/"
+                            ),
+                        });
+                    }
+                    if key_name.is_empty()
+                        || !key_name
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    {
+                        problems.push(Problem {
+                            line,
+                            message: format!("provider {name:?}: key_name must be of [0-9a-zA-Z-]"),
+                        });
+                    }
+                    if let Some(a) = algorithm
+                        && !matches!(a.as_str(), "RSA-OAEP-256" | "A256KW")
+                    {
+                        problems.push(Problem {
+                            line,
+                            message: format!(
+                                "provider {name:?}: algorithm must be RSA-OAEP-256 or A256KW"
+                            ),
+                        });
+                    }
+                    if let Some(c) = credential
+                        && !matches!(c.as_str(), "environment" | "managed-identity" | "azure-cli")
+                    {
+                        problems.push(Problem {
+                            line,
+                            message: format!(
+                                "provider {name:?}: credential must be environment, managed-identity or azure-cli"
+                            ),
+                        });
+                    }
+                }
             }
         }
         if !config.providers.contains_key(config.default.get_ref()) {
@@ -425,6 +509,49 @@ impl Config {
                         }
                         None => Arc::new(gcp),
                     }
+                }
+                #[cfg(feature = "azure")]
+                ProviderConfig::AzureKv {
+                    vault_url,
+                    key_name,
+                    key_version,
+                    algorithm,
+                    credential,
+                    cache,
+                } => {
+                    use vault_kms_azure::{CredentialSource, WrapAlgorithm};
+                    let algorithm = algorithm
+                        .as_deref()
+                        .map_or(Some(WrapAlgorithm::RsaOaep256), WrapAlgorithm::parse)
+                        .unwrap_or(WrapAlgorithm::RsaOaep256);
+                    let source = credential
+                        .as_deref()
+                        .and_then(CredentialSource::parse)
+                        .unwrap_or_else(CredentialSource::from_environment);
+                    let azure = vault_kms_azure::AzureKeyVaultProvider::connect(
+                        vault_url,
+                        key_name,
+                        key_version.as_deref(),
+                        algorithm,
+                        source,
+                        vault_crypto::RetryPolicy::default(),
+                    )
+                    .map_err(vault_crypto::Error::from)?;
+                    match cache.limits() {
+                        Some(limits) => {
+                            Arc::new(vault_crypto::CachingProvider::new(Arc::new(azure), limits))
+                        }
+                        None => Arc::new(azure),
+                    }
+                }
+                #[cfg(not(feature = "azure"))]
+                ProviderConfig::AzureKv { .. } => {
+                    return Err(vault_crypto::Error::from(vault_crypto::ProviderError::new(
+                        vault_crypto::ProviderErrorKind::Other,
+                        "azure-kv",
+                        "this build has no Azure support (feature `azure`)",
+                    ))
+                    .into());
                 }
                 #[cfg(not(feature = "gcp"))]
                 ProviderConfig::GcpKms { .. } => {
@@ -558,6 +685,45 @@ provider = "missing"
             "projects/p/locations/l/keyRings/r/cryptoKeys/k",
         );
         assert!(Config::parse(&ok, |_| None).is_ok());
+    }
+
+    #[test]
+    fn azure_providers_are_checked_and_overridden() {
+        let text = "[providers.managed]\ntype = \"managed\"\n\n[providers.z]\ntype = \"azure-kv\"\nvault_url = \"http://v.vault.azure.net/\"\nkey_name = \"bad/name\"\nalgorithm = \"RSA1_5\"\ncredential = \"password\"\n";
+        let p = Config::parse(text, |_| None).unwrap_err();
+        assert_eq!(p.len(), 4, "{p:?}");
+        assert!(p.iter().all(|p| p.line == 4), "{p:?}");
+        assert!(p[0].message.contains("vault_url must be https"));
+        assert!(p[1].message.contains("key_name"));
+        assert!(p[2].message.contains("algorithm"));
+        assert!(p[3].message.contains("credential"));
+        let fixed = Config::parse(text, |k| match k {
+            "VAULT_PROVIDER_Z_VAULT_URL" => Some("https://v.vault.azure.net/".into()),
+            "VAULT_PROVIDER_Z_KEY_NAME" => Some("cmk-1".into()),
+            "VAULT_PROVIDER_Z_CREDENTIAL" => Some("azure-cli".into()),
+            _ => None,
+        });
+        let ok = text.replace("algorithm = \"RSA1_5\"\n", "");
+        let fixed_ok = Config::parse(&ok, |k| match k {
+            "VAULT_PROVIDER_Z_VAULT_URL" => Some("https://v.vault.azure.net/".into()),
+            "VAULT_PROVIDER_Z_KEY_NAME" => Some("cmk-1".into()),
+            "VAULT_PROVIDER_Z_CREDENTIAL" => Some("azure-cli".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(fixed.unwrap_err().len(), 1, "only the algorithm is left");
+        let ProviderConfig::AzureKv {
+            key_name,
+            credential,
+            ..
+        } = fixed_ok.providers["z"].get_ref()
+        else {
+            panic!("not azure");
+        };
+        assert_eq!(
+            (key_name.as_str(), credential.as_deref()),
+            ("cmk-1", Some("azure-cli"))
+        );
     }
 
     #[test]

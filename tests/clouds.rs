@@ -1,8 +1,8 @@
-//! Every provider together through the facade: the managed ring by default, one BYOK rule for
-//! AWS KMS (moto on loopback) and one for Google Cloud KMS (the wire-level fake). Objects of
-//! each kind, then rewraps from each provider to each other, with every value ciphertext
-//! unchanged and every object still opening.
-#![cfg(all(feature = "aws", feature = "gcp"))]
+//! Every provider together through the facade: the managed ring by default, BYOK rules for AWS
+//! KMS (moto on loopback), Google Cloud KMS and Azure Key Vault (the wire-level fakes). Objects
+//! of each kind, then a rewrap from each provider to each other one (all twelve directions),
+//! with every value ciphertext unchanged and every object still opening.
+#![cfg(all(feature = "aws", feature = "gcp", feature = "azure"))]
 #![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
 
 mod common;
@@ -53,8 +53,20 @@ async fn gcp(uri: &str) -> Arc<dyn KeyProvider> {
     )
 }
 
-/// Per organization: the provider its rule names, and that provider's scheme.
-type Phase<'a> = [(&'a str, &'a Arc<dyn KeyProvider>, &'a str); 3];
+fn azure(uri: &str) -> Arc<dyn KeyProvider> {
+    Arc::new(
+        vault_kms_azure::AzureKeyVaultProvider::with_credential(
+            vault_testkit::azure_fake::VAULT_URL,
+            vault_testkit::azure_fake::KEY,
+            None,
+            vault_kms_azure::WrapAlgorithm::RsaOaep256,
+            Arc::new(vault_testkit::azure_fake::FixedToken),
+            Some(vault_testkit::azure_fake::transport(uri)),
+            RetryPolicy::default(),
+        )
+        .unwrap(),
+    )
+}
 
 fn ctx(org: &str) -> KeyContext {
     KeyContext::from_pairs([("organization_id", org)]).unwrap()
@@ -76,48 +88,58 @@ async fn snapshot(store: &dyn Store) -> HashMap<(String, i64), (String, Vec<u8>)
 #[tokio::test]
 async fn objects_of_every_provider_and_rewraps_from_each_to_each() {
     let Some(moto) = moto_url() else { return };
-    let (gcp_server, _fake) = vault_testkit::gcp_fake::start().await;
+    let (gcp_server, _gcp) = vault_testkit::gcp_fake::start().await;
+    let (azure_server, _azure) = vault_testkit::azure_fake::start().await;
     let dir = tempfile::tempdir().unwrap();
     let managed: Arc<dyn KeyProvider> =
         Arc::new(ManagedKeyProvider::open_or_create(dir.path(), "root").unwrap());
-    let (aws, gcp) = (aws(&moto).await, gcp(&gcp_server.uri()).await);
+    let providers: [(&str, Arc<dyn KeyProvider>); 4] = [
+        ("managed", managed.clone()),
+        ("aws-kms", aws(&moto).await),
+        ("gcp-kms", gcp(&gcp_server.uri()).await),
+        ("azure-kv", azure(&azure_server.uri())),
+    ];
     let store: Arc<dyn Store> = Arc::new(SqlStore::open_sqlite(dir.path()).await.unwrap());
     let actor = Actor::new("key_test", "test");
 
-    // Which provider each organization goes to, phase by phase: every object visits every
-    // provider, so every direction of rewrap happens once.
-    let phases: [Phase; 3] = [
-        [
-            ("org_a", &aws, "aws-kms"),
-            ("org_g", &gcp, "gcp-kms"),
-            ("org_m", &managed, "managed"),
-        ],
-        [
-            ("org_a", &gcp, "gcp-kms"),
-            ("org_g", &managed, "managed"),
-            ("org_m", &aws, "aws-kms"),
-        ],
-        [
-            ("org_a", &managed, "managed"),
-            ("org_g", &aws, "aws-kms"),
-            ("org_m", &gcp, "gcp-kms"),
-        ],
-    ];
-    let router_for = |phase: &Phase| {
+    // One organization per ordered pair of providers: created on the first, moved to the second.
+    let mut pairs = Vec::new();
+    for (from, _) in &providers {
+        for (to, _) in &providers {
+            if from != to {
+                pairs.push((format!("org_{from}_to_{to}"), *from, *to));
+            }
+        }
+    }
+    assert_eq!(pairs.len(), 12);
+    let provider = |scheme: &str| {
+        providers
+            .iter()
+            .find(|(s, _)| *s == scheme)
+            .unwrap()
+            .1
+            .clone()
+    };
+    let router_for = |pick: &dyn Fn(&(String, &str, &str)) -> String| {
         let mut r = Router::new(managed.clone());
-        for (org, provider, _) in phase {
+        for pair in &pairs {
             r = r
-                .rule([("organization_id", *org)], (*provider).clone())
+                .rule(
+                    [("organization_id", pair.0.as_str())],
+                    provider(&pick(pair)),
+                )
                 .unwrap();
         }
         // Every provider stays able to open what it wrapped.
-        r.decrypt_only(aws.clone()).decrypt_only(gcp.clone())
+        providers
+            .iter()
+            .fold(r, |r, (_, p)| r.decrypt_only(p.clone()))
     };
 
-    let vault = Vault::new(Arc::new(router_for(&phases[0])), store.clone());
+    let before = Vault::new(Arc::new(router_for(&|p| p.1.to_owned())), store.clone());
     let mut ids = Vec::new();
-    for (org, _, scheme) in &phases[0] {
-        let meta = vault
+    for (org, from, _) in &pairs {
+        let meta = before
             .create(
                 "prod",
                 org,
@@ -127,8 +149,8 @@ async fn objects_of_every_provider_and_rewraps_from_each_to_each() {
             )
             .await
             .unwrap();
-        assert!(meta.key_id.starts_with(scheme), "{org}: {}", meta.key_id);
-        vault
+        assert!(meta.key_id.starts_with(from), "{org}: {}", meta.key_id);
+        before
             .update(
                 "prod",
                 &meta.id,
@@ -138,33 +160,33 @@ async fn objects_of_every_provider_and_rewraps_from_each_to_each() {
             )
             .await
             .unwrap();
-        ids.push((meta.id, *org));
+        ids.push(meta.id);
     }
     let original = snapshot(&*store).await;
+    for ((id, (_, from, _)), seq) in ids.iter().zip(&pairs).flat_map(|x| [(x, 1), (x, 2)]) {
+        assert_eq!(&original[&(id.clone(), seq)].0, from);
+    }
 
-    for phase in &phases[1..] {
-        let vault = Vault::new(Arc::new(router_for(phase)), store.clone());
-        for (org, _, _) in phase {
-            let report = vault
-                .rewrap_matching(&[("organization_id".into(), (*org).into())], |_| {})
-                .await
-                .unwrap();
-            assert_eq!((report.matched, report.rewrapped), (2, 2), "{org}");
+    let after = Vault::new(Arc::new(router_for(&|p| p.2.to_owned())), store.clone());
+    for (org, _, _) in &pairs {
+        let report = after
+            .rewrap_matching(&[("organization_id".into(), org.clone())], |_| {})
+            .await
+            .unwrap();
+        assert_eq!((report.matched, report.rewrapped), (2, 2), "{org}");
+    }
+    let now = snapshot(&*store).await;
+    for (id, (org, from, to)) in ids.iter().zip(&pairs) {
+        for seq in [1, 2] {
+            let (scheme, kept) = &now[&(id.clone(), seq)];
+            assert_eq!(scheme, to, "{org} v{seq}: moved {from} -> {to}");
+            assert_eq!(
+                kept,
+                &original[&(id.clone(), seq)].1,
+                "{org} v{seq}: ciphertext changed"
+            );
         }
-        let now = snapshot(&*store).await;
-        for (id, org) in &ids {
-            let scheme = phase.iter().find(|(o, _, _)| o == org).unwrap().2;
-            for seq in [1, 2] {
-                let (got_scheme, kept) = &now[&(id.clone(), seq)];
-                assert_eq!(got_scheme, scheme, "{org} v{seq}");
-                assert_eq!(
-                    kept,
-                    &original[&(id.clone(), seq)].1,
-                    "{org} v{seq}: ciphertext changed"
-                );
-            }
-            let object = vault.read("prod", id, &actor).await.unwrap();
-            assert_eq!(object.value, format!("value of {org}, v2").as_bytes());
-        }
+        let object = after.read("prod", id, &actor).await.unwrap();
+        assert_eq!(object.value, format!("value of {org}, v2").as_bytes());
     }
 }

@@ -159,6 +159,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .fallback(h::no_route)
         .method_not_allowed_fallback(h::no_method)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            axum::response::IntoResponse::into_response(ApiError::internal("unexpected failure"))
+        }))
         .layer(middleware::from_fn(request_id))
         .with_state(state)
 }

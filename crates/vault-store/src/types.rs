@@ -99,7 +99,14 @@ impl Timestamp {
         }
         let offset_secs = match rest {
             "Z" | "z" => 0,
-            o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) && &o[3..4] == ":" => {
+            // Byte positions are only safe to slice in ASCII (a fuzzed `-01\u{a0}5` once panicked).
+            o if o.len() == 6
+                && (o.starts_with('+') || o.starts_with('-'))
+                && o.as_bytes()[3] == b':'
+                && [1, 2, 4, 5]
+                    .iter()
+                    .all(|&i| o.as_bytes()[i].is_ascii_digit()) =>
+            {
                 let sign = if o.starts_with('-') { -1 } else { 1 };
                 let oh: i64 = o[1..3].parse().map_err(|_| bad())?;
                 let om: i64 = o[4..6].parse().map_err(|_| bad())?;
@@ -522,6 +529,9 @@ mod tests {
             "2024-06-15T10:30:00",
             "x024-06-15T10:30:00Z",
             "2024-06-15T10:30:00.Z",
+            "9999-12-31T23:59:59-01\u{a0}5",
+            "2024-06-15T10:30:00++1:00",
+            "2024-06-15T10:30:00-0é:00",
         ] {
             assert!(Timestamp::parse_rfc3339(bad, "t").is_err(), "{bad}");
         }

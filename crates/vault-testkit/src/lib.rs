@@ -4,6 +4,7 @@
 //! run on the managed provider and on AWS KMS (moto).
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)] // A test suite: a panic is a failure.
 
+pub mod azure_fake;
 pub mod gcp_fake;
 pub mod provider;
 

@@ -1,0 +1,477 @@
+//! Customer-managed keys in Azure Key Vault (and Managed HSM).
+//!
+//! [`AzureKeyVaultProvider`] is a [`KeyProvider`] for one Key Vault key. Data keys come from the
+//! OS CSPRNG and are wrapped with `wrapKey` and unwrapped with `unwrapKey`: `RSA-OAEP-256` for
+//! the RSA keys of Standard and Premium vaults, `A256KW` for Managed HSM AES keys. Key references
+//! are `azure-kv://<vault host>/<key name>#<key version>` with the version that wrapped, and
+//! unwrapping asks for exactly that version, so a key rotation in the vault strands nothing.
+//!
+//! # The key context
+//! Key Vault's wrap takes no associated data. So that a wrapped key still unwraps under its own
+//! context only (as every provider must), what is wrapped is the data key followed by a
+//! 32-byte binding of the context, `SHA-256("vault-kms-azure/v1" || 0x00 || canonical(ctx))`;
+//! unwrapping checks the binding in constant time (`docs/FORMAT.md`, "Azure Key Vault wrap").
+//! The envelope's key commitment binds the data key to the message on top of that.
+//!
+//! Failures map to the same typed kinds as every provider (403 with `KeyDisabled` is
+//! `Disabled`, 404 `NotFound`, 429 `Throttled` with `Retry-After`, 5xx `Unavailable`, a 400 on
+//! unwrap `InvalidCiphertext`); retryable ones are retried a bounded number of times with
+//! jittered backoff ([`RetryPolicy`]), each attempt under a timeout. The SDK's own retries are
+//! off, so the policy is the only one.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use azure_core::credentials::TokenCredential;
+use azure_core::error::ErrorKind;
+use azure_core::http::{ClientOptions, RequestContent, RetryOptions, Transport, Url};
+use azure_security_keyvault_keys::models::{
+    EncryptionAlgorithm, KeyClientUnwrapKeyOptions, KeyClientWrapKeyOptions, KeyOperationParameters,
+};
+use azure_security_keyvault_keys::{KeyClient, KeyClientOptions, ResourceId};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+pub use vault_crypto::RetryPolicy;
+use vault_crypto::{
+    DATA_KEY_LEN, DataKey, KeyContext, KeyProvider, KeyRef, ProviderError, ProviderErrorKind,
+    WrappedKey, danger,
+};
+use zeroize::Zeroizing;
+
+/// The scheme of Key Vault key references.
+pub const SCHEME: &str = "azure-kv";
+
+/// The length of the context binding appended to the data key before wrapping.
+const BINDING_LEN: usize = 32;
+
+/// How data keys are wrapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WrapAlgorithm {
+    /// RSA-OAEP with SHA-256 (an RSA key of a Standard or Premium vault, or a Managed HSM).
+    RsaOaep256,
+    /// AES key wrap with a 256-bit key (RFC 3394; a Managed HSM `oct-HSM` key).
+    A256Kw,
+}
+
+impl WrapAlgorithm {
+    /// Parses the Key Vault name: `RSA-OAEP-256` or `A256KW`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "RSA-OAEP-256" => Some(Self::RsaOaep256),
+            "A256KW" => Some(Self::A256Kw),
+            _ => None,
+        }
+    }
+
+    fn to_azure(self) -> EncryptionAlgorithm {
+        match self {
+            Self::RsaOaep256 => EncryptionAlgorithm::RsaOaep256,
+            Self::A256Kw => EncryptionAlgorithm::A256Kw,
+        }
+    }
+}
+
+/// Where the credential comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialSource {
+    /// A service principal from `AZURE_TENANT_ID`, `AZURE_CLIENT_ID` and `AZURE_CLIENT_SECRET`.
+    Environment,
+    /// The managed identity of the VM, App Service or container (`AZURE_CLIENT_ID` picks a
+    /// user-assigned one).
+    ManagedIdentity,
+    /// The developer's `az login` (Azure CLI, then Azure Developer CLI).
+    AzureCli,
+}
+
+impl CredentialSource {
+    /// Parses `environment`, `managed-identity` or `azure-cli`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "environment" => Some(Self::Environment),
+            "managed-identity" => Some(Self::ManagedIdentity),
+            "azure-cli" => Some(Self::AzureCli),
+            _ => None,
+        }
+    }
+
+    /// `Environment` when `AZURE_CLIENT_SECRET` is set, else `ManagedIdentity`.
+    pub fn from_environment() -> Self {
+        if std::env::var_os("AZURE_CLIENT_SECRET").is_some() {
+            Self::Environment
+        } else {
+            Self::ManagedIdentity
+        }
+    }
+
+    /// Builds the credential.
+    ///
+    /// # Errors
+    /// A [`ProviderError`] (`AccessDenied`) naming what is missing; never a secret.
+    pub fn credential(self) -> Result<Arc<dyn TokenCredential>, ProviderError> {
+        let denied = |what: &str| error(ProviderErrorKind::AccessDenied, what.to_owned());
+        Ok(match self {
+            Self::Environment => {
+                let var =
+                    |k: &str| std::env::var(k).map_err(|_| denied(&format!("{k} is not set")));
+                let tenant = var("AZURE_TENANT_ID")?;
+                let client = var("AZURE_CLIENT_ID")?;
+                let secret = var("AZURE_CLIENT_SECRET")?;
+                azure_identity::ClientSecretCredential::new(&tenant, client, secret.into(), None)
+                    .map_err(|_| denied("invalid service principal settings"))?
+            }
+            Self::ManagedIdentity => azure_identity::ManagedIdentityCredential::new(None)
+                .map_err(|_| denied("cannot set up the managed identity credential"))?,
+            Self::AzureCli => azure_identity::DeveloperToolsCredential::new(None)
+                .map_err(|_| denied("cannot set up the Azure CLI credential"))?,
+        })
+    }
+}
+
+/// A [`KeyProvider`] for one Key Vault key. See the [crate docs](crate).
+#[derive(Clone)]
+pub struct AzureKeyVaultProvider {
+    client: Arc<KeyClient>,
+    vault_host: String,
+    key_name: String,
+    /// `<vault host>/<key name>`: the key id of its references.
+    key_id: String,
+    /// Wrap with this version rather than the current one.
+    pinned_version: Option<String>,
+    algorithm: WrapAlgorithm,
+    retry: RetryPolicy,
+}
+
+impl fmt::Debug for AzureKeyVaultProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AzureKeyVaultProvider")
+            .field("key", &self.key_id)
+            .field("pinned_version", &self.pinned_version)
+            .field("algorithm", &self.algorithm)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+fn error(
+    kind: ProviderErrorKind,
+    message: impl Into<std::borrow::Cow<'static, str>>,
+) -> ProviderError {
+    ProviderError::new(kind, SCHEME, message)
+}
+
+/// `SHA-256("vault-kms-azure/v1" || 0x00 || canonical(ctx))`.
+fn binding(ctx: &KeyContext) -> [u8; BINDING_LEN] {
+    let mut h = Sha256::new();
+    h.update(b"vault-kms-azure/v1\0");
+    h.update(ctx.canonical_bytes());
+    h.finalize().into()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Wrap,
+    Unwrap,
+}
+
+/// Maps an SDK error to a typed provider error: the status and Key Vault's error code only
+/// (messages can quote resource names; codes are all a caller needs).
+fn map_error(e: &azure_core::Error, op: Op) -> ProviderError {
+    match e.kind() {
+        ErrorKind::HttpResponse {
+            status,
+            error_code,
+            raw_response,
+        } => {
+            let status = u16::from(*status);
+            let code = error_code.as_deref().unwrap_or("");
+            let body = raw_response
+                .as_ref()
+                .map(|r| String::from_utf8_lossy(r.body()).into_owned())
+                .unwrap_or_default();
+            let kind = match status {
+                401 => ProviderErrorKind::AccessDenied,
+                403 if body.contains("KeyDisabled") || code == "KeyDisabled" => {
+                    ProviderErrorKind::Disabled
+                }
+                403 => ProviderErrorKind::AccessDenied,
+                404 => ProviderErrorKind::NotFound,
+                429 => ProviderErrorKind::Throttled,
+                400 if op == Op::Unwrap => ProviderErrorKind::InvalidCiphertext,
+                s if s >= 500 => ProviderErrorKind::Unavailable,
+                _ => ProviderErrorKind::Other,
+            };
+            let code = if code.is_empty() {
+                "no error code"
+            } else {
+                code
+            };
+            let mut err = error(kind, format!("Key Vault answered {status} ({code})"));
+            if kind == ProviderErrorKind::Throttled
+                && let Some(secs) = raw_response
+                    .as_ref()
+                    .and_then(|r| r.headers().get_optional_str(&"retry-after".into()))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            {
+                err = err.with_retry_after(Duration::from_secs(secs));
+            }
+            err
+        }
+        ErrorKind::Connection | ErrorKind::Io => error(
+            ProviderErrorKind::Unavailable,
+            "Key Vault cannot be reached",
+        ),
+        ErrorKind::Credential => error(
+            ProviderErrorKind::AccessDenied,
+            "no Azure credential could get a token",
+        ),
+        _ => error(ProviderErrorKind::Other, "Key Vault request failed"),
+    }
+}
+
+impl AzureKeyVaultProvider {
+    /// Connects to key `key_name` in the vault at `vault_url` (`https://<name>.vault.azure.net/`
+    /// or a Managed HSM's URL), with the credential of `source`.
+    ///
+    /// # Errors
+    /// A [`ProviderError`] if the URL or the key name is invalid or the credential cannot be set
+    /// up.
+    pub fn connect(
+        vault_url: &str,
+        key_name: &str,
+        key_version: Option<&str>,
+        algorithm: WrapAlgorithm,
+        source: CredentialSource,
+        retry: RetryPolicy,
+    ) -> Result<Self, ProviderError> {
+        Self::with_credential(
+            vault_url,
+            key_name,
+            key_version,
+            algorithm,
+            source.credential()?,
+            None,
+            retry,
+        )
+    }
+
+    /// As [`connect`](Self::connect) with a given credential and, optionally, an HTTP transport
+    /// (a proxy, or a test double).
+    ///
+    /// # Errors
+    /// A [`ProviderError`] if the URL or the key name is invalid.
+    pub fn with_credential(
+        vault_url: &str,
+        key_name: &str,
+        key_version: Option<&str>,
+        algorithm: WrapAlgorithm,
+        credential: Arc<dyn TokenCredential>,
+        transport: Option<Transport>,
+        retry: RetryPolicy,
+    ) -> Result<Self, ProviderError> {
+        let bad = |what: &'static str| error(ProviderErrorKind::NotFound, what);
+        let url = Url::parse(vault_url).map_err(|_| bad("the vault URL is not a URL"))?;
+        let host = url
+            .host_str()
+            .filter(|_| url.scheme() == "https")
+            .ok_or_else(|| bad("the vault URL must be https://<vault host>/"))?
+            .to_owned();
+        let name_ok = !key_name.is_empty()
+            && key_name.len() <= 127
+            && key_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !name_ok {
+            return Err(bad("a key name is 1 to 127 of [0-9a-zA-Z-]"));
+        }
+        if let Some(v) = key_version
+            && (v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric()))
+        {
+            return Err(bad("a key version is a string of [0-9a-zA-Z]"));
+        }
+        let key_id = format!("{host}/{key_name}");
+        KeyRef::new(SCHEME, &key_id, key_version.unwrap_or(""))
+            .map_err(|_| bad("invalid key reference"))?;
+        let options = KeyClientOptions {
+            client_options: ClientOptions {
+                // Our RetryPolicy is the only retry loop.
+                retry: RetryOptions::none(),
+                transport,
+                ..ClientOptions::default()
+            },
+            ..KeyClientOptions::default()
+        };
+        let client = KeyClient::new(url.as_str(), credential, Some(options)).map_err(|_| {
+            error(
+                ProviderErrorKind::Unavailable,
+                "cannot build the Key Vault client",
+            )
+        })?;
+        Ok(Self {
+            client: Arc::new(client),
+            vault_host: host,
+            key_name: key_name.to_owned(),
+            key_id,
+            pinned_version: key_version.map(str::to_owned),
+            algorithm,
+            retry,
+        })
+    }
+
+    /// `<vault host>/<key name>`.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// Runs one Key Vault call with bounded, jittered retries on retryable failures and a
+    /// timeout per attempt.
+    async fn call<T, F, Fut>(&self, op: Op, mut f: F) -> Result<T, ProviderError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = azure_core::Result<T>>,
+    {
+        let attempt = || {
+            let call = f();
+            async move {
+                match tokio::time::timeout(self.retry.call_timeout, call).await {
+                    Ok(Ok(v)) => Ok(v),
+                    Ok(Err(e)) => Err(map_error(&e, op)),
+                    Err(_) => Err(error(
+                        ProviderErrorKind::Unavailable,
+                        "Key Vault call timed out",
+                    )),
+                }
+            }
+        };
+        vault_crypto::retry(&self.retry, attempt, tokio::time::sleep).await
+    }
+
+    // The model is `non_exhaustive`: no struct literal outside its crate.
+    #[allow(clippy::field_reassign_with_default)]
+    fn parameters(
+        &self,
+        value: Vec<u8>,
+    ) -> Result<RequestContent<KeyOperationParameters>, ProviderError> {
+        let mut p = KeyOperationParameters::default();
+        p.algorithm = Some(self.algorithm.to_azure());
+        p.value = Some(value);
+        RequestContent::try_from(p)
+            .map_err(|_| error(ProviderErrorKind::Other, "cannot encode the request"))
+    }
+
+    /// The version of `kid` if it names our key in our vault.
+    fn version_of(&self, kid: Option<&str>) -> Result<String, ProviderError> {
+        let other = || {
+            error(
+                ProviderErrorKind::Other,
+                "Key Vault answered for another key",
+            )
+        };
+        let id: ResourceId = kid.ok_or_else(other)?.parse().map_err(|_| other())?;
+        let host = Url::parse(&id.vault_url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned));
+        if host.as_deref() != Some(self.vault_host.as_str()) || id.name != self.key_name {
+            return Err(other());
+        }
+        id.version.filter(|v| !v.is_empty()).ok_or_else(other)
+    }
+}
+
+#[async_trait]
+impl KeyProvider for AzureKeyVaultProvider {
+    fn owns(&self, key: &KeyRef) -> bool {
+        key.scheme() == SCHEME && key.key_id() == self.key_id
+    }
+
+    async fn wrap(&self, key: &DataKey, ctx: &KeyContext) -> Result<WrappedKey, ProviderError> {
+        let mut payload = Zeroizing::new(Vec::with_capacity(DATA_KEY_LEN + BINDING_LEN));
+        payload.extend_from_slice(key.expose_secret());
+        payload.extend_from_slice(&binding(ctx));
+        let result = self
+            .call(Op::Wrap, || {
+                let params = self.parameters(payload.to_vec());
+                let options = KeyClientWrapKeyOptions {
+                    key_version: self.pinned_version.clone(),
+                    ..Default::default()
+                };
+                async move {
+                    let params = params.map_err(|_| {
+                        azure_core::Error::with_message(ErrorKind::DataConversion, "request")
+                    })?;
+                    self.client
+                        .wrap_key(&self.key_name, params, Some(options))
+                        .await?
+                        .into_model()
+                }
+            })
+            .await?;
+        let version = self.version_of(result.kid.as_deref())?;
+        let wrapped = result
+            .result
+            .filter(|r| !r.is_empty())
+            .ok_or_else(|| error(ProviderErrorKind::Other, "wrapKey answered no value"))?;
+        let key_ref = KeyRef::new(SCHEME, &self.key_id, version)
+            .map_err(|_| error(ProviderErrorKind::Other, "invalid key version"))?;
+        WrappedKey::new(key_ref, wrapped)
+            .map_err(|_| error(ProviderErrorKind::Other, "wrapped key out of bounds"))
+    }
+
+    async fn unwrap(
+        &self,
+        wrapped: &WrappedKey,
+        ctx: &KeyContext,
+    ) -> Result<DataKey, ProviderError> {
+        if !self.owns(wrapped.key_ref()) {
+            return Err(error(ProviderErrorKind::NotMine, ""));
+        }
+        let version = wrapped.key_ref().version();
+        if version.is_empty() {
+            return Err(error(
+                ProviderErrorKind::InvalidCiphertext,
+                "the key reference has no version",
+            ));
+        }
+        let result = self
+            .call(Op::Unwrap, || {
+                let params = self.parameters(wrapped.bytes().to_vec());
+                async move {
+                    let params = params.map_err(|_| {
+                        azure_core::Error::with_message(ErrorKind::DataConversion, "request")
+                    })?;
+                    self.client
+                        .unwrap_key(
+                            &self.key_name,
+                            version,
+                            params,
+                            None::<KeyClientUnwrapKeyOptions<'_>>,
+                        )
+                        .await?
+                        .into_model()
+                }
+            })
+            .await?;
+        let payload = Zeroizing::new(result.result.unwrap_or_default());
+        if payload.len() != DATA_KEY_LEN + BINDING_LEN {
+            return Err(error(
+                ProviderErrorKind::InvalidCiphertext,
+                "not a wrapped data key",
+            ));
+        }
+        let (key, bound) = payload.split_at(DATA_KEY_LEN);
+        if !bool::from(bound.ct_eq(&binding(ctx))) {
+            return Err(error(
+                ProviderErrorKind::InvalidCiphertext,
+                "wrapped for another key context",
+            ));
+        }
+        let mut bytes = Zeroizing::new([0u8; DATA_KEY_LEN]);
+        bytes.copy_from_slice(key);
+        Ok(danger::data_key_from_bytes(*bytes))
+    }
+}

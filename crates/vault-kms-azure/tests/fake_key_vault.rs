@@ -1,0 +1,183 @@
+//! AzureKeyVaultProvider against the wire-level Key Vault fake of `vault-testkit` (no emulator
+//! can be installed here; the fake plays the bearer challenge and really wraps with RSA-OAEP-256).
+#![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use vault_crypto::{KeyContext, KeyProvider, KeyRef, ProviderErrorKind, WrappedKey};
+use vault_kms_azure::{AzureKeyVaultProvider, RetryPolicy, WrapAlgorithm};
+use vault_testkit::azure_fake::{FixedToken, KEY, OTHER, VAULT_HOST, VAULT_URL, start, transport};
+use wiremock::MockServer;
+
+fn provider(server: &MockServer, key: &str, version: Option<&str>) -> AzureKeyVaultProvider {
+    let retry = RetryPolicy::default()
+        .max_attempts(3)
+        .base_delay(Duration::from_millis(5));
+    AzureKeyVaultProvider::with_credential(
+        VAULT_URL,
+        key,
+        version,
+        WrapAlgorithm::RsaOaep256,
+        Arc::new(FixedToken),
+        Some(transport(&server.uri())),
+        retry,
+    )
+    .unwrap()
+}
+
+fn ctx(org: &str) -> KeyContext {
+    KeyContext::from_pairs([("organization_id", org)]).unwrap()
+}
+
+#[tokio::test]
+async fn conforms_to_the_provider_suite() {
+    let (server, fake) = start().await;
+    let p = provider(&server, KEY, None);
+    vault_testkit::provider::run_all(&p).await;
+    let (_, wrapped) = p.generate_data_key(&ctx("o")).await.unwrap();
+    let version = fake.keys.lock().unwrap()[KEY].versions[0].0.clone();
+    assert_eq!(
+        wrapped.key_ref().to_string(),
+        format!("azure-kv://{VAULT_HOST}/{KEY}#{version}")
+    );
+    assert_eq!(wrapped.bytes().len(), 256, "an RSA-2048 OAEP wrap");
+    // The SDK was challenged before it sent any token.
+    assert!(fake.challenges.load(Ordering::SeqCst) >= 1);
+}
+
+#[tokio::test]
+async fn another_keys_wrap_and_a_changed_context_fail_as_in_the_cloud() {
+    let (server, fake) = start().await;
+    let mine = provider(&server, KEY, None);
+    let theirs = provider(&server, OTHER, None);
+    let (_, wrapped) = theirs.generate_data_key(&ctx("o")).await.unwrap();
+    let my_version = fake.keys.lock().unwrap()[KEY].versions[0].0.clone();
+    let relabelled = WrappedKey::new(
+        KeyRef::new("azure-kv", format!("{VAULT_HOST}/{KEY}"), my_version).unwrap(),
+        wrapped.bytes().to_vec(),
+    )
+    .unwrap();
+    let e = mine.unwrap(&relabelled, &ctx("o")).await.unwrap_err();
+    assert_eq!(e.kind(), ProviderErrorKind::InvalidCiphertext, "{e}");
+    // Key Vault has no AAD: the context binding inside the wrap is what refuses this.
+    let (_, mine_wrapped) = mine.generate_data_key(&ctx("a")).await.unwrap();
+    let e = mine.unwrap(&mine_wrapped, &ctx("b")).await.unwrap_err();
+    assert_eq!(e.kind(), ProviderErrorKind::InvalidCiphertext, "{e}");
+}
+
+#[tokio::test]
+async fn unwrap_uses_the_recorded_version_after_a_rotation() {
+    let (server, fake) = start().await;
+    let p = provider(&server, KEY, None);
+    let (key, old) = p.generate_data_key(&ctx("o")).await.unwrap();
+    fake.rotate(KEY);
+    let (_, new) = p.generate_data_key(&ctx("o")).await.unwrap();
+    assert_ne!(old.key_ref().version(), new.key_ref().version());
+    let new_version = fake.keys.lock().unwrap()[KEY].versions[1].0.clone();
+    assert_eq!(new.key_ref().version(), new_version);
+    assert_eq!(
+        p.unwrap(&old, &ctx("o")).await.unwrap().expose_secret(),
+        key.expose_secret()
+    );
+    // A pinned version keeps wrapping with that version.
+    let old_version = old.key_ref().version().to_owned();
+    let pinned = provider(&server, KEY, Some(&old_version));
+    let (_, w) = pinned.generate_data_key(&ctx("o")).await.unwrap();
+    assert_eq!(w.key_ref().version(), old_version);
+}
+
+#[tokio::test]
+async fn documented_errors_map_to_their_kinds_and_retries_are_bounded() {
+    let (server, fake) = start().await;
+    let p = provider(&server, KEY, None);
+    // Warm up: the challenge is answered once per client.
+    p.generate_data_key(&ctx("o")).await.unwrap();
+    let cases = [
+        (403, "Forbidden", ProviderErrorKind::AccessDenied, 1),
+        (404, "KeyNotFound", ProviderErrorKind::NotFound, 1),
+        (429, "Throttled", ProviderErrorKind::Throttled, 3),
+        (
+            500,
+            "InternalServerError",
+            ProviderErrorKind::Unavailable,
+            3,
+        ),
+        (503, "ServiceUnavailable", ProviderErrorKind::Unavailable, 3),
+    ];
+    for (status, code, kind, attempts) in cases {
+        *fake.faults.lock().unwrap() = vec![(status, code); 5];
+        fake.requests.store(0, Ordering::SeqCst);
+        let e = p.generate_data_key(&ctx("o")).await.unwrap_err();
+        assert_eq!(e.kind(), kind, "{status} {code}: {e}");
+        assert_eq!(
+            fake.requests.load(Ordering::SeqCst),
+            attempts,
+            "{status} {code}"
+        );
+        if status == 429 {
+            assert_eq!(e.retry_after(), Some(Duration::ZERO), "Retry-After is read");
+        }
+    }
+    fake.faults.lock().unwrap().clear();
+
+    // Transient faults, then success.
+    *fake.faults.lock().unwrap() = vec![(429, "Throttled"), (503, "ServiceUnavailable")];
+    fake.requests.store(0, Ordering::SeqCst);
+    let (key, wrapped) = p.generate_data_key(&ctx("o")).await.unwrap();
+    assert_eq!(fake.requests.load(Ordering::SeqCst), 3);
+
+    // The customer disables the key: Disabled, for wrap and unwrap; enabling it again works.
+    fake.set_enabled(KEY, false);
+    let e = p.generate_data_key(&ctx("o")).await.unwrap_err();
+    assert_eq!(e.kind(), ProviderErrorKind::Disabled, "{e}");
+    let e = p.unwrap(&wrapped, &ctx("o")).await.unwrap_err();
+    assert_eq!(e.kind(), ProviderErrorKind::Disabled, "{e}");
+    fake.set_enabled(KEY, true);
+    assert_eq!(
+        p.unwrap(&wrapped, &ctx("o")).await.unwrap().expose_secret(),
+        key.expose_secret()
+    );
+
+    // The customer deletes the key: NotFound.
+    fake.delete(KEY);
+    let e = p.unwrap(&wrapped, &ctx("o")).await.unwrap_err();
+    assert_eq!(e.kind(), ProviderErrorKind::NotFound, "{e}");
+}
+
+#[test]
+fn configuration_is_checked_and_debug_shows_no_credentials() {
+    let make = |url: &str, key: &str, version: Option<&str>| {
+        AzureKeyVaultProvider::with_credential(
+            url,
+            key,
+            version,
+            WrapAlgorithm::RsaOaep256,
+            Arc::new(FixedToken),
+            None,
+            RetryPolicy::default(),
+        )
+    };
+    assert!(
+        make("http://customer.vault.azure.net/", KEY, None).is_err(),
+        "https only"
+    );
+    assert!(make("not a url", KEY, None).is_err());
+    assert!(make(VAULT_URL, "bad/name", None).is_err());
+    assert!(make(VAULT_URL, "", None).is_err());
+    assert!(make(VAULT_URL, KEY, Some("v#1")).is_err());
+    let p = make(VAULT_URL, KEY, None).unwrap();
+    assert_eq!(p.key_id(), format!("{VAULT_HOST}/{KEY}"));
+    let debug = format!("{p:?}");
+    assert!(
+        debug.contains(KEY) && !debug.contains("fake-entra-token"),
+        "{debug}"
+    );
+    assert_eq!(
+        WrapAlgorithm::parse("RSA-OAEP-256"),
+        Some(WrapAlgorithm::RsaOaep256)
+    );
+    assert_eq!(WrapAlgorithm::parse("A256KW"), Some(WrapAlgorithm::A256Kw));
+    assert_eq!(WrapAlgorithm::parse("RSA1_5"), None);
+}
