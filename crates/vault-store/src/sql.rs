@@ -2,6 +2,7 @@
 //! (with `$N` parameters, which both SQLite and PostgreSQL accept) and runs on either database.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -44,6 +45,35 @@ enum Backend {
 pub struct SqlStore {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite has one writer at a time. Writers of this process queue here, in order, instead of
+    /// polling SQLite's busy handler (which sleeps up to 100 ms between tries).
+    writer: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A write transaction, holding the writer lock on SQLite until it commits or is dropped.
+struct WriteTx {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    _writer: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::AnyConnection;
+
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
+}
+
+impl WriteTx {
+    async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
 }
 
 /// The metadata columns, joined with the current version.
@@ -84,6 +114,7 @@ impl SqlStore {
         let store = Self {
             pool,
             backend: Backend::Sqlite,
+            writer: Arc::default(),
         };
         store.migrate().await?;
         Ok(store)
@@ -105,6 +136,7 @@ impl SqlStore {
         let store = Self {
             pool,
             backend: Backend::Postgres,
+            writer: Arc::default(),
         };
         store.migrate().await?;
         Ok(store)
@@ -147,12 +179,22 @@ impl SqlStore {
         Ok(())
     }
 
-    /// A transaction that will write. On SQLite it takes the write lock at once, so two
-    /// writers queue on `busy_timeout` instead of failing on a lock upgrade.
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+    /// A transaction that will write. On SQLite it first takes this process's writer lock,
+    /// then SQLite's write lock at once (`BEGIN IMMEDIATE`), so writers queue instead of failing
+    /// on a lock upgrade; other processes on the same file still queue on `busy_timeout`.
+    async fn begin_write(&self) -> Result<WriteTx, StoreError> {
         Ok(match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+            Backend::Sqlite => {
+                let writer = self.writer.clone().lock_owned().await;
+                WriteTx {
+                    tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
+                    _writer: Some(writer),
+                }
+            }
+            Backend::Postgres => WriteTx {
+                tx: self.pool.begin().await?,
+                _writer: None,
+            },
         })
     }
 
@@ -190,7 +232,7 @@ fn meta_from_row(row: &AnyRow) -> Result<ObjectMeta, StoreError> {
 
 /// Appends an audit event inside `tx`.
 async fn audit(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut WriteTx,
     event: &str,
     environment: &str,
     actor: &Actor,
@@ -931,7 +973,7 @@ fn api_key_from_row(r: &AnyRow) -> Result<ApiKeyRecord, StoreError> {
 }
 
 async fn insert_version(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut WriteTx,
     object_id: &str,
     seq: i64,
     version_id: &str,
