@@ -126,3 +126,31 @@ fn key_ring_file_errors_do_not_echo_key_material() {
     let e = ManagedKeyProvider::open_or_create(dir.path(), "root").unwrap_err();
     assert!(!e.to_string().contains(&key_b64), "{e}");
 }
+
+#[test]
+fn issued_data_keys_and_sdk_blobs_are_redacted() {
+    let p = ManagedKeyProvider::in_memory("root").unwrap();
+    let issued = block_on(vault_crypto::issued::issue(
+        &p,
+        &ctx(&[("organization_id", "org_1")]),
+        "env",
+    ))
+    .unwrap();
+    let key = *issued.data_key().expose_secret();
+    assert_clean_fmt("IssuedKey", &issued, &[&key]);
+    let blob = vault_crypto::workos::encrypt(
+        issued.data_key(),
+        issued.encrypted_keys(),
+        b"card 4111 1111 1111 1111",
+        b"",
+    )
+    .unwrap();
+    let bytes = vault_crypto::workos::LocalBlob::decode_text(&blob).unwrap();
+    let parsed = vault_crypto::workos::LocalBlob::parse(&bytes).unwrap();
+    assert_clean_fmt("LocalBlob", &parsed, &[&key, b"card 4111"]);
+    let err = parsed
+        .decrypt(&danger::data_key_from_bytes([9; 32]), b"")
+        .unwrap_err();
+    assert_clean_fmt("blob Error", &err, &[&key]);
+    assert_clean("blob Error Display", &err.to_string(), &[&key]);
+}

@@ -175,3 +175,31 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod redaction {
+    #[tokio::test]
+    async fn a_new_key_never_prints_its_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = vault_store::SqlStore::open_sqlite(dir.path())
+            .await
+            .unwrap();
+        let key = super::create(&store, "env", "ci").await.unwrap();
+        let secret = key.expose_secret().to_owned();
+        let random = &secret[3..];
+        for text in [
+            format!("{key:?}"),
+            format!("{key:#?}"),
+            format!("{:?}", key.record),
+        ] {
+            assert!(!text.contains(random), "{text}");
+            assert!(!text.contains(&random[super::LOOKUP_LEN..]), "{text}");
+        }
+        let stored = vault_store::Store::api_key_by_lookup(&store, &key.record.lookup)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(stored.hash, secret.as_bytes(), "only a hash is stored");
+        assert_eq!(stored.hash.len(), 32);
+    }
+}
