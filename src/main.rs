@@ -802,7 +802,7 @@ async fn serve(
         );
         println!("{secret}");
         println!(
-            "Try: curl -s -H 'Authorization: Bearer {secret}' -H 'Content-Type: application/json' \\\n  -d '{{\"name\":\"card\",\"value\":\"4111\",\"key_context\":{{\"organization_id\":\"org_1\"}}}}' http://{local}/vault/v1/kv"
+            "Try: curl -s -H 'Authorization: Bearer {secret}' -H 'Content-Type: application/json' -d '{{\"name\":\"card\",\"value\":\"4111\",\"key_context\":{{\"organization_id\":\"org_1\"}}}}' http://{local}/vault/v1/kv"
         );
         io::stdout().flush()?;
     }

@@ -1,0 +1,163 @@
+//! `vault serve` as a process: the first start creates and prints an API key once, with a curl
+//! line; SIGTERM in the middle of a load lets requests in flight finish and exits cleanly, and
+//! every create the server acknowledged is in the store afterwards and decrypts.
+#![cfg(unix)]
+#![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use hyper::Method;
+use serde_json::json;
+use vault::client::ApiClient;
+use vault::store::Actor;
+
+const VAULT: &str = env!("CARGO_BIN_EXE_vault");
+
+/// Starts `vault serve` on a free loopback port; returns the child, its address and what it
+/// printed on standard output before listening.
+fn start(dir: &Path) -> (Child, String, Vec<String>) {
+    let mut child = Command::new(VAULT)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["serve", "--listen", "127.0.0.1:0", "--environment", "prod"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = err.next().expect("serve exited").unwrap();
+        if let Some(rest) = line.strip_prefix("vault: listening on http://") {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in err {});
+    // The first-key banner is printed right after the listening line, then stdout is flushed.
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    let mut printed = Vec::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
+        printed.push(line);
+    }
+    (child, addr, printed)
+}
+
+fn stop(mut child: Child) -> std::process::ExitStatus {
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    child.wait().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_start_prints_a_working_key_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, addr, printed) = start(dir.path());
+    let key = printed
+        .iter()
+        .find(|l| l.starts_with("sk_"))
+        .expect("the key on a line of its own")
+        .clone();
+    assert!(
+        printed
+            .iter()
+            .any(|l| l.starts_with("Try: curl") && l.contains(&key) && l.contains(&addr)),
+        "{printed:?}"
+    );
+    let client = ApiClient::new(&format!("http://{addr}"), &key);
+    let (status, _) = client
+        .call(Method::GET, "/vault/v1/kv", None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let (status, meta) = client
+        .call(
+            Method::POST,
+            "/vault/v1/kv",
+            Some(&json!({"name": "n", "value": "v", "key_context": {"organization_id": "o"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{meta}");
+    assert_eq!(meta["environment_id"], "prod");
+    assert!(stop(child).success());
+
+    let (child, _, printed) = start(dir.path());
+    assert!(
+        printed.iter().all(|l| !l.contains("sk_")),
+        "a key is printed only once: {printed:?}"
+    );
+    assert!(stop(child).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_requests_finish_and_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(VAULT)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["apikey", "create", "-e", "prod", "--name", "load"])
+        .output()
+        .unwrap();
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let (child, addr, _) = start(dir.path());
+    let base = format!("http://{addr}");
+
+    let stopping = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let client = ApiClient::new(&base, &key);
+        let stopping = stopping.clone();
+        writers.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for i in 0.. {
+                let value = format!("value {w}-{i}");
+                let body = json!({"name": format!("o-{w}-{i}"), "value": value,
+                                  "key_context": {"organization_id": "org_1"}});
+                match client.call(Method::POST, "/vault/v1/kv", Some(&body)).await {
+                    Ok((201, meta)) => {
+                        acknowledged.push((meta["id"].as_str().unwrap().to_owned(), value));
+                    }
+                    // Refused or cut off once the server stops accepting: not acknowledged.
+                    _ if stopping.load(Ordering::SeqCst) => break,
+                    other => panic!("before shutdown: {other:?}"),
+                }
+            }
+            acknowledged
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    stopping.store(true, Ordering::SeqCst);
+    let status = tokio::task::spawn_blocking(move || stop(child))
+        .await
+        .unwrap();
+    assert!(status.success(), "a clean exit on SIGTERM: {status:?}");
+    let mut acknowledged = Vec::new();
+    for w in writers {
+        acknowledged.extend(w.await.unwrap());
+    }
+    assert!(
+        acknowledged.len() >= 8,
+        "the load ran: {}",
+        acknowledged.len()
+    );
+
+    let vault = vault::open_embedded(dir.path()).await.unwrap();
+    let actor = Actor::new("user_test", "test");
+    for (id, value) in &acknowledged {
+        let object = vault.read("prod", id, &actor).await.unwrap();
+        assert_eq!(object.value, value.as_bytes());
+    }
+}
