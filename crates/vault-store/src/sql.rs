@@ -48,6 +48,135 @@ pub struct SqlStore {
     /// SQLite has one writer at a time. Writers of this process queue here, in order, instead of
     /// polling SQLite's busy handler (which sleeps up to 100 ms between tries).
     writer: Arc<tokio::sync::Mutex<()>>,
+    /// Audit events of reads, written in group commits by the flusher task (see [`ReadAudit`]).
+    reads: ReadAudit,
+}
+
+/// The audit events of reads (values, metadata, names, data keys) are group-committed: each
+/// request hands its event to one flusher task and waits until the batch holding it is durable,
+/// so a read is still answered only once its event is on disk, but the concurrent reads of a
+/// moment share one transaction and one fsync instead of paying one each. Changes (create,
+/// update, delete) keep writing their event in their own transaction.
+#[derive(Debug, Clone)]
+struct ReadAudit {
+    queue: tokio::sync::mpsc::UnboundedSender<PendingEvent>,
+}
+
+#[derive(Debug)]
+struct AuditRecord {
+    environment: String,
+    event: String,
+    actor: Actor,
+    object: Option<(String, String)>,
+    key_id: Option<String>,
+    key_context: Option<String>,
+    at: Timestamp,
+}
+
+type PendingEvent = (
+    AuditRecord,
+    tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+);
+
+/// The most events one group commit writes (and rows of one INSERT: 9 parameters each, far below
+/// SQLite's and PostgreSQL's parameter limits).
+const MAX_BATCH: usize = 256;
+
+/// What the flusher needs of the store: the pool, the backend and the writer lock (not the
+/// queue itself, so the task ends when the last store handle is dropped).
+#[derive(Debug, Clone)]
+struct Writer {
+    pool: AnyPool,
+    backend: Backend,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Writer {
+    /// A transaction that will write. On SQLite it first takes this process's writer lock,
+    /// then SQLite's write lock at once (`BEGIN IMMEDIATE`), so writers queue instead of failing
+    /// on a lock upgrade; other processes on the same file still queue on `busy_timeout`.
+    async fn begin(&self) -> Result<WriteTx, StoreError> {
+        Ok(match self.backend {
+            Backend::Sqlite => {
+                let writer = self.lock.clone().lock_owned().await;
+                WriteTx {
+                    tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
+                    _writer: Some(writer),
+                }
+            }
+            Backend::Postgres => WriteTx {
+                tx: self.pool.begin().await?,
+                _writer: None,
+            },
+        })
+    }
+
+    /// Writes `batch` in one transaction.
+    async fn write(&self, batch: &[AuditRecord]) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        for chunk in batch.chunks(MAX_BATCH) {
+            let mut sql = String::from(
+                "INSERT INTO audit_events (environment, event, actor_id, actor_name, object_id, \
+                 object_name, key_id, key_context, occurred_at) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let b = i * 9;
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push('(');
+                for j in 1..=9 {
+                    if j > 1 {
+                        sql.push_str(", ");
+                    }
+                    sql.push_str(&format!("${}", b + j));
+                }
+                sql.push(')');
+            }
+            // Built from constants and numbered placeholders only: no data is spliced in.
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for r in chunk {
+                q = q
+                    .bind(r.environment.clone())
+                    .bind(r.event.clone())
+                    .bind(r.actor.id.clone())
+                    .bind(r.actor.name.clone())
+                    .bind(r.object.as_ref().map(|o| o.0.clone()))
+                    .bind(r.object.as_ref().map(|o| o.1.clone()))
+                    .bind(r.key_id.clone())
+                    .bind(r.key_context.clone())
+                    .bind(r.at.0);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The flusher: takes whatever events are waiting (at least one), commits them together,
+    /// answers each request, and repeats until every store handle is gone.
+    async fn flush_reads(self, mut queue: tokio::sync::mpsc::UnboundedReceiver<PendingEvent>) {
+        let mut records = Vec::new();
+        let mut waiting = Vec::new();
+        while let Some((record, done)) = queue.recv().await {
+            records.push(record);
+            waiting.push(done);
+            while records.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok((record, done)) => {
+                        records.push(record);
+                        waiting.push(done);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let result = self.write(&records).await;
+            for done in waiting.drain(..) {
+                let _ = done.send(result.clone());
+            }
+            records.clear();
+        }
+    }
 }
 
 /// A write transaction, holding the writer lock on SQLite until it commits or is dropped.
@@ -111,11 +240,7 @@ impl SqlStore {
             })
             .connect(&url)
             .await?;
-        let store = Self {
-            pool,
-            backend: Backend::Sqlite,
-            writer: Arc::default(),
-        };
+        let store = Self::new(pool, Backend::Sqlite);
         store.migrate().await?;
         Ok(store)
     }
@@ -133,13 +258,57 @@ impl SqlStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect(url)
             .await?;
-        let store = Self {
-            pool,
-            backend: Backend::Postgres,
-            writer: Arc::default(),
-        };
+        let store = Self::new(pool, Backend::Postgres);
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// A store over `pool`, with its read-audit flusher running.
+    fn new(pool: AnyPool, backend: Backend) -> Self {
+        let writer: Arc<tokio::sync::Mutex<()>> = Arc::default();
+        let (queue, pending) = tokio::sync::mpsc::unbounded_channel();
+        let flusher = Writer {
+            pool: pool.clone(),
+            backend,
+            lock: writer.clone(),
+        };
+        tokio::spawn(flusher.flush_reads(pending));
+        Self {
+            pool,
+            backend,
+            writer,
+            reads: ReadAudit { queue },
+        }
+    }
+
+    /// Records the audit event of a read and returns once it is durable (group-committed with
+    /// the other reads of the moment).
+    async fn audit_read(
+        &self,
+        event: &str,
+        environment: &str,
+        actor: &Actor,
+        meta: Option<&ObjectMeta>,
+    ) -> Result<(), StoreError> {
+        self.audit_read_record(AuditRecord {
+            environment: environment.to_owned(),
+            event: event.to_owned(),
+            actor: actor.clone(),
+            object: meta.map(|m| (m.id.clone(), m.name.clone())),
+            key_id: meta.map(|m| m.key_id.clone()),
+            key_context: meta.map(|m| m.context.to_json()),
+            at: Timestamp::now(),
+        })
+        .await
+    }
+
+    async fn audit_read_record(&self, record: AuditRecord) -> Result<(), StoreError> {
+        let gone = || StoreError::Unavailable {
+            reason: "the audit writer stopped".into(),
+        };
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.reads.queue.send((record, done)).map_err(|_| gone())?;
+        wait.await.map_err(|_| gone())?
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -179,23 +348,15 @@ impl SqlStore {
         Ok(())
     }
 
-    /// A transaction that will write. On SQLite it first takes this process's writer lock,
-    /// then SQLite's write lock at once (`BEGIN IMMEDIATE`), so writers queue instead of failing
-    /// on a lock upgrade; other processes on the same file still queue on `busy_timeout`.
+    /// A write transaction (see [`Writer::begin`]).
     async fn begin_write(&self) -> Result<WriteTx, StoreError> {
-        Ok(match self.backend {
-            Backend::Sqlite => {
-                let writer = self.writer.clone().lock_owned().await;
-                WriteTx {
-                    tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
-                    _writer: Some(writer),
-                }
-            }
-            Backend::Postgres => WriteTx {
-                tx: self.pool.begin().await?,
-                _writer: None,
-            },
-        })
+        Writer {
+            pool: self.pool.clone(),
+            backend: self.backend,
+            lock: self.writer.clone(),
+        }
+        .begin()
+        .await
     }
 
     /// Closes the pool, waiting for connections to finish.
@@ -283,12 +444,11 @@ impl SqlStore {
             "SELECT {META_COLUMNS}{envelope_col} FROM {META_FROM} \
              WHERE o.environment = $1 AND o.{column} = $2 AND o.deleted_at IS NULL"
         );
-        let mut tx = self.begin_write().await?;
         // Built from constants and numbered placeholders only: no data is spliced in.
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(environment)
             .bind(value)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&self.pool)
             .await?
             .ok_or(StoreError::NotFound)?;
         let meta = meta_from_row(&row)?;
@@ -297,16 +457,8 @@ impl SqlStore {
         } else {
             None
         };
-        audit(
-            &mut tx,
-            event,
-            environment,
-            actor,
-            Some(&meta),
-            Timestamp::now(),
-        )
-        .await?;
-        tx.commit().await?;
+        self.audit_read(event, environment, actor, Some(&meta))
+            .await?;
         Ok((meta, envelope))
     }
 }
@@ -522,18 +674,9 @@ impl Store for SqlStore {
         }
         q = q.bind(i64::from(limit) + 1);
 
-        let mut tx = self.begin_write().await?;
-        let rows = q.fetch_all(&mut *tx).await?;
-        audit(
-            &mut tx,
-            events::NAMES_LISTED,
-            environment,
-            actor,
-            None,
-            Timestamp::now(),
-        )
-        .await?;
-        tx.commit().await?;
+        let rows = q.fetch_all(&self.pool).await?;
+        self.audit_read(events::NAMES_LISTED, environment, actor, None)
+            .await?;
 
         let more = rows.len() > limit as usize;
         let mut data = rows
@@ -650,7 +793,8 @@ impl Store for SqlStore {
     ) -> Result<Vec<VersionMeta>, StoreError> {
         validate_environment(environment)?;
         check_id(id)?;
-        let mut tx = self.begin_write().await?;
+        // One snapshot for the three reads (a read transaction takes no write lock).
+        let mut tx = self.pool.begin().await?;
         let current: String = sqlx::query(
             "SELECT current_version FROM objects \
              WHERE environment = $1 AND id = $2 AND deleted_at IS NULL",
@@ -675,16 +819,9 @@ impl Store for SqlStore {
         .fetch_one(&mut *tx)
         .await?;
         let meta = meta_from_row(&row)?;
-        audit(
-            &mut tx,
-            events::METADATA_READ,
-            environment,
-            actor,
-            Some(&meta),
-            Timestamp::now(),
-        )
-        .await?;
         tx.commit().await?;
+        self.audit_read(events::METADATA_READ, environment, actor, Some(&meta))
+            .await?;
         rows.iter()
             .map(|r| {
                 let id: String = r.try_get("id")?;
@@ -874,20 +1011,16 @@ impl Store for SqlStore {
         context: &KeyContext,
     ) -> Result<(), StoreError> {
         validate_environment(environment)?;
-        sqlx::query(
-            "INSERT INTO audit_events (environment, event, actor_id, actor_name, key_id, \
-             key_context, occurred_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(environment)
-        .bind(event)
-        .bind(&actor.id)
-        .bind(&actor.name)
-        .bind(key_id)
-        .bind(context.to_json())
-        .bind(Timestamp::now().0)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.audit_read_record(AuditRecord {
+            environment: environment.to_owned(),
+            event: event.to_owned(),
+            actor: actor.clone(),
+            object: None,
+            key_id: Some(key_id.to_owned()),
+            key_context: Some(context.to_json()),
+            at: Timestamp::now(),
+        })
+        .await
     }
 
     async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {

@@ -68,4 +68,5 @@ conformance!(
     list_filters,
     api_keys,
     key_events,
+    concurrent_reads_are_each_audited,
 );

@@ -688,6 +688,53 @@ pub async fn key_events(store: Arc<dyn Store>) {
     );
 }
 
+/// Reads are audited in group commits: 64 concurrent reads each leave exactly one event, and
+/// each answer comes only after its event is stored.
+pub async fn concurrent_reads_are_each_audited(store: Arc<dyn Store>) {
+    let env = environment("reads");
+    let id = id();
+    store
+        .create(&env, &id, "read-me", &ctx("org_r"), version(b"v"), &actor())
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let (store, env, id) = (store.clone(), env.clone(), id.clone());
+        tasks.push(tokio::spawn(async move {
+            let who = Actor::new(format!("key_{i}"), "reader");
+            if i % 2 == 0 {
+                store.get(&env, &id, &who).await.unwrap();
+            } else {
+                store.describe(&env, &id, &who).await.unwrap();
+            }
+            // Answered: the event is already in the trail.
+            let trail = store.audit_events(&env, 1000).await.unwrap();
+            assert!(trail.iter().any(|e| e.actor.id == who.id), "{i}");
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let trail = store.audit_events(&env, 1000).await.unwrap();
+    let reads = trail
+        .iter()
+        .filter(|e| e.event == events::DATA_READ)
+        .count();
+    let metadata = trail
+        .iter()
+        .filter(|e| e.event == events::METADATA_READ)
+        .count();
+    assert_eq!((reads, metadata), (32, 32));
+    let actors: HashSet<&str> = trail.iter().map(|e| e.actor.id.as_str()).collect();
+    assert_eq!(actors.len(), 65, "64 readers and the creator");
+    assert!(
+        trail
+            .iter()
+            .filter(|e| e.event != events::DATA_CREATED)
+            .all(|e| e.object_id.as_deref() == Some(id.as_str()))
+    );
+}
+
 /// Every check of the suite, in order.
 pub async fn run_all(store: Arc<dyn Store>) {
     create_and_read(store.clone()).await;
@@ -699,7 +746,8 @@ pub async fn run_all(store: Arc<dyn Store>) {
     pagination_is_stable(store.clone()).await;
     list_filters(store.clone()).await;
     api_keys(store.clone()).await;
-    key_events(store).await;
+    key_events(store.clone()).await;
+    concurrent_reads_are_each_audited(store).await;
 }
 
 /// Replays the committed corpus of cargo-fuzz target `target` (`fuzz/corpus/<target>/`) through
