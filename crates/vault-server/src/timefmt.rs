@@ -25,7 +25,14 @@ fn parse_js_date(s: &str) -> Option<Timestamp> {
     let year: u32 = parts.next()?.parse().ok()?;
     let time = parts.next()?;
     let zone = parts.next()?.strip_prefix("GMT")?;
-    if time.len() != 8 || zone.len() != 5 || !(1..=31).contains(&day) || year > 9999 {
+    // Lengths are in bytes: only ASCII may be sliced by them (a fuzzed zone once was not).
+    if time.len() != 8
+        || zone.len() != 5
+        || !zone.is_ascii()
+        || !time.is_ascii()
+        || !(1..=31).contains(&day)
+        || year > 9999
+    {
         return None;
     }
     let (sign, hhmm) = zone.split_at(1);
