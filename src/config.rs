@@ -282,9 +282,7 @@ impl Config {
             };
             match provider.get_mut() {
                 ProviderConfig::Managed { ring } => {
-                    if let Some(v) = over("RING") {
-                        *ring = v;
-                    }
+                    replace(ring, over("RING"));
                 }
                 ProviderConfig::AwsKms {
                     key_id,
@@ -292,15 +290,9 @@ impl Config {
                     endpoint_url,
                     ..
                 } => {
-                    if let Some(v) = over("KEY_ID") {
-                        *key_id = v;
-                    }
-                    if let Some(v) = over("REGION") {
-                        *region = Some(v);
-                    }
-                    if let Some(v) = over("ENDPOINT_URL") {
-                        *endpoint_url = Some(v);
-                    }
+                    replace(key_id, over("KEY_ID"));
+                    replace_opt(region, over("REGION"));
+                    replace_opt(endpoint_url, over("ENDPOINT_URL"));
                     if key_id.is_empty() {
                         problems.push(Problem {
                             line,
@@ -313,12 +305,8 @@ impl Config {
                     endpoint_url,
                     ..
                 } => {
-                    if let Some(v) = over("KEY_NAME") {
-                        *key_name = v;
-                    }
-                    if let Some(v) = over("ENDPOINT_URL") {
-                        *endpoint_url = Some(v);
-                    }
+                    replace(key_name, over("KEY_NAME"));
+                    replace_opt(endpoint_url, over("ENDPOINT_URL"));
                     let parts: Vec<&str> = key_name.split('/').collect();
                     let shaped = parts.len() == 8
                         && [
@@ -347,54 +335,39 @@ impl Config {
                     credential,
                     ..
                 } => {
-                    if let Some(v) = over("VAULT_URL") {
-                        *vault_url = v;
-                    }
-                    if let Some(v) = over("KEY_NAME") {
-                        *key_name = v;
-                    }
-                    if let Some(v) = over("KEY_VERSION") {
-                        *key_version = Some(v);
-                    }
-                    if let Some(v) = over("CREDENTIAL") {
-                        *credential = Some(v);
-                    }
-                    if !vault_url.starts_with("https://") {
+                    replace(vault_url, over("VAULT_URL"));
+                    replace(key_name, over("KEY_NAME"));
+                    replace_opt(key_version, over("KEY_VERSION"));
+                    replace_opt(credential, over("CREDENTIAL"));
+                    let checks = [
+                        (
+                            vault_url.starts_with("https://"),
+                            "vault_url must be https://<vault>.vault.azure.net/",
+                        ),
+                        (
+                            !key_name.is_empty()
+                                && key_name
+                                    .bytes()
+                                    .all(|b| b.is_ascii_alphanumeric() || b == b'-'),
+                            "key_name must be of [0-9a-zA-Z-]",
+                        ),
+                        (
+                            algorithm
+                                .as_deref()
+                                .is_none_or(|a| matches!(a, "RSA-OAEP-256" | "A256KW")),
+                            "algorithm must be RSA-OAEP-256 or A256KW",
+                        ),
+                        (
+                            credential.as_deref().is_none_or(|c| {
+                                matches!(c, "environment" | "managed-identity" | "azure-cli")
+                            }),
+                            "credential must be environment, managed-identity or azure-cli",
+                        ),
+                    ];
+                    for (_, rule) in checks.iter().filter(|(ok, _)| !ok) {
                         problems.push(Problem {
                             line,
-                            message: format!(
-                                "provider {name:?}: vault_url must be https://<vault>.vault.azure.net/"
-                            ),
-                        });
-                    }
-                    if key_name.is_empty()
-                        || !key_name
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                    {
-                        problems.push(Problem {
-                            line,
-                            message: format!("provider {name:?}: key_name must be of [0-9a-zA-Z-]"),
-                        });
-                    }
-                    if let Some(a) = algorithm
-                        && !matches!(a.as_str(), "RSA-OAEP-256" | "A256KW")
-                    {
-                        problems.push(Problem {
-                            line,
-                            message: format!(
-                                "provider {name:?}: algorithm must be RSA-OAEP-256 or A256KW"
-                            ),
-                        });
-                    }
-                    if let Some(c) = credential
-                        && !matches!(c.as_str(), "environment" | "managed-identity" | "azure-cli")
-                    {
-                        problems.push(Problem {
-                            line,
-                            message: format!(
-                                "provider {name:?}: credential must be environment, managed-identity or azure-cli"
-                            ),
+                            message: format!("provider {name:?}: {rule}"),
                         });
                     }
                 }
@@ -604,6 +577,20 @@ impl Config {
             }
         }
         Ok(router)
+    }
+}
+
+/// An environment override of a required field.
+fn replace(field: &mut String, value: Option<String>) {
+    if let Some(v) = value {
+        *field = v;
+    }
+}
+
+/// An environment override of an optional field.
+fn replace_opt(field: &mut Option<String>, value: Option<String>) {
+    if value.is_some() {
+        *field = value;
     }
 }
 
