@@ -217,6 +217,13 @@ fn managed_group(c: &mut Criterion) {
     g.bench_function("open-1KiB-object", |b| {
         b.iter(|| ready(open(&managed, black_box(&env), b"")).unwrap())
     });
+    // A ring kept in a file, as `vault serve` and the CLI use it: the seal path also checks
+    // whether another process changed the ring.
+    let dir = tempfile::tempdir().unwrap();
+    let on_file = ManagedKeyProvider::open_or_create(dir.path(), "root").unwrap();
+    g.bench_function("seal-1KiB-object-file", |b| {
+        b.iter(|| ready(seal(&on_file, &ctx, black_box(&pt), b"")).unwrap())
+    });
     g.finish();
 
     // The same through the data-key cache (default limits): hits after the first call.

@@ -97,6 +97,9 @@ pub enum ProviderConfig {
         /// The ring's name (file `keyring-<ring>.json`).
         #[serde(default = "default_ring")]
         ring: String,
+        /// How often, at most, a process using the ring checks whether another process changed
+        /// it (milliseconds, 0 to 900; default 250).
+        check_interval_ms: Option<u64>,
     },
     /// A customer's key in AWS KMS.
     AwsKms {
@@ -236,6 +239,7 @@ impl Config {
                 0..0,
                 ProviderConfig::Managed {
                     ring: default_ring(),
+                    check_interval_ms: None,
                 },
             ),
         );
@@ -281,8 +285,20 @@ impl Config {
                 ))
             };
             match provider.get_mut() {
-                ProviderConfig::Managed { ring } => {
+                ProviderConfig::Managed {
+                    ring,
+                    check_interval_ms,
+                } => {
                     replace(ring, over("RING"));
+                    let max = vault_crypto::managed::MAX_CHECK_INTERVAL.as_millis();
+                    if check_interval_ms.is_some_and(|ms| u128::from(ms) > max) {
+                        problems.push(Problem {
+                            line,
+                            message: format!(
+                                "provider {name:?}: check_interval_ms must be at most {max}"
+                            ),
+                        });
+                    }
                 }
                 ProviderConfig::AwsKms {
                     key_id,
@@ -438,9 +454,13 @@ impl Config {
         let mut built: BTreeMap<&str, Arc<dyn KeyProvider>> = BTreeMap::new();
         for (name, p) in &self.providers {
             let provider: Arc<dyn KeyProvider> = match p.get_ref() {
-                ProviderConfig::Managed { ring } => {
-                    Arc::new(ManagedKeyProvider::open_or_create(data_dir, ring)?)
-                }
+                ProviderConfig::Managed {
+                    ring,
+                    check_interval_ms,
+                } => Arc::new(
+                    ManagedKeyProvider::open_or_create(data_dir, ring)?
+                        .with_check_interval(check_interval(*check_interval_ms)),
+                ),
                 #[cfg(feature = "aws")]
                 ProviderConfig::AwsKms {
                     key_id,
@@ -577,6 +597,74 @@ impl Config {
             }
         }
         Ok(router)
+    }
+}
+
+/// A managed ring's check interval, or the default.
+fn check_interval(ms: Option<u64>) -> Duration {
+    ms.map_or(
+        vault_crypto::managed::DEFAULT_CHECK_INTERVAL,
+        Duration::from_millis,
+    )
+}
+
+/// The managed ring the `vault keys` commands act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagedRing {
+    /// The provider's name in the configuration.
+    pub provider: String,
+    /// The ring's name.
+    pub ring: String,
+    /// Its check interval.
+    pub check_interval: Duration,
+}
+
+impl Config {
+    /// The managed ring of provider `name`; without a name, the default provider's if it is
+    /// managed, else the only managed provider.
+    ///
+    /// # Errors
+    /// A message naming the managed providers when there is no such ring or the choice is
+    /// ambiguous.
+    pub fn managed_ring(&self, name: Option<&str>) -> Result<ManagedRing, String> {
+        let managed: Vec<ManagedRing> = self
+            .providers
+            .iter()
+            .filter_map(|(provider, p)| match p.get_ref() {
+                ProviderConfig::Managed {
+                    ring,
+                    check_interval_ms,
+                } => Some(ManagedRing {
+                    provider: provider.clone(),
+                    ring: ring.clone(),
+                    check_interval: check_interval(*check_interval_ms),
+                }),
+                _ => None,
+            })
+            .collect();
+        let names = || {
+            managed
+                .iter()
+                .map(|m| m.provider.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let wanted = name.unwrap_or(self.default.get_ref());
+        if let Some(m) = managed.iter().find(|m| m.provider == wanted) {
+            return Ok(m.clone());
+        }
+        match (name, managed.as_slice()) {
+            (None, [only]) => Ok(only.clone()),
+            (Some(n), _) => Err(format!(
+                "no managed provider {n:?} in the configuration (managed providers: {})",
+                names()
+            )),
+            (None, []) => Err("the configuration has no managed provider".into()),
+            (None, _) => Err(format!(
+                "the default provider is not managed; choose a ring with --provider ({})",
+                names()
+            )),
+        }
     }
 }
 

@@ -14,7 +14,9 @@ pub mod client;
 pub mod config;
 pub mod load;
 
-pub use vault_objects::{Object, RewrapReport, Vault, VaultError};
+pub use vault_objects::{
+    DestroyReport, KeyUsage, Object, RewrapReport, RewrapScope, Shred, Vault, VaultError,
+};
 
 /// The SQLite store in `data_dir` with the providers and rules of `config`.
 ///

@@ -79,8 +79,13 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// Manage the managed key ring.
+    /// Manage a managed key ring: versions, rotation, rewrap, destruction.
     Keys {
+        /// The managed provider of the configuration whose ring to manage (default: the
+        /// default provider if it is managed, else the only managed one; without a
+        /// configuration, the ring `root` of the data directory).
+        #[arg(long, global = true)]
+        provider: Option<String>,
         #[command(subcommand)]
         command: KeysCommand,
     },
@@ -272,26 +277,33 @@ enum ConfigCommand {
 
 #[derive(Debug, Subcommand)]
 enum KeysCommand {
-    /// List the ring's versions.
+    /// List the ring's versions, with how many stored object versions and issued data keys
+    /// each still wraps.
     Status,
-    /// Add a new primary version; older versions still decrypt.
+    /// Add a new primary version; older versions still decrypt. Every process using the ring
+    /// seals under the new version within a second.
     Rotate,
     /// Re-wrap data keys under the key the rules choose now (the primary version after a
-    /// rotation, or a customer's key after a new rule): an envelope from standard input, or with
-    /// --match every stored object version whose context matches. Values are not re-encrypted.
+    /// rotation, or a customer's key after a new rule): an envelope from standard input, every
+    /// stored object version with --all, or those whose context matches with --match. Values
+    /// are not re-encrypted; a re-run resumes an interrupted one.
     Rewrap {
         /// Rewrap stored versions whose context holds this pair (repeatable: all must match).
-        #[arg(long = "match", value_name = "KEY=VALUE")]
+        #[arg(long = "match", value_name = "KEY=VALUE", conflicts_with = "all")]
         matches: Vec<String>,
+        /// Rewrap every stored object version.
+        #[arg(long)]
+        all: bool,
         /// Write the binary envelope instead of base64 text.
         #[arg(long)]
         binary: bool,
     },
-    /// Destroy a version's key for good: everything wrapped under it becomes unreadable.
+    /// Destroy a version's key for good (crypto-shredding). Refused while stored object
+    /// versions or issued data keys are still under it (`vault keys rewrap --all` first).
     Destroy {
         /// The version number.
         version: u32,
-        /// Required: this cannot be undone.
+        /// Consent to make whatever is still under the version unreadable, for good.
         #[arg(long)]
         yes_destroy_data: bool,
     },
@@ -313,7 +325,7 @@ mod exit {
     pub(crate) const IO: u8 = 1;
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Failure {
     code: u8,
     message: String,
@@ -355,6 +367,10 @@ impl From<VaultError> for Failure {
         match e {
             VaultError::Store(e) => e.into(),
             VaultError::Crypto(e) => e.into(),
+            e @ (VaultError::KeyInUse { .. } | VaultError::KeyRecentlyPrimary { .. }) => Self {
+                code: exit::CONFLICT,
+                message: e.to_string(),
+            },
             other => Self {
                 code: exit::IO,
                 message: other.to_string(),
@@ -562,104 +578,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             );
             Ok(())
         }
-        Command::Keys {
-            command: KeysCommand::Rewrap { matches, binary },
-        } => {
-            if matches.is_empty() {
-                let input = read_stdin()?;
-                let bytes = envelope_bytes(&input)?;
-                let router = existing_router().await?;
-                let rewrapped = crypto::rewrap(&router, &bytes).await?;
-                return write_envelope(&rewrapped, binary);
-            }
-            let pairs = matches
-                .iter()
-                .map(|m| {
-                    m.split_once('=')
-                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                        .ok_or_else(|| Failure {
-                            code: exit::BAD_INPUT,
-                            message: format!("--match {m:?}: expected KEY=VALUE"),
-                        })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            KeyContext::from_pairs(pairs.clone()).map_err(Error::from)?;
-            let vault = vault::open(&cli.data_dir, &config).await?;
-            let bar = indicatif::ProgressBar::new_spinner();
-            if !io::IsTerminal::is_terminal(&io::stderr()) {
-                bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-            }
-            let report = vault
-                .rewrap_matching(&pairs, |r| {
-                    bar.set_message(format!(
-                        "scanned {} versions, rewrapped {}, already done {}",
-                        r.scanned, r.rewrapped, r.already_done
-                    ));
-                    bar.tick();
-                })
-                .await?;
-            bar.finish_and_clear();
-            println!(
-                "scanned {} versions: {} matched, {} rewrapped, {} already under the target key, {} changed meanwhile (run again)",
-                report.scanned,
-                report.matched,
-                report.rewrapped,
-                report.already_done,
-                report.changed_meanwhile
-            );
-            Ok(())
-        }
-        Command::Keys { command } => {
-            let ring = vault::open_existing_managed(&cli.data_dir)?;
-            match command {
-                KeysCommand::Status => {
-                    println!(
-                        "ring {} (min decryption version {})",
-                        ring.name(),
-                        ring.min_decryption_version()
-                    );
-                    println!("{:>8}  {:<10}  {:>12}", "VERSION", "STATE", "CREATED_AT");
-                    for v in ring.versions() {
-                        let state = match v.state {
-                            VersionState::Primary => "primary",
-                            VersionState::Active => "active",
-                            VersionState::Disabled => "disabled",
-                            VersionState::Destroyed => "destroyed",
-                            _ => "unknown",
-                        };
-                        println!("{:>8}  {:<10}  {:>12}", v.version, state, v.created_at);
-                    }
-                    Ok(())
-                }
-                KeysCommand::Rotate => {
-                    let v = ring.rotate()?;
-                    println!("v{v}");
-                    Ok(())
-                }
-                KeysCommand::Rewrap { .. } => unreachable!("handled above"),
-                KeysCommand::Destroy {
-                    version,
-                    yes_destroy_data,
-                } => {
-                    if !yes_destroy_data {
-                        return Err(Failure {
-                            code: exit::BAD_INPUT,
-                            message: format!(
-                                "destroying v{version} makes its data unreadable forever; \
-                                 repeat with --yes-destroy-data"
-                            ),
-                        });
-                    }
-                    ring.destroy(version)?;
-                    println!("v{version} destroyed");
-                    Ok(())
-                }
-                KeysCommand::MinVersion { version } => {
-                    ring.set_min_decryption_version(version)?;
-                    println!("minimum decryption version v{version}");
-                    Ok(())
-                }
-            }
+        Command::Keys { provider, command } => {
+            keys(
+                &cli.data_dir,
+                &config,
+                cli.config.is_some(),
+                provider.as_deref(),
+                command,
+            )
+            .await
         }
     }
 }
@@ -1074,4 +1001,207 @@ async fn kv(
         }
     }
     Ok(())
+}
+
+/// `--match KEY=VALUE` arguments as pairs, checked as a context would be.
+fn match_pairs(matches: &[String]) -> Result<Vec<(String, String)>, Failure> {
+    let pairs = matches
+        .iter()
+        .map(|m| {
+            m.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| Failure {
+                    code: exit::BAD_INPUT,
+                    message: format!("--match {m:?}: expected KEY=VALUE"),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    KeyContext::from_pairs(pairs.clone()).map_err(Error::from)?;
+    Ok(pairs)
+}
+
+/// A progress bar on a terminal, nothing otherwise.
+fn progress_bar(total: Option<u64>) -> indicatif::ProgressBar {
+    let bar = match total {
+        Some(n) => indicatif::ProgressBar::new(n),
+        None => indicatif::ProgressBar::new_spinner(),
+    };
+    if !io::IsTerminal::is_terminal(&io::stderr()) {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar
+}
+
+/// Seconds since the epoch as RFC 3339.
+fn rfc3339(secs: u64) -> String {
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| s.checked_mul(1_000_000))
+        .map_or_else(|| secs.to_string(), |us| Timestamp(us).to_rfc3339())
+}
+
+async fn keys(
+    data_dir: &std::path::Path,
+    config: &Config,
+    config_given: bool,
+    provider: Option<&str>,
+    command: KeysCommand,
+) -> Result<(), Failure> {
+    let chosen = config.managed_ring(provider).map_err(|message| Failure {
+        code: exit::BAD_INPUT,
+        message,
+    });
+    // The ring must exist: key administration never creates one.
+    let open_ring = || -> Result<std::sync::Arc<crypto::ManagedKeyProvider>, Failure> {
+        let chosen = chosen.clone()?;
+        Ok(std::sync::Arc::new(
+            crypto::ManagedKeyProvider::open_existing(data_dir, &chosen.ring)?
+                .with_check_interval(chosen.check_interval),
+        ))
+    };
+    // Counting and destroying need the store, not the other providers.
+    let ring_vault = |ring: std::sync::Arc<crypto::ManagedKeyProvider>| async move {
+        let store = vault::store::SqlStore::open_sqlite(data_dir).await?;
+        Ok::<_, Failure>(vault::Vault::new(
+            std::sync::Arc::new(vault::default_router(ring)),
+            std::sync::Arc::new(store),
+        ))
+    };
+    match command {
+        KeysCommand::Rewrap {
+            matches,
+            all,
+            binary,
+        } => {
+            if matches.is_empty() && !all {
+                let input = read_stdin()?;
+                let bytes = envelope_bytes(&input)?;
+                let router = if config_given {
+                    config.router(data_dir).await?
+                } else {
+                    vault::default_router(open_ring()?)
+                };
+                let rewrapped = crypto::rewrap(&router, &bytes).await?;
+                return write_envelope(&rewrapped, binary);
+            }
+            let scope = if all {
+                vault::RewrapScope::All
+            } else {
+                vault::RewrapScope::Matching(match_pairs(&matches)?)
+            };
+            let vault = vault::open(data_dir, config).await?;
+            let total = match scope {
+                vault::RewrapScope::All => Some(
+                    vault
+                        .key_usage()
+                        .await?
+                        .iter()
+                        .map(|u| u.stored_versions)
+                        .sum(),
+                ),
+                _ => None,
+            };
+            let bar = progress_bar(total);
+            let report = vault
+                .rewrap(&scope, |r| {
+                    bar.set_position(r.scanned);
+                    bar.set_message(format!(
+                        "rewrapped {}, already current {}",
+                        r.rewrapped, r.already_current
+                    ));
+                })
+                .await?;
+            bar.finish_and_clear();
+            println!(
+                "scanned {} versions: {} matched, {} rewrapped, {} already current, {} changed meanwhile, {} unreadable",
+                report.scanned,
+                report.matched,
+                report.rewrapped,
+                report.already_current,
+                report.changed_meanwhile,
+                report.unreadable
+            );
+            if report.changed_meanwhile > 0 {
+                eprintln!("vault: some versions changed while they were rewrapped; run it again");
+            }
+            Ok(())
+        }
+        KeysCommand::Status => {
+            let ring = open_ring()?;
+            let usage = ring_vault(ring.clone()).await?.key_usage().await?;
+            println!(
+                "ring {} (generation {}, min decryption version {})",
+                ring.name(),
+                ring.stats().generation,
+                ring.min_decryption_version()
+            );
+            println!(
+                "{:>8}  {:<10}  {:<20}  {:>8}  {:>8}",
+                "VERSION", "STATE", "CREATED_AT", "STORED", "ISSUED"
+            );
+            for v in ring.versions() {
+                let state = match v.state {
+                    VersionState::Primary => "primary",
+                    VersionState::Active => "active",
+                    VersionState::Disabled => "disabled",
+                    VersionState::Destroyed => "destroyed",
+                    _ => "unknown",
+                };
+                let key_id = v.key_ref.to_string();
+                let (stored, issued) = usage
+                    .iter()
+                    .find(|u| u.key_id == key_id)
+                    .map_or((0, 0), |u| (u.stored_versions, u.issued_data_keys));
+                println!(
+                    "{:>8}  {:<10}  {:<20}  {:>8}  {:>8}",
+                    v.version,
+                    state,
+                    rfc3339(v.created_at),
+                    stored,
+                    issued
+                );
+            }
+            println!(
+                "STORED: object versions in the store wrapped under the version; ISSUED: data keys handed out under it. Envelopes made with `vault encrypt` are not counted."
+            );
+            Ok(())
+        }
+        KeysCommand::Rotate => {
+            let v = open_ring()?.rotate().await?;
+            println!("v{v}");
+            Ok(())
+        }
+        KeysCommand::Destroy {
+            version,
+            yes_destroy_data,
+        } => {
+            let ring = open_ring()?;
+            let shred = if yes_destroy_data {
+                vault::Shred::Consent
+            } else {
+                vault::Shred::Refuse
+            };
+            let report = ring_vault(ring.clone())
+                .await?
+                .destroy_key_version(&ring, version, shred)
+                .await?;
+            if report.destroyed_now {
+                println!(
+                    "v{version} destroyed: {} stored object version(s) and {} issued data key(s) under it are unreadable from now on",
+                    report.stored_versions, report.issued_data_keys
+                );
+            } else {
+                println!("v{version} was already destroyed");
+            }
+            eprintln!(
+                "vault: envelopes made outside the store (`vault encrypt`) cannot be counted; any under v{version} are unreadable too"
+            );
+            Ok(())
+        }
+        KeysCommand::MinVersion { version } => {
+            open_ring()?.set_min_decryption_version(version).await?;
+            println!("minimum decryption version v{version}");
+            Ok(())
+        }
+    }
 }

@@ -11,9 +11,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use common::moto_url;
-use vault::Vault;
 use vault::crypto::{Envelope, KeyContext, KeyProvider, ManagedKeyProvider, RetryPolicy, Router};
 use vault::store::{Actor, SqlStore, Store};
+use vault::{RewrapScope, Vault};
 
 async fn aws(url: &str) -> Arc<dyn KeyProvider> {
     let config = aws_sdk_kms::Config::builder()
@@ -170,7 +170,10 @@ async fn objects_of_every_provider_and_rewraps_from_each_to_each() {
     let after = Vault::new(Arc::new(router_for(&|p| p.2.to_owned())), store.clone());
     for (org, _, _) in &pairs {
         let report = after
-            .rewrap_matching(&[("organization_id".into(), org.clone())], |_| {})
+            .rewrap(
+                &RewrapScope::Matching(vec![("organization_id".into(), org.clone())]),
+                |_| {},
+            )
             .await
             .unwrap();
         assert_eq!((report.matched, report.rewrapped), (2, 2), "{org}");

@@ -260,6 +260,10 @@ impl KeyProvider for CachingProvider {
         self.inner.owns(key)
     }
 
+    async fn is_current(&self, key: &KeyRef, ctx: &KeyContext) -> Result<bool, ProviderError> {
+        self.inner.is_current(key, ctx).await
+    }
+
     /// Always a fresh key from the wrapped provider: only [`data_key_for_seal`] reuses keys.
     ///
     /// [`data_key_for_seal`]: KeyProvider::data_key_for_seal
@@ -281,7 +285,13 @@ impl KeyProvider for CachingProvider {
                 AsyncMutex::new(None)
             });
         let mut entry = slot.lock().await;
-        if let Some(k) = entry.as_mut().filter(|k| self.usable(k, len)) {
+        // A key wrapped under a version the provider has since replaced (a rotated managed
+        // ring) is not reused: new data goes under the current key at once.
+        let current = match entry.as_ref().filter(|k| self.usable(k, len)) {
+            Some(k) => self.inner.is_current(k.wrapped.key_ref(), ctx).await?,
+            None => false,
+        };
+        if let Some(k) = entry.as_mut().filter(|_| current) {
             k.messages += 1;
             k.bytes = k.bytes.saturating_add(len);
             self.counters.encrypt_hits.fetch_add(1, Ordering::Relaxed);

@@ -360,6 +360,27 @@ pub enum KeyRingError {
         /// The primary version.
         primary: u32,
     },
+    /// There is no ring where one was expected.
+    #[error("no key ring at {location}")]
+    Missing {
+        /// Where it was looked for (a file, a store).
+        location: String,
+    },
+    /// The stored ring is older than the one this process already uses: it was restored from a
+    /// backup or replaced by hand. Refused, because an older ring can bring back destroyed keys
+    /// and lose versions that data is wrapped under.
+    #[error(
+        "the stored key ring (generation {stored}) is older than the one in use (generation {held}); was it restored from a backup? Restart every process that uses it to accept it"
+    )]
+    RolledBack {
+        /// The generation in use.
+        held: u64,
+        /// The generation found in the store.
+        stored: u64,
+    },
+    /// Other processes kept changing the ring; nothing was changed. Try again.
+    #[error("the key ring is being changed by other processes; nothing was changed, try again")]
+    Busy,
     /// The key ring has reached its maximum number of versions.
     #[error("the key ring has reached its limit of {0} versions")]
     TooManyVersions(u32),

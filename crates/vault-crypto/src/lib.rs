@@ -75,7 +75,10 @@ pub use envelope::{
 pub use error::{
     ContextError, EnvelopeError, Error, KeyRingError, ProviderError, ProviderErrorKind,
 };
-pub use provider::managed::{self, ManagedKeyProvider, VersionInfo, VersionState};
+pub use provider::managed::{
+    self, FileRingStore, ManagedKeyProvider, MemoryRingStore, RingState, RingStats, RingStore,
+    VersionInfo, VersionState,
+};
 pub use provider::{
     KeyProvider, KeyRef, MAX_KEY_ID_LEN, MAX_KEY_VERSION_LEN, MAX_SCHEME_LEN, MAX_WRAPPED_LEN,
     WrappedKey,

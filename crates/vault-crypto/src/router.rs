@@ -214,6 +214,11 @@ impl KeyProvider for Router {
         self.owner(key).is_some()
     }
 
+    /// Whether `key` is what the provider the rules choose for `ctx` now would wrap with.
+    async fn is_current(&self, key: &KeyRef, ctx: &KeyContext) -> Result<bool, ProviderError> {
+        self.route(ctx).is_current(key, ctx).await
+    }
+
     async fn generate_data_key(
         &self,
         ctx: &KeyContext,

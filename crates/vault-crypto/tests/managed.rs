@@ -26,7 +26,7 @@ fn key_refs_name_the_ring_and_version() {
         parsed.wrapped_keys()[0].key_ref().to_string(),
         "managed://root#v1"
     );
-    p.rotate().unwrap();
+    block_on(p.rotate()).unwrap();
     let env = block_on(seal(&p, &org1(), b"v", b"")).unwrap();
     let parsed = Envelope::parse(&env).unwrap();
     assert_eq!(
@@ -39,8 +39,8 @@ fn key_refs_name_the_ring_and_version() {
 fn rotate_then_open_old_envelopes() {
     let p = ManagedKeyProvider::in_memory("root").unwrap();
     let old = block_on(seal(&p, &org1(), b"before rotation", b"")).unwrap();
-    assert_eq!(p.rotate().unwrap(), 2);
-    assert_eq!(p.rotate().unwrap(), 3);
+    assert_eq!(block_on(p.rotate()).unwrap(), 2);
+    assert_eq!(block_on(p.rotate()).unwrap(), 3);
     assert_eq!(p.primary_version(), 3);
     let opened = block_on(open(&p, &old, b"")).unwrap();
     assert_eq!(opened.plaintext(), b"before rotation");
@@ -51,7 +51,7 @@ fn rotate_then_open_old_envelopes() {
 fn rewrap_moves_to_the_primary_without_touching_the_ciphertext() {
     let p = ManagedKeyProvider::in_memory("root").unwrap();
     let old = block_on(seal(&p, &org1(), b"payload", b"aad")).unwrap();
-    p.rotate().unwrap();
+    block_on(p.rotate()).unwrap();
     let new = block_on(rewrap(&p, &old)).unwrap();
 
     let (a, b) = (
@@ -66,7 +66,7 @@ fn rewrap_moves_to_the_primary_without_touching_the_ciphertext() {
     assert_eq!(a.context(), b.context());
 
     // Once v1 is destroyed only the rewrapped envelope opens.
-    p.destroy(1).unwrap();
+    block_on(p.destroy(1)).unwrap();
     assert_eq!(
         block_on(open(&p, &new, b"aad")).unwrap().plaintext(),
         b"payload"
@@ -78,14 +78,20 @@ fn rewrap_moves_to_the_primary_without_touching_the_ciphertext() {
 fn destroy_shreds_exactly_that_version() {
     let p = ManagedKeyProvider::in_memory("root").unwrap();
     let v1 = block_on(seal(&p, &org1(), b"one", b"")).unwrap();
-    p.rotate().unwrap();
+    block_on(p.rotate()).unwrap();
     let v2 = block_on(seal(&p, &org1(), b"two", b"")).unwrap();
-    p.rotate().unwrap();
+    block_on(p.rotate()).unwrap();
 
-    assert!(matches!(p.destroy(3), Err(KeyRingError::DestroyPrimary(3))));
-    assert!(matches!(p.destroy(9), Err(KeyRingError::UnknownVersion(9))));
-    p.destroy(1).unwrap();
-    p.destroy(1).unwrap(); // idempotent
+    assert!(matches!(
+        block_on(p.destroy(3)),
+        Err(KeyRingError::DestroyPrimary(3))
+    ));
+    assert!(matches!(
+        block_on(p.destroy(9)),
+        Err(KeyRingError::UnknownVersion(9))
+    ));
+    block_on(p.destroy(1)).unwrap();
+    block_on(p.destroy(1)).unwrap(); // idempotent
 
     match block_on(open(&p, &v1, b"")) {
         Err(Error::Provider(e)) => assert_eq!(e.kind(), ProviderErrorKind::Disabled),
@@ -107,18 +113,18 @@ fn destroy_shreds_exactly_that_version() {
 fn min_decryption_version_refuses_older_versions_reversibly() {
     let p = ManagedKeyProvider::in_memory("root").unwrap();
     let v1 = block_on(seal(&p, &org1(), b"one", b"")).unwrap();
-    p.rotate().unwrap();
+    block_on(p.rotate()).unwrap();
     assert!(matches!(
-        p.set_min_decryption_version(3),
+        block_on(p.set_min_decryption_version(3)),
         Err(KeyRingError::MinAbovePrimary { min: 3, primary: 2 })
     ));
-    p.set_min_decryption_version(2).unwrap();
+    block_on(p.set_min_decryption_version(2)).unwrap();
     match block_on(open(&p, &v1, b"")) {
         Err(Error::Provider(e)) => assert_eq!(e.kind(), ProviderErrorKind::Disabled),
         other => panic!("below-minimum version opened: {other:?}"),
     }
     assert_eq!(p.versions()[0].state, VersionState::Disabled);
-    p.set_min_decryption_version(1).unwrap();
+    block_on(p.set_min_decryption_version(1)).unwrap();
     assert_eq!(block_on(open(&p, &v1, b"")).unwrap().plaintext(), b"one");
 }
 
@@ -164,7 +170,7 @@ fn the_ring_file_survives_a_restart() {
     let env = {
         let p = ManagedKeyProvider::open_or_create(dir.path(), "root").unwrap();
         let env = block_on(seal(&p, &org1(), b"durable", b"")).unwrap();
-        p.rotate().unwrap();
+        block_on(p.rotate()).unwrap();
         env
     };
     let path = dir.path().join("keyring-root.json");
@@ -225,7 +231,11 @@ fn two_handles_on_one_file_never_lose_a_version() {
     let threads: Vec<_> = [a.clone(), b.clone()]
         .into_iter()
         .map(|p| {
-            std::thread::spawn(move || (0..10).map(|_| p.rotate().unwrap()).collect::<Vec<_>>())
+            std::thread::spawn(move || {
+                (0..10)
+                    .map(|_| block_on(p.rotate()).unwrap())
+                    .collect::<Vec<_>>()
+            })
         })
         .collect();
     let mut made: Vec<u32> = threads
@@ -235,11 +245,11 @@ fn two_handles_on_one_file_never_lose_a_version() {
     made.sort_unstable();
     assert_eq!(made, (2..=21).collect::<Vec<_>>());
 
-    a.reload().unwrap();
+    block_on(a.refresh()).unwrap();
     assert_eq!(a.primary_version(), 21);
     // b wraps under its newest known version; a opens it even without an explicit reload.
     let c = ManagedKeyProvider::open_or_create(dir.path(), "root").unwrap();
-    c.rotate().unwrap();
+    block_on(c.rotate()).unwrap();
     let env = block_on(seal(&c, &org1(), b"from c", b"")).unwrap();
     assert_eq!(
         block_on(open(&*b, &env, b"")).unwrap().plaintext(),

@@ -5,7 +5,12 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod keys;
+
 use std::sync::Arc;
+
+pub use keys::{DESTROY_QUIET_SECS, DestroyReport, RewrapReport, RewrapScope, Shred};
+pub use vault_store::KeyUsage;
 
 use vault_crypto::{Envelope, KeyContext, Router};
 use vault_store::{Actor, ListQuery, NewVersion, ObjectMeta, Page, Store, StoreError, VersionMeta};
@@ -41,6 +46,29 @@ pub enum VaultError {
     /// Sealing or opening failed (bad context, provider failure, decryption failure).
     #[error(transparent)]
     Crypto(#[from] vault_crypto::Error),
+    /// A key version still wraps stored data or issued data keys, and destroying it was not
+    /// consented to.
+    #[error(
+        "key version {version} still wraps {stored_versions} stored object version(s) and {issued_data_keys} issued data key(s); run `vault keys rewrap --all` to move stored versions to the primary version, or destroy with consent to make them unreadable"
+    )]
+    KeyInUse {
+        /// The version.
+        version: u32,
+        /// Stored object versions under it.
+        stored_versions: u64,
+        /// Data keys issued under it through the data-key API.
+        issued_data_keys: u64,
+    },
+    /// A key version was the primary moments ago: writes sealed under it may still be landing.
+    #[error(
+        "key version {version} was the primary version until moments ago; writes sealed under it may still be landing: try again in {wait_secs} s"
+    )]
+    KeyRecentlyPrimary {
+        /// The version.
+        version: u32,
+        /// Seconds to wait.
+        wait_secs: u64,
+    },
 }
 
 impl From<vault_crypto::KeyRingError> for VaultError {
@@ -56,19 +84,15 @@ pub struct Vault {
     store: Arc<dyn Store>,
 }
 
-/// What [`Vault::rewrap_matching`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RewrapReport {
-    /// Versions looked at.
-    pub scanned: u64,
-    /// Versions whose context matched.
-    pub matched: u64,
-    /// Versions whose data key was moved to the key the rules choose now.
-    pub rewrapped: u64,
-    /// Matching versions already under that key (done by an earlier run).
-    pub already_done: u64,
-    /// Versions changed by someone else meanwhile (left alone; a re-run picks them up).
-    pub changed_meanwhile: u64,
+/// The reference of the first wrapped key of an envelope just made (what the store records as
+/// the version's key).
+fn first_key_ref(envelope: &[u8]) -> Result<String, VaultError> {
+    Ok(Envelope::parse(envelope)
+        .map_err(vault_crypto::Error::from)?
+        .wrapped_keys()
+        .first()
+        .map(|k| k.key_ref().to_string())
+        .unwrap_or_default())
 }
 
 /// The associated data every version of an object is sealed with: its environment and id. An
@@ -93,61 +117,6 @@ impl Vault {
         &self.keys
     }
 
-    /// Moves the data keys of every stored version whose context holds all of `pairs` to the
-    /// key the rules choose for it now (after a new BYOK rule, say), without touching any value
-    /// ciphertext. Versions already there are skipped, so an interrupted run is resumed by
-    /// running it again. `progress` is called after each batch.
-    ///
-    /// # Errors
-    /// The first provider or storage failure; what was done before it stays done.
-    pub async fn rewrap_matching(
-        &self,
-        pairs: &[(String, String)],
-        mut progress: impl FnMut(&RewrapReport),
-    ) -> Result<RewrapReport, VaultError> {
-        let mut report = RewrapReport::default();
-        let mut after = None;
-        loop {
-            let batch = self.store.scan_versions(after.clone(), 200).await?;
-            let Some(last) = batch.last() else { break };
-            after = Some((last.object_id.clone(), last.seq));
-            for v in &batch {
-                report.scanned += 1;
-                if !pairs
-                    .iter()
-                    .all(|(k, val)| v.context.get(k) == Some(val.as_str()))
-                {
-                    continue;
-                }
-                report.matched += 1;
-                let env = Envelope::parse(&v.envelope).map_err(vault_crypto::Error::from)?;
-                let target = self.keys.route(&v.context);
-                if env.wrapped_keys().iter().all(|k| target.owns(k.key_ref())) {
-                    report.already_done += 1;
-                    continue;
-                }
-                let moved = vault_crypto::rewrap(&*self.keys, &v.envelope).await?;
-                let key_id = Envelope::parse(&moved)
-                    .map_err(vault_crypto::Error::from)?
-                    .wrapped_keys()
-                    .first()
-                    .map(|k| k.key_ref().to_string())
-                    .unwrap_or_default();
-                if self
-                    .store
-                    .replace_envelope(&v.object_id, v.seq, &v.envelope, &moved, &key_id)
-                    .await?
-                {
-                    report.rewrapped += 1;
-                } else {
-                    report.changed_meanwhile += 1;
-                }
-            }
-            progress(&report);
-        }
-        Ok(report)
-    }
-
     /// The store underneath (for purging and audit queries).
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
@@ -162,12 +131,7 @@ impl Vault {
     ) -> Result<NewVersion, VaultError> {
         let envelope =
             vault_crypto::seal(&*self.keys, context, value, &object_aad(environment, id)).await?;
-        let key_id = Envelope::parse(&envelope)
-            .map_err(vault_crypto::Error::from)?
-            .wrapped_keys()
-            .first()
-            .map(|k| k.key_ref().to_string())
-            .unwrap_or_default();
+        let key_id = first_key_ref(&envelope)?;
         Ok(NewVersion {
             size: value.len() as u64,
             envelope,

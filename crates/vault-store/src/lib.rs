@@ -19,7 +19,7 @@ use vault_crypto::KeyContext;
 pub use error::StoreError;
 pub use sql::SqlStore;
 pub use types::{
-    Actor, ApiKeyRecord, AuditEvent, Cursor, DEFAULT_LIMIT, ListItem, ListQuery,
+    Actor, ApiKeyRecord, AuditEvent, Cursor, DEFAULT_LIMIT, KeyUsage, ListItem, ListQuery,
     MAX_ENVIRONMENT_LEN, MAX_LIMIT, MAX_NAME_CHARS, NewVersion, ObjectMeta, Order, Page,
     StoredObject, StoredVersion, Timestamp, VersionMeta, events, is_object_id, new_object_id,
     validate_environment, validate_name,
@@ -165,6 +165,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         new: &[u8],
         key_id: &str,
     ) -> Result<bool, StoreError>;
+
+    /// How much each key reference wraps: stored versions and issued data keys, by key
+    /// reference (in any order; keys that wrap nothing are absent).
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn key_usage(&self) -> Result<Vec<KeyUsage>, StoreError>;
 
     /// The newest audit events of an environment, newest first.
     ///

@@ -11,9 +11,9 @@ use sqlx::{AnyPool, AssertSqlSafe, Executor, Row};
 use vault_crypto::KeyContext;
 
 use crate::types::{
-    Actor, ApiKeyRecord, AuditEvent, Cursor, DEFAULT_LIMIT, ListItem, ListQuery, MAX_LIMIT,
-    NewVersion, ObjectMeta, Order, Page, StoredObject, StoredVersion, Timestamp, VersionMeta, etag,
-    events, is_object_id, new_version_id, validate_environment, validate_name,
+    Actor, ApiKeyRecord, AuditEvent, Cursor, DEFAULT_LIMIT, KeyUsage, ListItem, ListQuery,
+    MAX_LIMIT, NewVersion, ObjectMeta, Order, Page, StoredObject, StoredVersion, Timestamp,
+    VersionMeta, etag, events, is_object_id, new_version_id, validate_environment, validate_name,
 };
 use crate::{Store, StoreError};
 
@@ -30,9 +30,14 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/sqlite-2.sql"),
         include_str!("../migrations/postgres-2.sql"),
     ),
+    (
+        3,
+        include_str!("../migrations/sqlite-3.sql"),
+        include_str!("../migrations/postgres-3.sql"),
+    ),
 ];
 /// The schema version this code writes; stored in `vault_schema`.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Backend {
@@ -363,6 +368,14 @@ impl SqlStore {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// The `n` column of a `COUNT(*)`.
+fn count(row: &AnyRow) -> Result<u64, StoreError> {
+    let n: i64 = row.try_get("n")?;
+    u64::try_from(n).map_err(|_| StoreError::Unavailable {
+        reason: "a negative count".into(),
+    })
 }
 
 fn to_i64(n: u64) -> Result<i64, StoreError> {
@@ -967,6 +980,37 @@ impl Store for SqlStore {
         .rows_affected();
         tx.commit().await?;
         Ok(changed == 1)
+    }
+
+    async fn key_usage(&self) -> Result<Vec<KeyUsage>, StoreError> {
+        let mut usage = std::collections::BTreeMap::<String, KeyUsage>::new();
+        let stored = sqlx::query("SELECT key_id, COUNT(*) AS n FROM versions GROUP BY key_id")
+            .fetch_all(&self.pool)
+            .await?;
+        for r in &stored {
+            let key_id: String = r.try_get("key_id")?;
+            usage
+                .entry(key_id.clone())
+                .or_insert_with(|| KeyUsage::new(key_id))
+                .stored_versions = count(r)?;
+        }
+        // Issued data keys: a key handed out (`vault.dek.read`) or bound to a new context
+        // (`vault.dek.rekeyed`); the caller keeps each blob, so each is counted.
+        let issued = sqlx::query(
+            "SELECT key_id, COUNT(*) AS n FROM audit_events \
+             WHERE event IN ('vault.dek.read', 'vault.dek.rekeyed') AND key_id IS NOT NULL \
+             GROUP BY key_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for r in &issued {
+            let key_id: String = r.try_get("key_id")?;
+            usage
+                .entry(key_id.clone())
+                .or_insert_with(|| KeyUsage::new(key_id))
+                .issued_data_keys = count(r)?;
+        }
+        Ok(usage.into_values().collect())
     }
 
     async fn audit_events(

@@ -396,6 +396,32 @@ pub struct AuditEvent {
     pub occurred_at: Timestamp,
 }
 
+/// How much is wrapped under one key reference (`managed://root#v1`, `aws-kms://…`): what
+/// destroying that key would make unreadable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KeyUsage {
+    /// The key reference.
+    pub key_id: String,
+    /// Stored object versions (of live and deleted, not yet purged, objects) whose data key it
+    /// wraps.
+    pub stored_versions: u64,
+    /// Data keys issued under it through the data-key API (`vault.dek.read` and
+    /// `vault.dek.rekeyed` events): their holders keep the blobs, so none is known to be gone.
+    pub issued_data_keys: u64,
+}
+
+impl KeyUsage {
+    /// No use of `key_id`.
+    pub fn new(key_id: impl Into<String>) -> Self {
+        Self {
+            key_id: key_id.into(),
+            stored_versions: 0,
+            issued_data_keys: 0,
+        }
+    }
+}
+
 /// Audit event names.
 pub mod events {
     /// An object was created.

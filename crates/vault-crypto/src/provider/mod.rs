@@ -215,6 +215,19 @@ pub trait KeyProvider: Send + Sync + fmt::Debug {
     /// Whether `key` names a key this provider holds. Must not do I/O.
     fn owns(&self, key: &KeyRef) -> bool;
 
+    /// Whether a data key wrapped under `key` for `ctx` is wrapped the way this provider would
+    /// wrap one now, so a rewrap has nothing to do. False for a key it does not own, and for an
+    /// older version of its own key (the managed ring after a rotation). The default is
+    /// [`owns`](Self::owns): a provider whose key service rotates behind one key id (AWS KMS,
+    /// Cloud KMS) is current for every key it owns.
+    ///
+    /// # Errors
+    /// A [`ProviderError`] if the provider cannot tell (its key ring is unreadable).
+    async fn is_current(&self, key: &KeyRef, ctx: &KeyContext) -> Result<bool, ProviderError> {
+        let _ = ctx;
+        Ok(self.owns(key))
+    }
+
     /// A fresh data key for `ctx` and the same key wrapped for `ctx`, in one operation (one
     /// round trip for a KMS).
     ///
