@@ -15,7 +15,8 @@ pub mod config;
 pub mod load;
 
 pub use vault_objects::{
-    DestroyReport, KeyUsage, Object, RewrapReport, RewrapScope, Shred, Vault, VaultError,
+    DESTROY_QUIET_SECS, DestroyReport, KeyUsage, Object, RewrapReport, RewrapScope, Shred, Vault,
+    VaultError,
 };
 
 /// The SQLite store in `data_dir` with the providers and rules of `config`.

@@ -417,3 +417,144 @@ async fn nothing_is_stored_when_the_key_provider_fails() {
             .all(|e| e.object_name.as_deref() != Some("card"))
     );
 }
+
+/// After a rotation, `rewrap(All)` moves every stored version under an old version (and only
+/// those); destroying the old version is refused while anything stored or issued is under it,
+/// and while it was the primary moments ago; with consent it reports what it made unreadable.
+#[tokio::test]
+async fn rewrap_all_empties_an_old_version_before_it_can_be_destroyed() {
+    use vault::crypto::VersionState;
+    use vault::store::events;
+    use vault::{RewrapScope, Shred};
+
+    let dir = tempfile::tempdir().unwrap();
+    let ring = Arc::new(ManagedKeyProvider::open_or_create(dir.path(), "root").unwrap());
+    let store: Arc<dyn Store> = Arc::new(SqlStore::open_sqlite(dir.path()).await.unwrap());
+    let vault = Vault::new(Arc::new(Router::new(ring.clone())), store.clone());
+    let mut ids = Vec::new();
+    for (i, org) in ["org_1", "org_2", "org_3"].iter().enumerate() {
+        let m = vault
+            .create(
+                "prod",
+                &format!("o{i}"),
+                &ctx(org),
+                org.as_bytes(),
+                &actor(),
+            )
+            .await
+            .unwrap();
+        ids.push(m.id);
+    }
+    // A second version of one object, and a data key issued under v1.
+    vault
+        .update("prod", &ids[0], b"org_1 again", None, &actor())
+        .await
+        .unwrap();
+    store
+        .record_key_event(
+            "prod",
+            events::DEK_READ,
+            &actor(),
+            "managed://root#v1",
+            &ctx("org_9"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ring.rotate().await.unwrap(), 2);
+    vault
+        .create("prod", "new", &ctx("org_1"), b"under v2", &actor())
+        .await
+        .unwrap();
+
+    match vault.destroy_key_version(&ring, 1, Shred::Refuse).await {
+        Err(VaultError::KeyInUse {
+            version: 1,
+            stored_versions: 4,
+            issued_data_keys: 1,
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(ring.versions()[0].state, VersionState::Active);
+
+    let only_org_2 = vault
+        .rewrap(
+            &RewrapScope::Matching(vec![("organization_id".into(), "org_2".into())]),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!((only_org_2.matched, only_org_2.rewrapped), (1, 1));
+    let all = vault.rewrap(&RewrapScope::All, |_| {}).await.unwrap();
+    assert_eq!(
+        (
+            all.scanned,
+            all.rewrapped,
+            all.already_current,
+            all.unreadable
+        ),
+        (5, 3, 2, 0)
+    );
+    let usage = vault.key_usage().await.unwrap();
+    let v1 = usage
+        .iter()
+        .find(|u| u.key_id == "managed://root#v1")
+        .unwrap();
+    assert_eq!((v1.stored_versions, v1.issued_data_keys), (0, 1));
+    let again = vault.rewrap(&RewrapScope::All, |_| {}).await.unwrap();
+    assert_eq!((again.rewrapped, again.already_current), (0, 5));
+
+    // The issued data key still counts: its holder keeps the blob.
+    assert!(matches!(
+        vault.destroy_key_version(&ring, 1, Shred::Refuse).await,
+        Err(VaultError::KeyInUse {
+            stored_versions: 0,
+            issued_data_keys: 1,
+            ..
+        })
+    ));
+    // A version that was primary a moment ago waits even when nothing is under it.
+    ring.rotate().await.unwrap();
+    assert!(matches!(
+        vault.destroy_key_version(&ring, 2, Shred::Refuse).await,
+        Err(VaultError::KeyInUse { .. } | VaultError::KeyRecentlyPrimary { .. })
+    ));
+    vault.rewrap(&RewrapScope::All, |_| {}).await.unwrap();
+    match vault.destroy_key_version(&ring, 2, Shred::Refuse).await {
+        Err(VaultError::KeyRecentlyPrimary { version: 2, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(
+        vault::DESTROY_QUIET_SECS + 1,
+    ))
+    .await;
+    let report = vault
+        .destroy_key_version(&ring, 2, Shred::Refuse)
+        .await
+        .unwrap();
+    assert!(report.destroyed_now);
+    assert_eq!(report.stored_versions, 0);
+
+    // Every object reads back under v3, after v2 is gone.
+    for (id, value) in ids.iter().zip([&b"org_1 again"[..], b"org_2", b"org_3"]) {
+        assert_eq!(vault.read("prod", id, &actor()).await.unwrap().value, value);
+    }
+
+    // With consent, v1 goes although the issued key is under it; the report says so.
+    let shredded = vault
+        .destroy_key_version(&ring, 1, Shred::Consent)
+        .await
+        .unwrap();
+    assert_eq!(
+        (shredded.issued_data_keys, shredded.destroyed_now),
+        (1, true)
+    );
+    let states: Vec<_> = ring.versions().iter().map(|v| v.state).collect();
+    assert_eq!(
+        states,
+        [
+            VersionState::Destroyed,
+            VersionState::Destroyed,
+            VersionState::Primary
+        ]
+    );
+}

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::Method;
 use serde_json::json;
@@ -160,4 +160,157 @@ async fn sigterm_lets_requests_finish_and_loses_no_acknowledged_write() {
         let object = vault.read("prod", id, &actor).await.unwrap();
         assert_eq!(object.value, value.as_bytes());
     }
+}
+
+/// Runs the `vault` command line on `dir`; returns (exit code, stdout, stderr).
+fn cli(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(VAULT)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The key-lifecycle scenario a new user runs with the documented commands only, with a
+/// running server and the command line on one data directory: the server obeys a rotation
+/// and a destruction made by the CLI within a second, rewrap moves old versions, destroy is
+/// refused while stored data is under the version, and after rewrap, destroy and a restart
+/// every object still reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_server_obeys_rotate_rewrap_and_destroy_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (code, key, _) = cli(d, &["apikey", "create", "-e", "prod", "--name", "t"]);
+    assert_eq!(code, 0);
+    let key = key.trim().to_owned();
+    let (child, addr, _) = start(d);
+    let client = ApiClient::new(&format!("http://{addr}"), &key);
+    let mut written: Vec<(String, String)> = Vec::new();
+    let mut n = 0;
+    // Creates an object for org o1; returns its key reference.
+    let mut create = async |client: &ApiClient, written: &mut Vec<(String, String)>| {
+        n += 1;
+        let (name, value) = (format!("obj-{n}"), format!("value {n}"));
+        let body = json!({"name": name, "value": value, "key_context": {"organization_id": "o1"}});
+        let (status, meta) = client
+            .call(Method::POST, "/vault/v1/kv", Some(&body))
+            .await
+            .unwrap();
+        assert_eq!(status, 201, "{meta}");
+        written.push((name, value));
+        meta["key_id"].as_str().unwrap().to_owned()
+    };
+    let read = async |client: &ApiClient, name: &str| {
+        client
+            .call(Method::GET, &format!("/vault/v1/kv/name/{name}"), None)
+            .await
+            .unwrap()
+    };
+
+    assert_eq!(create(&client, &mut written).await, "managed://root#v1");
+    let (code, out, _) = cli(d, &["keys", "rotate"]);
+    assert_eq!((code, out.as_str()), (0, "v2\n"));
+    let rotated = Instant::now();
+    loop {
+        let key_id = create(&client, &mut written).await;
+        if key_id == "managed://root#v2" {
+            break;
+        }
+        assert!(
+            rotated.elapsed() < Duration::from_secs(1),
+            "still sealing under {key_id} after {:?}",
+            rotated.elapsed()
+        );
+    }
+
+    // Stored data under v1: destroy refuses, with both counts and the way out.
+    let (code, _, err) = cli(d, &["keys", "destroy", "1"]);
+    assert_eq!(code, 7, "{err}");
+    assert!(
+        err.contains("stored object version(s) and 0 issued data key(s)")
+            && err.contains("vault keys rewrap --all"),
+        "{err}"
+    );
+    let (code, status, _) = cli(d, &["keys", "status"]);
+    assert_eq!(code, 0);
+    assert!(
+        status.contains("primary") && status.contains("STORED"),
+        "{status}"
+    );
+
+    let (code, out, err) = cli(d, &["keys", "rewrap", "--match", "organization_id=o1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(" rewrapped, 1 already current, 0 changed meanwhile, 0 unreadable")
+            && !out.contains(" 0 rewrapped"),
+        "{out}"
+    );
+    let (code, out, _) = cli(d, &["keys", "rewrap", "--all"]);
+    assert_eq!(code, 0);
+    assert!(out.contains(" 0 rewrapped"), "{out}");
+
+    // Nothing is under v1 now; once it has not been the primary for a moment, destroy needs
+    // no consent.
+    let destroyed = loop {
+        let (code, out, err) = cli(d, &["keys", "destroy", "1"]);
+        match code {
+            0 => break out,
+            7 if err.contains("until moments ago") => {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            _ => panic!("{code}: {err}"),
+        }
+    };
+    assert!(destroyed.contains("v1 destroyed: 0 stored"), "{destroyed}");
+    for (name, value) in &written {
+        let (status, body) = read(&client, name).await;
+        assert_eq!(
+            (status, body["value"].as_str()),
+            (200, Some(value.as_str()))
+        );
+    }
+    assert!(stop(child).success());
+    let (child, addr, _) = start(d);
+    let client = ApiClient::new(&format!("http://{addr}"), &key);
+    for (name, value) in &written {
+        let (status, body) = read(&client, name).await;
+        assert_eq!(
+            (status, body["value"].as_str()),
+            (200, Some(value.as_str()))
+        );
+    }
+
+    // Crypto-shredding with consent: data still under v2 becomes unreadable on the running
+    // server within a second, and nothing new is sealed under v2 afterwards.
+    let (code, _, _) = cli(d, &["keys", "rotate"]);
+    assert_eq!(code, 0);
+    let (code, out, err) = cli(d, &["keys", "destroy", "2", "--yes-destroy-data"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("v2 destroyed: "), "{out}");
+    assert!(err.contains("cannot be counted"), "{err}");
+    let shredded = Instant::now();
+    let victim = written[0].0.clone();
+    loop {
+        let (status, body) = read(&client, &victim).await;
+        if status == 403 {
+            assert_eq!(body["code"], "key_unavailable", "{body}");
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            shredded.elapsed() < Duration::from_secs(1),
+            "shredded data still served after {:?}",
+            shredded.elapsed()
+        );
+    }
+    for _ in 0..5 {
+        assert_eq!(create(&client, &mut written).await, "managed://root#v3");
+    }
+    assert!(stop(child).success());
 }

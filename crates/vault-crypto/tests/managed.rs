@@ -6,11 +6,14 @@ mod common;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use common::{block_on, ctx};
 use vault_crypto::{
-    Envelope, Error, KeyProvider, KeyRingError, ManagedKeyProvider, ProviderErrorKind,
-    VersionState, open, rewrap, seal,
+    CacheLimits, CachingProvider, Envelope, Error, KeyProvider, KeyRef, KeyRingError,
+    ManagedKeyProvider, MemoryRingStore, ProviderErrorKind, RingStore, VersionState, WrappedKey,
+    open, rewrap, seal,
 };
 
 fn org1() -> vault_crypto::KeyContext {
@@ -145,7 +148,7 @@ fn unwrap_rejects_tampered_and_foreign_wrapped_keys() {
     for i in 0..wrapped.bytes().len() {
         let mut bytes = wrapped.bytes().to_vec();
         bytes[i] ^= 0x01;
-        let tampered = vault_crypto::WrappedKey::new(wrapped.key_ref().clone(), bytes).unwrap();
+        let tampered = WrappedKey::new(wrapped.key_ref().clone(), bytes).unwrap();
         let e = block_on(p.unwrap(&tampered, &org1())).unwrap_err();
         assert_eq!(e.kind(), ProviderErrorKind::InvalidCiphertext, "byte {i}");
     }
@@ -262,4 +265,278 @@ fn rejects_invalid_ring_names() {
     for bad in ["", "a/b", "../x", "with space", &"x".repeat(65)] {
         assert!(ManagedKeyProvider::in_memory(bad).is_err(), "{bad}");
     }
+}
+
+/// Runs `attempt` until it returns `Some`, for at most `bound`; returns the value and when.
+fn within<T>(bound: Duration, mut attempt: impl FnMut() -> Option<T>) -> (T, Duration) {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = attempt() {
+            return (v, start.elapsed());
+        }
+        assert!(start.elapsed() < bound, "not seen within {bound:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn sealed_version(p: &ManagedKeyProvider) -> String {
+    let env = block_on(seal(p, &org1(), b"v", b"")).unwrap();
+    Envelope::parse(&env).unwrap().wrapped_keys()[0]
+        .key_ref()
+        .version()
+        .to_owned()
+}
+
+#[test]
+fn a_change_made_by_another_process_is_obeyed_within_a_second() {
+    // Two handles on one file are two processes as far as the ring is concerned: neither
+    // tells the other anything, they only share the file.
+    let dir = tempfile::tempdir().unwrap();
+    let admin = ManagedKeyProvider::open_or_create(dir.path(), "root").unwrap();
+    let server = ManagedKeyProvider::open_or_create(dir.path(), "root").unwrap();
+    assert_eq!(server.check_interval(), Duration::from_millis(250));
+    let (_, old) = block_on(server.generate_data_key(&org1())).unwrap();
+    assert_eq!(sealed_version(&server), "v1");
+
+    assert_eq!(block_on(admin.rotate()).unwrap(), 2);
+    let (_, took) = within(Duration::from_secs(1), || {
+        (sealed_version(&server) == "v2").then_some(())
+    });
+    assert!(
+        took <= Duration::from_millis(400),
+        "rotation seen after {took:?}"
+    );
+
+    block_on(admin.destroy(1)).unwrap();
+    let (kind, took) = within(Duration::from_secs(1), || {
+        block_on(server.unwrap(&old, &org1()))
+            .err()
+            .map(|e| e.kind())
+    });
+    assert_eq!(kind, ProviderErrorKind::Disabled);
+    assert!(
+        took <= Duration::from_millis(400),
+        "destruction seen after {took:?}"
+    );
+    // And it stays refused: no later check brings the key back.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(block_on(server.unwrap(&old, &org1())).is_err());
+    assert_eq!(server.versions()[0].state, VersionState::Destroyed);
+}
+
+#[test]
+fn a_minimum_version_set_elsewhere_is_obeyed_within_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = ManagedKeyProvider::open_or_create(dir.path(), "root").unwrap();
+    let server = ManagedKeyProvider::open_or_create(dir.path(), "root")
+        .unwrap()
+        .with_check_interval(Duration::from_millis(20));
+    let (_, old) = block_on(server.generate_data_key(&org1())).unwrap();
+    block_on(admin.rotate()).unwrap();
+    block_on(admin.set_min_decryption_version(2)).unwrap();
+    let (kind, took) = within(Duration::from_secs(1), || {
+        block_on(server.unwrap(&old, &org1()))
+            .err()
+            .map(|e| e.kind())
+    });
+    assert_eq!(kind, ProviderErrorKind::Disabled);
+    assert!(took <= Duration::from_millis(200), "seen after {took:?}");
+    block_on(admin.set_min_decryption_version(1)).unwrap();
+    within(Duration::from_secs(1), || {
+        block_on(server.unwrap(&old, &org1())).ok()
+    });
+}
+
+#[test]
+fn unknown_versions_cost_a_check_each_and_a_reload_only_when_the_ring_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = ManagedKeyProvider::open_or_create(dir.path(), "root").unwrap();
+    let (_, wrapped) = block_on(p.generate_data_key(&org1())).unwrap();
+    let bogus: Vec<WrappedKey> = (0..8)
+        .map(|i| {
+            let r = KeyRef::new("managed", "root", format!("v{}", 9990 + i)).unwrap();
+            WrappedKey::new(r, wrapped.bytes().to_vec()).unwrap()
+        })
+        .collect();
+    let before = p.stats();
+    // A thousand requests of eight unknown versions each, well within one check interval.
+    let started = Instant::now();
+    for _ in 0..1000 {
+        for w in &bogus {
+            let e = block_on(p.unwrap(w, &org1())).unwrap_err();
+            assert_eq!(e.kind(), ProviderErrorKind::NotFound);
+        }
+    }
+    let after = p.stats();
+    assert_eq!(
+        after.reloads, before.reloads,
+        "nothing changed, nothing reloaded"
+    );
+    assert!(after.checks > before.checks);
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // Another process rotates: the first unknown version that is now known costs one reload.
+    let other = ManagedKeyProvider::open_or_create(dir.path(), "root").unwrap();
+    block_on(other.rotate()).unwrap();
+    let (_, new) = block_on(other.generate_data_key(&org1())).unwrap();
+    assert_eq!(new.key_ref().version(), "v2");
+    block_on(p.unwrap(&new, &org1())).unwrap();
+    for _ in 0..100 {
+        for w in &bogus {
+            assert!(block_on(p.unwrap(w, &org1())).is_err());
+        }
+    }
+    assert_eq!(p.stats().reloads, before.reloads + 1);
+}
+
+#[test]
+fn a_check_racing_with_a_destroy_never_brings_the_version_back() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        // Interval zero: every operation checks the store, so checks race with the change.
+        let p = Arc::new(
+            ManagedKeyProvider::open_or_create(dir.path(), "root")
+                .unwrap()
+                .with_check_interval(Duration::ZERO),
+        );
+        for round in 1..=20u32 {
+            let (_, old) = p.generate_data_key(&org1()).await.unwrap();
+            assert_eq!(old.key_ref().version(), format!("v{round}"));
+            p.rotate().await.unwrap();
+            let stop = Arc::new(AtomicBool::new(false));
+            let racers: Vec<_> = (0..4)
+                .map(|_| {
+                    let (p, old, stop) = (p.clone(), old.clone(), stop.clone());
+                    tokio::spawn(async move {
+                        while !stop.load(Ordering::Relaxed) {
+                            let _ = p.unwrap(&old, &org1()).await;
+                            let _ = p.refresh().await;
+                            tokio::task::yield_now().await;
+                        }
+                    })
+                })
+                .collect();
+            p.destroy(round).await.unwrap();
+            // From the moment destroy returns, the version is gone, whatever the racers do.
+            for _ in 0..50 {
+                let e = p.unwrap(&old, &org1()).await.unwrap_err();
+                assert_eq!(e.kind(), ProviderErrorKind::Disabled, "round {round}");
+                tokio::task::yield_now().await;
+            }
+            stop.store(true, Ordering::Relaxed);
+            for r in racers {
+                r.await.unwrap();
+            }
+            assert_eq!(
+                p.versions()[round as usize - 1].state,
+                VersionState::Destroyed
+            );
+        }
+    });
+}
+
+#[test]
+fn a_ring_restored_from_an_older_copy_is_refused_not_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyring-root.json");
+    let p = ManagedKeyProvider::open_or_create(dir.path(), "root").unwrap();
+    let old_copy = fs::read(&path).unwrap();
+    block_on(p.rotate()).unwrap();
+    // Restore the copy as an operator might, through a new file.
+    let tmp = dir.path().join("restore");
+    fs::write(&tmp, &old_copy).unwrap();
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::rename(&tmp, &path).unwrap();
+    assert!(matches!(
+        block_on(p.refresh()),
+        Err(KeyRingError::RolledBack { held: 1, stored: 0 })
+    ));
+    let e = block_on(p.rotate()).unwrap_err();
+    assert!(matches!(e, KeyRingError::RolledBack { .. }), "{e}");
+}
+
+#[test]
+fn stale_temporary_files_of_this_ring_are_removed_under_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::create_dir_all(d).unwrap();
+    let ours = d.join(".keyring-root.tmp-1-00ff");
+    let theirs = d.join(".keyring-root2.tmp-1-00ff");
+    fs::write(&ours, b"left by a crash").unwrap();
+    fs::write(&theirs, b"another ring's").unwrap();
+    let p = ManagedKeyProvider::open_or_create(d, "root").unwrap();
+    assert!(!ours.exists(), "removed on open");
+    assert!(theirs.exists(), "another ring's files are not touched");
+    fs::write(&ours, b"left by a crash").unwrap();
+    block_on(p.rotate()).unwrap();
+    assert!(!ours.exists(), "removed on a change");
+    // A change leaves no temporary file of its own behind.
+    let left: Vec<_> = fs::read_dir(d)
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().into_string().ok())
+        .filter(|n| n.starts_with(".keyring-root.tmp-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn only_the_primary_version_is_current() {
+    let p = ManagedKeyProvider::in_memory("root").unwrap();
+    let (_, v1) = block_on(p.generate_data_key(&org1())).unwrap();
+    assert!(block_on(p.is_current(v1.key_ref(), &org1())).unwrap());
+    block_on(p.rotate()).unwrap();
+    assert!(!block_on(p.is_current(v1.key_ref(), &org1())).unwrap());
+    let (_, v2) = block_on(p.generate_data_key(&org1())).unwrap();
+    assert!(block_on(p.is_current(v2.key_ref(), &org1())).unwrap());
+    let other = ManagedKeyProvider::in_memory("other").unwrap();
+    assert!(!block_on(other.is_current(v2.key_ref(), &org1())).unwrap());
+}
+
+#[test]
+fn the_data_key_cache_stops_reusing_a_key_of_a_rotated_version() {
+    let ring = Arc::new(ManagedKeyProvider::in_memory("root").unwrap());
+    let cached = CachingProvider::new(ring.clone(), CacheLimits::default());
+    let version = |p: &CachingProvider| {
+        let env = block_on(seal(p, &org1(), b"v", b"")).unwrap();
+        Envelope::parse(&env).unwrap().wrapped_keys()[0]
+            .key_ref()
+            .version()
+            .to_owned()
+    };
+    assert_eq!(version(&cached), "v1");
+    assert_eq!(version(&cached), "v1");
+    block_on(ring.rotate()).unwrap();
+    assert_eq!(version(&cached), "v2");
+}
+
+#[test]
+fn providers_sharing_a_memory_store_agree_like_processes_sharing_a_file() {
+    let store: Arc<dyn RingStore> = Arc::new(MemoryRingStore::new("root"));
+    let a = block_on(ManagedKeyProvider::open(store.clone(), true)).unwrap();
+    let b = block_on(ManagedKeyProvider::open(store.clone(), false))
+        .unwrap()
+        .with_check_interval(Duration::ZERO);
+    let (_, w) = block_on(a.generate_data_key(&org1())).unwrap();
+    block_on(b.unwrap(&w, &org1())).unwrap();
+    block_on(a.rotate()).unwrap();
+    block_on(b.rotate()).unwrap(); // a compare-and-swap on top of a's change, not over it
+    assert_eq!(b.primary_version(), 3);
+    block_on(a.refresh()).unwrap();
+    assert_eq!(a.primary_version(), 3);
+    block_on(a.destroy(1)).unwrap();
+    assert_eq!(
+        block_on(b.unwrap(&w, &org1())).unwrap_err().kind(),
+        ProviderErrorKind::Disabled
+    );
+    assert!(matches!(
+        block_on(ManagedKeyProvider::open(
+            Arc::new(MemoryRingStore::new("root")),
+            false
+        )),
+        Err(KeyRingError::Missing { .. })
+    ));
 }
