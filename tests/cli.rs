@@ -137,3 +137,44 @@ fn bad_input_is_a_clear_error_with_its_own_exit_code() {
     // Nothing was created by any of it.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn keys_commands_act_on_the_ring_of_the_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let cfg = data.join("vault.toml");
+    std::fs::write(
+        &cfg,
+        "default = \"main\"\n[providers.main]\ntype = \"managed\"\nring = \"tenant\"\n\
+         [providers.spare]\ntype = \"managed\"\nring = \"spare\"\ncheck_interval_ms = 50\n",
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    // A command that seals creates the configuration's rings.
+    let sealed = vault(data, &["--config", c, "encrypt", "--context", CTX], b"x");
+    assert!(sealed.status.success());
+    assert_eq!(
+        vault(data, &["--config", c, "keys", "rotate"], b"").stdout,
+        b"v2\n"
+    );
+    let status = vault(data, &["--config", c, "keys", "status"], b"");
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.starts_with("ring tenant (generation 1,"), "{status}");
+    assert!(!data.join("keyring-root.json").exists());
+    assert_eq!(
+        vault(
+            data,
+            &["--config", c, "keys", "rotate", "--provider", "spare"],
+            b""
+        )
+        .stdout,
+        b"v2\n"
+    );
+    let unknown = vault(
+        data,
+        &["--config", c, "keys", "rotate", "--provider", "x"],
+        b"",
+    );
+    assert_eq!(unknown.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("managed providers: main, spare"));
+}
