@@ -1059,13 +1059,23 @@ async fn keys(
                 .with_check_interval(chosen.check_interval),
         ))
     };
-    // Counting and destroying need the store, not the other providers.
+    // Counting and destroying need the store, not the other providers; `None` if the data
+    // directory has none (a missing store must not look like an empty one).
     let ring_vault = |ring: std::sync::Arc<crypto::ManagedKeyProvider>| async move {
+        if !vault::store::SqlStore::sqlite_path(data_dir).exists() {
+            return Ok(None);
+        }
         let store = vault::store::SqlStore::open_sqlite(data_dir).await?;
-        Ok::<_, Failure>(vault::Vault::new(
+        Ok::<_, Failure>(Some(vault::Vault::new(
             std::sync::Arc::new(vault::default_router(ring)),
             std::sync::Arc::new(store),
-        ))
+        )))
+    };
+    let no_store = || {
+        format!(
+            "no object store at {}",
+            vault::store::SqlStore::sqlite_path(data_dir).display()
+        )
     };
     match command {
         KeysCommand::Rewrap {
@@ -1128,7 +1138,10 @@ async fn keys(
         }
         KeysCommand::Status => {
             let ring = open_ring()?;
-            let usage = ring_vault(ring.clone()).await?.key_usage().await?;
+            let usage = match ring_vault(ring.clone()).await? {
+                Some(v) => Some(v.key_usage().await?),
+                None => None,
+            };
             println!(
                 "ring {} (generation {}, min decryption version {})",
                 ring.name(),
@@ -1148,10 +1161,18 @@ async fn keys(
                     _ => "unknown",
                 };
                 let key_id = v.key_ref.to_string();
-                let (stored, issued) = usage
-                    .iter()
-                    .find(|u| u.key_id == key_id)
-                    .map_or((0, 0), |u| (u.stored_versions, u.issued_data_keys));
+                let (stored, issued) = match &usage {
+                    Some(usage) => usage.iter().find(|u| u.key_id == key_id).map_or(
+                        ("0".into(), "0".into()),
+                        |u| {
+                            (
+                                u.stored_versions.to_string(),
+                                u.issued_data_keys.to_string(),
+                            )
+                        },
+                    ),
+                    None => ("-".into(), "-".into()),
+                };
                 println!(
                     "{:>8}  {:<10}  {:<20}  {:>8}  {:>8}",
                     v.version,
@@ -1160,6 +1181,9 @@ async fn keys(
                     stored,
                     issued
                 );
+            }
+            if usage.is_none() {
+                println!("{}: nothing is counted", no_store());
             }
             println!(
                 "STORED: object versions in the store wrapped under the version; ISSUED: data keys handed out under it. Envelopes made with `vault encrypt` are not counted."
@@ -1181,10 +1205,29 @@ async fn keys(
             } else {
                 vault::Shred::Refuse
             };
-            let report = ring_vault(ring.clone())
-                .await?
-                .destroy_key_version(&ring, version, shred)
-                .await?;
+            let report = match (ring_vault(ring.clone()).await?, shred) {
+                (Some(vault), _) => vault.destroy_key_version(&ring, version, shred).await?,
+                (None, vault::Shred::Refuse) => {
+                    return Err(Failure {
+                        code: exit::STORAGE,
+                        message: format!(
+                            "{}: cannot count what v{version} wraps (is --data-dir right?); --yes-destroy-data destroys it uncounted",
+                            no_store()
+                        ),
+                    });
+                }
+                (None, vault::Shred::Consent) => {
+                    let before = ring.versions();
+                    ring.destroy(version).await?;
+                    eprintln!("vault: {}: nothing was counted", no_store());
+                    vault::DestroyReport::uncounted(
+                        version,
+                        before
+                            .iter()
+                            .any(|v| v.version == version && v.state != VersionState::Destroyed),
+                    )
+                }
+            };
             if report.destroyed_now {
                 println!(
                     "v{version} destroyed: {} stored object version(s) and {} issued data key(s) under it are unreadable from now on",

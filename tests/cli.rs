@@ -74,6 +74,11 @@ fn rotate_rewrap_and_destroy() {
     assert_eq!(vault(data, &["keys", "rotate"], b"").stdout, b"v2\n");
     let rewrapped = vault(data, &["keys", "rewrap"], &old);
     assert!(rewrapped.status.success());
+    assert!(
+        vault(data, &["kv", "list", "-e", "prod"], b"")
+            .status
+            .success()
+    );
     // Nothing in the store is under v1, but it was the primary a moment ago: writes sealed
     // under it may still be landing, so only explicit consent destroys it now.
     let refused = vault(data, &["keys", "destroy", "1"], b"");
@@ -83,6 +88,13 @@ fn rotate_rewrap_and_destroy() {
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );
+    // Without an object store nothing can be counted: a missing store is not an empty one.
+    let db = data.join("vault.db");
+    std::fs::rename(&db, data.join("elsewhere.db")).unwrap();
+    let uncounted = vault(data, &["keys", "destroy", "1"], b"");
+    assert_eq!(uncounted.status.code(), Some(8));
+    assert!(String::from_utf8_lossy(&uncounted.stderr).contains("no object store"));
+    std::fs::rename(data.join("elsewhere.db"), &db).unwrap();
     assert!(
         vault(data, &["keys", "destroy", "1", "--yes-destroy-data"], b"")
             .status

@@ -378,6 +378,17 @@ pub enum KeyRingError {
         /// The generation found in the store.
         stored: u64,
     },
+    /// The stored ring is not the one in use: a version is missing, has another key, or is
+    /// back after being destroyed (the ring was recreated after its file was lost, or copied
+    /// from elsewhere). Refused: using it would seal under keys no other process has, or open
+    /// what was shredded.
+    #[error(
+        "the key ring at {location} was replaced by another ring (a version is missing, has another key, or was destroyed and is back); refusing to use it"
+    )]
+    Replaced {
+        /// Where the ring lives.
+        location: String,
+    },
     /// Other processes kept changing the ring; nothing was changed. Try again.
     #[error("the key ring is being changed by other processes; nothing was changed, try again")]
     Busy,

@@ -540,3 +540,30 @@ fn providers_sharing_a_memory_store_agree_like_processes_sharing_a_file() {
         Err(KeyRingError::Missing { .. })
     ));
 }
+
+#[test]
+fn a_ring_recreated_in_place_is_refused_even_at_the_same_generation() {
+    // The file is lost and `open_or_create` somewhere makes a new ring (generation 0, other
+    // keys): a process holding the old ring must not carry on with keys no one else has.
+    let dir = tempfile::tempdir().unwrap();
+    let held = ManagedKeyProvider::open_or_create(dir.path(), "root")
+        .unwrap()
+        .with_check_interval(Duration::ZERO);
+    let (_, wrapped) = block_on(held.generate_data_key(&org1())).unwrap();
+    fs::remove_file(dir.path().join("keyring-root.json")).unwrap();
+    let other = ManagedKeyProvider::open_or_create(dir.path(), "root").unwrap();
+    assert_eq!(other.stats().generation, held.stats().generation);
+    assert!(matches!(
+        block_on(held.refresh()),
+        Err(KeyRingError::Replaced { .. })
+    ));
+    let e = block_on(held.generate_data_key(&org1())).unwrap_err();
+    assert_eq!(e.kind(), ProviderErrorKind::Unavailable);
+    assert!(block_on(held.unwrap(&wrapped, &org1())).is_err());
+    // A newer generation of another ring is refused the same way.
+    block_on(other.rotate()).unwrap();
+    assert!(matches!(
+        block_on(held.refresh()),
+        Err(KeyRingError::Replaced { .. })
+    ));
+}

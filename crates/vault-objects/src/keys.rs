@@ -63,10 +63,23 @@ pub struct DestroyReport {
     pub destroyed_now: bool,
 }
 
+impl DestroyReport {
+    /// A destruction done without a store to count in.
+    pub fn uncounted(version: u32, destroyed_now: bool) -> Self {
+        Self {
+            version,
+            stored_versions: 0,
+            issued_data_keys: 0,
+            destroyed_now,
+        }
+    }
+}
+
 /// How long a version must have been replaced as the primary before it can be destroyed
-/// without consent: one second for every process to see the rotation, and one for writes
-/// sealed just before they saw it to land in the store, where they are counted.
-pub const DESTROY_QUIET_SECS: u64 = 2;
+/// without consent: one second for every process to see the rotation, and the rest for writes
+/// sealed just before they saw it to land in the store, where they are counted. (A write that
+/// takes longer than that between sealing and its commit is not counted; see `SECURITY.md`.)
+pub const DESTROY_QUIET_SECS: u64 = 5;
 
 /// Whether `destroy_key_version` may shred data that is still wrapped under the version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,9 +212,10 @@ impl Vault {
                     issued_data_keys: usage.issued_data_keys,
                 });
             }
+            // Times are whole seconds: a difference of n seconds may be as little as n - 1.
             let since = info
                 .superseded_at
-                .map_or(0, |t| unix_now().saturating_sub(t));
+                .map_or(0, |t| unix_now().saturating_sub(t).saturating_sub(1));
             if since < DESTROY_QUIET_SECS {
                 return Err(VaultError::KeyRecentlyPrimary {
                     version,

@@ -227,7 +227,7 @@ impl SqlStore {
         std::fs::create_dir_all(data_dir).map_err(|_| StoreError::Unavailable {
             reason: "cannot create the data directory".into(),
         })?;
-        let path = data_dir.join("vault.db");
+        let path = Self::sqlite_path(data_dir);
         let url = format!("sqlite://{}?mode=rwc", path.display());
         sqlx::any::install_default_drivers();
         let pool = AnyPoolOptions::new()
@@ -362,6 +362,11 @@ impl SqlStore {
         }
         .begin()
         .await
+    }
+
+    /// The SQLite database file of a data directory.
+    pub fn sqlite_path(data_dir: &Path) -> std::path::PathBuf {
+        data_dir.join("vault.db")
     }
 
     /// Closes the pool, waiting for connections to finish.

@@ -147,9 +147,10 @@ impl FileRingStore {
                 return Ok(None);
             }
         }
+        // The file was replaced or edited: hand it over even at the same generation, so the
+        // provider can tell a ring recreated in its place from its own.
         let _lock = self.lock(Lock::Shared)?;
-        let ring = self.read()?.ok_or_else(|| self.missing())?;
-        Ok((Some(ring.generation) != known).then_some(ring))
+        self.read()?.ok_or_else(|| self.missing()).map(Some)
     }
 
     pub(crate) fn replace_now(&self, ring: &RingState) -> Result<bool, KeyRingError> {
@@ -185,7 +186,9 @@ impl FileRingStore {
                 mode,
             });
         }
-        let mut bytes = Zeroizing::new(Vec::new());
+        // Sized up front: a growing buffer would leave unwiped copies of the keys behind.
+        let cap = usize::try_from(meta.len()).map_or(MAX_FILE_LEN, |n| n.min(MAX_FILE_LEN)) + 1;
+        let mut bytes = Zeroizing::new(Vec::with_capacity(cap));
         Read::by_ref(&mut file)
             .take(MAX_FILE_LEN as u64 + 1)
             .read_to_end(&mut bytes)
@@ -219,12 +222,15 @@ impl FileRingStore {
             })
         };
         placed.map_err(io_error(&self.path))?;
-        self.sync_dir()?;
-        // Remember the new file, so this process does not read its own change again.
-        let file = File::open(&self.path).map_err(io_error(&self.path))?;
-        let meta = file.metadata().map_err(io_error(&self.path))?;
-        self.remember(file, &meta, ring.generation);
-        Ok(())
+        // Remember the new file, so this process does not read its own change again; if it
+        // cannot be reopened, forget the old one and the next check reads it.
+        match File::open(&self.path).and_then(|f| f.metadata().map(|m| (f, m))) {
+            Ok((file, meta)) => self.remember(file, &meta, ring.generation),
+            Err(_) => *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = None,
+        }
+        // The change is in place; an error from here on says only that its durability is not
+        // confirmed (the ring in use is re-read from the file at the next check either way).
+        self.sync_dir()
     }
 
     /// Writes `bytes` to a new temporary file beside the ring and makes it durable.

@@ -146,6 +146,21 @@ impl Ring {
         })
     }
 
+    /// Whether `next` keeps every version of this ring with the same key, or destroyed; a
+    /// destroyed version stays destroyed.
+    fn continued_by(&self, next: &RingState) -> bool {
+        self.versions.iter().all(|(number, v)| {
+            let Some(r) = next.versions.get(number) else {
+                return false;
+            };
+            match (&v.material, &r.root) {
+                (Some(m), Some(root)) => bool::from(m.root.as_ref().ct_eq(root.as_ref())),
+                (_, None) => true,
+                (None, Some(_)) => false,
+            }
+        })
+    }
+
     fn state_of(&self, number: u32, v: &Version) -> VersionState {
         if v.material.is_none() {
             VersionState::Destroyed
@@ -224,6 +239,9 @@ struct Freshness {
     serial: tokio::sync::Mutex<()>,
     checks: AtomicU64,
     reloads: AtomicU64,
+    /// A stored ring this process refused (rolled back or replaced): every later check fails
+    /// with it, without reading the store again, until the process restarts.
+    refused: std::sync::Mutex<Option<KeyRingError>>,
 }
 
 impl Freshness {
@@ -235,7 +253,19 @@ impl Freshness {
             serial: tokio::sync::Mutex::new(()),
             checks: AtomicU64::new(0),
             reloads: AtomicU64::new(0),
+            refused: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Records a refusal, returning it.
+    fn refuse(&self, e: KeyRingError) -> KeyRingError {
+        *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = copy_refusal(&e);
+        e
+    }
+
+    fn refusal(&self) -> Result<(), KeyRingError> {
+        let refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        refused.as_ref().and_then(copy_refusal).map_or(Ok(()), Err)
     }
 
     fn now_ns(&self) -> u64 {
@@ -250,6 +280,20 @@ impl Freshness {
 
     fn checked(&self, started: u64) {
         self.last_check.fetch_max(started, Ordering::AcqRel);
+    }
+}
+
+/// A copy of a refusal error (the two variants it can be).
+fn copy_refusal(e: &KeyRingError) -> Option<KeyRingError> {
+    match e {
+        KeyRingError::RolledBack { held, stored } => Some(KeyRingError::RolledBack {
+            held: *held,
+            stored: *stored,
+        }),
+        KeyRingError::Replaced { location } => Some(KeyRingError::Replaced {
+            location: location.clone(),
+        }),
+        _ => None,
     }
 }
 
@@ -517,13 +561,23 @@ impl ManagedKeyProvider {
     }
 
     /// Makes `state` the ring in memory if it is newer. Call with `fresh.serial` held.
+    ///
+    /// A ring that is not a continuation of the one in memory is refused whatever its
+    /// generation: one that lost a version, changed a version's key or brought a destroyed one
+    /// back was replaced (recreated after the file was lost, copied from elsewhere), and using
+    /// it would seal under keys that exist nowhere else or open what was shredded.
     fn publish(&self, state: &RingState) -> Result<(), KeyRingError> {
         let held = self.snapshot();
         if state.generation < held.generation {
-            return Err(KeyRingError::RolledBack {
+            return Err(self.fresh.refuse(KeyRingError::RolledBack {
                 held: held.generation,
                 stored: state.generation,
-            });
+            }));
+        }
+        if !held.continued_by(state) {
+            return Err(self.fresh.refuse(KeyRingError::Replaced {
+                location: format!("{:?}", self.store),
+            }));
         }
         if state.generation == held.generation {
             return Ok(());
@@ -544,6 +598,7 @@ impl ManagedKeyProvider {
         if self.fresh.last_check.load(Ordering::Acquire) > asked {
             return Ok(()); // a check that started after this caller asked has finished
         }
+        self.fresh.refusal()?;
         let started = self.fresh.now_ns();
         self.fresh.checks.fetch_add(1, Ordering::Relaxed);
         let known = self.snapshot().generation;
@@ -570,6 +625,7 @@ impl ManagedKeyProvider {
         mut change: impl FnMut(&mut RingState) -> Result<T, KeyRingError> + Send,
     ) -> Result<T, KeyRingError> {
         let _serial = self.fresh.serial.lock().await;
+        self.fresh.refusal()?;
         for _ in 0..MAX_CHANGE_ATTEMPTS {
             let started = self.fresh.now_ns();
             let stored =
@@ -579,12 +635,17 @@ impl ManagedKeyProvider {
                     .ok_or_else(|| KeyRingError::Missing {
                         location: format!("{:?}", self.store),
                     })?;
-            let held = self.snapshot().generation;
-            if stored.generation < held {
-                return Err(KeyRingError::RolledBack {
-                    held,
+            let held = self.snapshot();
+            if stored.generation < held.generation {
+                return Err(self.fresh.refuse(KeyRingError::RolledBack {
+                    held: held.generation,
                     stored: stored.generation,
-                });
+                }));
+            }
+            if !held.continued_by(&stored) {
+                return Err(self.fresh.refuse(KeyRingError::Replaced {
+                    location: format!("{:?}", self.store),
+                }));
             }
             let mut next = stored.duplicate();
             let out = change(&mut next)?;
