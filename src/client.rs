@@ -11,13 +11,24 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
+use zeroize::Zeroizing;
 
 /// One API key against one server.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ApiClient {
     http: Client<HttpConnector, Full<Bytes>>,
     base: String,
-    key: String,
+    /// The bearer API key: a secret, never in `Debug`.
+    key: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiClient")
+            .field("base", &self.base)
+            .field("key", &"<redacted>")
+            .finish_non_exhaustive()
+    }
 }
 
 /// What went wrong with a call (transport or an unreadable answer, not an HTTP error status).
@@ -36,7 +47,7 @@ impl ApiClient {
         Self {
             http,
             base: base.trim_end_matches('/').to_owned(),
-            key: key.to_owned(),
+            key: Zeroizing::new(key.to_owned()),
         }
     }
 
@@ -54,7 +65,7 @@ impl ApiClient {
         let req = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
-            .header("authorization", format!("Bearer {}", self.key))
+            .header("authorization", format!("Bearer {}", self.key.as_str()))
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(bytes)))
             .map_err(|e| ClientError(format!("request: {e}")))?;
@@ -73,5 +84,20 @@ impl ApiClient {
         let json = serde_json::from_slice(&body)
             .map_err(|_| ClientError(format!("status {status}: the answer is not JSON")))?;
         Ok((status, json))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ApiClient;
+
+    #[test]
+    fn debug_never_shows_the_api_key() {
+        let key = "vault_sk_test_0123456789abcdefSECRET";
+        let client = ApiClient::new("http://127.0.0.1:1", key);
+        let shown = format!("{client:?} {client:#?}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(!shown.contains("0123456789abcdef"), "{shown}");
+        assert!(shown.contains("127.0.0.1:1"), "{shown}");
     }
 }

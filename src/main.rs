@@ -253,8 +253,8 @@ enum KvCommand {
     },
     /// Remove objects deleted more than --retention-days ago, with all their versions.
     Purge {
-        /// Keep deleted objects this many days before removing them for good.
-        #[arg(long, default_value_t = 30)]
+        /// Keep deleted objects this many days (at most 36500) before removing them for good.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(..=i64::from(MAX_RETENTION_DAYS)))]
         retention_days: u32,
     },
     /// Create COUNT objects with random 1 KiB values, printing each id once it is durably
@@ -316,6 +316,8 @@ enum KeysCommand {
 
 /// Exit codes: distinct per failure class so scripts can react.
 mod exit {
+    /// A command line that does not parse (as clap's own usage errors).
+    pub(crate) const USAGE: u8 = 2;
     pub(crate) const BAD_INPUT: u8 = 3;
     pub(crate) const DECRYPTION_FAILED: u8 = 4;
     pub(crate) const KEYS: u8 = 5;
@@ -778,6 +780,20 @@ async fn apikey(data_dir: &std::path::Path, command: ApikeyCommand) -> Result<()
     Ok(())
 }
 
+/// The longest retention `vault kv purge` takes: 100 years.
+const MAX_RETENTION_DAYS: u32 = 36_500;
+
+/// The deletion time before which objects are purged: `now` less `days`, or `None` if that
+/// is not a time (never a wrapped-around cutoff in the future, which would purge everything).
+fn purge_cutoff(now: Timestamp, days: u32) -> Option<Timestamp> {
+    const MICROS_PER_DAY: i64 = 86_400_000_000;
+    if days > MAX_RETENTION_DAYS {
+        return None;
+    }
+    let span = i64::from(days).checked_mul(MICROS_PER_DAY)?;
+    now.0.checked_sub(span).map(Timestamp)
+}
+
 /// The actor recorded in the audit trail for command-line changes.
 fn cli_actor() -> Actor {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
@@ -974,8 +990,11 @@ async fn kv(
             }
         }
         KvCommand::Purge { retention_days } => {
-            let cutoff = Timestamp(Timestamp::now().0 - i64::from(retention_days) * 86_400_000_000);
-            let purged = vault.store().purge(cutoff).await?;
+            let cutoff = purge_cutoff(Timestamp::now(), retention_days).ok_or_else(|| Failure {
+                code: exit::USAGE,
+                message: format!("--retention-days {retention_days} is out of range"),
+            })?;
+            let purged = vault.store().purge(cutoff, &cli_actor()).await?;
             println!("purged {purged} deleted object(s) older than {retention_days} day(s)");
         }
         KvCommand::Fill { env, count } => {
@@ -1113,7 +1132,7 @@ async fn keys(
             };
             let bar = progress_bar(total);
             let report = vault
-                .rewrap(&scope, |r| {
+                .rewrap(&scope, &cli_actor(), |r| {
                     bar.set_position(r.scanned);
                     bar.set_message(format!(
                         "rewrapped {}, already current {}",

@@ -190,3 +190,86 @@ fn keys_commands_act_on_the_ring_of_the_configuration() {
     assert_eq!(unknown.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("managed providers: main, spare"));
 }
+
+/// Whatever command first creates the data directory, it is private: 0700, its files 0600.
+#[test]
+fn a_fresh_data_directory_is_private_whichever_command_creates_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let commands: [&[&str]; 3] = [
+        &["apikey", "create", "-e", "prod", "--name", "first"],
+        &["kv", "list", "-e", "prod"],
+        &["encrypt", "--context", CTX],
+    ];
+    for args in commands {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("fresh");
+        let out = vault(&data, args, b"x");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(mode(&data), 0o700, "{args:?}");
+        let mut files = 0;
+        for entry in std::fs::read_dir(&data).unwrap() {
+            let path = entry.unwrap().path();
+            assert_eq!(mode(&path), 0o600, "{args:?}: {}", path.display());
+            files += 1;
+        }
+        assert!(files >= 1, "{args:?} created no file");
+    }
+}
+
+/// A retention so long that the cutoff would overflow is refused as a usage error; it never
+/// wraps around to a cutoff in the future that would purge every deleted object at once.
+#[test]
+fn purge_refuses_a_retention_that_overflows_and_purges_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let created = vault(
+        data,
+        &[
+            "kv",
+            "create",
+            "-e",
+            "prod",
+            "--name",
+            "n",
+            "--context",
+            CTX,
+            "--value",
+            "v",
+        ],
+        b"",
+    );
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let shown = String::from_utf8(created.stdout).unwrap();
+    let id = shown
+        .lines()
+        .find_map(|l| l.strip_prefix("id "))
+        .unwrap()
+        .trim();
+    assert!(
+        vault(data, &["kv", "delete", "-e", "prod", id], b"")
+            .status
+            .success()
+    );
+
+    for days in ["213503982", "4294967295", "36501"] {
+        let out = vault(data, &["kv", "purge", "--retention-days", days], b"");
+        assert_eq!(out.status.code(), Some(2), "{days}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("retention-days"), "{days}: {err}");
+    }
+    let longest = vault(data, &["kv", "purge", "--retention-days", "36500"], b"");
+    assert!(longest.status.success());
+    assert!(String::from_utf8_lossy(&longest.stdout).contains("purged 0"));
+    // The object deleted a moment ago was still there for a purge that keeps nothing.
+    let now = vault(data, &["kv", "purge", "--retention-days", "0"], b"");
+    assert!(String::from_utf8_lossy(&now.stdout).contains("purged 1"));
+}

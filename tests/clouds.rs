@@ -172,6 +172,7 @@ async fn objects_of_every_provider_and_rewraps_from_each_to_each() {
         let report = after
             .rewrap(
                 &RewrapScope::Matching(vec![("organization_id".into(), org.clone())]),
+                &Actor::new("user_ops", "ops"),
                 |_| {},
             )
             .await

@@ -479,12 +479,16 @@ async fn rewrap_all_empties_an_old_version_before_it_can_be_destroyed() {
     let only_org_2 = vault
         .rewrap(
             &RewrapScope::Matching(vec![("organization_id".into(), "org_2".into())]),
+            &actor(),
             |_| {},
         )
         .await
         .unwrap();
     assert_eq!((only_org_2.matched, only_org_2.rewrapped), (1, 1));
-    let all = vault.rewrap(&RewrapScope::All, |_| {}).await.unwrap();
+    let all = vault
+        .rewrap(&RewrapScope::All, &actor(), |_| {})
+        .await
+        .unwrap();
     assert_eq!(
         (
             all.scanned,
@@ -500,7 +504,10 @@ async fn rewrap_all_empties_an_old_version_before_it_can_be_destroyed() {
         .find(|u| u.key_id == "managed://root#v1")
         .unwrap();
     assert_eq!((v1.stored_versions, v1.issued_data_keys), (0, 1));
-    let again = vault.rewrap(&RewrapScope::All, |_| {}).await.unwrap();
+    let again = vault
+        .rewrap(&RewrapScope::All, &actor(), |_| {})
+        .await
+        .unwrap();
     assert_eq!((again.rewrapped, again.already_current), (0, 5));
 
     // The issued data key still counts: its holder keeps the blob.
@@ -518,7 +525,10 @@ async fn rewrap_all_empties_an_old_version_before_it_can_be_destroyed() {
         vault.destroy_key_version(&ring, 2, Shred::Refuse).await,
         Err(VaultError::KeyInUse { .. } | VaultError::KeyRecentlyPrimary { .. })
     ));
-    vault.rewrap(&RewrapScope::All, |_| {}).await.unwrap();
+    vault
+        .rewrap(&RewrapScope::All, &actor(), |_| {})
+        .await
+        .unwrap();
     match vault.destroy_key_version(&ring, 2, Shred::Refuse).await {
         Err(VaultError::KeyRecentlyPrimary { version: 2, .. }) => {}
         other => panic!("{other:?}"),

@@ -20,6 +20,20 @@ pub fn data_key_from_bytes(bytes: [u8; DATA_KEY_LEN]) -> DataKey {
     DataKey::from_bytes(Zeroizing::new(bytes))
 }
 
+/// A data key from a provider's answer, which is wiped here whatever its length: `None`
+/// unless it holds exactly [`DATA_KEY_LEN`] bytes. The bytes are copied straight into the
+/// key's own wiped storage, so no other copy is left behind. The caller must not keep another
+/// copy of the answer.
+pub fn data_key_from_answer(answer: Vec<u8>) -> Option<DataKey> {
+    let answer = Zeroizing::new(answer);
+    let mut key = Zeroizing::new([0u8; DATA_KEY_LEN]);
+    if answer.len() != DATA_KEY_LEN {
+        return None;
+    }
+    key.copy_from_slice(&answer);
+    Some(DataKey::from_bytes(key))
+}
+
 /// An in-memory managed provider with the given root keys `(version, key)`. The caller is
 /// responsible for the keys' secrecy and randomness; versions must be 1, 2, ... in order.
 ///

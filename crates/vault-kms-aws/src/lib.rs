@@ -27,7 +27,6 @@ pub use vault_crypto::RetryPolicy;
 use vault_crypto::{
     DataKey, KeyContext, KeyProvider, KeyRef, ProviderError, ProviderErrorKind, WrappedKey, danger,
 };
-use zeroize::Zeroizing;
 
 /// The scheme of AWS KMS key references.
 pub const SCHEME: &str = "aws-kms";
@@ -201,13 +200,12 @@ impl AwsKmsProvider {
     }
 }
 
-fn data_key(plaintext: Option<&Blob>) -> Result<DataKey, ProviderError> {
-    let bytes: [u8; 32] = plaintext
-        .map(Blob::as_ref)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| error(ProviderErrorKind::InvalidCiphertext, "not a 32-byte key"))?;
-    let bytes = Zeroizing::new(bytes);
-    Ok(danger::data_key_from_bytes(*bytes))
+/// The data key of an answer, taken out of it so that its buffer is wiped (the SDK's output
+/// types do not wipe themselves).
+fn data_key(plaintext: Option<Blob>) -> Result<DataKey, ProviderError> {
+    plaintext
+        .and_then(|b| danger::data_key_from_answer(b.into_inner()))
+        .ok_or_else(|| error(ProviderErrorKind::InvalidCiphertext, "not a 32-byte key"))
 }
 
 #[async_trait]
@@ -221,7 +219,7 @@ impl KeyProvider for AwsKmsProvider {
         ctx: &KeyContext,
     ) -> Result<(DataKey, WrappedKey), ProviderError> {
         let ec = Self::encryption_context(ctx);
-        let out = self
+        let mut out = self
             .call(|| {
                 self.client
                     .generate_data_key()
@@ -231,10 +229,8 @@ impl KeyProvider for AwsKmsProvider {
                     .send()
             })
             .await?;
-        Ok((
-            data_key(out.plaintext())?,
-            self.wrapped(out.ciphertext_blob())?,
-        ))
+        let key = data_key(out.plaintext.take())?;
+        Ok((key, self.wrapped(out.ciphertext_blob())?))
     }
 
     async fn wrap(&self, key: &DataKey, ctx: &KeyContext) -> Result<WrappedKey, ProviderError> {
@@ -244,6 +240,7 @@ impl KeyProvider for AwsKmsProvider {
                 self.client
                     .encrypt()
                     .key_id(&self.key_arn)
+                    // The SDK owns (and does not wipe) this copy and the request built from it.
                     .plaintext(Blob::new(key.expose_secret().to_vec()))
                     .set_encryption_context(Some(ec.clone()))
                     .send()
@@ -261,7 +258,7 @@ impl KeyProvider for AwsKmsProvider {
             return Err(error(ProviderErrorKind::NotMine, ""));
         }
         let ec = Self::encryption_context(ctx);
-        let out = self
+        let mut out = self
             .call(|| {
                 self.client
                     .decrypt()
@@ -272,12 +269,13 @@ impl KeyProvider for AwsKmsProvider {
             })
             .await?;
         // A ciphertext replaced by one under a key we do not control must not be accepted.
+        let key = data_key(out.plaintext.take());
         if out.key_id() != Some(self.key_arn.as_str()) {
             return Err(error(
                 ProviderErrorKind::InvalidCiphertext,
                 "KMS answered with another key",
             ));
         }
-        data_key(out.plaintext())
+        key
     }
 }

@@ -395,6 +395,7 @@ impl KeyProvider for AzureKeyVaultProvider {
         payload.extend_from_slice(&binding(ctx));
         let result = self
             .call(Op::Wrap, || {
+                // The SDK owns (and does not wipe) this copy and the request built from it.
                 let params = self.parameters(payload.to_vec());
                 let options = KeyClientWrapKeyOptions {
                     key_version: self.pinned_version.clone(),
@@ -456,22 +457,22 @@ impl KeyProvider for AzureKeyVaultProvider {
                 }
             })
             .await?;
-        let payload = Zeroizing::new(result.result.unwrap_or_default());
+        let mut payload = Zeroizing::new(result.result.unwrap_or_default());
         if payload.len() != DATA_KEY_LEN + BINDING_LEN {
             return Err(error(
                 ProviderErrorKind::InvalidCiphertext,
                 "not a wrapped data key",
             ));
         }
-        let (key, bound) = payload.split_at(DATA_KEY_LEN);
-        if !bool::from(bound.ct_eq(&binding(ctx))) {
+        if !bool::from(payload[DATA_KEY_LEN..].ct_eq(&binding(ctx))) {
             return Err(error(
                 ProviderErrorKind::InvalidCiphertext,
                 "wrapped for another key context",
             ));
         }
-        let mut bytes = Zeroizing::new([0u8; DATA_KEY_LEN]);
-        bytes.copy_from_slice(key);
-        Ok(danger::data_key_from_bytes(*bytes))
+        // Moved, not copied: the key's own storage is the only copy left (both are wiped).
+        payload.truncate(DATA_KEY_LEN);
+        danger::data_key_from_answer(std::mem::take(&mut *payload))
+            .ok_or_else(|| error(ProviderErrorKind::Other, "not a data key"))
     }
 }

@@ -24,6 +24,7 @@ pub use vault_crypto::RetryPolicy;
 use vault_crypto::{
     DataKey, KeyContext, KeyProvider, KeyRef, ProviderError, ProviderErrorKind, WrappedKey, danger,
 };
+use zeroize::Zeroizing;
 
 /// The scheme of Cloud KMS key references.
 pub const SCHEME: &str = "gcp-kms";
@@ -174,14 +175,15 @@ impl KeyProvider for GcpKmsProvider {
     }
 
     async fn wrap(&self, key: &DataKey, ctx: &KeyContext) -> Result<WrappedKey, ProviderError> {
-        let plaintext = key.expose_secret().to_vec();
+        let plaintext = Zeroizing::new(key.expose_secret().to_vec());
         let aad = ctx.canonical_bytes().to_vec();
         let out = self
             .call(|| {
                 self.client
                     .encrypt()
                     .set_name(&self.key_name)
-                    .set_plaintext(plaintext.clone())
+                    // The SDK owns (and does not wipe) this copy and the request built from it.
+                    .set_plaintext(plaintext.to_vec())
                     .set_plaintext_crc32c(crc(&plaintext))
                     .set_additional_authenticated_data(aad.clone())
                     .set_additional_authenticated_data_crc32c(crc(&aad))
@@ -220,7 +222,7 @@ impl KeyProvider for GcpKmsProvider {
         }
         let ciphertext = wrapped.bytes().to_vec();
         let aad = ctx.canonical_bytes().to_vec();
-        let out = self
+        let mut out = self
             .call(|| {
                 self.client
                     .decrypt()
@@ -232,17 +234,16 @@ impl KeyProvider for GcpKmsProvider {
                     .send()
             })
             .await?;
-        if out.plaintext_crc32c != Some(crc(&out.plaintext)) {
+        // Taken out of the answer (the buffer is the answer's alone, so no copy is made) and
+        // wiped whatever happens next.
+        let mut plaintext = Zeroizing::new(Vec::from(std::mem::take(&mut out.plaintext)));
+        if out.plaintext_crc32c != Some(crc(&plaintext)) {
             return Err(error(
                 ProviderErrorKind::Unavailable,
                 "CRC32C mismatch on decrypt",
             ));
         }
-        let bytes: [u8; 32] = out
-            .plaintext
-            .as_ref()
-            .try_into()
-            .map_err(|_| error(ProviderErrorKind::InvalidCiphertext, "not a 32-byte key"))?;
-        Ok(danger::data_key_from_bytes(bytes))
+        danger::data_key_from_answer(std::mem::take(&mut *plaintext))
+            .ok_or_else(|| error(ProviderErrorKind::InvalidCiphertext, "not a 32-byte key"))
     }
 }

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use vault_crypto::{
     Envelope, KeyProvider as _, KeyRingError, ManagedKeyProvider, ProviderErrorKind, VersionState,
 };
-use vault_store::KeyUsage;
+use vault_store::{Actor, KeyUsage};
 
 use crate::{Vault, VaultError, first_key_ref};
 
@@ -104,6 +104,7 @@ impl Vault {
     pub async fn rewrap(
         &self,
         scope: &RewrapScope,
+        actor: &Actor,
         mut progress: impl FnMut(&RewrapReport),
     ) -> Result<RewrapReport, VaultError> {
         let mut report = RewrapReport::default();
@@ -142,7 +143,7 @@ impl Vault {
                 let key_id = first_key_ref(&moved)?;
                 if self
                     .store
-                    .replace_envelope(&v.object_id, v.seq, &v.envelope, &moved, &key_id)
+                    .replace_envelope(&v.object_id, v.seq, &v.envelope, &moved, &key_id, actor)
                     .await?
                 {
                     report.rewrapped += 1;

@@ -133,12 +133,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         actor: &Actor,
     ) -> Result<ObjectMeta, StoreError>;
 
-    /// Removes objects deleted before `deleted_before`, with all their versions. Idempotent
-    /// and safe to run from several processes at once. Returns how many objects were purged.
+    /// Removes objects deleted before `deleted_before`, with all their versions, recording a
+    /// `vault.data.purged` event by `actor` for each in the same transaction. Idempotent and
+    /// safe to run from several processes at once. Returns how many objects were purged.
     ///
     /// # Errors
     /// `Unavailable`.
-    async fn purge(&self, deleted_before: Timestamp) -> Result<u64, StoreError>;
+    async fn purge(&self, deleted_before: Timestamp, actor: &Actor) -> Result<u64, StoreError>;
 
     /// A batch of stored versions (of every environment, live objects first and deleted ones
     /// too) after `after` = (object id, version number), in that order: for maintenance such as
@@ -153,7 +154,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<Vec<StoredVersion>, StoreError>;
 
     /// Replaces the envelope of one version, only if it is still `expected` (so a concurrent
-    /// change is never overwritten). Returns whether it was replaced.
+    /// change is never overwritten), recording a `vault.data.rewrapped` event by `actor` in the
+    /// same transaction. Returns whether it was replaced.
     ///
     /// # Errors
     /// `Unavailable`.
@@ -164,6 +166,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         expected: &[u8],
         new: &[u8],
         key_id: &str,
+        actor: &Actor,
     ) -> Result<bool, StoreError>;
 
     /// How much each key reference wraps: stored versions and issued data keys, by key

@@ -218,16 +218,38 @@ const META_FROM: &str =
 
 impl SqlStore {
     /// Opens (creating if needed) the SQLite store `vault.db` in `data_dir`: WAL journal,
-    /// `synchronous=FULL` (an acknowledged write survives a power cut), schema applied.
+    /// `synchronous=FULL` (an acknowledged write survives a power cut), schema applied. A new
+    /// directory is made 0700 and a new `vault.db` 0600 (SQLite gives its `-wal` and `-shm`
+    /// files the database's mode), whatever the umask.
     ///
     /// # Errors
     /// `Unavailable` if the file cannot be opened or migrated.
     #[cfg(feature = "sqlite")]
     pub async fn open_sqlite(data_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|_| StoreError::Unavailable {
-            reason: "cannot create the data directory".into(),
-        })?;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data_dir)
+            .map_err(|_| StoreError::Unavailable {
+                reason: "cannot create the data directory".into(),
+            })?;
         let path = Self::sqlite_path(data_dir);
+        // Created here, empty, with its mode, so SQLite never creates it with the umask's.
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(_) => {
+                return Err(StoreError::Unavailable {
+                    reason: "cannot create vault.db in the data directory".into(),
+                });
+            }
+        }
         let url = format!("sqlite://{}?mode=rwc", path.display());
         sqlx::any::install_default_drivers();
         let pool = AnyPoolOptions::new()
@@ -907,8 +929,24 @@ impl Store for SqlStore {
         Ok(meta)
     }
 
-    async fn purge(&self, deleted_before: Timestamp) -> Result<u64, StoreError> {
+    async fn purge(&self, deleted_before: Timestamp, actor: &Actor) -> Result<u64, StoreError> {
         let mut tx = self.begin_write().await?;
+        let now = Timestamp::now();
+        // One event per object, written before the rows go (same transaction: both or neither).
+        let recorded = sqlx::query(
+            "INSERT INTO audit_events (environment, event, actor_id, actor_name, object_id, \
+             object_name, key_id, key_context, occurred_at) \
+             SELECT environment, $1, $2, $3, id, name, NULL, NULL, $4 FROM objects \
+             WHERE deleted_at IS NOT NULL AND deleted_at < $5",
+        )
+        .bind(events::DATA_PURGED)
+        .bind(&actor.id)
+        .bind(&actor.name)
+        .bind(now.0)
+        .bind(deleted_before.0)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         sqlx::query(
             "DELETE FROM versions WHERE object_id IN \
              (SELECT id FROM objects WHERE deleted_at IS NOT NULL AND deleted_at < $1)",
@@ -922,6 +960,7 @@ impl Store for SqlStore {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+        debug_assert_eq!(recorded, purged);
         tx.commit().await?;
         Ok(purged)
     }
@@ -968,6 +1007,7 @@ impl Store for SqlStore {
         expected: &[u8],
         new: &[u8],
         key_id: &str,
+        actor: &Actor,
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
         let changed = sqlx::query(
@@ -983,6 +1023,37 @@ impl Store for SqlStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        if changed == 1 {
+            // The object's context goes into the event as JSON, as for every other change.
+            let row = sqlx::query("SELECT environment, name, context FROM objects WHERE id = $1")
+                .bind(object_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            let context: Vec<u8> = row.try_get("context")?;
+            let context = KeyContext::from_canonical_bytes(&context).map_err(|_| {
+                StoreError::Unavailable {
+                    reason: "a stored key context is corrupt".into(),
+                }
+            })?;
+            let environment: String = row.try_get("environment")?;
+            let name: String = row.try_get("name")?;
+            sqlx::query(
+                "INSERT INTO audit_events (environment, event, actor_id, actor_name, object_id, \
+                 object_name, key_id, key_context, occurred_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(environment)
+            .bind(events::DATA_REWRAPPED)
+            .bind(&actor.id)
+            .bind(&actor.name)
+            .bind(object_id)
+            .bind(name)
+            .bind(key_id)
+            .bind(context.to_json())
+            .bind(Timestamp::now().0)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(changed == 1)
     }

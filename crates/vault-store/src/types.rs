@@ -442,6 +442,11 @@ pub mod events {
     pub const DEK_DECRYPTED: &str = "vault.dek.decrypted";
     /// An issued data key bound to a new context.
     pub const DEK_REKEYED: &str = "vault.dek.rekeyed";
+    /// A stored version's data key was wrapped again (a key rotation's rewrap). Ours: WorkOS
+    /// has no such event.
+    pub const DATA_REWRAPPED: &str = "vault.data.rewrapped";
+    /// A deleted object was removed for good with its versions. Ours: WorkOS has no such event.
+    pub const DATA_PURGED: &str = "vault.data.purged";
 }
 
 /// Validates and trims a name: 1 to 200 characters after trimming, no control characters.

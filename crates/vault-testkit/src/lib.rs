@@ -263,15 +263,15 @@ pub async fn delete_and_purge(store: Arc<dyn Store>) {
     assert_ne!(reborn.id, gone.id);
 
     // Nothing deleted before the start of time; everything deleted before now, once.
-    assert_eq!(store.purge(Timestamp(0)).await.unwrap(), 0);
+    assert_eq!(store.purge(Timestamp(0), &actor()).await.unwrap(), 0);
     let purged = store
-        .purge(Timestamp(Timestamp::now().0 + 1))
+        .purge(Timestamp(Timestamp::now().0 + 1), &actor())
         .await
         .unwrap();
     assert!(purged >= 1);
     assert_eq!(
         store
-            .purge(Timestamp(Timestamp::now().0 + 1))
+            .purge(Timestamp(Timestamp::now().0 + 1), &actor())
             .await
             .unwrap(),
         0,
@@ -287,6 +287,56 @@ pub async fn delete_and_purge(store: Arc<dyn Store>) {
     );
     let audit = store.audit_events(&env, 100).await.unwrap();
     assert!(audit.iter().any(|e| e.event == events::DATA_DELETED));
+    // The purge is on the record: one event for the purged object, by the purging actor.
+    let purged: Vec<_> = audit
+        .iter()
+        .filter(|e| e.event == events::DATA_PURGED)
+        .collect();
+    assert_eq!(purged.len(), 1, "{audit:?}");
+    assert_eq!(purged[0].object_id.as_deref(), Some(gone.id.as_str()));
+    assert_eq!(purged[0].object_name.as_deref(), Some("name"));
+    assert_eq!(purged[0].actor.id, actor().id);
+}
+
+/// Replacing a stored envelope (a rewrap) happens only over the expected bytes, and each
+/// replacement is audited with the new key reference and the object's context.
+pub async fn rewraps_are_conditional_and_audited(store: Arc<dyn Store>) {
+    let env = environment("rewrap");
+    let meta = store
+        .create(&env, &id(), "moved", &ctx("o"), version(b"old"), &actor())
+        .await
+        .unwrap();
+    let by = Actor::new("user_ops", "ops (vault cli)");
+    let stale = store
+        .replace_envelope(&meta.id, 1, b"not it", b"new", "managed://root#v2", &by)
+        .await
+        .unwrap();
+    assert!(!stale, "a changed envelope is never overwritten");
+    let replaced = store
+        .replace_envelope(&meta.id, 1, b"old", b"new", "managed://root#v2", &by)
+        .await
+        .unwrap();
+    assert!(replaced);
+    assert_eq!(
+        store.get(&env, &meta.id, &actor()).await.unwrap().envelope,
+        b"new"
+    );
+    let audit = store.audit_events(&env, 100).await.unwrap();
+    let rewrapped: Vec<_> = audit
+        .iter()
+        .filter(|e| e.event == events::DATA_REWRAPPED)
+        .collect();
+    assert_eq!(
+        rewrapped.len(),
+        1,
+        "only the replacement that happened: {audit:?}"
+    );
+    let e = rewrapped[0];
+    assert_eq!(e.object_id.as_deref(), Some(meta.id.as_str()));
+    assert_eq!(e.object_name.as_deref(), Some("moved"));
+    assert_eq!(e.key_id.as_deref(), Some("managed://root#v2"));
+    assert_eq!(e.actor, by);
+    assert_eq!(e.key_context.as_deref(), Some(ctx("o").to_json().as_str()));
 }
 
 /// Bad input: a typed error, and nothing written.
@@ -741,6 +791,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     names_and_environments(store.clone()).await;
     versions_and_expected_version(store.clone()).await;
     delete_and_purge(store.clone()).await;
+    rewraps_are_conditional_and_audited(store.clone()).await;
     bad_input_changes_nothing(store.clone()).await;
     concurrent_writers_never_lose_an_update(store.clone()).await;
     pagination_is_stable(store.clone()).await;

@@ -905,6 +905,25 @@ mod tests {
         assert!(!Arc::ptr_eq(&m(&first, 1), &m(&other, 1)));
     }
 
+    /// A version's HKDF-Extract state is as secret as its root key. `sha2`'s `zeroize` feature
+    /// (which `hmac`'s does not switch on) makes the SHA-256 states inside HKDF and HMAC wipe
+    /// themselves on drop; without it this does not compile. And `Material` cannot be copied:
+    /// the one `Arc` is the only place it lives.
+    #[test]
+    fn material_is_wiped_on_drop_and_never_cloned() {
+        fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        wiped_on_drop::<Sha256>();
+        wiped_on_drop::<sha2::block_api::Sha256VarCore>();
+
+        // Ambiguous (a compile error) if `Material: Clone`.
+        trait AmbiguousIfClone<A> {
+            fn check() {}
+        }
+        impl<T: ?Sized> AmbiguousIfClone<()> for T {}
+        impl<T: Clone> AmbiguousIfClone<u8> for T {}
+        <Material as AmbiguousIfClone<_>>::check();
+    }
+
     #[test]
     fn kek_depends_on_the_context() {
         let m = Material::new(&generate_root().unwrap());
