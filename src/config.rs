@@ -135,6 +135,10 @@ pub enum ProviderConfig {
         algorithm: Option<String>,
         /// `environment`, `managed-identity` or `azure-cli`.
         credential: Option<String>,
+        /// Whether RSA wraps made before wraps were signed still open (default true). Turn it
+        /// off once `vault config check` counts none: a wrap forged with the key's public part
+        /// then never opens.
+        accept_unsigned_wraps: Option<bool>,
         /// The data-key cache: on with default limits unless set.
         #[serde(default)]
         cache: CacheConfig,
@@ -230,6 +234,43 @@ fn line_of(text: &str, offset: usize) -> usize {
 }
 
 impl Config {
+    /// For each Azure Key Vault provider with an RSA key: how many stored object versions and
+    /// issued data keys in `usage` hold an **unsigned** RSA wrap of its key (made before wraps
+    /// were signed), which someone with the key's public part could have forged.
+    pub fn unsigned_azure_wraps(&self, usage: &[vault_store::KeyUsage]) -> Vec<(String, u64, u64)> {
+        let mut found = Vec::new();
+        for (name, provider) in &self.providers {
+            let ProviderConfig::AzureKv {
+                vault_url,
+                key_name,
+                algorithm,
+                ..
+            } = provider.get_ref()
+            else {
+                continue;
+            };
+            if algorithm.as_deref().is_some_and(|a| a != "RSA-OAEP-256") {
+                continue;
+            }
+            let host = vault_url
+                .trim_start_matches("https://")
+                .split(['/', ':'])
+                .next()
+                .unwrap_or_default();
+            let prefix = format!("azure-kv://{host}/{key_name}#");
+            let (mut stored, mut issued) = (0, 0);
+            for u in usage {
+                if let Some(version) = u.key_id.strip_prefix(&prefix)
+                    && !version.ends_with("+rs256")
+                {
+                    stored += u.stored_versions;
+                    issued += u.issued_data_keys;
+                }
+            }
+            found.push((name.clone(), stored, issued));
+        }
+        found
+    }
     /// The configuration when there is no file: the managed ring only.
     pub fn embedded() -> Self {
         let mut providers = BTreeMap::new();
@@ -510,6 +551,7 @@ impl Config {
                     key_version,
                     algorithm,
                     credential,
+                    accept_unsigned_wraps,
                     cache,
                 } => {
                     use vault_kms_azure::{CredentialSource, WrapAlgorithm};
@@ -529,7 +571,8 @@ impl Config {
                         source,
                         vault_crypto::RetryPolicy::default(),
                     )
-                    .map_err(vault_crypto::Error::from)?;
+                    .map_err(vault_crypto::Error::from)?
+                    .accept_unsigned_wraps(accept_unsigned_wraps.unwrap_or(true));
                     match cache.limits() {
                         Some(limits) => {
                             Arc::new(vault_crypto::CachingProvider::new(Arc::new(azure), limits))
@@ -702,6 +745,46 @@ cache = { max_age_secs = 60 }
 match = { organization_id = "org_acme" }
 provider = "acme"
 "#;
+
+    /// Unsigned RSA wraps of an Azure key are counted (stored and issued); signed ones, other
+    /// keys and A256KW keys are not.
+    #[test]
+    fn unsigned_azure_wraps_are_counted_per_provider() {
+        let c = Config::parse(
+            r#"
+[providers.managed]
+type = "managed"
+
+[providers.initech]
+type = "azure-kv"
+vault_url = "https://initech.vault.azure.net/"
+key_name = "cmk"
+
+[providers.hsm]
+type = "azure-kv"
+vault_url = "https://hsm.managedhsm.azure.net/"
+key_name = "aes"
+algorithm = "A256KW"
+"#,
+            |_| None,
+        )
+        .unwrap();
+        let usage = |key: &str, stored, issued| {
+            let mut u = vault_store::KeyUsage::new(key);
+            u.stored_versions = stored;
+            u.issued_data_keys = issued;
+            u
+        };
+        let found = c.unsigned_azure_wraps(&[
+            usage("azure-kv://initech.vault.azure.net/cmk#v1", 3, 1),
+            usage("azure-kv://initech.vault.azure.net/cmk#v2", 2, 0),
+            usage("azure-kv://initech.vault.azure.net/cmk#v2+rs256", 40, 5),
+            usage("azure-kv://initech.vault.azure.net/cmk-other#v1", 7, 7),
+            usage("azure-kv://hsm.managedhsm.azure.net/aes#v1", 9, 9),
+            usage("managed://root#v1", 100, 100),
+        ]);
+        assert_eq!(found, vec![("initech".to_owned(), 5, 1)]);
+    }
 
     #[test]
     fn a_good_file_parses_and_env_overrides_apply() {

@@ -578,6 +578,21 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 config.providers.len(),
                 config.rules.len()
             );
+            // What an RSA key's holder of only the public part could have forged.
+            if vault::store::SqlStore::sqlite_path(&cli.data_dir).exists() {
+                let store = vault::store::SqlStore::open_sqlite(&cli.data_dir).await?;
+                let usage = vault::store::Store::key_usage(&store).await?;
+                for (name, stored, issued) in config.unsigned_azure_wraps(&usage) {
+                    if stored + issued == 0 {
+                        println!("provider {name:?}: every RSA wrap is signed");
+                    } else {
+                        println!(
+                            "provider {name:?}: {stored} stored version(s) and {issued} issued data key(s) hold unsigned (unauthenticated) RSA wraps; `vault keys rewrap --all` signs the stored ones, then set accept_unsigned_wraps = false"
+                        );
+                    }
+                }
+                store.close().await;
+            }
             Ok(())
         }
         Command::Keys { provider, command } => {

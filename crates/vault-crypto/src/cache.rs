@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 
 use crate::context::KeyContext;
 use crate::data_key::{DATA_KEY_LEN, DataKey};
-use crate::error::ProviderError;
+use crate::error::{ProviderError, ProviderErrorKind};
 use crate::provider::{KeyProvider, KeyRef, WrappedKey};
 
 /// When a cached data key must be replaced.
@@ -169,8 +169,8 @@ impl<T> Slots<T> {
 pub struct CachingProvider {
     inner: Arc<dyn KeyProvider>,
     limits: CacheLimits,
-    /// Sealing keys by canonical context. The async mutex of a slot makes concurrent seals of
-    /// one context share one provider call.
+    /// Sealing keys by scope and canonical context. The async mutex of a slot makes concurrent
+    /// seals of one context share one provider call.
     seal: Mutex<Slots<AsyncMutex<Option<SealKey>>>>,
     /// Unwrapped keys by SHA-256 of (context, key reference, wrapped bytes).
     open: Mutex<Slots<OnceCell<OpenKey>>>,
@@ -226,6 +226,79 @@ impl CachingProvider {
     fn call(&self) {
         self.counters.provider_calls.fetch_add(1, Ordering::Relaxed);
     }
+
+    /// Passes on the wrapped provider's answer; an answer that the key is disabled, deleted or
+    /// no longer ours to use flushes every cached key at once, so a customer's revocation is
+    /// obeyed by the next call that reaches the key service rather than only after `max_age`.
+    fn checked<T>(&self, result: Result<T, ProviderError>) -> Result<T, ProviderError> {
+        if let Err(e) = &result
+            && matches!(
+                e.kind(),
+                ProviderErrorKind::Disabled
+                    | ProviderErrorKind::AccessDenied
+                    | ProviderErrorKind::NotFound
+            )
+        {
+            self.clear();
+        }
+        result
+    }
+
+    async fn unwrap_cached(
+        &self,
+        wrapped: &WrappedKey,
+        ctx: &KeyContext,
+        once: bool,
+    ) -> Result<DataKey, ProviderError> {
+        let id = open_cache_key(wrapped, ctx);
+        loop {
+            let slot = lock(&self.open).get_or_insert(&id, self.limits.max_entries, OnceCell::new);
+            if let Some(k) = slot.get() {
+                if k.born.elapsed() < self.limits.max_age {
+                    self.counters.decrypt_hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(copy_key(&k.key));
+                }
+                // Expired: drop this slot and start a new one.
+                lock(&self.open).remove_if(&id, &slot);
+                continue;
+            }
+            let mut fetched = false;
+            let k = slot
+                .get_or_try_init(|| async {
+                    fetched = true;
+                    self.call();
+                    let key = if once {
+                        self.inner.unwrap_once(wrapped, ctx).await
+                    } else {
+                        self.inner.unwrap(wrapped, ctx).await
+                    };
+                    let key = self.checked(key)?;
+                    Ok::<_, ProviderError>(OpenKey {
+                        key: Zeroizing::new(*key.expose_secret()),
+                        born: Instant::now(),
+                    })
+                })
+                .await?;
+            let counter = if fetched {
+                &self.counters.decrypt_misses
+            } else {
+                &self.counters.decrypt_hits
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            return Ok(copy_key(&k.key));
+        }
+    }
+}
+
+/// The seal-side slot of `ctx` in `scope`: both length-prefixed, so no two pairs share one.
+fn seal_cache_key(ctx: &KeyContext, scope: &str) -> Vec<u8> {
+    let ctx = ctx.canonical_bytes();
+    let mut key = Vec::with_capacity(16 + scope.len() + ctx.len());
+    for part in [scope.as_bytes(), ctx] {
+        key.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        key.extend_from_slice(part);
+    }
+    key
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -272,18 +345,20 @@ impl KeyProvider for CachingProvider {
         ctx: &KeyContext,
     ) -> Result<(DataKey, WrappedKey), ProviderError> {
         self.call();
-        self.inner.generate_data_key(ctx).await
+        self.checked(self.inner.generate_data_key(ctx).await)
     }
 
     async fn data_key_for_seal(
         &self,
         ctx: &KeyContext,
+        scope: &str,
         len: u64,
     ) -> Result<(DataKey, WrappedKey), ProviderError> {
-        let slot =
-            lock(&self.seal).get_or_insert(ctx.canonical_bytes(), self.limits.max_entries, || {
-                AsyncMutex::new(None)
-            });
+        let slot = lock(&self.seal).get_or_insert(
+            &seal_cache_key(ctx, scope),
+            self.limits.max_entries,
+            || AsyncMutex::new(None),
+        );
         let mut entry = slot.lock().await;
         // A key wrapped under a version the provider has since replaced (a rotated managed
         // ring) is not reused: new data goes under the current key at once.
@@ -301,7 +376,7 @@ impl KeyProvider for CachingProvider {
         // The old key (if any) is wiped now: it has reached a limit.
         *entry = None;
         self.call();
-        let (key, wrapped) = self.inner.generate_data_key(ctx).await?;
+        let (key, wrapped) = self.checked(self.inner.generate_data_key(ctx).await)?;
         let bytes = Zeroizing::new(*key.expose_secret());
         // Reading back what was just sealed needs no unwrap either.
         let slot = lock(&self.open).get_or_insert(
@@ -328,7 +403,7 @@ impl KeyProvider for CachingProvider {
 
     async fn wrap(&self, key: &DataKey, ctx: &KeyContext) -> Result<WrappedKey, ProviderError> {
         self.call();
-        self.inner.wrap(key, ctx).await
+        self.checked(self.inner.wrap(key, ctx).await)
     }
 
     async fn unwrap(
@@ -336,38 +411,15 @@ impl KeyProvider for CachingProvider {
         wrapped: &WrappedKey,
         ctx: &KeyContext,
     ) -> Result<DataKey, ProviderError> {
-        let id = open_cache_key(wrapped, ctx);
-        loop {
-            let slot = lock(&self.open).get_or_insert(&id, self.limits.max_entries, OnceCell::new);
-            if let Some(k) = slot.get() {
-                if k.born.elapsed() < self.limits.max_age {
-                    self.counters.decrypt_hits.fetch_add(1, Ordering::Relaxed);
-                    return Ok(copy_key(&k.key));
-                }
-                // Expired: drop this slot and start a new one.
-                lock(&self.open).remove_if(&id, &slot);
-                continue;
-            }
-            let mut fetched = false;
-            let k = slot
-                .get_or_try_init(|| async {
-                    fetched = true;
-                    self.call();
-                    let key = self.inner.unwrap(wrapped, ctx).await?;
-                    Ok::<_, ProviderError>(OpenKey {
-                        key: Zeroizing::new(*key.expose_secret()),
-                        born: Instant::now(),
-                    })
-                })
-                .await?;
-            let counter = if fetched {
-                &self.counters.decrypt_misses
-            } else {
-                &self.counters.decrypt_hits
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-            return Ok(copy_key(&k.key));
-        }
+        self.unwrap_cached(wrapped, ctx, false).await
+    }
+
+    async fn unwrap_once(
+        &self,
+        wrapped: &WrappedKey,
+        ctx: &KeyContext,
+    ) -> Result<DataKey, ProviderError> {
+        self.unwrap_cached(wrapped, ctx, true).await
     }
 
     async fn rewrap(
@@ -376,6 +428,6 @@ impl KeyProvider for CachingProvider {
         ctx: &KeyContext,
     ) -> Result<WrappedKey, ProviderError> {
         self.call();
-        self.inner.rewrap(wrapped, ctx).await
+        self.checked(self.inner.rewrap(wrapped, ctx).await)
     }
 }

@@ -133,6 +133,11 @@ pub async fn issue(
 
 /// Recovers the data key from `encrypted_keys` that [`issue`] or [`rekey`] produced for `scope`.
 ///
+/// The bytes are the caller's: a blob holding anything but exactly one wrapped key is refused
+/// before any provider is asked, and the one wrapped key is unwrapped with
+/// [`KeyProvider::unwrap_once`] (one call at most, only by the provider the rules choose for
+/// its context or one kept for decryption).
+///
 /// # Errors
 /// [`Error::Envelope`] if the bytes are not an issued key; [`Error::DecryptionFailed`] if they
 /// were changed or belong to another scope; provider errors as [`crate::open`].
@@ -148,7 +153,16 @@ pub async fn recover(
         }
         .into());
     }
-    let (data_key, keys, key_ref) = envelope::unwrap_committed(provider, &env).await?;
+    // Checked before any provider is asked: the blob is the caller's, and each wrapped key
+    // would be a call to someone's key service.
+    if env.wrapped_keys().len() != 1 {
+        return Err(EnvelopeError::Malformed {
+            reason: "an issued data key holds exactly one wrapped key",
+        }
+        .into());
+    }
+    let (data_key, keys, key_ref) =
+        envelope::unwrap_committed(provider, &env, envelope::Source::Caller).await?;
     // The tag over the header: the context and the scope are authentic.
     let plaintext = envelope::decrypt_payload(Backend::DEFAULT, &keys, &env, &issued_aad(scope))?;
     debug_assert!(plaintext.is_empty());
@@ -199,8 +213,144 @@ pub async fn rekey(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use async_trait::async_trait;
+
     use super::*;
-    use crate::ManagedKeyProvider;
+    use crate::error::{ProviderError, ProviderErrorKind};
+    use crate::provider::WrappedKey;
+    use crate::{ManagedKeyProvider, Router};
+
+    /// A customer's key service: a real ring that counts every call made to it.
+    #[derive(Debug)]
+    struct Metered {
+        inner: ManagedKeyProvider,
+        calls: AtomicU64,
+    }
+
+    impl Metered {
+        fn new(ring: &str) -> Arc<Self> {
+            Arc::new(Self {
+                inner: ManagedKeyProvider::in_memory(ring).unwrap(),
+                calls: AtomicU64::new(0),
+            })
+        }
+
+        fn calls(&self) -> u64 {
+            self.calls.load(Ordering::SeqCst)
+        }
+    }
+
+    #[async_trait]
+    impl KeyProvider for Metered {
+        fn owns(&self, key: &KeyRef) -> bool {
+            self.inner.owns(key)
+        }
+
+        async fn wrap(&self, key: &DataKey, ctx: &KeyContext) -> Result<WrappedKey, ProviderError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.inner.wrap(key, ctx).await
+        }
+
+        async fn unwrap(
+            &self,
+            wrapped: &WrappedKey,
+            ctx: &KeyContext,
+        ) -> Result<DataKey, ProviderError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.inner.unwrap(wrapped, ctx).await
+        }
+    }
+
+    /// An issued-key blob as an attacker can build one: any data key, any wrapped keys (taken
+    /// from elsewhere), any context. Only the provider calls it causes matter here.
+    fn forged(wrapped: &[WrappedKey], ctx: &KeyContext, scope: &str) -> Vec<u8> {
+        envelope::seal_with(
+            Backend::DEFAULT,
+            &DataKey::generate().unwrap(),
+            wrapped,
+            ctx,
+            b"",
+            &issued_aad(scope),
+            &MessageRandom::generate().unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn wrapped_of(encrypted_keys: &[u8]) -> WrappedKey {
+        Envelope::parse(encrypted_keys).unwrap().wrapped_keys()[0].clone()
+    }
+
+    /// Issued keys hold exactly one wrapped key: a blob with two is refused before any
+    /// provider is asked (each would be a call to somebody's key service).
+    #[tokio::test]
+    async fn a_blob_with_two_wrapped_keys_is_refused_without_a_provider_call() {
+        let customer = Metered::new("customer");
+        let router = Router::new(customer.clone());
+        let issued = issue(&router, &ctx("org_1"), "env").await.unwrap();
+        let before = customer.calls();
+        let one = wrapped_of(issued.encrypted_keys());
+        let blob = forged(&[one.clone(), one], &ctx("org_1"), "env");
+        for result in [
+            recover(&router, &blob, "env").await.map(|_| ()),
+            rekey(&router, &blob, &ctx("org_2"), "env")
+                .await
+                .map(|_| ()),
+        ] {
+            assert!(
+                matches!(
+                    result,
+                    Err(Error::Envelope(EnvelopeError::Malformed { .. }))
+                ),
+                "{result:?}"
+            );
+        }
+        assert_eq!(customer.calls(), before, "no provider call");
+    }
+
+    /// A caller cannot point a blob at another customer's key: the context it names must be
+    /// routed to that key's provider (or the provider kept for decryption).
+    #[tokio::test]
+    async fn a_blob_is_only_unwrapped_by_the_provider_its_context_is_routed_to() {
+        let shared = Metered::new("root");
+        let byok = Metered::new("org-b");
+        let retired = Metered::new("retired");
+        let router = Router::new(shared.clone())
+            .rule([("organization_id", "org_b")], byok.clone())
+            .unwrap()
+            .decrypt_only(retired.clone());
+        // Environment A knows customer B's wrapped key (it is in any blob B's users hold).
+        let b_blob = issue(&router, &ctx("org_b"), "env_b").await.unwrap();
+        let b_wrapped = wrapped_of(b_blob.encrypted_keys());
+        let before = byok.calls();
+        for attacker_ctx in [ctx("org_a"), ctx("org_other")] {
+            let blob = forged(std::slice::from_ref(&b_wrapped), &attacker_ctx, "env_a");
+            let err = recover(&router, &blob, "env_a").await.unwrap_err();
+            assert!(
+                matches!(&err, Error::Provider(p) if p.kind() == ProviderErrorKind::NotMine),
+                "{err:?}"
+            );
+        }
+        assert_eq!(byok.calls(), before, "customer B's key was never called");
+
+        // Legitimate blobs still open: routed by rule, by default, and kept for decryption.
+        assert!(
+            recover(&router, b_blob.encrypted_keys(), "env_b")
+                .await
+                .is_ok()
+        );
+        let a = issue(&router, &ctx("org_a"), "env_a").await.unwrap();
+        assert!(recover(&router, a.encrypted_keys(), "env_a").await.is_ok());
+        let old = issue(&*retired, &ctx("org_a"), "env_a").await.unwrap();
+        assert!(
+            recover(&router, old.encrypted_keys(), "env_a")
+                .await
+                .is_ok()
+        );
+        assert_eq!(retired.calls(), 2, "one wrap, one unwrap");
+    }
 
     fn ctx(org: &str) -> KeyContext {
         KeyContext::from_pairs([("organization_id", org)]).unwrap()

@@ -70,7 +70,7 @@ pub use data_key::{DATA_KEY_LEN, DataKey};
 pub use envelope::{
     COMMITMENT_LEN, Envelope, MAGIC, MAX_PLAINTEXT_LEN, MAX_TEXT_LEN, MAX_WRAPPED_KEYS,
     MESSAGE_ID_LEN, Opened, SUITE_AES256GCM_HKDF_SHA256_COMMIT, VERSION, encode_text, open, rewrap,
-    seal, seal_with_key,
+    seal, seal_in, seal_with_key,
 };
 pub use error::{
     ContextError, EnvelopeError, Error, KeyRingError, ProviderError, ProviderErrorKind,

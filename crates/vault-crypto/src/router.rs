@@ -230,9 +230,10 @@ impl KeyProvider for Router {
     async fn data_key_for_seal(
         &self,
         ctx: &KeyContext,
+        scope: &str,
         len: u64,
     ) -> Result<(DataKey, WrappedKey), ProviderError> {
-        let r = self.route(ctx).data_key_for_seal(ctx, len).await;
+        let r = self.route(ctx).data_key_for_seal(ctx, scope, len).await;
         self.calls.count(&self.calls.generate, r)
     }
 
@@ -250,6 +251,33 @@ impl KeyProvider for Router {
             .owner(wrapped.key_ref())
             .ok_or_else(|| Self::no_owner(wrapped.key_ref()))?;
         let r = owner.unwrap(wrapped, ctx).await;
+        self.calls.count(&self.calls.unwrap, r)
+    }
+
+    /// Only the provider the rules choose for `ctx` today, or one kept for decryption, may be
+    /// asked: a caller cannot point a blob of its own at another customer's key.
+    async fn unwrap_once(
+        &self,
+        wrapped: &WrappedKey,
+        ctx: &KeyContext,
+    ) -> Result<DataKey, ProviderError> {
+        let key = wrapped.key_ref();
+        let routed = self.route(ctx);
+        let owner = if routed.owns(key) {
+            routed
+        } else {
+            self.decrypt_only
+                .iter()
+                .find(|p| p.owns(key))
+                .ok_or_else(|| {
+                    ProviderError::new(
+                        ProviderErrorKind::NotMine,
+                        "router",
+                        "the key context is not routed to this key",
+                    )
+                })?
+        };
+        let r = owner.unwrap_once(wrapped, ctx).await;
         self.calls.count(&self.calls.unwrap, r)
     }
 

@@ -21,6 +21,8 @@ struct Counting {
     generates: AtomicU64,
     unwraps: AtomicU64,
     latency: Duration,
+    /// A customer revoked the key: every call answers `Disabled`.
+    revoked: std::sync::atomic::AtomicBool,
 }
 
 impl Counting {
@@ -30,7 +32,19 @@ impl Counting {
             generates: AtomicU64::new(0),
             unwraps: AtomicU64::new(0),
             latency,
+            revoked: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    fn check(&self) -> Result<(), ProviderError> {
+        if self.revoked.load(Ordering::SeqCst) {
+            return Err(ProviderError::new(
+                vault_crypto::ProviderErrorKind::Disabled,
+                "test",
+                "key disabled",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -46,6 +60,7 @@ impl KeyProvider for Counting {
     ) -> Result<(DataKey, WrappedKey), ProviderError> {
         self.generates.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(self.latency).await;
+        self.check()?;
         self.inner.generate_data_key(ctx).await
     }
 
@@ -56,6 +71,7 @@ impl KeyProvider for Counting {
     async fn unwrap(&self, w: &WrappedKey, ctx: &KeyContext) -> Result<DataKey, ProviderError> {
         self.unwraps.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(self.latency).await;
+        self.check()?;
         self.inner.unwrap(w, ctx).await
     }
 }
@@ -242,5 +258,74 @@ async fn behind_a_router_only_the_cached_provider_is_cached() {
         remote.unwraps.load(Ordering::SeqCst),
         0,
         "a key the cache generated opens without an unwrap"
+    );
+}
+
+/// One data key never seals the values of two scopes (environments), though their contexts
+/// are equal; within one scope it is reused as before.
+#[tokio::test]
+async fn scopes_never_share_a_data_key() {
+    let counting = Counting::new(Duration::ZERO);
+    let cache = CachingProvider::new(counting.clone(), CacheLimits::default());
+    let c = ctx(&[("organization_id", "org_1")]);
+    let a1 = vault_crypto::seal_in(&cache, "env_a", &c, b"1", b"")
+        .await
+        .unwrap();
+    let a2 = vault_crypto::seal_in(&cache, "env_a", &c, b"2", b"")
+        .await
+        .unwrap();
+    let b1 = vault_crypto::seal_in(&cache, "env_b", &c, b"3", b"")
+        .await
+        .unwrap();
+    // A scope that is a prefix of another, or the unscoped seal, is another scope too.
+    let u1 = seal(&cache, &c, b"4", b"").await.unwrap();
+    let e1 = vault_crypto::seal_in(&cache, "env_", &c, b"5", b"")
+        .await
+        .unwrap();
+    assert_eq!(wrapped_of(&a1).bytes(), wrapped_of(&a2).bytes());
+    for other in [&b1, &u1, &e1] {
+        assert_ne!(wrapped_of(&a1).bytes(), wrapped_of(other).bytes());
+    }
+    assert_eq!(counting.generates.load(Ordering::SeqCst), 4);
+}
+
+/// A revoked key (Disabled) flushes the cache at the first call that reaches the key
+/// service: the cached data keys stop working at once, not after `max_age`.
+#[tokio::test]
+async fn a_disabled_answer_flushes_every_cached_key() {
+    let counting = Counting::new(Duration::ZERO);
+    let cache = CachingProvider::new(counting.clone(), CacheLimits::default());
+    let c1 = ctx(&[("organization_id", "org_1")]);
+    let c2 = ctx(&[("organization_id", "org_2")]);
+    let sealed = seal(&cache, &c1, b"kept", b"").await.unwrap();
+    assert_eq!(
+        open(&cache, &sealed, b"").await.unwrap().plaintext(),
+        b"kept"
+    );
+    assert_eq!(
+        counting.unwraps.load(Ordering::SeqCst),
+        0,
+        "served from cache"
+    );
+
+    counting.revoked.store(true, Ordering::SeqCst);
+    // Still cached: nothing has asked the key service yet.
+    assert!(open(&cache, &sealed, b"").await.is_ok());
+    // A seal of another context asks it and hears Disabled...
+    let err = seal(&cache, &c2, b"new", b"").await.unwrap_err();
+    assert!(
+        matches!(&err, vault_crypto::Error::Provider(p) if p.kind() == vault_crypto::ProviderErrorKind::Disabled),
+        "{err:?}"
+    );
+    // ...and from then on neither the cached seal key nor the cached open key is used.
+    assert!(open(&cache, &sealed, b"").await.is_err());
+    assert!(seal(&cache, &c1, b"more", b"").await.is_err());
+    assert_eq!(counting.unwraps.load(Ordering::SeqCst), 1);
+
+    // Re-enabled: working again, through the provider.
+    counting.revoked.store(false, Ordering::SeqCst);
+    assert_eq!(
+        open(&cache, &sealed, b"").await.unwrap().plaintext(),
+        b"kept"
     );
 }

@@ -249,6 +249,20 @@ impl KeyProvider for AwsKmsProvider {
         self.wrapped(out.ciphertext_blob())
     }
 
+    /// One attempt, whatever the retry policy: the blob is a caller's, and no caller may
+    /// multiply calls to this key (a throttling answer goes back to it at once).
+    async fn unwrap_once(
+        &self,
+        wrapped: &WrappedKey,
+        ctx: &KeyContext,
+    ) -> Result<DataKey, ProviderError> {
+        let once = Self {
+            retry: self.retry.max_attempts(1),
+            ..self.clone()
+        };
+        once.unwrap(wrapped, ctx).await
+    }
+
     async fn unwrap(
         &self,
         wrapped: &WrappedKey,

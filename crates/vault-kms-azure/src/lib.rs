@@ -13,6 +13,22 @@
 //! unwrapping checks the binding in constant time (`docs/FORMAT.md`, "Azure Key Vault wrap").
 //! The envelope's key commitment binds the data key to the message on top of that.
 //!
+//! # Authentic RSA wraps
+//! RSA-OAEP encryption needs only the public key, so a wrap alone proves nothing: anyone with
+//! the key's public JWK could wrap a data key of their choice for any context and plant it in
+//! the database. So an RSA wrap is also **signed** by the same Key Vault key version (`sign`,
+//! `RS256`, over `SHA-256("vault-kms-azure/v2" || 0x00 || binding || wrapped)`), the signature
+//! is stored after the wrapped bytes, and the reference's version says so
+//! (`#<version>+rs256`). Unwrapping verifies the signature locally with that version's public
+//! key (fetched once with `get`, then cached: versions never change) **before** calling Key
+//! Vault, so a forged wrap costs no Key Vault call either. A wrap also verifies its own
+//! signature before it is used, so a key that cannot sign fails at the first seal, never at a
+//! read. `A256KW` (a symmetric Managed HSM key) needs no signature: only the key's holder can
+//! wrap. Unsigned RSA wraps made before signing existed open only while
+//! [`accept_unsigned_wraps`](AzureKeyVaultProvider::accept_unsigned_wraps) is on (the default,
+//! so an upgrade strands nothing); `vault keys rewrap --all` replaces them, after which it
+//! should be switched off.
+//!
 //! Failures map to the same typed kinds as every provider (403 with `KeyDisabled` is
 //! `Disabled`, 404 `NotFound`, 429 `Throttled` with `Retry-After`, 5xx `Unavailable`, a 400 on
 //! unwrap `InvalidCiphertext`); retryable ones are retried a bounded number of times with
@@ -32,7 +48,8 @@ use azure_core::credentials::TokenCredential;
 use azure_core::error::ErrorKind;
 use azure_core::http::{ClientOptions, RequestContent, RetryOptions, Transport, Url};
 use azure_security_keyvault_keys::models::{
-    EncryptionAlgorithm, KeyClientUnwrapKeyOptions, KeyClientWrapKeyOptions, KeyOperationParameters,
+    EncryptionAlgorithm, KeyClientGetKeyOptions, KeyClientSignOptions, KeyClientUnwrapKeyOptions,
+    KeyClientWrapKeyOptions, KeyOperationParameters, SignParameters, SignatureAlgorithm,
 };
 use azure_security_keyvault_keys::{KeyClient, KeyClientOptions, ResourceId};
 use sha2::{Digest, Sha256};
@@ -49,6 +66,49 @@ pub const SCHEME: &str = "azure-kv";
 
 /// The length of the context binding appended to the data key before wrapping.
 const BINDING_LEN: usize = 32;
+
+/// What the version of a signed RSA wrap's key reference ends with.
+pub const SIGNED_SUFFIX: &str = "+rs256";
+
+/// Whether `key` (an `azure-kv` reference) names a signed RSA wrap.
+pub fn is_signed(key: &KeyRef) -> bool {
+    key.version().ends_with(SIGNED_SUFFIX)
+}
+
+/// The RSA public keys of key versions, by version (immutable in Key Vault, so never expired).
+type PublicKeys = std::sync::Mutex<std::collections::HashMap<String, Arc<RsaPublicKey>>>;
+
+/// One key version's RSA public key.
+#[derive(Debug)]
+struct RsaPublicKey {
+    components: ring::signature::RsaPublicKeyComponents<Vec<u8>>,
+}
+
+impl RsaPublicKey {
+    /// The modulus length in bytes: the length of a wrap and of a signature.
+    fn len(&self) -> usize {
+        self.components.n.len()
+    }
+
+    fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        self.components
+            .verify(
+                &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+                message,
+                signature,
+            )
+            .is_ok()
+    }
+}
+
+/// What the signature of an RSA wrap covers.
+fn signed_message(binding: &[u8; BINDING_LEN], wrapped: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(20 + BINDING_LEN + wrapped.len());
+    m.extend_from_slice(b"vault-kms-azure/v2\0");
+    m.extend_from_slice(binding);
+    m.extend_from_slice(wrapped);
+    m
+}
 
 /// How data keys are wrapped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +205,9 @@ pub struct AzureKeyVaultProvider {
     pinned_version: Option<String>,
     algorithm: WrapAlgorithm,
     retry: RetryPolicy,
+    /// Whether unsigned RSA wraps (made before signing existed) still open.
+    accept_unsigned: bool,
+    public_keys: Arc<PublicKeys>,
 }
 
 impl fmt::Debug for AzureKeyVaultProvider {
@@ -154,8 +217,13 @@ impl fmt::Debug for AzureKeyVaultProvider {
             .field("pinned_version", &self.pinned_version)
             .field("algorithm", &self.algorithm)
             .field("retry", &self.retry)
+            .field("accept_unsigned_wraps", &self.accept_unsigned)
             .finish_non_exhaustive()
     }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn error(
@@ -177,6 +245,8 @@ fn binding(ctx: &KeyContext) -> [u8; BINDING_LEN] {
 enum Op {
     Wrap,
     Unwrap,
+    /// `sign` and `get` (of the public key).
+    Other,
 }
 
 /// Maps an SDK error to a typed provider error: the status and Key Vault's error code only
@@ -320,7 +390,100 @@ impl AzureKeyVaultProvider {
             pinned_version: key_version.map(str::to_owned),
             algorithm,
             retry,
+            accept_unsigned: true,
+            public_keys: Arc::default(),
         })
+    }
+
+    /// Whether RSA wraps without a signature (made before signed wraps existed) still open.
+    /// On by default so that an upgrade strands nothing; switch it off once `vault keys rewrap
+    /// --all` has replaced them, and a wrap forged with the public key no longer opens.
+    #[must_use]
+    pub fn accept_unsigned_wraps(mut self, accept: bool) -> Self {
+        self.accept_unsigned = accept;
+        self
+    }
+
+    /// Whether a data key wrapped under `key` is authentic against someone who holds only the
+    /// key's public part: an `A256KW` wrap, or a signed RSA wrap.
+    pub fn is_authenticated(&self, key: &KeyRef) -> bool {
+        self.owns(key) && (self.algorithm == WrapAlgorithm::A256Kw || is_signed(key))
+    }
+
+    /// The public key of `version`, from the cache or from Key Vault (`get`).
+    async fn public_key(&self, version: &str) -> Result<Arc<RsaPublicKey>, ProviderError> {
+        if let Some(k) = lock(&self.public_keys).get(version) {
+            return Ok(Arc::clone(k));
+        }
+        let key = self
+            .call(Op::Other, || {
+                let options = KeyClientGetKeyOptions {
+                    key_version: Some(version.to_owned()),
+                    ..Default::default()
+                };
+                async move {
+                    self.client
+                        .get_key(&self.key_name, Some(options))
+                        .await?
+                        .into_model()
+                }
+            })
+            .await?;
+        let bad = |what: &'static str| error(ProviderErrorKind::Other, what);
+        let jwk = key.key.ok_or_else(|| bad("Key Vault answered no key"))?;
+        if self.version_of(jwk.kid.as_deref())? != version {
+            return Err(bad("Key Vault answered for another key version"));
+        }
+        let strip = |b: Vec<u8>| -> Vec<u8> {
+            let zeros = b.iter().take_while(|&&x| x == 0).count();
+            b[zeros..].to_vec()
+        };
+        let n = strip(jwk.n.ok_or_else(|| bad("the key has no RSA modulus"))?);
+        let e = strip(jwk.e.ok_or_else(|| bad("the key has no RSA exponent"))?);
+        if !(256..=1024).contains(&n.len()) || e.is_empty() {
+            return Err(bad("not an RSA key of 2048 to 8192 bits"));
+        }
+        let public = Arc::new(RsaPublicKey {
+            components: ring::signature::RsaPublicKeyComponents { n, e },
+        });
+        lock(&self.public_keys).insert(version.to_owned(), Arc::clone(&public));
+        Ok(public)
+    }
+
+    /// Key Vault's RS256 signature of `message` by `version`.
+    async fn sign(&self, version: &str, message: &[u8]) -> Result<Vec<u8>, ProviderError> {
+        let digest = Sha256::digest(message).to_vec();
+        let result = self
+            .call(Op::Other, || {
+                #[allow(clippy::field_reassign_with_default)] // `non_exhaustive` model
+                let params = {
+                    let mut p = SignParameters::default();
+                    p.algorithm = Some(SignatureAlgorithm::Rs256);
+                    p.value = Some(digest.clone());
+                    RequestContent::try_from(p)
+                };
+                let options = KeyClientSignOptions {
+                    key_version: Some(version.to_owned()),
+                    ..Default::default()
+                };
+                async move {
+                    self.client
+                        .sign(&self.key_name, params?, Some(options))
+                        .await?
+                        .into_model()
+                }
+            })
+            .await?;
+        if self.version_of(result.kid.as_deref())? != version {
+            return Err(error(
+                ProviderErrorKind::Other,
+                "Key Vault signed with another key version",
+            ));
+        }
+        result
+            .result
+            .filter(|r| !r.is_empty())
+            .ok_or_else(|| error(ProviderErrorKind::Other, "sign answered no value"))
     }
 
     /// `<vault host>/<key name>`.
@@ -389,6 +552,12 @@ impl KeyProvider for AzureKeyVaultProvider {
         key.scheme() == SCHEME && key.key_id() == self.key_id
     }
 
+    /// An unsigned RSA wrap is never current: a rewrap replaces it with a signed one.
+    async fn is_current(&self, key: &KeyRef, ctx: &KeyContext) -> Result<bool, ProviderError> {
+        let _ = ctx;
+        Ok(self.is_authenticated(key))
+    }
+
     async fn wrap(&self, key: &DataKey, ctx: &KeyContext) -> Result<WrappedKey, ProviderError> {
         let mut payload = Zeroizing::new(Vec::with_capacity(DATA_KEY_LEN + BINDING_LEN));
         payload.extend_from_slice(key.expose_secret());
@@ -413,14 +582,43 @@ impl KeyProvider for AzureKeyVaultProvider {
             })
             .await?;
         let version = self.version_of(result.kid.as_deref())?;
-        let wrapped = result
+        let mut wrapped = result
             .result
             .filter(|r| !r.is_empty())
             .ok_or_else(|| error(ProviderErrorKind::Other, "wrapKey answered no value"))?;
-        let key_ref = KeyRef::new(SCHEME, &self.key_id, version)
+        let mut ref_version = version.clone();
+        if self.algorithm == WrapAlgorithm::RsaOaep256 {
+            let message = signed_message(&binding(ctx), &wrapped);
+            let signature = self.sign(&version, &message).await?;
+            // Checked now, so a key that cannot sign properly fails this seal, not a later read.
+            let public = self.public_key(&version).await?;
+            if wrapped.len() != public.len() || !public.verify(&message, &signature) {
+                return Err(error(
+                    ProviderErrorKind::Other,
+                    "Key Vault's signature of the wrap does not verify",
+                ));
+            }
+            wrapped.extend_from_slice(&signature);
+            ref_version.push_str(SIGNED_SUFFIX);
+        }
+        let key_ref = KeyRef::new(SCHEME, &self.key_id, ref_version)
             .map_err(|_| error(ProviderErrorKind::Other, "invalid key version"))?;
         WrappedKey::new(key_ref, wrapped)
             .map_err(|_| error(ProviderErrorKind::Other, "wrapped key out of bounds"))
+    }
+
+    /// One attempt, whatever the retry policy: the blob is a caller's, and no caller may
+    /// multiply calls to this key (a throttling answer goes back to it at once).
+    async fn unwrap_once(
+        &self,
+        wrapped: &WrappedKey,
+        ctx: &KeyContext,
+    ) -> Result<DataKey, ProviderError> {
+        let once = Self {
+            retry: self.retry.max_attempts(1),
+            ..self.clone()
+        };
+        once.unwrap(wrapped, ctx).await
     }
 
     async fn unwrap(
@@ -431,16 +629,40 @@ impl KeyProvider for AzureKeyVaultProvider {
         if !self.owns(wrapped.key_ref()) {
             return Err(error(ProviderErrorKind::NotMine, ""));
         }
-        let version = wrapped.key_ref().version();
+        let invalid = |what: &'static str| error(ProviderErrorKind::InvalidCiphertext, what);
+        let (version, signed) = match wrapped.key_ref().version().strip_suffix(SIGNED_SUFFIX) {
+            Some(v) => (v, true),
+            None => (wrapped.key_ref().version(), false),
+        };
         if version.is_empty() {
-            return Err(error(
-                ProviderErrorKind::InvalidCiphertext,
-                "the key reference has no version",
-            ));
+            return Err(invalid("the key reference has no version"));
+        }
+        let mut ciphertext = wrapped.bytes();
+        if self.algorithm == WrapAlgorithm::RsaOaep256 {
+            if signed {
+                // Verified before Key Vault is called: a forged wrap costs no call.
+                let public = self.public_key(version).await?;
+                let Some((wrap, signature)) = ciphertext
+                    .split_at_checked(public.len())
+                    .filter(|(_, s)| s.len() == public.len())
+                else {
+                    return Err(invalid("not a signed wrap of this key"));
+                };
+                if !public.verify(&signed_message(&binding(ctx), wrap), signature) {
+                    return Err(invalid("the wrap's signature does not verify"));
+                }
+                ciphertext = wrap;
+            } else if !self.accept_unsigned {
+                return Err(invalid(
+                    "an unsigned RSA wrap, refused (accept_unsigned_wraps is off)",
+                ));
+            }
+        } else if signed {
+            return Err(invalid("a signed wrap of an A256KW key"));
         }
         let result = self
             .call(Op::Unwrap, || {
-                let params = self.parameters(wrapped.bytes().to_vec());
+                let params = self.parameters(ciphertext.to_vec());
                 async move {
                     let params = params.map_err(|_| {
                         azure_core::Error::with_message(ErrorKind::DataConversion, "request")

@@ -40,9 +40,14 @@ async fn conforms_to_the_provider_suite() {
     let version = fake.keys.lock().unwrap()[KEY].versions[0].0.clone();
     assert_eq!(
         wrapped.key_ref().to_string(),
-        format!("azure-kv://{VAULT_HOST}/{KEY}#{version}")
+        format!("azure-kv://{VAULT_HOST}/{KEY}#{version}+rs256")
     );
-    assert_eq!(wrapped.bytes().len(), 256, "an RSA-2048 OAEP wrap");
+    assert_eq!(
+        wrapped.bytes().len(),
+        512,
+        "an RSA-2048 OAEP wrap and its RS256 signature"
+    );
+    assert!(p.is_current(wrapped.key_ref(), &ctx("o")).await.unwrap());
     // The SDK was challenged before it sent any token.
     assert!(fake.challenges.load(Ordering::SeqCst) >= 1);
 }
@@ -76,14 +81,18 @@ async fn unwrap_uses_the_recorded_version_after_a_rotation() {
     let (_, new) = p.generate_data_key(&ctx("o")).await.unwrap();
     assert_ne!(old.key_ref().version(), new.key_ref().version());
     let new_version = fake.keys.lock().unwrap()[KEY].versions[1].0.clone();
-    assert_eq!(new.key_ref().version(), new_version);
+    assert_eq!(new.key_ref().version(), format!("{new_version}+rs256"));
     assert_eq!(
         p.unwrap(&old, &ctx("o")).await.unwrap().expose_secret(),
         key.expose_secret()
     );
     // A pinned version keeps wrapping with that version.
     let old_version = old.key_ref().version().to_owned();
-    let pinned = provider(&server, KEY, Some(&old_version));
+    let pinned = provider(
+        &server,
+        KEY,
+        old_version.strip_suffix(vault_kms_azure::SIGNED_SUFFIX),
+    );
     let (_, w) = pinned.generate_data_key(&ctx("o")).await.unwrap();
     assert_eq!(w.key_ref().version(), old_version);
 }
@@ -126,7 +135,8 @@ async fn documented_errors_map_to_their_kinds_and_retries_are_bounded() {
     *fake.faults.lock().unwrap() = vec![(429, "Throttled"), (503, "ServiceUnavailable")];
     fake.requests.store(0, Ordering::SeqCst);
     let (key, wrapped) = p.generate_data_key(&ctx("o")).await.unwrap();
-    assert_eq!(fake.requests.load(Ordering::SeqCst), 3);
+    // Two failed wraps, the wrap, its signature (the public key is cached since the warm-up).
+    assert_eq!(fake.requests.load(Ordering::SeqCst), 4);
 
     // The customer disables the key: Disabled, for wrap and unwrap; enabling it again works.
     fake.set_enabled(KEY, false);
@@ -180,4 +190,95 @@ fn configuration_is_checked_and_debug_shows_no_credentials() {
     );
     assert_eq!(WrapAlgorithm::parse("A256KW"), Some(WrapAlgorithm::A256Kw));
     assert_eq!(WrapAlgorithm::parse("RSA1_5"), None);
+}
+
+/// The forgery the signature exists for: someone with the key's public JWK and write access
+/// to the database wraps a data key of their choice for any context. A signed-form wrap with
+/// a made-up signature is refused before Key Vault is asked; an unsigned one opens only while
+/// `accept_unsigned_wraps` is on (the upgrade default), and is never current, so a rewrap
+/// replaces it.
+#[tokio::test]
+async fn a_wrap_forged_with_the_public_key_is_refused() {
+    let (server, fake) = start().await;
+    let strict = provider(&server, KEY, None).accept_unsigned_wraps(false);
+    let lenient = provider(&server, KEY, None);
+    // A genuine wrap first, so the public key is known and cached.
+    let (_, genuine) = strict.generate_data_key(&ctx("victim")).await.unwrap();
+    let version = genuine
+        .key_ref()
+        .version()
+        .strip_suffix(vault_kms_azure::SIGNED_SUFFIX)
+        .unwrap()
+        .to_owned();
+
+    // The attacker's data key, bound to the victim's context as the format says.
+    let chosen = [7u8; 32];
+    let mut payload = chosen.to_vec();
+    let mut h = <sha2::Sha256 as sha2::Digest>::new();
+    sha2::Digest::update(&mut h, b"vault-kms-azure/v1\0");
+    sha2::Digest::update(&mut h, ctx("victim").canonical_bytes());
+    payload.extend_from_slice(&sha2::Digest::finalize(h));
+    let forged_wrap = fake.keys.lock().unwrap()[KEY].versions[0]
+        .1
+        .encrypt_with_public_key(&payload);
+
+    let unwraps_before = fake.count("unwrapkey");
+    for signature in [vec![0u8; 256], genuine.bytes()[256..].to_vec()] {
+        let mut bytes = forged_wrap.clone();
+        bytes.extend_from_slice(&signature);
+        let forged = WrappedKey::new(genuine.key_ref().clone(), bytes).unwrap();
+        for p in [&strict, &lenient] {
+            let e = p.unwrap(&forged, &ctx("victim")).await.unwrap_err();
+            assert_eq!(e.kind(), ProviderErrorKind::InvalidCiphertext, "{e}");
+        }
+    }
+    assert_eq!(fake.count("unwrapkey"), unwraps_before, "refused locally");
+
+    // The unsigned (pre-signing) form of the same forgery.
+    let unsigned_ref = KeyRef::new("azure-kv", format!("{VAULT_HOST}/{KEY}"), &version).unwrap();
+    let unsigned = WrappedKey::new(unsigned_ref.clone(), forged_wrap).unwrap();
+    let e = strict.unwrap(&unsigned, &ctx("victim")).await.unwrap_err();
+    assert_eq!(e.kind(), ProviderErrorKind::InvalidCiphertext, "{e}");
+    // Accepted for compatibility while the setting is on: what `accept_unsigned_wraps = false`
+    // closes, once the rewrap has replaced every unsigned wrap.
+    let opened = lenient.unwrap(&unsigned, &ctx("victim")).await.unwrap();
+    assert_eq!(opened.expose_secret(), &chosen);
+    assert!(
+        !lenient
+            .is_current(&unsigned_ref, &ctx("victim"))
+            .await
+            .unwrap()
+    );
+    assert!(!lenient.is_authenticated(&unsigned_ref));
+    assert!(lenient.is_authenticated(genuine.key_ref()));
+
+    // A genuine signed wrap does not open under another context (the signature covers it).
+    let e = strict.unwrap(&genuine, &ctx("other")).await.unwrap_err();
+    assert_eq!(e.kind(), ProviderErrorKind::InvalidCiphertext, "{e}");
+}
+
+/// A blob from an API caller gets one Key Vault call, however throttled the key is.
+#[tokio::test]
+async fn unwrap_once_makes_one_call_even_when_throttled() {
+    let (server, fake) = start().await;
+    let p = provider(&server, KEY, None);
+    let (key, wrapped) = p.generate_data_key(&ctx("o")).await.unwrap();
+    *fake.faults.lock().unwrap() = vec![(429, "Throttled"); 5];
+    fake.requests.store(0, Ordering::SeqCst);
+    let e = p.unwrap_once(&wrapped, &ctx("o")).await.unwrap_err();
+    assert_eq!(e.kind(), ProviderErrorKind::Throttled, "{e}");
+    assert_eq!(fake.requests.load(Ordering::SeqCst), 1);
+    // Our own store's reads keep their bounded retries (3 attempts here).
+    fake.requests.store(0, Ordering::SeqCst);
+    let e = p.unwrap(&wrapped, &ctx("o")).await.unwrap_err();
+    assert_eq!(e.kind(), ProviderErrorKind::Throttled, "{e}");
+    assert_eq!(fake.requests.load(Ordering::SeqCst), 3);
+    fake.faults.lock().unwrap().clear();
+    assert_eq!(
+        p.unwrap_once(&wrapped, &ctx("o"))
+            .await
+            .unwrap()
+            .expose_secret(),
+        key.expose_secret()
+    );
 }

@@ -129,8 +129,14 @@ impl Vault {
         context: &KeyContext,
         value: &[u8],
     ) -> Result<NewVersion, VaultError> {
-        let envelope =
-            vault_crypto::seal(&*self.keys, context, value, &object_aad(environment, id)).await?;
+        let envelope = vault_crypto::seal_in(
+            &*self.keys,
+            environment,
+            context,
+            value,
+            &object_aad(environment, id),
+        )
+        .await?;
         let key_id = first_key_ref(&envelope)?;
         Ok(NewVersion {
             size: value.len() as u64,

@@ -247,6 +247,10 @@ pub(crate) fn crypto_error(e: &CryptoError, origin: Origin) -> ApiError {
             ProviderErrorKind::InvalidCiphertext if origin == Origin::Caller => {
                 bad_keys("the encrypted keys do not decrypt in this environment")
             }
+            // The blob names a key that its context is not routed to here.
+            ProviderErrorKind::NotMine if origin == Origin::Caller => {
+                bad_keys("the encrypted keys name a key this server does not hold")
+            }
             _ => ApiError::internal("key provider"),
         },
         (CryptoError::Envelope(_) | CryptoError::DecryptionFailed, Origin::Stored) => {

@@ -1,9 +1,10 @@
-//! A wire-level fake of the Azure Key Vault keys data plane (`wrapkey` and `unwrapkey`), on
-//! wiremock: no Key Vault emulator can be installed here. It is real where it matters: it plays
-//! the 401 bearer challenge the SDK answers before it sends a body, holds RSA-2048 keys with
-//! versions and really wraps and unwraps with RSA-OAEP-256 (aws-lc), refuses disabled keys with
-//! Key Vault's `Forbidden`/`KeyDisabled` error, and answers errors in Key Vault's JSON shape. So
-//! a tampered wrapped key or another key's wrap fails as it would in Azure.
+//! A wire-level fake of the Azure Key Vault keys data plane (`wrapkey`, `unwrapkey`, `sign`
+//! and `get` of a key version), on wiremock: no Key Vault emulator can be installed here. It is
+//! real where it matters: it plays the 401 bearer challenge the SDK answers before it sends a
+//! body, holds RSA-2048 keys with versions, really wraps and unwraps with RSA-OAEP-256 and signs
+//! digests with RS256 (aws-lc), answers the public key as a JWK, refuses disabled keys with Key
+//! Vault's `Forbidden`/`KeyDisabled` error, and answers errors in Key Vault's JSON shape. So a
+//! tampered wrapped key or another key's wrap fails as it would in Azure.
 //!
 //! The SDK refuses to send a token over plain HTTP, so the provider keeps its
 //! `https://<vault>.vault.azure.net/` URL and [`transport`] rewrites each request to the fake.
@@ -13,10 +14,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rsa::{
-    KeySize, OAEP_SHA256_MGF1SHA256, OaepPrivateDecryptingKey, OaepPublicEncryptingKey,
+    KeyPair, KeySize, OAEP_SHA256_MGF1SHA256, OaepPrivateDecryptingKey, OaepPublicEncryptingKey,
     PrivateDecryptingKey,
 };
+use aws_lc_rs::signature::KeyPair as _;
 use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
 use azure_core::http::{AsyncRawResponse, HttpClient, Request as AzRequest, Transport};
 use base64::Engine as _;
@@ -36,10 +39,54 @@ pub const OTHER: &str = "other-key";
 /// The bearer token the fake accepts.
 pub const TOKEN: &str = "fake-entra-token";
 
+/// One RSA key version: the same private key for decryption and for signing.
+pub struct RsaVersion {
+    /// For `unwrapkey`.
+    pub decrypting: PrivateDecryptingKey,
+    /// For `sign` and the public JWK.
+    pub signing: KeyPair,
+}
+
+impl std::fmt::Debug for RsaVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RsaVersion").finish_non_exhaustive()
+    }
+}
+
+impl RsaVersion {
+    fn generate() -> Self {
+        let signing = KeyPair::generate(KeySize::Rsa2048).unwrap();
+        let der = signing.as_der().unwrap();
+        Self {
+            decrypting: PrivateDecryptingKey::from_pkcs8(der.as_ref()).unwrap(),
+            signing,
+        }
+    }
+
+    /// The public modulus and exponent, big-endian: what an attacker may know.
+    pub fn public_components(&self) -> (Vec<u8>, Vec<u8>) {
+        let public = self.signing.public_key();
+        (
+            public.modulus().big_endian_without_leading_zero().to_vec(),
+            public.exponent().big_endian_without_leading_zero().to_vec(),
+        )
+    }
+
+    /// RSA-OAEP-256 encryption with the public key alone.
+    pub fn encrypt_with_public_key(&self, plaintext: &[u8]) -> Vec<u8> {
+        let public = OaepPublicEncryptingKey::new(self.decrypting.public_key()).unwrap();
+        let mut out = vec![0u8; public.ciphertext_size()];
+        public
+            .encrypt(&OAEP_SHA256_MGF1SHA256, plaintext, &mut out, None)
+            .unwrap()
+            .to_vec()
+    }
+}
+
 /// One Key Vault key: its versions (oldest first; the last is current) and whether enabled.
 pub struct FakeKey {
-    /// (version id, RSA private key).
-    pub versions: Vec<(String, PrivateDecryptingKey)>,
+    /// (version id, RSA key).
+    pub versions: Vec<(String, RsaVersion)>,
     /// Disabled keys refuse every operation.
     pub enabled: bool,
 }
@@ -64,6 +111,8 @@ pub struct Fake {
     pub requests: AtomicUsize,
     /// Requests that came without a token and were challenged.
     pub challenges: AtomicUsize,
+    /// Requests answered, by operation (`wrapkey`, `unwrapkey`, `sign`, `get`).
+    pub operations: Mutex<HashMap<String, usize>>,
 }
 
 impl std::fmt::Debug for Fake {
@@ -91,8 +140,8 @@ fn getrandom_fill(b: &mut [u8]) {
     SystemRandom::new().fill(b).unwrap();
 }
 
-fn rsa_key() -> PrivateDecryptingKey {
-    PrivateDecryptingKey::generate(KeySize::Rsa2048).unwrap()
+fn rsa_key() -> RsaVersion {
+    RsaVersion::generate()
 }
 
 struct Responder(Arc<Fake>);
@@ -121,6 +170,16 @@ impl Fake {
     /// Deletes key `name` (soft delete: it is not found any more).
     pub fn delete(&self, name: &str) {
         self.keys.lock().unwrap().remove(name);
+    }
+
+    /// How many `op` requests were answered (past the challenge and injected faults).
+    pub fn count(&self, op: &str) -> usize {
+        self.operations
+            .lock()
+            .unwrap()
+            .get(op)
+            .copied()
+            .unwrap_or(0)
     }
 
     fn answer(&self, req: &Request) -> ResponseTemplate {
@@ -156,27 +215,39 @@ impl Fake {
         if req.url.query_pairs().all(|(k, _)| k != "api-version") {
             return kv_error(400, "BadParameter", "api-version is required");
         }
-        // /keys/{name}/{version}/{op}; the version may be empty (the current one).
+        // POST /keys/{name}/{version}/{op} or GET /keys/{name}/{version}; the version may be
+        // empty (the current one).
         let parts: Vec<&str> = req.url.path().trim_start_matches('/').split('/').collect();
-        let [keys_word, name, version, op] = parts.as_slice() else {
-            return kv_error(404, "NotFound", "no such operation");
+        let (name, version, op) = match (req.method.as_str(), parts.as_slice()) {
+            ("POST", ["keys", name, version, op]) => (*name, *version, *op),
+            ("GET", ["keys", name, version]) => (*name, *version, "get"),
+            _ => return kv_error(404, "NotFound", "no such operation"),
         };
-        if *keys_word != "keys" {
-            return kv_error(404, "NotFound", "no such operation");
-        }
+        *self
+            .operations
+            .lock()
+            .unwrap()
+            .entry(op.to_owned())
+            .or_default() += 1;
         let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
-        if body.get("alg").and_then(Value::as_str) != Some("RSA-OAEP-256") {
+        let expected_alg = match op {
+            "get" => None,
+            "sign" => Some("RS256"),
+            _ => Some("RSA-OAEP-256"),
+        };
+        if body.get("alg").and_then(Value::as_str) != expected_alg {
             return kv_error(400, "BadParameter", "unsupported algorithm for an RSA key");
         }
-        let Some(value) = body
+        let value = body
             .get("value")
             .and_then(Value::as_str)
-            .and_then(|v| B64URL.decode(v).ok())
-        else {
+            .and_then(|v| B64URL.decode(v).ok());
+        if value.is_none() && op != "get" {
             return kv_error(400, "BadParameter", "value is not base64url");
-        };
+        }
+        let value = value.unwrap_or_default();
         let keys = self.keys.lock().unwrap();
-        let Some(key) = keys.get(*name) else {
+        let Some(key) = keys.get(name) else {
             return kv_error(
                 404,
                 "KeyNotFound",
@@ -197,9 +268,35 @@ impl Fake {
             return kv_error(404, "KeyNotFound", "the key version was not found");
         };
         let kid = format!("https://{VAULT_HOST}/keys/{name}/{version}");
-        match *op {
+        let ok = |body: Value| {
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "application/json; charset=utf-8")
+                .set_body_json(body)
+        };
+        match op {
+            "get" => {
+                let (n, e) = private.public_components();
+                ok(json!({"key": {
+                    "kid": kid, "kty": "RSA",
+                    "key_ops": ["wrapKey", "unwrapKey", "sign", "verify"],
+                    "n": B64URL.encode(n), "e": B64URL.encode(e),
+                }}))
+            }
+            "sign" => {
+                let Ok(digest) =
+                    aws_lc_rs::digest::Digest::import_less_safe(&value, &aws_lc_rs::digest::SHA256)
+                else {
+                    return kv_error(400, "BadParameter", "RS256 signs a 32-byte digest");
+                };
+                let mut sig = vec![0u8; private.signing.public_modulus_len()];
+                private
+                    .signing
+                    .sign_digest(&aws_lc_rs::signature::RSA_PKCS1_SHA256, &digest, &mut sig)
+                    .unwrap();
+                ok(json!({"kid": kid, "value": B64URL.encode(sig)}))
+            }
             "wrapkey" => {
-                let public = OaepPublicEncryptingKey::new(private.public_key()).unwrap();
+                let public = OaepPublicEncryptingKey::new(private.decrypting.public_key()).unwrap();
                 if value.len() > public.max_plaintext_size(&OAEP_SHA256_MGF1SHA256) {
                     return kv_error(400, "BadParameter", "value too long for the key");
                 }
@@ -212,7 +309,7 @@ impl Fake {
                     .set_body_json(json!({"kid": kid, "value": B64URL.encode(ct)}))
             }
             "unwrapkey" => {
-                let decrypting = OaepPrivateDecryptingKey::new(private.clone()).unwrap();
+                let decrypting = OaepPrivateDecryptingKey::new(private.decrypting.clone()).unwrap();
                 let mut out = vec![0u8; decrypting.min_output_size()];
                 match decrypting.decrypt(&OAEP_SHA256_MGF1SHA256, &value, &mut out, None) {
                     Ok(pt) => ResponseTemplate::new(200)
@@ -239,10 +336,12 @@ pub async fn start() -> (MockServer, Arc<Fake>) {
         );
     }
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(Responder(fake.clone()))
-        .mount(&server)
-        .await;
+    for verb in ["POST", "GET"] {
+        Mock::given(method(verb))
+            .respond_with(Responder(fake.clone()))
+            .mount(&server)
+            .await;
+    }
     (server, fake)
 }
 

@@ -200,13 +200,29 @@ pub async fn seal(
     plaintext: &[u8],
     aad: &[u8],
 ) -> Result<Vec<u8>, Error> {
+    seal_in(provider, "", context, plaintext, aad).await
+}
+
+/// As [`seal`], for one of several tenants sharing `provider` (an environment): a caching
+/// provider reuses a data key only within one scope, so no data key ever seals the values of
+/// two scopes.
+///
+/// # Errors
+/// As [`seal`].
+pub async fn seal_in(
+    provider: &dyn KeyProvider,
+    scope: &str,
+    context: &KeyContext,
+    plaintext: &[u8],
+    aad: &[u8],
+) -> Result<Vec<u8>, Error> {
     if plaintext.len() > MAX_PLAINTEXT_LEN {
         return Err(Error::PlaintextTooLarge {
             max: MAX_PLAINTEXT_LEN,
         });
     }
     let (data_key, wrapped) = provider
-        .data_key_for_seal(context, plaintext.len() as u64)
+        .data_key_for_seal(context, scope, plaintext.len() as u64)
         .await?;
     seal_with_key(
         &data_key,
@@ -259,7 +275,7 @@ pub async fn open(
     aad: &[u8],
 ) -> Result<Opened, Error> {
     let env = Envelope::parse(envelope)?;
-    let (_, keys, key_ref) = unwrap_committed(provider, &env).await?;
+    let (_, keys, key_ref) = unwrap_committed(provider, &env, Source::Trusted).await?;
     let plaintext = decrypt_payload(Backend::DEFAULT, &keys, &env, aad)?;
     Ok(Opened {
         context: env.context().clone(),
@@ -277,15 +293,25 @@ pub async fn open(
 /// As [`open`], plus provider errors from the new wrap.
 pub async fn rewrap(provider: &dyn KeyProvider, envelope: &[u8]) -> Result<Vec<u8>, Error> {
     let env = Envelope::parse(envelope)?;
-    let (data_key, _, _) = unwrap_committed(provider, &env).await?;
+    let (data_key, _, _) = unwrap_committed(provider, &env, Source::Trusted).await?;
     let wrapped = provider.wrap(&data_key, env.context()).await?;
     Ok(env.with_wrapped_keys(vec![wrapped])?)
 }
 
 /// Finds a wrapped key the provider owns that unwraps to the data key the envelope commits to.
+/// Whose wrapped keys are being unwrapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// Ours: read from our own store, or handed to the library by its user.
+    Trusted,
+    /// A caller's (an API client's blob): [`KeyProvider::unwrap_once`].
+    Caller,
+}
+
 pub(crate) async fn unwrap_committed(
     provider: &dyn KeyProvider,
     env: &Envelope<'_>,
+    source: Source,
 ) -> Result<(DataKey, commit::MessageKeys, KeyRef), Error> {
     let mut last_error = None;
     let mut owned = 0usize;
@@ -294,7 +320,11 @@ pub(crate) async fn unwrap_committed(
             continue;
         }
         owned += 1;
-        match provider.unwrap(wrapped, env.context()).await {
+        let unwrapped = match source {
+            Source::Trusted => provider.unwrap(wrapped, env.context()).await,
+            Source::Caller => provider.unwrap_once(wrapped, env.context()).await,
+        };
+        match unwrapped {
             Ok(key) => {
                 let keys =
                     commit::derive(&key, env.message_id(), SUITE_AES256GCM_HKDF_SHA256_COMMIT);

@@ -243,18 +243,20 @@ pub trait KeyProvider: Send + Sync + fmt::Debug {
         Ok((key, wrapped))
     }
 
-    /// A data key for sealing one message of `len` plaintext bytes for `ctx`: what
-    /// [`seal`](crate::seal) calls. The default generates a fresh key; a caching provider
-    /// ([`CachingProvider`](crate::CachingProvider)) may hand out a recent one within its limits.
+    /// A data key for sealing one message of `len` plaintext bytes for `ctx` in `scope` (an
+    /// environment, or `""`): what [`seal_in`](crate::seal_in) calls. The default generates a
+    /// fresh key; a caching provider ([`CachingProvider`](crate::CachingProvider)) may hand out
+    /// a recent one within its limits, never one it handed out for another scope.
     ///
     /// # Errors
     /// As [`generate_data_key`](Self::generate_data_key).
     async fn data_key_for_seal(
         &self,
         ctx: &KeyContext,
+        scope: &str,
         len: u64,
     ) -> Result<(DataKey, WrappedKey), ProviderError> {
-        let _ = len;
+        let _ = (scope, len);
         self.generate_data_key(ctx).await
     }
 
@@ -275,6 +277,24 @@ pub trait KeyProvider: Send + Sync + fmt::Debug {
         wrapped: &WrappedKey,
         ctx: &KeyContext,
     ) -> Result<DataKey, ProviderError>;
+
+    /// Unwraps a wrapped key that a caller handed in (an issued data key's blob) rather than
+    /// one read from our own store, so its key reference and context are the caller's choice:
+    /// at most **one** call to a key service, never retried (a caller must not be able to
+    /// multiply calls to a customer's key), and for a router only if its rules send `ctx` to
+    /// the key's owner or the owner is kept for decryption. The default is
+    /// [`unwrap`](Self::unwrap), right for providers that call no key service.
+    ///
+    /// # Errors
+    /// As [`unwrap`](Self::unwrap); [`ProviderErrorKind::NotMine`] from a router whose rules do
+    /// not lead `ctx` to the key's owner.
+    async fn unwrap_once(
+        &self,
+        wrapped: &WrappedKey,
+        ctx: &KeyContext,
+    ) -> Result<DataKey, ProviderError> {
+        self.unwrap(wrapped, ctx).await
+    }
 
     /// Re-wraps a data key under this provider's current key (version) without returning it.
     /// The default unwraps and wraps again; a KMS with a re-encrypt call may do better.
