@@ -36,7 +36,8 @@
 //! `VAULT_PROVIDER_ACME_ENDPOINT_URL`) replaces a provider's string field.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,6 +71,13 @@ pub struct Config {
 /// max_body_bytes = 2097152
 /// max_value_bytes = 1048576
 /// requests_per_second = 500     # per API key; unset for no limit
+/// tls_cert = "/etc/vault/cert.pem"   # PEM chain; with tls_key, the server speaks HTTPS
+/// tls_key = "/etc/vault/key.pem"     # reloaded with the certificate on SIGHUP
+/// head_timeout_secs = 10        # request head (TLS handshake included)
+/// body_timeout_secs = 30        # request body, after its head
+/// idle_timeout_secs = 60        # a kept-alive connection waiting for its next request
+/// max_connections = 10000       # beyond, new connections are closed at once
+/// metrics_token = "…"           # /metrics for non-loopback peers presenting it as a bearer
 /// ```
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -82,6 +90,31 @@ pub struct ServerConfig {
     pub max_value_bytes: Option<usize>,
     /// Requests per second per API key.
     pub requests_per_second: Option<u32>,
+    /// The certificate chain (PEM) for HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// Seconds for a request head to arrive.
+    pub head_timeout_secs: Option<u64>,
+    /// Seconds for a request body to arrive.
+    pub body_timeout_secs: Option<u64>,
+    /// Seconds an idle kept-alive connection stays open.
+    pub idle_timeout_secs: Option<u64>,
+    /// The most connections open at once.
+    pub max_connections: Option<usize>,
+    /// The bearer token that opens `/metrics` to non-loopback peers.
+    pub metrics_token: Option<Secret>,
+}
+
+/// A secret setting: never shown by `Debug`.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 fn default_provider() -> Spanned<String> {
@@ -218,8 +251,8 @@ pub struct Problem {
     pub message: String,
 }
 
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.line > 0 {
             write!(f, "line {}: {}", self.line, self.message)
         } else {

@@ -341,9 +341,14 @@ pub async fn start_local_server(
         vault_server::Limits::default(),
     ));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(vault_server::serve(listener, app, async move {
-        let _ = stopped.await;
-    }));
+    let task = tokio::spawn(vault_server::serve(
+        listener,
+        app,
+        vault_server::Listening::default(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
     Ok((
         format!("http://{addr}"),
         key.expose_secret().to_owned(),

@@ -98,6 +98,17 @@ enum Command {
         /// The environment of the first API key, created on first start when there is none.
         #[arg(long, env = "VAULT_ENVIRONMENT", default_value = "default")]
         environment: String,
+        /// The certificate chain (PEM) to serve HTTPS with (else `[server] tls_cert`); needs
+        /// --tls-key. Both files are read again on SIGHUP.
+        #[arg(long, env = "VAULT_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key (PEM) of --tls-cert (else `[server] tls_key`).
+        #[arg(long, env = "VAULT_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// The log format: one line per request, as text or JSON (filter with RUST_LOG; the
+        /// default is `info`).
+        #[arg(long, env = "VAULT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
     },
     /// Create, list and revoke the server's API keys.
     Apikey {
@@ -561,7 +572,17 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Serve {
             listen,
             environment,
-        } => serve(&cli.data_dir, &config, listen, &environment).await,
+            tls_cert,
+            tls_key,
+            log_format,
+        } => {
+            init_logs(log_format);
+            let tls = match (tls_cert, tls_key) {
+                (Some(c), Some(k)) => Some((c, k)),
+                _ => None,
+            };
+            serve(&cli.data_dir, &config, listen, &environment, tls).await
+        }
         Command::Apikey { command } => apikey(&cli.data_dir, command).await,
         Command::Config {
             command: ConfigCommand::Check,
@@ -693,11 +714,37 @@ async fn shutdown_signal() {
     eprintln!("vault: shutting down; finishing requests in flight");
 }
 
+/// How `vault serve` writes its logs (to standard error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per event.
+    Json,
+}
+
+/// Logs to standard error, filtered by `RUST_LOG` (default `info`, with the SQL driver's
+/// per-statement lines kept at `warn`).
+fn init_logs(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,hyper=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(false);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
 async fn serve(
     data_dir: &std::path::Path,
     config: &Config,
     listen: Option<std::net::SocketAddr>,
     environment: &str,
+    tls_files: Option<(PathBuf, PathBuf)>,
 ) -> Result<(), Failure> {
     let addr = match listen {
         Some(a) => a,
@@ -726,6 +773,30 @@ async fn serve(
             .unwrap_or(defaults.max_value_bytes),
         requests_per_second: config.server.requests_per_second,
     };
+    let s = &config.server;
+    let tls_files = tls_files.or_else(|| s.tls_cert.clone().zip(s.tls_key.clone()));
+    if tls_files.is_none() && (s.tls_cert.is_some() || s.tls_key.is_some()) {
+        return Err(Failure {
+            code: exit::BAD_INPUT,
+            message: "[server] tls_cert and tls_key go together".into(),
+        });
+    }
+    let tls = match &tls_files {
+        Some((cert, key)) => Some(vault::server::Tls::load(cert, key).map_err(|e| Failure {
+            code: exit::BAD_INPUT,
+            message: format!("TLS: {e}"),
+        })?),
+        None => None,
+    };
+    let defaults = vault::server::Listening::default();
+    let secs = |v: Option<u64>, d: std::time::Duration| v.map_or(d, std::time::Duration::from_secs);
+    let listening = vault::server::Listening {
+        head_timeout: secs(s.head_timeout_secs, defaults.head_timeout),
+        body_timeout: secs(s.body_timeout_secs, defaults.body_timeout),
+        idle_timeout: secs(s.idle_timeout_secs, defaults.idle_timeout),
+        max_connections: s.max_connections.unwrap_or(defaults.max_connections),
+        tls: tls.clone(),
+    };
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let first_key = if store.api_keys().await?.is_empty() {
@@ -733,9 +804,42 @@ async fn serve(
     } else {
         None
     };
-    let app = vault::server::app(vault::server::AppState::new(vault, limits));
+    let app = vault::server::app(vault::server::AppState::with_metrics_token(
+        vault,
+        limits,
+        s.metrics_token.as_ref().map(|t| t.0.clone()),
+    ));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    if tls.is_none() && !local.ip().is_loopback() {
+        tracing::warn!(
+            target: "vault::serve",
+            %local,
+            "serving plain HTTP on a non-loopback address: API keys and values cross the network in clear; set [server] tls_cert/tls_key (or --tls-cert/--tls-key) or put a TLS proxy in front"
+        );
+        eprintln!(
+            "vault: WARNING: plain HTTP on {local}, which is not loopback: API keys and values cross the network in clear; use --tls-cert/--tls-key or a TLS proxy"
+        );
+    }
+    #[cfg(unix)]
+    if let Some(tls) = tls.clone() {
+        // New connections get the reloaded certificate; established ones keep theirs.
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match tls.reload() {
+                    Ok(()) => tracing::info!(target: "vault::serve", "TLS certificate reloaded"),
+                    Err(e) => tracing::error!(
+                        target: "vault::serve",
+                        error = %e,
+                        "TLS certificate not reloaded; the previous one stays in use"
+                    ),
+                }
+            }
+        });
+    }
+    tracing::info!(target: "vault::serve", %local, scheme, data_dir = %data_dir.display(), "listening");
     eprintln!(
-        "vault: listening on http://{local} (data in {})",
+        "vault: listening on {scheme}://{local} (data in {})",
         data_dir.display()
     );
     if let Some(key) = first_key {
@@ -746,11 +850,12 @@ async fn serve(
         );
         println!("{secret}");
         println!(
-            "Try: curl -s -H 'Authorization: Bearer {secret}' -H 'Content-Type: application/json' -d '{{\"name\":\"card\",\"value\":\"4111\",\"key_context\":{{\"organization_id\":\"org_1\"}}}}' http://{local}/vault/v1/kv"
+            "Try: curl -s -H 'Authorization: Bearer {secret}' -H 'Content-Type: application/json' -d '{{\"name\":\"card\",\"value\":\"4111\",\"key_context\":{{\"organization_id\":\"org_1\"}}}}' {scheme}://{local}/vault/v1/kv"
         );
         io::stdout().flush()?;
     }
-    vault::server::serve(listener, app, shutdown_signal()).await?;
+    vault::server::serve(listener, app, listening, shutdown_signal()).await?;
+    tracing::info!(target: "vault::serve", "stopped");
     eprintln!("vault: stopped");
     Ok(())
 }

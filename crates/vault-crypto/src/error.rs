@@ -199,7 +199,8 @@ pub enum ProviderErrorKind {
 }
 
 impl ProviderErrorKind {
-    fn as_str(self) -> &'static str {
+    /// The kind in snake case (`disabled`, `throttled`, ...), as logs and metrics name it.
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::AccessDenied => "access denied",
             Self::NotFound => "key not found",

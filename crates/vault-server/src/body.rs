@@ -24,6 +24,11 @@ impl<S: Send + Sync> FromRequest<S> for Body {
                 "request_too_large",
                 "the request body is larger than the server accepts",
             )),
+            Err(e) if timed_out(&e) => Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request body did not arrive in time",
+            )),
             Err(_) => Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
@@ -31,6 +36,18 @@ impl<S: Send + Sync> FromRequest<S> for Body {
             )),
         }
     }
+}
+
+/// Whether reading the body failed on the listener's body deadline.
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.is::<crate::listen::BodyTimedOut>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// A field as it appeared: absent and `null` are both `None`.

@@ -32,6 +32,28 @@ pub struct ApiError {
     pub errors: Vec<FieldError>,
     /// Seconds to wait, for 429 and 503.
     pub retry_after: Option<u64>,
+    /// What went wrong, for the server's log only (never sent to the client): a provider's
+    /// or the store's own words, which name kinds and keys, never values or secrets.
+    pub cause: Option<Box<Cause>>,
+}
+
+/// The server-side detail of an error, carried to the request log in the response's
+/// extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cause {
+    /// The key provider involved (its scheme), if any.
+    pub provider: Option<String>,
+    /// The provider's error kind (`disabled`, `throttled`, ...), if any.
+    pub kind: Option<&'static str>,
+    /// The detail.
+    pub detail: String,
+}
+
+/// What the request log records of an error answer (a response extension).
+#[derive(Debug, Clone)]
+pub(crate) struct Logged {
+    pub(crate) code: &'static str,
+    pub(crate) cause: Option<Box<Cause>>,
 }
 
 #[derive(Serialize)]
@@ -51,7 +73,28 @@ impl ApiError {
             message: message.into(),
             errors: Vec::new(),
             retry_after: None,
+            cause: None,
         }
+    }
+
+    /// Records `detail` for the server's log (the client never sees it).
+    #[must_use]
+    pub fn with_cause(mut self, detail: impl std::fmt::Display) -> Self {
+        self.cause = Some(Box::new(Cause {
+            provider: None,
+            kind: None,
+            detail: detail.to_string(),
+        }));
+        self
+    }
+
+    fn with_provider_cause(mut self, p: &vault_crypto::ProviderError) -> Self {
+        self.cause = Some(Box::new(Cause {
+            provider: Some(p.scheme().to_owned()),
+            kind: Some(p.kind().as_str()),
+            detail: p.to_string(),
+        }));
+        self
     }
 
     /// A 400 or 422 naming one field.
@@ -141,6 +184,10 @@ impl IntoResponse for ApiError {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        res.extensions_mut().insert(Logged {
+            code: self.code,
+            cause: self.cause,
+        });
         res
     }
 }
@@ -185,8 +232,9 @@ pub(crate) fn store_error(e: &StoreError) -> ApiError {
                 "storage_unavailable",
                 "the storage is unavailable; retry later",
             )
-        },
-        _ => ApiError::internal("storage"),
+        }
+        .with_cause(e),
+        _ => ApiError::internal("storage").with_cause(e),
     }
 }
 
@@ -199,7 +247,7 @@ pub(crate) fn crypto_error(e: &CryptoError, origin: Origin) -> ApiError {
             message,
         )
     };
-    match (e, origin) {
+    let answer = match (e, origin) {
         (CryptoError::Context(c), _) => ApiError::field(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_key_context",
@@ -237,12 +285,15 @@ pub(crate) fn crypto_error(e: &CryptoError, origin: Origin) -> ApiError {
                     "the key provider is unavailable; retry later",
                 )
             },
+            // Which of these it was (a destroyed version, a disabled or deleted customer key,
+            // a revoked grant) is for the log: told to the caller it would let them probe
+            // which key versions exist.
             ProviderErrorKind::AccessDenied
             | ProviderErrorKind::Disabled
             | ProviderErrorKind::NotFound => ApiError::new(
                 StatusCode::FORBIDDEN,
                 "key_unavailable",
-                format!("the key for this context cannot be used: {p}"),
+                "the key for this context cannot be used",
             ),
             ProviderErrorKind::InvalidCiphertext if origin == Origin::Caller => {
                 bad_keys("the encrypted keys do not decrypt in this environment")
@@ -252,11 +303,17 @@ pub(crate) fn crypto_error(e: &CryptoError, origin: Origin) -> ApiError {
                 bad_keys("the encrypted keys name a key this server does not hold")
             }
             _ => ApiError::internal("key provider"),
-        },
+        }
+        .with_provider_cause(p),
         (CryptoError::Envelope(_) | CryptoError::DecryptionFailed, Origin::Stored) => {
             ApiError::internal("a stored value does not decrypt")
         }
         _ => ApiError::internal("crypto"),
+    };
+    if answer.cause.is_some() || answer.status.is_client_error() {
+        answer
+    } else {
+        answer.with_cause(e)
     }
 }
 
@@ -264,6 +321,6 @@ pub(crate) fn vault_error(e: &VaultError) -> ApiError {
     match e {
         VaultError::Store(s) => store_error(s),
         VaultError::Crypto(c) => crypto_error(c, Origin::Stored),
-        _ => ApiError::internal("vault"),
+        _ => ApiError::internal("vault").with_cause(e),
     }
 }

@@ -1,10 +1,11 @@
 //! The endpoint handlers. Each authenticates first (so a request without a valid key does
 //! nothing), then reads its input field by field, then calls the facade once.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{FromRequestParts, Path, RawQuery, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, RawQuery, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -496,7 +497,37 @@ pub(crate) async fn healthz() -> Response {
     reply(StatusCode::OK, json!({ "status": "ok" }))
 }
 
-pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+/// Prometheus text, for loopback peers, and for any peer presenting `[server] metrics_token`
+/// as a bearer token. The counters name routes and key providers, which is not for everyone
+/// who can reach the port.
+pub(crate) async fn metrics(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let loopback = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .is_some_and(|c| c.0.ip().is_loopback());
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::as_bytes);
+    let token_ok = match (state.metrics_token.as_deref(), presented) {
+        (Some(expected), Some(given)) => {
+            use sha2::{Digest, Sha256};
+            // Compared as hashes in constant time: no length or prefix leaks through timing.
+            let (a, b) = (Sha256::digest(expected.as_bytes()), Sha256::digest(given));
+            bool::from(subtle::ConstantTimeEq::ct_eq(a.as_slice(), b.as_slice()))
+        }
+        _ => false,
+    };
+    if !loopback && !token_ok {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "metrics_forbidden",
+            "metrics are served to loopback peers, or with the [server] metrics_token as a bearer token",
+        )
+        .into_response();
+    }
     let text = state.metrics.render(state.vault.router().calls());
     let mut res = text.into_response();
     res.headers_mut().insert(

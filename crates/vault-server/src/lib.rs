@@ -25,16 +25,17 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod handlers;
+pub mod listen;
 pub mod metrics;
 mod rate;
 mod timefmt;
 
-use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -43,6 +44,7 @@ use vault_objects::Vault;
 
 pub use auth::Principal;
 pub use error::ApiError;
+pub use listen::{Listening, Tls, serve};
 pub use metrics::Metrics;
 
 /// Request limits. Each breach is a clear 4xx, never a 500.
@@ -74,16 +76,25 @@ pub struct AppState {
     limits: Limits,
     metrics: Metrics,
     rate: rate::RateLimiter,
+    /// The bearer token that opens `/metrics` to non-loopback peers.
+    metrics_token: Option<zeroize::Zeroizing<String>>,
 }
 
 impl AppState {
-    /// A state over `vault` with `limits`.
+    /// A state over `vault` with `limits`; `/metrics` answers loopback peers only.
     pub fn new(vault: Vault, limits: Limits) -> Arc<Self> {
+        Self::with_metrics_token(vault, limits, None)
+    }
+
+    /// As [`new`](Self::new), with `/metrics` also open to any peer presenting `token` as a
+    /// bearer token.
+    pub fn with_metrics_token(vault: Vault, limits: Limits, token: Option<String>) -> Arc<Self> {
         Arc::new(Self {
             rate: rate::RateLimiter::new(limits.requests_per_second),
             vault,
             limits,
             metrics: Metrics::default(),
+            metrics_token: token.map(zeroize::Zeroizing::new),
         })
     }
 
@@ -100,14 +111,27 @@ impl AppState {
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Gives every response an `X-Request-ID`: the caller's, if it sent a short printable one, or a
-/// fresh random one.
-async fn request_id(req: Request, next: Next) -> Response {
+/// The route template a request matched (a response extension, for the request log).
+#[derive(Debug, Clone)]
+struct Route(String);
+
+/// Gives every response an `X-Request-ID` (the caller's, if it sent a short printable one, or
+/// a fresh random one) and writes the request's one log line: id, method, route template (never
+/// the path: names can be in it), status, latency, and for errors the code and the server-side
+/// cause. Nothing else of the request or the answer is logged: no header, body, value, key or
+/// context.
+async fn observe(req: Request, next: Next) -> Response {
+    let started = Instant::now();
     let incoming = req
         .headers()
         .get(&REQUEST_ID)
         .filter(|v| v.len() <= 64 && v.as_bytes().iter().all(u8::is_ascii_graphic))
         .cloned();
+    let method = req.method().clone();
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
     let mut res = next.run(req).await;
     let id = incoming.unwrap_or_else(|| {
         let mut b = [0u8; 12];
@@ -118,6 +142,42 @@ async fn request_id(req: Request, next: Next) -> Response {
         }
         HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("req_unknown"))
     });
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let status = res.status().as_u16();
+    let route = res
+        .extensions()
+        .get::<Route>()
+        .map_or("unmatched", |r| r.0.as_str());
+    let request_id = id.to_str().unwrap_or("req_unknown");
+    let peer = peer.map(|p| p.to_string()).unwrap_or_default();
+    match res.extensions().get::<error::Logged>() {
+        None => tracing::info!(
+            target: "vault::request",
+            request_id, %method, route, status, latency_ms, peer, "request"
+        ),
+        Some(e) => {
+            let (provider, kind, cause) = e.cause.as_ref().map_or(("", "", ""), |c| {
+                (
+                    c.provider.as_deref().unwrap_or(""),
+                    c.kind.unwrap_or(""),
+                    c.detail.as_str(),
+                )
+            });
+            if status >= 500 {
+                tracing::error!(
+                    target: "vault::request",
+                    request_id, %method, route, status, latency_ms, peer,
+                    error = e.code, provider, provider_error = kind, cause, "request failed"
+                );
+            } else {
+                tracing::info!(
+                    target: "vault::request",
+                    request_id, %method, route, status, latency_ms, peer,
+                    error = e.code, provider, provider_error = kind, cause, "request refused"
+                );
+            }
+        }
+    }
     res.headers_mut().insert(REQUEST_ID.clone(), id);
     res
 }
@@ -130,10 +190,11 @@ async fn track(State(state): State<Arc<AppState>>, req: Request, next: Next) -> 
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = req.method().clone();
-    let res = next.run(req).await;
+    let mut res = next.run(req).await;
     state
         .metrics
         .record(&route, &method, res.status().as_u16(), started.elapsed());
+    res.extensions_mut().insert(Route(route));
     res
 }
 
@@ -162,21 +223,6 @@ pub fn app(state: Arc<AppState>) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             axum::response::IntoResponse::into_response(ApiError::internal("unexpected failure"))
         }))
-        .layer(middleware::from_fn(request_id))
+        .layer(middleware::from_fn(observe))
         .with_state(state)
-}
-
-/// Serves `app` on `listener` until `shutdown` completes, then lets in-flight requests finish
-/// (each change is one database transaction, so nothing is left half-written).
-///
-/// # Errors
-/// An I/O error of the listener.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
 }

@@ -65,6 +65,11 @@ impl Server {
             req = req.header("authorization", format!("Bearer {k}"));
         }
         req = req.header("content-type", "application/json");
+        // As the listener does for every connection: here, a loopback peer.
+        req = req.extension(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+            [127, 0, 0, 1],
+            40000,
+        ))));
         let req = req.body(body.map_or_else(Body::empty, Body::from)).unwrap();
         let res = self.app.clone().oneshot(req).await.unwrap();
         let status = res.status();
@@ -969,4 +974,59 @@ async fn provider_calls_are_counted() {
         "{text}"
     );
     assert!(text.contains("vault_provider_failures_total 0"), "{text}");
+}
+
+/// `/metrics` names routes and key providers: a peer that is not on loopback gets it only with
+/// the configured token as a bearer token; with no token configured, never.
+#[tokio::test]
+async fn metrics_are_for_loopback_or_the_token_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqlStore::open_sqlite(dir.path()).await.unwrap());
+    let keys = KeyRouter::new(Arc::new(ManagedKeyProvider::in_memory("root").unwrap()));
+    let vault = Vault::new(Arc::new(keys), store.clone());
+    let with_token = app(AppState::with_metrics_token(
+        vault.clone(),
+        Limits::default(),
+        Some("scrape-token-123".into()),
+    ));
+    let without_token = app(AppState::new(vault, Limits::default()));
+    let get = |app: Router, peer: [u8; 4], bearer: Option<&'static str>| async move {
+        let mut req = Request::builder()
+            .uri("/metrics")
+            .extension(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+                peer, 5555,
+            ))));
+        if let Some(b) = bearer {
+            req = req.header("authorization", format!("Bearer {b}"));
+        }
+        let res = app.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+        res.status()
+    };
+    let remote = [10, 0, 0, 5];
+    let loopback = [127, 0, 0, 1];
+    assert_eq!(
+        get(without_token.clone(), remote, None).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        get(without_token.clone(), remote, Some("scrape-token-123")).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(get(without_token, loopback, None).await, StatusCode::OK);
+    assert_eq!(
+        get(with_token.clone(), remote, None).await,
+        StatusCode::FORBIDDEN
+    );
+    for wrong in ["scrape-token-12", "scrape-token-1234", ""] {
+        assert_eq!(
+            get(with_token.clone(), remote, Some(wrong)).await,
+            StatusCode::FORBIDDEN,
+            "{wrong:?}"
+        );
+    }
+    assert_eq!(
+        get(with_token.clone(), remote, Some("scrape-token-123")).await,
+        StatusCode::OK
+    );
+    assert_eq!(get(with_token, loopback, None).await, StatusCode::OK);
 }
