@@ -18,6 +18,8 @@ use serde_json::{Value, json};
 use vault::client::ApiClient;
 use vault::crypto::{danger, workos};
 
+mod common;
+
 const VAULT: &str = env!("CARGO_BIN_EXE_vault");
 
 struct Serve(Child);
@@ -73,12 +75,17 @@ fn apikey(dir: &Path, environment: &str, name: &str) -> String {
     key
 }
 
-/// Starts `vault serve` on a free loopback port; returns it and its address.
-fn serve(dir: &Path) -> (Serve, String) {
-    let mut child = Command::new(VAULT)
-        .arg("--data-dir")
+/// Starts `vault serve` on a free loopback port, over TLS with `tls` = (certificate chain,
+/// key) files; returns it and its address.
+fn serve(dir: &Path, tls: Option<(&Path, &Path)>) -> (Serve, String) {
+    let mut cmd = Command::new(VAULT);
+    cmd.arg("--data-dir")
         .arg(dir)
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", "127.0.0.1:0"]);
+    if let Some((cert, key)) = tls {
+        cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+    }
+    let mut child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -87,7 +94,10 @@ fn serve(dir: &Path) -> (Serve, String) {
     let mut lines = BufReader::new(stderr).lines();
     let addr = loop {
         let line = lines.next().expect("serve exited").unwrap();
-        if let Some(rest) = line.strip_prefix("vault: listening on http://") {
+        if let Some(rest) = line
+            .strip_prefix("vault: listening on http://")
+            .or_else(|| line.strip_prefix("vault: listening on https://"))
+        {
             break rest.split_whitespace().next().unwrap().to_owned();
         }
     };
@@ -136,16 +146,41 @@ async fn rust_decrypt(client: &ApiClient, blob: &Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_sdks_work_unchanged() {
+    exercise_the_sdks(false).await;
+}
+
+/// The same over HTTPS, `vault serve` terminating TLS itself with a certificate made here, which
+/// the SDKs trust through their runtimes' usual settings (`NODE_EXTRA_CA_CERTS`,
+/// `SSL_CERT_FILE`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_sdks_work_unchanged_over_https() {
+    exercise_the_sdks(true).await;
+}
+
+async fn exercise_the_sdks(https: bool) {
     let Some((node_path, python)) = sdk_paths() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let key_a = apikey(dir.path(), "sdk_a", "SDK key A");
     let key_b = apikey(dir.path(), "sdk_b", "SDK key B");
-    let (_server, addr) = serve(dir.path());
+    // The Rust side's plain loopback client talks to a server of its own over the same data
+    // (processes sharing a data directory see one store and one key ring).
+    let (_plain, plain_addr) = serve(dir.path(), None);
+    let client = ApiClient::new(&format!("http://{plain_addr}"), &key_a);
+    let certs = dir.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    common::make_certificate(&certs, "sdk");
+    let ca = certs.join("sdk-ca.pem");
+    let (_tls_server, addr) = if https {
+        let (cert, key) = (certs.join("sdk-cert.pem"), certs.join("sdk-key.pem"));
+        let (server, addr) = serve(dir.path(), Some((&cert, &key)));
+        (Some(server), addr)
+    } else {
+        (None, plain_addr.clone())
+    };
     let (host, port) = addr.rsplit_once(':').unwrap();
-    let base = format!("http://{addr}");
-    let client = ApiClient::new(&base, &key_a);
+    let base = format!("{}://{addr}", if https { "https" } else { "http" });
 
     // A blob made by the Rust library with a data key from the server, for both SDKs to open.
     let (status, dk) = client
@@ -178,6 +213,8 @@ async fn the_official_sdks_work_unchanged() {
         Command::new("node")
             .arg(root.join("tests/sdk/node_sdk.cjs"))
             .env("NODE_PATH", &node_path)
+            .env("NODE_EXTRA_CA_CERTS", &ca)
+            .env("VAULT_TEST_HTTPS", if https { "1" } else { "0" })
             .env("VAULT_TEST_HOST", host)
             .env("VAULT_TEST_PORT", port)
             .env("VAULT_TEST_KEY_A", &key_a)
@@ -191,6 +228,7 @@ async fn the_official_sdks_work_unchanged() {
     let python = run(
         Command::new(&python)
             .arg(root.join("tests/sdk/python_sdk.py"))
+            .env("SSL_CERT_FILE", &ca)
             .env("VAULT_TEST_URL", &base)
             .env("VAULT_TEST_KEY_A", &key_a)
             .env("VAULT_TEST_KEY_A_NAME", "SDK key A")

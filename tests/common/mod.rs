@@ -15,3 +15,27 @@ pub fn moto_url() -> Option<String> {
         }
     }
 }
+
+/// A certificate authority and a certificate for 127.0.0.1 it signed, as PEM files in `dir`:
+/// `<name>-ca.pem`, `<name>-cert.pem`, `<name>-key.pem`.
+pub fn make_certificate(dir: &std::path::Path, name: &str) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, format!("vault test CA {name}"));
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    std::fs::write(dir.join(format!("{name}-ca.pem")), ca_cert.pem()).unwrap();
+    std::fs::write(dir.join(format!("{name}-cert.pem")), leaf.pem()).unwrap();
+    std::fs::write(
+        dir.join(format!("{name}-key.pem")),
+        leaf_key.serialize_pem(),
+    )
+    .unwrap();
+}

@@ -17,7 +17,7 @@ const env = (k) => {
   if (!v) throw new Error(`${k} is not set`);
   return v;
 };
-const opts = { apiHostname: env('VAULT_TEST_HOST'), https: false, port: Number(env('VAULT_TEST_PORT')), maxRetries: 0 };
+const opts = { apiHostname: env('VAULT_TEST_HOST'), https: process.env.VAULT_TEST_HTTPS === '1', port: Number(env('VAULT_TEST_PORT')), maxRetries: 0 };
 const a = new WorkOS(env('VAULT_TEST_KEY_A'), opts).vault;
 const b = new WorkOS(env('VAULT_TEST_KEY_B'), opts).vault;
 const forged = new WorkOS('sk_' + 'x'.repeat(43), opts).vault;

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use axum::Router;
@@ -299,6 +299,9 @@ struct Watch {
     /// Requests being handled.
     busy: AtomicUsize,
     phase: Mutex<Phase>,
+    /// The reader that waited without a deadline while a request was handled: woken when the
+    /// connection goes quiet, so that its idle deadline is armed.
+    parked: Mutex<Option<Waker>>,
 }
 
 impl Watch {
@@ -308,6 +311,7 @@ impl Watch {
             phase: Mutex::new(Phase::Head {
                 since: Instant::now(),
             }),
+            parked: Mutex::new(None),
         }
     }
 
@@ -356,6 +360,16 @@ impl Drop for Busy {
             *phase = Phase::Idle {
                 since: Instant::now(),
             };
+            drop(phase);
+            let parked = self
+                .0
+                .parked
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(waker) = parked {
+                waker.wake();
+            }
         }
     }
 }
@@ -399,6 +413,10 @@ impl AsyncRead for Guarded {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
+                // Parked before the check, so a request that finishes right after it still
+                // wakes this reader to arm the idle deadline.
+                *this.watch.parked.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(cx.waker().clone());
                 let Some(deadline) = this.watch.deadline(this.head, this.idle) else {
                     return Poll::Pending;
                 };
