@@ -168,9 +168,9 @@ pub enum ProviderConfig {
         algorithm: Option<String>,
         /// `environment`, `managed-identity` or `azure-cli`.
         credential: Option<String>,
-        /// Whether RSA wraps made before wraps were signed still open (default true). Turn it
-        /// off once `vault config check` counts none: a wrap forged with the key's public part
-        /// then never opens.
+        /// Whether RSA wraps made before wraps were signed still open. Unset: only while the
+        /// store holds some (stored, or issued to data-key API callers), so a new deployment
+        /// never accepts one; `true` or `false` decide explicitly.
         accept_unsigned_wraps: Option<bool>,
         /// The data-key cache: on with default limits unless set.
         #[serde(default)]
@@ -285,11 +285,13 @@ impl Config {
             if algorithm.as_deref().is_some_and(|a| a != "RSA-OAEP-256") {
                 continue;
             }
+            // As the provider names it: the URL's host, lower case.
             let host = vault_url
                 .trim_start_matches("https://")
-                .split(['/', ':'])
+                .split(['/', ':', '?', '#'])
                 .next()
-                .unwrap_or_default();
+                .unwrap_or_default()
+                .to_ascii_lowercase();
             let prefix = format!("azure-kv://{host}/{key_name}#");
             let (mut stored, mut issued) = (0, 0);
             for u in usage {
@@ -525,8 +527,52 @@ impl Config {
     /// # Errors
     /// A [`crate::VaultError`] if a provider cannot be opened or reached.
     pub async fn router(&self, data_dir: &Path) -> Result<Router, crate::VaultError> {
+        self.router_for_store(data_dir, None).await
+    }
+
+    /// Whether a provider's settings leave `accept_unsigned_wraps` to the store's contents.
+    pub fn needs_key_usage(&self) -> bool {
+        self.providers.values().any(|p| {
+            matches!(
+                p.get_ref(),
+                ProviderConfig::AzureKv {
+                    accept_unsigned_wraps: None,
+                    algorithm,
+                    ..
+                } if algorithm.as_deref().is_none_or(|a| a == "RSA-OAEP-256")
+            )
+        })
+    }
+
+    /// As [`router`](Self::router), for a store whose `usage` is known: an Azure provider
+    /// without an explicit `accept_unsigned_wraps` accepts unsigned RSA wraps only if the store
+    /// holds some (stored versions, or issued data keys their holders may bring back), so a new
+    /// deployment, or one whose old wraps are all rewrapped, refuses a wrap forged with the
+    /// public key. With `usage` unknown (`None`: commands without a store, such as file
+    /// decryption) they are accepted.
+    ///
+    /// # Errors
+    /// As [`router`](Self::router).
+    pub async fn router_for_store(
+        &self,
+        data_dir: &Path,
+        usage: Option<&[vault_store::KeyUsage]>,
+    ) -> Result<Router, crate::VaultError> {
+        let unsigned_in_store: Option<BTreeMap<String, bool>> = usage.map(|u| {
+            self.unsigned_azure_wraps(u)
+                .into_iter()
+                .map(|(name, stored, issued)| (name, stored + issued > 0))
+                .collect()
+        });
         let mut built: BTreeMap<&str, Arc<dyn KeyProvider>> = BTreeMap::new();
         for (name, p) in &self.providers {
+            let accept_unsigned = |explicit: Option<bool>| {
+                explicit.unwrap_or_else(|| {
+                    unsigned_in_store
+                        .as_ref()
+                        .is_none_or(|m| m.get(name.as_str()).copied().unwrap_or(false))
+                })
+            };
             let provider: Arc<dyn KeyProvider> = match p.get_ref() {
                 ProviderConfig::Managed {
                     ring,
@@ -605,7 +651,7 @@ impl Config {
                         vault_crypto::RetryPolicy::default(),
                     )
                     .map_err(vault_crypto::Error::from)?
-                    .accept_unsigned_wraps(accept_unsigned_wraps.unwrap_or(true));
+                    .accept_unsigned_wraps(accept_unsigned(*accept_unsigned_wraps));
                     match cache.limits() {
                         Some(limits) => {
                             Arc::new(vault_crypto::CachingProvider::new(Arc::new(azure), limits))

@@ -24,8 +24,14 @@ pub use vault_objects::{
 /// # Errors
 /// If a provider or the database cannot be opened.
 pub async fn open(data_dir: &Path, config: &config::Config) -> Result<Vault, VaultError> {
-    let router = config.router(data_dir).await?;
     let store = vault_store::SqlStore::open_sqlite(data_dir).await?;
+    // Which providers' unsigned wraps the store still holds (see `accept_unsigned_wraps`).
+    let usage = if config.needs_key_usage() {
+        Some(vault_store::Store::key_usage(&store).await?)
+    } else {
+        None
+    };
+    let router = config.router_for_store(data_dir, usage.as_deref()).await?;
     Ok(Vault::new(Arc::new(router), Arc::new(store)))
 }
 

@@ -608,7 +608,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         println!("provider {name:?}: every RSA wrap is signed");
                     } else {
                         println!(
-                            "provider {name:?}: {stored} stored version(s) and {issued} issued data key(s) hold unsigned (unauthenticated) RSA wraps; `vault keys rewrap --all` signs the stored ones, then set accept_unsigned_wraps = false"
+                            "provider {name:?}: {stored} stored version(s) and {issued} issued data key(s) hold unsigned (unauthenticated) RSA wraps, accepted while any remain unless accept_unsigned_wraps is set; `vault keys rewrap --all` signs the stored ones, and issued keys need their holders to rekey"
                         );
                     }
                 }
@@ -789,14 +789,43 @@ async fn serve(
         None => None,
     };
     let defaults = vault::server::Listening::default();
-    let secs = |v: Option<u64>, d: std::time::Duration| v.map_or(d, std::time::Duration::from_secs);
+    let bad = |message: String| Failure {
+        code: exit::BAD_INPUT,
+        message,
+    };
+    let secs = |name: &str, v: Option<u64>, d: std::time::Duration| match v {
+        None => Ok(d),
+        Some(s @ 1..=86_400) => Ok(std::time::Duration::from_secs(s)),
+        Some(_) => Err(bad(format!("[server] {name} must be 1 to 86400 seconds"))),
+    };
     let listening = vault::server::Listening {
-        head_timeout: secs(s.head_timeout_secs, defaults.head_timeout),
-        body_timeout: secs(s.body_timeout_secs, defaults.body_timeout),
-        idle_timeout: secs(s.idle_timeout_secs, defaults.idle_timeout),
-        max_connections: s.max_connections.unwrap_or(defaults.max_connections),
+        head_timeout: secs(
+            "head_timeout_secs",
+            s.head_timeout_secs,
+            defaults.head_timeout,
+        )?,
+        body_timeout: secs(
+            "body_timeout_secs",
+            s.body_timeout_secs,
+            defaults.body_timeout,
+        )?,
+        idle_timeout: secs(
+            "idle_timeout_secs",
+            s.idle_timeout_secs,
+            defaults.idle_timeout,
+        )?,
+        max_connections: match s.max_connections {
+            None => defaults.max_connections,
+            Some(n @ 1..=1_000_000) => n,
+            Some(_) => return Err(bad("[server] max_connections must be 1 to 1000000".into())),
+        },
         tls: tls.clone(),
     };
+    if s.metrics_token.as_ref().is_some_and(|t| t.0.len() < 16) {
+        return Err(bad(
+            "[server] metrics_token must be at least 16 characters".into()
+        ));
+    }
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let first_key = if store.api_keys().await?.is_empty() {

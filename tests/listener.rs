@@ -326,6 +326,34 @@ async fn slow_idle_and_surplus_clients_are_cut_off_and_others_are_served() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("request_timeout"), "{answer}");
 
+    // A client that pipelines requests for large answers and never reads them: cut off once its
+    // answers have not moved for the body timeout, instead of holding the connection forever.
+    let (s, big) = client
+        .call(
+            Method::POST,
+            "/vault/v1/kv",
+            Some(&json!({"name": "big", "value": "x".repeat(1_000_000), "key_context": {"organization_id": "o"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 201, "{big}");
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut s = socket.connect(addr.parse().unwrap()).await.unwrap();
+    let read = format!(
+        "GET /vault/v1/kv/{} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+        big["id"].as_str().unwrap(),
+        server.key
+    );
+    s.write_all(read.repeat(40).as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let taken = read_to_close(&mut s, Duration::from_secs(20)).await;
+    assert!(
+        taken.len() < 20 * 1_000_000,
+        "cut off: {} of 40,000,000 bytes were sent",
+        taken.len()
+    );
+
     // Kept alive: still open past the head timeout (2 s), closed past the idle one (4 s).
     let mut s = TcpStream::connect(&addr).await.unwrap();
     assert!(get_healthz(&mut s).await.starts_with("HTTP/1.1 200"));

@@ -263,22 +263,31 @@ impl CachingProvider {
                 continue;
             }
             let mut fetched = false;
-            let k = slot
+            let filled = slot
                 .get_or_try_init(|| async {
                     fetched = true;
                     self.call();
+                    // A caller's blob can name any version of the key (a made-up one answers
+                    // NotFound): only our own data's answers may flush every tenant's keys.
                     let key = if once {
-                        self.inner.unwrap_once(wrapped, ctx).await
+                        self.inner.unwrap_once(wrapped, ctx).await?
                     } else {
-                        self.inner.unwrap(wrapped, ctx).await
+                        self.checked(self.inner.unwrap(wrapped, ctx).await)?
                     };
-                    let key = self.checked(key)?;
                     Ok::<_, ProviderError>(OpenKey {
                         key: Zeroizing::new(*key.expose_secret()),
                         born: Instant::now(),
                     })
                 })
-                .await?;
+                .await;
+            let k = match filled {
+                Ok(k) => k,
+                Err(e) => {
+                    // No empty slot is left behind to push out keys in use.
+                    lock(&self.open).remove_if(&id, &slot);
+                    return Err(e);
+                }
+            };
             let counter = if fetched {
                 &self.counters.decrypt_misses
             } else {

@@ -322,6 +322,23 @@ async fn a_disabled_answer_flushes_every_cached_key() {
     assert!(seal(&cache, &c1, b"more", b"").await.is_err());
     assert_eq!(counting.unwraps.load(Ordering::SeqCst), 1);
 
+    // A caller's blob answered Disabled flushes nothing: callers choose what they send.
+    counting.revoked.store(false, Ordering::SeqCst);
+    assert!(open(&cache, &sealed, b"").await.is_ok());
+    let unwraps = counting.unwraps.load(Ordering::SeqCst);
+    counting.revoked.store(true, Ordering::SeqCst);
+    let other = seal(&Counting::new(Duration::ZERO).inner, &c2, b"x", b"")
+        .await
+        .unwrap();
+    assert!(cache.unwrap_once(&wrapped_of(&other), &c2).await.is_err());
+    counting.revoked.store(false, Ordering::SeqCst);
+    assert!(open(&cache, &sealed, b"").await.is_ok());
+    assert_eq!(
+        counting.unwraps.load(Ordering::SeqCst),
+        unwraps + 1,
+        "the cached key survived (only the caller's unwrap reached the provider)"
+    );
+
     // Re-enabled: working again, through the provider.
     counting.revoked.store(false, Ordering::SeqCst);
     assert_eq!(

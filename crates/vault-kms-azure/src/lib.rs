@@ -634,8 +634,13 @@ impl KeyProvider for AzureKeyVaultProvider {
             Some(v) => (v, true),
             None => (wrapped.key_ref().version(), false),
         };
-        if version.is_empty() {
-            return Err(invalid("the key reference has no version"));
+        // Key Vault versions are 32 hex digits; anything else (a `/` or `..` above all, which
+        // would reach another key's path) never reaches Key Vault.
+        if version.is_empty()
+            || version.len() > 64
+            || !version.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            return Err(invalid("not a Key Vault key version"));
         }
         let mut ciphertext = wrapped.bytes();
         if self.algorithm == WrapAlgorithm::RsaOaep256 {
@@ -680,6 +685,12 @@ impl KeyProvider for AzureKeyVaultProvider {
             })
             .await?;
         let mut payload = Zeroizing::new(result.result.unwrap_or_default());
+        if self.version_of(result.kid.as_deref())? != version {
+            return Err(error(
+                ProviderErrorKind::InvalidCiphertext,
+                "Key Vault unwrapped with another key version",
+            ));
+        }
         if payload.len() != DATA_KEY_LEN + BINDING_LEN {
             return Err(error(
                 ProviderErrorKind::InvalidCiphertext,

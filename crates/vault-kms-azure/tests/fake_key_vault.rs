@@ -252,6 +252,30 @@ async fn a_wrap_forged_with_the_public_key_is_refused() {
     assert!(!lenient.is_authenticated(&unsigned_ref));
     assert!(lenient.is_authenticated(genuine.key_ref()));
 
+    // A version that is not a Key Vault version (a path into another key above all) is refused
+    // before any request.
+    let requests = fake.requests.load(Ordering::SeqCst);
+    for version in [
+        "../other-key/abc+rs256",
+        "../other-key/abc",
+        "a/b",
+        "v1.2+rs256",
+        "",
+    ] {
+        let odd = WrappedKey::new(
+            KeyRef::new("azure-kv", format!("{VAULT_HOST}/{KEY}"), version).unwrap(),
+            genuine.bytes().to_vec(),
+        )
+        .unwrap();
+        let e = lenient.unwrap(&odd, &ctx("victim")).await.unwrap_err();
+        assert_eq!(
+            e.kind(),
+            ProviderErrorKind::InvalidCiphertext,
+            "{version}: {e}"
+        );
+    }
+    assert_eq!(fake.requests.load(Ordering::SeqCst), requests);
+
     // A genuine signed wrap does not open under another context (the signature covers it).
     let e = strict.unwrap(&genuine, &ctx("other")).await.unwrap_err();
     assert_eq!(e.kind(), ProviderErrorKind::InvalidCiphertext, "{e}");

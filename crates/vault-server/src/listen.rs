@@ -6,6 +6,8 @@
 //!   closed.
 //! - **Request body**: a body not complete within [`Listening::body_timeout`] of its head is
 //!   answered `408` and the connection closed.
+//! - **Answers not taken**: a write that makes no progress for [`Listening::body_timeout`] (a
+//!   client that pipelines requests and never reads) closes the connection.
 //! - **Idle keep-alive**: a connection with no request for [`Listening::idle_timeout`] after its
 //!   last answer is closed.
 //! - **Connections**: beyond [`Listening::max_connections`] open at once, new connections are
@@ -42,7 +44,8 @@ use tower::ServiceExt as _;
 pub struct Listening {
     /// The longest wait for a complete request head, TLS handshake included.
     pub head_timeout: Duration,
-    /// The longest wait for a complete request body after its head.
+    /// The longest wait for a complete request body after its head, and for a client to take
+    /// any of an answer it is sent.
     pub body_timeout: Duration,
     /// How long a kept-alive connection may wait for its next request.
     pub idle_timeout: Duration,
@@ -160,7 +163,21 @@ pub async fn serve(
     listening: Listening,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let max = listening.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    let mut max = listening.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    // Connections must not use up the file descriptors the store and key services need.
+    if let Some(limit) = open_file_limit() {
+        let room = limit.saturating_sub(FD_RESERVE).max(1);
+        if room < max {
+            tracing::warn!(
+                target: "vault::listen",
+                max_connections = max,
+                open_file_limit = limit,
+                using = room,
+                "max_connections is above what the open-file limit leaves room for; lowered"
+            );
+            max = room;
+        }
+    }
     let slots = Arc::new(Semaphore::new(max));
     let listening = Arc::new(listening);
     let (stop, stopped) = watch::channel(false);
@@ -204,12 +221,40 @@ pub async fn serve(
             drop(slot);
         });
     }
+    drop(listener);
     let _ = stop.send(true);
-    // Every connection gives its slot back when it has finished.
-    let _ = slots
-        .acquire_many(u32::try_from(max).unwrap_or(u32::MAX))
-        .await;
+    // Every connection gives its slot back when it has finished; one that does not within the
+    // grace period (a client that never reads) is dropped with the process.
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    if tokio::time::timeout(SHUTDOWN_GRACE, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            target: "vault::listen",
+            open = max - slots.available_permits(),
+            "connections still open after the shutdown grace period; closing them"
+        );
+    }
     Ok(())
+}
+
+/// How long a stopping server waits for open connections to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// File descriptors kept for everything but client connections (the database, key services,
+/// the key ring, logs).
+const FD_RESERVE: usize = 256;
+
+/// The soft limit on open files (`/proc/self/limits`), where the system says.
+fn open_file_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 async fn connection(
@@ -382,6 +427,11 @@ struct Guarded {
     head: Duration,
     idle: Duration,
     timer: Pin<Box<Sleep>>,
+    /// How long a write may make no progress.
+    send: Duration,
+    /// Since when writes have made no progress.
+    stalled: Option<Instant>,
+    send_timer: Pin<Box<Sleep>>,
 }
 
 impl Guarded {
@@ -392,6 +442,37 @@ impl Guarded {
             head: listening.head_timeout,
             idle: listening.idle_timeout,
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            send: listening.body_timeout,
+            stalled: None,
+            send_timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        }
+    }
+
+    /// Passes on a write's outcome; a write pending for longer than `send` since the last
+    /// progress fails with `TimedOut`.
+    fn write_outcome<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        outcome: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        match outcome {
+            Poll::Ready(r) => {
+                self.stalled = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let deadline = *self.stalled.get_or_insert_with(Instant::now) + self.send;
+                if self.send_timer.deadline() != deadline {
+                    self.send_timer.as_mut().reset(deadline);
+                }
+                match self.send_timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client does not take its answers",
+                    ))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 }
@@ -441,11 +522,13 @@ impl AsyncWrite for Guarded {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let outcome = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.write_outcome(cx, outcome)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let outcome = Pin::new(&mut self.inner).poll_flush(cx);
+        self.write_outcome(cx, outcome)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -457,7 +540,8 @@ impl AsyncWrite for Guarded {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let outcome = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.write_outcome(cx, outcome)
     }
 
     fn is_write_vectored(&self) -> bool {

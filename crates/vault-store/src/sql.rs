@@ -931,22 +931,6 @@ impl Store for SqlStore {
 
     async fn purge(&self, deleted_before: Timestamp, actor: &Actor) -> Result<u64, StoreError> {
         let mut tx = self.begin_write().await?;
-        let now = Timestamp::now();
-        // One event per object, written before the rows go (same transaction: both or neither).
-        let recorded = sqlx::query(
-            "INSERT INTO audit_events (environment, event, actor_id, actor_name, object_id, \
-             object_name, key_id, key_context, occurred_at) \
-             SELECT environment, $1, $2, $3, id, name, NULL, NULL, $4 FROM objects \
-             WHERE deleted_at IS NOT NULL AND deleted_at < $5",
-        )
-        .bind(events::DATA_PURGED)
-        .bind(&actor.id)
-        .bind(&actor.name)
-        .bind(now.0)
-        .bind(deleted_before.0)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
         sqlx::query(
             "DELETE FROM versions WHERE object_id IN \
              (SELECT id FROM objects WHERE deleted_at IS NOT NULL AND deleted_at < $1)",
@@ -954,15 +938,37 @@ impl Store for SqlStore {
         .bind(deleted_before.0)
         .execute(&mut *tx)
         .await?;
-        let purged =
-            sqlx::query("DELETE FROM objects WHERE deleted_at IS NOT NULL AND deleted_at < $1")
-                .bind(deleted_before.0)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        debug_assert_eq!(recorded, purged);
+        // What this transaction removed, and only that (a concurrent purge that got there first
+        // removed, and recorded, the rest): one event each, in the same transaction.
+        let gone = sqlx::query(
+            "DELETE FROM objects WHERE deleted_at IS NOT NULL AND deleted_at < $1 \
+             RETURNING id, environment, name",
+        )
+        .bind(deleted_before.0)
+        .fetch_all(&mut *tx)
+        .await?;
+        let now = Timestamp::now();
+        for row in &gone {
+            let environment: String = row.try_get("environment")?;
+            let id: String = row.try_get("id")?;
+            let name: String = row.try_get("name")?;
+            sqlx::query(
+                "INSERT INTO audit_events (environment, event, actor_id, actor_name, object_id, \
+                 object_name, key_id, key_context, occurred_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL, $7)",
+            )
+            .bind(environment)
+            .bind(events::DATA_PURGED)
+            .bind(&actor.id)
+            .bind(&actor.name)
+            .bind(id)
+            .bind(name)
+            .bind(now.0)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
-        Ok(purged)
+        Ok(gone.len() as u64)
     }
 
     async fn scan_versions(
