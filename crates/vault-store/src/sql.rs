@@ -440,19 +440,33 @@ async fn audit(
     meta: Option<&ObjectMeta>,
     at: Timestamp,
 ) -> Result<(), StoreError> {
+    let record = AuditRecord {
+        environment: environment.to_owned(),
+        event: event.to_owned(),
+        actor: actor.clone(),
+        object: meta.map(|m| (m.id.clone(), m.name.clone())),
+        key_id: meta.map(|m| m.key_id.clone()),
+        key_context: meta.map(|m| m.context.to_json()),
+        at,
+    };
+    insert_audit(tx, &record).await
+}
+
+/// Writes one audit event in the change's own transaction.
+async fn insert_audit(tx: &mut WriteTx, r: &AuditRecord) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO audit_events (environment, event, actor_id, actor_name, object_id, \
          object_name, key_id, key_context, occurred_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
-    .bind(environment)
-    .bind(event)
-    .bind(&actor.id)
-    .bind(&actor.name)
-    .bind(meta.map(|m| m.id.clone()))
-    .bind(meta.map(|m| m.name.clone()))
-    .bind(meta.map(|m| m.key_id.clone()))
-    .bind(meta.map(|m| m.context.to_json()))
-    .bind(at.0)
+    .bind(&r.environment)
+    .bind(&r.event)
+    .bind(&r.actor.id)
+    .bind(&r.actor.name)
+    .bind(r.object.as_ref().map(|o| o.0.clone()))
+    .bind(r.object.as_ref().map(|o| o.1.clone()))
+    .bind(r.key_id.clone())
+    .bind(r.key_context.clone())
+    .bind(r.at.0)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -949,23 +963,16 @@ impl Store for SqlStore {
         .await?;
         let now = Timestamp::now();
         for row in &gone {
-            let environment: String = row.try_get("environment")?;
-            let id: String = row.try_get("id")?;
-            let name: String = row.try_get("name")?;
-            sqlx::query(
-                "INSERT INTO audit_events (environment, event, actor_id, actor_name, object_id, \
-                 object_name, key_id, key_context, occurred_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL, $7)",
-            )
-            .bind(environment)
-            .bind(events::DATA_PURGED)
-            .bind(&actor.id)
-            .bind(&actor.name)
-            .bind(id)
-            .bind(name)
-            .bind(now.0)
-            .execute(&mut *tx)
-            .await?;
+            let record = AuditRecord {
+                environment: row.try_get("environment")?,
+                event: events::DATA_PURGED.to_owned(),
+                actor: actor.clone(),
+                object: Some((row.try_get("id")?, row.try_get("name")?)),
+                key_id: None,
+                key_context: None,
+                at: now,
+            };
+            insert_audit(&mut tx, &record).await?;
         }
         tx.commit().await?;
         Ok(gone.len() as u64)
@@ -1041,24 +1048,16 @@ impl Store for SqlStore {
                     reason: "a stored key context is corrupt".into(),
                 }
             })?;
-            let environment: String = row.try_get("environment")?;
-            let name: String = row.try_get("name")?;
-            sqlx::query(
-                "INSERT INTO audit_events (environment, event, actor_id, actor_name, object_id, \
-                 object_name, key_id, key_context, occurred_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(environment)
-            .bind(events::DATA_REWRAPPED)
-            .bind(&actor.id)
-            .bind(&actor.name)
-            .bind(object_id)
-            .bind(name)
-            .bind(key_id)
-            .bind(context.to_json())
-            .bind(Timestamp::now().0)
-            .execute(&mut *tx)
-            .await?;
+            let record = AuditRecord {
+                environment: row.try_get("environment")?,
+                event: events::DATA_REWRAPPED.to_owned(),
+                actor: actor.clone(),
+                object: Some((object_id.to_owned(), row.try_get("name")?)),
+                key_id: Some(key_id.to_owned()),
+                key_context: Some(context.to_json()),
+                at: Timestamp::now(),
+            };
+            insert_audit(&mut tx, &record).await?;
         }
         tx.commit().await?;
         Ok(changed == 1)
