@@ -36,9 +36,14 @@ impl KeyProvider for Counted {
         self.1.fetch_add(1, Ordering::Relaxed);
         self.0.wrap(key, ctx).await
     }
-    async fn unwrap(&self, w: &WrappedKey, ctx: &KeyContext) -> Result<DataKey, ProviderError> {
+    async fn unwrap_owned(
+        &self,
+        w: &WrappedKey,
+        ctx: &KeyContext,
+        attempts: vault_crypto::Attempts,
+    ) -> Result<DataKey, ProviderError> {
         self.1.fetch_add(1, Ordering::Relaxed);
-        self.0.unwrap(w, ctx).await
+        self.0.unwrap_owned(w, ctx, attempts).await
     }
 }
 

@@ -444,8 +444,8 @@ fn read_stdin() -> Result<Zeroizing<Vec<u8>>, Failure> {
     Ok(buf)
 }
 
-/// An envelope from binary or base64 text input, its structure checked before any key is
-/// loaded.
+/// An envelope's bytes from binary or base64 text input. The caller parses them (once), before
+/// any key is loaded.
 fn envelope_bytes(input: &[u8]) -> Result<Vec<u8>, Failure> {
     let bytes = if input.starts_with(&MAGIC) {
         input.to_vec()
@@ -455,7 +455,6 @@ fn envelope_bytes(input: &[u8]) -> Result<Vec<u8>, Failure> {
             .trim_ascii();
         Envelope::decode_text(text).map_err(Error::from)?
     };
-    Envelope::parse(&bytes).map_err(Error::from)?;
     Ok(bytes)
 }
 
@@ -515,8 +514,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Decrypt { aad, show_context } => {
             let input = read_stdin()?;
             let bytes = envelope_bytes(&input)?;
+            let envelope = Envelope::parse(&bytes).map_err(Error::from)?;
             let router = existing_router().await?;
-            let opened = crypto::open(&router, &bytes, aad.as_bytes()).await?;
+            let opened = envelope.open(&router, aad.as_bytes()).await?;
             if show_context {
                 eprintln!("{}", opened.context());
             }
@@ -1254,13 +1254,17 @@ async fn keys(
             if matches.is_empty() && !all {
                 let input = read_stdin()?;
                 let bytes = envelope_bytes(&input)?;
+                let envelope = Envelope::parse(&bytes).map_err(Error::from)?;
                 let router = if config_given {
                     config.router(data_dir).await?
                 } else {
                     vault::default_router(open_ring()?)
                 };
-                let rewrapped = crypto::rewrap(&router, &bytes).await?;
-                return write_envelope(&rewrapped, binary);
+                return match envelope.rewrap(&router).await? {
+                    crypto::Rewrapped::Moved(moved) => write_envelope(&moved, binary),
+                    // Already under the key the rules choose: the input is the answer.
+                    crypto::Rewrapped::AlreadyCurrent => write_envelope(&bytes, binary),
+                };
             }
             let scope = if all {
                 vault::RewrapScope::All

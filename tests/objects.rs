@@ -366,10 +366,11 @@ impl vault::crypto::KeyProvider for Down {
         ))
     }
 
-    async fn unwrap(
+    async fn unwrap_owned(
         &self,
         _: &vault::crypto::WrappedKey,
         _: &KeyContext,
+        _: vault::crypto::Attempts,
     ) -> Result<vault::crypto::DataKey, vault::crypto::ProviderError> {
         Err(vault::crypto::ProviderError::new(
             vault::crypto::ProviderErrorKind::Unavailable,

@@ -22,7 +22,7 @@ use zeroize::Zeroizing;
 use crate::context::KeyContext;
 use crate::data_key::{DATA_KEY_LEN, DataKey};
 use crate::error::{ProviderError, ProviderErrorKind};
-use crate::provider::{KeyProvider, KeyRef, WrappedKey};
+use crate::provider::{Attempts, KeyProvider, KeyRef, WrappedKey};
 
 /// When a cached data key must be replaced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,7 +248,7 @@ impl CachingProvider {
         &self,
         wrapped: &WrappedKey,
         ctx: &KeyContext,
-        once: bool,
+        attempts: Attempts,
     ) -> Result<DataKey, ProviderError> {
         let id = open_cache_key(wrapped, ctx);
         loop {
@@ -269,10 +269,10 @@ impl CachingProvider {
                     self.call();
                     // A caller's blob can name any version of the key (a made-up one answers
                     // NotFound): only our own data's answers may flush every tenant's keys.
-                    let key = if once {
-                        self.inner.unwrap_once(wrapped, ctx).await?
-                    } else {
-                        self.checked(self.inner.unwrap(wrapped, ctx).await)?
+                    let unwrapped = self.inner.unwrap_owned(wrapped, ctx, attempts).await;
+                    let key = match attempts {
+                        Attempts::Once => unwrapped?,
+                        Attempts::Retry => self.checked(unwrapped)?,
                     };
                     Ok::<_, ProviderError>(OpenKey {
                         key: Zeroizing::new(*key.expose_secret()),
@@ -315,7 +315,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn copy_key(key: &[u8; DATA_KEY_LEN]) -> DataKey {
-    DataKey::from_bytes(Zeroizing::new(*key))
+    DataKey::from_unwrapped(Zeroizing::new(*key))
 }
 
 fn open_cache_key(wrapped: &WrappedKey, ctx: &KeyContext) -> [u8; 32] {
@@ -415,28 +415,12 @@ impl KeyProvider for CachingProvider {
         self.checked(self.inner.wrap(key, ctx).await)
     }
 
-    async fn unwrap(
+    async fn unwrap_owned(
         &self,
         wrapped: &WrappedKey,
         ctx: &KeyContext,
+        attempts: Attempts,
     ) -> Result<DataKey, ProviderError> {
-        self.unwrap_cached(wrapped, ctx, false).await
-    }
-
-    async fn unwrap_once(
-        &self,
-        wrapped: &WrappedKey,
-        ctx: &KeyContext,
-    ) -> Result<DataKey, ProviderError> {
-        self.unwrap_cached(wrapped, ctx, true).await
-    }
-
-    async fn rewrap(
-        &self,
-        wrapped: &WrappedKey,
-        ctx: &KeyContext,
-    ) -> Result<WrappedKey, ProviderError> {
-        self.call();
-        self.checked(self.inner.rewrap(wrapped, ctx).await)
+        self.unwrap_cached(wrapped, ctx, attempts).await
     }
 }

@@ -17,21 +17,7 @@ use crate::provider::managed::ManagedKeyProvider;
 /// A data key from raw bytes. The caller must have drawn them from a CSPRNG and must not keep
 /// another copy.
 pub fn data_key_from_bytes(bytes: [u8; DATA_KEY_LEN]) -> DataKey {
-    DataKey::from_bytes(Zeroizing::new(bytes))
-}
-
-/// A data key from a provider's answer, which is wiped here whatever its length: `None`
-/// unless it holds exactly [`DATA_KEY_LEN`] bytes. The bytes are copied straight into the
-/// key's own wiped storage, so no other copy is left behind. The caller must not keep another
-/// copy of the answer.
-pub fn data_key_from_answer(answer: Vec<u8>) -> Option<DataKey> {
-    let answer = Zeroizing::new(answer);
-    let mut key = Zeroizing::new([0u8; DATA_KEY_LEN]);
-    if answer.len() != DATA_KEY_LEN {
-        return None;
-    }
-    key.copy_from_slice(&answer);
-    Some(DataKey::from_bytes(key))
+    DataKey::from_unwrapped(Zeroizing::new(bytes))
 }
 
 /// An in-memory managed provider with the given root keys `(version, key)`. The caller is
@@ -86,6 +72,34 @@ pub fn seal_with_parameters(
         plaintext,
         aad,
         &MessageRandom { message_id, nonce },
+    )
+}
+
+/// Seals `plaintext` with a data key the caller already holds, together with wrapped keys the
+/// caller vouches for: nothing checks that they wrap this data key (an envelope whose wrapped
+/// keys are another key's opens for nobody), so use the data key and wrapped key(s) one
+/// provider returned together. The message id and nonce are still drawn fresh, so reusing a
+/// data key for several envelopes is safe (each gets its own content key).
+///
+/// # Errors
+/// [`Error::Envelope`] for zero or more than [`crate::MAX_WRAPPED_KEYS`] wrapped keys,
+/// [`Error::PlaintextTooLarge`], [`Error::Random`].
+pub fn seal_with_key(
+    data_key: &DataKey,
+    wrapped_keys: &[WrappedKey],
+    context: &KeyContext,
+    plaintext: &[u8],
+    aad: &[u8],
+) -> Result<Vec<u8>, Error> {
+    let random = MessageRandom::generate()?;
+    envelope::seal_with(
+        Backend::DEFAULT,
+        data_key,
+        wrapped_keys,
+        context,
+        plaintext,
+        aad,
+        &random,
     )
 }
 

@@ -32,9 +32,25 @@ impl DataKey {
         &self.0
     }
 
-    /// Wraps raw key bytes. Only providers that unwrap keys, and [`crate::danger`], need this.
-    pub(crate) fn from_bytes(bytes: Zeroizing<[u8; DATA_KEY_LEN]>) -> Self {
+    /// The data key a key service unwrapped (or generated), for a
+    /// [provider](crate::provider) to return. The bytes must be the key service's answer, not
+    /// a value of the caller's choosing.
+    pub fn from_unwrapped(bytes: Zeroizing<[u8; DATA_KEY_LEN]>) -> Self {
         Self(bytes)
+    }
+
+    /// As [`from_unwrapped`](Self::from_unwrapped), from a key service's answer as an SDK
+    /// returns it: `None` unless it holds exactly [`DATA_KEY_LEN`] bytes. The answer is wiped
+    /// here whatever its length, and its bytes are copied straight into the key's own wiped
+    /// storage, so no other copy is left behind.
+    pub fn from_answer(answer: Vec<u8>) -> Option<Self> {
+        let answer = Zeroizing::new(answer);
+        if answer.len() != DATA_KEY_LEN {
+            return None;
+        }
+        let mut key = Zeroizing::new([0u8; DATA_KEY_LEN]);
+        key.copy_from_slice(&answer);
+        Some(Self(key))
     }
 }
 

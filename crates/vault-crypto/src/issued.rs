@@ -17,7 +17,7 @@ use crate::context::KeyContext;
 use crate::data_key::DataKey;
 use crate::envelope::{self, Envelope, MessageRandom};
 use crate::error::{EnvelopeError, Error};
-use crate::provider::{KeyProvider, KeyRef};
+use crate::provider::{Attempts, KeyProvider, KeyRef};
 
 /// A data key and the bytes that recover it.
 pub struct IssuedKey {
@@ -91,16 +91,6 @@ fn id_of(message_id: &[u8]) -> String {
     )
 }
 
-fn first_key_ref(encrypted_keys: &[u8]) -> Result<KeyRef, Error> {
-    Envelope::parse(encrypted_keys)?
-        .wrapped_keys()
-        .first()
-        .map(|k| k.key_ref().clone())
-        .ok_or(Error::Envelope(EnvelopeError::Malformed {
-            reason: "no wrapped keys",
-        }))
-}
-
 /// Issues a fresh data key for `ctx` (never a cached one: each call is a new key), wrapped by
 /// the provider `provider` chooses, bound to `scope`.
 ///
@@ -147,6 +137,22 @@ pub async fn recover(
     scope: &str,
 ) -> Result<IssuedKey, Error> {
     let env = Envelope::parse(encrypted_keys)?;
+    let (data_key, key_ref) = recover_parsed(provider, &env, scope).await?;
+    Ok(IssuedKey {
+        id: id_of(env.message_id()),
+        data_key,
+        context: env.context().clone(),
+        key_ref,
+        encrypted_keys: encrypted_keys.to_vec(),
+    })
+}
+
+/// The data key of a parsed issued-key envelope, and the key that unwrapped it.
+async fn recover_parsed(
+    provider: &dyn KeyProvider,
+    env: &Envelope<'_>,
+    scope: &str,
+) -> Result<(DataKey, KeyRef), Error> {
     if env.payload().len() != TAG_LEN {
         return Err(EnvelopeError::Malformed {
             reason: "not an issued data key (it holds a value)",
@@ -162,17 +168,11 @@ pub async fn recover(
         .into());
     }
     let (data_key, keys, key_ref) =
-        envelope::unwrap_committed(provider, &env, envelope::Source::Caller).await?;
+        envelope::unwrap_committed(provider, env, Attempts::Once).await?;
     // The tag over the header: the context and the scope are authentic.
-    let plaintext = envelope::decrypt_payload(Backend::DEFAULT, &keys, &env, &issued_aad(scope))?;
+    let plaintext = envelope::decrypt_payload(Backend::DEFAULT, &keys, env, &issued_aad(scope))?;
     debug_assert!(plaintext.is_empty());
-    Ok(IssuedKey {
-        id: id_of(env.message_id()),
-        data_key,
-        context: env.context().clone(),
-        key_ref,
-        encrypted_keys: encrypted_keys.to_vec(),
-    })
+    Ok((data_key, key_ref))
 }
 
 /// Re-binds an issued data key to `new_ctx`: recovered from `encrypted_keys`, wrapped by the
@@ -187,26 +187,25 @@ pub async fn rekey(
     new_ctx: &KeyContext,
     scope: &str,
 ) -> Result<IssuedKey, Error> {
-    let old = recover(provider, encrypted_keys, scope).await?;
     let env = Envelope::parse(encrypted_keys)?;
-    let wrapped = provider.wrap(&old.data_key, new_ctx).await?;
+    let (data_key, _) = recover_parsed(provider, &env, scope).await?;
+    let wrapped = provider.wrap(&data_key, new_ctx).await?;
     let mut random = MessageRandom::generate()?;
     random.message_id = *env.message_id();
     let encrypted_keys = envelope::seal_with(
         Backend::DEFAULT,
-        &old.data_key,
+        &data_key,
         std::slice::from_ref(&wrapped),
         new_ctx,
         b"",
         &issued_aad(scope),
         &random,
     )?;
-    let key_ref = first_key_ref(&encrypted_keys)?;
     Ok(IssuedKey {
-        id: old.id,
-        data_key: old.data_key,
+        id: id_of(env.message_id()),
+        data_key,
         context: new_ctx.clone(),
-        key_ref,
+        key_ref: wrapped.key_ref().clone(),
         encrypted_keys,
     })
 }
@@ -254,13 +253,14 @@ mod tests {
             self.inner.wrap(key, ctx).await
         }
 
-        async fn unwrap(
+        async fn unwrap_owned(
             &self,
             wrapped: &WrappedKey,
             ctx: &KeyContext,
+            attempts: Attempts,
         ) -> Result<DataKey, ProviderError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
-            self.inner.unwrap(wrapped, ctx).await
+            self.inner.unwrap_owned(wrapped, ctx, attempts).await
         }
     }
 

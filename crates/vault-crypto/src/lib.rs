@@ -50,9 +50,8 @@ mod data_key;
 mod envelope;
 mod error;
 pub mod issued;
-mod provider;
+pub mod provider;
 mod rand;
-mod retry;
 mod router;
 pub mod workos;
 
@@ -69,8 +68,8 @@ pub use context::{
 pub use data_key::{DATA_KEY_LEN, DataKey};
 pub use envelope::{
     COMMITMENT_LEN, Envelope, MAGIC, MAX_PLAINTEXT_LEN, MAX_TEXT_LEN, MAX_WRAPPED_KEYS,
-    MESSAGE_ID_LEN, Opened, SUITE_AES256GCM_HKDF_SHA256_COMMIT, VERSION, encode_text, open, rewrap,
-    seal, seal_in, seal_with_key,
+    MESSAGE_ID_LEN, Opened, Rewrapped, SUITE_AES256GCM_HKDF_SHA256_COMMIT, Sealed, VERSION,
+    encode_text, open, rewrap, seal, seal_in,
 };
 pub use error::{
     ContextError, EnvelopeError, Error, KeyRingError, ProviderError, ProviderErrorKind,
@@ -80,8 +79,7 @@ pub use provider::managed::{
     VersionInfo, VersionState,
 };
 pub use provider::{
-    KeyProvider, KeyRef, MAX_KEY_ID_LEN, MAX_KEY_VERSION_LEN, MAX_SCHEME_LEN, MAX_WRAPPED_LEN,
-    WrappedKey,
+    Attempts, KeyProvider, KeyRef, MAX_KEY_ID_LEN, MAX_KEY_VERSION_LEN, MAX_SCHEME_LEN,
+    MAX_WRAPPED_LEN, RetryPolicy, WrappedKey,
 };
-pub use retry::{RetryPolicy, retry};
 pub use router::{ProviderCalls, Router, Rule};

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use crate::context::KeyContext;
 use crate::data_key::DataKey;
 use crate::error::{ContextError, ProviderError, ProviderErrorKind};
-use crate::provider::{KeyProvider, KeyRef, WrappedKey};
+use crate::provider::{Attempts, KeyProvider, KeyRef, WrappedKey};
 
 /// One routing rule: every listed pair must be present and equal.
 #[derive(Debug, Clone)]
@@ -242,55 +242,38 @@ impl KeyProvider for Router {
         self.calls.count(&self.calls.wrap, r)
     }
 
-    async fn unwrap(
+    /// With [`Attempts::Once`] (a caller's blob), only the provider the rules choose for
+    /// `ctx` today, or one kept for decryption, may be asked: a caller cannot point a blob of
+    /// its own at another customer's key.
+    async fn unwrap_owned(
         &self,
         wrapped: &WrappedKey,
         ctx: &KeyContext,
-    ) -> Result<DataKey, ProviderError> {
-        let owner = self
-            .owner(wrapped.key_ref())
-            .ok_or_else(|| Self::no_owner(wrapped.key_ref()))?;
-        let r = owner.unwrap(wrapped, ctx).await;
-        self.calls.count(&self.calls.unwrap, r)
-    }
-
-    /// Only the provider the rules choose for `ctx` today, or one kept for decryption, may be
-    /// asked: a caller cannot point a blob of its own at another customer's key.
-    async fn unwrap_once(
-        &self,
-        wrapped: &WrappedKey,
-        ctx: &KeyContext,
+        attempts: Attempts,
     ) -> Result<DataKey, ProviderError> {
         let key = wrapped.key_ref();
-        let routed = self.route(ctx);
-        let owner = if routed.owns(key) {
-            routed
-        } else {
-            self.decrypt_only
-                .iter()
-                .find(|p| p.owns(key))
-                .ok_or_else(|| {
-                    ProviderError::new(
-                        ProviderErrorKind::NotMine,
-                        "router",
-                        "the key context is not routed to this key",
-                    )
-                })?
+        let owner = match attempts {
+            Attempts::Retry => self.owner(key).ok_or_else(|| Self::no_owner(key))?,
+            Attempts::Once => {
+                let routed = self.route(ctx);
+                if routed.owns(key) {
+                    routed
+                } else {
+                    self.decrypt_only
+                        .iter()
+                        .find(|p| p.owns(key))
+                        .ok_or_else(|| {
+                            ProviderError::new(
+                                ProviderErrorKind::NotMine,
+                                "router",
+                                "the key context is not routed to this key",
+                            )
+                        })?
+                }
+            }
         };
-        let r = owner.unwrap_once(wrapped, ctx).await;
+        let r = owner.unwrap_owned(wrapped, ctx, attempts).await;
         self.calls.count(&self.calls.unwrap, r)
-    }
-
-    /// Unwraps with the key's owner and wraps with the provider the rules choose now, so a
-    /// rewrap also moves data between providers when the routing changed.
-    async fn rewrap(
-        &self,
-        wrapped: &WrappedKey,
-        ctx: &KeyContext,
-    ) -> Result<WrappedKey, ProviderError> {
-        let key = self.unwrap(wrapped, ctx).await?;
-        let r = self.route(ctx).wrap(&key, ctx).await;
-        self.calls.count(&self.calls.wrap, r)
     }
 }
 

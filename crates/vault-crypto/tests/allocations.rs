@@ -44,6 +44,7 @@ fn a_1_mib_value_is_copied_once_when_sealing_and_once_when_opening() {
         envelope.len()
     );
     // Exactly one allocation is envelope-sized: the output (no growth, no second copy).
+    let envelope = envelope.into_bytes();
     assert_eq!(envelope.capacity(), envelope.len());
     let peak_growth = after.max_bytes.saturating_sub(before.curr_bytes);
     assert!(

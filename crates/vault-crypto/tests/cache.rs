@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use common::ctx;
 use vault_crypto::{
-    CacheLimits, CachingProvider, DataKey, Envelope, KeyContext, KeyProvider, KeyRef,
+    Attempts, CacheLimits, CachingProvider, DataKey, Envelope, KeyContext, KeyProvider, KeyRef,
     ManagedKeyProvider, ProviderError, Router, WrappedKey, open, seal,
 };
 
@@ -68,11 +68,16 @@ impl KeyProvider for Counting {
         self.inner.wrap(key, ctx).await
     }
 
-    async fn unwrap(&self, w: &WrappedKey, ctx: &KeyContext) -> Result<DataKey, ProviderError> {
+    async fn unwrap_owned(
+        &self,
+        w: &WrappedKey,
+        ctx: &KeyContext,
+        attempts: Attempts,
+    ) -> Result<DataKey, ProviderError> {
         self.unwraps.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(self.latency).await;
         self.check()?;
-        self.inner.unwrap(w, ctx).await
+        self.inner.unwrap_owned(w, ctx, attempts).await
     }
 }
 

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use common::{block_on, ctx};
 use vault_crypto::{
     CacheLimits, CachingProvider, Envelope, Error, KeyProvider, KeyRef, KeyRingError,
-    ManagedKeyProvider, MemoryRingStore, ProviderErrorKind, RingStore, VersionState, WrappedKey,
-    open, rewrap, seal,
+    ManagedKeyProvider, MemoryRingStore, ProviderErrorKind, Rewrapped, RingStore, VersionState,
+    WrappedKey, open, rewrap, seal,
 };
 
 fn org1() -> vault_crypto::KeyContext {
@@ -54,8 +54,15 @@ fn rotate_then_open_old_envelopes() {
 fn rewrap_moves_to_the_primary_without_touching_the_ciphertext() {
     let p = ManagedKeyProvider::in_memory("root").unwrap();
     let old = block_on(seal(&p, &org1(), b"payload", b"aad")).unwrap();
+    assert_eq!(
+        block_on(rewrap(&p, &old)).unwrap(),
+        Rewrapped::AlreadyCurrent
+    );
     block_on(p.rotate()).unwrap();
-    let new = block_on(rewrap(&p, &old)).unwrap();
+    let Rewrapped::Moved(new) = block_on(rewrap(&p, &old)).unwrap() else {
+        panic!("v1 is no longer the primary version");
+    };
+    assert_eq!(new.key_ref().version(), "v2");
 
     let (a, b) = (
         Envelope::parse(&old).unwrap(),

@@ -77,7 +77,7 @@ fn errors_carry_no_secrets() {
 
     let mut errors: Vec<Error> = Vec::new();
     errors.push(block_on(open(&p, &env, b"wrong")).unwrap_err());
-    let mut tampered = env.clone();
+    let mut tampered = env.to_vec();
     let last = tampered.len() - 1;
     tampered[last] ^= 1;
     errors.push(block_on(open(&p, &tampered, b"aad")).unwrap_err());

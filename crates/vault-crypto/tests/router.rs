@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use common::{Down, OtherScheme, block_on, ctx};
 use vault_crypto::{
-    Envelope, Error, KeyProvider, ManagedKeyProvider, ProviderErrorKind, Router, open, rewrap, seal,
+    Envelope, Error, KeyProvider, ManagedKeyProvider, ProviderErrorKind, Rewrapped, Router, open,
+    rewrap, seal,
 };
 
 fn scheme_of(envelope: &[u8]) -> String {
@@ -117,8 +118,11 @@ fn changing_the_rules_never_strands_old_data() {
     let after = Router::new(managed).decrypt_only(byok);
     assert_eq!(block_on(open(&after, &env, b"")).unwrap().plaintext(), b"v");
     // Rewrapping moves the data key to where the rules send the context now.
-    let moved = block_on(rewrap(&after, &env)).unwrap();
+    let Rewrapped::Moved(moved) = block_on(rewrap(&after, &env)).unwrap() else {
+        panic!("the key is no longer where the rules send the context");
+    };
     assert_eq!(scheme_of(&moved), "managed://root#v1");
+    assert_eq!(moved.key_ref().to_string(), "managed://root#v1");
     assert_eq!(
         block_on(open(&after, &moved, b"")).unwrap().plaintext(),
         b"v"

@@ -25,7 +25,8 @@ use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::DataKeySpec;
 pub use vault_crypto::RetryPolicy;
 use vault_crypto::{
-    DataKey, KeyContext, KeyProvider, KeyRef, ProviderError, ProviderErrorKind, WrappedKey, danger,
+    Attempts, DataKey, KeyContext, KeyProvider, KeyRef, ProviderError, ProviderErrorKind,
+    WrappedKey,
 };
 
 /// The scheme of AWS KMS key references.
@@ -137,7 +138,9 @@ impl AwsKmsProvider {
             retry,
         };
         let described = probe
-            .call(|| probe.client.describe_key().key_id(key_id).send())
+            .call(Attempts::Retry, || {
+                probe.client.describe_key().key_id(key_id).send()
+            })
             .await?;
         let arn = described
             .key_metadata()
@@ -162,26 +165,20 @@ impl AwsKmsProvider {
         &self.key_arn
     }
 
-    /// Runs one KMS call with bounded, jittered retries on retryable failures and a timeout
-    /// per attempt.
-    async fn call<T, E, R, F, Fut>(&self, mut op: F) -> Result<T, ProviderError>
+    /// One KMS call under the retry policy ([`RetryPolicy::call`]).
+    async fn call<T, E, R, F, Fut>(&self, attempts: Attempts, mut op: F) -> Result<T, ProviderError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, SdkError<E, R>>>,
         E: ProvideErrorMetadata + std::error::Error + 'static,
         R: fmt::Debug,
     {
-        let attempt = || {
-            let call = op();
-            async move {
-                match tokio::time::timeout(self.retry.call_timeout, call).await {
-                    Ok(Ok(v)) => Ok(v),
-                    Ok(Err(e)) => Err(map_sdk_error(&e)),
-                    Err(_) => Err(error(ProviderErrorKind::Unavailable, "KMS call timed out")),
-                }
-            }
-        };
-        vault_crypto::retry(&self.retry, attempt, tokio::time::sleep).await
+        self.retry
+            .call(attempts, SCHEME, || {
+                let call = op();
+                async move { call.await.map_err(|e| map_sdk_error(&e)) }
+            })
+            .await
     }
 
     fn encryption_context(ctx: &KeyContext) -> HashMap<String, String> {
@@ -204,7 +201,7 @@ impl AwsKmsProvider {
 /// types do not wipe themselves).
 fn data_key(plaintext: Option<Blob>) -> Result<DataKey, ProviderError> {
     plaintext
-        .and_then(|b| danger::data_key_from_answer(b.into_inner()))
+        .and_then(|b| DataKey::from_answer(b.into_inner()))
         .ok_or_else(|| error(ProviderErrorKind::InvalidCiphertext, "not a 32-byte key"))
 }
 
@@ -220,7 +217,7 @@ impl KeyProvider for AwsKmsProvider {
     ) -> Result<(DataKey, WrappedKey), ProviderError> {
         let ec = Self::encryption_context(ctx);
         let mut out = self
-            .call(|| {
+            .call(Attempts::Retry, || {
                 self.client
                     .generate_data_key()
                     .key_id(&self.key_arn)
@@ -236,7 +233,7 @@ impl KeyProvider for AwsKmsProvider {
     async fn wrap(&self, key: &DataKey, ctx: &KeyContext) -> Result<WrappedKey, ProviderError> {
         let ec = Self::encryption_context(ctx);
         let out = self
-            .call(|| {
+            .call(Attempts::Retry, || {
                 self.client
                     .encrypt()
                     .key_id(&self.key_arn)
@@ -251,29 +248,15 @@ impl KeyProvider for AwsKmsProvider {
 
     /// One attempt, whatever the retry policy: the blob is a caller's, and no caller may
     /// multiply calls to this key (a throttling answer goes back to it at once).
-    async fn unwrap_once(
+    async fn unwrap_owned(
         &self,
         wrapped: &WrappedKey,
         ctx: &KeyContext,
+        attempts: Attempts,
     ) -> Result<DataKey, ProviderError> {
-        let once = Self {
-            retry: self.retry.max_attempts(1),
-            ..self.clone()
-        };
-        once.unwrap(wrapped, ctx).await
-    }
-
-    async fn unwrap(
-        &self,
-        wrapped: &WrappedKey,
-        ctx: &KeyContext,
-    ) -> Result<DataKey, ProviderError> {
-        if !self.owns(wrapped.key_ref()) {
-            return Err(error(ProviderErrorKind::NotMine, ""));
-        }
         let ec = Self::encryption_context(ctx);
         let mut out = self
-            .call(|| {
+            .call(attempts, || {
                 self.client
                     .decrypt()
                     .key_id(&self.key_arn)

@@ -121,13 +121,14 @@ impl KeyProvider for CountingUnwraps {
     ) -> Result<WrappedKey, vault_crypto::ProviderError> {
         self.0.wrap(key, ctx).await
     }
-    async fn unwrap(
+    async fn unwrap_owned(
         &self,
         w: &WrappedKey,
         ctx: &KeyContext,
+        attempts: vault_crypto::Attempts,
     ) -> Result<vault_crypto::DataKey, vault_crypto::ProviderError> {
         self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.0.unwrap(w, ctx).await
+        self.0.unwrap_owned(w, ctx, attempts).await
     }
 }
 

@@ -56,8 +56,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 pub use vault_crypto::RetryPolicy;
 use vault_crypto::{
-    DATA_KEY_LEN, DataKey, KeyContext, KeyProvider, KeyRef, ProviderError, ProviderErrorKind,
-    WrappedKey, danger,
+    Attempts, DATA_KEY_LEN, DataKey, KeyContext, KeyProvider, KeyRef, ProviderError,
+    ProviderErrorKind, WrappedKey,
 };
 use zeroize::Zeroizing;
 
@@ -411,12 +411,16 @@ impl AzureKeyVaultProvider {
     }
 
     /// The public key of `version`, from the cache or from Key Vault (`get`).
-    async fn public_key(&self, version: &str) -> Result<Arc<RsaPublicKey>, ProviderError> {
+    async fn public_key(
+        &self,
+        version: &str,
+        attempts: Attempts,
+    ) -> Result<Arc<RsaPublicKey>, ProviderError> {
         if let Some(k) = lock(&self.public_keys).get(version) {
             return Ok(Arc::clone(k));
         }
         let key = self
-            .call(Op::Other, || {
+            .call(Op::Other, attempts, || {
                 let options = KeyClientGetKeyOptions {
                     key_version: Some(version.to_owned()),
                     ..Default::default()
@@ -454,7 +458,7 @@ impl AzureKeyVaultProvider {
     async fn sign(&self, version: &str, message: &[u8]) -> Result<Vec<u8>, ProviderError> {
         let digest = Sha256::digest(message).to_vec();
         let result = self
-            .call(Op::Other, || {
+            .call(Op::Other, Attempts::Retry, || {
                 #[allow(clippy::field_reassign_with_default)] // `non_exhaustive` model
                 let params = {
                     let mut p = SignParameters::default();
@@ -491,27 +495,23 @@ impl AzureKeyVaultProvider {
         &self.key_id
     }
 
-    /// Runs one Key Vault call with bounded, jittered retries on retryable failures and a
-    /// timeout per attempt.
-    async fn call<T, F, Fut>(&self, op: Op, mut f: F) -> Result<T, ProviderError>
+    /// One Key Vault call under the retry policy ([`RetryPolicy::call`]).
+    async fn call<T, F, Fut>(
+        &self,
+        op: Op,
+        attempts: Attempts,
+        mut f: F,
+    ) -> Result<T, ProviderError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = azure_core::Result<T>>,
     {
-        let attempt = || {
-            let call = f();
-            async move {
-                match tokio::time::timeout(self.retry.call_timeout, call).await {
-                    Ok(Ok(v)) => Ok(v),
-                    Ok(Err(e)) => Err(map_error(&e, op)),
-                    Err(_) => Err(error(
-                        ProviderErrorKind::Unavailable,
-                        "Key Vault call timed out",
-                    )),
-                }
-            }
-        };
-        vault_crypto::retry(&self.retry, attempt, tokio::time::sleep).await
+        self.retry
+            .call(attempts, SCHEME, || {
+                let call = f();
+                async move { call.await.map_err(|e| map_error(&e, op)) }
+            })
+            .await
     }
 
     // The model is `non_exhaustive`: no struct literal outside its crate.
@@ -563,7 +563,7 @@ impl KeyProvider for AzureKeyVaultProvider {
         payload.extend_from_slice(key.expose_secret());
         payload.extend_from_slice(&binding(ctx));
         let result = self
-            .call(Op::Wrap, || {
+            .call(Op::Wrap, Attempts::Retry, || {
                 // The SDK owns (and does not wipe) this copy and the request built from it.
                 let params = self.parameters(payload.to_vec());
                 let options = KeyClientWrapKeyOptions {
@@ -591,7 +591,7 @@ impl KeyProvider for AzureKeyVaultProvider {
             let message = signed_message(&binding(ctx), &wrapped);
             let signature = self.sign(&version, &message).await?;
             // Checked now, so a key that cannot sign properly fails this seal, not a later read.
-            let public = self.public_key(&version).await?;
+            let public = self.public_key(&version, Attempts::Retry).await?;
             if wrapped.len() != public.len() || !public.verify(&message, &signature) {
                 return Err(error(
                     ProviderErrorKind::Other,
@@ -607,28 +607,12 @@ impl KeyProvider for AzureKeyVaultProvider {
             .map_err(|_| error(ProviderErrorKind::Other, "wrapped key out of bounds"))
     }
 
-    /// One attempt, whatever the retry policy: the blob is a caller's, and no caller may
-    /// multiply calls to this key (a throttling answer goes back to it at once).
-    async fn unwrap_once(
+    async fn unwrap_owned(
         &self,
         wrapped: &WrappedKey,
         ctx: &KeyContext,
+        attempts: Attempts,
     ) -> Result<DataKey, ProviderError> {
-        let once = Self {
-            retry: self.retry.max_attempts(1),
-            ..self.clone()
-        };
-        once.unwrap(wrapped, ctx).await
-    }
-
-    async fn unwrap(
-        &self,
-        wrapped: &WrappedKey,
-        ctx: &KeyContext,
-    ) -> Result<DataKey, ProviderError> {
-        if !self.owns(wrapped.key_ref()) {
-            return Err(error(ProviderErrorKind::NotMine, ""));
-        }
         let invalid = |what: &'static str| error(ProviderErrorKind::InvalidCiphertext, what);
         let (version, signed) = match wrapped.key_ref().version().strip_suffix(SIGNED_SUFFIX) {
             Some(v) => (v, true),
@@ -646,7 +630,7 @@ impl KeyProvider for AzureKeyVaultProvider {
         if self.algorithm == WrapAlgorithm::RsaOaep256 {
             if signed {
                 // Verified before Key Vault is called: a forged wrap costs no call.
-                let public = self.public_key(version).await?;
+                let public = self.public_key(version, attempts).await?;
                 let Some((wrap, signature)) = ciphertext
                     .split_at_checked(public.len())
                     .filter(|(_, s)| s.len() == public.len())
@@ -666,7 +650,7 @@ impl KeyProvider for AzureKeyVaultProvider {
             return Err(invalid("a signed wrap of an A256KW key"));
         }
         let result = self
-            .call(Op::Unwrap, || {
+            .call(Op::Unwrap, attempts, || {
                 let params = self.parameters(ciphertext.to_vec());
                 async move {
                     let params = params.map_err(|_| {
@@ -705,7 +689,7 @@ impl KeyProvider for AzureKeyVaultProvider {
         }
         // Moved, not copied: the key's own storage is the only copy left (both are wiped).
         payload.truncate(DATA_KEY_LEN);
-        danger::data_key_from_answer(std::mem::take(&mut *payload))
+        DataKey::from_answer(std::mem::take(&mut *payload))
             .ok_or_else(|| error(ProviderErrorKind::Other, "not a data key"))
     }
 }

@@ -22,7 +22,8 @@ use google_cloud_gax::error::rpc::Code;
 use google_cloud_kms_v1::client::KeyManagementService;
 pub use vault_crypto::RetryPolicy;
 use vault_crypto::{
-    DataKey, KeyContext, KeyProvider, KeyRef, ProviderError, ProviderErrorKind, WrappedKey, danger,
+    Attempts, DataKey, KeyContext, KeyProvider, KeyRef, ProviderError, ProviderErrorKind,
+    WrappedKey,
 };
 use zeroize::Zeroizing;
 
@@ -144,27 +145,18 @@ impl GcpKmsProvider {
         &self.key_name
     }
 
-    /// Runs one Cloud KMS call with bounded, jittered retries on retryable failures and a
-    /// timeout per attempt.
-    async fn call<T, F, Fut>(&self, mut op: F) -> Result<T, ProviderError>
+    /// One Cloud KMS call under the retry policy ([`RetryPolicy::call`]).
+    async fn call<T, F, Fut>(&self, attempts: Attempts, mut op: F) -> Result<T, ProviderError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = google_cloud_kms_v1::Result<T>>,
     {
-        let attempt = || {
-            let call = op();
-            async move {
-                match tokio::time::timeout(self.retry.call_timeout, call).await {
-                    Ok(Ok(v)) => Ok(v),
-                    Ok(Err(e)) => Err(map_error(&e)),
-                    Err(_) => Err(error(
-                        ProviderErrorKind::Unavailable,
-                        "Cloud KMS call timed out",
-                    )),
-                }
-            }
-        };
-        vault_crypto::retry(&self.retry, attempt, tokio::time::sleep).await
+        self.retry
+            .call(attempts, SCHEME, || {
+                let call = op();
+                async move { call.await.map_err(|e| map_error(&e)) }
+            })
+            .await
     }
 }
 
@@ -178,7 +170,7 @@ impl KeyProvider for GcpKmsProvider {
         let plaintext = Zeroizing::new(key.expose_secret().to_vec());
         let aad = ctx.canonical_bytes().to_vec();
         let out = self
-            .call(|| {
+            .call(Attempts::Retry, || {
                 self.client
                     .encrypt()
                     .set_name(&self.key_name)
@@ -212,32 +204,16 @@ impl KeyProvider for GcpKmsProvider {
             .map_err(|_| error(ProviderErrorKind::Other, "ciphertext out of bounds"))
     }
 
-    /// One attempt, whatever the retry policy: the blob is a caller's, and no caller may
-    /// multiply calls to this key (a throttling answer goes back to it at once).
-    async fn unwrap_once(
+    async fn unwrap_owned(
         &self,
         wrapped: &WrappedKey,
         ctx: &KeyContext,
+        attempts: Attempts,
     ) -> Result<DataKey, ProviderError> {
-        let once = Self {
-            retry: self.retry.max_attempts(1),
-            ..self.clone()
-        };
-        once.unwrap(wrapped, ctx).await
-    }
-
-    async fn unwrap(
-        &self,
-        wrapped: &WrappedKey,
-        ctx: &KeyContext,
-    ) -> Result<DataKey, ProviderError> {
-        if !self.owns(wrapped.key_ref()) {
-            return Err(error(ProviderErrorKind::NotMine, ""));
-        }
         let ciphertext = wrapped.bytes().to_vec();
         let aad = ctx.canonical_bytes().to_vec();
         let mut out = self
-            .call(|| {
+            .call(attempts, || {
                 self.client
                     .decrypt()
                     .set_name(&self.key_name)
@@ -257,7 +233,7 @@ impl KeyProvider for GcpKmsProvider {
                 "CRC32C mismatch on decrypt",
             ));
         }
-        danger::data_key_from_answer(std::mem::take(&mut *plaintext))
+        DataKey::from_answer(std::mem::take(&mut *plaintext))
             .ok_or_else(|| error(ProviderErrorKind::InvalidCiphertext, "not a 32-byte key"))
     }
 }

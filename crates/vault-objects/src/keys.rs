@@ -5,12 +5,10 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use vault_crypto::{
-    Envelope, KeyProvider as _, KeyRingError, ManagedKeyProvider, ProviderErrorKind, VersionState,
-};
+use vault_crypto::{KeyRingError, ManagedKeyProvider, ProviderErrorKind, Rewrapped, VersionState};
 use vault_store::{Actor, KeyUsage};
 
-use crate::{Vault, VaultError, first_key_ref};
+use crate::{Vault, VaultError};
 
 /// Which stored versions a rewrap looks at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,28 +117,19 @@ impl Vault {
                     continue;
                 }
                 report.matched += 1;
-                let env = Envelope::parse(&v.envelope).map_err(vault_crypto::Error::from)?;
-                let mut current = true;
-                for k in env.wrapped_keys() {
-                    let is_current = self.keys.is_current(k.key_ref(), &v.context).await;
-                    if !is_current.map_err(vault_crypto::Error::from)? {
-                        current = false;
-                        break;
-                    }
-                }
-                if current {
-                    report.already_current += 1;
-                    continue;
-                }
                 let moved = match vault_crypto::rewrap(&*self.keys, &v.envelope).await {
-                    Ok(moved) => moved,
+                    Ok(Rewrapped::Moved(moved)) => moved,
+                    Ok(Rewrapped::AlreadyCurrent) => {
+                        report.already_current += 1;
+                        continue;
+                    }
                     Err(e) if unusable_key(&e) => {
                         report.unreadable += 1;
                         continue;
                     }
                     Err(e) => return Err(e.into()),
                 };
-                let key_id = first_key_ref(&moved)?;
+                let key_id = moved.key_ref().to_string();
                 if self
                     .store
                     .replace_envelope(&v.object_id, v.seq, &v.envelope, &moved, &key_id, actor)

@@ -12,7 +12,7 @@ use std::sync::Arc;
 pub use keys::{DESTROY_QUIET_SECS, DestroyReport, RewrapReport, RewrapScope, Shred};
 pub use vault_store::KeyUsage;
 
-use vault_crypto::{Envelope, KeyContext, Router};
+use vault_crypto::{KeyContext, Router};
 use vault_store::{Actor, ListQuery, NewVersion, ObjectMeta, Page, Store, StoreError, VersionMeta};
 
 /// An object's metadata and its value.
@@ -84,17 +84,6 @@ pub struct Vault {
     store: Arc<dyn Store>,
 }
 
-/// The reference of the first wrapped key of an envelope just made (what the store records as
-/// the version's key).
-fn first_key_ref(envelope: &[u8]) -> Result<String, VaultError> {
-    Ok(Envelope::parse(envelope)
-        .map_err(vault_crypto::Error::from)?
-        .wrapped_keys()
-        .first()
-        .map(|k| k.key_ref().to_string())
-        .unwrap_or_default())
-}
-
 /// The associated data every version of an object is sealed with: its environment and id. An
 /// envelope copied into another object or environment inside the database will not open.
 fn object_aad(environment: &str, id: &str) -> Vec<u8> {
@@ -129,7 +118,7 @@ impl Vault {
         context: &KeyContext,
         value: &[u8],
     ) -> Result<NewVersion, VaultError> {
-        let envelope = vault_crypto::seal_in(
+        let sealed = vault_crypto::seal_in(
             &*self.keys,
             environment,
             context,
@@ -137,11 +126,10 @@ impl Vault {
             &object_aad(environment, id),
         )
         .await?;
-        let key_id = first_key_ref(&envelope)?;
         Ok(NewVersion {
             size: value.len() as u64,
-            envelope,
-            key_id,
+            key_id: sealed.key_ref().to_string(),
+            envelope: sealed.into_bytes(),
         })
     }
 

@@ -1,7 +1,9 @@
 //! The [`KeyProvider`] conformance suite: what every provider (managed, AWS KMS, ...) must do.
 
+use async_trait::async_trait;
 use vault_crypto::{
-    Error, KeyContext, KeyProvider, KeyRef, ProviderErrorKind, WrappedKey, open, rewrap, seal,
+    Attempts, DataKey, Error, KeyContext, KeyProvider, KeyRef, ManagedKeyProvider, ProviderError,
+    ProviderErrorKind, Rewrapped, WrappedKey, open, rewrap, seal,
 };
 
 fn ctx(org: &str) -> KeyContext {
@@ -65,10 +67,47 @@ pub async fn foreign_keys_are_not_mine(provider: &dyn KeyProvider) {
     );
 }
 
-/// Envelopes seal and open through the provider, and rewrap keeps the ciphertext.
+/// A routing change in miniature: `new` wraps, `old` is kept to unwrap what it wrapped before.
+#[derive(Debug)]
+struct Moving<'a> {
+    new: &'a dyn KeyProvider,
+    old: ManagedKeyProvider,
+}
+
+#[async_trait]
+impl KeyProvider for Moving<'_> {
+    fn owns(&self, key: &KeyRef) -> bool {
+        self.new.owns(key) || self.old.owns(key)
+    }
+
+    async fn is_current(&self, key: &KeyRef, ctx: &KeyContext) -> Result<bool, ProviderError> {
+        self.new.is_current(key, ctx).await
+    }
+
+    async fn wrap(&self, key: &DataKey, ctx: &KeyContext) -> Result<WrappedKey, ProviderError> {
+        self.new.wrap(key, ctx).await
+    }
+
+    async fn unwrap_owned(
+        &self,
+        wrapped: &WrappedKey,
+        ctx: &KeyContext,
+        attempts: Attempts,
+    ) -> Result<DataKey, ProviderError> {
+        if self.new.owns(wrapped.key_ref()) {
+            self.new.unwrap_owned(wrapped, ctx, attempts).await
+        } else {
+            self.old.unwrap_owned(wrapped, ctx, attempts).await
+        }
+    }
+}
+
+/// Envelopes seal and open through the provider; a fresh envelope needs no rewrap, and an
+/// envelope moved to the provider keeps its ciphertext.
 pub async fn envelopes_and_rewrap(provider: &dyn KeyProvider) {
     let c = ctx("org_1");
     let env = seal(provider, &c, b"conformance", b"aad").await.unwrap();
+    assert!(provider.owns(env.key_ref()));
     assert_eq!(
         open(provider, &env, b"aad").await.unwrap().plaintext(),
         b"conformance"
@@ -77,11 +116,24 @@ pub async fn envelopes_and_rewrap(provider: &dyn KeyProvider) {
         open(provider, &env, b"other").await,
         Err(Error::DecryptionFailed)
     ));
-    let moved = rewrap(provider, &env).await.unwrap();
+    assert_eq!(
+        rewrap(provider, &env).await.unwrap(),
+        Rewrapped::AlreadyCurrent
+    );
+
+    let moving = Moving {
+        new: provider,
+        old: ManagedKeyProvider::in_memory("conformance-old").unwrap(),
+    };
+    let old = seal(&moving.old, &c, b"conformance", b"aad").await.unwrap();
+    let Rewrapped::Moved(moved) = rewrap(&moving, &old).await.unwrap() else {
+        panic!("an envelope under another provider's key is not current");
+    };
+    assert!(provider.owns(moved.key_ref()));
     let tail = |e: &[u8]| e[e.len() - (11 + 16)..].to_vec();
     assert_eq!(
         tail(&moved),
-        tail(&env),
+        tail(&old),
         "rewrap leaves the ciphertext alone"
     );
     assert_eq!(

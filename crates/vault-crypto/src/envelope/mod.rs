@@ -14,7 +14,7 @@ use crate::aead::{Backend, NONCE_LEN, TAG_LEN};
 use crate::context::KeyContext;
 use crate::data_key::DataKey;
 use crate::error::{Error, ProviderErrorKind};
-use crate::provider::{KeyProvider, KeyRef, WrappedKey};
+use crate::provider::{Attempts, KeyProvider, KeyRef, WrappedKey};
 
 pub use commit::{COMMITMENT_LEN, MESSAGE_ID_LEN};
 pub use format::{
@@ -65,7 +65,7 @@ pub(crate) fn seal_with(
 
     let header_len = format::header_len(context);
     let body_start = header_len + format::wrapped_keys_len(wrapped_keys);
-    // The only allocation: the output, sized exactly.
+    // The output, sized exactly (a non-empty `aad` adds one joined buffer below).
     let mut out = Vec::with_capacity(body_start + plaintext.len() + TAG_LEN);
     format::write_header(
         &mut out,
@@ -188,6 +188,73 @@ impl fmt::Debug for Opened {
     }
 }
 
+/// A sealed envelope (binary form) and the key that wrapped its data key: what the caller
+/// stores, and what it records as the key of the value, with no need to parse the bytes again.
+///
+/// It dereferences to the envelope's bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Sealed {
+    bytes: Vec<u8>,
+    key_ref: KeyRef,
+}
+
+impl Sealed {
+    fn new(bytes: Vec<u8>, wrapped: &WrappedKey) -> Self {
+        Self {
+            bytes,
+            key_ref: wrapped.key_ref().clone(),
+        }
+    }
+
+    /// The envelope's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The key that wrapped the data key (the envelope's one wrapped key).
+    pub fn key_ref(&self) -> &KeyRef {
+        &self.key_ref
+    }
+
+    /// The envelope's bytes, owned.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+}
+
+impl std::ops::Deref for Sealed {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl AsRef<[u8]> for Sealed {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sealed")
+            .field("key_ref", &self.key_ref)
+            .field("len", &self.bytes.len())
+            .finish()
+    }
+}
+
+/// What [`rewrap`] did to an envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rewrapped {
+    /// Every wrapped key is what the provider would wrap with now: nothing to do.
+    AlreadyCurrent,
+    /// The data key, wrapped under the key the provider chooses now, in an envelope with the
+    /// same header and ciphertext.
+    Moved(Sealed),
+}
+
 /// Seals `plaintext` for `context`: a fresh data key from `provider`, wrapped for the context,
 /// and the value encrypted under it. `aad` is extra associated data that is authenticated but
 /// not stored; [`open`] must be given the same bytes.
@@ -199,7 +266,7 @@ pub async fn seal(
     context: &KeyContext,
     plaintext: &[u8],
     aad: &[u8],
-) -> Result<Vec<u8>, Error> {
+) -> Result<Sealed, Error> {
     seal_in(provider, "", context, plaintext, aad).await
 }
 
@@ -215,7 +282,7 @@ pub async fn seal_in(
     context: &KeyContext,
     plaintext: &[u8],
     aad: &[u8],
-) -> Result<Vec<u8>, Error> {
+) -> Result<Sealed, Error> {
     if plaintext.len() > MAX_PLAINTEXT_LEN {
         return Err(Error::PlaintextTooLarge {
             max: MAX_PLAINTEXT_LEN,
@@ -224,40 +291,17 @@ pub async fn seal_in(
     let (data_key, wrapped) = provider
         .data_key_for_seal(context, scope, plaintext.len() as u64)
         .await?;
-    seal_with_key(
+    let random = MessageRandom::generate()?;
+    let bytes = seal_with(
+        Backend::DEFAULT,
         &data_key,
         std::slice::from_ref(&wrapped),
         context,
         plaintext,
         aad,
-    )
-}
-
-/// Seals `plaintext` with a data key the caller already holds, together with its wrapped
-/// form(s): the path of a data-key cache hit, or of a caller that obtained a data key from a
-/// data-key API. The message id and nonce are still drawn fresh, so reusing a data key for
-/// several envelopes is safe (each gets its own content key).
-///
-/// # Errors
-/// [`Error::Envelope`] for zero or more than [`MAX_WRAPPED_KEYS`] wrapped keys,
-/// [`Error::PlaintextTooLarge`], [`Error::Random`].
-pub fn seal_with_key(
-    data_key: &DataKey,
-    wrapped_keys: &[WrappedKey],
-    context: &KeyContext,
-    plaintext: &[u8],
-    aad: &[u8],
-) -> Result<Vec<u8>, Error> {
-    let random = MessageRandom::generate()?;
-    seal_with(
-        Backend::DEFAULT,
-        data_key,
-        wrapped_keys,
-        context,
-        plaintext,
-        aad,
         &random,
-    )
+    )?;
+    Ok(Sealed::new(bytes, &wrapped))
 }
 
 /// Opens an envelope (binary form) through `provider`, usually a [`Router`](crate::Router).
@@ -274,44 +318,64 @@ pub async fn open(
     envelope: &[u8],
     aad: &[u8],
 ) -> Result<Opened, Error> {
-    let env = Envelope::parse(envelope)?;
-    let (_, keys, key_ref) = unwrap_committed(provider, &env, Source::Trusted).await?;
-    let plaintext = decrypt_payload(Backend::DEFAULT, &keys, &env, aad)?;
-    Ok(Opened {
-        context: env.context().clone(),
-        key_ref,
-        plaintext,
-    })
+    Envelope::parse(envelope)?.open(provider, aad).await
 }
 
 /// Moves an envelope's data key to the key `provider` now chooses for its context (the primary
 /// version after a rotation, or another provider after a routing change), without touching the
-/// ciphertext. The data key is unwrapped and checked against the commitment first, so a
-/// substituted wrapped key is never carried forward.
+/// ciphertext, unless every wrapped key already is
+/// [current](KeyProvider::is_current). The data key is unwrapped and checked against the
+/// commitment first, so a substituted wrapped key is never carried forward.
 ///
 /// # Errors
-/// As [`open`], plus provider errors from the new wrap.
-pub async fn rewrap(provider: &dyn KeyProvider, envelope: &[u8]) -> Result<Vec<u8>, Error> {
-    let env = Envelope::parse(envelope)?;
-    let (data_key, _, _) = unwrap_committed(provider, &env, Source::Trusted).await?;
-    let wrapped = provider.wrap(&data_key, env.context()).await?;
-    Ok(env.with_wrapped_keys(vec![wrapped])?)
+/// As [`open`], plus provider errors from [`KeyProvider::is_current`] and the new wrap.
+pub async fn rewrap(provider: &dyn KeyProvider, envelope: &[u8]) -> Result<Rewrapped, Error> {
+    Envelope::parse(envelope)?.rewrap(provider).await
 }
 
-/// Finds a wrapped key the provider owns that unwraps to the data key the envelope commits to.
-/// Whose wrapped keys are being unwrapped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Source {
-    /// Ours: read from our own store, or handed to the library by its user.
-    Trusted,
-    /// A caller's (an API client's blob): [`KeyProvider::unwrap_once`].
-    Caller,
+impl Envelope<'_> {
+    /// [`open`] for an envelope already parsed (a caller that checked the input first).
+    ///
+    /// # Errors
+    /// As [`open`].
+    pub async fn open(&self, provider: &dyn KeyProvider, aad: &[u8]) -> Result<Opened, Error> {
+        let (_, keys, key_ref) = unwrap_committed(provider, self, Attempts::Retry).await?;
+        let plaintext = decrypt_payload(Backend::DEFAULT, &keys, self, aad)?;
+        Ok(Opened {
+            context: self.context().clone(),
+            key_ref,
+            plaintext,
+        })
+    }
+
+    /// [`rewrap`] for an envelope already parsed.
+    ///
+    /// # Errors
+    /// As [`rewrap`].
+    pub async fn rewrap(&self, provider: &dyn KeyProvider) -> Result<Rewrapped, Error> {
+        let mut current = true;
+        for k in self.wrapped_keys() {
+            if !provider.is_current(k.key_ref(), self.context()).await? {
+                current = false;
+                break;
+            }
+        }
+        if current {
+            return Ok(Rewrapped::AlreadyCurrent);
+        }
+        let (data_key, _, _) = unwrap_committed(provider, self, Attempts::Retry).await?;
+        let wrapped = provider.wrap(&data_key, self.context()).await?;
+        let bytes = self.with_wrapped_keys(vec![wrapped.clone()])?;
+        Ok(Rewrapped::Moved(Sealed::new(bytes, &wrapped)))
+    }
 }
 
+/// Finds a wrapped key the provider owns that unwraps to the data key the envelope commits to,
+/// making at most as many calls per wrapped key as `attempts` allows.
 pub(crate) async fn unwrap_committed(
     provider: &dyn KeyProvider,
     env: &Envelope<'_>,
-    source: Source,
+    attempts: Attempts,
 ) -> Result<(DataKey, commit::MessageKeys, KeyRef), Error> {
     let mut last_error = None;
     let mut owned = 0usize;
@@ -320,10 +384,9 @@ pub(crate) async fn unwrap_committed(
             continue;
         }
         owned += 1;
-        let unwrapped = match source {
-            Source::Trusted => provider.unwrap(wrapped, env.context()).await,
-            Source::Caller => provider.unwrap_once(wrapped, env.context()).await,
-        };
+        let unwrapped = provider
+            .unwrap_owned(wrapped, env.context(), attempts)
+            .await;
         match unwrapped {
             Ok(key) => {
                 let keys =

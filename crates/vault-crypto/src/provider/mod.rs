@@ -1,10 +1,23 @@
-//! Key providers: who holds the key-encryption keys (KEKs) that wrap data keys.
+//! Key providers: who holds the key-encryption keys (KEKs) that wrap data keys, and what an
+//! implementor of one needs.
 //!
-//! A provider is one key (or one key ring) in one key-management system. The [`Router`]
-//! (crate::Router) picks a provider for each key context when sealing and finds the provider
-//! named by a wrapped key's [`KeyRef`] when opening.
+//! A provider is one key (or one key ring) in one key-management system. The
+//! [`Router`](crate::Router) picks a provider for each key context when sealing and finds the
+//! provider named by a wrapped key's [`KeyRef`] when opening.
+//!
+//! # Writing a provider
+//! Implement [`KeyProvider`]: [`owns`](KeyProvider::owns), [`wrap`](KeyProvider::wrap) and
+//! [`unwrap_owned`](KeyProvider::unwrap_owned) (handed only wrapped keys it owns; "not mine"
+//! is answered before it is called). Build the data key a key service returns with
+//! [`DataKey::from_unwrapped`](crate::DataKey::from_unwrapped) or
+//! [`DataKey::from_answer`](crate::DataKey::from_answer), and make each remote call through
+//! [`RetryPolicy::call`]: one timeout per attempt, bounded jittered retries, and a single
+//! attempt when the wrapped key is a caller's ([`Attempts::Once`]).
 
 pub mod managed;
+mod retry;
+
+pub use retry::{Attempts, RetryPolicy};
 
 use std::fmt;
 
@@ -205,9 +218,10 @@ impl fmt::Debug for WrappedKey {
 ///
 /// # "Not mine" versus "mine, but it failed"
 /// [`owns`](Self::owns) answers, without any I/O, whether a wrapped key's reference names a key
-/// this provider holds. Callers only hand a provider the wrapped keys it owns; if it gets another
-/// one anyway it answers [`ProviderErrorKind::NotMine`]. Every failure on a key it owns is
-/// another kind: [`ProviderErrorKind::InvalidCiphertext`] when the wrapped bytes or the context
+/// this provider holds. [`unwrap`](Self::unwrap) and [`unwrap_once`](Self::unwrap_once) answer
+/// [`ProviderErrorKind::NotMine`] for any other key before the implementor's
+/// [`unwrap_owned`](Self::unwrap_owned) is called. Every failure on a key it owns is another
+/// kind: [`ProviderErrorKind::InvalidCiphertext`] when the wrapped bytes or the context
 /// are not authentic, `Disabled`, `NotFound`, `AccessDenied`, `Throttled` or `Unavailable`
 /// otherwise.
 #[async_trait]
@@ -266,24 +280,42 @@ pub trait KeyProvider: Send + Sync + fmt::Debug {
     /// A [`ProviderError`].
     async fn wrap(&self, key: &DataKey, ctx: &KeyContext) -> Result<WrappedKey, ProviderError>;
 
-    /// Unwraps a data key that this provider wrapped for `ctx`.
+    /// Unwraps a data key that this provider wrapped for `ctx`; called only with a wrapped key
+    /// it [owns](Self::owns). With [`Attempts::Once`] the wrapped key is a caller's (an issued
+    /// data key's blob), so its key reference and context are the caller's choice: make at
+    /// most **one** call to a key service, never retried (a caller must not be able to multiply
+    /// calls to a customer's key).
     ///
     /// # Errors
-    /// [`ProviderErrorKind::NotMine`] if [`owns`](Self::owns) is false for it;
     /// [`ProviderErrorKind::InvalidCiphertext`] if the bytes or the context are not authentic;
     /// another kind if the key is unusable or the provider unreachable.
+    async fn unwrap_owned(
+        &self,
+        wrapped: &WrappedKey,
+        ctx: &KeyContext,
+        attempts: Attempts,
+    ) -> Result<DataKey, ProviderError>;
+
+    /// Unwraps a data key that this provider wrapped for `ctx`, read from our own store or
+    /// handed to the library by its user.
+    ///
+    /// # Errors
+    /// [`ProviderErrorKind::NotMine`] if [`owns`](Self::owns) is false for it; otherwise as
+    /// [`unwrap_owned`](Self::unwrap_owned).
     async fn unwrap(
         &self,
         wrapped: &WrappedKey,
         ctx: &KeyContext,
-    ) -> Result<DataKey, ProviderError>;
+    ) -> Result<DataKey, ProviderError> {
+        if !self.owns(wrapped.key_ref()) {
+            return Err(not_mine(wrapped.key_ref()));
+        }
+        self.unwrap_owned(wrapped, ctx, Attempts::Retry).await
+    }
 
     /// Unwraps a wrapped key that a caller handed in (an issued data key's blob) rather than
-    /// one read from our own store, so its key reference and context are the caller's choice:
-    /// at most **one** call to a key service, never retried (a caller must not be able to
-    /// multiply calls to a customer's key), and for a router only if its rules send `ctx` to
-    /// the key's owner or the owner is kept for decryption. The default is
-    /// [`unwrap`](Self::unwrap), right for providers that call no key service.
+    /// one read from our own store: [`Attempts::Once`], and for a router only if its rules send
+    /// `ctx` to the key's owner or the owner is kept for decryption.
     ///
     /// # Errors
     /// As [`unwrap`](Self::unwrap); [`ProviderErrorKind::NotMine`] from a router whose rules do
@@ -293,20 +325,18 @@ pub trait KeyProvider: Send + Sync + fmt::Debug {
         wrapped: &WrappedKey,
         ctx: &KeyContext,
     ) -> Result<DataKey, ProviderError> {
-        self.unwrap(wrapped, ctx).await
+        if !self.owns(wrapped.key_ref()) {
+            return Err(not_mine(wrapped.key_ref()));
+        }
+        self.unwrap_owned(wrapped, ctx, Attempts::Once).await
     }
+}
 
-    /// Re-wraps a data key under this provider's current key (version) without returning it.
-    /// The default unwraps and wraps again; a KMS with a re-encrypt call may do better.
-    ///
-    /// # Errors
-    /// As [`unwrap`](Self::unwrap) and [`wrap`](Self::wrap).
-    async fn rewrap(
-        &self,
-        wrapped: &WrappedKey,
-        ctx: &KeyContext,
-    ) -> Result<WrappedKey, ProviderError> {
-        let key = self.unwrap(wrapped, ctx).await?;
-        self.wrap(&key, ctx).await
-    }
+/// The answer to a wrapped key that a provider does not own.
+fn not_mine(key: &KeyRef) -> ProviderError {
+    ProviderError::new(
+        ProviderErrorKind::NotMine,
+        key.scheme().to_owned(),
+        "not a key of this provider",
+    )
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use vault_crypto::{
-    DataKey, KeyContext, KeyProvider, KeyRef, ManagedKeyProvider, ProviderError, ProviderErrorKind,
-    WrappedKey,
+    Attempts, DataKey, KeyContext, KeyProvider, KeyRef, ManagedKeyProvider, ProviderError,
+    ProviderErrorKind, WrappedKey,
 };
 
 /// Runs a future to completion on a fresh current-thread runtime.
@@ -61,19 +61,15 @@ impl KeyProvider for OtherScheme {
         Ok(self.to_outer(self.inner.wrap(key, ctx).await?))
     }
 
-    async fn unwrap(
+    async fn unwrap_owned(
         &self,
         wrapped: &WrappedKey,
         ctx: &KeyContext,
+        attempts: Attempts,
     ) -> Result<DataKey, ProviderError> {
-        if !self.owns(wrapped.key_ref()) {
-            return Err(ProviderError::new(
-                ProviderErrorKind::NotMine,
-                self.scheme,
-                "",
-            ));
-        }
-        self.inner.unwrap(&self.to_inner(wrapped), ctx).await
+        self.inner
+            .unwrap_owned(&self.to_inner(wrapped), ctx, attempts)
+            .await
     }
 }
 
@@ -97,7 +93,12 @@ impl KeyProvider for Down {
         ))
     }
 
-    async fn unwrap(&self, _: &WrappedKey, _: &KeyContext) -> Result<DataKey, ProviderError> {
+    async fn unwrap_owned(
+        &self,
+        _: &WrappedKey,
+        _: &KeyContext,
+        _: Attempts,
+    ) -> Result<DataKey, ProviderError> {
         Err(ProviderError::new(
             ProviderErrorKind::Unavailable,
             self.scheme,

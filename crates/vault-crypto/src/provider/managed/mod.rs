@@ -49,7 +49,7 @@ use crate::aead::{AeadKey, Backend, KEY_LEN, NONCE_LEN, TAG_LEN};
 use crate::context::KeyContext;
 use crate::data_key::{DATA_KEY_LEN, DataKey};
 use crate::error::{KeyRingError, ProviderError, ProviderErrorKind};
-use crate::provider::{KeyProvider, KeyRef, WrappedKey};
+use crate::provider::{Attempts, KeyProvider, KeyRef, WrappedKey};
 use state::{RootKey, generate_root, validate_name};
 
 /// The scheme of managed key references.
@@ -759,7 +759,7 @@ impl ManagedKeyProvider {
         self.kek(number, material, ctx)?
             .open_in_place(nonce, ctx.canonical_bytes(), key.as_mut(), tag)
             .map_err(|_| invalid())?;
-        Ok(DataKey::from_bytes(key))
+        Ok(DataKey::from_unwrapped(key))
     }
 }
 
@@ -794,7 +794,7 @@ impl KeyProvider for ManagedKeyProvider {
             .try_into()
             .map_err(|_| provider_error(ProviderErrorKind::Other, "random"))?;
         let wrapped = self.wrap_in(&ring, &key_bytes, ctx, nonce)?;
-        Ok((DataKey::from_bytes(key_bytes), wrapped))
+        Ok((DataKey::from_unwrapped(key_bytes), wrapped))
     }
 
     async fn wrap(&self, key: &DataKey, ctx: &KeyContext) -> Result<WrappedKey, ProviderError> {
@@ -805,14 +805,13 @@ impl KeyProvider for ManagedKeyProvider {
         self.wrap_in(&ring, key.expose_secret(), ctx, nonce)
     }
 
-    async fn unwrap(
+    /// Local: no key service, so `attempts` changes nothing.
+    async fn unwrap_owned(
         &self,
         wrapped: &WrappedKey,
         ctx: &KeyContext,
+        _attempts: Attempts,
     ) -> Result<DataKey, ProviderError> {
-        if !self.owns(wrapped.key_ref()) {
-            return Err(provider_error(ProviderErrorKind::NotMine, ""));
-        }
         let ring = self.current().await?;
         match self.unwrap_in(&ring, wrapped, ctx) {
             // A version this process has not seen may have been added by another one: check

@@ -1,10 +1,20 @@
 //! Bounded retries for remote key providers: how many attempts, how long to wait between them,
-//! how long one attempt may take. The providers (AWS, GCP, Azure) share this policy and retry
-//! only [retryable](crate::ProviderError::is_retryable) failures.
+//! how long one attempt may take. The providers (AWS, GCP, Azure) make every call through
+//! [`RetryPolicy::call`] and retry only [retryable](crate::ProviderError::is_retryable)
+//! failures.
 
 use std::time::Duration;
 
-use crate::error::ProviderError;
+use crate::error::{ProviderError, ProviderErrorKind};
+
+/// How many calls to a key service one operation may make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempts {
+    /// Our own data: retry transient failures as the provider's [`RetryPolicy`] allows.
+    Retry,
+    /// A caller's bytes: one attempt, never retried.
+    Once,
+}
 
 /// How hard to try before giving up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,16 +78,50 @@ impl RetryPolicy {
         hint.map_or(jittered, |h| h.max(jittered))
             .min(self.max_delay)
     }
+
+    /// Runs one call to a key service: each attempt under [`call_timeout`](Self::call_timeout)
+    /// (a timeout is [`ProviderErrorKind::Unavailable`] from `scheme`), retried while it fails
+    /// with a retryable error, up to [`max_attempts`](Self::max_attempts) attempts in all, or
+    /// exactly one with [`Attempts::Once`]. Needs a tokio runtime with its timer.
+    ///
+    /// # Errors
+    /// The last attempt's error.
+    pub async fn call<T, Op, Fut>(
+        &self,
+        attempts: Attempts,
+        scheme: &'static str,
+        mut op: Op,
+    ) -> Result<T, ProviderError>
+    where
+        Op: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, ProviderError>>,
+    {
+        let policy = match attempts {
+            Attempts::Retry => *self,
+            Attempts::Once => self.max_attempts(1),
+        };
+        let attempt = || {
+            let call = op();
+            async move {
+                tokio::time::timeout(policy.call_timeout, call)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(ProviderError::new(
+                            ProviderErrorKind::Unavailable,
+                            scheme,
+                            "the call timed out",
+                        ))
+                    })
+            }
+        };
+        retry(&policy, attempt, tokio::time::sleep).await
+    }
 }
 
 /// Runs `attempt` until it succeeds, fails with an error that is not
 /// [retryable](ProviderError::is_retryable), or `policy.max_attempts` attempts have been made,
-/// waiting with `sleep` (the caller's runtime's timer) between attempts. The caller bounds each
-/// attempt's own duration (for example with its runtime's timeout and `policy.call_timeout`).
-///
-/// # Errors
-/// The last attempt's error.
-pub async fn retry<T, Op, Fut, Sleep, SleepFut>(
+/// waiting with `sleep` between attempts (injected, so the tests need no clock).
+async fn retry<T, Op, Fut, Sleep, SleepFut>(
     policy: &RetryPolicy,
     mut attempt: Op,
     sleep: Sleep,
@@ -108,7 +152,6 @@ mod tests {
     use std::cell::Cell;
 
     use super::*;
-    use crate::error::ProviderErrorKind;
 
     fn run<T>(f: impl Future<Output = T>) -> T {
         let mut f = std::pin::pin!(f);
