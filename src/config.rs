@@ -399,23 +399,11 @@ impl Config {
                 } => {
                     replace(key_name, over("KEY_NAME"));
                     replace_opt(endpoint_url, over("ENDPOINT_URL"));
-                    let parts: Vec<&str> = key_name.split('/').collect();
-                    let shaped = parts.len() == 8
-                        && [
-                            (0, "projects"),
-                            (2, "locations"),
-                            (4, "keyRings"),
-                            (6, "cryptoKeys"),
-                        ]
-                        .iter()
-                        .all(|&(i, word)| parts[i] == word)
-                        && parts.iter().all(|p| !p.is_empty());
-                    if !shaped {
+                    #[cfg(feature = "gcp")]
+                    if let Err(e) = key_name.parse::<vault_kms_gcp::KeyName>() {
                         problems.push(Problem {
                             line,
-                            message: format!(
-                                "provider {name:?}: key_name must be projects/…/locations/…/keyRings/…/cryptoKeys/…"
-                            ),
+                            message: format!("provider {name:?}: {e}"),
                         });
                     }
                 }
@@ -431,36 +419,25 @@ impl Config {
                     replace(key_name, over("KEY_NAME"));
                     replace_opt(key_version, over("KEY_VERSION"));
                     replace_opt(credential, over("CREDENTIAL"));
-                    let checks = [
-                        (
-                            vault_url.starts_with("https://"),
-                            "vault_url must be https://<vault>.vault.azure.net/",
-                        ),
-                        (
-                            !key_name.is_empty()
-                                && key_name
-                                    .bytes()
-                                    .all(|b| b.is_ascii_alphanumeric() || b == b'-'),
-                            "key_name must be of [0-9a-zA-Z-]",
-                        ),
-                        (
+                    #[cfg(feature = "azure")]
+                    {
+                        use vault_kms_azure::{CredentialSource, KeyLocation, WrapAlgorithm};
+                        let location =
+                            KeyLocation::problems(vault_url, key_name, key_version.as_deref());
+                        let checks = [
                             algorithm
                                 .as_deref()
-                                .is_none_or(|a| matches!(a, "RSA-OAEP-256" | "A256KW")),
-                            "algorithm must be RSA-OAEP-256 or A256KW",
-                        ),
-                        (
-                            credential.as_deref().is_none_or(|c| {
-                                matches!(c, "environment" | "managed-identity" | "azure-cli")
-                            }),
-                            "credential must be environment, managed-identity or azure-cli",
-                        ),
-                    ];
-                    for (_, rule) in checks.iter().filter(|(ok, _)| !ok) {
-                        problems.push(Problem {
-                            line,
-                            message: format!("provider {name:?}: {rule}"),
-                        });
+                                .and_then(|a| a.parse::<WrapAlgorithm>().err()),
+                            credential
+                                .as_deref()
+                                .and_then(|c| c.parse::<CredentialSource>().err()),
+                        ];
+                        for e in location.into_iter().chain(checks.into_iter().flatten()) {
+                            problems.push(Problem {
+                                line,
+                                message: format!("provider {name:?}: {e}"),
+                            });
+                        }
                     }
                 }
             }
@@ -634,14 +611,17 @@ impl Config {
                     cache,
                 } => {
                     use vault_kms_azure::{CredentialSource, WrapAlgorithm};
-                    let algorithm = algorithm
-                        .as_deref()
-                        .map_or(Some(WrapAlgorithm::RsaOaep256), WrapAlgorithm::parse)
-                        .unwrap_or(WrapAlgorithm::RsaOaep256);
-                    let source = credential
-                        .as_deref()
-                        .and_then(CredentialSource::parse)
-                        .unwrap_or_else(CredentialSource::from_environment);
+                    let config_error = |e: vault_crypto::ConfigError| {
+                        vault_crypto::Error::from(vault_crypto::ProviderError::from(e))
+                    };
+                    let algorithm = match algorithm.as_deref() {
+                        Some(a) => a.parse().map_err(config_error)?,
+                        None => WrapAlgorithm::RsaOaep256,
+                    };
+                    let source = match credential.as_deref() {
+                        Some(c) => c.parse().map_err(config_error)?,
+                        None => CredentialSource::from_environment(),
+                    };
                     let azure = vault_kms_azure::AzureKeyVaultProvider::connect(
                         vault_url,
                         key_name,
@@ -662,7 +642,7 @@ impl Config {
                 #[cfg(not(feature = "azure"))]
                 ProviderConfig::AzureKv { .. } => {
                     return Err(vault_crypto::Error::from(vault_crypto::ProviderError::new(
-                        vault_crypto::ProviderErrorKind::Other,
+                        vault_crypto::ProviderErrorKind::Configuration,
                         "azure-kv",
                         "this build has no Azure support (feature `azure`)",
                     ))
@@ -671,7 +651,7 @@ impl Config {
                 #[cfg(not(feature = "gcp"))]
                 ProviderConfig::GcpKms { .. } => {
                     return Err(vault_crypto::Error::from(vault_crypto::ProviderError::new(
-                        vault_crypto::ProviderErrorKind::Other,
+                        vault_crypto::ProviderErrorKind::Configuration,
                         "gcp-kms",
                         "this build has no Google Cloud support (feature `gcp`)",
                     ))
@@ -680,7 +660,7 @@ impl Config {
                 #[cfg(not(feature = "aws"))]
                 ProviderConfig::AwsKms { .. } => {
                     return Err(vault_crypto::Error::from(vault_crypto::ProviderError::new(
-                        vault_crypto::ProviderErrorKind::Other,
+                        vault_crypto::ProviderErrorKind::Configuration,
                         "aws-kms",
                         "this build has no AWS support (feature `aws`)",
                     ))
@@ -693,7 +673,7 @@ impl Config {
             built.get(name).cloned().ok_or_else(|| {
                 crate::VaultError::from(vault_crypto::Error::from(
                     vault_crypto::ProviderError::new(
-                        vault_crypto::ProviderErrorKind::NotFound,
+                        vault_crypto::ProviderErrorKind::Configuration,
                         "config",
                         format!("provider {name:?} is not defined"),
                     ),

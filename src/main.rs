@@ -364,8 +364,8 @@ impl From<StoreError> for Failure {
     fn from(e: StoreError) -> Self {
         let code = match &e {
             StoreError::NotFound => exit::NOT_FOUND,
-            StoreError::Conflict { .. } => exit::CONFLICT,
-            StoreError::InvalidArgument { .. } => exit::BAD_INPUT,
+            StoreError::Conflict(_) => exit::CONFLICT,
+            StoreError::InvalidArgument { .. } | StoreError::InvalidQuery { .. } => exit::BAD_INPUT,
             _ => exit::STORAGE,
         };
         Self {

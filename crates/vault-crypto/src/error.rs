@@ -40,6 +40,9 @@ pub enum Error {
         /// The limit in bytes.
         max: usize,
     },
+    /// The AEAD refused to seal (a backend failure; never caused by the input).
+    #[error("encryption failed")]
+    EncryptionFailed,
     /// Decryption failed: wrong key, wrong context or associated data, or tampered bytes.
     ///
     /// Deliberately without detail, so it cannot serve as an oracle.
@@ -194,6 +197,9 @@ pub enum ProviderErrorKind {
     InvalidCiphertext,
     /// The wrapped key names a key this provider does not hold.
     NotMine,
+    /// The provider is configured wrongly (a malformed key name, an undefined provider, a
+    /// feature this build lacks): the operator's mistake, not the caller's or the key's.
+    Configuration,
     /// Anything else.
     Other,
 }
@@ -209,6 +215,7 @@ impl ProviderErrorKind {
             Self::Unavailable => "unavailable",
             Self::InvalidCiphertext => "invalid wrapped key",
             Self::NotMine => "wrapped key not owned by this provider",
+            Self::Configuration => "configuration error",
             Self::Other => "error",
         }
     }
@@ -399,4 +406,22 @@ pub enum KeyRingError {
     /// The operating system's random number generator failed.
     #[error("the operating system's random number generator failed")]
     Random,
+}
+
+/// A provider's configuration that cannot work: a malformed key name, an unknown algorithm or
+/// credential source. The message names the rule, never a secret. It converts into a
+/// [`ProviderError`] of kind [`ProviderErrorKind::Configuration`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{rule}")]
+pub struct ConfigError {
+    /// The scheme of the provider.
+    pub scheme: &'static str,
+    /// The rule that was broken, as a sentence fragment (`key_name must be …`).
+    pub rule: &'static str,
+}
+
+impl From<ConfigError> for ProviderError {
+    fn from(e: ConfigError) -> Self {
+        Self::new(ProviderErrorKind::Configuration, e.scheme, e.rule)
+    }
 }

@@ -72,7 +72,7 @@ pub use envelope::{
     encode_text, open, rewrap, seal, seal_in,
 };
 pub use error::{
-    ContextError, EnvelopeError, Error, KeyRingError, ProviderError, ProviderErrorKind,
+    ConfigError, ContextError, EnvelopeError, Error, KeyRingError, ProviderError, ProviderErrorKind,
 };
 pub use provider::managed::{
     self, FileRingStore, ManagedKeyProvider, MemoryRingStore, RingState, RingStats, RingStore,

@@ -262,7 +262,7 @@ pub(crate) fn encrypt_with_iv(
     out.extend_from_slice(plaintext);
     let tag = Backend::DEFAULT
         .seal_in_place(data_key.expose_secret(), &iv, aad, &mut out[head..])
-        .map_err(|_| Error::DecryptionFailed)?;
+        .map_err(|_| Error::EncryptionFailed)?;
     out[NONCE_LEN..NONCE_LEN + TAG_LEN].copy_from_slice(&tag);
     Ok(out)
 }

@@ -56,7 +56,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 pub use vault_crypto::RetryPolicy;
 use vault_crypto::{
-    Attempts, DATA_KEY_LEN, DataKey, KeyContext, KeyProvider, KeyRef, ProviderError,
+    Attempts, ConfigError, DATA_KEY_LEN, DataKey, KeyContext, KeyProvider, KeyRef, ProviderError,
     ProviderErrorKind, WrappedKey,
 };
 use zeroize::Zeroizing;
@@ -119,16 +119,20 @@ pub enum WrapAlgorithm {
     A256Kw,
 }
 
-impl WrapAlgorithm {
-    /// Parses the Key Vault name: `RSA-OAEP-256` or `A256KW`.
-    pub fn parse(s: &str) -> Option<Self> {
+impl std::str::FromStr for WrapAlgorithm {
+    type Err = ConfigError;
+
+    /// The Key Vault name: `RSA-OAEP-256` or `A256KW`.
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
         match s {
-            "RSA-OAEP-256" => Some(Self::RsaOaep256),
-            "A256KW" => Some(Self::A256Kw),
-            _ => None,
+            "RSA-OAEP-256" => Ok(Self::RsaOaep256),
+            "A256KW" => Ok(Self::A256Kw),
+            _ => Err(config_error("algorithm must be RSA-OAEP-256 or A256KW")),
         }
     }
+}
 
+impl WrapAlgorithm {
     fn to_azure(self) -> EncryptionAlgorithm {
         match self {
             Self::RsaOaep256 => EncryptionAlgorithm::RsaOaep256,
@@ -149,17 +153,120 @@ pub enum CredentialSource {
     AzureCli,
 }
 
-impl CredentialSource {
-    /// Parses `environment`, `managed-identity` or `azure-cli`.
-    pub fn parse(s: &str) -> Option<Self> {
+impl std::str::FromStr for CredentialSource {
+    type Err = ConfigError;
+
+    /// `environment`, `managed-identity` or `azure-cli`.
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
         match s {
-            "environment" => Some(Self::Environment),
-            "managed-identity" => Some(Self::ManagedIdentity),
-            "azure-cli" => Some(Self::AzureCli),
-            _ => None,
+            "environment" => Ok(Self::Environment),
+            "managed-identity" => Ok(Self::ManagedIdentity),
+            "azure-cli" => Ok(Self::AzureCli),
+            _ => Err(config_error(
+                "credential must be environment, managed-identity or azure-cli",
+            )),
+        }
+    }
+}
+
+fn config_error(rule: &'static str) -> ConfigError {
+    ConfigError {
+        scheme: SCHEME,
+        rule,
+    }
+}
+
+/// A key in a vault, checked: an `https://` vault URL, a key name of 1 to 127 of
+/// `[0-9a-zA-Z-]`, and optionally a version of `[0-9a-zA-Z]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyLocation {
+    url: Url,
+    host: String,
+    key_name: String,
+    key_version: Option<String>,
+}
+
+impl KeyLocation {
+    /// Checks the parts of a key's location.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first rule broken ([`problems`](Self::problems) has all).
+    pub fn new(
+        vault_url: &str,
+        key_name: &str,
+        key_version: Option<&str>,
+    ) -> Result<Self, ConfigError> {
+        let (host, problems) = Self::check(vault_url, key_name, key_version);
+        match (host, problems.first()) {
+            (Some((url, host)), None) => Ok(Self {
+                url,
+                host,
+                key_name: key_name.to_owned(),
+                key_version: key_version.map(str::to_owned),
+            }),
+            (_, Some(e)) => Err(*e),
+            (None, None) => Err(config_error(
+                "vault_url must be https://<vault>.vault.azure.net/",
+            )),
         }
     }
 
+    /// Every rule the parts break, for a configuration check.
+    pub fn problems(
+        vault_url: &str,
+        key_name: &str,
+        key_version: Option<&str>,
+    ) -> Vec<ConfigError> {
+        Self::check(vault_url, key_name, key_version).1
+    }
+
+    fn check(
+        vault_url: &str,
+        key_name: &str,
+        key_version: Option<&str>,
+    ) -> (Option<(Url, String)>, Vec<ConfigError>) {
+        let mut problems = Vec::new();
+        let url = Url::parse(vault_url).ok().and_then(|url| {
+            let host = url
+                .host_str()
+                .filter(|_| url.scheme() == "https")?
+                .to_owned();
+            Some((url, host))
+        });
+        if url.is_none() {
+            problems.push(config_error(
+                "vault_url must be https://<vault>.vault.azure.net/",
+            ));
+        }
+        let name_ok = !key_name.is_empty()
+            && key_name.len() <= 127
+            && key_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !name_ok {
+            problems.push(config_error("key_name must be 1 to 127 of [0-9a-zA-Z-]"));
+        }
+        if let Some(v) = key_version
+            && (v.is_empty() || v.len() > 64 || !v.bytes().all(|b| b.is_ascii_alphanumeric()))
+        {
+            problems.push(config_error("key_version must be 1 to 64 of [0-9a-zA-Z]"));
+        }
+        if let Some((_, host)) = &url
+            && problems.is_empty()
+            && KeyRef::new(
+                SCHEME,
+                format!("{host}/{key_name}"),
+                key_version.unwrap_or(""),
+            )
+            .is_err()
+        {
+            problems.push(config_error("the key reference is invalid"));
+        }
+        (url, problems)
+    }
+}
+
+impl CredentialSource {
     /// `Environment` when `AZURE_CLIENT_SECRET` is set, else `ManagedIdentity`.
     pub fn from_environment() -> Self {
         if std::env::var_os("AZURE_CLIENT_SECRET").is_some() {
@@ -249,6 +356,25 @@ enum Op {
     Other,
 }
 
+/// Key Vault's most specific error code: the innermost `innererror.code` of an error answer
+/// (`{"error": {"code": "Forbidden", "innererror": {"code": "KeyDisabled"}}}`).
+fn inner_error_code(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        error: Detail,
+    }
+    #[derive(serde::Deserialize)]
+    struct Detail {
+        code: Option<String>,
+        innererror: Option<Box<Detail>>,
+    }
+    let mut detail = serde_json::from_slice::<Answer>(body).ok()?.error;
+    while let Some(inner) = detail.innererror {
+        detail = *inner;
+    }
+    detail.code
+}
+
 /// Maps an SDK error to a typed provider error: the status and Key Vault's error code only
 /// (messages can quote resource names; codes are all a caller needs).
 fn map_error(e: &azure_core::Error, op: Op) -> ProviderError {
@@ -260,13 +386,12 @@ fn map_error(e: &azure_core::Error, op: Op) -> ProviderError {
         } => {
             let status = u16::from(*status);
             let code = error_code.as_deref().unwrap_or("");
-            let body = raw_response
+            let inner = raw_response
                 .as_ref()
-                .map(|r| String::from_utf8_lossy(r.body()).into_owned())
-                .unwrap_or_default();
+                .and_then(|r| inner_error_code(r.body()));
             let kind = match status {
                 401 => ProviderErrorKind::AccessDenied,
-                403 if body.contains("KeyDisabled") || code == "KeyDisabled" => {
+                403 if code == "KeyDisabled" || inner.as_deref() == Some("KeyDisabled") => {
                     ProviderErrorKind::Disabled
                 }
                 403 => ProviderErrorKind::AccessDenied,
@@ -344,29 +469,13 @@ impl AzureKeyVaultProvider {
         transport: Option<Transport>,
         retry: RetryPolicy,
     ) -> Result<Self, ProviderError> {
-        let bad = |what: &'static str| error(ProviderErrorKind::NotFound, what);
-        let url = Url::parse(vault_url).map_err(|_| bad("the vault URL is not a URL"))?;
-        let host = url
-            .host_str()
-            .filter(|_| url.scheme() == "https")
-            .ok_or_else(|| bad("the vault URL must be https://<vault host>/"))?
-            .to_owned();
-        let name_ok = !key_name.is_empty()
-            && key_name.len() <= 127
-            && key_name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
-        if !name_ok {
-            return Err(bad("a key name is 1 to 127 of [0-9a-zA-Z-]"));
-        }
-        if let Some(v) = key_version
-            && (v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric()))
-        {
-            return Err(bad("a key version is a string of [0-9a-zA-Z]"));
-        }
+        let KeyLocation {
+            url,
+            host,
+            key_name,
+            key_version,
+        } = KeyLocation::new(vault_url, key_name, key_version)?;
         let key_id = format!("{host}/{key_name}");
-        KeyRef::new(SCHEME, &key_id, key_version.unwrap_or(""))
-            .map_err(|_| bad("invalid key reference"))?;
         let options = KeyClientOptions {
             client_options: ClientOptions {
                 // Our RetryPolicy is the only retry loop.
@@ -385,9 +494,9 @@ impl AzureKeyVaultProvider {
         Ok(Self {
             client: Arc::new(client),
             vault_host: host,
-            key_name: key_name.to_owned(),
+            key_name,
             key_id,
-            pinned_version: key_version.map(str::to_owned),
+            pinned_version: key_version,
             algorithm,
             retry,
             accept_unsigned: true,

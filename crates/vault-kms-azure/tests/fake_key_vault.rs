@@ -184,12 +184,13 @@ fn configuration_is_checked_and_debug_shows_no_credentials() {
         debug.contains(KEY) && !debug.contains("fake-entra-token"),
         "{debug}"
     );
+    assert_eq!("RSA-OAEP-256".parse(), Ok(WrapAlgorithm::RsaOaep256));
+    assert_eq!("A256KW".parse(), Ok(WrapAlgorithm::A256Kw));
+    let refused = "RSA1_5".parse::<WrapAlgorithm>().unwrap_err();
     assert_eq!(
-        WrapAlgorithm::parse("RSA-OAEP-256"),
-        Some(WrapAlgorithm::RsaOaep256)
+        vault_crypto::ProviderError::from(refused).kind(),
+        ProviderErrorKind::Configuration
     );
-    assert_eq!(WrapAlgorithm::parse("A256KW"), Some(WrapAlgorithm::A256Kw));
-    assert_eq!(WrapAlgorithm::parse("RSA1_5"), None);
 }
 
 /// The forgery the signature exists for: someone with the key's public JWK and write access

@@ -22,13 +22,51 @@ use google_cloud_gax::error::rpc::Code;
 use google_cloud_kms_v1::client::KeyManagementService;
 pub use vault_crypto::RetryPolicy;
 use vault_crypto::{
-    Attempts, DataKey, KeyContext, KeyProvider, KeyRef, ProviderError, ProviderErrorKind,
-    WrappedKey,
+    Attempts, ConfigError, DataKey, KeyContext, KeyProvider, KeyRef, ProviderError,
+    ProviderErrorKind, WrappedKey,
 };
 use zeroize::Zeroizing;
 
 /// The scheme of Cloud KMS key references.
 pub const SCHEME: &str = "gcp-kms";
+
+/// A crypto key's resource name, checked: `projects/…/locations/…/keyRings/…/cryptoKeys/…`,
+/// every part non-empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyName(String);
+
+impl KeyName {
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for KeyName {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        let bad = ConfigError {
+            scheme: SCHEME,
+            rule: "key_name must be projects/…/locations/…/keyRings/…/cryptoKeys/…",
+        };
+        let parts: Vec<&str> = s.split('/').collect();
+        let shaped = parts.len() == 8
+            && [
+                (0, "projects"),
+                (2, "locations"),
+                (4, "keyRings"),
+                (6, "cryptoKeys"),
+            ]
+            .iter()
+            .all(|&(i, word)| parts[i] == word)
+            && parts.iter().all(|p| !p.is_empty());
+        if !shaped || KeyRef::new(SCHEME, s, "").is_err() {
+            return Err(bad);
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
 
 /// A [`KeyProvider`] for one Cloud KMS crypto key. See the [crate docs](crate).
 #[derive(Clone)]
@@ -118,24 +156,10 @@ impl GcpKmsProvider {
         key_name: &str,
         retry: RetryPolicy,
     ) -> Result<Self, ProviderError> {
-        let parts: Vec<&str> = key_name.split('/').collect();
-        let shaped = parts.len() == 8
-            && parts[0] == "projects"
-            && parts[2] == "locations"
-            && parts[4] == "keyRings"
-            && parts[6] == "cryptoKeys"
-            && parts.iter().all(|p| !p.is_empty());
-        if !shaped {
-            return Err(error(
-                ProviderErrorKind::NotFound,
-                "not a crypto key name (projects/…/locations/…/keyRings/…/cryptoKeys/…)",
-            ));
-        }
-        KeyRef::new(SCHEME, key_name, "")
-            .map_err(|_| error(ProviderErrorKind::NotFound, "invalid crypto key name"))?;
+        let KeyName(key_name) = key_name.parse()?;
         Ok(Self {
             client,
-            key_name: key_name.to_owned(),
+            key_name,
             retry,
         })
     }

@@ -4,7 +4,9 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
-use serde::de::DeserializeOwned;
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use vault_crypto::KeyContext;
 
@@ -53,17 +55,49 @@ fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
 /// A field as it appeared: absent and `null` are both `None`.
 pub(crate) type Field = Option<Box<RawValue>>;
 
-/// Parses `bytes` as the JSON object `T` (a struct of [`Field`]s with `deny_unknown_fields`).
-pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    // serde would also fill a struct from a JSON array, positionally: only objects are bodies.
-    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(ApiError::new(
+/// A JSON object's members in order, values left raw.
+struct Members(Vec<(String, Box<RawValue>)>);
+
+impl<'de> Deserialize<'de> for Members {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> Visitor<'de> for Visit {
+            type Value = Members;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members, A::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+/// The fields `names` of the JSON object in `bytes`, in that order (absent and `null` are
+/// `None`). A member not in `names`, or one that appears twice, is refused with its name.
+pub(crate) fn fields<const N: usize>(
+    bytes: &[u8],
+    names: [&str; N],
+) -> Result<[Field; N], ApiError> {
+    let not_an_object = || {
+        ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_json",
             "the body must be a JSON object",
-        ));
+        )
+    };
+    // serde would also fill a struct from a JSON array: only objects are bodies.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(not_an_object());
     }
-    serde_json::from_slice(bytes).map_err(|e| {
+    let Members(members) = serde_json::from_slice(bytes).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
             Category::Syntax | Category::Eof | Category::Io => ApiError::new(
@@ -75,34 +109,33 @@ pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                     e.column()
                 ),
             ),
-            Category::Data => {
-                // serde's messages name fields between backticks; keep only that, no values.
-                let text = e.to_string();
-                let name = text.split('`').nth(1).unwrap_or("body").to_owned();
-                if text.starts_with("unknown field") {
-                    ApiError::field(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "unknown_field",
-                        &name,
-                        format!("unknown field {name}"),
-                    )
-                } else if text.starts_with("duplicate field") {
-                    ApiError::field(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "duplicate_field",
-                        &name,
-                        format!("field {name} appears twice"),
-                    )
-                } else {
-                    ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_json",
-                        "the body must be a JSON object",
-                    )
-                }
-            }
+            Category::Data => not_an_object(),
         }
-    })
+    })?;
+    let mut out: [Field; N] = std::array::from_fn(|_| None);
+    let mut seen = [false; N];
+    for (name, value) in members {
+        // A name is the client's text: at most 64 characters of it are repeated.
+        let shown: String = name.chars().take(64).collect();
+        let Some(i) = names.iter().position(|n| *n == name) else {
+            return Err(ApiError::field(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_field",
+                &shown,
+                format!("unknown field {shown}"),
+            ));
+        };
+        if std::mem::replace(&mut seen[i], true) {
+            return Err(ApiError::field(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "duplicate_field",
+                &shown,
+                format!("field {shown} appears twice"),
+            ));
+        }
+        out[i] = (value.get() != "null").then_some(value);
+    }
+    Ok(out)
 }
 
 fn required<'a>(field: &'a Field, name: &str) -> Result<&'a RawValue, ApiError> {

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use vault_crypto::{Error as CryptoError, ProviderErrorKind};
 use vault_objects::VaultError;
-use vault_store::StoreError;
+use vault_store::{Conflict, StoreError};
 
 /// One problem with one field of a request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -153,6 +153,15 @@ impl ApiError {
         }
     }
 
+    /// 500: the server's key configuration cannot work (the operator's mistake).
+    pub fn configuration() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "configuration_error",
+            "the server's key configuration is wrong; its operator has been told",
+        )
+    }
+
     /// 500 without detail (the detail is not the client's business).
     pub fn internal(what: &str) -> Self {
         Self::new(
@@ -202,29 +211,27 @@ pub(crate) enum Origin {
 pub(crate) fn store_error(e: &StoreError) -> ApiError {
     match e {
         StoreError::NotFound => ApiError::not_found(),
-        StoreError::Conflict { reason } => {
-            let code = if reason.contains("version") {
-                "version_conflict"
-            } else {
-                "name_conflict"
+        StoreError::Conflict(conflict) => {
+            let code = match conflict {
+                Conflict::Version => "version_conflict",
+                Conflict::Name | Conflict::ApiKey => "name_conflict",
+                _ => "conflict",
             };
-            ApiError::new(StatusCode::CONFLICT, code, *reason)
+            ApiError::new(StatusCode::CONFLICT, code, conflict.to_string())
         }
-        StoreError::InvalidArgument { field, reason } => {
-            // Listing parameters are query syntax (400); the rest are object fields (422).
-            let status = match *field {
-                "limit" | "before" | "after" | "order" | "search" | "updated_after" | "cursor" => {
-                    StatusCode::BAD_REQUEST
-                }
-                _ => StatusCode::UNPROCESSABLE_ENTITY,
-            };
-            ApiError::field(
-                status,
-                "invalid_request",
-                field,
-                format!("{field}: {reason}"),
-            )
-        }
+        // Listing parameters are query syntax (400); object fields are 422.
+        StoreError::InvalidQuery { field, reason } => ApiError::field(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            field,
+            format!("{field}: {reason}"),
+        ),
+        StoreError::InvalidArgument { field, reason } => ApiError::field(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            field,
+            format!("{field}: {reason}"),
+        ),
         StoreError::Unavailable { .. } => ApiError {
             retry_after: Some(1),
             ..ApiError::new(
@@ -302,6 +309,8 @@ pub(crate) fn crypto_error(e: &CryptoError, origin: Origin) -> ApiError {
             ProviderErrorKind::NotMine if origin == Origin::Caller => {
                 bad_keys("the encrypted keys name a key this server does not hold")
             }
+            // The operator's mistake (a provider defined wrongly), met at request time.
+            ProviderErrorKind::Configuration => ApiError::configuration(),
             _ => ApiError::internal("key provider"),
         }
         .with_provider_cause(p),

@@ -11,7 +11,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use serde::Deserialize;
 use serde_json::{Value, json};
 use vault_crypto::{KeyContext, issued};
 use vault_store::{Cursor, ListQuery, ObjectMeta, Order, VersionMeta, events};
@@ -92,23 +91,12 @@ fn check_value_size(state: &AppState, value: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct CreateBody {
-    #[serde(default)]
-    key_context: Field,
-    #[serde(default)]
-    name: Field,
-    #[serde(default)]
-    value: Field,
-}
-
 /// `POST /vault/v1/kv`: the context, name and value.
 pub(crate) fn parse_create(bytes: &[u8]) -> Result<(KeyContext, String, String), ApiError> {
-    let b: CreateBody = body::parse(bytes)?;
-    let context = body::context(&b.key_context, "key_context")?;
-    let name = body::string(&b.name, "name")?;
-    let value = body::string(&b.value, "value")?;
+    let [key_context, name, value] = body::fields(bytes, ["key_context", "name", "value"])?;
+    let context = body::context(&key_context, "key_context")?;
+    let name = body::string(&name, "name")?;
+    let value = body::string(&value, "value")?;
     Ok((context, name, value))
 }
 
@@ -220,20 +208,11 @@ pub(crate) async fn versions(
     ))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct UpdateBody {
-    #[serde(default)]
-    value: Field,
-    #[serde(default)]
-    version_check: Field,
-}
-
 /// `PUT /vault/v1/kv/{id}`: the value and the optional version check.
 pub(crate) fn parse_update(bytes: &[u8]) -> Result<(String, Option<String>), ApiError> {
-    let b: UpdateBody = body::parse(bytes)?;
-    let value = body::string(&b.value, "value")?;
-    let version_check = body::opt_string(&b.version_check, "version_check")?;
+    let [value, version_check] = body::fields(bytes, ["value", "version_check"])?;
+    let value = body::string(&value, "value")?;
+    let version_check = body::opt_string(&version_check, "version_check")?;
     Ok((value, version_check))
 }
 
@@ -367,13 +346,6 @@ fn data_key_json(k: &issued::IssuedKey) -> Value {
     })
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct DataKeyBody {
-    #[serde(default)]
-    context: Field,
-}
-
 async fn record(
     state: &AppState,
     who: &Principal,
@@ -396,8 +368,8 @@ async fn record(
 
 /// `POST /vault/v1/keys/data-key`: the context.
 pub(crate) fn parse_data_key(bytes: &[u8]) -> Result<KeyContext, ApiError> {
-    let b: DataKeyBody = body::parse(bytes)?;
-    body::context(&b.context, "context")
+    let [context] = body::fields(bytes, ["context"])?;
+    body::context(&context, "context")
 }
 
 pub(crate) async fn create_data_key(
@@ -425,17 +397,10 @@ fn encrypted_keys_field(field: &Field, name: &str) -> Result<Vec<u8>, ApiError> 
     })
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct DecryptBody {
-    #[serde(default)]
-    keys: Field,
-}
-
 /// `POST /vault/v1/keys/decrypt`: the encrypted keys' bytes.
 pub(crate) fn parse_decrypt(bytes: &[u8]) -> Result<Vec<u8>, ApiError> {
-    let b: DecryptBody = body::parse(bytes)?;
-    encrypted_keys_field(&b.keys, "keys")
+    let [keys] = body::fields(bytes, ["keys"])?;
+    encrypted_keys_field(&keys, "keys")
 }
 
 pub(crate) async fn decrypt_data_key(
@@ -463,20 +428,11 @@ pub(crate) async fn decrypt_data_key(
     ))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RekeyBody {
-    #[serde(default)]
-    context: Field,
-    #[serde(default)]
-    encrypted_keys: Field,
-}
-
 /// `POST /vault/v1/keys/rekey`: the new context and the encrypted keys' bytes.
 pub(crate) fn parse_rekey(bytes: &[u8]) -> Result<(KeyContext, Vec<u8>), ApiError> {
-    let b: RekeyBody = body::parse(bytes)?;
-    let context = body::context(&b.context, "context")?;
-    let blob = encrypted_keys_field(&b.encrypted_keys, "encrypted_keys")?;
+    let [context, encrypted_keys] = body::fields(bytes, ["context", "encrypted_keys"])?;
+    let context = body::context(&context, "context")?;
+    let blob = encrypted_keys_field(&encrypted_keys, "encrypted_keys")?;
     Ok((context, blob))
 }
 

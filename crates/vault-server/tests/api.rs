@@ -1030,3 +1030,77 @@ async fn metrics_are_for_loopback_or_the_token_holder() {
     );
     assert_eq!(get(with_token, loopback, None).await, StatusCode::OK);
 }
+
+/// A provider defined wrongly is the operator's mistake: met at request time it is a 500 with
+/// code `configuration_error` (and its cause in the log), never a 4xx that blames the caller.
+#[tokio::test]
+async fn a_configuration_mistake_met_at_request_time_is_a_500_configuration_error() {
+    #[derive(Debug)]
+    struct Misconfigured;
+
+    fn mistake() -> vault_crypto::ProviderError {
+        vault_crypto::ConfigError {
+            scheme: "test-kms",
+            rule: "key_name must be a key name",
+        }
+        .into()
+    }
+
+    #[async_trait::async_trait]
+    impl vault_crypto::KeyProvider for Misconfigured {
+        fn owns(&self, _: &vault_crypto::KeyRef) -> bool {
+            false
+        }
+        async fn wrap(
+            &self,
+            _: &vault_crypto::DataKey,
+            _: &vault_crypto::KeyContext,
+        ) -> Result<vault_crypto::WrappedKey, vault_crypto::ProviderError> {
+            Err(mistake())
+        }
+        async fn unwrap_owned(
+            &self,
+            _: &vault_crypto::WrappedKey,
+            _: &vault_crypto::KeyContext,
+            _: vault_crypto::Attempts,
+        ) -> Result<vault_crypto::DataKey, vault_crypto::ProviderError> {
+            Err(mistake())
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqlStore::open_sqlite(dir.path()).await.unwrap());
+    let vault = Vault::new(Arc::new(KeyRouter::new(Arc::new(Misconfigured))), store.clone());
+    let key = auth::create(&*store, "env_a", "Key A").await.unwrap();
+    let app = app(AppState::new(vault, Limits::default()));
+    for (uri, body) in [
+        (
+            "/vault/v1/kv",
+            json!({"key_context": {"organization_id": "org_1"}, "name": "n", "value": "v"}),
+        ),
+        (
+            "/vault/v1/keys/data-key",
+            json!({"context": {"organization_id": "org_1"}}),
+        ),
+    ] {
+        let req = Request::builder()
+            .method("POST")
+            .uri(uri)
+            .header("authorization", format!("Bearer {}", key.expose_secret()))
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let res = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR, "{uri}");
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let json: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(json["code"], "configuration_error", "{uri}: {json}");
+        assert!(
+            !json["message"].as_str().unwrap().contains("key_name"),
+            "the detail is for the log: {json}"
+        );
+    }
+    // Nothing was stored.
+    assert!(store.audit_events("env_a", 10).await.unwrap().is_empty());
+}
+

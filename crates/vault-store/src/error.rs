@@ -7,17 +7,21 @@ pub enum StoreError {
     /// No such live object (or version) in this environment.
     #[error("not found")]
     NotFound,
-    /// The change conflicts with the current state: a live object already has the name, or the
-    /// expected version is not the current one.
-    #[error("conflict: {reason}")]
-    Conflict {
-        /// What conflicted.
-        reason: &'static str,
-    },
-    /// An argument is invalid.
+    /// The change conflicts with the current state.
+    #[error("conflict: {0}")]
+    Conflict(Conflict),
+    /// An argument is invalid: a field of an object or of an API key.
     #[error("invalid {field}: {reason}")]
     InvalidArgument {
         /// The argument.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A listing parameter is invalid (a limit, a cursor, an order, a search, a time).
+    #[error("invalid {field}: {reason}")]
+    InvalidQuery {
+        /// The parameter.
         field: &'static str,
         /// What is wrong with it.
         reason: &'static str,
@@ -30,9 +34,28 @@ pub enum StoreError {
     },
 }
 
+/// What a change conflicted with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Conflict {
+    /// A live object already has the name (or, by a one in 2^128 chance, the new id exists).
+    #[error("an object with this name exists")]
+    Name,
+    /// The expected version is not the current version.
+    #[error("the expected version is not the current version")]
+    Version,
+    /// An API key with this id exists.
+    #[error("an API key with this id exists")]
+    ApiKey,
+}
+
 impl StoreError {
     pub(crate) fn invalid(field: &'static str, reason: &'static str) -> Self {
         Self::InvalidArgument { field, reason }
+    }
+
+    pub(crate) fn invalid_query(field: &'static str, reason: &'static str) -> Self {
+        Self::InvalidQuery { field, reason }
     }
 }
 

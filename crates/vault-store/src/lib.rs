@@ -16,7 +16,7 @@ mod types;
 use async_trait::async_trait;
 use vault_crypto::KeyContext;
 
-pub use error::StoreError;
+pub use error::{Conflict, StoreError};
 pub use sql::SqlStore;
 pub use types::{
     Actor, ApiKeyRecord, AuditEvent, Cursor, DEFAULT_LIMIT, KeyUsage, ListItem, ListQuery,
@@ -88,7 +88,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// A page of object names, newest first by default.
     ///
     /// # Errors
-    /// `InvalidArgument` for a limit outside 1 to 100 or both cursors at once.
+    /// `InvalidQuery` for a limit outside 1 to 100, both cursors at once or a long search.
     async fn list(
         &self,
         environment: &str,

@@ -15,7 +15,7 @@ use crate::types::{
     MAX_LIMIT, NewVersion, ObjectMeta, Order, Page, StoredObject, StoredVersion, Timestamp,
     VersionMeta, etag, events, is_object_id, new_version_id, validate_environment, validate_name,
 };
-use crate::{Store, StoreError};
+use crate::{Conflict, Store, StoreError};
 
 /// The schema migrations, (version, SQLite, PostgreSQL), applied in order; each version that a
 /// database has not seen yet runs once, in the migration transaction.
@@ -554,9 +554,7 @@ impl Store for SqlStore {
         .fetch_optional(&mut *tx)
         .await?;
         if taken.is_some() {
-            return Err(StoreError::Conflict {
-                reason: "an object with this name exists",
-            });
+            return Err(StoreError::Conflict(Conflict::Name));
         }
         let inserted = sqlx::query(
             "INSERT INTO objects (id, environment, name, context, current_version, created_at, \
@@ -576,9 +574,7 @@ impl Store for SqlStore {
         {
             // Another writer took the name between the check and the insert (PostgreSQL), or
             // the id is taken.
-            return Err(StoreError::Conflict {
-                reason: "an object with this name or id exists",
-            });
+            return Err(StoreError::Conflict(Conflict::Name));
         }
         inserted?;
         insert_version(&mut tx, &meta.id, 1, &meta.version_id, &version, actor, now).await?;
@@ -666,17 +662,23 @@ impl Store for SqlStore {
         validate_environment(environment)?;
         let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
         if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(StoreError::invalid("limit", "must be between 1 and 100"));
+            return Err(StoreError::invalid_query(
+                "limit",
+                "must be between 1 and 100",
+            ));
         }
         if query.before.is_some() && query.after.is_some() {
-            return Err(StoreError::invalid(
+            return Err(StoreError::invalid_query(
                 "before",
                 "give before or after, not both",
             ));
         }
         let search = match &query.search {
             Some(s) if s.chars().count() > 200 => {
-                return Err(StoreError::invalid("search", "longer than 200 characters"));
+                return Err(StoreError::invalid_query(
+                    "search",
+                    "longer than 200 characters",
+                ));
             }
             Some(s) if !s.is_empty() => Some(format!("%{}%", escape_like(&s.to_lowercase()))),
             _ => None,
@@ -804,9 +806,7 @@ impl Store for SqlStore {
             .fetch_optional(&mut *tx)
             .await?;
             return Err(if exists.is_some() {
-                StoreError::Conflict {
-                    reason: "the expected version is not the current version",
-                }
+                StoreError::Conflict(Conflict::Version)
             } else {
                 StoreError::NotFound
             });
@@ -926,9 +926,7 @@ impl Store for SqlStore {
         .await?
         .rows_affected();
         if changed == 0 {
-            return Err(StoreError::Conflict {
-                reason: "the expected version is not the current version",
-            });
+            return Err(StoreError::Conflict(Conflict::Version));
         }
         audit(
             &mut tx,
@@ -1166,9 +1164,7 @@ impl Store for SqlStore {
         if let Err(sqlx::Error::Database(e)) = &inserted
             && e.is_unique_violation()
         {
-            return Err(StoreError::Conflict {
-                reason: "an API key with this id exists",
-            });
+            return Err(StoreError::Conflict(Conflict::ApiKey));
         }
         inserted?;
         Ok(())

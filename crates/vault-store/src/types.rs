@@ -49,9 +49,9 @@ impl Timestamp {
     /// Parses RFC 3339 with `Z` or a numeric offset and 0 to 9 fractional digits.
     ///
     /// # Errors
-    /// [`StoreError::InvalidArgument`] naming `field`.
+    /// [`StoreError::InvalidQuery`] naming `field`.
     pub fn parse_rfc3339(s: &str, field: &'static str) -> Result<Self, StoreError> {
-        let bad = || StoreError::invalid(field, "not an ISO 8601 timestamp");
+        let bad = || StoreError::invalid_query(field, "not an ISO 8601 timestamp");
         let b = s.as_bytes();
         if b.len() < 20
             || b[4] != b'-'
@@ -291,7 +291,7 @@ impl std::str::FromStr for Order {
         match s {
             "asc" => Ok(Self::Asc),
             "desc" => Ok(Self::Desc),
-            _ => Err(StoreError::invalid("order", "must be asc or desc")),
+            _ => Err(StoreError::invalid_query("order", "must be asc or desc")),
         }
     }
 }
@@ -314,10 +314,10 @@ impl Cursor {
     /// Parses the text form.
     ///
     /// # Errors
-    /// [`StoreError::InvalidArgument`] naming `field` for anything [`encode`](Self::encode) did
+    /// [`StoreError::InvalidQuery`] naming `field` for anything [`encode`](Self::encode) did
     /// not produce.
     pub fn decode(s: &str, field: &'static str) -> Result<Self, StoreError> {
-        let bad = || StoreError::invalid(field, "malformed cursor");
+        let bad = || StoreError::invalid_query(field, "malformed cursor");
         if s.len() > 256 {
             return Err(bad());
         }

@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use vault_crypto::KeyContext;
 use vault_store::{
-    Actor, ApiKeyRecord, Cursor, ListQuery, NewVersion, Order, Store, StoreError, Timestamp, events,
+    Actor, ApiKeyRecord, Conflict, Cursor, ListQuery, NewVersion, Order, Store, StoreError,
+    Timestamp, events,
 };
 
 /// A fresh environment name, unique across runs and processes.
@@ -109,7 +110,7 @@ pub async fn names_and_environments(store: Arc<dyn Store>) {
         store
             .create(&a, &id(), "n", &ctx("o"), version(b"2"), &actor())
             .await,
-        Err(StoreError::Conflict { .. })
+        Err(StoreError::Conflict(Conflict::Name))
     ));
     // The same name in another environment is another object.
     store
@@ -187,7 +188,7 @@ pub async fn versions_and_expected_version(store: Arc<dyn Store>) {
                 &actor()
             )
             .await,
-        Err(StoreError::Conflict { .. })
+        Err(StoreError::Conflict(Conflict::Version))
     ));
     let v3 = store
         .update(&env, &v1.id, version(b"three"), None, &actor())
@@ -212,7 +213,7 @@ pub async fn versions_and_expected_version(store: Arc<dyn Store>) {
         store
             .delete(&env, &v1.id, Some(&v2.version_id), &actor())
             .await,
-        Err(StoreError::Conflict { .. })
+        Err(StoreError::Conflict(Conflict::Version))
     ));
     store
         .delete(&env, &v1.id, Some(&v3.version_id), &actor())
@@ -384,7 +385,7 @@ pub async fn bad_input_changes_nothing(store: Arc<dyn Store>) {
         };
         assert!(matches!(
             store.list(&env, &q, &actor()).await,
-            Err(StoreError::InvalidArgument { field: "limit", .. })
+            Err(StoreError::InvalidQuery { field: "limit", .. })
         ));
     }
     assert!(Cursor::decode("not-a-cursor", "after").is_err());
@@ -433,7 +434,7 @@ pub async fn concurrent_writers_never_lose_an_update(store: Arc<dyn Store>) {
                         wins.fetch_add(1, Ordering::Relaxed);
                         won.push(m.version_id);
                     }
-                    Err(StoreError::Conflict { .. }) => {
+                    Err(StoreError::Conflict(Conflict::Version)) => {
                         conflicts.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(e) => panic!("writer {w}: {e}"),
@@ -662,7 +663,7 @@ pub async fn api_keys(store: Arc<dyn Store>) {
     };
     assert!(matches!(
         store.create_api_key(&dup).await,
-        Err(StoreError::Conflict { .. })
+        Err(StoreError::Conflict(Conflict::ApiKey))
     ));
     let bad_env = ApiKeyRecord {
         environment: "no spaces".into(),

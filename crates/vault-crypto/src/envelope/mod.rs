@@ -82,7 +82,7 @@ pub(crate) fn seal_with(
     let tag = with_aad(header, aad, |aad| {
         backend.seal_in_place(&keys.content_key, &random.nonce, aad, body)
     })
-    .map_err(|_| Error::DecryptionFailed)?;
+    .map_err(|_| Error::EncryptionFailed)?;
     out.extend_from_slice(&tag);
     Ok(out)
 }
