@@ -27,7 +27,7 @@ pub async fn open(data_dir: &Path, config: &config::Config) -> Result<Vault, Vau
     let store = vault_store::SqlStore::open_sqlite(data_dir).await?;
     // Which providers' unsigned wraps the store still holds (see `accept_unsigned_wraps`).
     let usage = if config.needs_key_usage() {
-        Some(vault_store::Store::key_usage(&store).await?)
+        Some(vault_store::AuditLog::key_usage(&store).await?)
     } else {
         None
     };

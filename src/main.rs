@@ -11,7 +11,7 @@ use serde_json::json;
 use vault::VaultError;
 use vault::config::Config;
 use vault::crypto::{self, Envelope, Error, KeyContext, MAGIC, VersionState};
-use vault::store::{Actor, Cursor, ListQuery, ObjectMeta, Store as _, StoreError, Timestamp};
+use vault::store::{Actor, ApiKeyStore as _, Cursor, ListQuery, ObjectMeta, StoreError, Timestamp};
 use zeroize::Zeroizing;
 
 /// Envelope encryption with managed and customer-managed keys.
@@ -602,7 +602,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             // What an RSA key's holder of only the public part could have forged.
             if vault::store::SqlStore::sqlite_path(&cli.data_dir).exists() {
                 let store = vault::store::SqlStore::open_sqlite(&cli.data_dir).await?;
-                let usage = vault::store::Store::key_usage(&store).await?;
+                let usage = vault::store::AuditLog::key_usage(&store).await?;
                 for (name, stored, issued) in config.unsigned_azure_wraps(&usage) {
                     if stored + issued == 0 {
                         println!("provider {name:?}: every RSA wrap is signed");

@@ -12,7 +12,7 @@ use std::process::{Command, Output, Stdio};
 
 use common::moto_url;
 use vault::crypto::Envelope;
-use vault::store::{SqlStore, Store};
+use vault::store::{ObjectStore as _, SqlStore};
 
 fn vault(dir: &Path, config: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vault"))

@@ -167,6 +167,12 @@ impl KeyContext {
             .map(|i| self.pairs[i].1.as_str())
     }
 
+    /// Whether every one of `pairs` is present in the context with that value: how a routing
+    /// rule and a rewrap's `--match` select contexts (an empty list selects every context).
+    pub fn contains_all<'a>(&self, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> bool {
+        pairs.into_iter().all(|(k, v)| self.get(k) == Some(v))
+    }
+
     /// Number of pairs (1 to [`MAX_PAIRS`]).
     pub fn len(&self) -> usize {
         self.pairs.len()

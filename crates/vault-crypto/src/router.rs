@@ -29,9 +29,7 @@ pub struct Rule {
 impl Rule {
     /// Whether the rule applies to `ctx`.
     pub fn matches(&self, ctx: &KeyContext) -> bool {
-        self.matches
-            .iter()
-            .all(|(k, v)| ctx.get(k) == Some(v.as_str()))
+        ctx.contains_all(self.pairs())
     }
 
     /// The pairs the rule requires.

@@ -23,7 +23,7 @@ impl RewrapScope {
     fn includes(&self, ctx: &vault_crypto::KeyContext) -> bool {
         match self {
             Self::All => true,
-            Self::Matching(pairs) => pairs.iter().all(|(k, v)| ctx.get(k) == Some(v.as_str())),
+            Self::Matching(pairs) => ctx.contains_all(pairs.iter().map(|(k, v)| (&**k, &**v))),
         }
     }
 }

@@ -5,15 +5,23 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod data_keys;
 mod keys;
 
 use std::sync::Arc;
 
 pub use keys::{DESTROY_QUIET_SECS, DestroyReport, RewrapReport, RewrapScope, Shred};
-pub use vault_store::KeyUsage;
+// What the facade's callers (the server, the CLI) name, so they need no other crate's paths.
+pub use vault_crypto::issued::IssuedKey;
+pub use vault_crypto::{
+    Error as CryptoError, KeyContext, ProviderCalls, ProviderError, ProviderErrorKind, Router,
+};
+pub use vault_store::{
+    Actor, ApiKeyRecord, ApiKeyStore, Conflict, Cursor, KeyUsage, ListQuery, ObjectMeta, Order,
+    Page, StoreError, Timestamp, VersionMeta, events, validate_environment,
+};
 
-use vault_crypto::{KeyContext, Router};
-use vault_store::{Actor, ListQuery, NewVersion, ObjectMeta, Page, Store, StoreError, VersionMeta};
+use vault_store::{NewVersion, Store};
 
 /// An object's metadata and its value.
 #[derive(Clone, PartialEq, Eq)]
@@ -111,6 +119,11 @@ impl Vault {
         &self.store
     }
 
+    /// The API keys of the store underneath: all that authentication needs.
+    pub fn api_keys(&self) -> Arc<dyn ApiKeyStore> {
+        self.store.clone()
+    }
+
     async fn seal(
         &self,
         environment: &str,
@@ -163,7 +176,7 @@ impl Vault {
         value: &[u8],
         actor: &Actor,
     ) -> Result<ObjectMeta, VaultError> {
-        vault_store::validate_environment(environment)?;
+        validate_environment(environment)?;
         vault_store::validate_name(name)?;
         let id = vault_store::new_object_id()?;
         let version = self.seal(environment, &id, context, value).await?;

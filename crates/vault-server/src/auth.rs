@@ -7,7 +7,9 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use vault_store::{Actor, ApiKeyRecord, Store, StoreError, Timestamp, validate_environment};
+use vault_objects::{
+    Actor, ApiKeyRecord, ApiKeyStore, StoreError, Timestamp, validate_environment,
+};
 use zeroize::Zeroizing;
 
 /// The key prefix, as WorkOS secret keys have.
@@ -95,7 +97,7 @@ pub fn lookup(key: &str) -> Option<&str> {
 /// # Errors
 /// `InvalidArgument` for a bad environment or name; `Unavailable`.
 pub async fn create(
-    store: &dyn Store,
+    store: &dyn ApiKeyStore,
     environment: &str,
     name: &str,
 ) -> Result<NewApiKey, StoreError> {
@@ -128,7 +130,10 @@ pub async fn create(
 ///
 /// # Errors
 /// `Unavailable` if the store cannot be asked.
-pub async fn authenticate(store: &dyn Store, key: &str) -> Result<Option<Principal>, StoreError> {
+pub async fn authenticate(
+    store: &dyn ApiKeyStore,
+    key: &str,
+) -> Result<Option<Principal>, StoreError> {
     let Some(lookup) = lookup_of(key) else {
         return Ok(None);
     };
@@ -195,7 +200,7 @@ mod redaction {
             assert!(!text.contains(random), "{text}");
             assert!(!text.contains(&random[super::LOOKUP_LEN..]), "{text}");
         }
-        let stored = vault_store::Store::api_key_by_lookup(&store, &key.record.lookup)
+        let stored = vault_objects::ApiKeyStore::api_key_by_lookup(&store, &key.record.lookup)
             .await
             .unwrap()
             .unwrap();

@@ -8,7 +8,7 @@ use std::fmt;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
-use vault_crypto::KeyContext;
+use vault_objects::KeyContext;
 
 use crate::error::{ApiError, Origin, crypto_error};
 

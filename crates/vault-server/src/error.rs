@@ -5,9 +5,9 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use vault_crypto::{Error as CryptoError, ProviderErrorKind};
 use vault_objects::VaultError;
-use vault_store::{Conflict, StoreError};
+use vault_objects::{Conflict, StoreError};
+use vault_objects::{CryptoError, ProviderErrorKind};
 
 /// One problem with one field of a request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -88,7 +88,7 @@ impl ApiError {
         self
     }
 
-    fn with_provider_cause(mut self, p: &vault_crypto::ProviderError) -> Self {
+    fn with_provider_cause(mut self, p: &vault_objects::ProviderError) -> Self {
         self.cause = Some(Box::new(Cause {
             provider: Some(p.scheme().to_owned()),
             kind: Some(p.kind().as_str()),

@@ -28,8 +28,8 @@ pub fn request_body(data: &[u8]) {
     let Some((&which, body)) = data.split_first() else {
         return;
     };
-    let check_ctx = |ctx: &vault_crypto::KeyContext| {
-        let again = vault_crypto::KeyContext::from_canonical_bytes(ctx.canonical_bytes())
+    let check_ctx = |ctx: &vault_objects::KeyContext| {
+        let again = vault_objects::KeyContext::from_canonical_bytes(ctx.canonical_bytes())
             .expect("canonical bytes parse");
         assert_eq!(&again, ctx);
     };
@@ -72,7 +72,7 @@ pub fn list_query(data: &[u8]) {
     if let Ok(query) = r
         && let Some(after) = &query.after
     {
-        let again = vault_store::Cursor::decode(&after.encode(), "after").expect("re-decodes");
+        let again = vault_objects::Cursor::decode(&after.encode(), "after").expect("re-decodes");
         assert_eq!(&again, after);
     }
     if let Some(t) = crate::timefmt::parse_updated_after(q)

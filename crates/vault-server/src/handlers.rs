@@ -12,8 +12,9 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
-use vault_crypto::{KeyContext, issued};
-use vault_store::{Cursor, ListQuery, ObjectMeta, Order, VersionMeta, events};
+use vault_objects::{
+    Cursor, IssuedKey, KeyContext, ListQuery, ObjectMeta, Order, VaultError, VersionMeta,
+};
 
 use crate::AppState;
 use crate::auth::{self, Principal};
@@ -37,7 +38,7 @@ impl FromRequestParts<Arc<AppState>> for Principal {
             })
             .map(str::trim)
             .ok_or_else(ApiError::unauthorized)?;
-        let principal = auth::authenticate(&**state.vault.store(), key)
+        let principal = auth::authenticate(&*state.api_keys, key)
             .await
             .map_err(|e| store_error(&e))?
             .ok_or_else(ApiError::unauthorized)?;
@@ -337,7 +338,7 @@ pub(crate) async fn list(
     ))
 }
 
-fn data_key_json(k: &issued::IssuedKey) -> Value {
+fn data_key_json(k: &IssuedKey) -> Value {
     json!({
         "context": context_json(k.context()),
         "data_key": STANDARD.encode(k.data_key().expose_secret()),
@@ -346,24 +347,12 @@ fn data_key_json(k: &issued::IssuedKey) -> Value {
     })
 }
 
-async fn record(
-    state: &AppState,
-    who: &Principal,
-    event: &str,
-    k: &issued::IssuedKey,
-) -> Result<(), ApiError> {
-    state
-        .vault
-        .store()
-        .record_key_event(
-            &who.environment,
-            event,
-            &who.actor,
-            &k.key_ref().to_string(),
-            k.context(),
-        )
-        .await
-        .map_err(|e| store_error(&e))
+/// An error of the data-key API: the bytes that failed are the caller's.
+fn data_key_error(e: &VaultError) -> ApiError {
+    match e {
+        VaultError::Crypto(c) => crypto_error(c, Origin::Caller),
+        other => vault_error(other),
+    }
 }
 
 /// `POST /vault/v1/keys/data-key`: the context.
@@ -378,10 +367,11 @@ pub(crate) async fn create_data_key(
     Body(bytes): Body,
 ) -> Result<Response, ApiError> {
     let context = parse_data_key(&bytes)?;
-    let key = issued::issue(&**state.vault.router(), &context, &who.environment)
+    let key = state
+        .vault
+        .issue_data_key(&who.environment, &context, &who.actor)
         .await
-        .map_err(|e| crypto_error(&e, Origin::Caller))?;
-    record(&state, &who, events::DEK_READ, &key).await?;
+        .map_err(|e| data_key_error(&e))?;
     Ok(reply(StatusCode::CREATED, data_key_json(&key)))
 }
 
@@ -409,16 +399,17 @@ pub(crate) async fn decrypt_data_key(
     Body(bytes): Body,
 ) -> Result<Response, ApiError> {
     let blob = parse_decrypt(&bytes)?;
-    let key = issued::recover(&**state.vault.router(), &blob, &who.environment)
+    let key = state
+        .vault
+        .recover_data_key(&who.environment, &blob, &who.actor)
         .await
         .map_err(|e| {
-            let mut err = crypto_error(&e, Origin::Caller);
+            let mut err = data_key_error(&e);
             if let Some(f) = err.errors.first_mut() {
                 "keys".clone_into(&mut f.field);
             }
             err
         })?;
-    record(&state, &who, events::DEK_DECRYPTED, &key).await?;
     Ok(reply(
         StatusCode::OK,
         json!({
@@ -442,10 +433,11 @@ pub(crate) async fn rekey(
     Body(bytes): Body,
 ) -> Result<Response, ApiError> {
     let (context, blob) = parse_rekey(&bytes)?;
-    let key = issued::rekey(&**state.vault.router(), &blob, &context, &who.environment)
+    let key = state
+        .vault
+        .rekey_data_key(&who.environment, &blob, &context, &who.actor)
         .await
-        .map_err(|e| crypto_error(&e, Origin::Caller))?;
-    record(&state, &who, events::DEK_REKEYED, &key).await?;
+        .map_err(|e| data_key_error(&e))?;
     Ok(reply(StatusCode::OK, data_key_json(&key)))
 }
 

@@ -3,8 +3,9 @@
 //! what we answer).
 //!
 //! [`app`] builds the axum router over an [`AppState`]: the [`Vault`] facade (key router and
-//! store), the request [`Limits`] and the [`Metrics`]. The server holds no crypto of its own:
-//! objects go through the facade, data keys through [`vault_crypto::issued`].
+//! store), the request [`Limits`] and the [`Metrics`]. The server holds no crypto of its own
+//! and reaches no store: objects and data keys go through the facade, and authentication reads
+//! API key records through the narrow [`ApiKeyStore`](vault_objects::ApiKeyStore).
 //!
 //! | endpoint | what |
 //! |---|---|
@@ -73,6 +74,8 @@ impl Default for Limits {
 #[derive(Debug)]
 pub struct AppState {
     vault: Vault,
+    /// What authentication reads: API key records, nothing else of the store.
+    api_keys: Arc<dyn vault_objects::ApiKeyStore>,
     limits: Limits,
     metrics: Metrics,
     rate: rate::RateLimiter,
@@ -91,6 +94,7 @@ impl AppState {
     pub fn with_metrics_token(vault: Vault, limits: Limits, token: Option<String>) -> Arc<Self> {
         Arc::new(Self {
             rate: rate::RateLimiter::new(limits.requests_per_second),
+            api_keys: vault.api_keys(),
             vault,
             limits,
             metrics: Metrics::default(),

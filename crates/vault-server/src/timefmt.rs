@@ -2,7 +2,7 @@
 //! `Date.prototype.toString()` form the Node SDK sends when given a `Date`
 //! (`Tue Jan 02 2024 03:04:05 GMT+0000 (Coordinated Universal Time)`).
 
-use vault_store::Timestamp;
+use vault_objects::Timestamp;
 
 const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",

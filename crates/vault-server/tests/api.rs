@@ -1070,7 +1070,10 @@ async fn a_configuration_mistake_met_at_request_time_is_a_500_configuration_erro
 
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SqlStore::open_sqlite(dir.path()).await.unwrap());
-    let vault = Vault::new(Arc::new(KeyRouter::new(Arc::new(Misconfigured))), store.clone());
+    let vault = Vault::new(
+        Arc::new(KeyRouter::new(Arc::new(Misconfigured))),
+        store.clone(),
+    );
     let key = auth::create(&*store, "env_a", "Key A").await.unwrap();
     let app = app(AppState::new(vault, Limits::default()));
     for (uri, body) in [
@@ -1103,4 +1106,3 @@ async fn a_configuration_mistake_met_at_request_time_is_a_500_configuration_erro
     // Nothing was stored.
     assert!(store.audit_events("env_a", 10).await.unwrap().is_empty());
 }
-

@@ -25,10 +25,16 @@ pub use types::{
     validate_environment, validate_name,
 };
 
+/// Everything the vault keeps: objects, the audit trail and API keys, each behind its own
+/// trait so a part that needs one (authentication needs API keys) depends on that alone.
+pub trait Store: ObjectStore + AuditLog + ApiKeyStore {}
+
+impl<T: ObjectStore + AuditLog + ApiKeyStore + ?Sized> Store for T {}
+
 /// Storage of versioned objects, partitioned by environment (tenant). Objects of another
 /// environment do not exist for a caller: every lookup is scoped and answers `NotFound`.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug {
+pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// Creates object `id` (from [`new_object_id`]) with its first version. The caller chooses
     /// the id so it can bind the envelope to it before storing.
     ///
@@ -168,7 +174,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         key_id: &str,
         actor: &Actor,
     ) -> Result<bool, StoreError>;
+}
 
+/// The audit trail: key events of the data-key API (reads and writes of objects record their
+/// own, in their transactions), the events themselves, and what each key wraps.
+#[async_trait]
+pub trait AuditLog: Send + Sync + std::fmt::Debug {
     /// How much each key reference wraps: stored versions and issued data keys, by key
     /// reference (in any order; keys that wrap nothing are absent).
     ///
@@ -199,7 +210,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         key_id: &str,
         context: &KeyContext,
     ) -> Result<(), StoreError>;
+}
 
+/// API key records (hashes, never secrets).
+#[async_trait]
+pub trait ApiKeyStore: Send + Sync + std::fmt::Debug {
     /// Stores a new API key record (its hash only; the secret is never stored).
     ///
     /// # Errors

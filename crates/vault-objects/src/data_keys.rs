@@ -1,0 +1,89 @@
+//! The data-key API through the facade: data keys handed to a caller for encryption it does
+//! itself (the WorkOS SDKs' `vault.encrypt`), each issue, recovery and rekey recorded in the
+//! audit trail under the key that wrapped it (what `destroy_key_version` counts).
+
+use vault_crypto::KeyContext;
+use vault_crypto::issued::{self, IssuedKey};
+use vault_store::{Actor, events, validate_environment};
+
+use crate::{Vault, VaultError};
+
+impl Vault {
+    /// A fresh data key for `context`, bound to `environment` (never a cached key), and the
+    /// `encrypted_keys` that recover it.
+    ///
+    /// # Errors
+    /// `Store(InvalidArgument)` for a bad environment; `Crypto` if the key provider fails;
+    /// `Store(Unavailable)` if the audit event cannot be written (the key is then not handed
+    /// out).
+    pub async fn issue_data_key(
+        &self,
+        environment: &str,
+        context: &KeyContext,
+        actor: &Actor,
+    ) -> Result<IssuedKey, VaultError> {
+        validate_environment(environment)?;
+        let key = issued::issue(&*self.keys, context, environment).await?;
+        self.record_key_event(environment, events::DEK_READ, actor, &key)
+            .await?;
+        Ok(key)
+    }
+
+    /// The data key of `encrypted_keys` that [`issue_data_key`](Self::issue_data_key) or
+    /// [`rekey_data_key`](Self::rekey_data_key) made for `environment`. The bytes are the
+    /// caller's: at most one call to one key service ([`issued::recover`]).
+    ///
+    /// # Errors
+    /// `Crypto` if the bytes are not an issued key of this environment or the key is
+    /// unavailable; `Store` as for issuing.
+    pub async fn recover_data_key(
+        &self,
+        environment: &str,
+        encrypted_keys: &[u8],
+        actor: &Actor,
+    ) -> Result<IssuedKey, VaultError> {
+        validate_environment(environment)?;
+        let key = issued::recover(&*self.keys, encrypted_keys, environment).await?;
+        self.record_key_event(environment, events::DEK_DECRYPTED, actor, &key)
+            .await?;
+        Ok(key)
+    }
+
+    /// The data key of `encrypted_keys`, re-bound to `context` (wrapped by the provider the
+    /// rules choose for it); the old bytes keep working for the old context.
+    ///
+    /// # Errors
+    /// As [`recover_data_key`](Self::recover_data_key), and provider errors from the new wrap.
+    pub async fn rekey_data_key(
+        &self,
+        environment: &str,
+        encrypted_keys: &[u8],
+        context: &KeyContext,
+        actor: &Actor,
+    ) -> Result<IssuedKey, VaultError> {
+        validate_environment(environment)?;
+        let key = issued::rekey(&*self.keys, encrypted_keys, context, environment).await?;
+        self.record_key_event(environment, events::DEK_REKEYED, actor, &key)
+            .await?;
+        Ok(key)
+    }
+
+    async fn record_key_event(
+        &self,
+        environment: &str,
+        event: &str,
+        actor: &Actor,
+        key: &IssuedKey,
+    ) -> Result<(), VaultError> {
+        Ok(self
+            .store
+            .record_key_event(
+                environment,
+                event,
+                actor,
+                &key.key_ref().to_string(),
+                key.context(),
+            )
+            .await?)
+    }
+}

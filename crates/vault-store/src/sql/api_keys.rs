@@ -1,0 +1,91 @@
+//! API keys: stored as hashes, found by their public lookup.
+
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::SqlStore;
+use crate::types::{ApiKeyRecord, Timestamp, validate_environment};
+use crate::{ApiKeyStore, Conflict, StoreError};
+
+#[async_trait]
+impl ApiKeyStore for SqlStore {
+    async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
+        validate_environment(&key.environment)?;
+        let inserted = sqlx::query(
+            "INSERT INTO api_keys (id, lookup, hash, environment, name, created_at, revoked_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&key.id)
+        .bind(&key.lookup)
+        .bind(key.hash.clone())
+        .bind(&key.environment)
+        .bind(&key.name)
+        .bind(key.created_at.0)
+        .bind(key.revoked_at.map(|t| t.0))
+        .execute(&self.pool)
+        .await;
+        if let Err(sqlx::Error::Database(e)) = &inserted
+            && e.is_unique_violation()
+        {
+            return Err(StoreError::Conflict(Conflict::ApiKey));
+        }
+        inserted?;
+        Ok(())
+    }
+
+    async fn api_key_by_lookup(&self, lookup: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, lookup, hash, environment, name, created_at, revoked_at FROM api_keys \
+             WHERE lookup = $1",
+        )
+        .bind(lookup)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(api_key_from_row).transpose()
+    }
+
+    async fn revoke_api_key(&self, id: &str) -> Result<(), StoreError> {
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(Timestamp::now().0)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        if done.rows_affected() == 1 {
+            return Ok(());
+        }
+        let exists = sqlx::query("SELECT 1 AS x FROM api_keys WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        // Revoking twice is harmless; an unknown id is not.
+        if exists.is_some() {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound)
+        }
+    }
+
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, lookup, hash, environment, name, created_at, revoked_at FROM api_keys \
+             ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(api_key_from_row).collect()
+    }
+}
+
+fn api_key_from_row(r: &AnyRow) -> Result<ApiKeyRecord, StoreError> {
+    Ok(ApiKeyRecord {
+        id: r.try_get("id")?,
+        lookup: r.try_get("lookup")?,
+        hash: r.try_get("hash")?,
+        environment: r.try_get("environment")?,
+        name: r.try_get("name")?,
+        created_at: Timestamp(r.try_get("created_at")?),
+        revoked_at: r.try_get::<Option<i64>, _>("revoked_at")?.map(Timestamp),
+    })
+}

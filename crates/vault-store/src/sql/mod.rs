@@ -1,0 +1,206 @@
+//! The SQL backend: one implementation over sqlx's `Any` driver, so every query is written once
+//! (with `$N` parameters, which both SQLite and PostgreSQL accept) and runs on either database.
+//!
+//! One file per concern: [`writer`] (the SQLite writer queue and the group-committed audit of
+//! reads), [`migrate`] (schema versions), [`objects`] and [`list`] (the object store),
+//! [`audit`] (key events and usage), [`api_keys`].
+
+mod api_keys;
+mod audit;
+mod list;
+mod migrate;
+mod objects;
+mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+
+use crate::StoreError;
+use crate::types::{Actor, ObjectMeta, Timestamp, is_object_id};
+use vault_crypto::KeyContext;
+use writer::{ReadAudit, WriteTx, Writer};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A [`Store`](crate::Store) on SQLite or PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+    /// SQLite has one writer at a time. Writers of this process queue here, in order, instead of
+    /// polling SQLite's busy handler (which sleeps up to 100 ms between tries).
+    writer: Arc<tokio::sync::Mutex<()>>,
+    /// Audit events of reads, written in group commits by the flusher task (see [`ReadAudit`]).
+    reads: ReadAudit,
+}
+
+/// The metadata columns, joined with the current version.
+const META_COLUMNS: &str = "o.id, o.environment, o.name, o.context, o.current_version, \
+     o.created_at, o.updated_at, v.key_id, v.created_by_id, v.created_by_name";
+const META_FROM: &str =
+    "objects o JOIN versions v ON v.object_id = o.id AND v.id = o.current_version";
+
+impl SqlStore {
+    /// Opens (creating if needed) the SQLite store `vault.db` in `data_dir`: WAL journal,
+    /// `synchronous=FULL` (an acknowledged write survives a power cut), schema applied. A new
+    /// directory is made 0700 and a new `vault.db` 0600 (SQLite gives its `-wal` and `-shm`
+    /// files the database's mode), whatever the umask.
+    ///
+    /// # Errors
+    /// `Unavailable` if the file cannot be opened or migrated.
+    #[cfg(feature = "sqlite")]
+    pub async fn open_sqlite(data_dir: &Path) -> Result<Self, StoreError> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data_dir)
+            .map_err(|_| StoreError::Unavailable {
+                reason: "cannot create the data directory".into(),
+            })?;
+        let path = Self::sqlite_path(data_dir);
+        // Created here, empty, with its mode, so SQLite never creates it with the umask's.
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(_) => {
+                return Err(StoreError::Unavailable {
+                    reason: "cannot create vault.db in the data directory".into(),
+                });
+            }
+        }
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                         PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        let store = Self::new(pool, Backend::Sqlite);
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Connects to PostgreSQL at `url` and applies the schema (safely from several processes
+    /// at once).
+    ///
+    /// # Errors
+    /// `Unavailable` if the server cannot be reached or migrated.
+    #[cfg(feature = "postgres")]
+    pub async fn connect_postgres(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect(url)
+            .await?;
+        let store = Self::new(pool, Backend::Postgres);
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// A store over `pool`, with its read-audit flusher running.
+    fn new(pool: AnyPool, backend: Backend) -> Self {
+        let writer: Arc<tokio::sync::Mutex<()>> = Arc::default();
+        let (queue, pending) = tokio::sync::mpsc::unbounded_channel();
+        let flusher = Writer {
+            pool: pool.clone(),
+            backend,
+            lock: writer.clone(),
+        };
+        tokio::spawn(flusher.flush_reads(pending));
+        Self {
+            pool,
+            backend,
+            writer,
+            reads: ReadAudit { queue },
+        }
+    }
+
+    /// A write transaction (see [`Writer::begin`]).
+    async fn begin_write(&self) -> Result<WriteTx, StoreError> {
+        Writer {
+            pool: self.pool.clone(),
+            backend: self.backend,
+            lock: self.writer.clone(),
+        }
+        .begin()
+        .await
+    }
+
+    /// The SQLite database file of a data directory.
+    pub fn sqlite_path(data_dir: &Path) -> std::path::PathBuf {
+        data_dir.join("vault.db")
+    }
+
+    /// Closes the pool, waiting for connections to finish.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// The `n` column of a `COUNT(*)`.
+fn count(row: &AnyRow) -> Result<u64, StoreError> {
+    let n: i64 = row.try_get("n")?;
+    u64::try_from(n).map_err(|_| StoreError::Unavailable {
+        reason: "a negative count".into(),
+    })
+}
+
+fn to_i64(n: u64) -> Result<i64, StoreError> {
+    i64::try_from(n).map_err(|_| StoreError::invalid("size", "too large"))
+}
+
+fn meta_from_row(row: &AnyRow) -> Result<ObjectMeta, StoreError> {
+    let context: Vec<u8> = row.try_get("context")?;
+    let context =
+        KeyContext::from_canonical_bytes(&context).map_err(|_| StoreError::Unavailable {
+            reason: "a stored key context is corrupt".into(),
+        })?;
+    Ok(ObjectMeta {
+        id: row.try_get("id")?,
+        environment: row.try_get("environment")?,
+        name: row.try_get("name")?,
+        context,
+        key_id: row.try_get("key_id")?,
+        version_id: row.try_get("current_version")?,
+        created_at: Timestamp(row.try_get("created_at")?),
+        updated_at: Timestamp(row.try_get("updated_at")?),
+        updated_by: Actor {
+            id: row.try_get("created_by_id")?,
+            name: row.try_get("created_by_name")?,
+        },
+    })
+}
+
+fn check_id(id: &str) -> Result<(), StoreError> {
+    // An id that cannot exist is simply not found (and never reaches SQL).
+    if is_object_id(id) {
+        Ok(())
+    } else {
+        Err(StoreError::NotFound)
+    }
+}
