@@ -9,10 +9,7 @@ pub use vault_crypto as crypto;
 pub use vault_server as server;
 pub use vault_store as store;
 
-pub mod bench;
-pub mod client;
 pub mod config;
-pub mod load;
 
 pub use vault_objects::{
     DESTROY_QUIET_SECS, DestroyReport, KeyUsage, Object, RewrapReport, RewrapScope, Shred, Vault,

@@ -13,9 +13,9 @@ use std::process::{Child, Command, Stdio};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use common::client::ApiClient;
 use hyper::Method;
 use serde_json::{Value, json};
-use vault::client::ApiClient;
 use vault::crypto::{danger, workos};
 
 mod common;

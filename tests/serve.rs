@@ -4,6 +4,8 @@
 #![cfg(unix)]
 #![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
 
+mod common;
+
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -11,9 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::client::ApiClient;
 use hyper::Method;
 use serde_json::json;
-use vault::client::ApiClient;
 use vault::store::Actor;
 
 const VAULT: &str = env!("CARGO_BIN_EXE_vault");

@@ -1,6 +1,10 @@
 //! Helpers shared by the end-to-end tests.
 #![allow(dead_code, unreachable_pub)] // Each test binary uses a different subset.
 
+/// The loopback API client of `vault bench server`, a CLI internal shared with the tests.
+#[path = "../../src/cli/client.rs"]
+pub mod client;
+
 /// moto's URL from `scripts/with-moto`; `None` (reported as skipped) outside CI without it.
 pub fn moto_url() -> Option<String> {
     match std::env::var("VAULT_TEST_MOTO_URL") {

@@ -14,60 +14,60 @@ use hyper::Method;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::client::ApiClient;
+use super::client::ApiClient;
 
 /// What to run.
 #[derive(Debug, Clone, Copy)]
-pub struct LoadSettings {
+pub(crate) struct LoadSettings {
     /// Concurrent clients (each one request at a time, on its own connection).
-    pub clients: usize,
+    pub(crate) clients: usize,
     /// Requests in all, shared among the clients (the final read-back is not counted).
-    pub requests: usize,
+    pub(crate) requests: usize,
     /// Value size in bytes.
-    pub value_bytes: usize,
+    pub(crate) value_bytes: usize,
 }
 
 /// Latency figures of one kind of request, in milliseconds.
 #[derive(Debug, Clone, Serialize)]
-pub struct Latency {
+pub(crate) struct Latency {
     /// How many.
-    pub count: usize,
+    pub(crate) count: usize,
     /// Median.
-    pub p50_ms: f64,
+    pub(crate) p50_ms: f64,
     /// 99th percentile.
-    pub p99_ms: f64,
+    pub(crate) p99_ms: f64,
     /// Slowest.
-    pub max_ms: f64,
+    pub(crate) max_ms: f64,
 }
 
 /// What a load run measured.
 #[derive(Debug, Clone, Serialize)]
-pub struct LoadReport {
+pub(crate) struct LoadReport {
     /// Concurrent clients.
-    pub clients: usize,
+    pub(crate) clients: usize,
     /// Requests sent (the mix).
-    pub requests: usize,
+    pub(crate) requests: usize,
     /// Value size in bytes.
-    pub value_bytes: usize,
+    pub(crate) value_bytes: usize,
     /// Wall time of the mix.
-    pub seconds: f64,
+    pub(crate) seconds: f64,
     /// `requests / seconds`.
-    pub requests_per_sec: f64,
+    pub(crate) requests_per_sec: f64,
     /// All requests.
-    pub all: Latency,
+    pub(crate) all: Latency,
     /// Creates.
-    pub create: Latency,
+    pub(crate) create: Latency,
     /// Reads by id.
-    pub read: Latency,
+    pub(crate) read: Latency,
     /// Updates with `version_check`.
-    pub update: Latency,
+    pub(crate) update: Latency,
     /// Requests that failed (transport error or a status other than the expected one), or
     /// reads that returned a value other than the last one written.
-    pub errors: usize,
+    pub(crate) errors: usize,
     /// Objects read back after the run.
-    pub objects: usize,
+    pub(crate) objects: usize,
     /// Of those, objects whose value and version were the last ones written.
-    pub intact: usize,
+    pub(crate) intact: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -206,7 +206,11 @@ async fn one_client(client: ApiClient, index: usize, requests: usize, len: usize
 ///
 /// # Errors
 /// If a client task fails to run (a bug, not a request error: those are counted).
-pub async fn run(base: &str, key: &str, settings: LoadSettings) -> Result<LoadReport, String> {
+pub(crate) async fn run(
+    base: &str,
+    key: &str,
+    settings: LoadSettings,
+) -> Result<LoadReport, String> {
     let clients = settings.clients.max(1);
     let per_client = settings.requests / clients;
     let started = Instant::now();
@@ -288,7 +292,7 @@ pub async fn run(base: &str, key: &str, settings: LoadSettings) -> Result<LoadRe
 }
 
 /// The report as a table.
-pub fn table(r: &LoadReport) -> String {
+pub(crate) fn table(r: &LoadReport) -> String {
     let mut out = format!(
         "{} clients, {} requests of {}-byte values in {:.2} s: {:.0} requests/s, {} errors; \
          {} of {} objects intact on read-back\n\n",
@@ -321,10 +325,10 @@ pub fn table(r: &LoadReport) -> String {
 ///
 /// # Errors
 /// If the store, the keys or the socket cannot be opened.
-pub async fn start_local_server(
+pub(crate) async fn start_local_server(
     data_dir: &std::path::Path,
-) -> Result<(String, String, LocalServer), crate::VaultError> {
-    let vault = crate::open_embedded(data_dir).await?;
+) -> Result<(String, String, LocalServer), vault::VaultError> {
+    let vault = vault::open_embedded(data_dir).await?;
     let key = vault_server::auth::create(&**vault.store(), "bench", "bench").await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -361,14 +365,14 @@ pub async fn start_local_server(
 
 /// A server started by [`start_local_server`]; stops it when dropped.
 #[derive(Debug)]
-pub struct LocalServer {
+pub(crate) struct LocalServer {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl LocalServer {
     /// Stops the server and waits for requests in flight to finish.
-    pub async fn shutdown(mut self) {
+    pub(crate) async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -381,5 +385,31 @@ impl Drop for LocalServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wrong_key_is_counted_as_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let (base, _key, server) = start_local_server(dir.path()).await.unwrap();
+        let forged = format!("sk_{}", "Q".repeat(43));
+        let report = run(
+            &base,
+            &forged,
+            LoadSettings {
+                clients: 2,
+                requests: 20,
+                value_bytes: 16,
+            },
+        )
+        .await
+        .unwrap();
+        server.shutdown().await;
+        assert_eq!(report.errors, 20, "every request was refused: {report:?}");
+        assert_eq!(report.objects, 0);
     }
 }

@@ -15,7 +15,7 @@ use zeroize::Zeroizing;
 
 /// One API key against one server.
 #[derive(Clone)]
-pub struct ApiClient {
+pub(crate) struct ApiClient {
     http: Client<HttpConnector, Full<Bytes>>,
     base: String,
     /// The bearer API key: a secret, never in `Debug`.
@@ -34,11 +34,11 @@ impl std::fmt::Debug for ApiClient {
 /// What went wrong with a call (transport or an unreadable answer, not an HTTP error status).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct ClientError(String);
+pub(crate) struct ClientError(String);
 
 impl ApiClient {
     /// A client of `base` (`http://127.0.0.1:8080`) authenticating with `key`.
-    pub fn new(base: &str, key: &str) -> Self {
+    pub(crate) fn new(base: &str, key: &str) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let http = Client::builder(TokioExecutor::new())
@@ -55,7 +55,7 @@ impl ApiClient {
     ///
     /// # Errors
     /// [`ClientError`] for a transport failure or a body that is not JSON.
-    pub async fn call(
+    pub(crate) async fn call(
         &self,
         method: Method,
         path: &str,

@@ -17,81 +17,81 @@ use serde::Serialize;
 use vault_crypto::{KeyContext, ManagedKeyProvider, open, seal};
 
 /// Value sizes measured for throughput.
-pub const SIZES: [usize; 5] = [64, 1024, 16 * 1024, 64 * 1024, 1 << 20];
+pub(crate) const SIZES: [usize; 5] = [64, 1024, 16 * 1024, 64 * 1024, 1 << 20];
 
 /// How long to run each case per round, and how many rounds.
 #[derive(Debug, Clone, Copy)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// Time per case per round.
-    pub per_case: Duration,
+    pub(crate) per_case: Duration,
     /// Rounds; the median is reported.
-    pub rounds: usize,
+    pub(crate) rounds: usize,
     /// Threads for the all-cores figures.
-    pub threads: usize,
+    pub(crate) threads: usize,
     /// Show a progress bar on standard error.
-    pub progress: bool,
+    pub(crate) progress: bool,
 }
 
 /// Throughput of one size.
 #[derive(Debug, Clone, Serialize)]
-pub struct SizeResult {
+pub(crate) struct SizeResult {
     /// Value size in bytes.
-    pub size: usize,
+    pub(crate) size: usize,
     /// Raw ring AES-256-GCM seal, key already expanded, GB/s.
-    pub raw_seal_gbps: f64,
+    pub(crate) raw_seal_gbps: f64,
     /// Envelope seal through the managed provider (fresh data key, wrap, commitment), GB/s.
-    pub seal_gbps: f64,
+    pub(crate) seal_gbps: f64,
     /// `seal_gbps / raw_seal_gbps`.
-    pub seal_ratio: f64,
+    pub(crate) seal_ratio: f64,
     /// Raw ring AES-256-GCM open, GB/s.
-    pub raw_open_gbps: f64,
+    pub(crate) raw_open_gbps: f64,
     /// Envelope open through the managed provider (unwrap, commitment check, decrypt), GB/s.
-    pub open_gbps: f64,
+    pub(crate) open_gbps: f64,
     /// `open_gbps / raw_open_gbps`.
-    pub open_ratio: f64,
+    pub(crate) open_ratio: f64,
 }
 
 /// Objects per second of 1 KiB.
 #[derive(Debug, Clone, Serialize)]
-pub struct ObjectRate {
+pub(crate) struct ObjectRate {
     /// Threads used.
-    pub threads: usize,
+    pub(crate) threads: usize,
     /// Seals per second.
-    pub seal_per_sec: f64,
+    pub(crate) seal_per_sec: f64,
     /// Opens per second.
-    pub open_per_sec: f64,
+    pub(crate) open_per_sec: f64,
 }
 
 /// The floor of a 1 KiB seal: the parts it cannot avoid, each measured alone.
 #[derive(Debug, Clone, Serialize)]
-pub struct Floor {
+pub(crate) struct Floor {
     /// 44 bytes from the OS CSPRNG, ns (a seal draws twice: data key + wrap nonce, message id + nonce).
-    pub os_random_ns: f64,
+    pub(crate) os_random_ns: f64,
     /// HKDF-SHA256 extract and expand, ns (a seal does one extract and three expands).
-    pub hkdf_ns: f64,
+    pub(crate) hkdf_ns: f64,
     /// AES-256-GCM key setup and wrap of 32 bytes, ns.
-    pub key_wrap_ns: f64,
+    pub(crate) key_wrap_ns: f64,
     /// AES-256-GCM key setup and seal of 1 KiB, ns.
-    pub aead_1kib_ns: f64,
+    pub(crate) aead_1kib_ns: f64,
     /// The sum of one of each part, ns.
-    pub floor_ns: f64,
+    pub(crate) floor_ns: f64,
     /// A whole 1 KiB seal through the managed provider, ns.
-    pub seal_ns: f64,
+    pub(crate) seal_ns: f64,
     /// `floor_ns / seal_ns`: 1.0 would be nothing but the parts.
-    pub ratio: f64,
+    pub(crate) ratio: f64,
 }
 
 /// Everything `vault bench` measured.
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     /// Throughput by size.
-    pub sizes: Vec<SizeResult>,
+    pub(crate) sizes: Vec<SizeResult>,
     /// 1 KiB objects per second on one thread and on all.
-    pub objects_1kib: Vec<ObjectRate>,
+    pub(crate) objects_1kib: Vec<ObjectRate>,
     /// The floor of a 1 KiB seal.
-    pub floor_1kib: Floor,
+    pub(crate) floor_1kib: Floor,
     /// Parsing, validating and canonicalising a 10-pair key context, ns.
-    pub context_10_pairs_ns: f64,
+    pub(crate) context_10_pairs_ns: f64,
 }
 
 /// Drives a future that never waits (the managed provider does no I/O).
@@ -179,7 +179,7 @@ fn raw_open(key: &LessSafeKey, ct: &[u8]) -> Vec<u8> {
 ///
 /// # Errors
 /// A [`vault_crypto::Error`] if the in-memory provider cannot be set up.
-pub fn run(settings: &Settings) -> Result<Report, vault_crypto::Error> {
+pub(crate) fn run(settings: &Settings) -> Result<Report, vault_crypto::Error> {
     let managed = ManagedKeyProvider::in_memory("bench")?;
     let ctx = KeyContext::from_pairs([("organization_id", "org_1"), ("user_id", "u_9")])?;
     let key = ring_key();
@@ -304,7 +304,7 @@ fn parallel_rate(threads: usize, time: Duration, op: impl Fn() + Sync) -> f64 {
 }
 
 /// The report as a table for people.
-pub fn table(r: &Report) -> String {
+pub(crate) fn table(r: &Report) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(

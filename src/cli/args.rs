@@ -1,0 +1,327 @@
+//! The command line: every command, subcommand and argument.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use super::kv::MAX_RETENTION_DAYS;
+
+/// Envelope encryption with managed and customer-managed keys.
+#[derive(Debug, Parser)]
+#[command(name = "vault", version, about)]
+pub(crate) struct Cli {
+    /// Where the key ring (and later the object store) lives.
+    #[arg(long, global = true, env = "VAULT_DATA_DIR", default_value = vault::DEFAULT_DATA_DIR)]
+    pub(crate) data_dir: PathBuf,
+    /// The providers and BYOK rules (`vault.toml`); without it, the managed ring only.
+    #[arg(long, global = true, env = "VAULT_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Encrypt standard input for a key context; writes the envelope to standard output.
+    Encrypt {
+        /// The key context, a JSON object of 1 to 10 string pairs.
+        #[arg(long)]
+        context: String,
+        /// Extra associated data: authenticated, not stored; decrypt needs the same.
+        #[arg(long, default_value = "")]
+        aad: String,
+        /// Write the binary envelope instead of base64 text.
+        #[arg(long)]
+        binary: bool,
+    },
+    /// Decrypt an envelope (binary or base64 text) from standard input.
+    Decrypt {
+        /// The associated data given to encrypt.
+        #[arg(long, default_value = "")]
+        aad: String,
+        /// Print the key context to standard error.
+        #[arg(long)]
+        show_context: bool,
+    },
+    /// Measure seal/open throughput against raw AES-256-GCM on this machine, in one run
+    /// (`vault bench server`: a load run against the HTTP API).
+    Bench {
+        #[command(subcommand)]
+        target: Option<BenchTarget>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Seconds per case per round.
+        #[arg(long, default_value_t = 0.3)]
+        seconds: f64,
+        /// Rounds (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Threads for the all-cores figure (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Versioned encrypted objects in the embedded store.
+    Kv {
+        #[command(subcommand)]
+        command: KvCommand,
+    },
+    /// Check a configuration file and report every problem with its line.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Manage a managed key ring: versions, rotation, rewrap, destruction.
+    Keys {
+        /// The managed provider of the configuration whose ring to manage (default: the
+        /// default provider if it is managed, else the only managed one; without a
+        /// configuration, the ring `root` of the data directory).
+        #[arg(long, global = true)]
+        provider: Option<String>,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Serve the HTTP API (WorkOS Vault compatible) on the embedded store and keys.
+    Serve {
+        /// The address to listen on (else `[server] listen` of the configuration, else
+        /// 127.0.0.1:8080).
+        #[arg(long, env = "VAULT_LISTEN")]
+        listen: Option<std::net::SocketAddr>,
+        /// The environment of the first API key, created on first start when there is none.
+        #[arg(long, env = "VAULT_ENVIRONMENT", default_value = "default")]
+        environment: String,
+        /// The certificate chain (PEM) to serve HTTPS with (else `[server] tls_cert`); needs
+        /// --tls-key. Both files are read again on SIGHUP.
+        #[arg(long, env = "VAULT_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key (PEM) of --tls-cert (else `[server] tls_key`).
+        #[arg(long, env = "VAULT_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// The log format: one line per request, as text or JSON (filter with RUST_LOG; the
+        /// default is `info`).
+        #[arg(long, env = "VAULT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
+    /// Create, list and revoke the server's API keys.
+    Apikey {
+        #[command(subcommand)]
+        command: ApikeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BenchTarget {
+    /// Load-test the HTTP API on loopback: concurrent clients, a create/read/update mix, then
+    /// every object read back and checked. Without --url, a server over a fresh embedded store
+    /// in a temporary directory is started in this process.
+    Server {
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        /// Requests in all.
+        #[arg(long, default_value_t = 20_000)]
+        requests: usize,
+        /// Value size in bytes.
+        #[arg(long, default_value_t = 1024)]
+        value_bytes: usize,
+        /// A running server (`http://127.0.0.1:8080`) instead of an in-process one.
+        #[arg(long, requires = "key")]
+        url: Option<String>,
+        /// The API key for --url.
+        #[arg(long, env = "VAULT_API_KEY")]
+        key: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ApikeyCommand {
+    /// Create a key for one environment and print it (alone, once) on standard output.
+    Create {
+        /// The environment the key can see.
+        #[arg(long, short = 'e', env = "VAULT_ENVIRONMENT")]
+        environment: String,
+        /// A display name, recorded as the actor of the key's changes.
+        #[arg(long)]
+        name: String,
+    },
+    /// Revoke a key by its id (`key_…`): it authenticates nothing from now on.
+    Revoke {
+        /// The key id.
+        id: String,
+    },
+    /// List the keys (ids, environments, names; never the keys).
+    List {
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Env {
+    /// The environment (tenant) the objects belong to.
+    #[arg(long, short = 'e', env = "VAULT_ENVIRONMENT")]
+    pub(crate) environment: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KvCommand {
+    /// Create an object; the value comes from --value or standard input.
+    Create {
+        #[command(flatten)]
+        env: Env,
+        /// The object's name, unique among live objects.
+        #[arg(long)]
+        name: String,
+        /// The key context, a JSON object of 1 to 10 string pairs. Fixed for the object's life.
+        #[arg(long)]
+        context: String,
+        /// The value (otherwise read from standard input).
+        #[arg(long)]
+        value: Option<String>,
+    },
+    /// Print an object's value (by id, or by --name).
+    Get {
+        #[command(flatten)]
+        env: Env,
+        /// The object id.
+        #[arg(required_unless_present = "name")]
+        id: Option<String>,
+        /// Look up by name instead.
+        #[arg(long, conflicts_with = "id")]
+        name: Option<String>,
+    },
+    /// An object's metadata.
+    Describe {
+        #[command(flatten)]
+        env: Env,
+        /// The object id.
+        id: String,
+    },
+    /// List object names, newest first.
+    List {
+        #[command(flatten)]
+        env: Env,
+        /// Page size, 1 to 100.
+        #[arg(long, default_value_t = 10)]
+        limit: u32,
+        /// The cursor of the next page.
+        #[arg(long)]
+        after: Option<String>,
+        /// The cursor of the previous page.
+        #[arg(long)]
+        before: Option<String>,
+        /// asc or desc by update time.
+        #[arg(long, default_value = "desc")]
+        order: String,
+        /// Case-insensitive name substring.
+        #[arg(long)]
+        search: Option<String>,
+    },
+    /// Write a new version; the value comes from --value or standard input.
+    Update {
+        #[command(flatten)]
+        env: Env,
+        /// The object id.
+        id: String,
+        /// The value (otherwise read from standard input).
+        #[arg(long)]
+        value: Option<String>,
+        /// Fail with a conflict unless this is still the current version.
+        #[arg(long)]
+        expected_version: Option<String>,
+    },
+    /// Delete an object (unavailable at once, purged later).
+    Delete {
+        #[command(flatten)]
+        env: Env,
+        /// The object id.
+        id: String,
+        /// Fail with a conflict unless this is still the current version.
+        #[arg(long)]
+        expected_version: Option<String>,
+    },
+    /// An object's versions, newest first.
+    Versions {
+        #[command(flatten)]
+        env: Env,
+        /// The object id.
+        id: String,
+    },
+    /// Remove objects deleted more than --retention-days ago, with all their versions.
+    Purge {
+        /// Keep deleted objects this many days (at most 36500) before removing them for good.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(..=i64::from(MAX_RETENTION_DAYS)))]
+        retention_days: u32,
+    },
+    /// Create COUNT objects with random 1 KiB values, printing each id once it is durably
+    /// stored (for load and crash testing).
+    #[command(hide = true)]
+    Fill {
+        #[command(flatten)]
+        env: Env,
+        /// How many objects.
+        #[arg(long, default_value_t = 1000)]
+        count: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Validate the file given with --config (or VAULT_CONFIG).
+    Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeysCommand {
+    /// List the ring's versions, with how many stored object versions and issued data keys
+    /// each still wraps.
+    Status,
+    /// Add a new primary version; older versions still decrypt. Every process using the ring
+    /// seals under the new version within a second.
+    Rotate,
+    /// Re-wrap data keys under the key the rules choose now (the primary version after a
+    /// rotation, or a customer's key after a new rule): an envelope from standard input, every
+    /// stored object version with --all, or those whose context matches with --match. Values
+    /// are not re-encrypted; a re-run resumes an interrupted one.
+    Rewrap {
+        /// Rewrap stored versions whose context holds this pair (repeatable: all must match).
+        #[arg(long = "match", value_name = "KEY=VALUE", conflicts_with = "all")]
+        matches: Vec<String>,
+        /// Rewrap every stored object version.
+        #[arg(long)]
+        all: bool,
+        /// Write the binary envelope instead of base64 text.
+        #[arg(long)]
+        binary: bool,
+    },
+    /// Destroy a version's key for good (crypto-shredding). Refused while stored object
+    /// versions or issued data keys are still under it (`vault keys rewrap --all` first).
+    Destroy {
+        /// The version number.
+        version: u32,
+        /// Consent to make whatever is still under the version unreadable, for good.
+        #[arg(long)]
+        yes_destroy_data: bool,
+    },
+    /// Refuse to decrypt with versions below this one.
+    MinVersion {
+        /// The version number.
+        version: u32,
+    },
+}
+
+/// How `vault serve` writes its logs (to standard error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per event.
+    Json,
+}

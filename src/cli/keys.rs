@@ -1,0 +1,262 @@
+//! `vault keys`: the key ring, rewrap, destroy and usage.
+
+use std::io::{self};
+
+use vault::config::Config;
+use vault::crypto::{self, Envelope, Error, KeyContext, VersionState};
+use vault::store::Timestamp;
+
+use super::args::*;
+use super::exit::{self, Failure};
+use super::kv::cli_actor;
+use super::stdio::*;
+
+/// `--match KEY=VALUE` arguments as pairs, checked as a context would be.
+pub(crate) fn match_pairs(matches: &[String]) -> Result<Vec<(String, String)>, Failure> {
+    let pairs = matches
+        .iter()
+        .map(|m| {
+            m.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| Failure {
+                    code: exit::BAD_INPUT,
+                    message: format!("--match {m:?}: expected KEY=VALUE"),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    KeyContext::from_pairs(pairs.clone()).map_err(Error::from)?;
+    Ok(pairs)
+}
+
+/// A progress bar on a terminal, nothing otherwise.
+pub(crate) fn progress_bar(total: Option<u64>) -> indicatif::ProgressBar {
+    let bar = match total {
+        Some(n) => indicatif::ProgressBar::new(n),
+        None => indicatif::ProgressBar::new_spinner(),
+    };
+    if !io::IsTerminal::is_terminal(&io::stderr()) {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar
+}
+
+/// Seconds since the epoch as RFC 3339.
+pub(crate) fn rfc3339(secs: u64) -> String {
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| s.checked_mul(1_000_000))
+        .map_or_else(|| secs.to_string(), |us| Timestamp(us).to_rfc3339())
+}
+
+pub(crate) async fn keys(
+    data_dir: &std::path::Path,
+    config: &Config,
+    config_given: bool,
+    provider: Option<&str>,
+    command: KeysCommand,
+) -> Result<(), Failure> {
+    let chosen = config.managed_ring(provider).map_err(|message| Failure {
+        code: exit::BAD_INPUT,
+        message,
+    });
+    // The ring must exist: key administration never creates one.
+    let open_ring = || -> Result<std::sync::Arc<crypto::ManagedKeyProvider>, Failure> {
+        let chosen = chosen.clone()?;
+        Ok(std::sync::Arc::new(
+            crypto::ManagedKeyProvider::open_existing(data_dir, &chosen.ring)?
+                .with_check_interval(chosen.check_interval),
+        ))
+    };
+    // Counting and destroying need the store, not the other providers; `None` if the data
+    // directory has none (a missing store must not look like an empty one).
+    let ring_vault = |ring: std::sync::Arc<crypto::ManagedKeyProvider>| async move {
+        if !vault::store::SqlStore::sqlite_path(data_dir).exists() {
+            return Ok(None);
+        }
+        let store = vault::store::SqlStore::open_sqlite(data_dir).await?;
+        Ok::<_, Failure>(Some(vault::Vault::new(
+            std::sync::Arc::new(vault::default_router(ring)),
+            std::sync::Arc::new(store),
+        )))
+    };
+    let no_store = || {
+        format!(
+            "no object store at {}",
+            vault::store::SqlStore::sqlite_path(data_dir).display()
+        )
+    };
+    match command {
+        KeysCommand::Rewrap {
+            matches,
+            all,
+            binary,
+        } => {
+            if matches.is_empty() && !all {
+                let input = read_stdin()?;
+                let bytes = envelope_bytes(&input)?;
+                let envelope = Envelope::parse(&bytes).map_err(Error::from)?;
+                let router = if config_given {
+                    config.router(data_dir).await?
+                } else {
+                    vault::default_router(open_ring()?)
+                };
+                return match envelope.rewrap(&router).await? {
+                    crypto::Rewrapped::Moved(moved) => write_envelope(&moved, binary),
+                    // Already under the key the rules choose: the input is the answer.
+                    crypto::Rewrapped::AlreadyCurrent => write_envelope(&bytes, binary),
+                };
+            }
+            let scope = if all {
+                vault::RewrapScope::All
+            } else {
+                vault::RewrapScope::Matching(match_pairs(&matches)?)
+            };
+            let vault = vault::open(data_dir, config).await?;
+            let total = match scope {
+                vault::RewrapScope::All => Some(
+                    vault
+                        .key_usage()
+                        .await?
+                        .iter()
+                        .map(|u| u.stored_versions)
+                        .sum(),
+                ),
+                _ => None,
+            };
+            let bar = progress_bar(total);
+            let report = vault
+                .rewrap(&scope, &cli_actor(), |r| {
+                    bar.set_position(r.scanned);
+                    bar.set_message(format!(
+                        "rewrapped {}, already current {}",
+                        r.rewrapped, r.already_current
+                    ));
+                })
+                .await?;
+            bar.finish_and_clear();
+            println!(
+                "scanned {} versions: {} matched, {} rewrapped, {} already current, {} changed meanwhile, {} unreadable",
+                report.scanned,
+                report.matched,
+                report.rewrapped,
+                report.already_current,
+                report.changed_meanwhile,
+                report.unreadable
+            );
+            if report.changed_meanwhile > 0 {
+                eprintln!("vault: some versions changed while they were rewrapped; run it again");
+            }
+            Ok(())
+        }
+        KeysCommand::Status => {
+            let ring = open_ring()?;
+            let usage = match ring_vault(ring.clone()).await? {
+                Some(v) => Some(v.key_usage().await?),
+                None => None,
+            };
+            println!(
+                "ring {} (generation {}, min decryption version {})",
+                ring.name(),
+                ring.stats().generation,
+                ring.min_decryption_version()
+            );
+            println!(
+                "{:>8}  {:<10}  {:<20}  {:>8}  {:>8}",
+                "VERSION", "STATE", "CREATED_AT", "STORED", "ISSUED"
+            );
+            for v in ring.versions() {
+                let state = match v.state {
+                    VersionState::Primary => "primary",
+                    VersionState::Active => "active",
+                    VersionState::Disabled => "disabled",
+                    VersionState::Destroyed => "destroyed",
+                    _ => "unknown",
+                };
+                let key_id = v.key_ref.to_string();
+                let (stored, issued) = match &usage {
+                    Some(usage) => usage.iter().find(|u| u.key_id == key_id).map_or(
+                        ("0".into(), "0".into()),
+                        |u| {
+                            (
+                                u.stored_versions.to_string(),
+                                u.issued_data_keys.to_string(),
+                            )
+                        },
+                    ),
+                    None => ("-".into(), "-".into()),
+                };
+                println!(
+                    "{:>8}  {:<10}  {:<20}  {:>8}  {:>8}",
+                    v.version,
+                    state,
+                    rfc3339(v.created_at),
+                    stored,
+                    issued
+                );
+            }
+            if usage.is_none() {
+                println!("{}: nothing is counted", no_store());
+            }
+            println!(
+                "STORED: object versions in the store wrapped under the version; ISSUED: data keys handed out under it. Envelopes made with `vault encrypt` are not counted."
+            );
+            Ok(())
+        }
+        KeysCommand::Rotate => {
+            let v = open_ring()?.rotate().await?;
+            println!("v{v}");
+            Ok(())
+        }
+        KeysCommand::Destroy {
+            version,
+            yes_destroy_data,
+        } => {
+            let ring = open_ring()?;
+            let shred = if yes_destroy_data {
+                vault::Shred::Consent
+            } else {
+                vault::Shred::Refuse
+            };
+            let report = match (ring_vault(ring.clone()).await?, shred) {
+                (Some(vault), _) => vault.destroy_key_version(&ring, version, shred).await?,
+                (None, vault::Shred::Refuse) => {
+                    return Err(Failure {
+                        code: exit::STORAGE,
+                        message: format!(
+                            "{}: cannot count what v{version} wraps (is --data-dir right?); --yes-destroy-data destroys it uncounted",
+                            no_store()
+                        ),
+                    });
+                }
+                (None, vault::Shred::Consent) => {
+                    let before = ring.versions();
+                    ring.destroy(version).await?;
+                    eprintln!("vault: {}: nothing was counted", no_store());
+                    vault::DestroyReport::uncounted(
+                        version,
+                        before
+                            .iter()
+                            .any(|v| v.version == version && v.state != VersionState::Destroyed),
+                    )
+                }
+            };
+            if report.destroyed_now {
+                println!(
+                    "v{version} destroyed: {} stored object version(s) and {} issued data key(s) under it are unreadable from now on",
+                    report.stored_versions, report.issued_data_keys
+                );
+            } else {
+                println!("v{version} was already destroyed");
+            }
+            eprintln!(
+                "vault: envelopes made outside the store (`vault encrypt`) cannot be counted; any under v{version} are unreadable too"
+            );
+            Ok(())
+        }
+        KeysCommand::MinVersion { version } => {
+            open_ring()?.set_min_decryption_version(version).await?;
+            println!("minimum decryption version v{version}");
+            Ok(())
+        }
+    }
+}

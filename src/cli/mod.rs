@@ -1,0 +1,228 @@
+//! The `vault` command line: arguments, exit codes, and one file per command group.
+
+mod apikey;
+mod args;
+mod bench;
+mod client;
+mod exit;
+mod keys;
+mod kv;
+mod load;
+mod serve;
+mod stdio;
+
+pub(crate) use args::{Cli, Command};
+pub(crate) use exit::{Failure, IO as EXIT_IO};
+
+use std::io::{self, Write};
+
+use vault::crypto::{self, Envelope, Error, KeyContext};
+
+use self::args::*;
+use self::stdio::*;
+
+pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
+    let config = load_config(cli.config.as_deref())?;
+    let data_dir = cli.data_dir.clone();
+    let router = || async { config.router(&data_dir).await.map_err(Failure::from) };
+    // Without a configuration, reading never creates a key ring.
+    let existing_router = || async {
+        if cli.config.is_some() {
+            config.router(&data_dir).await.map_err(Failure::from)
+        } else {
+            Ok(vault::default_router(vault::open_existing_managed(
+                &data_dir,
+            )?))
+        }
+    };
+    match cli.command {
+        Command::Encrypt {
+            context,
+            aad,
+            binary,
+        } => {
+            let ctx = KeyContext::parse_json(context.as_bytes()).map_err(Error::from)?;
+            let plaintext = read_stdin()?;
+            let router = router().await?;
+            let sealed = crypto::seal(&router, &ctx, &plaintext, aad.as_bytes()).await?;
+            write_envelope(&sealed, binary)
+        }
+        Command::Decrypt { aad, show_context } => {
+            let input = read_stdin()?;
+            let bytes = envelope_bytes(&input)?;
+            let envelope = Envelope::parse(&bytes).map_err(Error::from)?;
+            let router = existing_router().await?;
+            let opened = envelope.open(&router, aad.as_bytes()).await?;
+            if show_context {
+                eprintln!("{}", opened.context());
+            }
+            let mut out = io::stdout().lock();
+            out.write_all(opened.plaintext())?;
+            out.flush()?;
+            Ok(())
+        }
+        Command::Bench {
+            target:
+                Some(BenchTarget::Server {
+                    clients,
+                    requests,
+                    value_bytes,
+                    url,
+                    key,
+                    json,
+                }),
+            ..
+        } => bench_server(clients, requests, value_bytes, url, key, json).await,
+        Command::Bench {
+            target: None,
+            json,
+            seconds,
+            rounds,
+            threads,
+        } => {
+            if !(seconds > 0.0 && seconds <= 60.0) || rounds == 0 || rounds > 100 {
+                return Err(Failure {
+                    code: exit::BAD_INPUT,
+                    message: "--seconds must be in (0, 60] and --rounds in 1..=100".into(),
+                });
+            }
+            let threads = threads.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+            });
+            let settings = bench::Settings {
+                per_case: std::time::Duration::from_secs_f64(seconds),
+                rounds,
+                threads,
+                progress: io::IsTerminal::is_terminal(&io::stderr()),
+            };
+            let report = bench::run(&settings)?;
+            if json {
+                let text = serde_json::to_string_pretty(&report).map_err(io::Error::other)?;
+                println!("{text}");
+            } else {
+                print!("{}", bench::table(&report));
+            }
+            Ok(())
+        }
+        Command::Kv { command } => kv::kv(&cli.data_dir, &config, command).await,
+        Command::Serve {
+            listen,
+            environment,
+            tls_cert,
+            tls_key,
+            log_format,
+        } => {
+            serve::init_logs(log_format);
+            let tls = match (tls_cert, tls_key) {
+                (Some(c), Some(k)) => Some((c, k)),
+                _ => None,
+            };
+            serve::serve(&cli.data_dir, &config, listen, &environment, tls).await
+        }
+        Command::Apikey { command } => apikey::apikey(&cli.data_dir, command).await,
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => {
+            let Some(path) = &cli.config else {
+                return Err(Failure {
+                    code: exit::BAD_INPUT,
+                    message: "give the file to check with --config or VAULT_CONFIG".into(),
+                });
+            };
+            println!(
+                "{}: ok ({} provider(s), {} rule(s))",
+                path.display(),
+                config.providers.len(),
+                config.rules.len()
+            );
+            // What an RSA key's holder of only the public part could have forged.
+            if vault::store::SqlStore::sqlite_path(&cli.data_dir).exists() {
+                let store = vault::store::SqlStore::open_sqlite(&cli.data_dir).await?;
+                let usage = vault::store::AuditLog::key_usage(&store).await?;
+                for (name, stored, issued) in config.unsigned_azure_wraps(&usage) {
+                    if stored + issued == 0 {
+                        println!("provider {name:?}: every RSA wrap is signed");
+                    } else {
+                        println!(
+                            "provider {name:?}: {stored} stored version(s) and {issued} issued data key(s) hold unsigned (unauthenticated) RSA wraps, accepted while any remain unless accept_unsigned_wraps is set; `vault keys rewrap --all` signs the stored ones, and issued keys need their holders to rekey"
+                        );
+                    }
+                }
+                store.close().await;
+            }
+            Ok(())
+        }
+        Command::Keys { provider, command } => {
+            keys::keys(
+                &cli.data_dir,
+                &config,
+                cli.config.is_some(),
+                provider.as_deref(),
+                command,
+            )
+            .await
+        }
+    }
+}
+
+pub(crate) async fn bench_server(
+    clients: usize,
+    requests: usize,
+    value_bytes: usize,
+    url: Option<String>,
+    key: Option<String>,
+    json: bool,
+) -> Result<(), Failure> {
+    if clients == 0 || clients > 4096 || requests < clients || value_bytes > 1 << 20 {
+        return Err(Failure {
+            code: exit::BAD_INPUT,
+            message: "--clients must be 1..=4096, --requests at least --clients, --value-bytes at most 1 MiB".into(),
+        });
+    }
+    let settings = load::LoadSettings {
+        clients,
+        requests,
+        value_bytes,
+    };
+    let mut temp = None;
+    let mut local = None;
+    let (base, key) = match (url, key) {
+        (Some(url), Some(key)) => (url, key),
+        _ => {
+            let dir = tempfile::tempdir()?;
+            let (base, key, server) = load::start_local_server(dir.path()).await?;
+            temp = Some(dir);
+            local = Some(server);
+            (base, key)
+        }
+    };
+    eprintln!(
+        "vault: {clients} clients, {requests} requests of {value_bytes} bytes against {base}"
+    );
+    let report = load::run(&base, &key, settings)
+        .await
+        .map_err(|message| Failure {
+            code: exit::IO,
+            message,
+        })?;
+    if let Some(server) = local {
+        server.shutdown().await;
+    }
+    drop(temp);
+    if json {
+        let text = serde_json::to_string_pretty(&report).map_err(io::Error::other)?;
+        println!("{text}");
+    } else {
+        print!("{}", load::table(&report));
+    }
+    if report.errors > 0 || report.intact != report.objects {
+        return Err(Failure {
+            code: exit::STORAGE,
+            message: format!(
+                "{} errors, {} of {} objects intact",
+                report.errors, report.intact, report.objects
+            ),
+        });
+    }
+    Ok(())
+}

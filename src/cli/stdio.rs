@@ -1,0 +1,56 @@
+//! Standard input and output of envelopes, and the configuration file.
+
+use std::io::{self, Read, Write};
+
+use vault::config::Config;
+use vault::crypto::{self, Envelope, Error, MAGIC};
+use zeroize::Zeroizing;
+
+use super::exit::{self, Failure};
+
+pub(crate) fn read_stdin() -> Result<Zeroizing<Vec<u8>>, Failure> {
+    let mut buf = Zeroizing::new(Vec::new());
+    io::stdin().lock().read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// An envelope's bytes from binary or base64 text input. The caller parses them (once), before
+/// any key is loaded.
+pub(crate) fn envelope_bytes(input: &[u8]) -> Result<Vec<u8>, Failure> {
+    let bytes = if input.starts_with(&MAGIC) {
+        input.to_vec()
+    } else {
+        let text = std::str::from_utf8(input)
+            .map_err(|_| Error::from(crypto::EnvelopeError::Base64))?
+            .trim_ascii();
+        Envelope::decode_text(text).map_err(Error::from)?
+    };
+    Ok(bytes)
+}
+
+pub(crate) fn write_envelope(bytes: &[u8], binary: bool) -> Result<(), Failure> {
+    let mut out = io::stdout().lock();
+    if binary {
+        out.write_all(bytes)?;
+    } else {
+        out.write_all(crypto::encode_text(bytes).as_bytes())?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// The configuration given, or the embedded default (the managed ring only).
+pub(crate) fn load_config(path: Option<&std::path::Path>) -> Result<Config, Failure> {
+    match path {
+        None => Ok(Config::embedded()),
+        Some(path) => Config::load(path).map_err(|problems| Failure {
+            code: exit::BAD_INPUT,
+            message: problems
+                .iter()
+                .map(|p| format!("{}: {p}", path.display()))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }),
+    }
+}
