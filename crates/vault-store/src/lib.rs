@@ -10,19 +10,26 @@
 #![deny(missing_docs)]
 
 mod error;
+mod ids;
+mod query;
 mod sql;
+mod time;
 mod types;
 
 use async_trait::async_trait;
 use vault_crypto::KeyContext;
 
 pub use error::{Conflict, StoreError};
+pub use ids::{
+    MAX_ENVIRONMENT_LEN, MAX_NAME_CHARS, is_object_id, new_object_id, validate_environment,
+    validate_name,
+};
+pub use query::{Cursor, DEFAULT_LIMIT, ListItem, ListQuery, MAX_LIMIT, Order, Page};
 pub use sql::SqlStore;
+pub use time::Timestamp;
 pub use types::{
-    Actor, ApiKeyRecord, AuditEvent, Cursor, DEFAULT_LIMIT, KeyUsage, ListItem, ListQuery,
-    MAX_ENVIRONMENT_LEN, MAX_LIMIT, MAX_NAME_CHARS, NewVersion, ObjectMeta, Order, Page,
-    StoredObject, StoredVersion, Timestamp, VersionMeta, events, is_object_id, new_object_id,
-    validate_environment, validate_name,
+    Actor, ApiKeyRecord, AuditEvent, KeyUsage, NewVersion, ObjectMeta, StoredObject, StoredVersion,
+    VersionMeta, events,
 };
 
 /// Everything the vault keeps: objects, the audit trail and API keys, each behind its own

@@ -5,7 +5,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::SqlStore;
-use crate::types::{ApiKeyRecord, Timestamp, validate_environment};
+use crate::{ApiKeyRecord, Timestamp, validate_environment};
 use crate::{ApiKeyStore, Conflict, StoreError};
 
 #[async_trait]

@@ -6,7 +6,7 @@ use vault_crypto::KeyContext;
 
 use super::writer::AuditRecord;
 use super::{SqlStore, count};
-use crate::types::{Actor, AuditEvent, KeyUsage, Timestamp, validate_environment};
+use crate::{Actor, AuditEvent, KeyUsage, Timestamp, validate_environment};
 use crate::{AuditLog, StoreError};
 
 #[async_trait]

@@ -4,7 +4,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use super::SqlStore;
 use crate::StoreError;
-use crate::types::{
+use crate::{
     Actor, Cursor, DEFAULT_LIMIT, ListItem, ListQuery, MAX_LIMIT, Order, Page, Timestamp, events,
     validate_environment,
 };

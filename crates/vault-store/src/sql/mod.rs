@@ -20,7 +20,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
 use crate::StoreError;
-use crate::types::{Actor, ObjectMeta, Timestamp, is_object_id};
+use crate::{Actor, ObjectMeta, Timestamp, is_object_id};
 use vault_crypto::KeyContext;
 use writer::{ReadAudit, WriteTx, Writer};
 

@@ -6,9 +6,10 @@ use vault_crypto::KeyContext;
 
 use super::writer::{AuditRecord, WriteTx, audit_change, insert_audit};
 use super::{META_COLUMNS, META_FROM, SqlStore, check_id, meta_from_row, to_i64};
-use crate::types::{
+use crate::ids::{etag, new_version_id};
+use crate::{
     Actor, ListQuery, NewVersion, ObjectMeta, Page, StoredObject, StoredVersion, Timestamp,
-    VersionMeta, etag, events, is_object_id, new_version_id, validate_environment, validate_name,
+    VersionMeta, events, is_object_id, validate_environment, validate_name,
 };
 use crate::{Conflict, ObjectStore, StoreError};
 

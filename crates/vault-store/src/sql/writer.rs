@@ -7,7 +7,7 @@ use sqlx::{AnyPool, AssertSqlSafe};
 
 use super::{Backend, SqlStore};
 use crate::StoreError;
-use crate::types::{Actor, ObjectMeta, Timestamp};
+use crate::{Actor, ObjectMeta, Timestamp};
 
 /// The audit events of reads (values, metadata, names, data keys) are group-committed: each
 /// request hands its event to one flusher task and waits until the batch holding it is durable,

@@ -1,0 +1,101 @@
+//! Names, environments and ids: what they may hold, and fresh random ones.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::error::StoreError;
+
+/// The longest object name, in characters, after trimming.
+pub const MAX_NAME_CHARS: usize = 200;
+/// The longest environment id, in bytes.
+pub const MAX_ENVIRONMENT_LEN: usize = 64;
+
+/// Validates and trims a name: 1 to 200 characters after trimming, no control characters.
+///
+/// # Errors
+/// [`StoreError::InvalidArgument`] for `name`.
+pub fn validate_name(name: &str) -> Result<&str, StoreError> {
+    let trimmed = name.trim();
+    if trimmed.is_empty() {
+        return Err(StoreError::invalid("name", "must not be empty"));
+    }
+    if trimmed.chars().count() > MAX_NAME_CHARS {
+        return Err(StoreError::invalid("name", "longer than 200 characters"));
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err(StoreError::invalid("name", "contains a control character"));
+    }
+    Ok(trimmed)
+}
+
+/// Validates an environment id: 1 to 64 bytes of `[A-Za-z0-9_-]`.
+///
+/// # Errors
+/// [`StoreError::InvalidArgument`] for `environment`.
+pub fn validate_environment(env: &str) -> Result<(), StoreError> {
+    let ok = !env.is_empty()
+        && env.len() <= MAX_ENVIRONMENT_LEN
+        && env
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::invalid(
+            "environment",
+            "must be 1 to 64 of [A-Za-z0-9_-]",
+        ))
+    }
+}
+
+/// Whether `id` has the shape of an object id.
+pub fn is_object_id(id: &str) -> bool {
+    id.strip_prefix("secret_").is_some_and(|hex| {
+        hex.len() == 32
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+    })
+}
+
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], StoreError> {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).map_err(|_| StoreError::Unavailable {
+        reason: "the operating system's random number generator failed".into(),
+    })?;
+    Ok(b)
+}
+
+/// A fresh object id: `secret_` and 32 random upper-case hex digits.
+///
+/// # Errors
+/// `Unavailable` if the OS random number generator fails.
+pub fn new_object_id() -> Result<String, StoreError> {
+    Ok(format!(
+        "secret_{}",
+        hex::encode_upper(random_bytes::<16>()?)
+    ))
+}
+
+pub(crate) fn new_version_id() -> Result<String, StoreError> {
+    Ok(URL_SAFE_NO_PAD.encode(random_bytes::<24>()?))
+}
+
+pub(crate) fn etag(envelope: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(envelope)[..16])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_trimmed_and_bounded() {
+        assert_eq!(validate_name("  a/b  ").unwrap(), "a/b");
+        assert!(validate_name("   ").is_err());
+        assert!(validate_name(&"é".repeat(200)).is_ok());
+        assert!(validate_name(&"é".repeat(201)).is_err());
+        assert!(validate_name("a\nb").is_err());
+    }
+}
