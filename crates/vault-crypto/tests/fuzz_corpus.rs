@@ -2,7 +2,12 @@
 //! the cargo-fuzz targets call, so plain `cargo test` exercises every target on any toolchain.
 #![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
 
-use vault_testkit::replay_corpus as replay;
+// Shared with the testkit as a file, so this crate's tests depend on no other crate.
+#[allow(unreachable_pub)]
+#[path = "../../vault-testkit/src/corpus.rs"]
+mod corpus;
+
+use corpus::replay_corpus as replay;
 
 #[test]
 fn context_json() {

@@ -2,7 +2,12 @@
 //! cargo-fuzz targets call, so plain `cargo test` exercises them on any toolchain.
 #![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
 
-use vault_testkit::replay_corpus as replay;
+// Shared with the testkit as a file, so this crate's tests depend on no other crate.
+#[allow(unreachable_pub)]
+#[path = "../../vault-testkit/src/corpus.rs"]
+mod corpus;
+
+use corpus::replay_corpus as replay;
 
 #[test]
 fn request_body() {

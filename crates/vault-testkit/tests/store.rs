@@ -1,4 +1,4 @@
-//! The Store conformance suite (`vault-testkit`) against SQLite and a real PostgreSQL server.
+//! The Store conformance suite against SQLite and a real PostgreSQL server.
 //!
 //! PostgreSQL: `scripts/test` starts a throwaway cluster on loopback and sets
 //! `VAULT_TEST_POSTGRES_URL`. Without it the PostgreSQL tests fail under CI (`CI` set) and are
