@@ -1,0 +1,274 @@
+//! Derivation and wrapping: each version's HKDF state, the per-context KEKs and their cache,
+//! and the [`KeyProvider`] implementation.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use hkdf::Hkdf;
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use super::ring::Ring;
+use super::state::RootKey;
+use super::{KEK_CACHE_MAX, KEK_LABEL, ManagedKeyProvider, SCHEME, WRAPPED_LEN};
+use crate::aead::{AeadKey, KEY_LEN, NONCE_LEN, TAG_LEN};
+use crate::context::KeyContext;
+use crate::data_key::{DATA_KEY_LEN, DataKey};
+use crate::error::{KeyRingError, ProviderError, ProviderErrorKind};
+use crate::provider::{Attempts, KeyProvider, KeyRef, WrappedKey};
+
+/// One root key version's secret material: the key and its HKDF-Extract state, kept so each
+/// KEK costs one HKDF-Expand. Not `Clone`: rings share it through an `Arc`.
+pub(super) struct Material {
+    pub(super) root: RootKey,
+    pub(super) kdf: Hkdf<Sha256>,
+}
+
+impl Material {
+    pub(super) fn new(root: &RootKey) -> Self {
+        let kdf = Hkdf::<Sha256>::new(None, root.as_ref());
+        Self {
+            root: Zeroizing::new(**root),
+            kdf,
+        }
+    }
+
+    pub(super) fn kek(&self, ctx: &KeyContext) -> Zeroizing<[u8; KEY_LEN]> {
+        let mut kek = Zeroizing::new([0u8; KEY_LEN]);
+        // 32 bytes never exceeds HKDF-SHA256's output limit.
+        let _ = self
+            .kdf
+            .expand_multi_info(&[KEK_LABEL, ctx.canonical_bytes()], kek.as_mut());
+        kek
+    }
+}
+
+/// Expanded KEKs by version and canonical context, so a context in use costs neither an
+/// HKDF-Expand nor an AES key schedule per wrap or unwrap. Bounded (emptied when full) and
+/// emptied on every change of the ring, so a destroyed version's keys leave memory with it.
+#[derive(Default)]
+pub(super) struct KekCache {
+    pub(super) map: RwLock<HashMap<u32, KeksByContext>>,
+}
+
+/// Expanded KEKs of one version, by canonical context.
+type KeksByContext = HashMap<Box<[u8]>, Arc<AeadKey>>;
+
+impl KekCache {
+    pub(super) fn get(&self, version: u32, ctx: &KeyContext) -> Option<Arc<AeadKey>> {
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        map.get(&version)?.get(ctx.canonical_bytes()).cloned()
+    }
+
+    /// Inserts unless `still_valid` says the version has gone meanwhile.
+    pub(super) fn insert(
+        &self,
+        version: u32,
+        ctx: &KeyContext,
+        key: Arc<AeadKey>,
+        still_valid: impl FnOnce() -> bool,
+    ) {
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        if !still_valid() {
+            return;
+        }
+        if map.values().map(HashMap::len).sum::<usize>() >= KEK_CACHE_MAX {
+            map.clear();
+        }
+        map.entry(version)
+            .or_default()
+            .insert(ctx.canonical_bytes().into(), key);
+    }
+
+    pub(super) fn clear(&self) {
+        self.map.write().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+impl ManagedKeyProvider {
+    /// The expanded KEK of `version` for `ctx`, from the cache or derived.
+    pub(super) fn kek(
+        &self,
+        number: u32,
+        material: &Material,
+        ctx: &KeyContext,
+    ) -> Result<Arc<AeadKey>, ProviderError> {
+        if let Some(key) = self.keks.get(number, ctx) {
+            return Ok(key);
+        }
+        let key = self
+            .backend
+            .key(&material.kek(ctx))
+            .map(Arc::new)
+            .map_err(|_| provider_error(ProviderErrorKind::Other, "key setup failed"))?;
+        self.keks.insert(number, ctx, Arc::clone(&key), || {
+            self.snapshot()
+                .versions
+                .get(&number)
+                .is_some_and(|v| v.material.is_some())
+        });
+        Ok(key)
+    }
+
+    /// Wraps under the primary version of the ring in memory, without asking the store (for
+    /// [`crate::danger`]).
+    pub(crate) fn wrap_with_nonce(
+        &self,
+        key: &[u8; DATA_KEY_LEN],
+        ctx: &KeyContext,
+        nonce: [u8; NONCE_LEN],
+    ) -> Result<WrappedKey, ProviderError> {
+        self.wrap_in(&self.snapshot(), key, ctx, nonce)
+    }
+
+    pub(super) fn wrap_in(
+        &self,
+        ring: &Ring,
+        key: &[u8; DATA_KEY_LEN],
+        ctx: &KeyContext,
+        nonce: [u8; NONCE_LEN],
+    ) -> Result<WrappedKey, ProviderError> {
+        let version = ring
+            .versions
+            .get(&ring.primary)
+            .ok_or_else(|| provider_error(ProviderErrorKind::NotFound, "no primary version"))?;
+        let material = version
+            .material
+            .as_ref()
+            .ok_or_else(|| provider_error(ProviderErrorKind::Disabled, "primary destroyed"))?;
+        let kek = self.kek(ring.primary, material, ctx)?;
+        let mut out = Vec::with_capacity(WRAPPED_LEN);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(key);
+        let tag = kek
+            .seal_in_place(&nonce, ctx.canonical_bytes(), &mut out[NONCE_LEN..])
+            .map_err(|_| provider_error(ProviderErrorKind::Other, "wrap failed"))?;
+        out.extend_from_slice(&tag);
+        WrappedKey::new(version.key_ref.clone(), out)
+            .map_err(|_| provider_error(ProviderErrorKind::Other, "wrap failed"))
+    }
+
+    pub(super) fn unwrap_in(
+        &self,
+        ring: &Ring,
+        wrapped: &WrappedKey,
+        ctx: &KeyContext,
+    ) -> Result<DataKey, ProviderError> {
+        let number = parse_version(wrapped.key_ref().version()).ok_or_else(|| {
+            provider_error(
+                ProviderErrorKind::InvalidCiphertext,
+                "malformed key version",
+            )
+        })?;
+        let version = ring
+            .versions
+            .get(&number)
+            .ok_or_else(|| provider_error(ProviderErrorKind::NotFound, "no such key version"))?;
+        let Some(material) = &version.material else {
+            return Err(provider_error(
+                ProviderErrorKind::Disabled,
+                "key version destroyed",
+            ));
+        };
+        if number < ring.min_decryption_version {
+            return Err(provider_error(
+                ProviderErrorKind::Disabled,
+                "key version below the minimum decryption version",
+            ));
+        }
+        let invalid = || provider_error(ProviderErrorKind::InvalidCiphertext, "");
+        let bytes: &[u8; WRAPPED_LEN] = wrapped.bytes().try_into().map_err(|_| invalid())?;
+        let (nonce, rest) = bytes.split_first_chunk::<NONCE_LEN>().ok_or_else(invalid)?;
+        let (sealed, tag) = rest.split_last_chunk::<TAG_LEN>().ok_or_else(invalid)?;
+        let mut key = Zeroizing::new([0u8; DATA_KEY_LEN]);
+        key.copy_from_slice(sealed);
+        self.kek(number, material, ctx)?
+            .open_in_place(nonce, ctx.canonical_bytes(), key.as_mut(), tag)
+            .map_err(|_| invalid())?;
+        Ok(DataKey::from_unwrapped(key))
+    }
+}
+
+#[async_trait]
+impl KeyProvider for ManagedKeyProvider {
+    fn owns(&self, key: &KeyRef) -> bool {
+        key.scheme() == SCHEME && key.key_id() == self.name
+    }
+
+    /// Only the primary version is current: rewrap moves data keys of older versions to it.
+    async fn is_current(&self, key: &KeyRef, _ctx: &KeyContext) -> Result<bool, ProviderError> {
+        if !self.owns(key) {
+            return Ok(false);
+        }
+        let ring = self.current().await?;
+        Ok(parse_version(key.version()) == Some(ring.primary))
+    }
+
+    async fn generate_data_key(
+        &self,
+        ctx: &KeyContext,
+    ) -> Result<(DataKey, WrappedKey), ProviderError> {
+        let ring = self.current().await?;
+        // One call to the OS CSPRNG for the data key and the wrap's nonce.
+        let mut random = Zeroizing::new([0u8; DATA_KEY_LEN + NONCE_LEN]);
+        crate::rand::fill(random.as_mut())
+            .map_err(|_| provider_error(ProviderErrorKind::Other, "random"))?;
+        let (key, nonce) = random.split_at(DATA_KEY_LEN);
+        let mut key_bytes = Zeroizing::new([0u8; DATA_KEY_LEN]);
+        key_bytes.copy_from_slice(key);
+        let nonce: [u8; NONCE_LEN] = nonce
+            .try_into()
+            .map_err(|_| provider_error(ProviderErrorKind::Other, "random"))?;
+        let wrapped = self.wrap_in(&ring, &key_bytes, ctx, nonce)?;
+        Ok((DataKey::from_unwrapped(key_bytes), wrapped))
+    }
+
+    async fn wrap(&self, key: &DataKey, ctx: &KeyContext) -> Result<WrappedKey, ProviderError> {
+        let ring = self.current().await?;
+        let mut nonce = [0u8; NONCE_LEN];
+        crate::rand::fill(&mut nonce)
+            .map_err(|_| provider_error(ProviderErrorKind::Other, "random"))?;
+        self.wrap_in(&ring, key.expose_secret(), ctx, nonce)
+    }
+
+    /// Local: no key service, so `attempts` changes nothing.
+    async fn unwrap_owned(
+        &self,
+        wrapped: &WrappedKey,
+        ctx: &KeyContext,
+        _attempts: Attempts,
+    ) -> Result<DataKey, ProviderError> {
+        let ring = self.current().await?;
+        match self.unwrap_in(&ring, wrapped, ctx) {
+            // A version this process has not seen may have been added by another one: check
+            // now (a `stat` unless the ring really changed), not only when the interval is up.
+            Err(e) if e.kind() == ProviderErrorKind::NotFound => {
+                self.check().await.map_err(ring_unavailable)?;
+                self.unwrap_in(&self.snapshot(), wrapped, ctx)
+            }
+            other => other,
+        }
+    }
+}
+
+pub(super) fn provider_error(kind: ProviderErrorKind, message: &'static str) -> ProviderError {
+    ProviderError::new(kind, SCHEME, message)
+}
+
+pub(super) fn ring_unavailable(e: KeyRingError) -> ProviderError {
+    ProviderError::new(
+        ProviderErrorKind::Unavailable,
+        SCHEME,
+        format!("cannot check the key ring: {e}"),
+    )
+}
+
+/// `v<N>` with N from 1, without leading zeros.
+pub(super) fn parse_version(s: &str) -> Option<u32> {
+    let digits = s.strip_prefix('v')?;
+    if digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
