@@ -41,14 +41,13 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use azure_core::credentials::TokenCredential;
 use azure_core::error::ErrorKind;
 use azure_core::http::{ClientOptions, RequestContent, RetryOptions, Transport, Url};
 use azure_security_keyvault_keys::models::{
-    EncryptionAlgorithm, KeyClientGetKeyOptions, KeyClientSignOptions, KeyClientUnwrapKeyOptions,
+    KeyClientGetKeyOptions, KeyClientSignOptions, KeyClientUnwrapKeyOptions,
     KeyClientWrapKeyOptions, KeyOperationParameters, SignParameters, SignatureAlgorithm,
 };
 use azure_security_keyvault_keys::{KeyClient, KeyClientOptions, ResourceId};
@@ -56,16 +55,24 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 pub use vault_crypto::RetryPolicy;
 use vault_crypto::{
-    Attempts, ConfigError, DATA_KEY_LEN, DataKey, KeyContext, KeyProvider, KeyRef, ProviderError,
+    Attempts, DATA_KEY_LEN, DataKey, KeyContext, KeyProvider, KeyRef, ProviderError,
     ProviderErrorKind, WrappedKey,
 };
 use zeroize::Zeroizing;
+
+mod config;
+mod errors;
+mod signing;
+
+pub use config::{CredentialSource, KeyLocation, WrapAlgorithm};
+use errors::{Op, map_error};
+use signing::{PublicKeys, RsaPublicKey, binding, signed_message};
 
 /// The scheme of Key Vault key references.
 pub const SCHEME: &str = "azure-kv";
 
 /// The length of the context binding appended to the data key before wrapping.
-const BINDING_LEN: usize = 32;
+pub(crate) const BINDING_LEN: usize = 32;
 
 /// What the version of a signed RSA wrap's key reference ends with.
 pub const SIGNED_SUFFIX: &str = "+rs256";
@@ -73,231 +80,6 @@ pub const SIGNED_SUFFIX: &str = "+rs256";
 /// Whether `key` (an `azure-kv` reference) names a signed RSA wrap.
 pub fn is_signed(key: &KeyRef) -> bool {
     key.version().ends_with(SIGNED_SUFFIX)
-}
-
-/// The RSA public keys of key versions, by version (immutable in Key Vault, so never expired).
-type PublicKeys = std::sync::Mutex<std::collections::HashMap<String, Arc<RsaPublicKey>>>;
-
-/// One key version's RSA public key.
-#[derive(Debug)]
-struct RsaPublicKey {
-    components: ring::signature::RsaPublicKeyComponents<Vec<u8>>,
-}
-
-impl RsaPublicKey {
-    /// The modulus length in bytes: the length of a wrap and of a signature.
-    fn len(&self) -> usize {
-        self.components.n.len()
-    }
-
-    fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
-        self.components
-            .verify(
-                &ring::signature::RSA_PKCS1_2048_8192_SHA256,
-                message,
-                signature,
-            )
-            .is_ok()
-    }
-}
-
-/// What the signature of an RSA wrap covers.
-fn signed_message(binding: &[u8; BINDING_LEN], wrapped: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(20 + BINDING_LEN + wrapped.len());
-    m.extend_from_slice(b"vault-kms-azure/v2\0");
-    m.extend_from_slice(binding);
-    m.extend_from_slice(wrapped);
-    m
-}
-
-/// How data keys are wrapped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WrapAlgorithm {
-    /// RSA-OAEP with SHA-256 (an RSA key of a Standard or Premium vault, or a Managed HSM).
-    RsaOaep256,
-    /// AES key wrap with a 256-bit key (RFC 3394; a Managed HSM `oct-HSM` key).
-    A256Kw,
-}
-
-impl std::str::FromStr for WrapAlgorithm {
-    type Err = ConfigError;
-
-    /// The Key Vault name: `RSA-OAEP-256` or `A256KW`.
-    fn from_str(s: &str) -> Result<Self, ConfigError> {
-        match s {
-            "RSA-OAEP-256" => Ok(Self::RsaOaep256),
-            "A256KW" => Ok(Self::A256Kw),
-            _ => Err(config_error("algorithm must be RSA-OAEP-256 or A256KW")),
-        }
-    }
-}
-
-impl WrapAlgorithm {
-    fn to_azure(self) -> EncryptionAlgorithm {
-        match self {
-            Self::RsaOaep256 => EncryptionAlgorithm::RsaOaep256,
-            Self::A256Kw => EncryptionAlgorithm::A256Kw,
-        }
-    }
-}
-
-/// Where the credential comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CredentialSource {
-    /// A service principal from `AZURE_TENANT_ID`, `AZURE_CLIENT_ID` and `AZURE_CLIENT_SECRET`.
-    Environment,
-    /// The managed identity of the VM, App Service or container (`AZURE_CLIENT_ID` picks a
-    /// user-assigned one).
-    ManagedIdentity,
-    /// The developer's `az login` (Azure CLI, then Azure Developer CLI).
-    AzureCli,
-}
-
-impl std::str::FromStr for CredentialSource {
-    type Err = ConfigError;
-
-    /// `environment`, `managed-identity` or `azure-cli`.
-    fn from_str(s: &str) -> Result<Self, ConfigError> {
-        match s {
-            "environment" => Ok(Self::Environment),
-            "managed-identity" => Ok(Self::ManagedIdentity),
-            "azure-cli" => Ok(Self::AzureCli),
-            _ => Err(config_error(
-                "credential must be environment, managed-identity or azure-cli",
-            )),
-        }
-    }
-}
-
-fn config_error(rule: &'static str) -> ConfigError {
-    ConfigError {
-        scheme: SCHEME,
-        rule,
-    }
-}
-
-/// A key in a vault, checked: an `https://` vault URL, a key name of 1 to 127 of
-/// `[0-9a-zA-Z-]`, and optionally a version of `[0-9a-zA-Z]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyLocation {
-    url: Url,
-    host: String,
-    key_name: String,
-    key_version: Option<String>,
-}
-
-impl KeyLocation {
-    /// Checks the parts of a key's location.
-    ///
-    /// # Errors
-    /// A [`ConfigError`] naming the first rule broken ([`problems`](Self::problems) has all).
-    pub fn new(
-        vault_url: &str,
-        key_name: &str,
-        key_version: Option<&str>,
-    ) -> Result<Self, ConfigError> {
-        let (host, problems) = Self::check(vault_url, key_name, key_version);
-        match (host, problems.first()) {
-            (Some((url, host)), None) => Ok(Self {
-                url,
-                host,
-                key_name: key_name.to_owned(),
-                key_version: key_version.map(str::to_owned),
-            }),
-            (_, Some(e)) => Err(*e),
-            (None, None) => Err(config_error(
-                "vault_url must be https://<vault>.vault.azure.net/",
-            )),
-        }
-    }
-
-    /// Every rule the parts break, for a configuration check.
-    pub fn problems(
-        vault_url: &str,
-        key_name: &str,
-        key_version: Option<&str>,
-    ) -> Vec<ConfigError> {
-        Self::check(vault_url, key_name, key_version).1
-    }
-
-    fn check(
-        vault_url: &str,
-        key_name: &str,
-        key_version: Option<&str>,
-    ) -> (Option<(Url, String)>, Vec<ConfigError>) {
-        let mut problems = Vec::new();
-        let url = Url::parse(vault_url).ok().and_then(|url| {
-            let host = url
-                .host_str()
-                .filter(|_| url.scheme() == "https")?
-                .to_owned();
-            Some((url, host))
-        });
-        if url.is_none() {
-            problems.push(config_error(
-                "vault_url must be https://<vault>.vault.azure.net/",
-            ));
-        }
-        let name_ok = !key_name.is_empty()
-            && key_name.len() <= 127
-            && key_name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
-        if !name_ok {
-            problems.push(config_error("key_name must be 1 to 127 of [0-9a-zA-Z-]"));
-        }
-        if let Some(v) = key_version
-            && (v.is_empty() || v.len() > 64 || !v.bytes().all(|b| b.is_ascii_alphanumeric()))
-        {
-            problems.push(config_error("key_version must be 1 to 64 of [0-9a-zA-Z]"));
-        }
-        if let Some((_, host)) = &url
-            && problems.is_empty()
-            && KeyRef::new(
-                SCHEME,
-                format!("{host}/{key_name}"),
-                key_version.unwrap_or(""),
-            )
-            .is_err()
-        {
-            problems.push(config_error("the key reference is invalid"));
-        }
-        (url, problems)
-    }
-}
-
-impl CredentialSource {
-    /// `Environment` when `AZURE_CLIENT_SECRET` is set, else `ManagedIdentity`.
-    pub fn from_environment() -> Self {
-        if std::env::var_os("AZURE_CLIENT_SECRET").is_some() {
-            Self::Environment
-        } else {
-            Self::ManagedIdentity
-        }
-    }
-
-    /// Builds the credential.
-    ///
-    /// # Errors
-    /// A [`ProviderError`] (`AccessDenied`) naming what is missing; never a secret.
-    pub fn credential(self) -> Result<Arc<dyn TokenCredential>, ProviderError> {
-        let denied = |what: &str| error(ProviderErrorKind::AccessDenied, what.to_owned());
-        Ok(match self {
-            Self::Environment => {
-                let var =
-                    |k: &str| std::env::var(k).map_err(|_| denied(&format!("{k} is not set")));
-                let tenant = var("AZURE_TENANT_ID")?;
-                let client = var("AZURE_CLIENT_ID")?;
-                let secret = var("AZURE_CLIENT_SECRET")?;
-                azure_identity::ClientSecretCredential::new(&tenant, client, secret.into(), None)
-                    .map_err(|_| denied("invalid service principal settings"))?
-            }
-            Self::ManagedIdentity => azure_identity::ManagedIdentityCredential::new(None)
-                .map_err(|_| denied("cannot set up the managed identity credential"))?,
-            Self::AzureCli => azure_identity::DeveloperToolsCredential::new(None)
-                .map_err(|_| denied("cannot set up the Azure CLI credential"))?,
-        })
-    }
 }
 
 /// A [`KeyProvider`] for one Key Vault key. See the [crate docs](crate).
@@ -333,100 +115,11 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn error(
+pub(crate) fn error(
     kind: ProviderErrorKind,
     message: impl Into<std::borrow::Cow<'static, str>>,
 ) -> ProviderError {
     ProviderError::new(kind, SCHEME, message)
-}
-
-/// `SHA-256("vault-kms-azure/v1" || 0x00 || canonical(ctx))`.
-fn binding(ctx: &KeyContext) -> [u8; BINDING_LEN] {
-    let mut h = Sha256::new();
-    h.update(b"vault-kms-azure/v1\0");
-    h.update(ctx.canonical_bytes());
-    h.finalize().into()
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
-    Wrap,
-    Unwrap,
-    /// `sign` and `get` (of the public key).
-    Other,
-}
-
-/// Key Vault's most specific error code: the innermost `innererror.code` of an error answer
-/// (`{"error": {"code": "Forbidden", "innererror": {"code": "KeyDisabled"}}}`).
-fn inner_error_code(body: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Answer {
-        error: Detail,
-    }
-    #[derive(serde::Deserialize)]
-    struct Detail {
-        code: Option<String>,
-        innererror: Option<Box<Detail>>,
-    }
-    let mut detail = serde_json::from_slice::<Answer>(body).ok()?.error;
-    while let Some(inner) = detail.innererror {
-        detail = *inner;
-    }
-    detail.code
-}
-
-/// Maps an SDK error to a typed provider error: the status and Key Vault's error code only
-/// (messages can quote resource names; codes are all a caller needs).
-fn map_error(e: &azure_core::Error, op: Op) -> ProviderError {
-    match e.kind() {
-        ErrorKind::HttpResponse {
-            status,
-            error_code,
-            raw_response,
-        } => {
-            let status = u16::from(*status);
-            let code = error_code.as_deref().unwrap_or("");
-            let inner = raw_response
-                .as_ref()
-                .and_then(|r| inner_error_code(r.body()));
-            let kind = match status {
-                401 => ProviderErrorKind::AccessDenied,
-                403 if code == "KeyDisabled" || inner.as_deref() == Some("KeyDisabled") => {
-                    ProviderErrorKind::Disabled
-                }
-                403 => ProviderErrorKind::AccessDenied,
-                404 => ProviderErrorKind::NotFound,
-                429 => ProviderErrorKind::Throttled,
-                400 if op == Op::Unwrap => ProviderErrorKind::InvalidCiphertext,
-                s if s >= 500 => ProviderErrorKind::Unavailable,
-                _ => ProviderErrorKind::Other,
-            };
-            let code = if code.is_empty() {
-                "no error code"
-            } else {
-                code
-            };
-            let mut err = error(kind, format!("Key Vault answered {status} ({code})"));
-            if kind == ProviderErrorKind::Throttled
-                && let Some(secs) = raw_response
-                    .as_ref()
-                    .and_then(|r| r.headers().get_optional_str(&"retry-after".into()))
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-            {
-                err = err.with_retry_after(Duration::from_secs(secs));
-            }
-            err
-        }
-        ErrorKind::Connection | ErrorKind::Io => error(
-            ProviderErrorKind::Unavailable,
-            "Key Vault cannot be reached",
-        ),
-        ErrorKind::Credential => error(
-            ProviderErrorKind::AccessDenied,
-            "no Azure credential could get a token",
-        ),
-        _ => error(ProviderErrorKind::Other, "Key Vault request failed"),
-    }
 }
 
 impl AzureKeyVaultProvider {

@@ -1,0 +1,90 @@
+//! Key Vault's answers as typed provider errors: the status and Key Vault's error code only
+//! (messages can quote resource names).
+
+use std::time::Duration;
+
+use azure_core::error::ErrorKind;
+use vault_crypto::{ProviderError, ProviderErrorKind};
+
+use crate::error;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
+    Wrap,
+    Unwrap,
+    /// `sign` and `get` (of the public key).
+    Other,
+}
+
+/// Key Vault's most specific error code: the innermost `innererror.code` of an error answer
+/// (`{"error": {"code": "Forbidden", "innererror": {"code": "KeyDisabled"}}}`).
+pub(crate) fn inner_error_code(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        error: Detail,
+    }
+    #[derive(serde::Deserialize)]
+    struct Detail {
+        code: Option<String>,
+        innererror: Option<Box<Detail>>,
+    }
+    let mut detail = serde_json::from_slice::<Answer>(body).ok()?.error;
+    while let Some(inner) = detail.innererror {
+        detail = *inner;
+    }
+    detail.code
+}
+
+/// Maps an SDK error to a typed provider error: the status and Key Vault's error code only
+/// (messages can quote resource names; codes are all a caller needs).
+pub(crate) fn map_error(e: &azure_core::Error, op: Op) -> ProviderError {
+    match e.kind() {
+        ErrorKind::HttpResponse {
+            status,
+            error_code,
+            raw_response,
+        } => {
+            let status = u16::from(*status);
+            let code = error_code.as_deref().unwrap_or("");
+            let inner = raw_response
+                .as_ref()
+                .and_then(|r| inner_error_code(r.body()));
+            let kind = match status {
+                401 => ProviderErrorKind::AccessDenied,
+                403 if code == "KeyDisabled" || inner.as_deref() == Some("KeyDisabled") => {
+                    ProviderErrorKind::Disabled
+                }
+                403 => ProviderErrorKind::AccessDenied,
+                404 => ProviderErrorKind::NotFound,
+                429 => ProviderErrorKind::Throttled,
+                400 if op == Op::Unwrap => ProviderErrorKind::InvalidCiphertext,
+                s if s >= 500 => ProviderErrorKind::Unavailable,
+                _ => ProviderErrorKind::Other,
+            };
+            let code = if code.is_empty() {
+                "no error code"
+            } else {
+                code
+            };
+            let mut err = error(kind, format!("Key Vault answered {status} ({code})"));
+            if kind == ProviderErrorKind::Throttled
+                && let Some(secs) = raw_response
+                    .as_ref()
+                    .and_then(|r| r.headers().get_optional_str(&"retry-after".into()))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            {
+                err = err.with_retry_after(Duration::from_secs(secs));
+            }
+            err
+        }
+        ErrorKind::Connection | ErrorKind::Io => error(
+            ProviderErrorKind::Unavailable,
+            "Key Vault cannot be reached",
+        ),
+        ErrorKind::Credential => error(
+            ProviderErrorKind::AccessDenied,
+            "no Azure credential could get a token",
+        ),
+        _ => error(ProviderErrorKind::Other, "Key Vault request failed"),
+    }
+}
