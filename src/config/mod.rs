@@ -36,14 +36,18 @@
 //! `VAULT_PROVIDER_ACME_ENDPOINT_URL`) replaces a provider's string field.
 
 use std::collections::BTreeMap;
+mod parse;
+mod router;
+
+use router::check_interval;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
-use vault_crypto::{CacheLimits, KeyContext, KeyProvider, ManagedKeyProvider, Router};
+use vault_crypto::CacheLimits;
 
 /// The parsed configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -261,51 +265,7 @@ impl fmt::Display for Problem {
     }
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
-    text.get(..offset)
-        .map_or(0, |t| t.matches('\n').count() + 1)
-}
-
 impl Config {
-    /// For each Azure Key Vault provider with an RSA key: how many stored object versions and
-    /// issued data keys in `usage` hold an **unsigned** RSA wrap of its key (made before wraps
-    /// were signed), which someone with the key's public part could have forged.
-    pub fn unsigned_azure_wraps(&self, usage: &[vault_store::KeyUsage]) -> Vec<(String, u64, u64)> {
-        let mut found = Vec::new();
-        for (name, provider) in &self.providers {
-            let ProviderConfig::AzureKv {
-                vault_url,
-                key_name,
-                algorithm,
-                ..
-            } = provider.get_ref()
-            else {
-                continue;
-            };
-            if algorithm.as_deref().is_some_and(|a| a != "RSA-OAEP-256") {
-                continue;
-            }
-            // As the provider names it: the URL's host, lower case.
-            let host = vault_url
-                .trim_start_matches("https://")
-                .split(['/', ':', '?', '#'])
-                .next()
-                .unwrap_or_default()
-                .to_ascii_lowercase();
-            let prefix = format!("azure-kv://{host}/{key_name}#");
-            let (mut stored, mut issued) = (0, 0);
-            for u in usage {
-                if let Some(version) = u.key_id.strip_prefix(&prefix)
-                    && !version.ends_with("+rs256")
-                {
-                    stored += u.stored_versions;
-                    issued += u.issued_data_keys;
-                }
-            }
-            found.push((name.clone(), stored, issued));
-        }
-        found
-    }
     /// The configuration when there is no file: the managed ring only.
     pub fn embedded() -> Self {
         let mut providers = BTreeMap::new();
@@ -327,163 +287,6 @@ impl Config {
         }
     }
 
-    /// Parses and checks `text`, applying environment overrides from `env`. Every problem is
-    /// reported with its line, not only the first.
-    ///
-    /// # Errors
-    /// The list of problems.
-    pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self, Vec<Problem>> {
-        let mut config: Self = toml::from_str(text).map_err(|e| {
-            vec![Problem {
-                line: e.span().map_or(0, |s| line_of(text, s.start)),
-                message: e.message().to_owned(),
-            }]
-        })?;
-        let mut problems = Vec::new();
-        for (name, provider) in &mut config.providers {
-            let span = provider.span();
-            let line = line_of(text, span.start);
-            if name.is_empty()
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-            {
-                problems.push(Problem {
-                    line,
-                    message: format!("provider name {name:?} must be of [A-Za-z0-9_-]"),
-                });
-            }
-            let over = |field: &str| {
-                env(&format!(
-                    "VAULT_PROVIDER_{}_{}",
-                    name.to_uppercase().replace('-', "_"),
-                    field
-                ))
-            };
-            match provider.get_mut() {
-                ProviderConfig::Managed {
-                    ring,
-                    check_interval_ms,
-                } => {
-                    replace(ring, over("RING"));
-                    let max = vault_crypto::managed::MAX_CHECK_INTERVAL.as_millis();
-                    if check_interval_ms.is_some_and(|ms| u128::from(ms) > max) {
-                        problems.push(Problem {
-                            line,
-                            message: format!(
-                                "provider {name:?}: check_interval_ms must be at most {max}"
-                            ),
-                        });
-                    }
-                }
-                ProviderConfig::AwsKms {
-                    key_id,
-                    region,
-                    endpoint_url,
-                    ..
-                } => {
-                    replace(key_id, over("KEY_ID"));
-                    replace_opt(region, over("REGION"));
-                    replace_opt(endpoint_url, over("ENDPOINT_URL"));
-                    if key_id.is_empty() {
-                        problems.push(Problem {
-                            line,
-                            message: format!("provider {name:?}: key_id is empty"),
-                        });
-                    }
-                }
-                ProviderConfig::GcpKms {
-                    key_name,
-                    endpoint_url,
-                    ..
-                } => {
-                    replace(key_name, over("KEY_NAME"));
-                    replace_opt(endpoint_url, over("ENDPOINT_URL"));
-                    #[cfg(feature = "gcp")]
-                    if let Err(e) = key_name.parse::<vault_kms_gcp::KeyName>() {
-                        problems.push(Problem {
-                            line,
-                            message: format!("provider {name:?}: {e}"),
-                        });
-                    }
-                }
-                ProviderConfig::AzureKv {
-                    vault_url,
-                    key_name,
-                    key_version,
-                    algorithm,
-                    credential,
-                    ..
-                } => {
-                    replace(vault_url, over("VAULT_URL"));
-                    replace(key_name, over("KEY_NAME"));
-                    replace_opt(key_version, over("KEY_VERSION"));
-                    replace_opt(credential, over("CREDENTIAL"));
-                    #[cfg(feature = "azure")]
-                    {
-                        use vault_kms_azure::{CredentialSource, KeyLocation, WrapAlgorithm};
-                        let location =
-                            KeyLocation::problems(vault_url, key_name, key_version.as_deref());
-                        let checks = [
-                            algorithm
-                                .as_deref()
-                                .and_then(|a| a.parse::<WrapAlgorithm>().err()),
-                            credential
-                                .as_deref()
-                                .and_then(|c| c.parse::<CredentialSource>().err()),
-                        ];
-                        for e in location.into_iter().chain(checks.into_iter().flatten()) {
-                            problems.push(Problem {
-                                line,
-                                message: format!("provider {name:?}: {e}"),
-                            });
-                        }
-                    }
-                }
-            }
-        }
-        if !config.providers.contains_key(config.default.get_ref()) {
-            problems.push(Problem {
-                line: line_of(text, config.default.span().start),
-                message: format!(
-                    "default provider {:?} is not defined",
-                    config.default.get_ref()
-                ),
-            });
-        }
-        for rule in &config.rules {
-            let line = line_of(text, rule.span().start);
-            let r = rule.get_ref();
-            if let Err(e) = KeyContext::from_pairs(r.matches.clone()) {
-                problems.push(Problem {
-                    line,
-                    message: format!("rule match: {e}"),
-                });
-            }
-            if !config.providers.contains_key(r.provider.get_ref()) {
-                problems.push(Problem {
-                    line: line_of(text, r.provider.span().start),
-                    message: format!("rule provider {:?} is not defined", r.provider.get_ref()),
-                });
-            }
-        }
-        if let Some(listen) = &config.server.listen
-            && listen.parse::<std::net::SocketAddr>().is_err()
-        {
-            problems.push(Problem {
-                line: 0,
-                message: format!(
-                    "server.listen {listen:?} is not an address such as 127.0.0.1:8080"
-                ),
-            });
-        }
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(problems)
-        }
-    }
-
     /// Reads and checks a file (with the process environment as overrides).
     ///
     /// # Errors
@@ -496,15 +299,6 @@ impl Config {
             }]
         })?;
         Self::parse(&text, |k| std::env::var(k).ok())
-    }
-
-    /// Builds the router: connects every provider (remote ones behind the data-key cache unless
-    /// it is off), then the rules in order.
-    ///
-    /// # Errors
-    /// A [`crate::VaultError`] if a provider cannot be opened or reached.
-    pub async fn router(&self, data_dir: &Path) -> Result<Router, crate::VaultError> {
-        self.router_for_store(data_dir, None).await
     }
 
     /// Whether a provider's settings leave `accept_unsigned_wraps` to the store's contents.
@@ -520,194 +314,6 @@ impl Config {
             )
         })
     }
-
-    /// As [`router`](Self::router), for a store whose `usage` is known: an Azure provider
-    /// without an explicit `accept_unsigned_wraps` accepts unsigned RSA wraps only if the store
-    /// holds some (stored versions, or issued data keys their holders may bring back), so a new
-    /// deployment, or one whose old wraps are all rewrapped, refuses a wrap forged with the
-    /// public key. With `usage` unknown (`None`: commands without a store, such as file
-    /// decryption) they are accepted.
-    ///
-    /// # Errors
-    /// As [`router`](Self::router).
-    pub async fn router_for_store(
-        &self,
-        data_dir: &Path,
-        usage: Option<&[vault_store::KeyUsage]>,
-    ) -> Result<Router, crate::VaultError> {
-        let unsigned_in_store: Option<BTreeMap<String, bool>> = usage.map(|u| {
-            self.unsigned_azure_wraps(u)
-                .into_iter()
-                .map(|(name, stored, issued)| (name, stored + issued > 0))
-                .collect()
-        });
-        let mut built: BTreeMap<&str, Arc<dyn KeyProvider>> = BTreeMap::new();
-        for (name, p) in &self.providers {
-            let accept_unsigned = |explicit: Option<bool>| {
-                explicit.unwrap_or_else(|| {
-                    unsigned_in_store
-                        .as_ref()
-                        .is_none_or(|m| m.get(name.as_str()).copied().unwrap_or(false))
-                })
-            };
-            let provider: Arc<dyn KeyProvider> = match p.get_ref() {
-                ProviderConfig::Managed {
-                    ring,
-                    check_interval_ms,
-                } => Arc::new(
-                    ManagedKeyProvider::open_or_create(data_dir, ring)?
-                        .with_check_interval(check_interval(*check_interval_ms)),
-                ),
-                #[cfg(feature = "aws")]
-                ProviderConfig::AwsKms {
-                    key_id,
-                    region,
-                    endpoint_url,
-                    cache,
-                } => {
-                    let aws = vault_kms_aws::AwsKmsProvider::connect(
-                        key_id,
-                        region.as_deref(),
-                        endpoint_url.as_deref(),
-                        vault_kms_aws::RetryPolicy::default(),
-                    )
-                    .await
-                    .map_err(vault_crypto::Error::from)?;
-                    match cache.limits() {
-                        Some(limits) => {
-                            Arc::new(vault_crypto::CachingProvider::new(Arc::new(aws), limits))
-                        }
-                        None => Arc::new(aws),
-                    }
-                }
-                #[cfg(feature = "gcp")]
-                ProviderConfig::GcpKms {
-                    key_name,
-                    endpoint_url,
-                    cache,
-                } => {
-                    let gcp = vault_kms_gcp::GcpKmsProvider::connect(
-                        key_name,
-                        endpoint_url.as_deref(),
-                        vault_crypto::RetryPolicy::default(),
-                    )
-                    .await
-                    .map_err(vault_crypto::Error::from)?;
-                    match cache.limits() {
-                        Some(limits) => {
-                            Arc::new(vault_crypto::CachingProvider::new(Arc::new(gcp), limits))
-                        }
-                        None => Arc::new(gcp),
-                    }
-                }
-                #[cfg(feature = "azure")]
-                ProviderConfig::AzureKv {
-                    vault_url,
-                    key_name,
-                    key_version,
-                    algorithm,
-                    credential,
-                    accept_unsigned_wraps,
-                    cache,
-                } => {
-                    use vault_kms_azure::{CredentialSource, WrapAlgorithm};
-                    let config_error = |e: vault_crypto::ConfigError| {
-                        vault_crypto::Error::from(vault_crypto::ProviderError::from(e))
-                    };
-                    let algorithm = match algorithm.as_deref() {
-                        Some(a) => a.parse().map_err(config_error)?,
-                        None => WrapAlgorithm::RsaOaep256,
-                    };
-                    let source = match credential.as_deref() {
-                        Some(c) => c.parse().map_err(config_error)?,
-                        None => CredentialSource::from_environment(),
-                    };
-                    let azure = vault_kms_azure::AzureKeyVaultProvider::connect(
-                        vault_url,
-                        key_name,
-                        key_version.as_deref(),
-                        algorithm,
-                        source,
-                        vault_crypto::RetryPolicy::default(),
-                    )
-                    .map_err(vault_crypto::Error::from)?
-                    .accept_unsigned_wraps(accept_unsigned(*accept_unsigned_wraps));
-                    match cache.limits() {
-                        Some(limits) => {
-                            Arc::new(vault_crypto::CachingProvider::new(Arc::new(azure), limits))
-                        }
-                        None => Arc::new(azure),
-                    }
-                }
-                #[cfg(not(feature = "azure"))]
-                ProviderConfig::AzureKv { .. } => {
-                    return Err(vault_crypto::Error::from(vault_crypto::ProviderError::new(
-                        vault_crypto::ProviderErrorKind::Configuration,
-                        "azure-kv",
-                        "this build has no Azure support (feature `azure`)",
-                    ))
-                    .into());
-                }
-                #[cfg(not(feature = "gcp"))]
-                ProviderConfig::GcpKms { .. } => {
-                    return Err(vault_crypto::Error::from(vault_crypto::ProviderError::new(
-                        vault_crypto::ProviderErrorKind::Configuration,
-                        "gcp-kms",
-                        "this build has no Google Cloud support (feature `gcp`)",
-                    ))
-                    .into());
-                }
-                #[cfg(not(feature = "aws"))]
-                ProviderConfig::AwsKms { .. } => {
-                    return Err(vault_crypto::Error::from(vault_crypto::ProviderError::new(
-                        vault_crypto::ProviderErrorKind::Configuration,
-                        "aws-kms",
-                        "this build has no AWS support (feature `aws`)",
-                    ))
-                    .into());
-                }
-            };
-            built.insert(name, provider);
-        }
-        let get = |name: &str| {
-            built.get(name).cloned().ok_or_else(|| {
-                crate::VaultError::from(vault_crypto::Error::from(
-                    vault_crypto::ProviderError::new(
-                        vault_crypto::ProviderErrorKind::Configuration,
-                        "config",
-                        format!("provider {name:?} is not defined"),
-                    ),
-                ))
-            })
-        };
-        let mut router = Router::new(get(self.default.get_ref())?);
-        for rule in &self.rules {
-            let r = rule.get_ref();
-            router = router
-                .rule(r.matches.clone(), get(r.provider.get_ref())?)
-                .map_err(vault_crypto::Error::from)?;
-        }
-        // Providers no rule uses any more still open what they wrapped.
-        for (name, p) in &built {
-            let used = *name == self.default.get_ref()
-                || self
-                    .rules
-                    .iter()
-                    .any(|r| r.get_ref().provider.get_ref() == name);
-            if !used {
-                router = router.decrypt_only(p.clone());
-            }
-        }
-        Ok(router)
-    }
-}
-
-/// A managed ring's check interval, or the default.
-fn check_interval(ms: Option<u64>) -> Duration {
-    ms.map_or(
-        vault_crypto::managed::DEFAULT_CHECK_INTERVAL,
-        Duration::from_millis,
-    )
 }
 
 /// The managed ring the `vault keys` commands act on.
@@ -767,20 +373,6 @@ impl Config {
                 names()
             )),
         }
-    }
-}
-
-/// An environment override of a required field.
-fn replace(field: &mut String, value: Option<String>) {
-    if let Some(v) = value {
-        *field = v;
-    }
-}
-
-/// An environment override of an optional field.
-fn replace_opt(field: &mut Option<String>, value: Option<String>) {
-    if value.is_some() {
-        *field = value;
     }
 }
 
