@@ -478,296 +478,338 @@ async fn an_environment_never_sees_another() {
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_encrypted_keys");
 }
 
+/// One bad request: what it is, and the status and code it must get.
+struct BadInput {
+    case: &'static str,
+    method: &'static str,
+    uri: String,
+    body: Vec<u8>,
+    status: StatusCode,
+    code: &'static str,
+}
+
+fn bad(
+    case: &'static str,
+    method: &'static str,
+    uri: impl Into<String>,
+    body: impl Into<Vec<u8>>,
+    (status, code): (StatusCode, &'static str),
+) -> BadInput {
+    BadInput {
+        case,
+        method,
+        uri: uri.into(),
+        body: body.into(),
+        status,
+        code,
+    }
+}
+
 #[tokio::test]
 async fn bad_input_is_a_clear_4xx_and_changes_nothing() {
+    use StatusCode as S;
     let s = server_with(Limits {
         max_body_bytes: 64 * 1024,
         max_value_bytes: 16 * 1024,
         requests_per_second: None,
     })
     .await;
+    let created = s.create("n", "v1").await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let object = format!("/vault/v1/kv/{id}");
     let eleven: serde_json::Map<String, Value> =
         (0..11).map(|i| (format!("k{i}"), json!("v"))).collect();
-    let long_name = "n".repeat(201);
-    let cases: Vec<(&str, &str, Vec<u8>, StatusCode, &str)> = vec![
-        (
+    let create = |v: Value| v.to_string().into_bytes();
+    let (json_error, invalid_type, missing, unknown, duplicate) = (
+        (S::BAD_REQUEST, "invalid_json"),
+        (S::UNPROCESSABLE_ENTITY, "invalid_type"),
+        (S::UNPROCESSABLE_ENTITY, "missing_field"),
+        (S::UNPROCESSABLE_ENTITY, "unknown_field"),
+        (S::UNPROCESSABLE_ENTITY, "duplicate_field"),
+    );
+    let (bad_context, bad_field, bad_query, bad_keys) = (
+        (S::UNPROCESSABLE_ENTITY, "invalid_key_context"),
+        (S::UNPROCESSABLE_ENTITY, "invalid_request"),
+        (S::BAD_REQUEST, "invalid_request"),
+        (S::BAD_REQUEST, "invalid_encrypted_keys"),
+    );
+    let kv = "/vault/v1/kv";
+    let cases = [
+        bad("body is not JSON", "POST", kv, *b"{not json", json_error),
+        bad("body is empty", "POST", kv, *b"", json_error),
+        bad("body is an array", "POST", kv, *b"[1,2]", json_error),
+        bad(
+            "name is a number",
             "POST",
-            "/vault/v1/kv",
-            b"{not json".to_vec(),
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
+            kv,
+            *br#"{"key_context":{"a":"b"},"name":5,"value":"v"}"#,
+            invalid_type,
         ),
-        (
+        bad(
+            "value is an object",
             "POST",
-            "/vault/v1/kv",
-            b"".to_vec(),
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
+            kv,
+            *br#"{"key_context":{"a":"b"},"name":"n","value":{"x":1}}"#,
+            invalid_type,
         ),
-        (
+        bad(
+            "value is missing",
             "POST",
-            "/vault/v1/kv",
-            b"[1,2]".to_vec(),
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
+            kv,
+            *br#"{"key_context":{"a":"b"},"name":"n"}"#,
+            missing,
         ),
-        (
+        bad(
+            "an unknown field",
             "POST",
-            "/vault/v1/kv",
-            br#"{"key_context":{"a":"b"},"name":5,"value":"v"}"#.to_vec(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_type",
+            kv,
+            *br#"{"key_context":{"a":"b"},"name":"n","value":"v","extra":1}"#,
+            unknown,
         ),
-        (
+        bad(
+            "a field twice",
             "POST",
-            "/vault/v1/kv",
-            br#"{"key_context":{"a":"b"},"name":"n","value":{"x":1}}"#.to_vec(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_type",
+            kv,
+            *br#"{"key_context":{"a":"b"},"name":"n","name":"m","value":"v"}"#,
+            duplicate,
         ),
-        (
+        bad(
+            "eleven context pairs",
             "POST",
-            "/vault/v1/kv",
-            br#"{"key_context":{"a":"b"},"name":"n"}"#.to_vec(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "missing_field",
+            kv,
+            create(json!({"key_context": eleven, "name": "n", "value": "v"})),
+            bad_context,
         ),
-        (
+        bad(
+            "a context key twice",
             "POST",
-            "/vault/v1/kv",
-            br#"{"key_context":{"a":"b"},"name":"n","value":"v","extra":1}"#.to_vec(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unknown_field",
+            kv,
+            *br#"{"key_context":{"a":"b","a":"c"},"name":"n","value":"v"}"#,
+            bad_context,
         ),
-        (
+        bad(
+            "a context value not a string",
             "POST",
-            "/vault/v1/kv",
-            br#"{"key_context":{"a":"b"},"name":"n","name":"m","value":"v"}"#.to_vec(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "duplicate_field",
+            kv,
+            *br#"{"key_context":{"a":1},"name":"n","value":"v"}"#,
+            bad_context,
         ),
-        (
+        bad(
+            "an empty context",
             "POST",
-            "/vault/v1/kv",
-            json!({"key_context": eleven, "name": "n", "value": "v"})
-                .to_string()
-                .into_bytes(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_key_context",
+            kv,
+            *br#"{"key_context":{},"name":"n","value":"v"}"#,
+            bad_context,
         ),
-        (
+        bad(
+            "a context not an object",
             "POST",
-            "/vault/v1/kv",
-            br#"{"key_context":{"a":"b","a":"c"},"name":"n","value":"v"}"#.to_vec(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_key_context",
+            kv,
+            *br#"{"key_context":"org","name":"n","value":"v"}"#,
+            bad_context,
         ),
-        (
+        bad(
+            "a 201-character name",
             "POST",
-            "/vault/v1/kv",
-            br#"{"key_context":{"a":1},"name":"n","value":"v"}"#.to_vec(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_key_context",
+            kv,
+            create(json!({"key_context": {"a": "b"}, "name": "n".repeat(201), "value": "v"})),
+            bad_field,
         ),
-        (
+        bad(
+            "a blank name",
             "POST",
-            "/vault/v1/kv",
-            br#"{"key_context":{},"name":"n","value":"v"}"#.to_vec(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_key_context",
+            kv,
+            *br#"{"key_context":{"a":"b"},"name":"   ","value":"v"}"#,
+            bad_field,
         ),
-        (
+        bad(
+            "a value over the limit",
             "POST",
-            "/vault/v1/kv",
-            br#"{"key_context":"org","name":"n","value":"v"}"#.to_vec(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_key_context",
+            kv,
+            create(
+                json!({"key_context": {"a": "b"}, "name": "n", "value": "x".repeat(16 * 1024 + 1)}),
+            ),
+            (S::PAYLOAD_TOO_LARGE, "value_too_large"),
         ),
-        (
+        bad(
+            "a body over the limit",
             "POST",
-            "/vault/v1/kv",
-            json!({"key_context": {"a": "b"}, "name": long_name, "value": "v"})
-                .to_string()
-                .into_bytes(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
-        ),
-        (
-            "POST",
-            "/vault/v1/kv",
-            br#"{"key_context":{"a":"b"},"name":"   ","value":"v"}"#.to_vec(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
-        ),
-        (
-            "POST",
-            "/vault/v1/kv",
-            json!({"key_context": {"a": "b"}, "name": "n", "value": "x".repeat(16 * 1024 + 1)})
-                .to_string()
-                .into_bytes(),
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "value_too_large",
-        ),
-        (
-            "POST",
-            "/vault/v1/kv",
+            kv,
             vec![b' '; 64 * 1024 + 1],
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request_too_large",
+            (S::PAYLOAD_TOO_LARGE, "request_too_large"),
         ),
-        (
+        bad(
+            "data key: an unknown field",
             "POST",
             "/vault/v1/keys/data-key",
-            br#"{"context":{"a":"b"},"ctx":1}"#.to_vec(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unknown_field",
+            *br#"{"context":{"a":"b"},"ctx":1}"#,
+            unknown,
         ),
-        (
+        bad(
+            "data key: no context",
             "POST",
             "/vault/v1/keys/data-key",
-            br#"{}"#.to_vec(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "missing_field",
+            *br#"{}"#,
+            missing,
         ),
-        (
+        bad(
+            "decrypt: keys not base64",
             "POST",
             "/vault/v1/keys/decrypt",
-            br#"{"keys":"***not base64***"}"#.to_vec(),
-            StatusCode::BAD_REQUEST,
-            "invalid_encrypted_keys",
+            *br#"{"keys":"***not base64***"}"#,
+            bad_keys,
         ),
-        (
+        bad(
+            "decrypt: keys not an issued key",
             "POST",
             "/vault/v1/keys/decrypt",
-            br#"{"keys":"b3BhcXVl"}"#.to_vec(),
-            StatusCode::BAD_REQUEST,
-            "invalid_encrypted_keys",
+            *br#"{"keys":"b3BhcXVl"}"#,
+            bad_keys,
         ),
-        (
+        bad(
+            "decrypt: keys a number",
             "POST",
             "/vault/v1/keys/decrypt",
-            br#"{"keys":7}"#.to_vec(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_type",
+            *br#"{"keys":7}"#,
+            invalid_type,
         ),
-        (
+        bad(
+            "rekey: keys not base64",
             "POST",
             "/vault/v1/keys/rekey",
-            br#"{"context":{"a":"b"},"encrypted_keys":"%%%"}"#.to_vec(),
-            StatusCode::BAD_REQUEST,
-            "invalid_encrypted_keys",
+            *br#"{"context":{"a":"b"},"encrypted_keys":"%%%"}"#,
+            bad_keys,
         ),
-        (
+        bad(
+            "list: limit 0",
             "GET",
             "/vault/v1/kv?limit=0",
-            vec![],
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
+            *b"",
+            bad_query,
         ),
-        (
+        bad(
+            "list: limit 101",
             "GET",
             "/vault/v1/kv?limit=101",
-            vec![],
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
+            *b"",
+            bad_query,
         ),
-        (
+        bad(
+            "list: limit not a number",
             "GET",
             "/vault/v1/kv?limit=ten",
-            vec![],
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
+            *b"",
+            bad_query,
         ),
-        (
+        bad(
+            "list: an unknown order",
             "GET",
             "/vault/v1/kv?order=sideways",
-            vec![],
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
+            *b"",
+            bad_query,
         ),
-        (
+        bad(
+            "list: a forged cursor",
             "GET",
             "/vault/v1/kv?after=garbage",
-            vec![],
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
+            *b"",
+            bad_query,
         ),
-        (
+        bad(
+            "list: a time that is not one",
             "GET",
             "/vault/v1/kv?updatedAfter=yesterday",
-            vec![],
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
+            *b"",
+            bad_query,
         ),
-        (
+        bad(
+            "read: not an id",
             "GET",
             "/vault/v1/kv/not-an-id",
-            vec![],
-            StatusCode::NOT_FOUND,
-            "not_found",
+            *b"",
+            (S::NOT_FOUND, "not_found"),
         ),
-        (
+        bad(
+            "update: no such object",
             "PUT",
             "/vault/v1/kv/secret_00000000000000000000000000000000",
-            br#"{"value":"v"}"#.to_vec(),
-            StatusCode::NOT_FOUND,
-            "not_found",
+            *br#"{"value":"v"}"#,
+            (S::NOT_FOUND, "not_found"),
         ),
-        (
+        bad(
+            "no such route",
             "GET",
             "/vault/v1/nothing",
-            vec![],
-            StatusCode::NOT_FOUND,
-            "not_found",
+            *b"",
+            (S::NOT_FOUND, "not_found"),
         ),
-        (
+        bad(
+            "no such method",
             "PATCH",
-            "/vault/v1/kv",
-            vec![],
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
+            kv,
+            *b"",
+            (S::METHOD_NOT_ALLOWED, "method_not_allowed"),
+        ),
+        bad(
+            "update: value a number",
+            "PUT",
+            &object,
+            *br#"{"value":1}"#,
+            invalid_type,
+        ),
+        bad(
+            "update: no value",
+            "PUT",
+            &object,
+            *br#"{"version_check":null}"#,
+            missing,
+        ),
+        bad(
+            "update: version check a number",
+            "PUT",
+            &object,
+            *br#"{"value":"x","version_check":5}"#,
+            invalid_type,
+        ),
+        bad(
+            "update: a context (it never changes)",
+            "PUT",
+            &object,
+            *br#"{"value":"x","key_context":{"a":"b"}}"#,
+            unknown,
         ),
     ];
-    let key = s.key_a.clone();
-    for (method, uri, body, status, code) in cases {
-        let r = s.send(method, uri, Some(&key), Some(body)).await;
-        assert_error(&r, status, code);
-        let field_error =
-            status == StatusCode::BAD_REQUEST || status == StatusCode::UNPROCESSABLE_ENTITY;
-        if field_error && code != "invalid_json" {
+    for c in cases {
+        let r = s.send(c.method, &c.uri, Some(&s.key_a), Some(c.body)).await;
+        let case = c.case;
+        assert_eq!(
+            (r.status, r.json["code"].as_str()),
+            (c.status, Some(c.code)),
+            "{case}: {}",
+            r.json
+        );
+        assert!(
+            r.json["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{case}: no message"
+        );
+        let field_error = c.status == S::BAD_REQUEST || c.status == S::UNPROCESSABLE_ENTITY;
+        if field_error && c.code != "invalid_json" {
             assert!(
                 r.json["errors"].as_array().is_some_and(|e| !e.is_empty()),
-                "{uri}: {}",
+                "{case}: no field named: {}",
                 r.json
             );
         }
-        // No error message echoes a value.
-        assert!(!r.json.to_string().contains("\"v\""), "{}", r.json);
-    }
-    // The update path: wrong type and a missing value.
-    let created = s.create("n", "v1").await;
-    let id = created["id"].as_str().unwrap();
-    for (body, code) in [
-        (br#"{"value":1}"#.to_vec(), "invalid_type"),
-        (br#"{"version_check":null}"#.to_vec(), "missing_field"),
-        (
-            br#"{"value":"x","version_check":5}"#.to_vec(),
-            "invalid_type",
-        ),
-        (
-            br#"{"value":"x","key_context":{"a":"b"}}"#.to_vec(),
-            "unknown_field",
-        ),
-    ] {
-        let r = s
-            .send("PUT", &format!("/vault/v1/kv/{id}"), Some(&key), Some(body))
-            .await;
-        assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, code);
+        assert!(
+            !r.json.to_string().contains("\"v\""),
+            "{case}: echoes a value: {}",
+            r.json
+        );
     }
     // Nothing of all that was stored or changed.
-    let list = s.a("GET", "/vault/v1/kv", None).await;
+    let list = s.a("GET", kv, None).await;
     assert_eq!(list.json["data"].as_array().unwrap().len(), 1);
-    let read = s.a("GET", &format!("/vault/v1/kv/{id}"), None).await;
+    let read = s.a("GET", &object, None).await;
     assert_eq!(read.json["value"], "v1");
     assert_eq!(read.json["metadata"]["version_id"], created["version_id"]);
 }
