@@ -12,7 +12,10 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock: the real one, or a test's paused one.
+use tokio::time::Instant;
 
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};

@@ -120,7 +120,7 @@ async fn a_thousand_seals_make_one_provider_call_and_every_envelope_is_distinct(
     assert_eq!(counting.generates.load(Ordering::SeqCst), 2);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn each_limit_forces_a_new_data_key() {
     let c = ctx(&[("organization_id", "org_1")]);
     // Messages: 3 per key.
@@ -153,7 +153,10 @@ async fn each_limit_forces_a_new_data_key() {
     seal(&cache, &c, b"v", b"").await.unwrap();
     seal(&cache, &c, b"v", b"").await.unwrap();
     assert_eq!(counting.generates.load(Ordering::SeqCst), 1);
-    tokio::time::sleep(Duration::from_millis(80)).await;
+    tokio::time::advance(Duration::from_millis(49)).await;
+    seal(&cache, &c, b"v", b"").await.unwrap();
+    assert_eq!(counting.generates.load(Ordering::SeqCst), 1, "49 ms old");
+    tokio::time::advance(Duration::from_millis(2)).await;
     seal(&cache, &c, b"v", b"").await.unwrap();
     assert_eq!(counting.generates.load(Ordering::SeqCst), 2);
 }

@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{client, moto_url};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -218,15 +218,12 @@ async fn a_hanging_kms_times_out_each_attempt() {
         return;
     };
     proxy.set(Vec::new(), Action::Hang);
-    let started = Instant::now();
     let e = p.generate_data_key(&ctx()).await.unwrap_err();
+    // Every attempt was cut off by its own timeout (the clock of that is tested with paused
+    // time in `RetryPolicy::call`'s tests), and the policy's attempts were all made.
     assert_eq!(e.kind(), ProviderErrorKind::Unavailable, "{e}");
+    assert!(e.to_string().contains("timed out"), "{e}");
     assert_eq!(proxy.requests(), 3);
-    let took = started.elapsed();
-    assert!(
-        took >= Duration::from_millis(1500) && took < Duration::from_secs(4),
-        "{took:?}"
-    );
 }
 
 #[tokio::test]

@@ -210,6 +210,36 @@ mod tests {
         assert_eq!(got.unwrap(), 3);
     }
 
+    /// On tokio's paused clock: an attempt that never answers is cut off after exactly
+    /// `call_timeout`, and `max_attempts` of them are made with backoffs between them.
+    #[tokio::test(start_paused = true)]
+    async fn each_attempt_is_cut_off_by_its_timeout() {
+        let policy = RetryPolicy::default()
+            .max_attempts(3)
+            .call_timeout(Duration::from_millis(500))
+            .base_delay(Duration::from_millis(10));
+        for (attempts, made) in [(Attempts::Retry, 3), (Attempts::Once, 1)] {
+            let calls = Cell::new(0);
+            let started = tokio::time::Instant::now();
+            let e = policy
+                .call(attempts, "test", || {
+                    calls.set(calls.get() + 1);
+                    std::future::pending::<Result<(), ProviderError>>()
+                })
+                .await
+                .unwrap_err();
+            let took = started.elapsed();
+            assert_eq!(e.kind(), ProviderErrorKind::Unavailable);
+            assert_eq!(calls.get(), made);
+            let timeouts = Duration::from_millis(500) * made;
+            // Backoffs: at most 1.5 × (10 + 20) ms in all.
+            assert!(
+                took >= timeouts && took <= timeouts + Duration::from_millis(45),
+                "{attempts:?}: {took:?}"
+            );
+        }
+    }
+
     #[test]
     fn delays_grow_are_jittered_and_capped() {
         let p = RetryPolicy::default();
