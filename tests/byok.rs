@@ -3,7 +3,7 @@
 //! managed ring; then a new rule moves another organization onto its own AWS key with
 //! `vault keys rewrap --match`, and every value ciphertext stays byte for byte the same.
 #![cfg(feature = "aws")]
-#![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test, helpers included.
 
 mod common;
 

@@ -1,5 +1,5 @@
 //! The `vault` binary end to end: the README's main job, key lifecycle and exit codes.
-#![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test, helpers included.
 
 use std::io::Write;
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! of each kind, then a rewrap from each provider to each other one (all twelve directions),
 //! with every value ciphertext unchanged and every object still opening.
 #![cfg(all(feature = "aws", feature = "gcp", feature = "azure"))]
-#![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test, helpers included.
 
 mod common;
 

@@ -2,7 +2,7 @@
 //! it), its limits on slow, idle and too many clients, and HTTPS with a certificate that is
 //! reloaded on SIGHUP.
 #![cfg(unix)]
-#![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test, helpers included.
 
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! concurrent clients on a real loopback socket, a create/read/update mix with version checks,
 //! and then every object read back must hold exactly the last value and version written. Run
 //! through the binary, as an operator runs it.
-#![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test, helpers included.
 
 use std::process::Command;
 

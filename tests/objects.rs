@@ -1,7 +1,7 @@
 //! The `Vault` facade and `vault kv` end to end on the embedded default (SQLite + managed key):
 //! sealing through the router, binding of envelopes to their object, crash durability, exit
 //! codes.
-#![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test, helpers included.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

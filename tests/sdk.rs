@@ -5,7 +5,7 @@
 //!
 //! `scripts/with-sdks` installs the SDKs and sets `VAULT_TEST_SDK_NODE_PATH` and
 //! `VAULT_TEST_SDK_PYTHON`; without them the test fails under CI and is skipped otherwise.
-#![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test, helpers included.
 
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;

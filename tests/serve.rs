@@ -2,7 +2,7 @@
 //! line; SIGTERM in the middle of a load lets requests in flight finish and exits cleanly, and
 //! every create the server acknowledged is in the store afterwards and decrypts.
 #![cfg(unix)]
-#![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test, helpers included.
 
 mod common;
 

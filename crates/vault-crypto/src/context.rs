@@ -1,6 +1,9 @@
 //! The key context: 1 to 10 string pairs that choose the keys and are bound into every
 //! ciphertext. Specified in `docs/FORMAT.md`, section "Key context".
 
+// A parser of outside bytes: no index or arithmetic that can panic or wrap.
+#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
@@ -164,7 +167,8 @@ impl KeyContext {
         self.pairs
             .binary_search_by(|(k, _)| k.as_bytes().cmp(key.as_bytes()))
             .ok()
-            .map(|i| self.pairs[i].1.as_str())
+            .and_then(|i| self.pairs.get(i))
+            .map(|(_, v)| v.as_str())
     }
 
     /// Whether every one of `pairs` is present in the context with that value: how a routing
@@ -211,6 +215,8 @@ fn take_str<'a>(rest: &mut &'a [u8]) -> Option<Result<&'a str, ContextError>> {
     )
 }
 
+// At most 10 pairs of bounded keys and values (checked before this is called).
+#[allow(clippy::arithmetic_side_effects)]
 fn encode_canonical(pairs: &[(String, String)]) -> Vec<u8> {
     let len = 2 + pairs
         .iter()

@@ -10,6 +10,9 @@
 //! (not stored) is its only AAD. The key context is bound only through `encrypted_keys`, which
 //! the server opens. The text form is padded standard base64.
 
+// A parser of outside bytes: no index or arithmetic that can panic or wrap.
+#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
@@ -50,22 +53,24 @@ impl std::fmt::Debug for LocalBlob<'_> {
 
 /// Reads an unsigned LEB128 `u32` in its minimal encoding; returns it and the bytes it took.
 fn read_leb128(bytes: &[u8]) -> Result<(u32, usize), EnvelopeError> {
+    // Byte i carries bits 7i to 7i+6; the fifth only the four that fit in 32 bits.
+    const SHIFTS: [u32; MAX_LEB128_LEN] = [0, 7, 14, 21, 28];
     let mut value: u32 = 0;
-    for (i, &b) in bytes.iter().take(MAX_LEB128_LEN).enumerate() {
+    for ((used, &b), shift) in (1..).zip(bytes).zip(SHIFTS) {
         let payload = u32::from(b & 0x7f);
-        if i == MAX_LEB128_LEN - 1 && payload > 0x0f {
+        if shift == 28 && payload > 0x0f {
             return Err(EnvelopeError::Malformed {
                 reason: "LEB128 length does not fit in 32 bits",
             });
         }
-        value |= payload << (7 * i);
+        value |= payload << shift;
         if b & 0x80 == 0 {
-            if b == 0 && i > 0 {
+            if b == 0 && used > 1 {
                 return Err(EnvelopeError::Malformed {
                     reason: "LEB128 length is not minimally encoded",
                 });
             }
-            return Ok((value, i + 1));
+            return Ok((value, used));
         }
     }
     if bytes.len() < MAX_LEB128_LEN {
@@ -92,8 +97,8 @@ fn write_leb128(out: &mut Vec<u8>, mut value: u32) {
 }
 
 fn leb128_len(value: u32) -> usize {
-    let bits = 32 - value.leading_zeros() as usize;
-    bits.div_ceil(7).max(1)
+    let bits = u32::BITS.saturating_sub(value.leading_zeros());
+    usize::try_from(bits.div_ceil(7).max(1)).unwrap_or(MAX_LEB128_LEN)
 }
 
 impl<'a> LocalBlob<'a> {
@@ -124,8 +129,9 @@ impl<'a> LocalBlob<'a> {
                 max: MAX_ENCRYPTED_KEYS_LEN,
             });
         }
-        let (encrypted_keys, ciphertext) = rest[used..]
-            .split_at_checked(len)
+        let (encrypted_keys, ciphertext) = rest
+            .get(used..)
+            .and_then(|r| r.split_at_checked(len))
             .ok_or(EnvelopeError::Truncated)?;
         if ciphertext.len() > MAX_PLAINTEXT_LEN {
             return Err(EnvelopeError::TooLarge {
@@ -162,6 +168,8 @@ impl<'a> LocalBlob<'a> {
     }
 
     /// The binary form.
+    // Lengths of parsed parts, each bounded by its limit: the sum cannot overflow.
+    #[allow(clippy::arithmetic_side_effects)]
     pub fn to_bytes(&self) -> Vec<u8> {
         let len = u32::try_from(self.encrypted_keys.len()).unwrap_or(u32::MAX);
         let mut out = Vec::with_capacity(
@@ -224,6 +232,8 @@ pub fn encrypt(
 
 /// [`encrypt`] with a caller-chosen IV, in binary form (for test vectors via
 /// [`crate::danger::workos_encrypt_with_iv`]).
+// Lengths checked against their limits above: the sums and the tag's slice cannot fail.
+#[allow(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
 pub(crate) fn encrypt_with_iv(
     data_key: &DataKey,
     encrypted_keys: &[u8],

@@ -1,6 +1,6 @@
 //! Memory: sealing allocates one output buffer of envelope size (plus a few small ones), and
 //! opening one plaintext buffer; the value is never copied twice. Counted exactly with dhat.
-#![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test, helpers included.
 
 use std::future::Future;
 use std::pin::pin;

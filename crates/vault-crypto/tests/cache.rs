@@ -1,5 +1,5 @@
 //! The data-key cache: provider calls saved, limits enforced, single flight, interoperability.
-#![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test, helpers included.
 
 mod common;
 

@@ -1,5 +1,5 @@
 //! Key-context parsing: one test per rejection, and the canonical form.
-#![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test, helpers included.
 
 use vault_crypto::{
     ContextError, KeyContext, MAX_JSON_BYTES, MAX_KEY_BYTES, MAX_PAIRS, MAX_VALUE_CHARS,

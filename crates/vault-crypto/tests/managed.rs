@@ -1,5 +1,5 @@
 //! The managed key provider: rotation, rewrap, destruction, minimum versions, persistence.
-#![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test, helpers included.
 
 mod common;
 

@@ -1,5 +1,5 @@
 //! Property tests of the invariants the format promises.
-#![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test, helpers included.
 
 mod common;
 

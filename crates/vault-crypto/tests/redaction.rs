@@ -1,5 +1,5 @@
 //! No secret reaches Debug or Display: not data keys, root keys, KEK-derived bytes or plaintext.
-#![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test, helpers included.
 
 mod common;
 

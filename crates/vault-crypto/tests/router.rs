@@ -1,5 +1,5 @@
 //! The router: BYOK rules on seal, dispatch by key reference on open.
-#![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test, helpers included.
 
 mod common;
 

@@ -5,7 +5,7 @@
 //! otherwise), so other implementations can use them; `scripts/verify_vectors.py` checks them
 //! against an independent implementation of FORMAT.md. To regenerate after a deliberate format
 //! change (which needs a new format version): `cargo test --test vectors -- --ignored write_vectors`.
-#![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test, helpers included.
 
 mod common;
 

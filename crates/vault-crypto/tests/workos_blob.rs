@@ -1,6 +1,6 @@
 //! The WorkOS SDK local-encryption blob: the shared vectors (which the Node and Python SDKs
 //! produce byte for byte with the IV pinned) reproduce exactly, decrypt, and reject tampering.
-#![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test, helpers included.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;

@@ -1,7 +1,7 @@
 //! Fault injection: a loopback HTTP proxy in front of moto answers with the errors AWS KMS
 //! documents (or hangs, or forwards to moto), and the real SDK and provider handle them:
 //! typed kinds, bounded retries, success after transient faults.
-#![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test, helpers included.
 
 mod common;
 

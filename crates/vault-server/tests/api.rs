@@ -1,7 +1,7 @@
 //! Every endpoint through `app()` without a socket: shapes as the WorkOS SDKs parse them,
 //! optimistic concurrency, authentication, tenant isolation, every bad-input case with its status
 //! and error body (and never a 500), the data-key API and the SDK blob format end to end.
-#![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test, helpers included.
 
 use std::sync::Arc;
 

@@ -1,6 +1,6 @@
 //! Replays the committed corpus of the server's fuzz targets through the same entry points the
 //! cargo-fuzz targets call, so plain `cargo test` exercises them on any toolchain.
-#![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test, helpers included.
 
 // Shared with the testkit as a file, so this crate's tests depend on no other crate.
 #[allow(unreachable_pub)]

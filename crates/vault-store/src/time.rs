@@ -1,6 +1,9 @@
 //! Time: microseconds since the Unix epoch, RFC 3339 in and out, and the calendar maths
 //! behind it.
 
+// A parser of outside bytes: no index or arithmetic that can panic or wrap.
+#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -20,6 +23,8 @@ impl Timestamp {
     }
 
     /// RFC 3339 / ISO 8601 in UTC with microseconds: `2025-02-21T12:04:09.165291Z`.
+    // Euclidean remainders of a time: bounded, and never a division by zero.
+    #[allow(clippy::arithmetic_side_effects)]
     pub fn to_rfc3339(self) -> String {
         let secs = self.0.div_euclid(1_000_000);
         let micros = self.0.rem_euclid(1_000_000);
@@ -38,15 +43,17 @@ impl Timestamp {
     ///
     /// # Errors
     /// [`StoreError::InvalidQuery`] naming `field`.
+    // Every number is at most 4 (year) or 9 (fraction) checked digits: no sum can overflow.
+    #[allow(clippy::arithmetic_side_effects)]
     pub fn parse_rfc3339(s: &str, field: &'static str) -> Result<Self, StoreError> {
         let bad = || StoreError::invalid_query(field, "not an ISO 8601 timestamp");
-        let b = s.as_bytes();
-        if b.len() < 20
-            || b[4] != b'-'
-            || b[7] != b'-'
-            || !matches!(b[10], b'T' | b't' | b' ')
-            || b[13] != b':'
-            || b[16] != b':'
+        let at = |i: usize| s.as_bytes().get(i).copied();
+        if s.len() < 20
+            || at(4) != Some(b'-')
+            || at(7) != Some(b'-')
+            || !matches!(at(10), Some(b'T' | b't' | b' '))
+            || at(13) != Some(b':')
+            || at(16) != Some(b':')
         {
             return Err(bad());
         }
@@ -68,14 +75,18 @@ impl Timestamp {
         if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
             return Err(bad());
         }
-        let mut rest = &s[19..];
+        let mut rest = s.get(19..).ok_or_else(bad)?;
         let mut micros = 0i64;
         if let Some(frac) = rest.strip_prefix('.') {
             let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
             if digits == 0 || digits > 9 {
                 return Err(bad());
             }
-            let mut value: i64 = frac[..digits].parse().map_err(|_| bad())?;
+            let mut value: i64 = frac
+                .get(..digits)
+                .ok_or_else(bad)?
+                .parse()
+                .map_err(|_| bad())?;
             for _ in digits..6 {
                 value *= 10;
             }
@@ -83,21 +94,21 @@ impl Timestamp {
                 value /= 10;
             }
             micros = value;
-            rest = &frac[digits..];
+            rest = frac.get(digits..).ok_or_else(bad)?;
         }
         let offset_secs = match rest {
             "Z" | "z" => 0,
             // Byte positions are only safe to slice in ASCII (a fuzzed `-01\u{a0}5` once panicked).
             o if o.len() == 6
                 && (o.starts_with('+') || o.starts_with('-'))
-                && o.as_bytes()[3] == b':'
+                && o.as_bytes().get(3) == Some(&b':')
                 && [1, 2, 4, 5]
                     .iter()
-                    .all(|&i| o.as_bytes()[i].is_ascii_digit()) =>
+                    .all(|&i| o.as_bytes().get(i).is_some_and(u8::is_ascii_digit)) =>
             {
                 let sign = if o.starts_with('-') { -1 } else { 1 };
-                let oh: i64 = o[1..3].parse().map_err(|_| bad())?;
-                let om: i64 = o[4..6].parse().map_err(|_| bad())?;
+                let oh: i64 = o.get(1..3).ok_or_else(bad)?.parse().map_err(|_| bad())?;
+                let om: i64 = o.get(4..6).ok_or_else(bad)?.parse().map_err(|_| bad())?;
                 sign * (oh * 3600 + om * 60)
             }
             _ => return Err(bad()),
@@ -109,6 +120,8 @@ impl Timestamp {
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+// Calendar maths on days of years 0 to 9999: far from overflowing.
+#[allow(clippy::arithmetic_side_effects)]
 fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
@@ -121,6 +134,8 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
+// Calendar maths on days of years 0 to 9999: far from overflowing.
+#[allow(clippy::arithmetic_side_effects)]
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);

@@ -6,7 +6,7 @@
 //!   the Cloud KMS and Key Vault fakes from `tests/`.
 //! - [`gcp_fake`], [`azure_fake`]: loopback stand-ins for Cloud KMS and Key Vault.
 //! - [`replay_corpus`]: a fuzz target's corpus as a plain test.
-#![allow(clippy::unwrap_used, clippy::missing_panics_doc)] // A test suite: a panic is a failure.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)] // A test suite: a panic is a failure.
 
 pub mod azure_fake;
 mod corpus;

@@ -1,7 +1,7 @@
 //! AwsKmsProvider against moto, a real AWS KMS emulator on loopback (`scripts/with-moto`, run by
 //! `scripts/test`, sets `VAULT_TEST_MOTO_URL`). Without it these tests fail under CI and are
 //! reported as skipped otherwise.
-#![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test, helpers included.
 
 mod common;
 

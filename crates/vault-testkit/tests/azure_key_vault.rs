@@ -1,6 +1,6 @@
 //! AzureKeyVaultProvider against the wire-level Key Vault fake of `vault-testkit` (no emulator
 //! can be installed here; the fake plays the bearer challenge and really wraps with RSA-OAEP-256).
-#![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test, helpers included.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

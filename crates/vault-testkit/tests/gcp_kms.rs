@@ -1,6 +1,6 @@
 //! GcpKmsProvider against the wire-level Cloud KMS fake of `vault-testkit` (no emulator can be
 //! installed here; the fake really encrypts, checks the AAD and the CRC32C fields).
-#![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test, helpers included.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

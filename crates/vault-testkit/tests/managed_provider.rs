@@ -1,6 +1,6 @@
 //! The KeyProvider conformance suite on the managed provider, plain and behind the data-key
 //! cache (`aws_moto.rs`, `gcp_kms.rs` and `azure_key_vault.rs` run it on the cloud providers).
-#![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test, helpers included.
 
 #[tokio::test]
 async fn managed_provider_conforms() {

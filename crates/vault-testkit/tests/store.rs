@@ -3,7 +3,7 @@
 //! PostgreSQL: `scripts/test` starts a throwaway cluster on loopback and sets
 //! `VAULT_TEST_POSTGRES_URL`. Without it the PostgreSQL tests fail under CI (`CI` set) and are
 //! reported as skipped otherwise.
-#![allow(clippy::unwrap_used)] // Test code: a panic is a failed test, helpers included.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test, helpers included.
 
 use std::sync::Arc;
 

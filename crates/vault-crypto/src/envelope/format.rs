@@ -11,6 +11,9 @@
 //!   ciphertext || tag [16]   (to the end of the input)
 //! ```
 
+// A parser of outside bytes: no index or arithmetic that can panic or wrap.
+#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
@@ -141,8 +144,10 @@ impl<'a> Envelope<'a> {
         let context = KeyContext::from_canonical_bytes(context).map_err(EnvelopeError::Context)?;
         let commitment = r.array()?;
         let nonce = r.array()?;
-        let header_len = bytes.len() - r.0.len();
-        let header = &bytes[..header_len];
+        // The reader holds the rest of `bytes`: what it consumed is the header.
+        let header = bytes
+            .get(..bytes.len().saturating_sub(r.0.len()))
+            .ok_or(EnvelopeError::Truncated)?;
 
         // FORMAT.md "Wrapped keys".
         let count = usize::from(r.u8()?);
@@ -176,7 +181,7 @@ impl<'a> Envelope<'a> {
         if payload.len() < TAG_LEN {
             return Err(EnvelopeError::Truncated);
         }
-        if payload.len() - TAG_LEN > MAX_PLAINTEXT_LEN {
+        if payload.len().saturating_sub(TAG_LEN) > MAX_PLAINTEXT_LEN {
             return Err(EnvelopeError::TooLarge {
                 what: "payload",
                 max: MAX_PLAINTEXT_LEN,
@@ -210,7 +215,10 @@ impl<'a> Envelope<'a> {
     /// The binary form, byte for byte the input it was parsed from.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(
-            self.header.len() + wrapped_keys_len(&self.wrapped_keys) + self.payload.len(),
+            self.header
+                .len()
+                .saturating_add(wrapped_keys_len(&self.wrapped_keys))
+                .saturating_add(self.payload.len()),
         );
         out.extend_from_slice(self.header);
         write_wrapped_keys(&mut out, &self.wrapped_keys);
@@ -249,7 +257,8 @@ impl<'a> Envelope<'a> {
 
     /// The length of the plaintext inside.
     pub fn plaintext_len(&self) -> usize {
-        self.payload.len() - TAG_LEN
+        // A parsed payload holds at least the tag.
+        self.payload.len().saturating_sub(TAG_LEN)
     }
 
     pub(crate) fn header(&self) -> &'a [u8] {
@@ -318,10 +327,13 @@ pub(crate) fn write_header(
     out.extend_from_slice(nonce);
 }
 
+// Encoders of checked values: each length is bounded by its limit (`MAX_*`), far from `usize::MAX`.
+#[allow(clippy::arithmetic_side_effects)]
 pub(crate) fn header_len(context: &KeyContext) -> usize {
     FIXED_HEADER_LEN + context.canonical_bytes().len() + COMMITMENT_LEN + NONCE_LEN
 }
 
+#[allow(clippy::arithmetic_side_effects)]
 pub(crate) fn wrapped_keys_len(keys: &[WrappedKey]) -> usize {
     1 + keys
         .iter()

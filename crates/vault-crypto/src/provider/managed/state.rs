@@ -1,6 +1,9 @@
 //! The stored form of a ring ([`RingState`]) and its file encoding (`docs/FORMAT.md`,
 //! "Key-ring file").
 
+// A parser of outside bytes: no index or arithmetic that can panic or wrap.
+#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -302,7 +305,11 @@ impl RingState {
                 })
                 .collect(),
         };
-        let mut out = Zeroizing::new(Vec::with_capacity(256 + 128 * file.versions.len()));
+        let mut out = Zeroizing::new(Vec::with_capacity(
+            128usize
+                .saturating_mul(file.versions.len())
+                .saturating_add(256),
+        ));
         // Serialising plain structs to a Vec cannot fail.
         let _ = serde_json::to_writer_pretty(&mut *out, &file);
         out.push(b'\n');
