@@ -1,19 +1,7 @@
 //! The core of the vault: strict key contexts, data keys, a key-committing envelope format,
 //! key providers and the router that implements bring-your-own-key.
 //!
-//! # A tour
-//! - [`KeyContext`]: 1 to 10 string pairs, parsed strictly and reduced to one canonical byte
-//!   form that is bound into every ciphertext and every key wrap.
-//! - [`DataKey`]: a fresh 256-bit key per object from the OS CSPRNG, wiped on drop, redacted in
-//!   `Debug`.
-//! - [`Envelope`]: the versioned binary format (`docs/FORMAT.md`) holding the context, the
-//!   wrapped data keys, a key commitment and the AES-256-GCM ciphertext.
-//! - [`KeyProvider`]: who holds the key-encryption keys. [`ManagedKeyProvider`] is a local ring of
-//!   root keys with versions, rotation, rewrap and crypto-shredding; cloud KMS providers live in
-//!   their own crates.
-//! - [`Router`]: BYOK rules from context to provider, and dispatch back by key reference.
-//! - [`CachingProvider`]: the data-key cache in front of a (remote) provider.
-//! - [`seal`], [`open`], [`rewrap`]: what the store, the server and the CLI call.
+//! Seal a value for a key context, open it again:
 //!
 //! ```
 //! # async fn demo() -> Result<(), vault_crypto::Error> {
@@ -29,6 +17,22 @@
 //! # Ok(()) }
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(demo()).unwrap();
 //! ```
+//!
+//! # A tour
+//! - [`KeyContext`]: 1 to 10 string pairs, parsed strictly and reduced to one canonical byte
+//!   form that is bound into every ciphertext and every key wrap.
+//! - [`DataKey`]: a fresh 256-bit key per object from the OS CSPRNG, wiped on drop, redacted in
+//!   `Debug`.
+//! - [`Envelope`]: the versioned binary format (`docs/FORMAT.md`) holding the context, the
+//!   wrapped data keys, a key commitment and the AES-256-GCM ciphertext.
+//! - [`KeyProvider`]: who holds the key-encryption keys. [`ManagedKeyProvider`] is a local ring of
+//!   root keys with versions, rotation, rewrap and crypto-shredding; cloud KMS providers live in
+//!   their own crates.
+//! - [`Router`]: BYOK rules from context to provider, and dispatch back by key reference.
+//! - [`CachingProvider`]: the data-key cache in front of a (remote) provider.
+//! - [`seal`], [`open`], [`rewrap`]: what the store, the server and the CLI call.
+//! - [`provider`]: what an implementor of a key provider needs (the trait, the one
+//!   timeout-and-retry loop, data keys from a key service's answer).
 //!
 //! # What it does not do
 //! No network and no database: cloud KMS providers, the object store and the HTTP server are
