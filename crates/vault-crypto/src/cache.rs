@@ -168,7 +168,8 @@ impl<T> Slots<T> {
     }
 }
 
-/// A [`KeyProvider`] that caches data keys in front of another one. See the [module docs](self).
+/// A [`KeyProvider`] that caches data keys in front of another one: it reuses a data key for
+/// sealing within [`CacheLimits`], and keeps unwrapped keys for their `max_age`.
 pub struct CachingProvider {
     inner: Arc<dyn KeyProvider>,
     limits: CacheLimits,

@@ -1,6 +1,6 @@
 //! [`Vault`]: the one place where the flow of an object is assembled. Values go in and come
 //! out in plaintext; in between they are sealed for the object's key context through the key
-//! provider (usually a [`Router`](vault_crypto::Router)) and stored as envelopes.
+//! provider (usually a [`Router`]) and stored as envelopes.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

@@ -16,7 +16,7 @@
 //! # One ring for every process
 //! The ring lives in a [`RingStore`] (a file by default, see [`FileRingStore`]); the provider's
 //! copy in memory is a cache of it. Before a seal, an unwrap or an
-//! [`is_current`](KeyProvider::is_current) the provider asks the store whether the ring's
+//! [`is_current`](crate::KeyProvider::is_current) the provider asks the store whether the ring's
 //! generation moved, at most once per [check interval](ManagedKeyProvider::with_check_interval)
 //! (250 ms by default; a `stat` of the file), and always before looking for a version it does
 //! not know. So a rotation, a new minimum or a destruction made by any process is obeyed by every
