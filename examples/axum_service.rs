@@ -112,7 +112,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .header("x-org", org)
             .body(axum::body::Body::from(body))
     };
-    let put = app.clone().oneshot(request("PUT", "org_1", "meet at dawn")?).await?;
+    let put = app
+        .clone()
+        .oneshot(request("PUT", "org_1", "meet at dawn")?)
+        .await?;
     assert_eq!(put.status(), StatusCode::NO_CONTENT);
     let got = app.clone().oneshot(request("GET", "org_1", "")?).await?;
     assert_eq!(got.status(), StatusCode::OK);

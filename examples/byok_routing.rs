@@ -43,7 +43,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for org in ["org_acme", "org_other"] {
         let ctx = KeyContext::from_pairs([("organization_id", org)])?;
         let meta = vault
-            .create("production", &format!("{org}-api-token"), &ctx, b"s3cr3t", &actor)
+            .create(
+                "production",
+                &format!("{org}-api-token"),
+                &ctx,
+                b"s3cr3t",
+                &actor,
+            )
             .await?;
         let read = vault.read("production", &meta.id, &actor).await?;
         assert_eq!(read.value, b"s3cr3t");
@@ -51,7 +57,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     // The customer's objects are under its key, everyone else's under the managed one.
     let usage = vault.key_usage().await?;
-    assert!(usage.iter().any(|u| u.key_id.starts_with("managed://acme#")));
-    assert!(usage.iter().any(|u| u.key_id.starts_with("managed://root#")));
+    assert!(
+        usage
+            .iter()
+            .any(|u| u.key_id.starts_with("managed://acme#"))
+    );
+    assert!(
+        usage
+            .iter()
+            .any(|u| u.key_id.starts_with("managed://root#"))
+    );
     Ok(())
 }

@@ -70,7 +70,10 @@ impl Encryptor {
         };
         if fresh {
             let answer = self
-                .call("/vault/v1/keys/data-key", json!({ "context": self.context }))
+                .call(
+                    "/vault/v1/keys/data-key",
+                    json!({ "context": self.context }),
+                )
                 .await?;
             let blob = STANDARD.decode(answer["encrypted_keys"].as_str().ok_or("no keys")?)?;
             self.sealing = Some((Self::data_key(&answer)?, blob, Instant::now(), 0));
@@ -87,7 +90,10 @@ impl Encryptor {
         let keys = blob.encrypted_keys().to_vec();
         if !self.opened.contains_key(&keys) {
             let answer = self
-                .call("/vault/v1/keys/decrypt", json!({ "keys": STANDARD.encode(&keys) }))
+                .call(
+                    "/vault/v1/keys/decrypt",
+                    json!({ "keys": STANDARD.encode(&keys) }),
+                )
                 .await?;
             self.opened.insert(keys.clone(), Self::data_key(&answer)?);
         }
@@ -106,8 +112,8 @@ async fn main() -> Result<(), Error> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let server = tokio::spawn(async move {
-        let app = vault::server::app(state)
-            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let app =
+            vault::server::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
         axum::serve(listener, app).await
     });
 

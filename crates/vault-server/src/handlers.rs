@@ -1,5 +1,7 @@
 //! The endpoint handlers. Each authenticates first (so a request without a valid key does
-//! nothing), then reads its input field by field, then calls the facade once.
+//! nothing), then reads its input field by field, then makes one call to the facade, which
+//! writes the change or the read and its audit event together (`/healthz` and `/metrics` call
+//! nothing).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,6 +1,5 @@
 //! The vault's HTTP API, wire-compatible with WorkOS Vault, so the official WorkOS SDKs work
-//! against it unchanged (`../shared/workos-vault-api.md` is the contract; `docs/API.md` says
-//! what we answer).
+//! against it unchanged (`docs/API.md` says what we answer, and where it differs).
 //!
 //! [`app`] builds the axum router over an [`AppState`]: the [`Vault`] facade (key router and
 //! store), the request [`Limits`] and the [`Metrics`]. The server holds no crypto of its own
