@@ -56,7 +56,8 @@ impl Encryptor {
         Ok(json)
     }
 
-    /// The data key's bytes, taken from the answer into wiped storage.
+    /// The data key from the answer, in a `DataKey` that is wiped on drop (the JSON answer
+    /// itself still holds it in base64: drop it soon, as here).
     fn data_key(answer: &Value) -> Result<DataKey, Error> {
         let b64 = answer["data_key"].as_str().ok_or("no data_key")?;
         DataKey::from_answer(STANDARD.decode(b64)?).ok_or_else(|| "not a 32-byte key".into())

@@ -84,6 +84,36 @@ fn rewrap_moves_to_the_primary_without_touching_the_ciphertext() {
     assert!(block_on(open(&p, &old, b"aad")).is_err());
 }
 
+/// Current means one wrapped key, the one the provider makes now: an envelope carrying extra
+/// wrapped keys is rewrapped down to that one. And `wrap_again` never trusts a key reference:
+/// a junk wrapped key labelled with the primary version is refused, not passed on.
+#[test]
+fn rewrap_keeps_one_key_and_wrap_again_checks_the_key() {
+    let p = ManagedKeyProvider::in_memory("root").unwrap();
+    let ctx = org1();
+    let dek = vault_crypto::DataKey::generate().unwrap();
+    let w1 = block_on(p.wrap(&dek, &ctx)).unwrap();
+    let w2 = block_on(p.wrap(&dek, &ctx)).unwrap();
+    let two =
+        vault_crypto::danger::seal_with_key(&dek, &[w1.clone(), w2], &ctx, b"two", b"").unwrap();
+    let Rewrapped::Moved(one) = block_on(rewrap(&p, &two)).unwrap() else {
+        panic!("two wrapped keys are not current");
+    };
+    assert_eq!(Envelope::parse(&one).unwrap().wrapped_keys().len(), 1);
+    assert_eq!(block_on(open(&p, &one, b"")).unwrap().plaintext(), b"two");
+
+    let junk = WrappedKey::new(w1.key_ref().clone(), vec![0x42; w1.bytes().len()]).unwrap();
+    let forged = vault_crypto::danger::seal_with_key(&dek, &[junk], &ctx, b"x", b"").unwrap();
+    let env = Envelope::parse(&forged).unwrap();
+    // Judged by its reference alone, it is current: a stored rewrap leaves it be...
+    assert_eq!(block_on(env.rewrap(&p)).unwrap(), Rewrapped::AlreadyCurrent);
+    // ...but handing it on after `wrap_again` means it was opened and checked.
+    assert!(matches!(
+        block_on(env.wrap_again(&p)),
+        Err(Error::DecryptionFailed)
+    ));
+}
+
 #[test]
 fn destroy_shreds_exactly_that_version() {
     let p = ManagedKeyProvider::in_memory("root").unwrap();

@@ -246,8 +246,8 @@ impl KeyProvider for AwsKmsProvider {
         self.wrapped(out.ciphertext_blob())
     }
 
-    /// One attempt, whatever the retry policy: the blob is a caller's, and no caller may
-    /// multiply calls to this key (a throttling answer goes back to it at once).
+    /// `Decrypt`, retried as the policy allows for our own data, once for a caller's blob (no
+    /// caller may multiply calls to this key: a throttling answer goes back to it at once).
     async fn unwrap_owned(
         &self,
         wrapped: &WrappedKey,

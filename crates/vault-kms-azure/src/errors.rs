@@ -16,9 +16,9 @@ pub(crate) enum Op {
     Other,
 }
 
-/// Key Vault's most specific error code: the innermost `innererror.code` of an error answer
-/// (`{"error": {"code": "Forbidden", "innererror": {"code": "KeyDisabled"}}}`).
-pub(crate) fn inner_error_code(body: &[u8]) -> Option<String> {
+/// Every error code of a Key Vault answer, outermost first: `error.code` and each nested
+/// `innererror.code` (`{"error": {"code": "Forbidden", "innererror": {"code": "KeyDisabled"}}}`).
+pub(crate) fn error_codes(body: &[u8]) -> Vec<String> {
     #[derive(serde::Deserialize)]
     struct Answer {
         error: Detail,
@@ -28,11 +28,13 @@ pub(crate) fn inner_error_code(body: &[u8]) -> Option<String> {
         code: Option<String>,
         innererror: Option<Box<Detail>>,
     }
-    let mut detail = serde_json::from_slice::<Answer>(body).ok()?.error;
-    while let Some(inner) = detail.innererror {
-        detail = *inner;
+    let mut codes = Vec::new();
+    let mut next = serde_json::from_slice::<Answer>(body).ok().map(|a| a.error);
+    while let Some(detail) = next {
+        codes.extend(detail.code);
+        next = detail.innererror.map(|d| *d);
     }
-    detail.code
+    codes
 }
 
 /// Maps an SDK error to a typed provider error: the status and Key Vault's error code only
@@ -46,12 +48,13 @@ pub(crate) fn map_error(e: &azure_core::Error, op: Op) -> ProviderError {
         } => {
             let status = u16::from(*status);
             let code = error_code.as_deref().unwrap_or("");
-            let inner = raw_response
+            let codes = raw_response
                 .as_ref()
-                .and_then(|r| inner_error_code(r.body()));
+                .map(|r| error_codes(r.body()))
+                .unwrap_or_default();
             let kind = match status {
                 401 => ProviderErrorKind::AccessDenied,
-                403 if code == "KeyDisabled" || inner.as_deref() == Some("KeyDisabled") => {
+                403 if code == "KeyDisabled" || codes.iter().any(|c| c == "KeyDisabled") => {
                     ProviderErrorKind::Disabled
                 }
                 403 => ProviderErrorKind::AccessDenied,

@@ -6,7 +6,8 @@ use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use std::fmt;
 
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde::Deserializer as _;
+use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use vault_objects::KeyContext;
 
@@ -55,28 +56,47 @@ fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
 /// A field as it appeared: absent and `null` are both `None`.
 pub(crate) type Field = Option<Box<RawValue>>;
 
-/// A JSON object's members in order, values left raw.
-struct Members(Vec<(String, Box<RawValue>)>);
+/// Why a body's members were refused: a name we do not take, or one given twice.
+enum Refusal {
+    Unknown(String),
+    Duplicate(String),
+}
 
-impl<'de> Deserialize<'de> for Members {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl<'de> Visitor<'de> for Visit {
-            type Value = Members;
+/// Reads a JSON object's members into the slots of `names`, checking each name as it arrives:
+/// the first unknown or repeated one ends the reading (the rest is skipped without being kept),
+/// so a body of many members costs no more memory than one of a few.
+struct Members<'n, const N: usize> {
+    names: &'n [&'n str; N],
+}
 
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
+impl<'de, const N: usize> Visitor<'de> for Members<'_, N> {
+    type Value = Result<[Field; N], Refusal>;
 
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members, A::Error> {
-                let mut members = Vec::new();
-                while let Some(member) = map.next_entry()? {
-                    members.push(member);
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out: [Field; N] = std::array::from_fn(|_| None);
+        let mut seen = [false; N];
+        while let Some(name) = map.next_key::<String>()? {
+            // A name is the client's text: at most 64 characters of it are repeated.
+            let shown = || name.chars().take(64).collect::<String>();
+            let refusal = match self.names.iter().position(|n| *n == name) {
+                None => Refusal::Unknown(shown()),
+                Some(i) if seen[i] => Refusal::Duplicate(shown()),
+                Some(i) => {
+                    seen[i] = true;
+                    let value: Box<RawValue> = map.next_value()?;
+                    out[i] = (value.get() != "null").then_some(value);
+                    continue;
                 }
-                Ok(Members(members))
-            }
+            };
+            map.next_value::<IgnoredAny>()?;
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            return Ok(Err(refusal));
         }
-        d.deserialize_map(Visit)
+        Ok(Ok(out))
     }
 }
 
@@ -97,7 +117,7 @@ pub(crate) fn fields<const N: usize>(
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(not_an_object());
     }
-    let Members(members) = serde_json::from_slice(bytes).map_err(|e| {
+    let json_error = |e: serde_json::Error| {
         use serde_json::error::Category;
         match e.classify() {
             Category::Syntax | Category::Eof | Category::Io => ApiError::new(
@@ -111,31 +131,27 @@ pub(crate) fn fields<const N: usize>(
             ),
             Category::Data => not_an_object(),
         }
-    })?;
-    let mut out: [Field; N] = std::array::from_fn(|_| None);
-    let mut seen = [false; N];
-    for (name, value) in members {
-        // A name is the client's text: at most 64 characters of it are repeated.
-        let shown: String = name.chars().take(64).collect();
-        let Some(i) = names.iter().position(|n| *n == name) else {
-            return Err(ApiError::field(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "unknown_field",
-                &shown,
-                format!("unknown field {shown}"),
-            ));
-        };
-        if std::mem::replace(&mut seen[i], true) {
-            return Err(ApiError::field(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "duplicate_field",
-                &shown,
-                format!("field {shown} appears twice"),
-            ));
-        }
-        out[i] = (value.get() != "null").then_some(value);
+    };
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let read = de
+        .deserialize_map(Members { names: &names })
+        .map_err(json_error)?;
+    de.end().map_err(json_error)?;
+    match read {
+        Ok(fields) => Ok(fields),
+        Err(Refusal::Unknown(name)) => Err(ApiError::field(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_field",
+            &name,
+            format!("unknown field {name}"),
+        )),
+        Err(Refusal::Duplicate(name)) => Err(ApiError::field(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "duplicate_field",
+            &name,
+            format!("field {name} appears twice"),
+        )),
     }
-    Ok(out)
 }
 
 fn required<'a>(field: &'a Field, name: &str) -> Result<&'a RawValue, ApiError> {

@@ -323,9 +323,10 @@ pub async fn open(
 
 /// Moves an envelope's data key to the key `provider` now chooses for its context (the primary
 /// version after a rotation, or another provider after a routing change), without touching the
-/// ciphertext, unless every wrapped key already is
-/// [current](KeyProvider::is_current). The data key is unwrapped and checked against the
-/// commitment first, so a substituted wrapped key is never carried forward.
+/// ciphertext, unless its one wrapped key already is [current](KeyProvider::is_current) (judged
+/// by its key reference alone: [`Envelope::wrap_again`] always unwraps). The data key is
+/// unwrapped and checked against the commitment first, so a substituted wrapped key is never
+/// carried forward.
 ///
 /// # Errors
 /// As [`open`], plus provider errors from [`KeyProvider::is_current`] and the new wrap.
@@ -353,20 +354,28 @@ impl Envelope<'_> {
     /// # Errors
     /// As [`rewrap`].
     pub async fn rewrap(&self, provider: &dyn KeyProvider) -> Result<Rewrapped, Error> {
-        let mut current = true;
-        for k in self.wrapped_keys() {
-            if !provider.is_current(k.key_ref(), self.context()).await? {
-                current = false;
-                break;
-            }
-        }
-        if current {
+        // Current means one wrapped key, the one the provider would make now; anything else
+        // (extra wrapped keys included) is rewrapped to exactly that one.
+        if let [only] = self.wrapped_keys()
+            && provider.is_current(only.key_ref(), self.context()).await?
+        {
             return Ok(Rewrapped::AlreadyCurrent);
         }
+        self.wrap_again(provider).await.map(Rewrapped::Moved)
+    }
+
+    /// The envelope with its data key unwrapped, checked against the commitment and wrapped
+    /// again by the key `provider` chooses now, whether or not it already was: what a caller
+    /// wants when it must hand on an envelope it has verified (the CLI's `vault keys rewrap`
+    /// on one envelope). The header and ciphertext are kept.
+    ///
+    /// # Errors
+    /// As [`rewrap`].
+    pub async fn wrap_again(&self, provider: &dyn KeyProvider) -> Result<Sealed, Error> {
         let (data_key, _, _) = unwrap_committed(provider, self, Attempts::Retry).await?;
         let wrapped = provider.wrap(&data_key, self.context()).await?;
         let bytes = self.with_wrapped_keys(vec![wrapped.clone()])?;
-        Ok(Rewrapped::Moved(Sealed::new(bytes, &wrapped)))
+        Ok(Sealed::new(bytes, &wrapped))
     }
 }
 

@@ -281,10 +281,12 @@ pub trait KeyProvider: Send + Sync + fmt::Debug {
     async fn wrap(&self, key: &DataKey, ctx: &KeyContext) -> Result<WrappedKey, ProviderError>;
 
     /// Unwraps a data key that this provider wrapped for `ctx`; called only with a wrapped key
-    /// it [owns](Self::owns). With [`Attempts::Once`] the wrapped key is a caller's (an issued
-    /// data key's blob), so its key reference and context are the caller's choice: make at
-    /// most **one** call to a key service, never retried (a caller must not be able to multiply
-    /// calls to a customer's key).
+    /// it [owns](Self::owns). Callers use [`unwrap`](Self::unwrap) or
+    /// [`unwrap_once`](Self::unwrap_once), which check ownership (and, for a router, routing)
+    /// first. With [`Attempts::Once`] the wrapped key is a caller's (an issued data key's blob),
+    /// so its key reference and context are the caller's choice: make **one attempt** at each
+    /// call to a key service, never retried (a caller must not be able to multiply calls to a
+    /// customer's key), and no call at all that a local check can spare.
     ///
     /// # Errors
     /// [`ProviderErrorKind::InvalidCiphertext`] if the bytes or the context are not authentic;
