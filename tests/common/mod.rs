@@ -5,20 +5,11 @@
 #[path = "../../src/cli/client.rs"]
 pub mod client;
 
-/// moto's URL from `scripts/with-moto`; `None` (reported as skipped) outside CI without it.
-pub fn moto_url() -> Option<String> {
-    match std::env::var("VAULT_TEST_MOTO_URL") {
-        Ok(url) => Some(url),
-        Err(_) => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "VAULT_TEST_MOTO_URL is not set: the AWS KMS tests must run in CI"
-            );
-            eprintln!("SKIPPED: AWS KMS tests (run scripts/test, or set VAULT_TEST_MOTO_URL)");
-            None
-        }
-    }
-}
+// moto's URL (`scripts/with-moto`), from the AWS crate's test helpers, shared as a file.
+#[path = "../../crates/vault-kms-aws/tests/common/mod.rs"]
+mod aws;
+#[allow(unused_imports)] // Each test binary uses a different subset.
+pub use aws::moto_url;
 
 /// A certificate authority and a certificate for 127.0.0.1 it signed, as PEM files in `dir`:
 /// `<name>-ca.pem`, `<name>-cert.pem`, `<name>-key.pem`.

@@ -3,6 +3,8 @@
 //! reported as skipped otherwise.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test, helpers included.
 
+// The AWS crate's own helpers (the moto endpoint, a client for it), shared as a file.
+#[path = "../../vault-kms-aws/tests/common/mod.rs"]
 mod common;
 
 use std::time::{Duration, Instant};
