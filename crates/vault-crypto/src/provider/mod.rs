@@ -309,10 +309,7 @@ pub trait KeyProvider: Send + Sync + fmt::Debug {
         wrapped: &WrappedKey,
         ctx: &KeyContext,
     ) -> Result<DataKey, ProviderError> {
-        if !self.owns(wrapped.key_ref()) {
-            return Err(not_mine(wrapped.key_ref()));
-        }
-        self.unwrap_owned(wrapped, ctx, Attempts::Retry).await
+        unwrap_checked(self, wrapped, ctx, Attempts::Retry).await
     }
 
     /// Unwraps a wrapped key that a caller handed in (an issued data key's blob) rather than
@@ -327,11 +324,21 @@ pub trait KeyProvider: Send + Sync + fmt::Debug {
         wrapped: &WrappedKey,
         ctx: &KeyContext,
     ) -> Result<DataKey, ProviderError> {
-        if !self.owns(wrapped.key_ref()) {
-            return Err(not_mine(wrapped.key_ref()));
-        }
-        self.unwrap_owned(wrapped, ctx, Attempts::Once).await
+        unwrap_checked(self, wrapped, ctx, Attempts::Once).await
     }
+}
+
+/// The provided unwraps: "not mine" is answered here, before the implementor is asked.
+async fn unwrap_checked<P: KeyProvider + ?Sized>(
+    provider: &P,
+    wrapped: &WrappedKey,
+    ctx: &KeyContext,
+    attempts: Attempts,
+) -> Result<DataKey, ProviderError> {
+    if !provider.owns(wrapped.key_ref()) {
+        return Err(not_mine(wrapped.key_ref()));
+    }
+    provider.unwrap_owned(wrapped, ctx, attempts).await
 }
 
 /// The answer to a wrapped key that a provider does not own.
