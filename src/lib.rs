@@ -10,26 +10,25 @@ pub use vault_server as server;
 pub use vault_store as store;
 
 pub mod config;
+pub mod deployment;
+
+pub use deployment::{Deployment, Rings};
 
 pub use vault_objects::{
     DESTROY_QUIET_SECS, DestroyReport, KeyUsage, Object, RewrapReport, RewrapScope, Shred, Vault,
     VaultError,
 };
 
-/// The SQLite store in `data_dir` with the providers and rules of `config`.
+/// The vault of `config` in `data_dir`: the SQLite store there, unless `[store] url` names a
+/// PostgreSQL database, with the providers and rules of `config` (see [`Deployment`]).
 ///
 /// # Errors
-/// If a provider or the database cannot be opened.
+/// If the configuration cannot work, or a provider or the database cannot be opened.
 pub async fn open(data_dir: &Path, config: &config::Config) -> Result<Vault, VaultError> {
-    let store = vault_store::SqlStore::open_sqlite(data_dir).await?;
-    // Which providers' unsigned wraps the store still holds (see `accept_unsigned_wraps`).
-    let usage = if config.needs_key_usage() {
-        Some(vault_store::AuditLog::key_usage(&store).await?)
-    } else {
-        None
-    };
-    let router = config.router_for_store(data_dir, usage.as_deref()).await?;
-    Ok(Vault::new(Arc::new(router), Arc::new(store)))
+    Deployment::resolve(data_dir, None, None, None, config)
+        .map_err(deployment::config_error)?
+        .open(config)
+        .await
 }
 
 /// The embedded default in `data_dir`: the managed key ring and the SQLite store.

@@ -7,10 +7,10 @@ use super::args::*;
 use super::exit::Failure;
 
 pub(crate) async fn apikey(
-    data_dir: &std::path::Path,
+    deployment: &vault::Deployment,
     command: ApikeyCommand,
 ) -> Result<(), Failure> {
-    let store = vault::store::SqlStore::open_sqlite(data_dir).await?;
+    let store = deployment.store().await?;
     match command {
         ApikeyCommand::Create { environment, name } => {
             let key = vault::server::auth::create(&store, &environment, &name).await?;

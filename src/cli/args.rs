@@ -16,6 +16,20 @@ pub(crate) struct Cli {
     /// The providers and BYOK rules (`vault.toml`); without it, the managed ring only.
     #[arg(long, global = true, env = "VAULT_CONFIG")]
     pub(crate) config: Option<PathBuf>,
+    /// A PostgreSQL database for objects, API keys, the audit trail and the managed ring
+    /// (`postgres://user@host:5432/db`; the password from VAULT_DATABASE_PASSWORD or
+    /// `[store] password_file`). Default: SQLite in the data directory.
+    #[arg(
+        long,
+        global = true,
+        env = "VAULT_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub(crate) database_url: Option<String>,
+    /// What seals the managed ring's root keys in the database: `file:/path/master.key`
+    /// (`vault keys init-seal`) or a KMS provider of vault.toml. Needed with --database-url.
+    #[arg(long, global = true, env = "VAULT_SEAL")]
+    pub(crate) seal: Option<String>,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -107,6 +121,23 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: ApikeyCommand,
     },
+    /// The store as a whole: moving it to PostgreSQL.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum StoreCommand {
+    /// Copy every object, version, API key and audit event, and the managed ring (sealed with
+    /// --seal), from this store into an empty PostgreSQL database. Values are not decrypted;
+    /// an interrupted copy resumes when run again.
+    Copy {
+        /// The target database (`postgres://…`; the password from VAULT_TARGET_PASSWORD).
+        #[arg(long, env = "VAULT_TARGET_URL", hide_env_values = true)]
+        to: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,9 +155,10 @@ pub(crate) enum BenchTarget {
         /// Value size in bytes.
         #[arg(long, default_value_t = 1024)]
         value_bytes: usize,
-        /// A running server (`http://127.0.0.1:8080`) instead of an in-process one.
+        /// A running server (`http://127.0.0.1:8080`) instead of an in-process one; repeat it
+        /// to spread the clients over several replicas.
         #[arg(long, requires = "key")]
-        url: Option<String>,
+        url: Vec<String>,
         /// The API key for --url.
         #[arg(long, env = "VAULT_API_KEY")]
         key: Option<String>,
@@ -315,6 +347,35 @@ pub(crate) enum KeysCommand {
         /// The version number.
         version: u32,
     },
+    /// Make a master key file (mode 0600) for `--seal file:PATH`. Keep it apart from the
+    /// database: whoever holds both holds every key.
+    InitSeal {
+        /// Where to write it (must not exist).
+        path: PathBuf,
+    },
+    /// Move the ring between its file in the data directory and the database (sealed with
+    /// --seal), keys and versions as they are. Refused if the target holds a ring already.
+    MigrateRing {
+        /// Where the ring goes.
+        #[arg(long, value_enum)]
+        to: RingPlace,
+    },
+    /// Seal the ring's root keys in the database with another seal (no data key changes).
+    /// Give every process the new --seal before it next starts.
+    Reseal {
+        /// The new seal: `file:/path/master.key` or a KMS provider of vault.toml.
+        #[arg(long)]
+        to: String,
+    },
+}
+
+/// Where `vault keys migrate-ring` moves a ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum RingPlace {
+    /// The database of --database-url (or the SQLite store), sealed with --seal.
+    Database,
+    /// The key-ring file in the data directory (unsealed, mode 0600).
+    File,
 }
 
 /// How `vault serve` writes its logs (to standard error).

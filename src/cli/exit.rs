@@ -28,6 +28,8 @@ impl From<Error> for Failure {
         let code = match &e {
             Error::Context(_) | Error::Envelope(_) | Error::PlaintextTooLarge { .. } => BAD_INPUT,
             Error::DecryptionFailed => DECRYPTION_FAILED,
+            // The database that holds the ring is down: a storage failure, as for objects.
+            Error::KeyRing(crypto::KeyRingError::Store { .. }) => STORAGE,
             _ => KEYS,
         };
         Self {

@@ -49,42 +49,47 @@ pub(crate) fn rfc3339(secs: u64) -> String {
 }
 
 pub(crate) async fn keys(
-    data_dir: &std::path::Path,
+    deployment: &vault::Deployment,
     config: &Config,
     config_given: bool,
     provider: Option<&str>,
     command: KeysCommand,
 ) -> Result<(), Failure> {
+    let data_dir = deployment.data_dir();
     let chosen = config.managed_ring(provider).map_err(|message| Failure {
         code: exit::BAD_INPUT,
         message,
     });
+    // The store, opened once if a command needs it (the database ring lives there).
+    let store = tokio::sync::OnceCell::new();
+    let store = || store.get_or_try_init(|| async { deployment.store().await });
     // The ring must exist: key administration never creates one.
-    let open_ring = || -> Result<std::sync::Arc<crypto::ManagedKeyProvider>, Failure> {
+    let open_ring = || async {
         let chosen = chosen.clone()?;
-        Ok(std::sync::Arc::new(
-            crypto::ManagedKeyProvider::open_existing(data_dir, &chosen.ring)?
+        let rings = if deployment.rings_in_database() {
+            deployment.rings(store().await?, config).await?
+        } else {
+            vault::Rings::Files(data_dir.to_owned())
+        };
+        Ok::<_, Failure>(std::sync::Arc::new(
+            rings
+                .open(&chosen.ring, false)
+                .await?
                 .with_check_interval(chosen.check_interval),
         ))
     };
-    // Counting and destroying need the store, not the other providers; `None` if the data
-    // directory has none (a missing store must not look like an empty one).
+    // Counting and destroying need the store, not the other providers; `None` if there is
+    // none (a missing store must not look like an empty one).
     let ring_vault = |ring: std::sync::Arc<crypto::ManagedKeyProvider>| async move {
-        if !vault::store::SqlStore::sqlite_path(data_dir).exists() {
+        if !deployment.has_store() {
             return Ok(None);
         }
-        let store = vault::store::SqlStore::open_sqlite(data_dir).await?;
         Ok::<_, Failure>(Some(vault::Vault::new(
             std::sync::Arc::new(vault::default_router(ring)),
-            std::sync::Arc::new(store),
+            std::sync::Arc::new(store().await?.clone()),
         )))
     };
-    let no_store = || {
-        format!(
-            "no object store at {}",
-            vault::store::SqlStore::sqlite_path(data_dir).display()
-        )
-    };
+    let no_store = || format!("no object store at {}", deployment.describe());
     match command {
         KeysCommand::Rewrap {
             matches,
@@ -95,10 +100,13 @@ pub(crate) async fn keys(
                 let input = read_stdin()?;
                 let bytes = envelope_bytes(&input)?;
                 let envelope = Envelope::parse(&bytes).map_err(Error::from)?;
-                let router = if config_given {
+                let router = if config_given && !deployment.rings_in_database() {
                     config.router(data_dir).await?
+                } else if config_given {
+                    let rings = deployment.rings(store().await?, config).await?;
+                    config.router_for_store(&rings, None).await?
                 } else {
-                    vault::default_router(open_ring()?)
+                    vault::default_router(open_ring().await?)
                 };
                 // Always unwrapped and checked, so what comes out is an envelope that opens.
                 let moved = envelope.wrap_again(&router).await?;
@@ -109,7 +117,7 @@ pub(crate) async fn keys(
             } else {
                 vault::RewrapScope::Matching(match_pairs(&matches)?)
             };
-            let vault = vault::open(data_dir, config).await?;
+            let vault = deployment.open(config).await?;
             let total = match scope {
                 vault::RewrapScope::All => Some(
                     vault
@@ -147,7 +155,7 @@ pub(crate) async fn keys(
             Ok(())
         }
         KeysCommand::Status => {
-            let ring = open_ring()?;
+            let ring = open_ring().await?;
             let usage = match ring_vault(ring.clone()).await? {
                 Some(v) => Some(v.key_usage().await?),
                 None => None,
@@ -201,7 +209,7 @@ pub(crate) async fn keys(
             Ok(())
         }
         KeysCommand::Rotate => {
-            let v = open_ring()?.rotate().await?;
+            let v = open_ring().await?.rotate().await?;
             println!("v{v}");
             Ok(())
         }
@@ -209,7 +217,7 @@ pub(crate) async fn keys(
             version,
             yes_destroy_data,
         } => {
-            let ring = open_ring()?;
+            let ring = open_ring().await?;
             let shred = if yes_destroy_data {
                 vault::Shred::Consent
             } else {
@@ -251,10 +259,114 @@ pub(crate) async fn keys(
             );
             Ok(())
         }
+        KeysCommand::InitSeal { path } => {
+            let seal = crypto::managed::MasterKeySeal::create_file(&path)?;
+            println!("{}", seal_id(&seal));
+            eprintln!(
+                "vault: wrote the master key {} (mode 0600); use it with --seal file:{} and keep it apart from the database and its backups",
+                path.display(),
+                path.display()
+            );
+            Ok(())
+        }
+        KeysCommand::MigrateRing { to } => migrate_ring(deployment, config, chosen?, to).await,
+        KeysCommand::Reseal { to } => {
+            let chosen = chosen?;
+            if !deployment.rings_in_database() {
+                return Err(Failure {
+                    code: exit::BAD_INPUT,
+                    message: "the ring is a file (unsealed); reseal moves a ring in the database to another seal".into(),
+                });
+            }
+            config.check_seal(&to).map_err(|message| Failure {
+                code: exit::BAD_INPUT,
+                message,
+            })?;
+            let Some(from) = deployment.root_seal(config).await? else {
+                return Err(Failure {
+                    code: exit::BAD_INPUT,
+                    message: "give the current seal with --seal".into(),
+                });
+            };
+            let Some(new) = vault::deployment::open_seal(Some(&to), config).await? else {
+                return Err(Failure {
+                    code: exit::BAD_INPUT,
+                    message: "no seal given".into(),
+                });
+            };
+            let ring = store().await?.ring_store(&chosen.ring, from);
+            let n = ring.reseal(&*new).await?;
+            println!(
+                "ring {}: {n} root key(s) sealed again with {}",
+                chosen.ring,
+                new.describe()
+            );
+            eprintln!("vault: give every process --seal {to} before it next starts");
+            Ok(())
+        }
         KeysCommand::MinVersion { version } => {
-            open_ring()?.set_min_decryption_version(version).await?;
+            open_ring()
+                .await?
+                .set_min_decryption_version(version)
+                .await?;
             println!("minimum decryption version v{version}");
             Ok(())
         }
     }
+}
+
+/// What `init-seal` prints: the master key's fingerprint (as `sealed_by` names it).
+fn seal_id(seal: &crypto::managed::MasterKeySeal) -> String {
+    use crypto::managed::RootSeal as _;
+    seal.describe()
+}
+
+/// `vault keys migrate-ring --to …`: copies the ring, then retires the source (the file is
+/// renamed aside; the database rows are removed), so only one copy stays in use.
+async fn migrate_ring(
+    deployment: &vault::Deployment,
+    config: &Config,
+    chosen: vault::config::ManagedRing,
+    to: RingPlace,
+) -> Result<(), Failure> {
+    let Some(seal) = deployment.root_seal(config).await? else {
+        return Err(Failure {
+            code: exit::BAD_INPUT,
+            message: "the ring in the database is kept sealed: give --seal".into(),
+        });
+    };
+    let store = deployment.store().await?;
+    let file = crypto::FileRingStore::new(deployment.data_dir(), &chosen.ring)?;
+    let database = store.ring_store(&chosen.ring, seal).moving_in();
+    match to {
+        RingPlace::Database => {
+            let generation = crypto::managed::copy_ring(&file, &database).await?;
+            let aside = file.path().with_extension(format!(
+                "json.migrated-{}",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+            ));
+            std::fs::rename(file.path(), &aside)?;
+            println!(
+                "ring {} (generation {generation}) moved into {}; the file is kept, unused, as {}",
+                chosen.ring,
+                deployment.describe(),
+                aside.display()
+            );
+            eprintln!(
+                "vault: the old file holds the root keys unsealed: delete it once the move is checked"
+            );
+        }
+        RingPlace::File => {
+            let generation = crypto::managed::copy_ring(&database, &file).await?;
+            store.remove_ring(&chosen.ring).await?;
+            println!(
+                "ring {} (generation {generation}) moved into {}",
+                chosen.ring,
+                file.path().display()
+            );
+        }
+    }
+    Ok(())
 }

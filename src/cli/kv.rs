@@ -66,7 +66,7 @@ pub(crate) fn value_arg(value: Option<String>) -> Result<Vec<u8>, Failure> {
 }
 
 pub(crate) async fn kv(
-    data_dir: &std::path::Path,
+    deployment: &vault::Deployment,
     config: &Config,
     command: KvCommand,
 ) -> Result<(), Failure> {
@@ -75,7 +75,7 @@ pub(crate) async fn kv(
     if let KvCommand::Create { context, .. } = &command {
         KeyContext::parse_json(context.as_bytes()).map_err(Error::from)?;
     }
-    let vault = vault::open(data_dir, config).await?;
+    let vault = deployment.open(config).await?;
     match command {
         KvCommand::Create {
             env,

@@ -202,12 +202,20 @@ async fn one_client(client: ApiClient, index: usize, requests: usize, len: usize
     out
 }
 
-/// Runs the mix against `base` with `key`, then reads every object back.
+/// The replica of client `index`.
+fn replica(bases: &[String], index: usize) -> &str {
+    bases
+        .get(index % bases.len().max(1))
+        .map_or("http://127.0.0.1:8080", String::as_str)
+}
+
+/// Runs the mix against `bases` with `key` (client `i` on replica `i mod n`), then reads
+/// every object back, through the next replica from the one that wrote it.
 ///
 /// # Errors
 /// If a client task fails to run (a bug, not a request error: those are counted).
 pub(crate) async fn run(
-    base: &str,
+    bases: &[String],
     key: &str,
     settings: LoadSettings,
 ) -> Result<LoadReport, String> {
@@ -216,7 +224,7 @@ pub(crate) async fn run(
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(clients);
     for index in 0..clients {
-        let client = ApiClient::new(base, key);
+        let client = ApiClient::new(replica(bases, index), key);
         tasks.push(tokio::spawn(one_client(
             client,
             index,
@@ -231,11 +239,13 @@ pub(crate) async fn run(
     let elapsed = started.elapsed();
 
     // Read every object back, concurrently, and compare with what its client wrote last.
-    let checker = Arc::new(ApiClient::new(base, key));
+    let checkers: Vec<Arc<ApiClient>> = (0..bases.len().max(1))
+        .map(|i| Arc::new(ApiClient::new(replica(bases, i), key)))
+        .collect();
     let mut checks = Vec::new();
-    for r in &results {
+    for (index, r) in results.iter().enumerate() {
         for o in &r.objects {
-            let c = checker.clone();
+            let c = checkers[(index + 1) % checkers.len()].clone();
             let (id, version, value) = (o.id.clone(), o.version.clone(), o.value.clone());
             checks.push(tokio::spawn(async move {
                 match c
@@ -398,7 +408,7 @@ mod tests {
         let (base, _key, server) = start_local_server(dir.path()).await.unwrap();
         let forged = format!("sk_{}", "Q".repeat(43));
         let report = run(
-            &base,
+            &[base],
             &forged,
             LoadSettings {
                 clients: 2,

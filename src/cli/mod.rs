@@ -10,6 +10,7 @@ mod kv;
 mod load;
 mod serve;
 mod stdio;
+mod store;
 
 pub(crate) use args::{Cli, Command};
 pub(crate) use exit::{Failure, IO as EXIT_IO};
@@ -24,15 +25,41 @@ use self::stdio::*;
 pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
     let config = load_config(cli.config.as_deref())?;
     let data_dir = cli.data_dir.clone();
-    let router = || async { config.router(&data_dir).await.map_err(Failure::from) };
-    // Without a configuration, reading never creates a key ring.
-    let existing_router = || async {
-        if cli.config.is_some() {
-            config.router(&data_dir).await.map_err(Failure::from)
-        } else {
-            Ok(vault::default_router(vault::open_existing_managed(
-                &data_dir,
-            )?))
+    let deployment = vault::Deployment::resolve(
+        &data_dir,
+        cli.database_url.clone(),
+        cli.seal.clone(),
+        std::env::var("VAULT_DATABASE_PASSWORD").ok(),
+        &config,
+    )
+    .map_err(|message| Failure {
+        code: exit::BAD_INPUT,
+        message,
+    })?;
+    let d = &deployment;
+    // Encrypting may create the ring; reading never does.
+    let router = |create: bool| {
+        let config = &config;
+        let given = cli.config.is_some();
+        async move {
+            if d.rings_in_database() {
+                let store = d.store().await?;
+                let rings = d.rings(&store, config).await?;
+                if !create {
+                    // The default ring must exist: opening it here refuses a missing one.
+                    if let Ok(m) = config.managed_ring(None) {
+                        rings.open(&m.ring, false).await?;
+                    }
+                }
+                return Ok(config.router_for_store(&rings, None).await?);
+            }
+            if create || given {
+                Ok(config.router(&data_dir).await?)
+            } else {
+                Ok::<_, Failure>(vault::default_router(vault::open_existing_managed(
+                    &data_dir,
+                )?))
+            }
         }
     };
     match cli.command {
@@ -43,7 +70,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         } => {
             let ctx = KeyContext::parse_json(context.as_bytes()).map_err(Error::from)?;
             let plaintext = read_stdin()?;
-            let router = router().await?;
+            let router = router(true).await?;
             let sealed = crypto::seal(&router, &ctx, &plaintext, aad.as_bytes()).await?;
             write_envelope(&sealed, binary)
         }
@@ -51,7 +78,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
             let input = read_stdin()?;
             let bytes = envelope_bytes(&input)?;
             let envelope = Envelope::parse(&bytes).map_err(Error::from)?;
-            let router = existing_router().await?;
+            let router = router(false).await?;
             let opened = envelope.open(&router, aad.as_bytes()).await?;
             if show_context {
                 eprintln!("{}", opened.context());
@@ -72,7 +99,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
                     json,
                 }),
             ..
-        } => bench_server(clients, requests, value_bytes, url, key, json).await,
+        } => bench_server(clients, requests, value_bytes, &url, key, json).await,
         Command::Bench {
             target: None,
             json,
@@ -104,7 +131,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Kv { command } => kv::kv(&cli.data_dir, &config, command).await,
+        Command::Kv { command } => kv::kv(d, &config, command).await,
         Command::Serve {
             listen,
             environment,
@@ -117,9 +144,12 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
                 (Some(c), Some(k)) => Some((c, k)),
                 _ => None,
             };
-            serve::serve(&cli.data_dir, &config, listen, &environment, tls).await
+            serve::serve(d, &config, listen, &environment, tls).await
         }
-        Command::Apikey { command } => apikey::apikey(&cli.data_dir, command).await,
+        Command::Apikey { command } => apikey::apikey(d, command).await,
+        Command::Store {
+            command: StoreCommand::Copy { to },
+        } => store::copy(d, &config, &to).await,
         Command::Config {
             command: ConfigCommand::Check,
         } => {
@@ -136,8 +166,8 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
                 config.rules.len()
             );
             // What an RSA key's holder of only the public part could have forged.
-            if vault::store::SqlStore::sqlite_path(&cli.data_dir).exists() {
-                let store = vault::store::SqlStore::open_sqlite(&cli.data_dir).await?;
+            if d.has_store() {
+                let store = d.store().await?;
                 let usage = vault::store::AuditLog::key_usage(&store).await?;
                 for (name, stored, issued) in config.unsigned_azure_wraps(&usage) {
                     if stored + issued == 0 {
@@ -154,7 +184,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Keys { provider, command } => {
             keys::keys(
-                &cli.data_dir,
+                d,
                 &config,
                 cli.config.is_some(),
                 provider.as_deref(),
@@ -169,7 +199,7 @@ pub(crate) async fn bench_server(
     clients: usize,
     requests: usize,
     value_bytes: usize,
-    url: Option<String>,
+    urls: &[String],
     key: Option<String>,
     json: bool,
 ) -> Result<(), Failure> {
@@ -186,20 +216,21 @@ pub(crate) async fn bench_server(
     };
     let mut temp = None;
     let mut local = None;
-    let (base, key) = match (url, key) {
-        (Some(url), Some(key)) => (url, key),
+    let (bases, key) = match (urls, key) {
+        ([_, ..], Some(key)) => (urls.to_vec(), key),
         _ => {
             let dir = tempfile::tempdir()?;
             let (base, key, server) = load::start_local_server(dir.path()).await?;
             temp = Some(dir);
             local = Some(server);
-            (base, key)
+            (vec![base], key)
         }
     };
     eprintln!(
-        "vault: {clients} clients, {requests} requests of {value_bytes} bytes against {base}"
+        "vault: {clients} clients, {requests} requests of {value_bytes} bytes against {}",
+        bases.join(", ")
     );
-    let report = load::run(&base, &key, settings)
+    let report = load::run(&bases, &key, settings)
         .await
         .map_err(|message| Failure {
             code: exit::IO,

@@ -48,7 +48,7 @@ pub(crate) fn init_logs(format: LogFormat) {
 }
 
 pub(crate) async fn serve(
-    data_dir: &std::path::Path,
+    deployment: &vault::Deployment,
     config: &Config,
     listen: Option<std::net::SocketAddr>,
     environment: &str,
@@ -67,7 +67,7 @@ pub(crate) async fn serve(
                 message: "server.listen is not a socket address".into(),
             })?,
     };
-    let vault = vault::open(data_dir, config).await?;
+    let vault = deployment.open(config).await?;
     let store = vault.store().clone();
     let defaults = vault::server::Limits::default();
     let limits = vault::server::Limits {
@@ -174,11 +174,9 @@ pub(crate) async fn serve(
             }
         });
     }
-    tracing::info!(target: "vault::serve", %local, scheme, data_dir = %data_dir.display(), "listening");
-    eprintln!(
-        "vault: listening on {scheme}://{local} (data in {})",
-        data_dir.display()
-    );
+    let store_name = deployment.describe();
+    tracing::info!(target: "vault::serve", %local, scheme, store = %store_name, "listening");
+    eprintln!("vault: listening on {scheme}://{local} (store: {store_name})");
     if let Some(key) = first_key {
         let secret = key.expose_secret();
         println!(

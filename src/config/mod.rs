@@ -65,6 +65,28 @@ pub struct Config {
     /// `vault serve`: where to listen and the request limits.
     #[serde(default)]
     pub server: ServerConfig,
+    /// Where objects (and, on PostgreSQL, the managed key ring) are kept.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// What seals the root keys of a managed ring kept in the database: the name of an AWS,
+    /// Google Cloud or Azure provider of this file, or `file:/path/master.key`.
+    pub seal: Option<String>,
+}
+
+/// The `[store]` table. `--database-url` / `VAULT_DATABASE_URL` win over it.
+///
+/// ```toml
+/// [store]
+/// url = "postgres://vault@db.internal:5432/vault?sslmode=verify-full"   # default: SQLite in the data directory
+/// password_file = "/run/secrets/vault-db-password"   # or VAULT_DATABASE_PASSWORD
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// A `postgres://` URL.
+    pub url: Option<Secret>,
+    /// A file holding the database password (its first line).
+    pub password_file: Option<PathBuf>,
 }
 
 /// The `[server]` table. Flags and environment variables win over it.
@@ -284,6 +306,8 @@ impl Config {
             providers,
             rules: Vec::new(),
             server: ServerConfig::default(),
+            store: StoreConfig::default(),
+            seal: None,
         }
     }
 

@@ -156,6 +156,20 @@ impl Config {
                 ),
             });
         }
+        if let Some(seal) = &config.seal
+            && let Err(message) = config.check_seal(seal)
+        {
+            problems.push(Problem { line: 0, message });
+        }
+        if let Some(url) = &config.store.url
+            && !url.0.starts_with("postgres://")
+            && !url.0.starts_with("postgresql://")
+        {
+            problems.push(Problem {
+                line: 0,
+                message: "store.url must be a postgres:// URL (SQLite is the default, in the data directory)".into(),
+            });
+        }
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -180,5 +194,31 @@ fn replace(field: &mut String, value: Option<String>) {
 fn replace_opt(field: &mut Option<String>, value: Option<String>) {
     if value.is_some() {
         *field = value;
+    }
+}
+
+impl Config {
+    /// Whether `seal` names something that can seal: `file:<path>`, or a KMS provider of this
+    /// configuration (a managed ring cannot seal another's root keys).
+    ///
+    /// # Errors
+    /// Why it cannot.
+    pub fn check_seal(&self, seal: &str) -> Result<(), String> {
+        if let Some(path) = seal.strip_prefix("file:") {
+            return if path.is_empty() {
+                Err("seal \"file:\" needs the master key file's path".into())
+            } else {
+                Ok(())
+            };
+        }
+        match self.providers.get(seal).map(toml::Spanned::get_ref) {
+            Some(ProviderConfig::Managed { .. }) => Err(format!(
+                "seal {seal:?} is a managed provider; a seal is a KMS provider or file:/path/master.key"
+            )),
+            Some(_) => Ok(()),
+            None => Err(format!(
+                "seal {seal:?} is neither file:/path/master.key nor a provider of the configuration"
+            )),
+        }
     }
 }

@@ -6,7 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use vault_crypto::{KeyProvider, ManagedKeyProvider, Router};
+use vault_crypto::{KeyProvider, Router};
+
+use crate::Rings;
 
 use super::{Config, ProviderConfig};
 
@@ -56,7 +58,8 @@ impl Config {
     /// # Errors
     /// A [`crate::VaultError`] if a provider cannot be opened or reached.
     pub async fn router(&self, data_dir: &Path) -> Result<Router, crate::VaultError> {
-        self.router_for_store(data_dir, None).await
+        self.router_for_store(&Rings::Files(data_dir.to_owned()), None)
+            .await
     }
 
     /// As [`router`](Self::router), for a store whose `usage` is known: an Azure provider
@@ -70,7 +73,7 @@ impl Config {
     /// As [`router`](Self::router).
     pub async fn router_for_store(
         &self,
-        data_dir: &Path,
+        rings: &Rings,
         usage: Option<&[vault_store::KeyUsage]>,
     ) -> Result<Router, crate::VaultError> {
         let unsigned_in_store: Option<BTreeMap<String, bool>> = usage.map(|u| {
@@ -79,132 +82,16 @@ impl Config {
                 .map(|(name, stored, issued)| (name, stored + issued > 0))
                 .collect()
         });
+        let accept_unsigned = |name: &str| {
+            unsigned_in_store
+                .as_ref()
+                .is_none_or(|m| m.get(name).copied().unwrap_or(false))
+        };
         let mut built: BTreeMap<&str, Arc<dyn KeyProvider>> = BTreeMap::new();
         for (name, p) in &self.providers {
-            let accept_unsigned = |explicit: Option<bool>| {
-                explicit.unwrap_or_else(|| {
-                    unsigned_in_store
-                        .as_ref()
-                        .is_none_or(|m| m.get(name.as_str()).copied().unwrap_or(false))
-                })
-            };
-            let provider: Arc<dyn KeyProvider> = match p.get_ref() {
-                ProviderConfig::Managed {
-                    ring,
-                    check_interval_ms,
-                } => Arc::new(
-                    ManagedKeyProvider::open_or_create(data_dir, ring)?
-                        .with_check_interval(check_interval(*check_interval_ms)),
-                ),
-                #[cfg(feature = "aws")]
-                ProviderConfig::AwsKms {
-                    key_id,
-                    region,
-                    endpoint_url,
-                    cache,
-                } => {
-                    let aws = vault_kms_aws::AwsKmsProvider::connect(
-                        key_id,
-                        region.as_deref(),
-                        endpoint_url.as_deref(),
-                        vault_kms_aws::RetryPolicy::default(),
-                    )
-                    .await
-                    .map_err(vault_crypto::Error::from)?;
-                    match cache.limits() {
-                        Some(limits) => {
-                            Arc::new(vault_crypto::CachingProvider::new(Arc::new(aws), limits))
-                        }
-                        None => Arc::new(aws),
-                    }
-                }
-                #[cfg(feature = "gcp")]
-                ProviderConfig::GcpKms {
-                    key_name,
-                    endpoint_url,
-                    cache,
-                } => {
-                    let gcp = vault_kms_gcp::GcpKmsProvider::connect(
-                        key_name,
-                        endpoint_url.as_deref(),
-                        vault_crypto::RetryPolicy::default(),
-                    )
-                    .await
-                    .map_err(vault_crypto::Error::from)?;
-                    match cache.limits() {
-                        Some(limits) => {
-                            Arc::new(vault_crypto::CachingProvider::new(Arc::new(gcp), limits))
-                        }
-                        None => Arc::new(gcp),
-                    }
-                }
-                #[cfg(feature = "azure")]
-                ProviderConfig::AzureKv {
-                    vault_url,
-                    key_name,
-                    key_version,
-                    algorithm,
-                    credential,
-                    accept_unsigned_wraps,
-                    cache,
-                } => {
-                    use vault_kms_azure::{CredentialSource, WrapAlgorithm};
-                    let config_error = |e: vault_crypto::ConfigError| {
-                        vault_crypto::Error::from(vault_crypto::ProviderError::from(e))
-                    };
-                    let algorithm = match algorithm.as_deref() {
-                        Some(a) => a.parse().map_err(config_error)?,
-                        None => WrapAlgorithm::RsaOaep256,
-                    };
-                    let source = match credential.as_deref() {
-                        Some(c) => c.parse().map_err(config_error)?,
-                        None => CredentialSource::from_environment(),
-                    };
-                    let azure = vault_kms_azure::AzureKeyVaultProvider::connect(
-                        vault_url,
-                        key_name,
-                        key_version.as_deref(),
-                        algorithm,
-                        source,
-                        vault_crypto::RetryPolicy::default(),
-                    )
-                    .map_err(vault_crypto::Error::from)?
-                    .accept_unsigned_wraps(accept_unsigned(*accept_unsigned_wraps));
-                    match cache.limits() {
-                        Some(limits) => {
-                            Arc::new(vault_crypto::CachingProvider::new(Arc::new(azure), limits))
-                        }
-                        None => Arc::new(azure),
-                    }
-                }
-                #[cfg(not(feature = "azure"))]
-                ProviderConfig::AzureKv { .. } => {
-                    return Err(vault_crypto::Error::from(vault_crypto::ProviderError::new(
-                        vault_crypto::ProviderErrorKind::Configuration,
-                        "azure-kv",
-                        "this build has no Azure support (feature `azure`)",
-                    ))
-                    .into());
-                }
-                #[cfg(not(feature = "gcp"))]
-                ProviderConfig::GcpKms { .. } => {
-                    return Err(vault_crypto::Error::from(vault_crypto::ProviderError::new(
-                        vault_crypto::ProviderErrorKind::Configuration,
-                        "gcp-kms",
-                        "this build has no Google Cloud support (feature `gcp`)",
-                    ))
-                    .into());
-                }
-                #[cfg(not(feature = "aws"))]
-                ProviderConfig::AwsKms { .. } => {
-                    return Err(vault_crypto::Error::from(vault_crypto::ProviderError::new(
-                        vault_crypto::ProviderErrorKind::Configuration,
-                        "aws-kms",
-                        "this build has no AWS support (feature `aws`)",
-                    ))
-                    .into());
-                }
-            };
+            // Boxed: the providers' connect futures are large and deep.
+            let provider =
+                Box::pin(self.connect(p.get_ref(), rings, accept_unsigned(name), true)).await?;
             built.insert(name, provider);
         }
         let get = |name: &str| {
@@ -237,6 +124,165 @@ impl Config {
             }
         }
         Ok(router)
+    }
+}
+
+impl Config {
+    /// The KMS provider `name` of the configuration, connected without the data-key cache,
+    /// to seal a ring's root keys.
+    ///
+    /// # Errors
+    /// If it is not defined, is managed, or cannot be reached.
+    pub async fn seal_provider(
+        &self,
+        name: &str,
+    ) -> Result<Arc<dyn KeyProvider>, crate::VaultError> {
+        let config_error = |m: String| {
+            crate::VaultError::from(vault_crypto::Error::from(vault_crypto::ProviderError::new(
+                vault_crypto::ProviderErrorKind::Configuration,
+                "config",
+                m,
+            )))
+        };
+        self.check_seal(name).map_err(config_error)?;
+        let Some(p) = self.providers.get(name) else {
+            return Err(config_error(format!("provider {name:?} is not defined")));
+        };
+        // A KMS provider never opens a ring, so no place for rings is needed.
+        let nowhere = Rings::Files(std::path::PathBuf::new());
+        Box::pin(self.connect(p.get_ref(), &nowhere, false, false)).await
+    }
+
+    /// Connects one provider: a managed ring from `rings`; a remote one behind the data-key
+    /// cache if `cached` and its cache is on. `accept_unsigned`: Azure's default for
+    /// `accept_unsigned_wraps`.
+    async fn connect(
+        &self,
+        p: &ProviderConfig,
+        rings: &Rings,
+        accept_unsigned: bool,
+        cached: bool,
+    ) -> Result<Arc<dyn KeyProvider>, crate::VaultError> {
+        Ok(match p {
+            ProviderConfig::Managed {
+                ring,
+                check_interval_ms,
+            } => Arc::new(
+                rings
+                    .open(ring, true)
+                    .await
+                    .map_err(vault_crypto::Error::from)?
+                    .with_check_interval(check_interval(*check_interval_ms)),
+            ),
+            #[cfg(feature = "aws")]
+            ProviderConfig::AwsKms {
+                key_id,
+                region,
+                endpoint_url,
+                cache,
+            } => {
+                let aws = vault_kms_aws::AwsKmsProvider::connect(
+                    key_id,
+                    region.as_deref(),
+                    endpoint_url.as_deref(),
+                    vault_kms_aws::RetryPolicy::default(),
+                )
+                .await
+                .map_err(vault_crypto::Error::from)?;
+                match cache.limits().filter(|_| cached) {
+                    Some(limits) => {
+                        Arc::new(vault_crypto::CachingProvider::new(Arc::new(aws), limits))
+                    }
+                    None => Arc::new(aws),
+                }
+            }
+            #[cfg(feature = "gcp")]
+            ProviderConfig::GcpKms {
+                key_name,
+                endpoint_url,
+                cache,
+            } => {
+                let gcp = vault_kms_gcp::GcpKmsProvider::connect(
+                    key_name,
+                    endpoint_url.as_deref(),
+                    vault_crypto::RetryPolicy::default(),
+                )
+                .await
+                .map_err(vault_crypto::Error::from)?;
+                match cache.limits().filter(|_| cached) {
+                    Some(limits) => {
+                        Arc::new(vault_crypto::CachingProvider::new(Arc::new(gcp), limits))
+                    }
+                    None => Arc::new(gcp),
+                }
+            }
+            #[cfg(feature = "azure")]
+            ProviderConfig::AzureKv {
+                vault_url,
+                key_name,
+                key_version,
+                algorithm,
+                credential,
+                accept_unsigned_wraps,
+                cache,
+            } => {
+                use vault_kms_azure::{CredentialSource, WrapAlgorithm};
+                let config_error = |e: vault_crypto::ConfigError| {
+                    vault_crypto::Error::from(vault_crypto::ProviderError::from(e))
+                };
+                let algorithm = match algorithm.as_deref() {
+                    Some(a) => a.parse().map_err(config_error)?,
+                    None => WrapAlgorithm::RsaOaep256,
+                };
+                let source = match credential.as_deref() {
+                    Some(c) => c.parse().map_err(config_error)?,
+                    None => CredentialSource::from_environment(),
+                };
+                let azure = vault_kms_azure::AzureKeyVaultProvider::connect(
+                    vault_url,
+                    key_name,
+                    key_version.as_deref(),
+                    algorithm,
+                    source,
+                    vault_crypto::RetryPolicy::default(),
+                )
+                .map_err(vault_crypto::Error::from)?
+                .accept_unsigned_wraps(accept_unsigned_wraps.unwrap_or(accept_unsigned));
+                match cache.limits().filter(|_| cached) {
+                    Some(limits) => {
+                        Arc::new(vault_crypto::CachingProvider::new(Arc::new(azure), limits))
+                    }
+                    None => Arc::new(azure),
+                }
+            }
+            #[cfg(not(feature = "azure"))]
+            ProviderConfig::AzureKv { .. } => {
+                return Err(vault_crypto::Error::from(vault_crypto::ProviderError::new(
+                    vault_crypto::ProviderErrorKind::Configuration,
+                    "azure-kv",
+                    "this build has no Azure support (feature `azure`)",
+                ))
+                .into());
+            }
+            #[cfg(not(feature = "gcp"))]
+            ProviderConfig::GcpKms { .. } => {
+                return Err(vault_crypto::Error::from(vault_crypto::ProviderError::new(
+                    vault_crypto::ProviderErrorKind::Configuration,
+                    "gcp-kms",
+                    "this build has no Google Cloud support (feature `gcp`)",
+                ))
+                .into());
+            }
+            #[cfg(not(feature = "aws"))]
+            ProviderConfig::AwsKms { .. } => {
+                return Err(vault_crypto::Error::from(vault_crypto::ProviderError::new(
+                    vault_crypto::ProviderErrorKind::Configuration,
+                    "aws-kms",
+                    "this build has no AWS support (feature `aws`)",
+                ))
+                .into());
+            }
+        })
     }
 }
 

@@ -400,6 +400,42 @@ pub enum KeyRingError {
     /// Other processes kept changing the ring; nothing was changed. Try again.
     #[error("the key ring is being changed by other processes; nothing was changed, try again")]
     Busy,
+    /// A root key could not be sealed or unsealed: the seal key is wrong, missing, disabled
+    /// or unreachable, or the sealed bytes were changed.
+    #[error("cannot {action} key ring {ring:?} v{version} with the seal {seal}: {reason}")]
+    Seal {
+        /// `seal` or `unseal`.
+        action: &'static str,
+        /// The ring.
+        ring: String,
+        /// The version.
+        version: u32,
+        /// What seals (a master key's fingerprint, a KMS key).
+        seal: String,
+        /// Why, without any key material.
+        reason: String,
+    },
+    /// The database that holds the ring failed or cannot be reached.
+    #[error("the key ring's database: {reason}")]
+    Store {
+        /// What failed.
+        reason: String,
+    },
+    /// A ring exists already where one was to be created or copied.
+    #[error("a key ring already exists at {location}")]
+    Exists {
+        /// Where.
+        location: String,
+    },
+    /// The store holds data wrapped under a managed ring it does not hold (the ring is still
+    /// in a file): creating a new ring there would leave that data unreadable.
+    #[error(
+        "the store holds data under managed://{ring} keys but no key ring {ring:?}; move the file ring into the database with `vault keys migrate-ring` rather than creating a new one"
+    )]
+    NotMigrated {
+        /// The ring.
+        ring: String,
+    },
     /// The key ring has reached its maximum number of versions.
     #[error("the key ring has reached its limit of {0} versions")]
     TooManyVersions(u32),

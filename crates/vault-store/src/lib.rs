@@ -25,7 +25,7 @@ pub use ids::{
     validate_name,
 };
 pub use query::{Cursor, DEFAULT_LIMIT, ListItem, ListQuery, MAX_LIMIT, Order, Page};
-pub use sql::SqlStore;
+pub use sql::{CopyReport, SqlRingStore, SqlStore};
 pub use time::Timestamp;
 pub use types::{
     Actor, ApiKeyRecord, AuditEvent, KeyUsage, NewVersion, ObjectMeta, StoredObject, StoredVersion,

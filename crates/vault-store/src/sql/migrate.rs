@@ -23,9 +23,14 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/sqlite-3.sql"),
         include_str!("../../migrations/postgres-3.sql"),
     ),
+    (
+        4,
+        include_str!("../../migrations/sqlite-4.sql"),
+        include_str!("../../migrations/postgres-4.sql"),
+    ),
 ];
 /// The schema version this code writes; stored in `vault_schema`.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 impl SqlStore {
     pub(super) async fn migrate(&self) -> Result<(), StoreError> {

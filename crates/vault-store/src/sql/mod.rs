@@ -7,9 +7,11 @@
 
 mod api_keys;
 mod audit;
+mod copy;
 mod list;
 mod migrate;
 mod objects;
+mod ring;
 mod writer;
 
 use std::path::Path;
@@ -21,6 +23,8 @@ use sqlx::{AnyPool, Executor, Row};
 
 use crate::StoreError;
 use crate::{Actor, ObjectMeta, Timestamp, is_object_id};
+pub use copy::CopyReport;
+pub use ring::SqlRingStore;
 use vault_crypto::KeyContext;
 use writer::{ReadAudit, WriteTx, Writer};
 

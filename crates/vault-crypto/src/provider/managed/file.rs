@@ -307,6 +307,10 @@ impl RingStore for FileRingStore {
         &self.name
     }
 
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
     async fn load_if_changed(&self, known: Option<u64>) -> Result<Option<RingState>, KeyRingError> {
         self.load_if_changed_now(known)
     }

@@ -27,6 +27,7 @@
 mod file;
 mod keys;
 mod ring;
+mod seal;
 mod state;
 mod store;
 
@@ -37,7 +38,8 @@ use std::time::Duration;
 
 pub use file::FileRingStore;
 pub use ring::{RingStats, VersionInfo, VersionState};
-pub use state::{MAX_FILE_LEN, MAX_VERSIONS, RingState};
+pub use seal::{MasterKeySeal, ProviderSeal, RootSeal, SealedRoot, copy_ring};
+pub use state::{MAX_FILE_LEN, MAX_VERSIONS, RingState, StoredVersion, StoredVersionRef};
 pub use store::{MemoryRingStore, RingStore};
 
 use std::sync::atomic::Ordering;

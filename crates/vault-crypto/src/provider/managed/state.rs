@@ -44,6 +44,49 @@ pub struct RingState {
     pub(crate) versions: BTreeMap<u32, VersionRecord>,
 }
 
+/// One version of a ring as a store's row borrows it ([`RingState::stored_versions`]).
+#[derive(Clone, Copy)]
+pub struct StoredVersionRef<'a> {
+    /// Its number, from 1.
+    pub version: u32,
+    /// When it was made (seconds since the epoch).
+    pub created_at: u64,
+    /// When its key was destroyed, if it was.
+    pub destroyed_at: Option<u64>,
+    /// Its root key; `None` once destroyed.
+    pub root: Option<&'a [u8; KEY_LEN]>,
+}
+
+impl fmt::Debug for StoredVersionRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredVersionRef")
+            .field("version", &self.version)
+            .field("destroyed_at", &self.destroyed_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One version of a ring read back from a store's row ([`RingState::from_stored`]).
+pub struct StoredVersion {
+    /// Its number, from 1.
+    pub version: u32,
+    /// When it was made (seconds since the epoch).
+    pub created_at: u64,
+    /// When its key was destroyed, if it was.
+    pub destroyed_at: Option<u64>,
+    /// Its root key, unsealed; `None` once destroyed. Wiped on drop.
+    pub root: Option<Zeroizing<[u8; KEY_LEN]>>,
+}
+
+impl fmt::Debug for StoredVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredVersion")
+            .field("version", &self.version)
+            .field("destroyed_at", &self.destroyed_at)
+            .finish_non_exhaustive()
+    }
+}
+
 /// One version as stored.
 pub(crate) struct VersionRecord {
     pub(crate) created_at: u64,
@@ -100,6 +143,64 @@ impl RingState {
     /// The generation: 0 for a new ring, one more after every change.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// The primary version: the one new data keys are wrapped under.
+    pub fn primary(&self) -> u32 {
+        self.primary
+    }
+
+    /// The lowest version that still opens data.
+    pub fn min_decryption_version(&self) -> u32 {
+        self.min_decryption_version
+    }
+
+    /// Every version as a database row keeps it, in order. The root keys are borrowed: a
+    /// store seals them (see [`RootSeal`](super::RootSeal)) and never keeps them in clear.
+    pub fn stored_versions(&self) -> impl Iterator<Item = StoredVersionRef<'_>> {
+        self.versions.iter().map(|(&version, v)| StoredVersionRef {
+            version,
+            created_at: v.created_at,
+            destroyed_at: v.destroyed_at,
+            root: v.root.as_deref(),
+        })
+    }
+
+    /// A ring put back together from a store's rows, every invariant checked (numbered
+    /// versions, a live primary, each version with either a key or a destruction time).
+    ///
+    /// # Errors
+    /// [`KeyRingError::Malformed`] or another [`KeyRingError`] for a broken invariant.
+    pub fn from_stored(
+        name: &str,
+        generation: u64,
+        primary: u32,
+        min_decryption_version: u32,
+        versions: Vec<StoredVersion>,
+    ) -> Result<Self, KeyRingError> {
+        validate_name(name)?;
+        let mut map = BTreeMap::new();
+        for v in versions {
+            let record = VersionRecord {
+                created_at: v.created_at,
+                root: v.root,
+                destroyed_at: v.destroyed_at,
+            };
+            if map.insert(v.version, record).is_some() {
+                return Err(KeyRingError::Malformed {
+                    reason: format!("version {} appears twice", v.version),
+                });
+            }
+        }
+        let ring = Self {
+            name: name.to_owned(),
+            generation,
+            primary,
+            min_decryption_version,
+            versions: map,
+        };
+        ring.validate()?;
+        Ok(ring)
     }
 
     /// A new ring with one fresh version.
@@ -177,7 +278,6 @@ impl RingState {
     }
 
     /// Whether both hold the same versions with the same keys and states (the generation aside).
-    #[cfg(test)]
     pub(crate) fn same_keys(&self, other: &Self) -> bool {
         self.name == other.name
             && self.primary == other.primary

@@ -29,6 +29,11 @@ pub trait RingStore: Send + Sync + fmt::Debug {
     /// The name of the ring it holds.
     fn name(&self) -> &str;
 
+    /// Where the ring lives, for messages (a file's path, a database).
+    fn location(&self) -> String {
+        format!("{:?}", self.name())
+    }
+
     /// The stored ring if its generation is not `known` (always, for `None`); `None` if it is
     /// unchanged.
     ///
@@ -89,6 +94,10 @@ impl fmt::Debug for MemoryRingStore {
 impl RingStore for MemoryRingStore {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn location(&self) -> String {
+        format!("memory:{}", self.name)
     }
 
     async fn load_if_changed(&self, known: Option<u64>) -> Result<Option<RingState>, KeyRingError> {

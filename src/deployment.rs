@@ -1,0 +1,337 @@
+//! Where a deployment keeps its objects and its managed key rings.
+//!
+//! - **One machine** (the default): SQLite (`vault.db`) and the key-ring file
+//!   (`keyring-<ring>.json`, unsealed, mode 0600) in the data directory.
+//! - **Several machines**: PostgreSQL (`--database-url`, `[store] url`), and the managed ring in
+//!   its tables, each root key sealed by a key kept elsewhere (`--seal`: a KMS provider of
+//!   `vault.toml`, or `file:/path/master.key`). `vault serve` replicas are then stateless.
+//! - In between: SQLite with a seal keeps the ring sealed in `vault.db` instead of the file.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use vault_crypto::managed::{MasterKeySeal, ProviderSeal, RootSeal};
+use vault_crypto::{KeyRingError, ManagedKeyProvider};
+use vault_objects::{Vault, VaultError};
+use vault_store::{SqlStore, StoreError};
+
+use crate::config::Config;
+
+/// Where managed rings live.
+#[derive(Debug, Clone)]
+pub enum Rings {
+    /// Files in a data directory (`keyring-<ring>.json`), unsealed: the single-machine default.
+    Files(PathBuf),
+    /// Tables of the store's database, each root key sealed.
+    Database {
+        /// The store whose database holds them.
+        store: SqlStore,
+        /// What seals their root keys.
+        seal: Arc<dyn RootSeal>,
+    },
+}
+
+impl Rings {
+    /// The managed ring `ring`; with `create`, a new one if there is none (a database refuses
+    /// while it holds data under a ring it does not have: see `vault keys migrate-ring`).
+    ///
+    /// # Errors
+    /// A [`KeyRingError`] if it is missing (without `create`), cannot be read or unsealed.
+    pub async fn open(&self, ring: &str, create: bool) -> Result<ManagedKeyProvider, KeyRingError> {
+        match self {
+            Self::Files(dir) if create => ManagedKeyProvider::open_or_create(dir, ring),
+            Self::Files(dir) => ManagedKeyProvider::open_existing(dir, ring),
+            Self::Database { store, seal } => {
+                let ring_store = store.ring_store(ring, seal.clone());
+                ManagedKeyProvider::open(Arc::new(ring_store), create).await
+            }
+        }
+    }
+}
+
+/// Where a deployment keeps its objects and its managed rings; see the [module docs](self).
+#[derive(Clone)]
+pub struct Deployment {
+    data_dir: PathBuf,
+    database_url: Option<String>,
+    seal: Option<String>,
+}
+
+impl fmt::Debug for Deployment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Deployment")
+            .field("store", &self.describe())
+            .field("seal", &self.seal)
+            .finish()
+    }
+}
+
+/// A configuration mistake, as the error the rest of the API reports.
+pub(crate) fn config_error(message: impl Into<std::borrow::Cow<'static, str>>) -> VaultError {
+    vault_crypto::Error::from(vault_crypto::ProviderError::new(
+        vault_crypto::ProviderErrorKind::Configuration,
+        "config",
+        message,
+    ))
+    .into()
+}
+
+impl Deployment {
+    /// The embedded default in `data_dir`: SQLite and the key-ring file.
+    pub fn embedded(data_dir: &Path) -> Self {
+        Self {
+            data_dir: data_dir.to_owned(),
+            database_url: None,
+            seal: None,
+        }
+    }
+
+    /// The deployment that `database_url` and `seal` (flags or the environment) and then
+    /// `config` (`[store]`, `seal`) describe. `password`: the database password from the
+    /// environment, which wins over `[store] password_file`.
+    ///
+    /// # Errors
+    /// What is wrong, in words: an unusable URL or seal, an unreadable password file, or a
+    /// database ring without a seal.
+    pub fn resolve(
+        data_dir: &Path,
+        database_url: Option<String>,
+        seal: Option<String>,
+        password: Option<String>,
+        config: &Config,
+    ) -> Result<Self, String> {
+        let url = database_url.or_else(|| config.store.url.as_ref().map(|u| u.0.clone()));
+        let seal = seal.or_else(|| config.seal.clone());
+        if let Some(seal) = &seal {
+            config.check_seal(seal)?;
+        }
+        let url = match url {
+            None => None,
+            Some(url) => {
+                if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+                    return Err("the database URL must be postgres://… (SQLite is the default, in the data directory)".into());
+                }
+                let password = match (password, &config.store.password_file) {
+                    (Some(p), _) => Some(p),
+                    (None, Some(file)) => Some(read_password(file)?),
+                    (None, None) => None,
+                };
+                Some(match password {
+                    Some(p) => with_password(&url, &p)?,
+                    None => url,
+                })
+            }
+        };
+        let has_managed = config.managed_ring(None).is_ok();
+        if url.is_some() && seal.is_none() && has_managed {
+            return Err("the managed key ring in PostgreSQL is kept sealed: give --seal (VAULT_SEAL, or `seal` in vault.toml): file:/path/master.key (made by `vault keys init-seal`) or a KMS provider of vault.toml".into());
+        }
+        Ok(Self {
+            data_dir: data_dir.to_owned(),
+            database_url: url,
+            seal,
+        })
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Whether objects live in PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        self.database_url.is_some()
+    }
+
+    /// Whether managed rings live in the database (PostgreSQL, or any store with a seal).
+    pub fn rings_in_database(&self) -> bool {
+        self.database_url.is_some() || self.seal.is_some()
+    }
+
+    /// The seal's name as configured.
+    pub fn seal_name(&self) -> Option<&str> {
+        self.seal.as_deref()
+    }
+
+    /// The store, for messages, without its password.
+    pub fn describe(&self) -> String {
+        match &self.database_url {
+            Some(url) => {
+                let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+                let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+                format!("PostgreSQL {}", rest.split('?').next().unwrap_or(rest))
+            }
+            None => format!("SQLite {}", SqlStore::sqlite_path(&self.data_dir).display()),
+        }
+    }
+
+    /// Whether there is a store to read (a SQLite file that exists; PostgreSQL always).
+    pub fn has_store(&self) -> bool {
+        self.database_url.is_some() || SqlStore::sqlite_path(&self.data_dir).exists()
+    }
+
+    /// Opens the store (creating the SQLite file, or the schema, if needed).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] if the database cannot be reached or migrated.
+    pub async fn store(&self) -> Result<SqlStore, StoreError> {
+        match &self.database_url {
+            Some(url) => SqlStore::connect_postgres(url).await,
+            None => SqlStore::open_sqlite(&self.data_dir).await,
+        }
+    }
+
+    /// The seal, read or connected: a master key file, or a KMS provider of `config`.
+    ///
+    /// # Errors
+    /// If the master key file cannot be read, or the provider cannot be connected.
+    pub async fn root_seal(
+        &self,
+        config: &Config,
+    ) -> Result<Option<Arc<dyn RootSeal>>, VaultError> {
+        open_seal(self.seal.as_deref(), config).await
+    }
+
+    /// Where the managed rings are, given the opened `store`.
+    ///
+    /// # Errors
+    /// As [`root_seal`](Self::root_seal).
+    pub async fn rings(&self, store: &SqlStore, config: &Config) -> Result<Rings, VaultError> {
+        if !self.rings_in_database() {
+            return Ok(Rings::Files(self.data_dir.clone()));
+        }
+        match self.root_seal(config).await? {
+            Some(seal) => Ok(Rings::Database {
+                store: store.clone(),
+                seal,
+            }),
+            None => Err(config_error(
+                "the managed key ring in the database is kept sealed: give --seal",
+            )),
+        }
+    }
+
+    /// The vault: the store, and a router with the providers and rules of `config`, every
+    /// managed ring opened (created if the store is new) and unsealed.
+    ///
+    /// # Errors
+    /// If the store, a ring or a provider cannot be opened.
+    pub async fn open(&self, config: &Config) -> Result<Vault, VaultError> {
+        let store = self.store().await?;
+        // Which providers' unsigned wraps the store still holds (see `accept_unsigned_wraps`).
+        let usage = if config.needs_key_usage() {
+            Some(vault_store::AuditLog::key_usage(&store).await?)
+        } else {
+            None
+        };
+        let rings = self.rings(&store, config).await?;
+        let router = config.router_for_store(&rings, usage.as_deref()).await?;
+        Ok(Vault::new(Arc::new(router), Arc::new(store)))
+    }
+}
+
+/// A seal by its configured name (see [`Deployment::root_seal`]).
+///
+/// # Errors
+/// As [`Deployment::root_seal`].
+pub async fn open_seal(
+    seal: Option<&str>,
+    config: &Config,
+) -> Result<Option<Arc<dyn RootSeal>>, VaultError> {
+    let Some(seal) = seal else { return Ok(None) };
+    if let Some(path) = seal.strip_prefix("file:") {
+        let key = MasterKeySeal::from_file(Path::new(path)).map_err(vault_crypto::Error::from)?;
+        return Ok(Some(Arc::new(key)));
+    }
+    let provider = config.seal_provider(seal).await?;
+    Ok(Some(Arc::new(ProviderSeal::new(seal, provider))))
+}
+
+/// The first line of a password file.
+fn read_password(file: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("store.password_file {}: {e}", file.display()))?;
+    let line = text.lines().next().unwrap_or_default();
+    if line.is_empty() {
+        return Err(format!(
+            "store.password_file {}: the first line is empty",
+            file.display()
+        ));
+    }
+    Ok(line.to_owned())
+}
+
+/// `url` with `password` set for its user (percent-encoded).
+fn with_password(url: &str, password: &str) -> Result<String, String> {
+    let no_user = || "a database password needs a user in the URL (postgres://USER@host/db)";
+    let (scheme, rest) = url.split_once("://").ok_or_else(no_user)?;
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let (user, host) = authority.rsplit_once('@').ok_or_else(no_user)?;
+    if user.contains(':') {
+        return Err("the database URL has a password already; give it one way only".into());
+    }
+    let encoded: String = password
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    Ok(format!("{scheme}://{user}:{encoded}@{host}{tail}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_is_set_encoded_and_never_shown() {
+        let url = with_password("postgres://vault@db:5432/v?sslmode=require", "p@ss:w/rd").unwrap();
+        assert_eq!(
+            url,
+            "postgres://vault:p%40ss%3Aw%2Frd@db:5432/v?sslmode=require"
+        );
+        assert!(with_password("postgres://db/v", "x").is_err());
+        assert!(with_password("postgres://u:p@db/v", "x").is_err());
+        let config = Config::parse(
+            "seal = \"file:/k\"\n[providers.managed]\ntype = \"managed\"\n",
+            |_| None,
+        )
+        .unwrap();
+        let d = Deployment::resolve(
+            Path::new("d"),
+            Some("postgres://vault@db:5432/v".into()),
+            None,
+            Some("secret-pw".into()),
+            &config,
+        )
+        .unwrap();
+        assert_eq!(d.describe(), "PostgreSQL db:5432/v");
+        assert!(!format!("{d:?}").contains("secret-pw"));
+        assert!(d.rings_in_database());
+    }
+
+    #[test]
+    fn a_database_ring_needs_a_seal() {
+        let config = Config::embedded();
+        let err = Deployment::resolve(
+            Path::new("d"),
+            Some("postgres://u@h/v".into()),
+            None,
+            None,
+            &config,
+        )
+        .unwrap_err();
+        assert!(err.contains("--seal"), "{err}");
+        let err = Deployment::resolve(Path::new("d"), None, Some("nowhere".into()), None, &config)
+            .unwrap_err();
+        assert!(err.contains("nowhere"), "{err}");
+        let d = Deployment::resolve(Path::new("d"), None, None, None, &config).unwrap();
+        assert!(!d.rings_in_database() && !d.is_postgres());
+    }
+}
