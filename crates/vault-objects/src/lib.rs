@@ -114,6 +114,21 @@ impl Vault {
         &self.keys
     }
 
+    /// Whether the vault can serve: the store answers, and the default key provider seals
+    /// and opens a probe (for a managed ring: its store reachable and its keys unsealed; for
+    /// a KMS key: reachable, or its data key cached).
+    ///
+    /// # Errors
+    /// What is not usable.
+    pub async fn ready(&self) -> Result<(), VaultError> {
+        self.store.ping().await?;
+        let probe = KeyContext::from_pairs([("vault_probe", "ready")])
+            .map_err(vault_crypto::Error::from)?;
+        let sealed = vault_crypto::seal(&*self.keys, &probe, b"", b"ready").await?;
+        vault_crypto::open(&*self.keys, &sealed, b"ready").await?;
+        Ok(())
+    }
+
     /// The store underneath (for purging and audit queries).
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store

@@ -447,6 +447,34 @@ pub(crate) async fn healthz() -> Response {
     reply(StatusCode::OK, json!({ "status": "ok" }))
 }
 
+/// For load balancers: 200 only while the database and the keys are usable, else 503 (the
+/// cause is logged, not told).
+pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let mut last = state.readiness.lock().await;
+    let ready = match *last {
+        Some((at, ready)) if at.elapsed() < std::time::Duration::from_secs(1) => ready,
+        _ => {
+            let ready = match state.vault.ready().await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(target: "vault::server", error = %e, "not ready");
+                    false
+                }
+            };
+            *last = Some((std::time::Instant::now(), ready));
+            ready
+        }
+    };
+    if ready {
+        reply(StatusCode::OK, json!({ "status": "ready" }))
+    } else {
+        reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "status": "unavailable" }),
+        )
+    }
+}
+
 /// Prometheus text, for loopback peers, and for any peer presenting `[server] metrics_token`
 /// as a bearer token. The counters name routes and key providers, which is not for everyone
 /// who can reach the port.

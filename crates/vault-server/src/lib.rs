@@ -14,7 +14,7 @@
 //! | `GET /vault/v1/kv/name/{name}` | read by name (percent-encoded or with raw slashes) |
 //! | `GET /vault/v1/kv/{id}/metadata`, `/versions` | describe, list versions |
 //! | `POST /vault/v1/keys/data-key`, `/decrypt`, `/rekey` | the data-key API |
-//! | `GET /healthz`, `GET /metrics` | liveness, Prometheus text |
+//! | `GET /healthz`, `GET /readyz`, `GET /metrics` | liveness, readiness (database and keys), Prometheus text |
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -80,6 +80,9 @@ pub struct AppState {
     rate: rate::RateLimiter,
     /// The bearer token that opens `/metrics` to non-loopback peers.
     metrics_token: Option<zeroize::Zeroizing<String>>,
+    /// The last readiness probe and when it ran: `/readyz` probes at most once a second,
+    /// however often it is asked (it is unauthenticated, and a probe may call a KMS).
+    readiness: tokio::sync::Mutex<Option<(Instant, bool)>>,
 }
 
 impl AppState {
@@ -98,6 +101,7 @@ impl AppState {
             limits,
             metrics: Metrics::default(),
             metrics_token: token.map(zeroize::Zeroizing::new),
+            readiness: tokio::sync::Mutex::default(),
         })
     }
 
@@ -218,6 +222,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/vault/v1/keys/decrypt", post(h::decrypt_data_key))
         .route("/vault/v1/keys/rekey", post(h::rekey))
         .route("/healthz", get(h::healthz))
+        .route("/readyz", get(h::readyz))
         .route("/metrics", get(h::metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), track))
         .fallback(h::no_route)

@@ -42,6 +42,12 @@ impl<T: ObjectStore + AuditLog + ApiKeyStore + ?Sized> Store for T {}
 /// environment do not exist for a caller: every lookup is scoped and answers `NotFound`.
 #[async_trait]
 pub trait ObjectStore: Send + Sync + std::fmt::Debug {
+    /// Whether the database answers (one trivial query): what `/readyz` asks.
+    ///
+    /// # Errors
+    /// `Unavailable` if it does not.
+    async fn ping(&self) -> Result<(), StoreError>;
+
     /// Creates object `id` (from [`new_object_id`]) with its first version. The caller chooses
     /// the id so it can bind the envelope to it before storing.
     ///

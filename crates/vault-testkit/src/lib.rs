@@ -12,6 +12,7 @@ pub mod azure_fake;
 mod corpus;
 pub mod gcp_fake;
 pub mod provider;
+pub mod ring;
 pub mod store;
 
 pub use corpus::replay_corpus;

@@ -51,6 +51,11 @@ impl SqlStore {
 
 #[async_trait]
 impl ObjectStore for SqlStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1 AS one").fetch_one(&self.pool).await?;
+        Ok(())
+    }
+
     async fn create(
         &self,
         environment: &str,

@@ -1,0 +1,227 @@
+//! The key-lifecycle suite on every ring store: in memory, in SQLite and in a real PostgreSQL
+//! (`VAULT_TEST_POSTGRES_URL`, set by `scripts/test`), the database rings sealed by a master
+//! key; and what only a database ring must show: root keys at rest only sealed, a wrong seal
+//! refused, a file ring moved in with its keys.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test, helpers included.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use sqlx::Row;
+use vault_crypto::managed::{MasterKeySeal, RootSeal, copy_ring};
+use vault_crypto::{
+    KeyContext, KeyProvider, KeyRingError, ManagedKeyProvider, MemoryRingStore, RingStore,
+};
+use vault_store::SqlStore;
+
+/// Ring names unique to this run, so runs on one database never meet.
+fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{name}-{}-{nanos}", std::process::id())
+}
+
+fn master(dir: &std::path::Path, file: &str) -> Arc<dyn RootSeal> {
+    Arc::new(MasterKeySeal::create_file(&dir.join(file)).unwrap())
+}
+
+async fn sqlite(dir: &std::path::Path) -> (SqlStore, String) {
+    let store = SqlStore::open_sqlite(dir).await.unwrap();
+    (
+        store,
+        format!("sqlite://{}", SqlStore::sqlite_path(dir).display()),
+    )
+}
+
+async fn postgres() -> Option<(SqlStore, String)> {
+    match std::env::var("VAULT_TEST_POSTGRES_URL") {
+        Ok(url) => Some((SqlStore::connect_postgres(&url).await.unwrap(), url)),
+        Err(_) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "VAULT_TEST_POSTGRES_URL is not set: the PostgreSQL suite must run in CI"
+            );
+            eprintln!(
+                "SKIPPED: PostgreSQL ring suite (set VAULT_TEST_POSTGRES_URL or run scripts/test)"
+            );
+            None
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_lifecycle_suite_on_memory_rings() {
+    let rings: Mutex<HashMap<String, Arc<MemoryRingStore>>> = Mutex::default();
+    vault_testkit::ring::run_all(|name| {
+        rings
+            .lock()
+            .unwrap()
+            .entry(name.to_owned())
+            .or_insert_with(|| Arc::new(MemoryRingStore::new(name)))
+            .clone()
+    })
+    .await;
+}
+
+async fn lifecycle_on(store: SqlStore, seal: Arc<dyn RootSeal>) {
+    let prefix = unique("suite");
+    vault_testkit::ring::run_all(|name| {
+        Arc::new(store.ring_store(&format!("{prefix}-{name}"), seal.clone()))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_lifecycle_suite_on_sqlite_rings() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = sqlite(dir.path()).await;
+    lifecycle_on(store, master(dir.path(), "master.key")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_lifecycle_suite_on_postgres_rings() {
+    let dir = tempfile::tempdir().unwrap();
+    if let Some((store, _)) = postgres().await {
+        lifecycle_on(store, master(dir.path(), "master.key")).await;
+    }
+}
+
+/// Every root key is in the table only sealed; a wrong seal is refused with a clear message;
+/// a destroyed version's sealed key is gone from the row.
+async fn sealed_at_rest(store: SqlStore, url: &str, dir: &std::path::Path) {
+    let name = unique("at-rest");
+    let seal = master(dir, "a.key");
+    let ring = store.ring_store(&name, seal.clone());
+    let p = ManagedKeyProvider::open(Arc::new(ring), true)
+        .await
+        .unwrap();
+    p.rotate().await.unwrap();
+    p.rotate().await.unwrap();
+    let state = store
+        .ring_store(&name, seal.clone())
+        .load_if_changed(None)
+        .await
+        .unwrap()
+        .unwrap();
+    let roots: Vec<[u8; 32]> = state
+        .stored_versions()
+        .filter_map(|v| v.root.copied())
+        .collect();
+    assert_eq!(roots.len(), 3);
+
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(url).await.unwrap();
+    let rows = sqlx::query(
+        "SELECT version, sealed_by, sealed_root FROM key_ring_versions WHERE ring = $1",
+    )
+    .bind(&name)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 3);
+    for row in &rows {
+        let sealed: Vec<u8> = row.try_get("sealed_root").unwrap();
+        let by: String = row.try_get("sealed_by").unwrap();
+        assert_eq!(by, seal.describe());
+        for root in &roots {
+            assert!(
+                !sealed.windows(32).any(|w| w == root),
+                "a root key in clear"
+            );
+        }
+    }
+    if url.starts_with("sqlite:") {
+        // Nowhere in the file, nor its write-ahead log.
+        for file in std::fs::read_dir(dir).unwrap() {
+            let bytes = std::fs::read(file.unwrap().path()).unwrap();
+            for root in &roots {
+                assert!(
+                    !bytes.windows(32).any(|w| w == root),
+                    "a root key in clear on disk"
+                );
+            }
+        }
+    }
+
+    // Another master key: refused at open, naming the seal, never a key.
+    let wrong = store.ring_store(&name, master(dir, "b.key"));
+    let err = ManagedKeyProvider::open(Arc::new(wrong), false)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, KeyRingError::Seal { .. }), "{err:?}");
+    assert!(err.to_string().contains("not by this master key"), "{err}");
+
+    // Destroyed: the row keeps no sealed key.
+    p.destroy(1).await.unwrap();
+    let left: Option<Vec<u8>> =
+        sqlx::query("SELECT sealed_root FROM key_ring_versions WHERE ring = $1 AND version = 1")
+            .bind(&name)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .try_get("sealed_root")
+            .unwrap();
+    assert_eq!(left, None);
+
+    // Resealed with another key: the ring opens with it, and no longer with the old one.
+    let other = master(dir, "c.key");
+    let n = store
+        .ring_store(&name, seal.clone())
+        .reseal(&*other)
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    let reopened = ManagedKeyProvider::open(Arc::new(store.ring_store(&name, other)), false)
+        .await
+        .unwrap();
+    assert_eq!(reopened.primary_version(), 3);
+    assert!(
+        ManagedKeyProvider::open(Arc::new(store.ring_store(&name, seal)), false)
+            .await
+            .is_err()
+    );
+    pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_rings_are_sealed_at_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, url) = sqlite(dir.path()).await;
+    sealed_at_rest(store, &url, dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_rings_are_sealed_at_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    if let Some((store, url)) = postgres().await {
+        sealed_at_rest(store, &url, dir.path()).await;
+    }
+}
+
+/// A file ring moved into the database opens what it sealed, with the same versions; moving
+/// it in again is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_file_ring_moves_into_the_database_with_its_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = sqlite(dir.path()).await;
+    let name = unique("moved");
+    let file_ring = ManagedKeyProvider::open_or_create(dir.path(), &name).unwrap();
+    file_ring.rotate().await.unwrap();
+    let ctx = KeyContext::from_pairs([("organization_id", "org_1")]).unwrap();
+    let (_, wrapped) = file_ring.generate_data_key(&ctx).await.unwrap();
+    let file = vault_crypto::FileRingStore::new(dir.path(), &name).unwrap();
+    let seal = master(dir.path(), "m.key");
+    let into = store.ring_store(&name, seal.clone()).moving_in();
+    copy_ring(&file, &into).await.unwrap();
+    let moved = ManagedKeyProvider::open(Arc::new(store.ring_store(&name, seal.clone())), false)
+        .await
+        .unwrap();
+    assert_eq!(moved.primary_version(), 2);
+    moved.unwrap(&wrapped, &ctx).await.unwrap();
+    assert!(matches!(
+        copy_ring(&file, &store.ring_store(&name, seal).moving_in()).await,
+        Err(KeyRingError::Exists { .. })
+    ));
+}
