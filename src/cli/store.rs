@@ -40,8 +40,9 @@ pub(crate) async fn copy(
     for (table, n) in &report.tables {
         println!("{table}: {n} rows");
     }
-    // Every managed ring, its root keys sealed with the target's seal on the way.
-    let source_rings = deployment.rings(&source, config).await?;
+    // Every managed ring, its root keys sealed with the target's seal on the way: from the
+    // source database if it holds the ring (sealed), else from the data directory's file.
+    let source_seal = deployment.root_seal(config).await?;
     let vault::Rings::Database { seal, .. } = target.rings(&target_store, config).await? else {
         return Err(bad("the target's ring must be sealed: give --seal".into()));
     };
@@ -54,12 +55,13 @@ pub(crate) async fn copy(
             continue;
         }
         let into = target_store.ring_store(ring, seal.clone()).moving_in();
-        let generation = match &source_rings {
-            vault::Rings::Files(dir) => {
-                copy_ring(&vault::crypto::FileRingStore::new(dir, ring)?, &into).await?
+        let generation = match &source_seal {
+            Some(seal) if source.has_ring(ring).await? => {
+                copy_ring(&source.ring_store(ring, seal.clone()), &into).await?
             }
-            vault::Rings::Database { store, seal } => {
-                copy_ring(&store.ring_store(ring, seal.clone()), &into).await?
+            _ => {
+                let file = vault::crypto::FileRingStore::new(deployment.data_dir(), ring)?;
+                copy_ring(&file, &into).await?
             }
         };
         println!(

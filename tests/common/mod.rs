@@ -9,7 +9,7 @@ pub mod client;
 #[path = "../../crates/vault-kms-aws/tests/common/mod.rs"]
 mod aws;
 #[allow(unused_imports)] // Each test binary uses a different subset.
-pub use aws::moto_url;
+pub use aws::{client as aws_client, moto_url};
 
 /// A certificate authority and a certificate for 127.0.0.1 it signed, as PEM files in `dir`:
 /// `<name>-ca.pem`, `<name>-cert.pem`, `<name>-key.pem`.

@@ -420,6 +420,9 @@ impl RingStore for SqlRingStore {
     }
 
     async fn create(&self, ring: RingState) -> Result<RingState, KeyRingError> {
+        if self.store.has_ring(&self.name).await.map_err(db)? {
+            return self.load().await;
+        }
         if !self.moving_in
             && self
                 .store
