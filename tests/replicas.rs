@@ -694,3 +694,87 @@ async fn the_ring_sealed_by_aws_kms_on_moto() {
         .unwrap();
     assert_eq!((status, obj["value"].as_str()), (200, Some("by kms")));
 }
+
+/// A loopback TCP proxy to `target`; aborting its task drops every connection through it, as
+/// a database crash or a network cut would.
+async fn proxy(listener: tokio::net::TcpListener, target: String) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let target = target.clone();
+            connections.spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_outage_is_a_503_with_retry_after_and_changes_nothing() {
+    let Some(mut cluster) = Cluster::new().await else {
+        return;
+    };
+    let key = cluster.api_key("outage");
+    // The replica reaches the database through a proxy the test can cut.
+    let direct = cluster.url.clone();
+    let (scheme_user, rest) = direct.split_once('@').unwrap();
+    let (host, database) = rest.split_once('/').unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut cut = proxy(listener, host.to_owned()).await;
+    cluster.url = format!("{scheme_user}@127.0.0.1:{port}/{database}");
+    let r = cluster.start(0);
+    let c = client(&r, &key);
+    let id = create(&c, "before", "v").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    cut.abort();
+    let _ = cut.await;
+    let (status, headers, body) = c
+        .call_with_headers(Method::GET, &format!("/vault/v1/kv/{id}"), None)
+        .await
+        .unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(headers.contains_key("retry-after"), "{headers:?}");
+    let (status, _) = c
+        .call(
+            Method::POST,
+            "/vault/v1/kv",
+            Some(&json!({"name": "during", "value": "v", "key_context": {"organization_id": "org_1"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 503);
+    let (status, body) = c.call(Method::GET, "/readyz", None).await.unwrap();
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (503, Some("unavailable"))
+    );
+    let (status, _) = c.call(Method::GET, "/healthz", None).await.unwrap();
+    assert_eq!(status, 200, "alive, though not ready");
+
+    // Back: the replica recovers by itself, and the write refused during the outage is not
+    // there, half or whole.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let _back = proxy(listener, host.to_owned()).await;
+    within(Duration::from_secs(10), "recovery", || async {
+        c.call(Method::GET, "/readyz", None).await.unwrap().0 == 200
+    })
+    .await;
+    let (status, obj) = c
+        .call(Method::GET, &format!("/vault/v1/kv/{id}"), None)
+        .await
+        .unwrap();
+    assert_eq!((status, obj["value"].as_str()), (200, Some("v")));
+    let (status, _) = c
+        .call(Method::GET, "/vault/v1/kv/name/during", None)
+        .await
+        .unwrap();
+    assert_eq!(status, 404);
+}

@@ -61,6 +61,20 @@ impl ApiClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(u16, Value), ClientError> {
+        let (status, _, json) = self.call_with_headers(method, path, body).await?;
+        Ok((status, json))
+    }
+
+    /// As [`call`](Self::call), with the answer's headers.
+    ///
+    /// # Errors
+    /// As [`call`](Self::call).
+    pub(crate) async fn call_with_headers(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, hyper::HeaderMap, Value), ClientError> {
         let bytes = body.map(|b| b.to_string()).unwrap_or_default();
         let req = Request::builder()
             .method(method)
@@ -75,6 +89,7 @@ impl ApiClient {
             .await
             .map_err(|e| ClientError(format!("transport: {e}")))?;
         let status = res.status().as_u16();
+        let headers = res.headers().clone();
         let body = res
             .into_body()
             .collect()
@@ -83,7 +98,7 @@ impl ApiClient {
             .to_bytes();
         let json = serde_json::from_slice(&body)
             .map_err(|_| ClientError(format!("status {status}: the answer is not JSON")))?;
-        Ok((status, json))
+        Ok((status, headers, json))
     }
 }
 

@@ -115,10 +115,22 @@ impl SqlStore {
     /// `Unavailable` if the server cannot be reached or migrated.
     #[cfg(feature = "postgres")]
     pub async fn connect_postgres(url: &str) -> Result<Self, StoreError> {
+        use sqlx::Connection as _;
         sqlx::any::install_default_drivers();
+        // One connection first, so a database that is down, missing or refusing the login is
+        // reported at once and with its cause, not after the pool's acquire timeout.
+        let probe =
+            sqlx::AnyConnection::connect(url)
+                .await
+                .map_err(|e| StoreError::Unavailable {
+                    reason: format!("cannot connect to PostgreSQL: {}", connect_failure(&e)),
+                })?;
+        probe.close().await?;
         let pool = AnyPoolOptions::new()
             .max_connections(16)
-            .acquire_timeout(Duration::from_secs(30))
+            // A database that stopped answering fails a request within seconds (a 503 the
+            // client can retry elsewhere) instead of holding it for half a minute.
+            .acquire_timeout(Duration::from_secs(5))
             .connect(url)
             .await?;
         let store = Self::new(pool, Backend::Postgres);
@@ -163,6 +175,18 @@ impl SqlStore {
     /// Closes the pool, waiting for connections to finish.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// Why a connection failed, in words that never repeat the URL (it may hold a password).
+#[cfg(feature = "postgres")]
+fn connect_failure(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Io(io) => io.to_string(),
+        sqlx::Error::Tls(tls) => format!("TLS: {tls}"),
+        sqlx::Error::Database(d) => d.message().to_owned(),
+        sqlx::Error::Configuration(_) => "the database URL is not valid".to_owned(),
+        _ => "the database did not answer as PostgreSQL".to_owned(),
     }
 }
 
