@@ -723,7 +723,7 @@ async fn a_database_outage_is_a_503_with_retry_after_and_changes_nothing() {
     let (host, database) = rest.split_once('/').unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let mut cut = proxy(listener, host.to_owned()).await;
+    let cut = proxy(listener, host.to_owned()).await;
     cluster.url = format!("{scheme_user}@127.0.0.1:{port}/{database}");
     let r = cluster.start(0);
     let c = client(&r, &key);
