@@ -128,6 +128,15 @@ for seed in [
     write("keyring_file", json.dumps(seed, indent=2).encode())
 write("keyring_file", b'{"format":"vault-keyring-v1","format":"vault-keyring-v1"}')
 
+# Master key files (`vault keys init-seal`) and sealed root keys: a valid file, its edges, and
+# sealed-looking bytes of the right and wrong lengths.
+good = b"vault-master-key-v1 " + base64.b64encode(bytes(range(32))) + b"\n"
+for seed in [good, good[:-1], good[:-2], good + b"\n", good.replace(b"v1", b"v2"),
+             b"vault-master-key-v1 " + base64.b64encode(bytes(33)) + b"\n",
+             b"vault-master-key-v1  " + base64.b64encode(bytes(32)), good.upper(), b"\n" + good,
+             bytes(60), bytes(59), bytes(12 + 32 + 16 + 1)]:
+    write("master_key_file", seed)
+
 # WorkOS SDK blobs: the three vectors, then each LEB128 and length edge.
 for v in json.load(open(VECTORS + "workos-blob-vectors.json", encoding="utf-8")):
     blob = bytes.fromhex(v["blob_hex"])

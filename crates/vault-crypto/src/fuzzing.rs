@@ -72,6 +72,31 @@ pub fn keyring_file(data: &[u8]) {
     }
 }
 
+/// The master key file of `--seal file:…`, and sealed root keys as a database row holds them:
+/// a file that parses has the one strict form and the same fingerprint when parsed again;
+/// bytes that were not sealed by the key never unseal (and never panic).
+pub fn master_key_file(data: &[u8]) {
+    use managed::{MasterKeySeal, RootSeal, SealedRoot};
+    if let Ok(seal) = MasterKeySeal::parse(data) {
+        assert!(data.len() == 64 || data.len() == 65, "one line, one key");
+        let again = MasterKeySeal::parse(data).expect("parsed once");
+        assert_eq!(again.describe(), seal.describe());
+    }
+    let fixed = b"vault-master-key-v1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n";
+    let seal = MasterKeySeal::parse(fixed).expect("a valid key");
+    let sealed = SealedRoot {
+        sealed_by: seal.describe(),
+        bytes: data.to_vec(),
+    };
+    let unsealed = std::pin::pin!(seal.unseal("root", 1, &sealed))
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+    assert!(
+        matches!(unsealed, std::task::Poll::Ready(Err(_))),
+        "bytes the key did not seal never unseal"
+    );
+}
+
 /// The WorkOS SDK blob (binary): a blob that parses re-serialises to exactly the input, and its
 /// `encrypted_keys` survive the trip.
 pub fn workos_blob(data: &[u8]) {

@@ -38,6 +38,11 @@ fn keyring_file() {
 }
 
 #[test]
+fn master_key_file() {
+    replay("master_key_file", vault_crypto::fuzzing::master_key_file);
+}
+
+#[test]
 fn workos_blob() {
     replay("workos_blob", vault_crypto::fuzzing::workos_blob);
 }
