@@ -778,3 +778,71 @@ async fn a_database_outage_is_a_503_with_retry_after_and_changes_nothing() {
         .unwrap();
     assert_eq!(status, 404);
 }
+
+/// On one machine: the file ring moves into the SQLite store (sealed), is resealed with
+/// another master key, and moves back into its file, the data readable at every step and the
+/// refusals where they belong. Needs no PostgreSQL.
+#[test]
+fn the_ring_moves_into_the_database_and_back_and_is_resealed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let run = |args: &[&str]| {
+        Command::new(VAULT)
+            .arg("--data-dir")
+            .arg(&data)
+            .args(args)
+            .env_remove("VAULT_DATABASE_URL")
+            .env_remove("VAULT_SEAL")
+            .env_remove("VAULT_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let ok = |args: &[&str]| {
+        let out = run(args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let a = dir.path().join("a.key");
+    let b = dir.path().join("b.key");
+    ok(&["keys", "init-seal", a.to_str().unwrap()]);
+    ok(&["keys", "init-seal", b.to_str().unwrap()]);
+    let (seal_a, seal_b) = (format!("file:{}", a.display()), format!("file:{}", b.display()));
+    let get = |seal: Option<&str>, id: &str| {
+        let mut args = vec!["kv", "get", "-e", "prod", id];
+        if let Some(s) = seal {
+            args = [&["--seal", s][..], &args[..]].concat();
+        }
+        run(&args)
+    };
+    let meta: Value = serde_json::from_str(&ok(&[
+        "kv", "create", "-e", "prod", "--json", "--name", "n",
+        "--context", r#"{"organization_id":"org_1"}"#, "--value", "kept",
+    ]))
+    .unwrap();
+    let id = meta["id"].as_str().unwrap().to_owned();
+
+    // In: the file is set aside, the ring is sealed in vault.db, the value reads with the seal.
+    let out = ok(&["--seal", &seal_a, "keys", "migrate-ring", "--to", "database"]);
+    assert!(out.contains("moved into SQLite"), "{out}");
+    assert!(!data.join("keyring-root.json").exists());
+    let read = get(Some(&seal_a), &id);
+    assert_eq!(String::from_utf8_lossy(&read.stdout), "kept", "{read:?}");
+    // Without the seal the ring is the (now missing) file: nothing opens, nothing is created.
+    assert!(!get(None, &id).status.success());
+    assert!(!data.join("keyring-root.json").exists(), "reading never creates a ring");
+    // Again: the database holds one already.
+    let again = run(&["--seal", &seal_a, "keys", "migrate-ring", "--to", "database"]);
+    assert_eq!(again.status.code(), Some(5), "{again:?}");
+
+    // Resealed with b: b opens it, a no longer does.
+    let out = ok(&["--seal", &seal_a, "keys", "reseal", "--to", &seal_b]);
+    assert!(out.contains("1 root key(s) sealed again"), "{out}");
+    assert_eq!(String::from_utf8_lossy(&get(Some(&seal_b), &id).stdout), "kept");
+    let refused = get(Some(&seal_a), &id);
+    assert_eq!(refused.status.code(), Some(5), "{refused:?}");
+
+    // Out: back into the file, the database rows gone, the value readable without a seal.
+    ok(&["--seal", &seal_b, "keys", "migrate-ring", "--to", "file"]);
+    assert!(data.join("keyring-root.json").exists());
+    assert_eq!(String::from_utf8_lossy(&get(None, &id).stdout), "kept");
+}
