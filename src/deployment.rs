@@ -22,17 +22,37 @@ use crate::config::Config;
 #[derive(Debug, Clone)]
 pub enum Rings {
     /// Files in a data directory (`keyring-<ring>.json`), unsealed: the single-machine default.
-    Files(PathBuf),
+    Files {
+        /// The data directory.
+        dir: PathBuf,
+        /// The store beside them, if any: a ring file is never created while it holds the
+        /// ring (moved into the database) or data under it.
+        store: Option<SqlStore>,
+    },
     /// Tables of the store's database, each root key sealed.
     Database {
         /// The store whose database holds them.
         store: SqlStore,
         /// What seals their root keys.
         seal: Arc<dyn RootSeal>,
+        /// The seal's provider in the configuration, if it is one: kept out of the data
+        /// router, so no API caller can reach the key that seals the ring.
+        seal_provider: Option<String>,
     },
 }
 
 impl Rings {
+    /// The configuration's name of the provider that seals the rings, if one does.
+    pub fn seal_provider(&self) -> Option<&str> {
+        match self {
+            Self::Database {
+                seal_provider: Some(name),
+                ..
+            } => Some(name),
+            _ => None,
+        }
+    }
+
     /// The managed ring `ring`; with `create`, a new one if there is none (a database refuses
     /// while it holds data under a ring it does not have: see `vault keys migrate-ring`).
     ///
@@ -40,9 +60,30 @@ impl Rings {
     /// A [`KeyRingError`] if it is missing (without `create`), cannot be read or unsealed.
     pub async fn open(&self, ring: &str, create: bool) -> Result<ManagedKeyProvider, KeyRingError> {
         match self {
-            Self::Files(dir) if create => ManagedKeyProvider::open_or_create(dir, ring),
-            Self::Files(dir) => ManagedKeyProvider::open_existing(dir, ring),
-            Self::Database { store, seal } => {
+            Self::Files { dir, store } => {
+                if !create {
+                    return ManagedKeyProvider::open_existing(dir, ring);
+                }
+                if let Some(store) = store
+                    && !vault_crypto::FileRingStore::new(dir, ring)?.path().exists()
+                {
+                    let unavailable = |e: StoreError| KeyRingError::Store {
+                        reason: e.to_string(),
+                    };
+                    if store.has_ring(ring).await.map_err(unavailable)?
+                        || store
+                            .holds_data_under_ring(ring)
+                            .await
+                            .map_err(unavailable)?
+                    {
+                        return Err(KeyRingError::Lost {
+                            ring: ring.to_owned(),
+                        });
+                    }
+                }
+                ManagedKeyProvider::open_or_create(dir, ring)
+            }
+            Self::Database { store, seal, .. } => {
                 let ring_store = store.ring_store(ring, seal.clone());
                 ManagedKeyProvider::open(Arc::new(ring_store), create).await
             }
@@ -158,9 +199,16 @@ impl Deployment {
     pub fn describe(&self) -> String {
         match &self.database_url {
             Some(url) => {
+                // Host, port and database only: the user information and the query (which
+                // may carry a password) are never shown.
                 let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
-                let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
-                format!("PostgreSQL {}", rest.split('?').next().unwrap_or(rest))
+                let end = rest.find(['/', '?']).unwrap_or(rest.len());
+                let (authority, tail) = rest.split_at(end);
+                let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+                let database = tail
+                    .strip_prefix('/')
+                    .map_or("", |t| t.split('?').next().unwrap_or_default());
+                format!("PostgreSQL {host}/{database}")
             }
             None => format!("SQLite {}", SqlStore::sqlite_path(&self.data_dir).display()),
         }
@@ -199,12 +247,21 @@ impl Deployment {
     /// As [`root_seal`](Self::root_seal).
     pub async fn rings(&self, store: &SqlStore, config: &Config) -> Result<Rings, VaultError> {
         if !self.rings_in_database() {
-            return Ok(Rings::Files(self.data_dir.clone()));
+            return Ok(Rings::Files {
+                dir: self.data_dir.clone(),
+                store: Some(store.clone()),
+            });
         }
         match self.root_seal(config).await? {
             Some(seal) => Ok(Rings::Database {
                 store: store.clone(),
                 seal,
+                seal_provider: self.seal.clone().filter(|s| !s.starts_with("file:")),
+            }),
+            // No seal and no managed ring: nothing to seal; a ring asked for is refused.
+            None if config.managed_ring(None).is_err() => Ok(Rings::Files {
+                dir: self.data_dir.clone(),
+                store: Some(store.clone()),
             }),
             None => Err(config_error(
                 "the managed key ring in the database is kept sealed: give --seal",
@@ -226,7 +283,9 @@ impl Deployment {
             None
         };
         let rings = self.rings(&store, config).await?;
-        let router = config.router_for_store(&rings, usage.as_deref()).await?;
+        let router = config
+            .router_for_store(&rings, true, usage.as_deref())
+            .await?;
         Ok(Vault::new(Arc::new(router), Arc::new(store)))
     }
 }
@@ -312,6 +371,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(d.describe(), "PostgreSQL db:5432/v");
+        let query = Deployment::resolve(
+            Path::new("d"),
+            Some("postgres://db/v?user=u&password=p@ss".into()),
+            None,
+            None,
+            &config,
+        )
+        .unwrap();
+        assert_eq!(query.describe(), "PostgreSQL db/v");
         assert!(!format!("{d:?}").contains("secret-pw"));
         assert!(d.rings_in_database());
     }

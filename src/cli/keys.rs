@@ -69,7 +69,10 @@ pub(crate) async fn keys(
         let rings = if deployment.rings_in_database() {
             deployment.rings(store().await?, config).await?
         } else {
-            vault::Rings::Files(data_dir.to_owned())
+            vault::Rings::Files {
+                dir: data_dir.to_owned(),
+                store: None,
+            }
         };
         Ok::<_, Failure>(std::sync::Arc::new(
             rings
@@ -104,7 +107,7 @@ pub(crate) async fn keys(
                     config.router(data_dir).await?
                 } else if config_given {
                     let rings = deployment.rings(store().await?, config).await?;
-                    config.router_for_store(&rings, None).await?
+                    config.router_for_store(&rings, false, None).await?
                 } else {
                     vault::default_router(open_ring().await?)
                 };
@@ -347,7 +350,11 @@ async fn migrate_ring(
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs())
             ));
-            std::fs::rename(file.path(), &aside)?;
+            if let Err(e) = file.retire(&aside, generation) {
+                // Changed meanwhile (a rotation by a process on the file): the copy is stale.
+                store.remove_ring(&chosen.ring, generation).await?;
+                return Err(moved_meanwhile(e));
+            }
             println!(
                 "ring {} (generation {generation}) moved into {}; the file is kept, unused, as {}",
                 chosen.ring,
@@ -360,7 +367,11 @@ async fn migrate_ring(
         }
         RingPlace::File => {
             let generation = crypto::managed::copy_ring(&database, &file).await?;
-            store.remove_ring(&chosen.ring).await?;
+            if !store.remove_ring(&chosen.ring, generation).await? {
+                // Changed meanwhile (a rotation by a replica): the file is stale.
+                std::fs::remove_file(file.path())?;
+                return Err(moved_meanwhile(crypto::KeyRingError::Busy));
+            }
             println!(
                 "ring {} (generation {generation}) moved into {}",
                 chosen.ring,
@@ -369,4 +380,13 @@ async fn migrate_ring(
         }
     }
     Ok(())
+}
+
+fn moved_meanwhile(e: crypto::KeyRingError) -> Failure {
+    Failure {
+        code: exit::CONFLICT,
+        message: format!(
+            "the ring changed while it was moved ({e}); nothing was moved: stop the processes using it and run it again"
+        ),
+    }
 }

@@ -45,13 +45,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
             if d.rings_in_database() {
                 let store = d.store().await?;
                 let rings = d.rings(&store, config).await?;
-                if !create {
-                    // The default ring must exist: opening it here refuses a missing one.
-                    if let Ok(m) = config.managed_ring(None) {
-                        rings.open(&m.ring, false).await?;
-                    }
-                }
-                return Ok(config.router_for_store(&rings, None).await?);
+                return Ok(config.router_for_store(&rings, create, None).await?);
             }
             if create || given {
                 Ok(config.router(&data_dir).await?)

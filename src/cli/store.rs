@@ -15,13 +15,16 @@ pub(crate) async fn copy(
         code: exit::BAD_INPUT,
         message,
     };
-    // The target: a PostgreSQL database whose ring is sealed with this deployment's seal.
+    // The target: a PostgreSQL database whose ring is sealed with this deployment's seal. Its
+    // password comes from VAULT_TARGET_PASSWORD or its URL, never the source's password file.
+    let mut target_config = config.clone();
+    target_config.store = vault::config::StoreConfig::default();
     let target = vault::Deployment::resolve(
         deployment.data_dir(),
         Some(to.to_owned()),
         deployment.seal_name().map(str::to_owned),
         std::env::var("VAULT_TARGET_PASSWORD").ok(),
-        config,
+        &target_config,
     )
     .map_err(bad)?;
     if target.describe() == deployment.describe() {
@@ -30,8 +33,15 @@ pub(crate) async fn copy(
     let source = deployment.store().await?;
     let target_store = target.store().await?;
     let bar = progress_bar(None);
+    // The source's one name: the database file's absolute path, or the PostgreSQL it is on.
+    let label = if deployment.is_postgres() {
+        deployment.describe()
+    } else {
+        let path = vault::store::SqlStore::sqlite_path(deployment.data_dir());
+        std::fs::canonicalize(&path)?.display().to_string()
+    };
     let report = source
-        .copy_into(&target_store, &deployment.describe(), |table, n| {
+        .copy_into(&target_store, &label, |table, n| {
             bar.set_message(format!("{table}: {n} rows"));
             bar.tick();
         })
@@ -73,6 +83,10 @@ pub(crate) async fn copy(
     println!(
         "copied into {}; point every process at it with --database-url",
         target.describe()
+    );
+    eprintln!(
+        "vault: the source ({}) and its ring are left as they were: write nothing more there; delete them (the ring file holds root keys unsealed) once the copy is checked",
+        deployment.describe()
     );
     source.close().await;
     target_store.close().await;

@@ -215,6 +215,17 @@ impl Config {
             Some(ProviderConfig::Managed { .. }) => Err(format!(
                 "seal {seal:?} is a managed provider; a seal is a KMS provider or file:/path/master.key"
             )),
+            Some(_)
+                if self.default.get_ref() == seal
+                    || self
+                        .rules
+                        .iter()
+                        .any(|r| r.get_ref().provider.get_ref() == seal) =>
+            {
+                Err(format!(
+                    "seal {seal:?} is also the default or a rule's provider: the key that seals the ring must serve nothing else (a caller given data keys under it could forge a sealed root key)"
+                ))
+            }
             Some(_) => Ok(()),
             None => Err(format!(
                 "seal {seal:?} is neither file:/path/master.key nor a provider of the configuration"

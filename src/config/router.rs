@@ -58,8 +58,11 @@ impl Config {
     /// # Errors
     /// A [`crate::VaultError`] if a provider cannot be opened or reached.
     pub async fn router(&self, data_dir: &Path) -> Result<Router, crate::VaultError> {
-        self.router_for_store(&Rings::Files(data_dir.to_owned()), None)
-            .await
+        let rings = Rings::Files {
+            dir: data_dir.to_owned(),
+            store: None,
+        };
+        self.router_for_store(&rings, true, None).await
     }
 
     /// As [`router`](Self::router), for a store whose `usage` is known: an Azure provider
@@ -74,6 +77,7 @@ impl Config {
     pub async fn router_for_store(
         &self,
         rings: &Rings,
+        create: bool,
         usage: Option<&[vault_store::KeyUsage]>,
     ) -> Result<Router, crate::VaultError> {
         let unsigned_in_store: Option<BTreeMap<String, bool>> = usage.map(|u| {
@@ -90,8 +94,14 @@ impl Config {
         let mut built: BTreeMap<&str, Arc<dyn KeyProvider>> = BTreeMap::new();
         for (name, p) in &self.providers {
             // Boxed: the providers' connect futures are large and deep.
+            if rings.seal_provider() == Some(name.as_str()) {
+                // The key that seals the ring serves nothing else (`check_seal` keeps it out of
+                // the rules and the default; here it is kept out of decrypt-only too).
+                continue;
+            }
             let provider =
-                Box::pin(self.connect(p.get_ref(), rings, accept_unsigned(name), true)).await?;
+                Box::pin(self.connect(p.get_ref(), rings, create, accept_unsigned(name), false))
+                    .await?;
             built.insert(name, provider);
         }
         let get = |name: &str| {
@@ -149,19 +159,24 @@ impl Config {
             return Err(config_error(format!("provider {name:?} is not defined")));
         };
         // A KMS provider never opens a ring, so no place for rings is needed.
-        let nowhere = Rings::Files(std::path::PathBuf::new());
-        Box::pin(self.connect(p.get_ref(), &nowhere, false, false)).await
+        let nowhere = Rings::Files {
+            dir: std::path::PathBuf::new(),
+            store: None,
+        };
+        Box::pin(self.connect(p.get_ref(), &nowhere, false, false, true)).await
     }
 
     /// Connects one provider: a managed ring from `rings`; a remote one behind the data-key
-    /// cache if `cached` and its cache is on. `accept_unsigned`: Azure's default for
-    /// `accept_unsigned_wraps`.
+    /// cache if its cache is on. `create`: whether a managed ring that does not exist yet is
+    /// made. `accept_unsigned`: Azure's default for `accept_unsigned_wraps`. `for_seal`: the
+    /// provider seals a ring's root keys: no cache, and never an unsigned Azure wrap.
     async fn connect(
         &self,
         p: &ProviderConfig,
         rings: &Rings,
+        create: bool,
         accept_unsigned: bool,
-        cached: bool,
+        for_seal: bool,
     ) -> Result<Arc<dyn KeyProvider>, crate::VaultError> {
         Ok(match p {
             ProviderConfig::Managed {
@@ -169,7 +184,7 @@ impl Config {
                 check_interval_ms,
             } => Arc::new(
                 rings
-                    .open(ring, true)
+                    .open(ring, create)
                     .await
                     .map_err(vault_crypto::Error::from)?
                     .with_check_interval(check_interval(*check_interval_ms)),
@@ -189,7 +204,7 @@ impl Config {
                 )
                 .await
                 .map_err(vault_crypto::Error::from)?;
-                match cache.limits().filter(|_| cached) {
+                match cache.limits().filter(|_| !for_seal) {
                     Some(limits) => {
                         Arc::new(vault_crypto::CachingProvider::new(Arc::new(aws), limits))
                     }
@@ -209,7 +224,7 @@ impl Config {
                 )
                 .await
                 .map_err(vault_crypto::Error::from)?;
-                match cache.limits().filter(|_| cached) {
+                match cache.limits().filter(|_| !for_seal) {
                     Some(limits) => {
                         Arc::new(vault_crypto::CachingProvider::new(Arc::new(gcp), limits))
                     }
@@ -247,8 +262,10 @@ impl Config {
                     vault_crypto::RetryPolicy::default(),
                 )
                 .map_err(vault_crypto::Error::from)?
-                .accept_unsigned_wraps(accept_unsigned_wraps.unwrap_or(accept_unsigned));
-                match cache.limits().filter(|_| cached) {
+                .accept_unsigned_wraps(
+                    !for_seal && accept_unsigned_wraps.unwrap_or(accept_unsigned),
+                );
+                match cache.limits().filter(|_| !for_seal) {
                     Some(limits) => {
                         Arc::new(vault_crypto::CachingProvider::new(Arc::new(azure), limits))
                     }

@@ -436,6 +436,16 @@ pub enum KeyRingError {
         /// The ring.
         ring: String,
     },
+    /// The ring is not where this process looks for it, but the store holds it or data
+    /// under it: a new ring here would seal under keys no other process has and open none of
+    /// that data.
+    #[error(
+        "the store holds the key ring {ring:?} or data under managed://{ring} keys, but its file is missing: give --seal if the ring was moved into the database, or restore the file from a backup (a new ring would not open that data)"
+    )]
+    Lost {
+        /// The ring.
+        ring: String,
+    },
     /// The key ring has reached its maximum number of versions.
     #[error("the key ring has reached its limit of {0} versions")]
     TooManyVersions(u32),

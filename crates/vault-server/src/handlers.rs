@@ -450,18 +450,30 @@ pub(crate) async fn healthz() -> Response {
 /// For load balancers: 200 only while the database and the keys are usable, else 503 (the
 /// cause is logged, not told).
 pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let mut last = state.readiness.lock().await;
-    let ready = match *last {
-        Some((at, ready)) if at.elapsed() < std::time::Duration::from_secs(1) => ready,
-        _ => {
-            let ready = match state.vault.ready().await {
-                Ok(()) => true,
-                Err(e) => {
+    // One probe at a time, at most one a second: callers arriving meanwhile get the last
+    // answer instead of queueing behind a slow database or KMS.
+    use std::sync::atomic::Ordering::Relaxed;
+    let ready = match state.readiness.try_lock() {
+        Err(_) => state.ready.load(Relaxed),
+        Ok(last) if last.is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(1)) => {
+            state.ready.load(Relaxed)
+        }
+        Ok(mut last) => {
+            let probe =
+                tokio::time::timeout(std::time::Duration::from_secs(2), state.vault.ready()).await;
+            let ready = match probe {
+                Ok(Ok(())) => true,
+                Ok(Err(e)) => {
                     tracing::warn!(target: "vault::server", error = %e, "not ready");
                     false
                 }
+                Err(_) => {
+                    tracing::warn!(target: "vault::server", "not ready: the probe took over 2 s");
+                    false
+                }
             };
-            *last = Some((std::time::Instant::now(), ready));
+            state.ready.store(ready, Relaxed);
+            *last = Some(std::time::Instant::now());
             ready
         }
     };

@@ -82,7 +82,9 @@ pub struct AppState {
     metrics_token: Option<zeroize::Zeroizing<String>>,
     /// The last readiness probe and when it ran: `/readyz` probes at most once a second,
     /// however often it is asked (it is unauthenticated, and a probe may call a KMS).
-    readiness: tokio::sync::Mutex<Option<(Instant, bool)>>,
+    readiness: tokio::sync::Mutex<Option<Instant>>,
+    /// The last probe's answer, for callers arriving while a probe runs.
+    ready: std::sync::atomic::AtomicBool,
 }
 
 impl AppState {
@@ -102,6 +104,7 @@ impl AppState {
             metrics: Metrics::default(),
             metrics_token: token.map(zeroize::Zeroizing::new),
             readiness: tokio::sync::Mutex::default(),
+            ready: std::sync::atomic::AtomicBool::new(false),
         })
     }
 

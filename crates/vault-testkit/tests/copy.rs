@@ -22,10 +22,23 @@ async fn populate(store: &SqlStore, env: &str, from: usize, to: usize) -> Vec<(S
     for i in from..to {
         let id = vault_store::new_object_id().unwrap();
         let first = format!("envelope-{i}").into_bytes();
-        store.create(env, &id, &format!("n{i}"), &ctx, version(first.clone()), &actor).await.unwrap();
+        store
+            .create(
+                env,
+                &id,
+                &format!("n{i}"),
+                &ctx,
+                version(first.clone()),
+                &actor,
+            )
+            .await
+            .unwrap();
         let current = if i % 2 == 0 {
             let second = format!("envelope-{i}-2").into_bytes();
-            store.update(env, &id, version(second.clone()), None, &actor).await.unwrap();
+            store
+                .update(env, &id, version(second.clone()), None, &actor)
+                .await
+                .unwrap();
             second
         } else {
             first
@@ -41,13 +54,19 @@ async fn copies_resume_and_refuse(target: SqlStore, other: SqlStore) {
     let actor = Actor::new("key_test", "test");
     // More than one batch (500 rows) of objects and of versions.
     let mut objects = populate(&source, "prod", 0, 700).await;
-    let first = source.copy_into(&target, "source-a", |_, _| {}).await.unwrap();
+    let first = source
+        .copy_into(&target, "source-a", |_, _| {})
+        .await
+        .unwrap();
     assert_eq!(first.tables[0], ("objects", 700));
     assert_eq!(first.tables[1], ("versions", 1050));
 
     // Not finished (as if interrupted): running it again copies what is new, once.
     objects.extend(populate(&source, "prod", 700, 760).await);
-    let second = source.copy_into(&target, "source-a", |_, _| {}).await.unwrap();
+    let second = source
+        .copy_into(&target, "source-a", |_, _| {})
+        .await
+        .unwrap();
     assert_eq!(second.tables[0], ("objects", 760));
     for (id, envelope) in &objects {
         let got = target.get("prod", id, &actor).await.unwrap();
@@ -103,7 +122,9 @@ async fn fresh_postgres(url: &str, label: &str) -> SqlStore {
         .unwrap();
     pool.close().await;
     let (server, _) = url.rsplit_once('/').unwrap();
-    SqlStore::connect_postgres(&format!("{server}/{name}")).await.unwrap()
+    SqlStore::connect_postgres(&format!("{server}/{name}"))
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,8 +134,14 @@ async fn sqlite_into_postgres() {
             std::env::var_os("CI").is_none(),
             "VAULT_TEST_POSTGRES_URL is not set: the PostgreSQL copy must run in CI"
         );
-        eprintln!("SKIPPED: copy into PostgreSQL (set VAULT_TEST_POSTGRES_URL or run scripts/test)");
+        eprintln!(
+            "SKIPPED: copy into PostgreSQL (set VAULT_TEST_POSTGRES_URL or run scripts/test)"
+        );
         return;
     };
-    copies_resume_and_refuse(fresh_postgres(&url, "a").await, fresh_postgres(&url, "b").await).await;
+    copies_resume_and_refuse(
+        fresh_postgres(&url, "a").await,
+        fresh_postgres(&url, "b").await,
+    )
+    .await;
 }

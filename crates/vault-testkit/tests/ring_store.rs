@@ -182,7 +182,141 @@ async fn sealed_at_rest(store: SqlStore, url: &str, dir: &std::path::Path) {
             .await
             .is_err()
     );
+    // The process still on the old seal cannot add a version sealed by a key the others no
+    // longer use.
+    // (It fails to unseal the resealed keys, or, holding them, is refused the change.)
+    let err = p.rotate().await.unwrap_err();
+    assert!(matches!(err, KeyRingError::Seal { .. }), "{err}");
+    assert_eq!(reopened.versions().len(), 3);
     pool.close().await;
+}
+
+/// Someone who can write the database but has not the seal key: sealed keys swapped between
+/// versions, the primary moved back, a destroyed version given its key back. Running processes
+/// refuse each; nothing is sealed under a key the writer chose.
+async fn tampering_is_refused(store: SqlStore, url: &str, dir: &std::path::Path) {
+    let seal = master(dir, "t.key");
+    let pool = sqlx::AnyPool::connect(url).await.unwrap();
+    let ctx = KeyContext::from_pairs([("organization_id", "org_1")]).unwrap();
+    let exec = |sql: &'static str, name: String| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query(sql).bind(name).execute(&pool).await.unwrap();
+        }
+    };
+    let ring = |name: String| {
+        let store = store.clone();
+        let seal = seal.clone();
+        async move {
+            let p = ManagedKeyProvider::open(Arc::new(store.ring_store(&name, seal)), true)
+                .await
+                .unwrap()
+                .with_check_interval(std::time::Duration::ZERO);
+            p.rotate().await.unwrap();
+            p.rotate().await.unwrap();
+            p
+        }
+    };
+    let bump = "UPDATE key_rings SET generation = generation + 1 WHERE name = $1";
+
+    // v2's and v3's sealed keys swapped: neither unseals in the other's place.
+    let name = unique("swap");
+    let p = ring(name.clone()).await;
+    let sealed = |v: i64| {
+        let pool = pool.clone();
+        let name = name.clone();
+        async move {
+            sqlx::query(
+                "SELECT sealed_root FROM key_ring_versions WHERE ring = $1 AND version = $2",
+            )
+            .bind(name)
+            .bind(v)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .try_get::<Vec<u8>, _>("sealed_root")
+            .unwrap()
+        }
+    };
+    let (two, three) = (sealed(2).await, sealed(3).await);
+    for (v, bytes) in [(2i64, three), (3, two)] {
+        sqlx::query(
+            "UPDATE key_ring_versions SET sealed_root = $3 WHERE ring = $1 AND version = $2",
+        )
+        .bind(&name)
+        .bind(v)
+        .bind(bytes)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    exec(bump, name.clone()).await;
+    assert!(
+        p.generate_data_key(&ctx).await.is_err(),
+        "a swapped key is refused"
+    );
+    assert!(
+        ManagedKeyProvider::open(Arc::new(store.ring_store(&name, seal.clone())), false)
+            .await
+            .is_err()
+    );
+
+    // The primary moved back to v1 (say it leaked and was rotated out).
+    let name = unique("back");
+    let p = ring(name.clone()).await;
+    exec(
+        "UPDATE key_rings SET primary_version = 1, generation = generation + 1 WHERE name = $1",
+        name.clone(),
+    )
+    .await;
+    assert!(
+        p.generate_data_key(&ctx).await.is_err(),
+        "the primary never goes back"
+    );
+
+    // A destroyed version given its sealed key back (from a backup of the row).
+    let name = unique("undestroy");
+    let p = ring(name.clone()).await;
+    let kept: Vec<u8> =
+        sqlx::query("SELECT sealed_root FROM key_ring_versions WHERE ring = $1 AND version = 1")
+            .bind(&name)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .try_get("sealed_root")
+            .unwrap();
+    p.destroy(1).await.unwrap();
+    sqlx::query(
+        "UPDATE key_ring_versions SET destroyed_at = NULL, sealed_by = $2, sealed_root = $3 \
+         WHERE ring = $1 AND version = 1",
+    )
+    .bind(&name)
+    .bind(seal.describe())
+    .bind(kept)
+    .execute(&pool)
+    .await
+    .unwrap();
+    exec(bump, name.clone()).await;
+    assert!(
+        p.generate_data_key(&ctx).await.is_err(),
+        "a destroyed version stays destroyed"
+    );
+    pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_tampering_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, url) = sqlite(dir.path()).await;
+    tampering_is_refused(store, &url, dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_tampering_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    if let Some((store, url)) = postgres().await {
+        tampering_is_refused(store, &url, dir.path()).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -124,10 +124,15 @@ impl SqlStore {
     /// # Errors
     /// `Unavailable` if the database cannot be read.
     pub async fn is_empty(&self) -> Result<bool, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        self.is_empty_in(&mut conn).await
+    }
+
+    async fn is_empty_in(&self, conn: &mut sqlx::AnyConnection) -> Result<bool, StoreError> {
         for table in ["objects", "api_keys", "audit_events", "key_rings"] {
             let sql = format!("SELECT 1 AS one FROM {table} LIMIT 1");
             if sqlx::query(AssertSqlSafe(sql))
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *conn)
                 .await?
                 .is_some()
             {
@@ -195,22 +200,30 @@ impl SqlStore {
     /// Marks this store as the target of a copy from `source`, refusing if it holds data
     /// that is not from an unfinished copy of the same source.
     async fn claim_for_copy(&self, source: &str) -> Result<(), StoreError> {
+        // One transaction, serialised against other copies: two cannot both claim it.
+        let mut tx = self.begin_write().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(7271633)")
+                .execute(&mut *tx)
+                .await?;
+        }
         sqlx::query("CREATE TABLE IF NOT EXISTS vault_copy (source TEXT NOT NULL)")
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         let claimed: Option<String> = sqlx::query_scalar("SELECT source FROM vault_copy LIMIT 1")
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?;
-        match claimed {
+        let empty = self.is_empty_in(&mut tx).await?;
+        let outcome = match claimed {
             Some(s) if s == source => Ok(()),
             Some(_) => Err(StoreError::invalid(
                 "to",
                 "the target holds an unfinished copy from another store",
             )),
-            None if self.is_empty().await? => {
+            None if empty => {
                 sqlx::query("INSERT INTO vault_copy (source) VALUES ($1)")
                     .bind(source)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
                 Ok(())
             }
@@ -218,7 +231,11 @@ impl SqlStore {
                 "to",
                 "the target database is not empty; copy into an empty one",
             )),
+        };
+        if outcome.is_ok() {
+            tx.commit().await?;
         }
+        outcome
     }
 
     /// Marks a copy into this store as finished: running it again is then refused.

@@ -18,7 +18,7 @@ use vault_crypto::KeyRingError;
 use vault_crypto::managed::{RingState, RingStore, RootSeal, SealedRoot, StoredVersion};
 use zeroize::Zeroizing;
 
-use super::SqlStore;
+use super::{Backend, SqlStore};
 use crate::StoreError;
 
 /// The events whose `key_id` names a data key handed out under a key (see `key_usage`).
@@ -32,10 +32,11 @@ pub struct SqlRingStore {
     /// Whether [`create`](RingStore::create) may run while the store holds data under this
     /// ring's key references (only when a ring is being moved in, with its keys).
     moving_in: bool,
-    /// Root keys this process unsealed, by version: a reload unseals only versions it has not
-    /// seen (one seal call per version per process), and a ring resealed elsewhere goes on
-    /// working with the keys already held.
-    unsealed: Mutex<HashMap<u32, Zeroizing<[u8; 32]>>>,
+    /// Root keys this process unsealed or sealed, by version, with the sealed form they came
+    /// from: a reload unseals only a version whose sealed form it has not seen (one seal call
+    /// per version per process). A sealed key changed under a version is unsealed again, so a
+    /// ring replaced in the database is compared by its real keys and refused.
+    unsealed: Mutex<HashMap<u32, Held>>,
 }
 
 impl fmt::Debug for SqlRingStore {
@@ -45,6 +46,12 @@ impl fmt::Debug for SqlRingStore {
             .field("seal", &self.seal)
             .finish_non_exhaustive()
     }
+}
+
+/// A root key held in memory and the sealed form it came from. Wiped on drop.
+struct Held {
+    sealed: SealedRoot,
+    root: Zeroizing<[u8; 32]>,
 }
 
 fn db(e: impl Into<StoreError>) -> KeyRingError {
@@ -122,12 +129,29 @@ impl SqlStore {
         )
     }
 
-    /// Removes the ring `name` from the database (after it was moved into a file).
+    /// Removes the ring `name` from the database (after it was moved into a file), only if its
+    /// generation is still `generation` (the one copied); returns whether it did.
     ///
     /// # Errors
     /// `Unavailable` if the database cannot be written.
-    pub async fn remove_ring(&self, name: &str) -> Result<(), StoreError> {
+    pub async fn remove_ring(&self, name: &str, generation: u64) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
+        // Locks the row: no change can commit between this check and the delete.
+        let unchanged = sqlx::query(
+            "UPDATE key_rings SET generation = generation WHERE name = $1 AND generation = $2",
+        )
+        .bind(name)
+        .bind(
+            i64::try_from(generation)
+                .map_err(|_| StoreError::invalid("generation", "too large"))?,
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !unchanged {
+            return Ok(false);
+        }
         sqlx::query("DELETE FROM key_ring_versions WHERE ring = $1")
             .bind(name)
             .execute(&mut *tx)
@@ -137,7 +161,7 @@ impl SqlStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Whether the store holds object versions or issued data keys wrapped under a version of
@@ -146,12 +170,20 @@ impl SqlStore {
     /// # Errors
     /// `Unavailable` if the database cannot be read.
     pub async fn holds_data_under_ring(&self, name: &str) -> Result<bool, StoreError> {
-        // Ring names are [A-Za-z0-9_-]: only `_` needs escaping in a LIKE pattern.
-        let pattern = format!("managed://{}#%", name.replace('_', "\\_"));
+        // Ring names are [A-Za-z0-9_-]. PostgreSQL's LIKE is case-sensitive (only `_` needs
+        // escaping); SQLite's is not, so SQLite uses GLOB, which is (and has no special
+        // character in such a name).
+        let (pattern, test) = match self.backend {
+            Backend::Postgres => (
+                format!("managed://{}#%", name.replace('_', "\\_")),
+                "LIKE $1 ESCAPE '\\'",
+            ),
+            Backend::Sqlite => (format!("managed://{name}#*"), "GLOB $1"),
+        };
         let sql = format!(
-            "SELECT 1 AS one FROM versions WHERE key_id LIKE $1 ESCAPE '\\' \
+            "SELECT 1 AS one FROM versions WHERE key_id {test} \
              UNION ALL SELECT 1 AS one FROM audit_events WHERE event IN {ISSUED_EVENTS} \
-             AND key_id LIKE $1 ESCAPE '\\' LIMIT 1"
+             AND key_id {test} LIMIT 1"
         );
         Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(pattern)
@@ -181,7 +213,8 @@ impl SqlRingStore {
         let generation = rows.first().map_or(0, |r| r.generation);
         let mut resealed = Vec::new();
         for row in &rows {
-            if let Some(sealed) = &row.sealed {
+            // Rows sealed by `to` already (a reseal interrupted and run again) stay as they are.
+            if let Some(sealed) = row.sealed.as_ref().filter(|s| !to.owns(&s.sealed_by)) {
                 let root = self.seal.unseal(&self.name, row.version, sealed).await?;
                 resealed.push((row.version, to.seal(&self.name, row.version, &root).await?));
             }
@@ -254,12 +287,22 @@ impl SqlRingStore {
                     None
                 }
                 Some(sealed) => {
-                    let held = self.held().get(&row.version).map(|k| Zeroizing::new(**k));
+                    let held = self
+                        .held()
+                        .get(&row.version)
+                        .filter(|h| h.sealed == *sealed)
+                        .map(|h| Zeroizing::new(*h.root));
                     Some(match held {
                         Some(root) => root,
                         None => {
                             let root = self.seal.unseal(&self.name, row.version, sealed).await?;
-                            self.held().insert(row.version, Zeroizing::new(*root));
+                            self.held().insert(
+                                row.version,
+                                Held {
+                                    sealed: sealed.clone(),
+                                    root: Zeroizing::new(*root),
+                                },
+                            );
                             root
                         }
                     })
@@ -275,7 +318,7 @@ impl SqlRingStore {
         RingState::from_stored(&self.name, generation, primary, min, versions)
     }
 
-    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Zeroizing<[u8; 32]>>> {
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Held>> {
         self.unsealed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -379,19 +422,48 @@ impl SqlRingStore {
         Ok(())
     }
 
-    /// Remembers the root keys of a ring this process wrote.
-    fn hold(&self, ring: &RingState) {
+    /// Remembers the root keys this process sealed and wrote, and forgets destroyed ones.
+    fn hold(&self, ring: &RingState, sealed: Vec<(u32, SealedRoot)>) {
         let mut held = self.held();
         for v in ring.stored_versions() {
-            match v.root {
-                Some(root) => {
-                    held.insert(v.version, Zeroizing::new(*root));
-                }
-                None => {
-                    held.remove(&v.version);
-                }
+            if v.root.is_none() {
+                held.remove(&v.version);
             }
         }
+        for (version, sealed) in sealed {
+            if let Some(root) = ring
+                .stored_versions()
+                .find(|v| v.version == version)
+                .and_then(|v| v.root)
+            {
+                let root = Zeroizing::new(*root);
+                held.insert(version, Held { sealed, root });
+            }
+        }
+    }
+
+    /// A live version sealed by another key than this process's seal (the ring was resealed
+    /// since it started), read in `conn`.
+    async fn foreign_seal(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+    ) -> Result<Option<(u32, String)>, KeyRingError> {
+        let rows = sqlx::query(
+            "SELECT version, sealed_by FROM key_ring_versions \
+             WHERE ring = $1 AND sealed_by IS NOT NULL ORDER BY version",
+        )
+        .bind(&self.name)
+        .fetch_all(conn)
+        .await
+        .map_err(db)?;
+        for row in &rows {
+            let by: String = row.try_get("sealed_by").map_err(db)?;
+            if !self.seal.owns(&by) {
+                let version: i64 = row.try_get("version").map_err(db)?;
+                return Ok(Some((from_i64(version)?, by)));
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -458,7 +530,7 @@ impl RingStore for SqlRingStore {
         }
         self.write_versions(&mut tx, &ring, &none, &sealed).await?;
         tx.commit().await.map_err(db)?;
-        self.hold(&ring);
+        self.hold(&ring, sealed);
         Ok(ring)
     }
 
@@ -500,9 +572,23 @@ impl RingStore for SqlRingStore {
             // Cannot happen under the swap; but a version is never written without its key.
             return Ok(false);
         }
+        // A process whose seal is not the ring's (resealed since it started) changes nothing:
+        // a version it added would be sealed by a key the others no longer use.
+        if let Some((version, by)) = self.foreign_seal(&mut tx).await? {
+            return Err(KeyRingError::Seal {
+                action: "change",
+                ring: self.name.clone(),
+                version,
+                seal: self.seal.describe(),
+                reason: format!(
+                    "the ring was resealed with another key ({}); restart this process with that seal",
+                    vault_crypto::managed::shown(&by)
+                ),
+            });
+        }
         self.write_versions(&mut tx, ring, &known, &sealed).await?;
         tx.commit().await.map_err(db)?;
-        self.hold(ring);
+        self.hold(ring, sealed);
         Ok(true)
     }
 }

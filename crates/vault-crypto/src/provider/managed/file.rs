@@ -105,6 +105,22 @@ impl FileRingStore {
         &self.path
     }
 
+    /// Moves the ring file to `to` under the exclusive lock, only if its generation is still
+    /// `generation` (the one just copied elsewhere): no process can change the ring between
+    /// the check and the move, and processes still using the file find it gone and refuse.
+    ///
+    /// # Errors
+    /// [`KeyRingError::Busy`] if the ring changed since (nothing moved); I/O errors.
+    pub fn retire(&self, to: &Path, generation: u64) -> Result<(), KeyRingError> {
+        let _lock = self.lock(Lock::Exclusive)?;
+        let stored = self.read()?.ok_or_else(|| self.missing())?;
+        if stored.generation != generation {
+            return Err(KeyRingError::Busy);
+        }
+        fs::rename(&self.path, to).map_err(io_error(&self.path))?;
+        self.sync_dir()
+    }
+
     /// Opens the ring under the exclusive lock, removing temporary files that an interrupted
     /// change left behind; stores `create` if there is no ring and it is given.
     /// The directory is created (mode 0700) only to create a ring; without `create`, a missing

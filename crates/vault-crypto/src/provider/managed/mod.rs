@@ -38,7 +38,7 @@ use std::time::Duration;
 
 pub use file::FileRingStore;
 pub use ring::{RingStats, VersionInfo, VersionState};
-pub use seal::{MasterKeySeal, ProviderSeal, RootSeal, SealedRoot, copy_ring};
+pub use seal::{MasterKeySeal, ProviderSeal, RootSeal, SealedRoot, copy_ring, shown};
 pub use state::{MAX_FILE_LEN, MAX_VERSIONS, RingState, StoredVersion, StoredVersionRef};
 pub use store::{MemoryRingStore, RingStore};
 

@@ -71,18 +71,20 @@ impl Ring {
     }
 
     /// Whether `next` keeps every version of this ring with the same key, or destroyed; a
-    /// destroyed version stays destroyed.
+    /// destroyed version stays destroyed; the primary never goes back to an older version
+    /// (no change does that: only a rotation moves it, forward).
     pub(super) fn continued_by(&self, next: &RingState) -> bool {
-        self.versions.iter().all(|(number, v)| {
-            let Some(r) = next.versions.get(number) else {
-                return false;
-            };
-            match (&v.material, &r.root) {
-                (Some(m), Some(root)) => bool::from(m.root.as_ref().ct_eq(root.as_ref())),
-                (_, None) => true,
-                (None, Some(_)) => false,
-            }
-        })
+        next.primary >= self.primary
+            && self.versions.iter().all(|(number, v)| {
+                let Some(r) = next.versions.get(number) else {
+                    return false;
+                };
+                match (&v.material, &r.root) {
+                    (Some(m), Some(root)) => bool::from(m.root.as_ref().ct_eq(root.as_ref())),
+                    (_, None) => true,
+                    (None, Some(_)) => false,
+                }
+            })
     }
 
     pub(super) fn state_of(&self, number: u32, v: &Version) -> VersionState {

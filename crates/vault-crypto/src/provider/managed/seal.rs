@@ -31,8 +31,12 @@ use crate::provider::{KeyProvider, KeyRef, WrappedKey};
 /// What seals and unseals the root keys of a ring kept in a database.
 #[async_trait]
 pub trait RootSeal: Send + Sync + fmt::Debug {
-    /// What seals, for messages and for `sealed_by` (`master-key:1a2b3c4d5e6f7a8b`, a KMS key).
+    /// What seals, for messages (`master-key:1a2b3c4d5e6f7a8b`, `provider "ring-seal"`).
     fn describe(&self) -> String;
+
+    /// Whether a root key whose `sealed_by` is this was sealed by this seal's key (so this
+    /// seal can unseal it, and a ring holding it may be changed by this process).
+    fn owns(&self, sealed_by: &str) -> bool;
 
     /// Seals the root key of `ring` version `version`.
     ///
@@ -90,6 +94,13 @@ fn seal_error(
         seal,
         reason: reason.into(),
     }
+}
+
+/// A `sealed_by` read from the database, for a message: quoted and escaped (it may hold
+/// anything whoever wrote the row put there), and short.
+pub fn shown(sealed_by: &str) -> String {
+    let short: String = sealed_by.chars().take(100).collect();
+    format!("{short:?}")
 }
 
 /// The first line of a master key file, before the key in base64.
@@ -238,6 +249,10 @@ impl RootSeal for MasterKeySeal {
         self.id.clone()
     }
 
+    fn owns(&self, sealed_by: &str) -> bool {
+        sealed_by == self.id
+    }
+
     async fn seal(
         &self,
         ring: &str,
@@ -268,10 +283,10 @@ impl RootSeal for MasterKeySeal {
         sealed: &SealedRoot,
     ) -> Result<Zeroizing<[u8; KEY_LEN]>, KeyRingError> {
         let fail = |reason: &str| seal_error("unseal", ring, version, self.id.clone(), reason);
-        if sealed.sealed_by != self.id {
+        if !self.owns(&sealed.sealed_by) {
             return Err(fail(&format!(
                 "it was sealed by {}, not by this master key",
-                sealed.sealed_by
+                shown(&sealed.sealed_by)
             )));
         }
         let (nonce, rest) = sealed
@@ -342,6 +357,10 @@ impl ProviderSeal {
 impl RootSeal for ProviderSeal {
     fn describe(&self) -> String {
         format!("provider {:?}", self.name)
+    }
+
+    fn owns(&self, sealed_by: &str) -> bool {
+        KeyRef::parse(sealed_by).is_ok_and(|k| self.provider.owns(&k))
     }
 
     async fn seal(
