@@ -136,9 +136,17 @@ pub(crate) async fn serve(
     }
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let first_key = if store.api_keys().await?.is_empty() {
+    // The embedded default makes its first key itself. Replicas on a shared database do not
+    // (several starting at once would each make one): the operator creates keys with the CLI.
+    let no_keys = store.api_keys().await?.is_empty();
+    let first_key = if no_keys && !deployment.is_postgres() {
         Some(vault::server::auth::create(&*store, environment, "first key").await?)
     } else {
+        if no_keys {
+            eprintln!(
+                "vault: the database has no API key yet: create one with `vault apikey create -e {environment} --name NAME` (same --database-url)"
+            );
+        }
         None
     };
     let app = vault::server::app(vault::server::AppState::with_metrics_token(
