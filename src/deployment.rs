@@ -164,7 +164,7 @@ impl Deployment {
                 })
             }
         };
-        let has_managed = config.managed_ring(None).is_ok();
+        let has_managed = config.has_managed_provider();
         if url.is_some() && seal.is_none() && has_managed {
             return Err("the managed key ring in PostgreSQL is kept sealed: give --seal (VAULT_SEAL, or `seal` in vault.toml): file:/path/master.key (made by `vault keys init-seal`) or a KMS provider of vault.toml".into());
         }
@@ -198,18 +198,17 @@ impl Deployment {
     /// The store, for messages, without its password.
     pub fn describe(&self) -> String {
         match &self.database_url {
-            Some(url) => {
-                // Host, port and database only: the user information and the query (which
-                // may carry a password) are never shown.
-                let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
-                let end = rest.find(['/', '?']).unwrap_or(rest.len());
-                let (authority, tail) = rest.split_at(end);
-                let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-                let database = tail
-                    .strip_prefix('/')
-                    .map_or("", |t| t.split('?').next().unwrap_or_default());
-                format!("PostgreSQL {host}/{database}")
-            }
+            // Host, port and database only: the user information and the query (which may
+            // carry a password) are never shown, nor any part of a URL that does not parse.
+            Some(url) => match url::Url::parse(url) {
+                Ok(u) => format!(
+                    "PostgreSQL {}{}{}",
+                    u.host_str().unwrap_or_default(),
+                    u.port().map(|p| format!(":{p}")).unwrap_or_default(),
+                    u.path()
+                ),
+                Err(_) => "PostgreSQL (a URL that does not parse)".to_owned(),
+            },
             None => format!("SQLite {}", SqlStore::sqlite_path(&self.data_dir).display()),
         }
     }
@@ -259,7 +258,7 @@ impl Deployment {
                 seal_provider: self.seal.clone().filter(|s| !s.starts_with("file:")),
             }),
             // No seal and no managed ring: nothing to seal; a ring asked for is refused.
-            None if config.managed_ring(None).is_err() => Ok(Rings::Files {
+            None if !config.has_managed_provider() => Ok(Rings::Files {
                 dir: self.data_dir.clone(),
                 store: Some(store.clone()),
             }),
@@ -380,6 +379,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(query.describe(), "PostgreSQL db/v");
+        let raw = Deployment::resolve(
+            Path::new("d"),
+            Some("postgres://u:s3cr/e?t@h/db".into()),
+            None,
+            None,
+            &config,
+        )
+        .unwrap();
+        assert!(!raw.describe().contains("s3cr"), "{}", raw.describe());
         assert!(!format!("{d:?}").contains("secret-pw"));
         assert!(d.rings_in_database());
     }
@@ -401,5 +409,22 @@ mod tests {
         assert!(err.contains("nowhere"), "{err}");
         let d = Deployment::resolve(Path::new("d"), None, None, None, &config).unwrap();
         assert!(!d.rings_in_database() && !d.is_postgres());
+        // Managed rings that only rules use need a seal too.
+        let byok_default = Config::parse(
+            "default = \"kms\"\n[providers.kms]\ntype = \"aws-kms\"\nkey_id = \"alias/k\"\n\
+             [providers.a]\ntype = \"managed\"\nring = \"a\"\n[providers.b]\ntype = \"managed\"\nring = \"b\"\n\
+             [[rules]]\nmatch = { organization_id = \"o\" }\nprovider = \"a\"\n",
+            |_| None,
+        )
+        .unwrap();
+        let err = Deployment::resolve(
+            Path::new("d"),
+            Some("postgres://u@h/v".into()),
+            None,
+            None,
+            &byok_default,
+        )
+        .unwrap_err();
+        assert!(err.contains("--seal"), "{err}");
     }
 }

@@ -856,6 +856,22 @@ fn the_ring_moves_into_the_database_and_back_and_is_resealed() {
         !data.join("keyring-root.json").exists(),
         "reading never creates a ring"
     );
+    // Encrypting without the seal would need a new ring file over the store's ring: refused.
+    let enc = Command::new(VAULT)
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["encrypt", "--context", r#"{"organization_id":"org_1"}"#])
+        .env_remove("VAULT_DATABASE_URL")
+        .env_remove("VAULT_SEAL")
+        .env_remove("VAULT_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(enc.status.code(), Some(5), "{enc:?}");
+    assert!(
+        String::from_utf8_lossy(&enc.stderr).contains("give --seal"),
+        "{enc:?}"
+    );
+    assert!(!data.join("keyring-root.json").exists());
     // Again: the database holds one already.
     let again = run(&[
         "--seal",

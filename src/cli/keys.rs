@@ -104,7 +104,11 @@ pub(crate) async fn keys(
                 let bytes = envelope_bytes(&input)?;
                 let envelope = Envelope::parse(&bytes).map_err(Error::from)?;
                 let router = if config_given && !deployment.rings_in_database() {
-                    config.router(data_dir).await?
+                    let rings = vault::Rings::Files {
+                        dir: data_dir.to_owned(),
+                        store: None,
+                    };
+                    config.router_for_store(&rings, false, None).await?
                 } else if config_given {
                     let rings = deployment.rings(store().await?, config).await?;
                     config.router_for_store(&rings, false, None).await?
@@ -352,7 +356,14 @@ async fn migrate_ring(
             ));
             if let Err(e) = file.retire(&aside, generation) {
                 // Changed meanwhile (a rotation by a process on the file): the copy is stale.
-                store.remove_ring(&chosen.ring, generation).await?;
+                if !store.remove_ring(&chosen.ring, generation).await? {
+                    return Err(Failure {
+                        code: exit::CONFLICT,
+                        message: format!(
+                            "the ring changed during the move both in its file and in the database ({e}); both are kept: stop every process using the ring, then compare `vault keys status` with and without --seal before going on"
+                        ),
+                    });
+                }
                 return Err(moved_meanwhile(e));
             }
             println!(
@@ -368,8 +379,18 @@ async fn migrate_ring(
         RingPlace::File => {
             let generation = crypto::managed::copy_ring(&database, &file).await?;
             if !store.remove_ring(&chosen.ring, generation).await? {
-                // Changed meanwhile (a rotation by a replica): the file is stale.
-                std::fs::remove_file(file.path())?;
+                // Changed meanwhile (a rotation by a replica): the file is stale. Set aside
+                // under its lock, and only if no process on the file changed it meanwhile.
+                let stale = file.path().with_extension("json.stale");
+                if let Err(e) = file.retire(&stale, generation) {
+                    return Err(Failure {
+                        code: exit::CONFLICT,
+                        message: format!(
+                            "the ring changed during the move both in the database and in its new file ({e}); both are kept: stop every process using the ring before going on"
+                        ),
+                    });
+                }
+                std::fs::remove_file(&stale)?;
                 return Err(moved_meanwhile(crypto::KeyRingError::Busy));
             }
             println!(

@@ -48,7 +48,18 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
                 return Ok(config.router_for_store(&rings, create, None).await?);
             }
             if create || given {
-                Ok(config.router(&data_dir).await?)
+                // The store beside the ring files, if there is one: a ring file is never made
+                // while it holds the ring or data under it.
+                let store = if d.has_store() {
+                    Some(d.store().await?)
+                } else {
+                    None
+                };
+                let rings = vault::Rings::Files {
+                    dir: data_dir.clone(),
+                    store,
+                };
+                Ok(config.router_for_store(&rings, create, None).await?)
             } else {
                 Ok::<_, Failure>(vault::default_router(vault::open_existing_managed(
                     &data_dir,

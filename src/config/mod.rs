@@ -325,6 +325,13 @@ impl Config {
         Self::parse(&text, |k| std::env::var(k).ok())
     }
 
+    /// Whether any provider is a managed ring.
+    pub fn has_managed_provider(&self) -> bool {
+        self.providers
+            .values()
+            .any(|p| matches!(p.get_ref(), ProviderConfig::Managed { .. }))
+    }
+
     /// Whether a provider's settings leave `accept_unsigned_wraps` to the store's contents.
     pub fn needs_key_usage(&self) -> bool {
         self.providers.values().any(|p| {

@@ -99,9 +99,18 @@ impl Config {
                 // the rules and the default; here it is kept out of decrypt-only too).
                 continue;
             }
-            let provider =
+            let connected =
                 Box::pin(self.connect(p.get_ref(), rings, create, accept_unsigned(name), false))
-                    .await?;
+                    .await;
+            let provider = match connected {
+                Ok(p) => p,
+                // Reading never creates a ring, and one that does not exist has nothing to
+                // open: leave it out (unless it is the default, which a router needs).
+                Err(crate::VaultError::Crypto(vault_crypto::Error::KeyRing(
+                    vault_crypto::KeyRingError::Missing { .. },
+                ))) if !create && name != self.default.get_ref() => continue,
+                Err(e) => return Err(e),
+            };
             built.insert(name, provider);
         }
         let get = |name: &str| {

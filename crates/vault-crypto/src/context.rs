@@ -48,7 +48,26 @@ pub struct KeyContext {
     canonical: Box<[u8]>,
 }
 
+/// Context keys that only the vault itself uses: a KMS seal wraps a ring's root keys for
+/// `{"vault_ring": …, "vault_ring_version": …}`, so a caller who could get a data key wrapped
+/// for such a context could forge a sealed root key. Callers' contexts may not hold them.
+pub const RESERVED_KEYS: &[&str] = &["vault_ring", "vault_ring_version"];
+
 impl KeyContext {
+    /// Checks a context that comes from a caller (an object's, a data key's): none of the
+    /// [`RESERVED_KEYS`].
+    ///
+    /// # Errors
+    /// [`ContextError::ReservedKey`].
+    pub fn check_caller(&self) -> Result<(), ContextError> {
+        match RESERVED_KEYS.iter().find(|k| self.get(k).is_some()) {
+            Some(key) => Err(ContextError::ReservedKey {
+                key: (*key).to_owned(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Parses a JSON object of 1 to [`MAX_PAIRS`] string values, strictly.
     ///
     /// # Errors

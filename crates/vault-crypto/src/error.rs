@@ -92,6 +92,13 @@ pub enum ContextError {
     /// A key is the empty string.
     #[error("a key context key is empty")]
     EmptyKey,
+    /// A key is reserved for the vault's own use (the context that seals a key ring's root
+    /// keys), so no caller can have data keys wrapped under it.
+    #[error("key context key {key:?} is reserved")]
+    ReservedKey {
+        /// The key.
+        key: String,
+    },
     /// A key is longer than allowed.
     #[error("key context key {key:?} is longer than {max} bytes")]
     KeyTooLong {

@@ -67,7 +67,7 @@ pub use aead::Backend;
 pub use cache::{CacheLimits, CacheStats, CachingProvider};
 pub use context::{
     CANONICAL_VERSION, KeyContext, MAX_CANONICAL_BYTES, MAX_JSON_BYTES, MAX_KEY_BYTES, MAX_PAIRS,
-    MAX_VALUE_CHARS,
+    MAX_VALUE_CHARS, RESERVED_KEYS,
 };
 pub use data_key::{DATA_KEY_LEN, DataKey};
 pub use envelope::{

@@ -23,6 +23,7 @@ impl Vault {
         actor: &Actor,
     ) -> Result<IssuedKey, VaultError> {
         validate_environment(environment)?;
+        context.check_caller().map_err(vault_crypto::Error::from)?;
         let key = issued::issue(&*self.keys, context, environment).await?;
         self.record_key_event(environment, events::DEK_READ, actor, &key)
             .await?;
@@ -62,6 +63,7 @@ impl Vault {
         actor: &Actor,
     ) -> Result<IssuedKey, VaultError> {
         validate_environment(environment)?;
+        context.check_caller().map_err(vault_crypto::Error::from)?;
         let key = issued::rekey(&*self.keys, encrypted_keys, context, environment).await?;
         self.record_key_event(environment, events::DEK_REKEYED, actor, &key)
             .await?;

@@ -193,6 +193,7 @@ impl Vault {
     ) -> Result<ObjectMeta, VaultError> {
         validate_environment(environment)?;
         vault_store::validate_name(name)?;
+        context.check_caller().map_err(vault_crypto::Error::from)?;
         let id = vault_store::new_object_id()?;
         let version = self.seal(environment, &id, context, value).await?;
         Ok(self

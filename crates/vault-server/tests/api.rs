@@ -588,6 +588,20 @@ async fn bad_input_is_a_clear_4xx_and_changes_nothing() {
             bad_context,
         ),
         bad(
+            "a context key reserved for sealing key rings",
+            "POST",
+            kv,
+            *br#"{"key_context":{"vault_ring":"root","vault_ring_version":"1"},"name":"n","value":"v"}"#,
+            bad_context,
+        ),
+        bad(
+            "data key: a context key reserved for sealing key rings",
+            "POST",
+            "/vault/v1/keys/data-key",
+            *br#"{"context":{"vault_ring":"root","vault_ring_version":"7"}}"#,
+            bad_context,
+        ),
+        bad(
             "a context value not a string",
             "POST",
             kv,

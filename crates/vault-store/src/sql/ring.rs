@@ -202,8 +202,9 @@ impl SqlRingStore {
     }
 
     /// Seals every live root key of the ring again with `to` (one transaction, the ring
-    /// unchanged otherwise); returns how many. Processes that hold the keys go on; each must
-    /// be given the new seal before it next starts.
+    /// unchanged otherwise); returns how many. Every process must then be restarted with the
+    /// new seal: one still on the old seal cannot change the ring, and fails its next reload
+    /// after any change (it cannot unseal the new rows).
     ///
     /// # Errors
     /// [`KeyRingError::Seal`] if a key cannot be unsealed or sealed; [`KeyRingError::Busy`] if
