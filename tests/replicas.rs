@@ -30,23 +30,7 @@ async fn fresh_database() -> Option<String> {
         eprintln!("SKIPPED: replica tests (set VAULT_TEST_POSTGRES_URL or run scripts/test)");
         return None;
     };
-    sqlx::any::install_default_drivers();
-    let name = format!(
-        "replicas_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
-    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    let (server, _) = url.rsplit_once('/').unwrap();
-    Some(format!("{server}/{name}"))
+    Some(vault_testkit::postgres::fresh_database(&url, "replicas").await)
 }
 
 /// Three replicas (started on demand) sharing one database and one seal.

@@ -11,6 +11,7 @@
 pub mod azure_fake;
 mod corpus;
 pub mod gcp_fake;
+pub mod postgres;
 pub mod provider;
 pub mod ring;
 pub mod store;

@@ -104,27 +104,10 @@ async fn sqlite_into_sqlite() {
     .await;
 }
 
-/// A database of its own on the test cluster.
+/// A store on a database of its own on the test cluster.
 async fn fresh_postgres(url: &str, label: &str) -> SqlStore {
-    sqlx::any::install_default_drivers();
-    let name = format!(
-        "copy_{label}_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
-    let pool = sqlx::AnyPool::connect(url).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    let (server, _) = url.rsplit_once('/').unwrap();
-    SqlStore::connect_postgres(&format!("{server}/{name}"))
-        .await
-        .unwrap()
+    let url = vault_testkit::postgres::fresh_database(url, &format!("copy_{label}")).await;
+    SqlStore::connect_postgres(&url).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
