@@ -216,7 +216,13 @@ pub(crate) async fn keys(
             Ok(())
         }
         KeysCommand::Rotate => {
-            let v = open_ring().await?.rotate().await?;
+            // Through the store when there is one, so the rotation is in its audit trail
+            // (`vault.kek.created` for every environment with data under the ring).
+            let ring = open_ring().await?;
+            let v = match ring_vault(ring.clone()).await? {
+                Some(vault) => vault.rotate_key(&ring, &cli_actor()).await?,
+                None => ring.rotate().await?,
+            };
             println!("v{v}");
             Ok(())
         }
@@ -231,7 +237,7 @@ pub(crate) async fn keys(
                 vault::Shred::Refuse
             };
             let report = match (ring_vault(ring.clone()).await?, shred) {
-                (Some(vault), _) => vault.destroy_key_version(&ring, version, shred).await?,
+                (Some(vault), _) => vault.destroy_key_version(&ring, version, shred, &cli_actor()).await?,
                 (None, vault::Shred::Refuse) => {
                     return Err(Failure {
                         code: exit::STORAGE,

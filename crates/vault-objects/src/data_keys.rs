@@ -4,9 +4,13 @@
 
 use vault_crypto::KeyContext;
 use vault_crypto::issued::{self, IssuedKey};
-use vault_store::{Actor, events, validate_environment};
+use vault_store::{Actor, Remember, events, validate_environment};
 
 use crate::{Vault, VaultError};
+
+/// Makes the answer to remember for a request with an idempotency key from the data key it
+/// hands out (the answer stored must not hold the key itself).
+pub type RememberKey = dyn Fn(&IssuedKey) -> Remember + Send + Sync;
 
 impl Vault {
     /// A fresh data key for `context`, bound to `environment` (never a cached key), and the
@@ -22,10 +26,27 @@ impl Vault {
         context: &KeyContext,
         actor: &Actor,
     ) -> Result<IssuedKey, VaultError> {
+        self.issue_data_key_with(environment, context, actor, None)
+            .await
+    }
+
+    /// [`issue_data_key`](Self::issue_data_key), storing the answer `remember` makes in the
+    /// transaction of its audit event.
+    ///
+    /// # Errors
+    /// As `issue_data_key`; `Store(Conflict::Answered)` if an answer for the idempotency key
+    /// was stored meanwhile (the key is then not handed out).
+    pub async fn issue_data_key_with(
+        &self,
+        environment: &str,
+        context: &KeyContext,
+        actor: &Actor,
+        remember: Option<&RememberKey>,
+    ) -> Result<IssuedKey, VaultError> {
         validate_environment(environment)?;
         context.check_caller().map_err(vault_crypto::Error::from)?;
         let key = issued::issue(&*self.keys, context, environment).await?;
-        self.record_key_event(environment, events::DEK_READ, actor, &key)
+        self.record_key_event(environment, events::DEK_READ, actor, &key, remember)
             .await?;
         Ok(key)
     }
@@ -43,9 +64,24 @@ impl Vault {
         encrypted_keys: &[u8],
         actor: &Actor,
     ) -> Result<IssuedKey, VaultError> {
+        self.recover_data_key_with(environment, encrypted_keys, actor, None)
+            .await
+    }
+
+    /// [`recover_data_key`](Self::recover_data_key), storing the answer `remember` makes.
+    ///
+    /// # Errors
+    /// As `recover_data_key`; `Store(Conflict::Answered)`.
+    pub async fn recover_data_key_with(
+        &self,
+        environment: &str,
+        encrypted_keys: &[u8],
+        actor: &Actor,
+        remember: Option<&RememberKey>,
+    ) -> Result<IssuedKey, VaultError> {
         validate_environment(environment)?;
         let key = issued::recover(&*self.keys, encrypted_keys, environment).await?;
-        self.record_key_event(environment, events::DEK_DECRYPTED, actor, &key)
+        self.record_key_event(environment, events::DEK_DECRYPTED, actor, &key, remember)
             .await?;
         Ok(key)
     }
@@ -62,10 +98,26 @@ impl Vault {
         context: &KeyContext,
         actor: &Actor,
     ) -> Result<IssuedKey, VaultError> {
+        self.rekey_data_key_with(environment, encrypted_keys, context, actor, None)
+            .await
+    }
+
+    /// [`rekey_data_key`](Self::rekey_data_key), storing the answer `remember` makes.
+    ///
+    /// # Errors
+    /// As `rekey_data_key`; `Store(Conflict::Answered)`.
+    pub async fn rekey_data_key_with(
+        &self,
+        environment: &str,
+        encrypted_keys: &[u8],
+        context: &KeyContext,
+        actor: &Actor,
+        remember: Option<&RememberKey>,
+    ) -> Result<IssuedKey, VaultError> {
         validate_environment(environment)?;
         context.check_caller().map_err(vault_crypto::Error::from)?;
         let key = issued::rekey(&*self.keys, encrypted_keys, context, environment).await?;
-        self.record_key_event(environment, events::DEK_REKEYED, actor, &key)
+        self.record_key_event(environment, events::DEK_REKEYED, actor, &key, remember)
             .await?;
         Ok(key)
     }
@@ -76,7 +128,9 @@ impl Vault {
         event: &str,
         actor: &Actor,
         key: &IssuedKey,
+        remember: Option<&RememberKey>,
     ) -> Result<(), VaultError> {
+        let remember = remember.map(|make| make(key));
         Ok(self
             .store
             .record_key_event(
@@ -85,6 +139,7 @@ impl Vault {
                 actor,
                 &key.key_ref().to_string(),
                 key.context(),
+                remember.as_ref(),
             )
             .await?)
     }

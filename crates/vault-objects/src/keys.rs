@@ -6,7 +6,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use vault_crypto::{KeyRingError, ManagedKeyProvider, ProviderErrorKind, Rewrapped, VersionState};
-use vault_store::{Actor, KeyUsage};
+use vault_store::{Actor, KeyUsage, StoreError};
 
 use crate::{Vault, VaultError};
 
@@ -142,6 +142,48 @@ impl Vault {
             }
             progress(&report);
         }
+        // Webhook signing secrets are sealed like values, so they move too (and are counted
+        // in the report as stored versions).
+        for endpoint in self.store.webhooks(None).await? {
+            let Ok(envelope) = vault_crypto::Envelope::parse(&endpoint.sealed_secret) else {
+                report.unreadable += 1;
+                continue;
+            };
+            report.scanned += 1;
+            if !scope.includes(envelope.context()) {
+                continue;
+            }
+            report.matched += 1;
+            let moved = match vault_crypto::rewrap(&*self.keys, &endpoint.sealed_secret).await {
+                Ok(Rewrapped::Moved(moved)) => moved,
+                Ok(Rewrapped::AlreadyCurrent) => {
+                    report.already_current += 1;
+                    continue;
+                }
+                Err(e) if unusable_key(&e) => {
+                    report.unreadable += 1;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match self
+                .store
+                .replace_webhook_secret(
+                    &endpoint.id,
+                    &endpoint.sealed_secret,
+                    &moved,
+                    &moved.key_ref().to_string(),
+                )
+                .await
+            {
+                Ok(()) => report.rewrapped += 1,
+                Err(StoreError::Conflict(_) | StoreError::NotFound) => {
+                    report.changed_meanwhile += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        progress(&report);
         Ok(report)
     }
 
@@ -169,6 +211,7 @@ impl Vault {
         ring: &ManagedKeyProvider,
         version: u32,
         shred: Shred,
+        actor: &Actor,
     ) -> Result<DestroyReport, VaultError> {
         ring.refresh().await?;
         let info = ring
@@ -182,7 +225,7 @@ impl Vault {
             .await?
             .into_iter()
             .find(|u| u.key_id == key_id)
-            .unwrap_or_else(|| KeyUsage::new(key_id));
+            .unwrap_or_else(|| KeyUsage::new(key_id.clone()));
         let mut report = DestroyReport {
             version,
             stored_versions: usage.stored_versions,
@@ -215,6 +258,9 @@ impl Vault {
         }
         ring.destroy(version).await?;
         report.destroyed_now = true;
+        self.store
+            .record_ring_event(vault_store::events::KEK_DELETED, ring.name(), &key_id, actor)
+            .await?;
         Ok(report)
     }
 }

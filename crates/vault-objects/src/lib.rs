@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 mod data_keys;
+mod feed;
 mod keys;
 
 use std::sync::Arc;
@@ -16,9 +17,13 @@ pub use vault_crypto::issued::IssuedKey;
 pub use vault_crypto::{
     Error as CryptoError, KeyContext, ProviderCalls, ProviderError, ProviderErrorKind, Router,
 };
+pub use data_keys::RememberKey;
+pub use feed::{MAX_WEBHOOK_URL_LEN, WebhookSecret, check_webhook_url};
 pub use vault_store::{
-    Actor, ApiKeyRecord, ApiKeyStore, Conflict, Cursor, KeyUsage, ListQuery, ObjectMeta, Order,
-    Page, StoreError, Timestamp, VersionMeta, events, validate_environment,
+    Actor, WebhookStore, AnswerBody, ApiKeyRecord, ApiKeyStore, AuditEvent, Conflict, Cursor, Delivery,
+    EventPage, EventQuery, IDEMPOTENCY_TTL_MICROS, KeyUsage, ListQuery, MAX_EVENTS_LIMIT,
+    ObjectMeta, Order, Page, Remember, Remembered, StoreError, Timestamp, VersionMeta,
+    WebhookEndpoint, events, is_event_id, validate_environment,
 };
 
 use vault_store::{NewVersion, Store};
@@ -191,6 +196,25 @@ impl Vault {
         value: &[u8],
         actor: &Actor,
     ) -> Result<ObjectMeta, VaultError> {
+        self.create_with(environment, name, context, value, actor, None)
+            .await
+    }
+
+    /// [`create`](Self::create), storing `remember`'s answer in the same transaction (for
+    /// retries with the same idempotency key).
+    ///
+    /// # Errors
+    /// As `create`; `Store(Conflict::Answered)` if an answer for the idempotency key was stored
+    /// meanwhile (nothing is created then).
+    pub async fn create_with(
+        &self,
+        environment: &str,
+        name: &str,
+        context: &KeyContext,
+        value: &[u8],
+        actor: &Actor,
+        remember: Option<&Remember>,
+    ) -> Result<ObjectMeta, VaultError> {
         validate_environment(environment)?;
         vault_store::validate_name(name)?;
         context.check_caller().map_err(vault_crypto::Error::from)?;
@@ -198,7 +222,7 @@ impl Vault {
         let version = self.seal(environment, &id, context, value).await?;
         Ok(self
             .store
-            .create(environment, &id, name, context, version, actor)
+            .create(environment, &id, name, context, version, actor, remember)
             .await?)
     }
 

@@ -9,19 +9,21 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{ConnectInfo, FromRequestParts, Path, RawQuery, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 use vault_objects::{
-    Cursor, IssuedKey, KeyContext, ListQuery, ObjectMeta, Order, VaultError, VersionMeta,
+    Cursor, IssuedKey, KeyContext, ListQuery, ObjectMeta, Order, RememberKey, VaultError,
+    VersionMeta,
 };
 
 use crate::AppState;
 use crate::auth::{self, Principal};
 use crate::body::{self, Body, Field};
 use crate::error::{ApiError, Origin, crypto_error, store_error, vault_error};
+use crate::idempotency::{self, Idem};
 
 impl FromRequestParts<Arc<AppState>> for Principal {
     type Rejection = ApiError;
@@ -53,11 +55,11 @@ impl FromRequestParts<Arc<AppState>> for Principal {
 }
 
 /// A JSON answer with an explicit status.
-fn reply(status: StatusCode, body: Value) -> Response {
+pub(crate) fn reply(status: StatusCode, body: Value) -> Response {
     (status, Json(body)).into_response()
 }
 
-fn metadata_json(m: &ObjectMeta) -> Value {
+pub(crate) fn metadata_json(m: &ObjectMeta) -> Value {
     json!({
         "context": context_json(&m.context),
         "environment_id": m.environment,
@@ -106,22 +108,51 @@ pub(crate) fn parse_create(bytes: &[u8]) -> Result<(KeyContext, String, String),
 pub(crate) async fn create(
     State(state): State<Arc<AppState>>,
     who: Principal,
+    headers: HeaderMap,
     Body(bytes): Body,
 ) -> Result<Response, ApiError> {
     let (context, name, value) = parse_create(&bytes)?;
     check_value_size(&state, &value)?;
-    let meta = state
+    let idem = Idem::of(&headers, &who, "POST /vault/v1/kv", &bytes)?;
+    if let Some(idem) = &idem
+        && let Some(stored) = idem.stored(&state).await?
+    {
+        return Ok(idempotency::replay(&stored));
+    }
+    let remember = idem
+        .as_ref()
+        .map(|i| i.remember_object(StatusCode::CREATED, metadata_json));
+    let created = state
         .vault
-        .create(
+        .create_with(
             &who.environment,
             &name,
             &context,
             value.as_bytes(),
             &who.actor,
+            remember.as_ref(),
         )
-        .await
-        .map_err(|e| vault_error(&e))?;
-    Ok(reply(StatusCode::CREATED, metadata_json(&meta)))
+        .await;
+    match created {
+        Ok(meta) => Ok(reply(StatusCode::CREATED, metadata_json(&meta))),
+        Err(e) => match lost_race(&state, idem.as_ref(), &e).await? {
+            Some(stored) => Ok(idempotency::replay(&stored)),
+            None => Err(vault_error(&e)),
+        },
+    }
+}
+
+/// The stored answer of a concurrent duplicate that won (see [`idempotency`]), if `e` says this
+/// request lost to one.
+async fn lost_race(
+    state: &AppState,
+    idem: Option<&Idem>,
+    e: &VaultError,
+) -> Result<Option<vault_objects::Remembered>, ApiError> {
+    match idem {
+        Some(idem) if idempotency::lost_to_duplicate(e) => idem.stored(state).await,
+        _ => Ok(None),
+    }
 }
 
 fn object_json(obj: vault_objects::Object) -> Result<Response, ApiError> {
@@ -242,13 +273,13 @@ pub(crate) async fn update(
 }
 
 /// The query string as (name, value) pairs, `+` decoded as a space.
-fn query_pairs(q: Option<&str>) -> Vec<(String, String)> {
+pub(crate) fn query_pairs(q: Option<&str>) -> Vec<(String, String)> {
     form_urlencoded::parse(q.unwrap_or("").as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
 }
 
-fn bad_query(field: &str, message: &str) -> ApiError {
+pub(crate) fn bad_query(field: &str, message: &str) -> ApiError {
     ApiError::field(
         StatusCode::BAD_REQUEST,
         "invalid_request",
@@ -366,15 +397,35 @@ pub(crate) fn parse_data_key(bytes: &[u8]) -> Result<KeyContext, ApiError> {
 pub(crate) async fn create_data_key(
     State(state): State<Arc<AppState>>,
     who: Principal,
+    headers: HeaderMap,
     Body(bytes): Body,
 ) -> Result<Response, ApiError> {
     let context = parse_data_key(&bytes)?;
-    let key = state
+    let idem = Idem::of(&headers, &who, "POST /vault/v1/keys/data-key", &bytes)?;
+    if let Some(idem) = &idem
+        && let Some(stored) = idem.stored(&state).await?
+    {
+        return idempotency::replay_key(&state, &who, &stored, None).await;
+    }
+    let remember = idem.clone().map(|i| {
+        move |k: &IssuedKey| i.remember_key(StatusCode::CREATED, k, data_key_json)
+    });
+    let issued = state
         .vault
-        .issue_data_key(&who.environment, &context, &who.actor)
-        .await
-        .map_err(|e| data_key_error(&e))?;
-    Ok(reply(StatusCode::CREATED, data_key_json(&key)))
+        .issue_data_key_with(
+            &who.environment,
+            &context,
+            &who.actor,
+            remember.as_ref().map(|f| f as &RememberKey),
+        )
+        .await;
+    match issued {
+        Ok(key) => Ok(reply(StatusCode::CREATED, data_key_json(&key))),
+        Err(e) => match lost_race(&state, idem.as_ref(), &e).await? {
+            Some(stored) => idempotency::replay_key(&state, &who, &stored, None).await,
+            None => Err(data_key_error(&e)),
+        },
+    }
 }
 
 fn encrypted_keys_field(field: &Field, name: &str) -> Result<Vec<u8>, ApiError> {
@@ -395,30 +446,51 @@ pub(crate) fn parse_decrypt(bytes: &[u8]) -> Result<Vec<u8>, ApiError> {
     encrypted_keys_field(&keys, "keys")
 }
 
+fn decrypted_json(k: &IssuedKey) -> Value {
+    json!({
+        "data_key": STANDARD.encode(k.data_key().expose_secret()),
+        "id": k.id(),
+    })
+}
+
 pub(crate) async fn decrypt_data_key(
     State(state): State<Arc<AppState>>,
     who: Principal,
+    headers: HeaderMap,
     Body(bytes): Body,
 ) -> Result<Response, ApiError> {
     let blob = parse_decrypt(&bytes)?;
-    let key = state
+    let idem = Idem::of(&headers, &who, "POST /vault/v1/keys/decrypt", &bytes)?;
+    if let Some(idem) = &idem
+        && let Some(stored) = idem.stored(&state).await?
+    {
+        return idempotency::replay_key(&state, &who, &stored, Some(&blob)).await;
+    }
+    let remember = idem
+        .clone()
+        .map(|i| move |k: &IssuedKey| i.remember_key(StatusCode::OK, k, decrypted_json));
+    let recovered = state
         .vault
-        .recover_data_key(&who.environment, &blob, &who.actor)
-        .await
-        .map_err(|e| {
-            let mut err = data_key_error(&e);
-            if let Some(f) = err.errors.first_mut() {
-                "keys".clone_into(&mut f.field);
+        .recover_data_key_with(
+            &who.environment,
+            &blob,
+            &who.actor,
+            remember.as_ref().map(|f| f as &RememberKey),
+        )
+        .await;
+    match recovered {
+        Ok(key) => Ok(reply(StatusCode::OK, decrypted_json(&key))),
+        Err(e) => match lost_race(&state, idem.as_ref(), &e).await? {
+            Some(stored) => idempotency::replay_key(&state, &who, &stored, Some(&blob)).await,
+            None => {
+                let mut err = data_key_error(&e);
+                if let Some(f) = err.errors.first_mut() {
+                    "keys".clone_into(&mut f.field);
+                }
+                Err(err)
             }
-            err
-        })?;
-    Ok(reply(
-        StatusCode::OK,
-        json!({
-            "data_key": STANDARD.encode(key.data_key().expose_secret()),
-            "id": key.id(),
-        }),
-    ))
+        },
+    }
 }
 
 /// `POST /vault/v1/keys/rekey`: the new context and the encrypted keys' bytes.
@@ -432,15 +504,36 @@ pub(crate) fn parse_rekey(bytes: &[u8]) -> Result<(KeyContext, Vec<u8>), ApiErro
 pub(crate) async fn rekey(
     State(state): State<Arc<AppState>>,
     who: Principal,
+    headers: HeaderMap,
     Body(bytes): Body,
 ) -> Result<Response, ApiError> {
     let (context, blob) = parse_rekey(&bytes)?;
-    let key = state
+    let idem = Idem::of(&headers, &who, "POST /vault/v1/keys/rekey", &bytes)?;
+    if let Some(idem) = &idem
+        && let Some(stored) = idem.stored(&state).await?
+    {
+        return idempotency::replay_key(&state, &who, &stored, None).await;
+    }
+    let remember = idem
+        .clone()
+        .map(|i| move |k: &IssuedKey| i.remember_key(StatusCode::OK, k, data_key_json));
+    let rekeyed = state
         .vault
-        .rekey_data_key(&who.environment, &blob, &context, &who.actor)
-        .await
-        .map_err(|e| data_key_error(&e))?;
-    Ok(reply(StatusCode::OK, data_key_json(&key)))
+        .rekey_data_key_with(
+            &who.environment,
+            &blob,
+            &context,
+            &who.actor,
+            remember.as_ref().map(|f| f as &RememberKey),
+        )
+        .await;
+    match rekeyed {
+        Ok(key) => Ok(reply(StatusCode::OK, data_key_json(&key))),
+        Err(e) => match lost_race(&state, idem.as_ref(), &e).await? {
+            Some(stored) => idempotency::replay_key(&state, &who, &stored, None).await,
+            None => Err(data_key_error(&e)),
+        },
+    }
 }
 
 pub(crate) async fn healthz() -> Response {

@@ -14,6 +14,7 @@
 //! | `GET /vault/v1/kv/name/{name}` | read by name (percent-encoded or with raw slashes) |
 //! | `GET /vault/v1/kv/{id}/metadata`, `/versions` | describe, list versions |
 //! | `POST /vault/v1/keys/data-key`, `/decrypt`, `/rekey` | the data-key API |
+//! | `GET /events` | the audit trail as WorkOS events (the Events API) |
 //! | `GET /healthz`, `GET /readyz`, `GET /metrics` | liveness, readiness (database and keys), Prometheus text |
 
 #![forbid(unsafe_code)]
@@ -22,9 +23,11 @@
 pub mod auth;
 mod body;
 pub mod error;
+pub mod events;
 #[doc(hidden)]
 pub mod fuzzing;
 mod handlers;
+mod idempotency;
 pub mod listen;
 pub mod metrics;
 mod rate;
@@ -224,6 +227,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/vault/v1/keys/data-key", post(h::create_data_key))
         .route("/vault/v1/keys/decrypt", post(h::decrypt_data_key))
         .route("/vault/v1/keys/rekey", post(h::rekey))
+        .route("/events", get(events::list))
         .route("/healthz", get(h::healthz))
         .route("/readyz", get(h::readyz))
         .route("/metrics", get(h::metrics))

@@ -47,6 +47,9 @@ pub enum Conflict {
     /// An API key with this id exists.
     #[error("an API key with this id exists")]
     ApiKey,
+    /// An answer for this idempotency key was stored meanwhile (by a concurrent duplicate).
+    #[error("a request with this idempotency key was answered meanwhile")]
+    Answered,
 }
 
 impl StoreError {

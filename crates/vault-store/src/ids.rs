@@ -4,6 +4,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::error::StoreError;
+use crate::time::Timestamp;
 
 /// The longest object name, in characters, after trimming.
 pub const MAX_NAME_CHARS: usize = 200;
@@ -79,6 +80,34 @@ pub fn new_object_id() -> Result<String, StoreError> {
 
 pub(crate) fn new_version_id() -> Result<String, StoreError> {
     Ok(URL_SAFE_NO_PAD.encode(random_bytes::<24>()?))
+}
+
+/// A fresh public event id: `event_` and a ULID (26 characters of Crockford base32: 48 bits of
+/// the event's time in milliseconds, then 80 random bits), the shape of WorkOS's event ids.
+/// Random rather than the row's sequence number, which would tell one tenant how many events
+/// all the others made.
+///
+/// # Errors
+/// `Unavailable` if the OS random number generator fails.
+pub(crate) fn new_event_id(at: Timestamp) -> Result<String, StoreError> {
+    const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let millis = u128::from(u64::try_from(at.0 / 1000).unwrap_or(0) & 0xFFFF_FFFF_FFFF);
+    let mut random = [0u8; 16];
+    random[6..].copy_from_slice(&random_bytes::<10>()?);
+    let value = (millis << 80) | u128::from_be_bytes(random);
+    let mut id = String::with_capacity(32);
+    id.push_str("event_");
+    for i in (0..26).rev() {
+        id.push(char::from(CROCKFORD[((value >> (5 * i)) & 31) as usize]));
+    }
+    Ok(id)
+}
+
+/// Whether `id` has the shape of an event id (a ULID's, or a migrated event's 26 digits).
+pub fn is_event_id(id: &str) -> bool {
+    id.strip_prefix("event_").is_some_and(|rest| {
+        rest.len() == 26 && rest.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
+    })
 }
 
 pub(crate) fn etag(envelope: &[u8]) -> String {

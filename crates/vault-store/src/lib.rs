@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 mod error;
+mod feed;
 mod ids;
 mod query;
 mod sql;
@@ -20,8 +21,12 @@ use async_trait::async_trait;
 use vault_crypto::KeyContext;
 
 pub use error::{Conflict, StoreError};
+pub use feed::{
+    AnswerBody, Delivery, EventPage, EventQuery, IDEMPOTENCY_TTL_MICROS, MAX_EVENTS_LIMIT,
+    Remember, Remembered, WebhookEndpoint,
+};
 pub use ids::{
-    MAX_ENVIRONMENT_LEN, MAX_NAME_CHARS, is_object_id, new_object_id, validate_environment,
+    MAX_ENVIRONMENT_LEN, MAX_NAME_CHARS, is_event_id, is_object_id, new_object_id, validate_environment,
     validate_name,
 };
 pub use query::{Cursor, DEFAULT_LIMIT, ListItem, ListQuery, MAX_LIMIT, Order, Page};
@@ -32,11 +37,12 @@ pub use types::{
     VersionMeta, events,
 };
 
-/// Everything the vault keeps: objects, the audit trail and API keys, each behind its own
-/// trait so a part that needs one (authentication needs API keys) depends on that alone.
-pub trait Store: ObjectStore + AuditLog + ApiKeyStore {}
+/// Everything the vault keeps: objects, the audit trail, API keys and webhook endpoints, each
+/// behind its own trait so a part that needs one (authentication needs API keys) depends on
+/// that alone.
+pub trait Store: ObjectStore + AuditLog + ApiKeyStore + WebhookStore {}
 
-impl<T: ObjectStore + AuditLog + ApiKeyStore + ?Sized> Store for T {}
+impl<T: ObjectStore + AuditLog + ApiKeyStore + WebhookStore + ?Sized> Store for T {}
 
 /// Storage of versioned objects, partitioned by environment (tenant). Objects of another
 /// environment do not exist for a caller: every lookup is scoped and answers `NotFound`.
@@ -49,11 +55,13 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// Creates object `id` (from [`new_object_id`]) with its first version. The caller chooses
-    /// the id so it can bind the envelope to it before storing.
+    /// the id so it can bind the envelope to it before storing. With `remember`, the answer is
+    /// stored in the same transaction, for retries with the same idempotency key.
     ///
     /// # Errors
-    /// `Conflict` if a live object of the environment has the name or the id exists;
-    /// `InvalidArgument`.
+    /// `Conflict` if a live object of the environment has the name or the id exists, or
+    /// (`Conflict::Answered`) if an answer for `remember`'s key was stored meanwhile (nothing is
+    /// created then); `InvalidArgument`.
     async fn create(
         &self,
         environment: &str,
@@ -62,6 +70,7 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
         context: &KeyContext,
         version: NewVersion,
         actor: &Actor,
+        remember: Option<&Remember>,
     ) -> Result<ObjectMeta, StoreError>;
 
     /// The object and its current envelope (audited as a read of the value).
@@ -211,10 +220,12 @@ pub trait AuditLog: Send + Sync + std::fmt::Debug {
     ) -> Result<Vec<AuditEvent>, StoreError>;
 
     /// Records a data-key event (`vault.dek.*`): a key issued, decrypted or rekeyed through the
-    /// data-key API, with its key and context. Never the key itself.
+    /// data-key API, with its key and context. Never the key itself. With `remember`, the
+    /// answer is stored in the same transaction.
     ///
     /// # Errors
-    /// `InvalidArgument` for a bad environment; `Unavailable`.
+    /// `InvalidArgument` for a bad environment; `Conflict::Answered` if an answer for
+    /// `remember`'s key was stored meanwhile (the event is not recorded then); `Unavailable`.
     async fn record_key_event(
         &self,
         environment: &str,
@@ -222,6 +233,149 @@ pub trait AuditLog: Send + Sync + std::fmt::Debug {
         actor: &Actor,
         key_id: &str,
         context: &KeyContext,
+        remember: Option<&Remember>,
+    ) -> Result<(), StoreError>;
+
+    /// Records a managed ring event (`vault.kek.created`, `vault.kek.deleted`) for `key_id`
+    /// (`managed://ring#vN`) in every environment that has stored versions, issued data keys or
+    /// webhook secrets under the ring `ring`. Returns how many environments got it.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn record_ring_event(
+        &self,
+        event: &str,
+        ring: &str,
+        key_id: &str,
+        actor: &Actor,
+    ) -> Result<u64, StoreError>;
+
+    /// A page of an environment's events, filtered as `query` says.
+    ///
+    /// # Errors
+    /// `InvalidQuery` for no event name, a limit outside 1 to 100 or an unknown `after`;
+    /// `Unavailable`.
+    async fn list_events(
+        &self,
+        environment: &str,
+        query: &EventQuery,
+    ) -> Result<EventPage, StoreError>;
+
+    /// Removes the events that happened before `before`, except those a webhook still has to
+    /// deliver; issued data keys among them stay counted by [`key_usage`](Self::key_usage).
+    /// Returns how many were removed.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn purge_events(&self, before: Timestamp) -> Result<u64, StoreError>;
+
+    /// The answer stored for `owner`'s idempotency key `key`, if one is younger than 24 hours.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn remembered(&self, owner: &str, key: &str) -> Result<Option<Remembered>, StoreError>;
+
+    /// Removes the idempotent answers stored before `before`. Returns how many.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn forget_answers(&self, before: Timestamp) -> Result<u64, StoreError>;
+}
+
+/// Webhook endpoints and their outbox: every audit event of an endpoint's environment that it
+/// subscribed to enters its outbox in the event's own transaction, and stays there until it is
+/// delivered (or given up: dead, until replayed).
+#[async_trait]
+pub trait WebhookStore: Send + Sync + std::fmt::Debug {
+    /// Stores a new endpoint (`pending` and `dead` are ignored).
+    ///
+    /// # Errors
+    /// `InvalidArgument`; `Unavailable`.
+    async fn create_webhook(&self, endpoint: &WebhookEndpoint) -> Result<(), StoreError>;
+
+    /// The endpoints (of one environment, or all), oldest first, with their outbox counts.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn webhooks(&self, environment: Option<&str>)
+    -> Result<Vec<WebhookEndpoint>, StoreError>;
+
+    /// Deletes an endpoint and its outbox.
+    ///
+    /// # Errors
+    /// `NotFound`; `Unavailable`.
+    async fn delete_webhook(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Replaces an endpoint's sealed signing secret, only if it is still `expected`.
+    ///
+    /// # Errors
+    /// `NotFound`; `Conflict::Version` if it changed meanwhile; `Unavailable`.
+    async fn replace_webhook_secret(
+        &self,
+        id: &str,
+        expected: &[u8],
+        sealed_secret: &[u8],
+        secret_key_id: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Makes an endpoint's dead deliveries pending again. Returns how many.
+    ///
+    /// # Errors
+    /// `NotFound`; `Unavailable`.
+    async fn replay_webhook(&self, id: &str) -> Result<u64, StoreError>;
+
+    /// Leases, for `owner` until `until`, one endpoint that has a delivery due at `now` and no
+    /// live lease: one deliverer per endpoint at a time, so its events go out in order.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn lease_webhook(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<Option<WebhookEndpoint>, StoreError>;
+
+    /// Extends `owner`'s lease of an endpoint; false if the lease was lost.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn renew_webhook_lease(
+        &self,
+        id: &str,
+        owner: &str,
+        until: Timestamp,
+    ) -> Result<bool, StoreError>;
+
+    /// Ends `owner`'s lease of an endpoint.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn release_webhook(&self, id: &str, owner: &str) -> Result<(), StoreError>;
+
+    /// The endpoint's oldest delivery that is not dead, with its event.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn next_delivery(&self, endpoint_id: &str) -> Result<Option<Delivery>, StoreError>;
+
+    /// Removes a delivered event from the outbox.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn delivered(&self, endpoint_id: &str, seq: i64) -> Result<(), StoreError>;
+
+    /// Records a failed attempt: tried again at `next_attempt_at`, or dead.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn delivery_failed(
+        &self,
+        endpoint_id: &str,
+        seq: i64,
+        next_attempt_at: Timestamp,
+        dead: bool,
+        error: &str,
     ) -> Result<(), StoreError>;
 }
 

@@ -135,6 +135,8 @@ pub struct StoredVersion {
 /// An audit event, written in the same transaction as the change it records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEvent {
+    /// `event_…`: its public id.
+    pub id: String,
     /// `vault.data.created`, `vault.data.read`, ...
     pub event: String,
     /// The environment.
@@ -204,4 +206,25 @@ pub mod events {
     pub const DATA_REWRAPPED: &str = "vault.data.rewrapped";
     /// A deleted object was removed for good with its versions. Ours: WorkOS has no such event.
     pub const DATA_PURGED: &str = "vault.data.purged";
+    /// A managed key ring version was created (a rotation).
+    pub const KEK_CREATED: &str = "vault.kek.created";
+    /// A managed key ring version was destroyed.
+    pub const KEK_DELETED: &str = "vault.kek.deleted";
+
+    /// Every event name the vault records.
+    pub const ALL: &[&str] = &[
+        DATA_CREATED,
+        DATA_UPDATED,
+        DATA_READ,
+        DATA_DELETED,
+        METADATA_READ,
+        NAMES_LISTED,
+        DEK_READ,
+        DEK_DECRYPTED,
+        DEK_REKEYED,
+        DATA_REWRAPPED,
+        DATA_PURGED,
+        KEK_CREATED,
+        KEK_DELETED,
+    ];
 }

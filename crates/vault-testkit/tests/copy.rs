@@ -29,7 +29,7 @@ async fn populate(store: &SqlStore, env: &str, from: usize, to: usize) -> Vec<(S
                 &format!("n{i}"),
                 &ctx,
                 version(first.clone()),
-                &actor,
+                &actor, None,
             )
             .await
             .unwrap();

@@ -83,11 +83,57 @@ const TABLES: &[Table] = &[
             ("key_id", Col::OptText),
             ("key_context", Col::OptText),
             ("occurred_at", Col::Int),
+            ("event_id", Col::OptText),
+            ("organization_id", Col::OptText),
+        ],
+    },
+    Table {
+        name: "issued_key_totals",
+        key: &["key_id"],
+        cols: &[("key_id", Col::Text), ("n", Col::Int)],
+    },
+    Table {
+        name: "idempotent_answers",
+        key: &["owner", "idem_key"],
+        cols: &[
+            ("owner", Col::Text),
+            ("idem_key", Col::Text),
+            ("request_hash", Col::Blob),
+            ("status", Col::Int),
+            ("body", Col::Blob),
+            ("created_at", Col::Int),
+        ],
+    },
+    // After the events: an endpoint copied first would put every copied event in its outbox
+    // (the trigger), where the source's own outbox says what is still to deliver.
+    Table {
+        name: "webhook_endpoints",
+        key: &["id"],
+        cols: &[
+            ("id", Col::Text),
+            ("environment", Col::Text),
+            ("url", Col::Text),
+            ("events", Col::Text),
+            ("secret", Col::Blob),
+            ("secret_key_id", Col::Text),
+            ("created_at", Col::Int),
+        ],
+    },
+    Table {
+        name: "webhook_deliveries",
+        key: &["endpoint_id", "event_seq"],
+        cols: &[
+            ("endpoint_id", Col::Text),
+            ("event_seq", Col::Int),
+            ("attempts", Col::Int),
+            ("next_attempt_at", Col::Int),
+            ("dead", Col::Int),
+            ("last_error", Col::OptText),
         ],
     },
 ];
 
-/// Rows per batch (10 columns at most: far below either database's parameter limit).
+/// Rows per batch (12 columns at most: 6,000 parameters, below either database's limit).
 const BATCH: usize = 500;
 
 #[derive(Debug, Clone)]

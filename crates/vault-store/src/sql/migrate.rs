@@ -28,9 +28,14 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/sqlite-4.sql"),
         include_str!("../../migrations/postgres-4.sql"),
     ),
+    (
+        5,
+        include_str!("../../migrations/sqlite-5.sql"),
+        include_str!("../../migrations/postgres-5.sql"),
+    ),
 ];
 /// The schema version this code writes; stored in `vault_schema`.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 impl SqlStore {
     pub(super) async fn migrate(&self) -> Result<(), StoreError> {

@@ -12,6 +12,7 @@ mod list;
 mod migrate;
 mod objects;
 mod ring;
+mod webhooks;
 mod writer;
 
 use std::path::Path;

@@ -4,11 +4,12 @@ use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, Row};
 use vault_crypto::KeyContext;
 
+use super::audit::remember_in;
 use super::writer::{AuditRecord, WriteTx, audit_change, insert_audit};
 use super::{META_COLUMNS, META_FROM, SqlStore, check_id, meta_from_row, to_i64};
 use crate::ids::{etag, new_version_id};
 use crate::{
-    Actor, ListQuery, NewVersion, ObjectMeta, Page, StoredObject, StoredVersion, Timestamp,
+    Actor, ListQuery, NewVersion, ObjectMeta, Page, Remember, StoredObject, StoredVersion, Timestamp,
     VersionMeta, events, is_object_id, validate_environment, validate_name,
 };
 use crate::{Conflict, ObjectStore, StoreError};
@@ -64,6 +65,7 @@ impl ObjectStore for SqlStore {
         context: &KeyContext,
         version: NewVersion,
         actor: &Actor,
+        remember: Option<&Remember>,
     ) -> Result<ObjectMeta, StoreError> {
         validate_environment(environment)?;
         let name = validate_name(name)?;
@@ -124,6 +126,9 @@ impl ObjectStore for SqlStore {
             now,
         )
         .await?;
+        if let Some(remember) = remember {
+            remember_in(&mut tx, remember, Some(&meta), now).await?;
+        }
         tx.commit().await?;
         Ok(meta)
     }
@@ -480,7 +485,7 @@ impl ObjectStore for SqlStore {
                 actor: actor.clone(),
                 object: Some((object_id.to_owned(), row.try_get("name")?)),
                 key_id: Some(key_id.to_owned()),
-                key_context: Some(context.to_json()),
+                key_context: Some(context),
                 at: Timestamp::now(),
             };
             insert_audit(&mut tx, &record).await?;

@@ -22,7 +22,7 @@ use super::{Backend, SqlStore};
 use crate::StoreError;
 
 /// The events whose `key_id` names a data key handed out under a key (see `key_usage`).
-const ISSUED_EVENTS: &str = "('vault.dek.read', 'vault.dek.rekeyed')";
+pub(super) const ISSUED_EVENTS: &str = "('vault.dek.read', 'vault.dek.rekeyed')";
 
 /// A managed ring kept in the store's database, its root keys sealed. See the module docs.
 pub struct SqlRingStore {
@@ -164,26 +164,34 @@ impl SqlStore {
         Ok(true)
     }
 
-    /// Whether the store holds object versions or issued data keys wrapped under a version of
-    /// the managed ring `name`.
-    ///
-    /// # Errors
-    /// `Unavailable` if the database cannot be read.
-    pub async fn holds_data_under_ring(&self, name: &str) -> Result<bool, StoreError> {
+    /// A pattern for the key references of ring `name` (`managed://name#…`) and the SQL test
+    /// (with `$1`) that matches a column against it.
+    pub(super) fn ring_pattern(&self, name: &str) -> (String, &'static str) {
         // Ring names are [A-Za-z0-9_-]. PostgreSQL's LIKE is case-sensitive (only `_` needs
         // escaping); SQLite's is not, so SQLite uses GLOB, which is (and has no special
         // character in such a name).
-        let (pattern, test) = match self.backend {
+        match self.backend {
             Backend::Postgres => (
                 format!("managed://{}#%", name.replace('_', "\\_")),
                 "LIKE $1 ESCAPE '\\'",
             ),
             Backend::Sqlite => (format!("managed://{name}#*"), "GLOB $1"),
-        };
+        }
+    }
+
+    /// Whether the store holds object versions, issued data keys or webhook secrets wrapped under a version of
+    /// the managed ring `name`.
+    ///
+    /// # Errors
+    /// `Unavailable` if the database cannot be read.
+    pub async fn holds_data_under_ring(&self, name: &str) -> Result<bool, StoreError> {
+        let (pattern, test) = self.ring_pattern(name);
         let sql = format!(
             "SELECT 1 AS one FROM versions WHERE key_id {test} \
              UNION ALL SELECT 1 AS one FROM audit_events WHERE event IN {ISSUED_EVENTS} \
-             AND key_id {test} LIMIT 1"
+             AND key_id {test} \
+             UNION ALL SELECT 1 AS one FROM issued_key_totals WHERE key_id {test} \
+             UNION ALL SELECT 1 AS one FROM webhook_endpoints WHERE secret_key_id {test} LIMIT 1"
         );
         Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(pattern)

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use sqlx::{AnyPool, AssertSqlSafe};
 
 use super::{Backend, SqlStore};
-use crate::StoreError;
-use crate::{Actor, ObjectMeta, Timestamp};
+use crate::ids::new_event_id;
+use crate::{Actor, ObjectMeta, StoreError, Timestamp};
+use vault_crypto::KeyContext;
 
 /// The audit events of reads (values, metadata, names, data keys) are group-committed: each
 /// request hands its event to one flusher task and waits until the batch holding it is durable,
@@ -26,8 +27,38 @@ pub(super) struct AuditRecord {
     pub(super) actor: Actor,
     pub(super) object: Option<(String, String)>,
     pub(super) key_id: Option<String>,
-    pub(super) key_context: Option<String>,
+    pub(super) key_context: Option<KeyContext>,
     pub(super) at: Timestamp,
+}
+
+/// The columns of one `audit_events` row, in [`AUDIT_COLUMNS`] order.
+const AUDIT_COLUMNS: &str = "event_id, environment, event, actor_id, actor_name, object_id, \
+     object_name, key_id, key_context, organization_id, occurred_at";
+const AUDIT_PARAMS: usize = 11;
+
+impl AuditRecord {
+    /// Binds the record's columns, with a fresh public event id, to `q`.
+    fn bind<'q>(
+        &self,
+        q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    ) -> Result<sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>, StoreError> {
+        Ok(q.bind(new_event_id(self.at)?)
+            .bind(self.environment.clone())
+            .bind(self.event.clone())
+            .bind(self.actor.id.clone())
+            .bind(self.actor.name.clone())
+            .bind(self.object.as_ref().map(|o| o.0.clone()))
+            .bind(self.object.as_ref().map(|o| o.1.clone()))
+            .bind(self.key_id.clone())
+            .bind(self.key_context.as_ref().map(KeyContext::to_json))
+            .bind(
+                self.key_context
+                    .as_ref()
+                    .and_then(|c| c.get("organization_id"))
+                    .map(str::to_owned),
+            )
+            .bind(self.at.0))
+    }
 }
 
 type PendingEvent = (
@@ -35,7 +66,7 @@ type PendingEvent = (
     tokio::sync::oneshot::Sender<Result<(), StoreError>>,
 );
 
-/// The most events one group commit writes (and rows of one INSERT: 9 parameters each, far below
+/// The most events one group commit writes (and rows of one INSERT: 11 parameters each, far below
 /// SQLite's and PostgreSQL's parameter limits).
 pub(super) const MAX_BATCH: usize = 256;
 
@@ -72,17 +103,14 @@ impl Writer {
     pub(super) async fn write(&self, batch: &[AuditRecord]) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         for chunk in batch.chunks(MAX_BATCH) {
-            let mut sql = String::from(
-                "INSERT INTO audit_events (environment, event, actor_id, actor_name, object_id, \
-                 object_name, key_id, key_context, occurred_at) VALUES ",
-            );
+            let mut sql = format!("INSERT INTO audit_events ({AUDIT_COLUMNS}) VALUES ");
             for i in 0..chunk.len() {
-                let b = i * 9;
+                let b = i * AUDIT_PARAMS;
                 if i > 0 {
                     sql.push_str(", ");
                 }
                 sql.push('(');
-                for j in 1..=9 {
+                for j in 1..=AUDIT_PARAMS {
                     if j > 1 {
                         sql.push_str(", ");
                     }
@@ -93,16 +121,7 @@ impl Writer {
             // Built from constants and numbered placeholders only: no data is spliced in.
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for r in chunk {
-                q = q
-                    .bind(r.environment.clone())
-                    .bind(r.event.clone())
-                    .bind(r.actor.id.clone())
-                    .bind(r.actor.name.clone())
-                    .bind(r.object.as_ref().map(|o| o.0.clone()))
-                    .bind(r.object.as_ref().map(|o| o.1.clone()))
-                    .bind(r.key_id.clone())
-                    .bind(r.key_context.clone())
-                    .bind(r.at.0);
+                q = r.bind(q)?;
             }
             q.execute(&mut *tx).await?;
         }
@@ -181,7 +200,7 @@ impl SqlStore {
             actor: actor.clone(),
             object: meta.map(|m| (m.id.clone(), m.name.clone())),
             key_id: meta.map(|m| m.key_id.clone()),
-            key_context: meta.map(|m| m.context.to_json()),
+            key_context: meta.map(|m| m.context.clone()),
             at: Timestamp::now(),
         })
         .await
@@ -212,7 +231,7 @@ pub(super) async fn audit_change(
         actor: actor.clone(),
         object: meta.map(|m| (m.id.clone(), m.name.clone())),
         key_id: meta.map(|m| m.key_id.clone()),
-        key_context: meta.map(|m| m.context.to_json()),
+        key_context: meta.map(|m| m.context.clone()),
         at,
     };
     insert_audit(tx, &record).await
@@ -220,20 +239,13 @@ pub(super) async fn audit_change(
 
 /// Writes one audit event in the change's own transaction.
 pub(super) async fn insert_audit(tx: &mut WriteTx, r: &AuditRecord) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO audit_events (environment, event, actor_id, actor_name, object_id, \
-         object_name, key_id, key_context, occurred_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(&r.environment)
-    .bind(&r.event)
-    .bind(&r.actor.id)
-    .bind(&r.actor.name)
-    .bind(r.object.as_ref().map(|o| o.0.clone()))
-    .bind(r.object.as_ref().map(|o| o.1.clone()))
-    .bind(r.key_id.clone())
-    .bind(r.key_context.clone())
-    .bind(r.at.0)
-    .execute(&mut **tx)
-    .await?;
+    let sql = format!(
+        "INSERT INTO audit_events ({AUDIT_COLUMNS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+    );
+    // Built from constants and numbered placeholders only: no data is spliced in.
+    r.bind(sqlx::query(AssertSqlSafe(sql)))?
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }

@@ -77,7 +77,7 @@ pub async fn key_events(store: Arc<dyn Store>) {
             events::DEK_READ,
             &actor(),
             "managed://root#v1",
-            &ctx("org_k"),
+            &ctx("org_k"), None,
         )
         .await
         .unwrap();
@@ -87,7 +87,7 @@ pub async fn key_events(store: Arc<dyn Store>) {
             events::DEK_DECRYPTED,
             &actor(),
             "managed://root#v1",
-            &ctx("org_k"),
+            &ctx("org_k"), None,
         )
         .await
         .unwrap();
@@ -116,7 +116,7 @@ pub async fn concurrent_reads_are_each_audited(store: Arc<dyn Store>) {
     let env = environment("reads");
     let id = id();
     store
-        .create(&env, &id, "read-me", &ctx("org_r"), version(b"v"), &actor())
+        .create(&env, &id, "read-me", &ctx("org_r"), version(b"v"), &actor(), None)
         .await
         .unwrap();
     let mut tasks = Vec::new();

@@ -19,7 +19,7 @@ pub async fn create_and_read(store: Arc<dyn Store>) {
             "  card/4111  ",
             &ctx("org_1"),
             version(b"env-1"),
-            &actor(),
+            &actor(), None,
         )
         .await
         .unwrap();
@@ -63,18 +63,18 @@ pub async fn create_and_read(store: Arc<dyn Store>) {
 pub async fn names_and_environments(store: Arc<dyn Store>) {
     let (a, b) = (environment("iso_a"), environment("iso_b"));
     let meta = store
-        .create(&a, &id(), "n", &ctx("o"), version(b"1"), &actor())
+        .create(&a, &id(), "n", &ctx("o"), version(b"1"), &actor(), None)
         .await
         .unwrap();
     assert!(matches!(
         store
-            .create(&a, &id(), "n", &ctx("o"), version(b"2"), &actor())
+            .create(&a, &id(), "n", &ctx("o"), version(b"2"), &actor(), None)
             .await,
         Err(StoreError::Conflict(Conflict::Name))
     ));
     // The same name in another environment is another object.
     store
-        .create(&b, &id(), "n", &ctx("o"), version(b"3"), &actor())
+        .create(&b, &id(), "n", &ctx("o"), version(b"3"), &actor(), None)
         .await
         .unwrap();
     // Another environment's id is not found, whatever the operation.
@@ -120,7 +120,7 @@ pub async fn names_and_environments(store: Arc<dyn Store>) {
 pub async fn versions_and_expected_version(store: Arc<dyn Store>) {
     let env = environment("versions");
     let v1 = store
-        .create(&env, &id(), "obj", &ctx("o"), version(b"one"), &actor())
+        .create(&env, &id(), "obj", &ctx("o"), version(b"one"), &actor(), None)
         .await
         .unwrap();
     let v2 = store
@@ -185,7 +185,7 @@ pub async fn versions_and_expected_version(store: Arc<dyn Store>) {
 pub async fn delete_and_purge(store: Arc<dyn Store>) {
     let env = environment("delete");
     let gone = store
-        .create(&env, &id(), "name", &ctx("o"), version(b"a"), &actor())
+        .create(&env, &id(), "name", &ctx("o"), version(b"a"), &actor(), None)
         .await
         .unwrap();
     store
@@ -218,7 +218,7 @@ pub async fn delete_and_purge(store: Arc<dyn Store>) {
     );
     // The name is free again.
     let reborn = store
-        .create(&env, &id(), "name", &ctx("o"), version(b"c"), &actor())
+        .create(&env, &id(), "name", &ctx("o"), version(b"c"), &actor(), None)
         .await
         .unwrap();
     assert_ne!(reborn.id, gone.id);
@@ -264,7 +264,7 @@ pub async fn delete_and_purge(store: Arc<dyn Store>) {
 pub async fn rewraps_are_conditional_and_audited(store: Arc<dyn Store>) {
     let env = environment("rewrap");
     let meta = store
-        .create(&env, &id(), "moved", &ctx("o"), version(b"old"), &actor())
+        .create(&env, &id(), "moved", &ctx("o"), version(b"old"), &actor(), None)
         .await
         .unwrap();
     let by = Actor::new("user_ops", "ops (vault cli)");
@@ -306,14 +306,14 @@ pub async fn bad_input_changes_nothing(store: Arc<dyn Store>) {
     for name in ["", "   ", &"x".repeat(201), "a\u{0}b"] {
         assert!(matches!(
             store
-                .create(&env, &id(), name, &ctx("o"), version(b"v"), &actor())
+                .create(&env, &id(), name, &ctx("o"), version(b"v"), &actor(), None)
                 .await,
             Err(StoreError::InvalidArgument { field: "name", .. })
         ));
     }
     assert!(matches!(
         store
-            .create("bad env!", &id(), "n", &ctx("o"), version(b"v"), &actor())
+            .create("bad env!", &id(), "n", &ctx("o"), version(b"v"), &actor(), None)
             .await,
         Err(StoreError::InvalidArgument {
             field: "environment",
@@ -367,7 +367,7 @@ pub async fn bad_input_changes_nothing(store: Arc<dyn Store>) {
 pub async fn concurrent_writers_never_lose_an_update(store: Arc<dyn Store>) {
     let env = environment("race");
     let meta = store
-        .create(&env, &id(), "hot", &ctx("o"), version(b"0"), &actor())
+        .create(&env, &id(), "hot", &ctx("o"), version(b"0"), &actor(), None)
         .await
         .unwrap();
     let wins = Arc::new(AtomicU64::new(0));

@@ -1,0 +1,250 @@
+//! The audit trail as WorkOS events: listing them, idempotent answers, managed ring events, and
+//! webhook endpoints with their signing secrets sealed by the vault's own keys.
+
+use std::fmt;
+
+use vault_crypto::{KeyContext, ManagedKeyProvider};
+use vault_store::{
+    Actor, EventPage, EventQuery, Remembered, StoreError, Timestamp, WebhookEndpoint, events,
+    validate_environment,
+};
+use zeroize::Zeroizing;
+
+use crate::{Vault, VaultError};
+
+/// The longest webhook URL.
+pub const MAX_WEBHOOK_URL_LEN: usize = 2048;
+
+/// A webhook endpoint's signing secret: 64 hex digits (256 random bits). The HMAC key is its
+/// UTF-8 bytes, as the WorkOS SDKs use it. Wiped on drop, never shown by `Debug`.
+#[derive(Clone)]
+pub struct WebhookSecret(Zeroizing<String>);
+
+impl WebhookSecret {
+    fn generate() -> Result<Self, VaultError> {
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        getrandom::fill(&mut *bytes).map_err(|_| vault_crypto::Error::Random)?;
+        let mut text = Zeroizing::new(String::with_capacity(64));
+        for b in bytes.iter() {
+            text.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+            text.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+        }
+        Ok(Self(text))
+    }
+
+    /// The secret, to show once or to sign with.
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WebhookSecret([REDACTED])")
+    }
+}
+
+/// The context a webhook's secret is sealed under, and the associated data binding it to its
+/// endpoint and environment: a sealed secret moved to another endpoint does not open.
+fn secret_binding(environment: &str, id: &str) -> Result<(KeyContext, Vec<u8>), VaultError> {
+    let context = KeyContext::from_pairs([("vault_webhook", id)]).map_err(vault_crypto::Error::from)?;
+    let mut aad = b"vault-webhook/v1\0".to_vec();
+    aad.extend_from_slice(environment.as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(id.as_bytes());
+    Ok((context, aad))
+}
+
+/// Checks a webhook URL: `http` or `https`, a host, no user name or password, at most 2,048
+/// bytes. Where it may be delivered is decided again on every delivery, on the address actually
+/// connected to.
+///
+/// # Errors
+/// `Store(InvalidArgument)` naming `url`.
+pub fn check_webhook_url(url: &str) -> Result<url::Url, VaultError> {
+    let bad = |reason| VaultError::Store(StoreError::InvalidArgument { field: "url", reason });
+    if url.len() > MAX_WEBHOOK_URL_LEN {
+        return Err(bad("longer than 2048 bytes"));
+    }
+    let parsed = url::Url::parse(url).map_err(|_| bad("not a URL"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(bad("must be http or https"));
+    }
+    if parsed.host().is_none() {
+        return Err(bad("has no host"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(bad("must not hold a user name or password"));
+    }
+    Ok(parsed)
+}
+
+impl Vault {
+    /// A page of an environment's events.
+    ///
+    /// # Errors
+    /// `Store(InvalidQuery)`; `Store(Unavailable)`.
+    pub async fn list_events(
+        &self,
+        environment: &str,
+        query: &EventQuery,
+    ) -> Result<EventPage, VaultError> {
+        Ok(self.store.list_events(environment, query).await?)
+    }
+
+    /// The answer stored for `owner`'s idempotency key, if it is younger than 24 hours.
+    ///
+    /// # Errors
+    /// `Store(Unavailable)`.
+    pub async fn remembered(
+        &self,
+        owner: &str,
+        key: &str,
+    ) -> Result<Option<Remembered>, VaultError> {
+        Ok(self.store.remembered(owner, key).await?)
+    }
+
+    /// Removes events older than `retention_days` (except those a webhook still has to deliver)
+    /// and idempotent answers older than 24 hours. Returns (events, answers) removed.
+    ///
+    /// # Errors
+    /// `Store(Unavailable)`.
+    pub async fn expire(&self, retention_days: u32) -> Result<(u64, u64), VaultError> {
+        let now = Timestamp::now().0;
+        let events_before = now.saturating_sub(i64::from(retention_days) * 86_400 * 1_000_000);
+        let events = self.store.purge_events(Timestamp(events_before)).await?;
+        let answers = self
+            .store
+            .forget_answers(Timestamp(now.saturating_sub(vault_store::IDEMPOTENCY_TTL_MICROS)))
+            .await?;
+        Ok((events, answers))
+    }
+
+    /// Rotates the managed ring `ring` (a new primary version) and records `vault.kek.created`
+    /// in every environment with data under the ring. Returns the new version.
+    ///
+    /// # Errors
+    /// A `KeyRingError`; `Store(Unavailable)` if the event cannot be written (the rotation
+    /// stands).
+    pub async fn rotate_key(
+        &self,
+        ring: &ManagedKeyProvider,
+        actor: &Actor,
+    ) -> Result<u32, VaultError> {
+        let version = ring.rotate().await?;
+        let key_id = ring
+            .versions()
+            .into_iter()
+            .find(|v| v.version == version)
+            .map_or_else(String::new, |v| v.key_ref.to_string());
+        self.store
+            .record_ring_event(events::KEK_CREATED, ring.name(), &key_id, actor)
+            .await?;
+        Ok(version)
+    }
+
+    /// Creates a webhook endpoint for `environment`'s `event_names` at `url`, with a fresh
+    /// signing secret sealed under the vault's default key. Returns the endpoint and the
+    /// secret, which is shown once.
+    ///
+    /// # Errors
+    /// `Store(InvalidArgument)` for a bad environment, URL or event name; `Crypto` if the key
+    /// provider fails; `Store(Unavailable)`.
+    pub async fn create_webhook(
+        &self,
+        environment: &str,
+        url: &str,
+        event_names: &[String],
+    ) -> Result<(WebhookEndpoint, WebhookSecret), VaultError> {
+        validate_environment(environment)?;
+        let url = check_webhook_url(url)?;
+        if event_names.is_empty()
+            || event_names.iter().any(|e| !events::ALL.contains(&e.as_str()))
+        {
+            return Err(StoreError::InvalidArgument {
+                field: "events",
+                reason: "name one or more known event types",
+            }
+            .into());
+        }
+        let mut names = event_names.to_vec();
+        names.sort();
+        names.dedup();
+        let id = format!("we_{}", &vault_store::new_object_id()?["secret_".len()..]);
+        let secret = WebhookSecret::generate()?;
+        let (context, aad) = secret_binding(environment, &id)?;
+        let sealed = vault_crypto::seal_in(
+            &*self.keys,
+            environment,
+            &context,
+            secret.expose_secret().as_bytes(),
+            &aad,
+        )
+        .await?;
+        let endpoint = WebhookEndpoint {
+            id,
+            environment: environment.to_owned(),
+            url: url.to_string(),
+            events: names,
+            secret_key_id: sealed.key_ref().to_string(),
+            sealed_secret: sealed.into_bytes(),
+            created_at: Timestamp::now(),
+            pending: 0,
+            dead: 0,
+        };
+        self.store.create_webhook(&endpoint).await?;
+        Ok((endpoint, secret))
+    }
+
+    /// Replaces a webhook endpoint's signing secret with a fresh one (deliveries from now on are
+    /// signed with it), sealed under the key the vault chooses now. Returns it, to show once.
+    ///
+    /// # Errors
+    /// `Store(NotFound)`; `Store(Conflict)` if it was rotated concurrently; `Crypto`.
+    pub async fn rotate_webhook_secret(&self, id: &str) -> Result<WebhookSecret, VaultError> {
+        let endpoint = self
+            .store
+            .webhooks(None)
+            .await?
+            .into_iter()
+            .find(|e| e.id == id)
+            .ok_or(StoreError::NotFound)?;
+        let secret = WebhookSecret::generate()?;
+        let (context, aad) = secret_binding(&endpoint.environment, id)?;
+        let sealed = vault_crypto::seal_in(
+            &*self.keys,
+            &endpoint.environment,
+            &context,
+            secret.expose_secret().as_bytes(),
+            &aad,
+        )
+        .await?;
+        self.store
+            .replace_webhook_secret(
+                id,
+                &endpoint.sealed_secret,
+                &sealed,
+                &sealed.key_ref().to_string(),
+            )
+            .await?;
+        Ok(secret)
+    }
+
+    /// Opens a webhook endpoint's signing secret, to sign a delivery.
+    ///
+    /// # Errors
+    /// `Crypto` if its key is unavailable or the sealed secret is not this endpoint's.
+    pub async fn webhook_secret(
+        &self,
+        endpoint: &WebhookEndpoint,
+    ) -> Result<WebhookSecret, VaultError> {
+        let (context, aad) = secret_binding(&endpoint.environment, &endpoint.id)?;
+        let opened = vault_crypto::open(&*self.keys, &endpoint.sealed_secret, &aad).await?;
+        if opened.context() != &context {
+            return Err(vault_crypto::Error::DecryptionFailed.into());
+        }
+        let text = String::from_utf8(opened.into_plaintext())
+            .map_err(|_| vault_crypto::Error::DecryptionFailed)?;
+        Ok(WebhookSecret(Zeroizing::new(text)))
+    }
+}
