@@ -457,7 +457,8 @@ async fn rewrap_all_empties_an_old_version_before_it_can_be_destroyed() {
             events::DEK_READ,
             &actor(),
             "managed://root#v1",
-            &ctx("org_9"), None,
+            &ctx("org_9"),
+            None,
         )
         .await
         .unwrap();
@@ -467,7 +468,10 @@ async fn rewrap_all_empties_an_old_version_before_it_can_be_destroyed() {
         .await
         .unwrap();
 
-    match vault.destroy_key_version(&ring, 1, Shred::Refuse, &actor()).await {
+    match vault
+        .destroy_key_version(&ring, 1, Shred::Refuse, &actor())
+        .await
+    {
         Err(VaultError::KeyInUse {
             version: 1,
             stored_versions: 4,
@@ -513,7 +517,9 @@ async fn rewrap_all_empties_an_old_version_before_it_can_be_destroyed() {
 
     // The issued data key still counts: its holder keeps the blob.
     assert!(matches!(
-        vault.destroy_key_version(&ring, 1, Shred::Refuse, &actor()).await,
+        vault
+            .destroy_key_version(&ring, 1, Shred::Refuse, &actor())
+            .await,
         Err(VaultError::KeyInUse {
             stored_versions: 0,
             issued_data_keys: 1,
@@ -523,14 +529,19 @@ async fn rewrap_all_empties_an_old_version_before_it_can_be_destroyed() {
     // A version that was primary a moment ago waits even when nothing is under it.
     ring.rotate().await.unwrap();
     assert!(matches!(
-        vault.destroy_key_version(&ring, 2, Shred::Refuse, &actor()).await,
+        vault
+            .destroy_key_version(&ring, 2, Shred::Refuse, &actor())
+            .await,
         Err(VaultError::KeyInUse { .. } | VaultError::KeyRecentlyPrimary { .. })
     ));
     vault
         .rewrap(&RewrapScope::All, &actor(), |_| {})
         .await
         .unwrap();
-    match vault.destroy_key_version(&ring, 2, Shred::Refuse, &actor()).await {
+    match vault
+        .destroy_key_version(&ring, 2, Shred::Refuse, &actor())
+        .await
+    {
         Err(VaultError::KeyRecentlyPrimary { version: 2, .. }) => {}
         other => panic!("{other:?}"),
     }

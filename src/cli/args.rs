@@ -121,6 +121,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: ApikeyCommand,
     },
+    /// Webhook endpoints: signed deliveries of an environment's events (to a SIEM, say).
+    Webhook {
+        #[command(subcommand)]
+        command: WebhookCommand,
+    },
     /// The store as a whole: moving it to PostgreSQL.
     Store {
         #[command(subcommand)]
@@ -189,6 +194,48 @@ pub(crate) enum ApikeyCommand {
         /// Print JSON lines instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum WebhookCommand {
+    /// Create an endpoint; its signing secret is printed once, alone on the last line of
+    /// standard output.
+    Create {
+        /// The environment whose events it receives.
+        #[arg(long, short = 'e', env = "VAULT_ENVIRONMENT")]
+        environment: String,
+        /// Where deliveries are posted (http or https).
+        #[arg(long)]
+        url: String,
+        /// The event types it receives, comma-separated (`vault.data.read,vault.dek.read`).
+        #[arg(long, value_delimiter = ',', required = true)]
+        events: Vec<String>,
+    },
+    /// List the endpoints, with their pending and dead deliveries.
+    List {
+        /// Only this environment's.
+        #[arg(long, short = 'e')]
+        environment: Option<String>,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete an endpoint and its undelivered events.
+    Delete {
+        /// The endpoint id (`we_…`).
+        id: String,
+    },
+    /// Replace an endpoint's signing secret; the new one is printed once, alone on the last
+    /// line of standard output.
+    RotateSecret {
+        /// The endpoint id.
+        id: String,
+    },
+    /// Deliver an endpoint's dead events again.
+    Replay {
+        /// The endpoint id.
+        id: String,
     },
 }
 

@@ -237,7 +237,11 @@ pub(crate) async fn keys(
                 vault::Shred::Refuse
             };
             let report = match (ring_vault(ring.clone()).await?, shred) {
-                (Some(vault), _) => vault.destroy_key_version(&ring, version, shred, &cli_actor()).await?,
+                (Some(vault), _) => {
+                    vault
+                        .destroy_key_version(&ring, version, shred, &cli_actor())
+                        .await?
+                }
                 (None, vault::Shred::Refuse) => {
                     return Err(Failure {
                         code: exit::STORAGE,

@@ -11,6 +11,7 @@ mod load;
 mod serve;
 mod stdio;
 mod store;
+mod webhook;
 
 pub(crate) use args::{Cli, Command};
 pub(crate) use exit::{Failure, IO as EXIT_IO};
@@ -152,6 +153,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
             serve::serve(d, &config, listen, &environment, tls).await
         }
         Command::Apikey { command } => apikey::apikey(d, command).await,
+        Command::Webhook { command } => webhook::webhook(d, &config, command).await,
         Command::Store {
             command: StoreCommand::Copy { to },
         } => store::copy(d, &config, &to).await,

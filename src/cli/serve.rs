@@ -47,6 +47,72 @@ pub(crate) fn init_logs(format: LogFormat) {
     };
 }
 
+/// The server's background work: webhook deliveries from the outbox, and every hour the
+/// retention purge of events and of idempotent answers.
+fn spawn_background(vault: &vault::Vault, config: &Config) -> Result<(), Failure> {
+    let w = &config.webhooks;
+    let bad = |message: &str| Failure {
+        code: exit::BAD_INPUT,
+        message: message.to_owned(),
+    };
+    let defaults = vault::server::webhooks::Settings::default();
+    let in_range = |v: Option<u64>, range: std::ops::RangeInclusive<u64>, what: &str| match v {
+        Some(n) if !range.contains(&n) => Err(bad(what)),
+        other => Ok(other),
+    };
+    let settings = vault::server::webhooks::Settings {
+        max_attempts: match w.max_attempts {
+            None => defaults.max_attempts,
+            Some(n @ 1..=100) => n,
+            Some(_) => return Err(bad("[webhooks] max_attempts must be 1 to 100")),
+        },
+        retry_base: in_range(
+            w.retry_base_ms,
+            1..=3_600_000,
+            "[webhooks] retry_base_ms must be 1 to 3600000",
+        )?
+        .map_or(defaults.retry_base, std::time::Duration::from_millis),
+        retry_cap: in_range(
+            w.retry_cap_secs,
+            1..=604_800,
+            "[webhooks] retry_cap_secs must be 1 to 604800",
+        )?
+        .map_or(defaults.retry_cap, std::time::Duration::from_secs),
+        timeout: in_range(
+            w.timeout_secs,
+            1..=300,
+            "[webhooks] timeout_secs must be 1 to 300",
+        )?
+        .map_or(defaults.timeout, std::time::Duration::from_secs),
+        allow_link_local: w.allow_link_local,
+        ..defaults
+    };
+    let retention = match config.events.retention_days {
+        None => Some(30),
+        Some(0) => None,
+        Some(days @ 1..=36_500) => Some(days),
+        Some(_) => return Err(bad("[events] retention_days must be 0 to 36500")),
+    };
+    tokio::spawn(vault::server::webhooks::run(
+        vault.clone(),
+        settings,
+        std::future::pending(),
+    ));
+    let vault = vault.clone();
+    tokio::spawn(async move {
+        loop {
+            match vault.expire(retention).await {
+                Ok((events, answers)) => tracing::info!(
+                    target: "vault::serve", events, answers, "expired events and idempotent answers"
+                ),
+                Err(e) => tracing::warn!(target: "vault::serve", error = %e, "expiry failed"),
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+        }
+    });
+    Ok(())
+}
+
 pub(crate) async fn serve(
     deployment: &vault::Deployment,
     config: &Config,
@@ -149,6 +215,7 @@ pub(crate) async fn serve(
         }
         None
     };
+    spawn_background(&vault, config)?;
     let app = vault::server::app(vault::server::AppState::with_metrics_token(
         vault,
         limits,

@@ -68,6 +68,12 @@ pub struct Config {
     /// Where objects (and, on PostgreSQL, the managed key ring) are kept.
     #[serde(default)]
     pub store: StoreConfig,
+    /// How long the audit trail's events are kept.
+    #[serde(default)]
+    pub events: EventsConfig,
+    /// How `vault serve` delivers webhooks.
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
     /// What seals the root keys of a managed ring kept in the database: the name of an AWS,
     /// Google Cloud or Azure provider of this file, or `file:/path/master.key`.
     pub seal: Option<String>,
@@ -87,6 +93,45 @@ pub struct StoreConfig {
     pub url: Option<Secret>,
     /// A file holding the database password (its first line).
     pub password_file: Option<PathBuf>,
+}
+
+/// The `[events]` table.
+///
+/// ```toml
+/// [events]
+/// retention_days = 30   # events older are purged by `vault serve` (hourly); 0 keeps them all
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    /// Days an event is kept (default 30, as WorkOS); 0 for ever.
+    pub retention_days: Option<u32>,
+}
+
+/// The `[webhooks]` table.
+///
+/// ```toml
+/// [webhooks]
+/// max_attempts = 12          # failures before an event is dead (`vault webhook replay`)
+/// retry_base_ms = 1000       # the first retry's delay; each retry doubles it
+/// retry_cap_secs = 3600      # the longest delay between retries
+/// timeout_secs = 10          # one attempt: resolve, connect, TLS, request, answer
+/// allow_link_local = false   # never deliver to 169.254.0.0/16, fe80::/10, fd00:ec2::254
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Failed attempts after which an event is dead.
+    pub max_attempts: Option<u32>,
+    /// The first retry's delay, in milliseconds.
+    pub retry_base_ms: Option<u64>,
+    /// The longest delay between retries, in seconds.
+    pub retry_cap_secs: Option<u64>,
+    /// One attempt's deadline, in seconds.
+    pub timeout_secs: Option<u64>,
+    /// Deliver to link-local and metadata addresses too.
+    #[serde(default)]
+    pub allow_link_local: bool,
 }
 
 /// The `[server]` table. Flags and environment variables win over it.
@@ -307,6 +352,8 @@ impl Config {
             rules: Vec::new(),
             server: ServerConfig::default(),
             store: StoreConfig::default(),
+            events: EventsConfig::default(),
+            webhooks: WebhooksConfig::default(),
             seal: None,
         }
     }

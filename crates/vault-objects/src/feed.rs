@@ -47,7 +47,8 @@ impl fmt::Debug for WebhookSecret {
 /// The context a webhook's secret is sealed under, and the associated data binding it to its
 /// endpoint and environment: a sealed secret moved to another endpoint does not open.
 fn secret_binding(environment: &str, id: &str) -> Result<(KeyContext, Vec<u8>), VaultError> {
-    let context = KeyContext::from_pairs([("vault_webhook", id)]).map_err(vault_crypto::Error::from)?;
+    let context =
+        KeyContext::from_pairs([("vault_webhook", id)]).map_err(vault_crypto::Error::from)?;
     let mut aad = b"vault-webhook/v1\0".to_vec();
     aad.extend_from_slice(environment.as_bytes());
     aad.push(0);
@@ -62,7 +63,12 @@ fn secret_binding(environment: &str, id: &str) -> Result<(KeyContext, Vec<u8>), 
 /// # Errors
 /// `Store(InvalidArgument)` naming `url`.
 pub fn check_webhook_url(url: &str) -> Result<url::Url, VaultError> {
-    let bad = |reason| VaultError::Store(StoreError::InvalidArgument { field: "url", reason });
+    let bad = |reason| {
+        VaultError::Store(StoreError::InvalidArgument {
+            field: "url",
+            reason,
+        })
+    };
     if url.len() > MAX_WEBHOOK_URL_LEN {
         return Err(bad("longer than 2048 bytes"));
     }
@@ -104,18 +110,26 @@ impl Vault {
         Ok(self.store.remembered(owner, key).await?)
     }
 
-    /// Removes events older than `retention_days` (except those a webhook still has to deliver)
-    /// and idempotent answers older than 24 hours. Returns (events, answers) removed.
+    /// Removes events older than `retention_days` (`None`: keep them all), except those a
+    /// webhook still has to deliver, and idempotent answers older than 24 hours. Returns
+    /// (events, answers) removed.
     ///
     /// # Errors
     /// `Store(Unavailable)`.
-    pub async fn expire(&self, retention_days: u32) -> Result<(u64, u64), VaultError> {
+    pub async fn expire(&self, retention_days: Option<u32>) -> Result<(u64, u64), VaultError> {
         let now = Timestamp::now().0;
-        let events_before = now.saturating_sub(i64::from(retention_days) * 86_400 * 1_000_000);
-        let events = self.store.purge_events(Timestamp(events_before)).await?;
+        let events = match retention_days {
+            Some(days) => {
+                let before = now.saturating_sub(i64::from(days) * 86_400 * 1_000_000);
+                self.store.purge_events(Timestamp(before)).await?
+            }
+            None => 0,
+        };
         let answers = self
             .store
-            .forget_answers(Timestamp(now.saturating_sub(vault_store::IDEMPOTENCY_TTL_MICROS)))
+            .forget_answers(Timestamp(
+                now.saturating_sub(vault_store::IDEMPOTENCY_TTL_MICROS),
+            ))
             .await?;
         Ok((events, answers))
     }
@@ -159,7 +173,9 @@ impl Vault {
         validate_environment(environment)?;
         let url = check_webhook_url(url)?;
         if event_names.is_empty()
-            || event_names.iter().any(|e| !events::ALL.contains(&e.as_str()))
+            || event_names
+                .iter()
+                .any(|e| !events::ALL.contains(&e.as_str()))
         {
             return Err(StoreError::InvalidArgument {
                 field: "events",

@@ -259,7 +259,12 @@ impl Vault {
         ring.destroy(version).await?;
         report.destroyed_now = true;
         self.store
-            .record_ring_event(vault_store::events::KEK_DELETED, ring.name(), &key_id, actor)
+            .record_ring_event(
+                vault_store::events::KEK_DELETED,
+                ring.name(),
+                &key_id,
+                actor,
+            )
             .await?;
         Ok(report)
     }

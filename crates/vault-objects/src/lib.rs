@@ -13,17 +13,17 @@ use std::sync::Arc;
 
 pub use keys::{DESTROY_QUIET_SECS, DestroyReport, RewrapReport, RewrapScope, Shred};
 // What the facade's callers (the server, the CLI) name, so they need no other crate's paths.
+pub use data_keys::RememberKey;
+pub use feed::{MAX_WEBHOOK_URL_LEN, WebhookSecret, check_webhook_url};
 pub use vault_crypto::issued::IssuedKey;
 pub use vault_crypto::{
     Error as CryptoError, KeyContext, ProviderCalls, ProviderError, ProviderErrorKind, Router,
 };
-pub use data_keys::RememberKey;
-pub use feed::{MAX_WEBHOOK_URL_LEN, WebhookSecret, check_webhook_url};
 pub use vault_store::{
-    Actor, WebhookStore, AnswerBody, ApiKeyRecord, ApiKeyStore, AuditEvent, Conflict, Cursor, Delivery,
+    Actor, AnswerBody, ApiKeyRecord, ApiKeyStore, AuditEvent, Conflict, Cursor, Delivery,
     EventPage, EventQuery, IDEMPOTENCY_TTL_MICROS, KeyUsage, ListQuery, MAX_EVENTS_LIMIT,
     ObjectMeta, Order, Page, Remember, Remembered, StoreError, Timestamp, VersionMeta,
-    WebhookEndpoint, events, is_event_id, validate_environment,
+    WebhookEndpoint, WebhookStore, events, is_event_id, validate_environment,
 };
 
 use vault_store::{NewVersion, Store};

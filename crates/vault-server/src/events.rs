@@ -43,10 +43,9 @@ pub fn event_json(e: &AuditEvent) -> Value {
         events::DATA_DELETED | events::METADATA_READ | events::DATA_PURGED => {
             vec![("kv_name", name())]
         }
-        events::DEK_READ | events::DEK_REKEYED => vec![
-            ("key_ids", json!([e.key_id])),
-            ("key_context", context()),
-        ],
+        events::DEK_READ | events::DEK_REKEYED => {
+            vec![("key_ids", json!([e.key_id])), ("key_context", context())]
+        }
         events::DEK_DECRYPTED => vec![("key_id", key())],
         events::KEK_CREATED | events::KEK_DELETED => {
             // `managed://ring#v2`: the key is the ring, the id its version.

@@ -407,9 +407,9 @@ pub(crate) async fn create_data_key(
     {
         return idempotency::replay_key(&state, &who, &stored, None).await;
     }
-    let remember = idem.clone().map(|i| {
-        move |k: &IssuedKey| i.remember_key(StatusCode::CREATED, k, data_key_json)
-    });
+    let remember = idem
+        .clone()
+        .map(|i| move |k: &IssuedKey| i.remember_key(StatusCode::CREATED, k, data_key_json));
     let issued = state
         .vault
         .issue_data_key_with(

@@ -32,6 +32,7 @@ pub mod listen;
 pub mod metrics;
 mod rate;
 mod timefmt;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

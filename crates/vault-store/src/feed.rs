@@ -56,13 +56,16 @@ pub struct Remember {
     pub body: AnswerBody,
 }
 
+/// Makes an answer's body from the object a change wrote.
+pub type RenderObject = dyn Fn(&ObjectMeta) -> Vec<u8> + Send + Sync;
+
 /// The body of a [`Remember`].
 pub enum AnswerBody {
     /// Known before the change.
     Fixed(Vec<u8>),
     /// Made from the object the change writes (its version and times are chosen in the
     /// transaction).
-    OfObject(Box<dyn Fn(&ObjectMeta) -> Vec<u8> + Send + Sync>),
+    OfObject(Box<RenderObject>),
 }
 
 impl fmt::Debug for AnswerBody {

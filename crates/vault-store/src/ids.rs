@@ -106,7 +106,10 @@ pub(crate) fn new_event_id(at: Timestamp) -> Result<String, StoreError> {
 /// Whether `id` has the shape of an event id (a ULID's, or a migrated event's 26 digits).
 pub fn is_event_id(id: &str) -> bool {
     id.strip_prefix("event_").is_some_and(|rest| {
-        rest.len() == 26 && rest.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
+        rest.len() == 26
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
     })
 }
 

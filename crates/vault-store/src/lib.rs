@@ -23,11 +23,11 @@ use vault_crypto::KeyContext;
 pub use error::{Conflict, StoreError};
 pub use feed::{
     AnswerBody, Delivery, EventPage, EventQuery, IDEMPOTENCY_TTL_MICROS, MAX_EVENTS_LIMIT,
-    Remember, Remembered, WebhookEndpoint,
+    Remember, Remembered, RenderObject, WebhookEndpoint,
 };
 pub use ids::{
-    MAX_ENVIRONMENT_LEN, MAX_NAME_CHARS, is_event_id, is_object_id, new_object_id, validate_environment,
-    validate_name,
+    MAX_ENVIRONMENT_LEN, MAX_NAME_CHARS, is_event_id, is_object_id, new_object_id,
+    validate_environment, validate_name,
 };
 pub use query::{Cursor, DEFAULT_LIMIT, ListItem, ListQuery, MAX_LIMIT, Order, Page};
 pub use sql::{CopyReport, SqlRingStore, SqlStore};
@@ -62,6 +62,8 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// `Conflict` if a live object of the environment has the name or the id exists, or
     /// (`Conflict::Answered`) if an answer for `remember`'s key was stored meanwhile (nothing is
     /// created then); `InvalidArgument`.
+    // Each argument is one column group of the new rows; a struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
     async fn create(
         &self,
         environment: &str,

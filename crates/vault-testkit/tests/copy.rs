@@ -29,7 +29,8 @@ async fn populate(store: &SqlStore, env: &str, from: usize, to: usize) -> Vec<(S
                 &format!("n{i}"),
                 &ctx,
                 version(first.clone()),
-                &actor, None,
+                &actor,
+                None,
             )
             .await
             .unwrap();

@@ -220,7 +220,10 @@ impl AuditLog for SqlStore {
     ) -> Result<EventPage, StoreError> {
         validate_environment(environment)?;
         if query.events.is_empty() {
-            return Err(StoreError::invalid_query("events", "name at least one event"));
+            return Err(StoreError::invalid_query(
+                "events",
+                "name at least one event",
+            ));
         }
         if !(1..=MAX_EVENTS_LIMIT).contains(&query.limit) {
             return Err(StoreError::invalid_query("limit", "must be 1 to 100"));

@@ -9,8 +9,8 @@ use super::writer::{AuditRecord, WriteTx, audit_change, insert_audit};
 use super::{META_COLUMNS, META_FROM, SqlStore, check_id, meta_from_row, to_i64};
 use crate::ids::{etag, new_version_id};
 use crate::{
-    Actor, ListQuery, NewVersion, ObjectMeta, Page, Remember, StoredObject, StoredVersion, Timestamp,
-    VersionMeta, events, is_object_id, validate_environment, validate_name,
+    Actor, ListQuery, NewVersion, ObjectMeta, Page, Remember, StoredObject, StoredVersion,
+    Timestamp, VersionMeta, events, is_object_id, validate_environment, validate_name,
 };
 use crate::{Conflict, ObjectStore, StoreError};
 
@@ -57,6 +57,7 @@ impl ObjectStore for SqlStore {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn create(
         &self,
         environment: &str,

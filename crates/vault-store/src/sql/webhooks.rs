@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 
-use super::audit::{EVENT_COLUMNS, event_from_row};
 use super::SqlStore;
+use super::audit::{EVENT_COLUMNS, event_from_row};
 use crate::{Conflict, Delivery, StoreError, Timestamp, WebhookEndpoint, WebhookStore};
 use crate::{events, validate_environment};
 

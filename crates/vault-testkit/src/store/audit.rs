@@ -77,7 +77,8 @@ pub async fn key_events(store: Arc<dyn Store>) {
             events::DEK_READ,
             &actor(),
             "managed://root#v1",
-            &ctx("org_k"), None,
+            &ctx("org_k"),
+            None,
         )
         .await
         .unwrap();
@@ -87,7 +88,8 @@ pub async fn key_events(store: Arc<dyn Store>) {
             events::DEK_DECRYPTED,
             &actor(),
             "managed://root#v1",
-            &ctx("org_k"), None,
+            &ctx("org_k"),
+            None,
         )
         .await
         .unwrap();
@@ -116,7 +118,15 @@ pub async fn concurrent_reads_are_each_audited(store: Arc<dyn Store>) {
     let env = environment("reads");
     let id = id();
     store
-        .create(&env, &id, "read-me", &ctx("org_r"), version(b"v"), &actor(), None)
+        .create(
+            &env,
+            &id,
+            "read-me",
+            &ctx("org_r"),
+            version(b"v"),
+            &actor(),
+            None,
+        )
         .await
         .unwrap();
     let mut tasks = Vec::new();

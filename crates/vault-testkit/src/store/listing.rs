@@ -20,7 +20,8 @@ pub async fn pagination_is_stable(store: Arc<dyn Store>) {
                 &format!("item-{i:03}"),
                 &ctx("o"),
                 version(b"v"),
-                &actor(), None,
+                &actor(),
+                None,
             )
             .await
             .unwrap();
@@ -50,7 +51,8 @@ pub async fn pagination_is_stable(store: Arc<dyn Store>) {
                     &format!("churn-{order:?}-{step}"),
                     &ctx("o"),
                     version(b"c"),
-                    &actor(), None,
+                    &actor(),
+                    None,
                 )
                 .await
                 .unwrap();
@@ -102,7 +104,8 @@ pub async fn pagination_is_stable(store: Arc<dyn Store>) {
                     &format!("churn-back-{order:?}-{}", back.len()),
                     &ctx("o"),
                     version(b"c"),
-                    &actor(), None,
+                    &actor(),
+                    None,
                 )
                 .await
                 .unwrap();
@@ -135,16 +138,40 @@ fn check_walk(stable: &BTreeSet<String>, seen: &[String], what: &str) {
 pub async fn list_filters(store: Arc<dyn Store>) {
     let env = environment("filters");
     store
-        .create(&env, &id(), "Alpha_One", &ctx("o"), version(b"v"), &actor(), None)
+        .create(
+            &env,
+            &id(),
+            "Alpha_One",
+            &ctx("o"),
+            version(b"v"),
+            &actor(),
+            None,
+        )
         .await
         .unwrap();
     let cut = Timestamp::now();
     store
-        .create(&env, &id(), "beta%two", &ctx("o"), version(b"v"), &actor(), None)
+        .create(
+            &env,
+            &id(),
+            "beta%two",
+            &ctx("o"),
+            version(b"v"),
+            &actor(),
+            None,
+        )
         .await
         .unwrap();
     store
-        .create(&env, &id(), "gamma", &ctx("o"), version(b"v"), &actor(), None)
+        .create(
+            &env,
+            &id(),
+            "gamma",
+            &ctx("o"),
+            version(b"v"),
+            &actor(),
+            None,
+        )
         .await
         .unwrap();
     let names = |q: ListQuery| {

@@ -19,7 +19,8 @@ pub async fn create_and_read(store: Arc<dyn Store>) {
             "  card/4111  ",
             &ctx("org_1"),
             version(b"env-1"),
-            &actor(), None,
+            &actor(),
+            None,
         )
         .await
         .unwrap();
@@ -120,7 +121,15 @@ pub async fn names_and_environments(store: Arc<dyn Store>) {
 pub async fn versions_and_expected_version(store: Arc<dyn Store>) {
     let env = environment("versions");
     let v1 = store
-        .create(&env, &id(), "obj", &ctx("o"), version(b"one"), &actor(), None)
+        .create(
+            &env,
+            &id(),
+            "obj",
+            &ctx("o"),
+            version(b"one"),
+            &actor(),
+            None,
+        )
         .await
         .unwrap();
     let v2 = store
@@ -185,7 +194,15 @@ pub async fn versions_and_expected_version(store: Arc<dyn Store>) {
 pub async fn delete_and_purge(store: Arc<dyn Store>) {
     let env = environment("delete");
     let gone = store
-        .create(&env, &id(), "name", &ctx("o"), version(b"a"), &actor(), None)
+        .create(
+            &env,
+            &id(),
+            "name",
+            &ctx("o"),
+            version(b"a"),
+            &actor(),
+            None,
+        )
         .await
         .unwrap();
     store
@@ -218,7 +235,15 @@ pub async fn delete_and_purge(store: Arc<dyn Store>) {
     );
     // The name is free again.
     let reborn = store
-        .create(&env, &id(), "name", &ctx("o"), version(b"c"), &actor(), None)
+        .create(
+            &env,
+            &id(),
+            "name",
+            &ctx("o"),
+            version(b"c"),
+            &actor(),
+            None,
+        )
         .await
         .unwrap();
     assert_ne!(reborn.id, gone.id);
@@ -264,7 +289,15 @@ pub async fn delete_and_purge(store: Arc<dyn Store>) {
 pub async fn rewraps_are_conditional_and_audited(store: Arc<dyn Store>) {
     let env = environment("rewrap");
     let meta = store
-        .create(&env, &id(), "moved", &ctx("o"), version(b"old"), &actor(), None)
+        .create(
+            &env,
+            &id(),
+            "moved",
+            &ctx("o"),
+            version(b"old"),
+            &actor(),
+            None,
+        )
         .await
         .unwrap();
     let by = Actor::new("user_ops", "ops (vault cli)");
@@ -313,7 +346,15 @@ pub async fn bad_input_changes_nothing(store: Arc<dyn Store>) {
     }
     assert!(matches!(
         store
-            .create("bad env!", &id(), "n", &ctx("o"), version(b"v"), &actor(), None)
+            .create(
+                "bad env!",
+                &id(),
+                "n",
+                &ctx("o"),
+                version(b"v"),
+                &actor(),
+                None
+            )
             .await,
         Err(StoreError::InvalidArgument {
             field: "environment",

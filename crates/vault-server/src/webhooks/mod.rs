@@ -1,0 +1,255 @@
+//! Webhook delivery: every audit event of an environment that an endpoint subscribed to is in
+//! its outbox from the event's own transaction (a trigger), and this deliverer posts it, signed
+//! as WorkOS signs its webhooks, so the SDKs' `webhooks.constructEvent` (Node) and
+//! `webhooks.verify_event` (Python) accept it.
+//!
+//! At least once: an event leaves the outbox only after the endpoint answered 2xx, so a crash
+//! (of the server or the receiver) means a later delivery, never a lost one. In order per
+//! endpoint: one deliverer at a time holds an endpoint's lease, and a failed event is retried
+//! (exponential backoff with jitter, capped) before the ones after it; after `max_attempts`
+//! failures it is dead, `vault webhook list` shows it and `vault webhook replay` revives it.
+
+mod client;
+mod guard;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hmac::{KeyInit as _, Mac as _};
+use vault_objects::{Delivery, Timestamp, Vault, WebhookEndpoint, WebhookSecret};
+
+use crate::events::event_json;
+use client::Client;
+
+/// How the deliverer behaves (`[webhooks]` in the configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Failed attempts after which an event is dead.
+    pub max_attempts: u32,
+    /// The first retry's delay; each retry doubles it.
+    pub retry_base: Duration,
+    /// The longest delay between retries.
+    pub retry_cap: Duration,
+    /// The deadline of one attempt (resolve, connect, TLS, request and answer).
+    pub timeout: Duration,
+    /// How often the outbox is looked at when idle.
+    pub poll: Duration,
+    /// Deliver to link-local and metadata addresses too (never by default).
+    pub allow_link_local: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            max_attempts: 12,
+            retry_base: Duration::from_secs(1),
+            retry_cap: Duration::from_secs(3600),
+            timeout: Duration::from_secs(10),
+            poll: Duration::from_millis(250),
+            allow_link_local: false,
+        }
+    }
+}
+
+/// How long a deliverer holds an endpoint without renewing its lease.
+const LEASE: Duration = Duration::from_secs(30);
+/// Endpoints delivered to at once by one process.
+const CONCURRENT_ENDPOINTS: usize = 8;
+
+/// `WorkOS-Signature` for `body` at `t` (Unix milliseconds): `t=<t>, v1=<hex HMAC-SHA256 of
+/// "<t>.<body>" under the secret's UTF-8 bytes>`.
+pub fn signature(secret: &str, t: i64, body: &[u8]) -> String {
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+    mac.update(t.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let tag = mac.finalize().into_bytes();
+    let mut hex = String::with_capacity(64);
+    for b in tag {
+        hex.push_str(&format!("{b:02x}"));
+    }
+    format!("t={t}, v1={hex}")
+}
+
+/// The delay before retry number `attempt` (1 for the first): `base * 2^(attempt-1)`, capped,
+/// less up to a quarter at random so endpoints that failed together do not retry together.
+fn backoff(settings: &Settings, attempt: u32) -> Duration {
+    let factor = 1u32
+        .checked_shl(attempt.saturating_sub(1).min(30))
+        .unwrap_or(u32::MAX);
+    let delay = settings
+        .retry_base
+        .saturating_mul(factor)
+        .min(settings.retry_cap);
+    let mut r = [0u8; 2];
+    let _ = getrandom::fill(&mut r);
+    let jitter = delay.mul_f64(f64::from(u16::from_le_bytes(r)) / f64::from(u16::MAX) / 4.0);
+    delay.saturating_sub(jitter)
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+fn after(d: Duration) -> Timestamp {
+    Timestamp(Timestamp::now().0.saturating_add(micros(d)))
+}
+
+/// Delivers the outbox until `shutdown` resolves: leases endpoints with deliveries due and
+/// works through each in order.
+pub async fn run(vault: Vault, settings: Settings, shutdown: impl Future<Output = ()>) {
+    let mut id = [0u8; 12];
+    let _ = getrandom::fill(&mut id);
+    let owner: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    let client = Client::new(settings.allow_link_local, settings.timeout);
+    let deliverer = Arc::new(Deliverer {
+        vault,
+        settings,
+        owner,
+        client,
+    });
+    let slots = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_ENDPOINTS));
+    tokio::pin!(shutdown);
+    loop {
+        let leased = match slots.clone().try_acquire_owned() {
+            Err(_) => None,
+            Ok(slot) => match deliverer
+                .vault
+                .store()
+                .lease_webhook(&deliverer.owner, Timestamp::now(), after(LEASE))
+                .await
+            {
+                Ok(Some(endpoint)) => Some((endpoint, slot)),
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!(target: "vault::webhooks", error = %e, "cannot read the outbox");
+                    None
+                }
+            },
+        };
+        match leased {
+            Some((endpoint, slot)) => {
+                let d = deliverer.clone();
+                tokio::spawn(async move {
+                    d.work(endpoint).await;
+                    drop(slot);
+                });
+            }
+            None => tokio::select! {
+                () = &mut shutdown => return,
+                () = tokio::time::sleep(deliverer.settings.poll) => {}
+            },
+        }
+    }
+}
+
+struct Deliverer {
+    vault: Vault,
+    settings: Settings,
+    owner: String,
+    client: Client,
+}
+
+impl Deliverer {
+    /// Delivers `endpoint`'s due events in order, until one fails, none is due or the lease
+    /// is lost; then releases it.
+    async fn work(&self, endpoint: WebhookEndpoint) {
+        let store = self.vault.store();
+        let secret = self.vault.webhook_secret(&endpoint).await;
+        loop {
+            let next = match store.next_delivery(&endpoint.id).await {
+                Ok(Some(d)) if d.next_attempt_at <= Timestamp::now() => d,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(target: "vault::webhooks", error = %e, "cannot read the outbox");
+                    break;
+                }
+            };
+            let outcome = match &secret {
+                Ok(secret) => self.deliver(&endpoint, secret, &next).await,
+                Err(e) => Err(format!("the signing secret cannot be opened: {e}")),
+            };
+            let recorded = match outcome {
+                Ok(()) => store.delivered(&endpoint.id, next.seq).await,
+                Err(error) => {
+                    let attempt = next.attempts.saturating_add(1);
+                    let dead = attempt >= self.settings.max_attempts;
+                    tracing::warn!(
+                        target: "vault::webhooks",
+                        endpoint = %endpoint.id, event = %next.event.id, attempt, dead, %error,
+                        "delivery failed"
+                    );
+                    let retry = after(backoff(&self.settings, attempt));
+                    let r = store
+                        .delivery_failed(&endpoint.id, next.seq, retry, dead, &error)
+                        .await;
+                    if !dead {
+                        // Later events wait for this one: per-endpoint order.
+                        let _ = r;
+                        break;
+                    }
+                    r
+                }
+            };
+            if let Err(e) = recorded {
+                tracing::warn!(target: "vault::webhooks", error = %e, "cannot update the outbox");
+                break;
+            }
+            match store
+                .renew_webhook_lease(&endpoint.id, &self.owner, after(LEASE))
+                .await
+            {
+                Ok(true) => {}
+                _ => return,
+            }
+        }
+        let _ = store.release_webhook(&endpoint.id, &self.owner).await;
+    }
+
+    async fn deliver(
+        &self,
+        endpoint: &WebhookEndpoint,
+        secret: &WebhookSecret,
+        delivery: &Delivery,
+    ) -> Result<(), String> {
+        let body = serde_json::to_vec(&event_json(&delivery.event)).map_err(|e| e.to_string())?;
+        // Signed at the moment of sending, so a retry hours later is still within the SDKs'
+        // tolerance (3 minutes by default).
+        let t = Timestamp::now().0 / 1000;
+        let signature = signature(secret.expose_secret(), t, &body);
+        self.client
+            .post(&endpoint.url, body, &signature)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signature_is_workos_s() {
+        // HMAC-SHA256("secret", "1700000000000.{}"), computed independently with Python's hmac.
+        assert_eq!(
+            signature("secret", 1_700_000_000_000, b"{}"),
+            "t=1700000000000, v1=8399216d111287e3bb28e25c0f4f31dffdf831c68c9ee2b96c2f67c9b81d341b"
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let s = Settings {
+            retry_base: Duration::from_secs(1),
+            retry_cap: Duration::from_secs(60),
+            ..Settings::default()
+        };
+        for (attempt, full) in [(1, 1), (2, 2), (3, 4), (7, 60), (40, 60)] {
+            let d = backoff(&s, attempt);
+            let full = Duration::from_secs(full);
+            assert!(d <= full && d >= full.mul_f64(0.75), "{attempt}: {d:?}");
+        }
+    }
+}
