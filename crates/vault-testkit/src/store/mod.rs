@@ -2,6 +2,7 @@
 //! uses environments of its own, so checks can share one database and run concurrently.
 
 mod audit;
+mod feed;
 mod listing;
 mod objects;
 
@@ -12,6 +13,10 @@ use vault_crypto::KeyContext;
 use vault_store::{Actor, NewVersion, Store};
 
 pub use audit::{api_keys, concurrent_reads_are_each_audited, key_events};
+pub use feed::{
+    events_are_listed_as_workos_pages_them, idempotent_answers_are_stored_with_their_change,
+    retention_keeps_issued_keys_counted, the_webhook_outbox_holds_every_subscribed_event,
+};
 pub use listing::{list_filters, pagination_is_stable};
 pub use objects::{
     bad_input_changes_nothing, concurrent_writers_never_lose_an_update, create_and_read,
