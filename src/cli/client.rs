@@ -76,12 +76,34 @@ impl ApiClient {
         body: Option<&Value>,
     ) -> Result<(u16, hyper::HeaderMap, Value), ClientError> {
         let bytes = body.map(|b| b.to_string()).unwrap_or_default();
-        let req = Request::builder()
+        let (status, headers, body) = self.send(method, path, bytes.into_bytes(), &[]).await?;
+        let json = serde_json::from_slice(&body)
+            .map_err(|_| ClientError(format!("status {status}: the answer is not JSON")))?;
+        Ok((status, headers, json))
+    }
+
+    /// Sends `method path` with `body` (as JSON) and `headers`; returns the status, the answer's
+    /// headers and its bytes.
+    ///
+    /// # Errors
+    /// [`ClientError`] for a transport failure.
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> Result<(u16, hyper::HeaderMap, Bytes), ClientError> {
+        let mut req = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
             .header("authorization", format!("Bearer {}", self.key.as_str()))
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(bytes)))
+            .header("content-type", "application/json");
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body)))
             .map_err(|e| ClientError(format!("request: {e}")))?;
         let res = self
             .http
@@ -96,9 +118,7 @@ impl ApiClient {
             .await
             .map_err(|e| ClientError(format!("body: {e}")))?
             .to_bytes();
-        let json = serde_json::from_slice(&body)
-            .map_err(|_| ClientError(format!("status {status}: the answer is not JSON")))?;
-        Ok((status, headers, json))
+        Ok((status, headers, body))
     }
 }
 
