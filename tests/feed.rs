@@ -13,11 +13,11 @@ use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::client::ApiClient;
+use common::receiver::{Got, Receiver};
 use hyper::Method;
 use serde_json::{Value, json};
 
@@ -84,73 +84,6 @@ fn serve(dir: &Path) -> (Serve, String) {
     (Serve(child), format!("http://{addr}"))
 }
 
-/// One delivery as the receiver got it.
-#[derive(Debug, Clone)]
-struct Got {
-    signature: String,
-    body: Vec<u8>,
-    answered: u16,
-}
-
-/// A webhook receiver on loopback answering `status` to every delivery and keeping each.
-#[derive(Clone)]
-struct Receiver {
-    got: Arc<Mutex<Vec<Got>>>,
-    status: Arc<AtomicU16>,
-}
-
-impl Receiver {
-    async fn start(addr: SocketAddr, status: u16) -> Self {
-        let receiver = Self {
-            got: Arc::default(),
-            status: Arc::new(AtomicU16::new(status)),
-        };
-        let r = receiver.clone();
-        let app = axum::Router::new().route(
-            "/hook",
-            axum::routing::post(
-                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-                    let r = r.clone();
-                    async move {
-                        let answered = r.status.load(Ordering::SeqCst);
-                        r.got.lock().unwrap().push(Got {
-                            signature: headers
-                                .get("workos-signature")
-                                .map(|v| v.to_str().unwrap().to_owned())
-                                .unwrap_or_default(),
-                            body: body.to_vec(),
-                            answered,
-                        });
-                        axum::http::StatusCode::from_u16(answered).unwrap()
-                    }
-                },
-            ),
-        );
-        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        receiver
-    }
-
-    fn got(&self) -> Vec<Got> {
-        self.got.lock().unwrap().clone()
-    }
-
-    /// Event ids accepted (answered 2xx), in the order first accepted.
-    fn accepted(&self) -> Vec<String> {
-        let mut seen = Vec::new();
-        for g in self.got() {
-            let id = serde_json::from_slice::<Value>(&g.body).unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_owned();
-            if (200..300).contains(&g.answered) && !seen.contains(&id) {
-                seen.push(id);
-            }
-        }
-        seen
-    }
-}
-
 /// A loopback port nobody listens on (yet).
 fn free_port() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -162,10 +95,13 @@ fn signed_by(got: &Got, secret: &str) -> bool {
     let (t, v1) = got.signature.split_once(", ").unwrap();
     let t: i64 = t.strip_prefix("t=").unwrap().parse().unwrap();
     let expected = vault::server::webhooks::signature(secret, t, &got.body);
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
     expected.ends_with(v1.strip_prefix("v1=").unwrap()) && (now_ms - t).abs() < 180_000
 }
 

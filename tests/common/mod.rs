@@ -4,6 +4,7 @@
 /// The loopback API client of `vault bench server`, a CLI internal shared with the tests.
 #[path = "../../src/cli/client.rs"]
 pub mod client;
+pub mod receiver;
 
 // moto's URL (`scripts/with-moto`), from the AWS crate's test helpers, shared as a file.
 #[path = "../../crates/vault-kms-aws/tests/common/mod.rs"]
