@@ -153,6 +153,18 @@ write("workos_blob", head + b"\x80\x80\x04" + b"k" * 65536)
 write("workos_blob", head + b"\x81\x80\x04" + b"k" * 65537)
 for text in [b"", b"=", b"AAAA", b"AAA=", b"AA==", b"A===", b"AAAA\n", b"-_-_", base64.b64encode(head + b"\x01k")]:
     write("workos_blob_text", text)
+# Every layout: the SDK-made and independent vectors (told apart, and named by a first byte:
+# 0 IvFirst, 1 KeysFirst, 2 LongIv), and each one's edges.
+LAYOUT_BYTE = {"IvFirst": 0, "KeysFirst": 1, "LongIv": 2}
+for v in json.load(open(VECTORS + "workos-blob-layouts.json", encoding="utf-8")):
+    blob = base64.b64decode(v["blob_b64"])
+    pick = bytes([LAYOUT_BYTE[v["layout"]]])
+    write("workos_blob", blob)
+    write("workos_blob_text", v["blob_b64"].encode())
+    for cut in [blob, blob[:-1], blob[:1], blob[:28], blob[:48], blob[:60]]:
+        write("workos_blob_layouts", pick + cut)
+write("workos_blob_layouts", b"\x01\x07VLTE\x01\x00\x01" + bytes(28))
+write("workos_blob_layouts", b"\x02" + bytes(48) + b"\x01k")
 
 # Server request bodies: one byte picks the endpoint (0 create, 1 update, 2 data-key, 3 decrypt,
 # 4 rekey), the rest is the body.

@@ -124,11 +124,12 @@ pub fn open_with_data_key(
 /// # Errors
 /// As [`crate::workos::encrypt`].
 pub fn workos_encrypt_with_iv(
+    layout: crate::workos::Layout,
     data_key: &DataKey,
     encrypted_keys: &[u8],
     plaintext: &[u8],
     aad: &[u8],
-    iv: [u8; 12],
+    iv: &[u8],
 ) -> Result<Vec<u8>, Error> {
-    crate::workos::encrypt_with_iv(data_key, encrypted_keys, plaintext, aad, iv)
+    crate::workos::encrypt_with_iv(layout, data_key, encrypted_keys, plaintext, aad, iv)
 }

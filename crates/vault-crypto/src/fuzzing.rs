@@ -97,13 +97,32 @@ pub fn master_key_file(data: &[u8]) {
     );
 }
 
-/// The WorkOS SDK blob (binary): a blob that parses re-serialises to exactly the input, and its
-/// `encrypted_keys` survive the trip.
+/// The WorkOS SDK blob (binary), its layout told apart: a blob that parses re-serialises to
+/// exactly the input, in the layout it was told to be, and reads the same in that layout when
+/// named.
 pub fn workos_blob(data: &[u8]) {
     if let Ok(blob) = crate::workos::LocalBlob::parse(data) {
         assert_eq!(blob.to_bytes(), data);
-        let again = crate::workos::LocalBlob::parse(data).expect("parsed once");
-        assert_eq!(again.encrypted_keys(), blob.encrypted_keys());
+        let named = crate::workos::LocalBlob::parse_as(data, blob.layout()).expect("parsed once");
+        assert_eq!(named, blob);
+    }
+}
+
+/// The WorkOS SDK blob in each named layout: the first byte picks the layout, the rest is the
+/// blob; what parses re-serialises to exactly the input.
+pub fn workos_blob_layouts(data: &[u8]) {
+    use crate::workos::{Layout, LocalBlob};
+    let Some((&pick, blob)) = data.split_first() else {
+        return;
+    };
+    let layout = match pick % 3 {
+        0 => Layout::IvFirst,
+        1 => Layout::KeysFirst,
+        _ => Layout::LongIv,
+    };
+    if let Ok(parsed) = LocalBlob::parse_as(blob, layout) {
+        assert_eq!(parsed.layout(), layout);
+        assert_eq!(parsed.to_bytes(), blob);
     }
 }
 

@@ -48,6 +48,14 @@ fn workos_blob() {
 }
 
 #[test]
+fn workos_blob_layouts() {
+    replay(
+        "workos_blob_layouts",
+        vault_crypto::fuzzing::workos_blob_layouts,
+    );
+}
+
+#[test]
 fn workos_blob_text() {
     replay("workos_blob_text", vault_crypto::fuzzing::workos_blob_text);
 }
