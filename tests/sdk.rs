@@ -352,3 +352,93 @@ async fn the_sdks_read_events_verify_webhooks_and_retry_idempotently() {
         "{python_out}"
     );
 }
+
+/// Runs the Rust `workos` crate's blob helper (`tests/sdk/workos-rust`); its standard output.
+fn workos_rust(bin: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(bin).args(args).output().unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8(out.stdout).unwrap().trim_end().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// The KeysFirst layout against the official Rust `workos` crate 3.4 (`local_encrypt`,
+/// `local_decrypt`, `extract_encrypted_keys`), with a data key from our server: the crate opens
+/// what we write in its layout, we tell its blobs apart and open them, and it cannot read the
+/// Node layout (the two differ).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_workos_crate_and_we_read_each_others_blobs() {
+    if sdk_paths().is_none() {
+        return;
+    }
+    let bin = std::env::var("VAULT_TEST_SDK_RUST")
+        .expect("VAULT_TEST_SDK_RUST (scripts/with-sdks builds tests/sdk/workos-rust)");
+    let dir = tempfile::tempdir().unwrap();
+    let key = apikey(dir.path(), "sdk_rust", "SDK Rust");
+    let (_server, addr) = serve(dir.path(), None);
+    let client = ApiClient::new(&format!("http://{addr}"), &key);
+    let (status, dk) = client
+        .call(
+            Method::POST,
+            "/vault/v1/keys/data-key",
+            Some(&json!({"context": {"organization_id": "org_rust_crate"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{dk}");
+    let data_key_b64 = dk["data_key"].as_str().unwrap();
+    let keys_b64 = dk["encrypted_keys"].as_str().unwrap();
+    let data_key: [u8; 32] = STANDARD.decode(data_key_b64).unwrap().try_into().unwrap();
+    let data_key = danger::data_key_from_bytes(data_key);
+    let keys = STANDARD.decode(keys_b64).unwrap();
+
+    // Ours, in the crate's layout: the crate opens it and finds the same keys.
+    let ours = workos::encrypt_as(
+        workos::Layout::KeysFirst,
+        &data_key,
+        &keys,
+        "from the vault ✓".as_bytes(),
+        b"aad-1",
+    )
+    .unwrap();
+    assert_eq!(
+        workos_rust(&bin, &["decrypt", data_key_b64, "aad-1", &ours]).unwrap(),
+        "from the vault ✓"
+    );
+    assert!(workos_rust(&bin, &["decrypt", data_key_b64, "aad-2", &ours]).is_err());
+    assert_eq!(workos_rust(&bin, &["keys", &ours]).unwrap(), keys_b64);
+    // Node's layout is not the crate's: it cannot read it.
+    let node_layout = workos::encrypt(&data_key, &keys, b"x", b"").unwrap();
+    assert!(workos_rust(&bin, &["decrypt", data_key_b64, "", &node_layout]).is_err());
+
+    // The crate's: told apart as KeysFirst, its keys recovered by our server, opened.
+    let theirs = workos_rust(
+        &bin,
+        &[
+            "encrypt",
+            data_key_b64,
+            keys_b64,
+            "aad-3",
+            "from the crate ✓",
+        ],
+    )
+    .unwrap();
+    let bytes = workos::LocalBlob::decode_text(&theirs).unwrap();
+    let blob = workos::LocalBlob::parse(&bytes).unwrap();
+    assert_eq!(blob.layout(), workos::Layout::KeysFirst);
+    let (status, recovered) = client
+        .call(
+            Method::POST,
+            "/vault/v1/keys/decrypt",
+            Some(&json!({"keys": STANDARD.encode(blob.encrypted_keys())})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{recovered}");
+    assert_eq!(recovered["data_key"], data_key_b64);
+    assert_eq!(
+        blob.decrypt(&data_key, b"aad-3").unwrap(),
+        "from the crate ✓".as_bytes()
+    );
+}
