@@ -265,6 +265,13 @@ async fn failures_die_after_max_attempts_and_replay_revives_them() {
     for e in endpoints(dir.path()) {
         if e["id"] == metadata || e["id"] == mapped {
             assert_eq!(e["dead"], 1, "refused, never delivered: {e}");
+            let error = e["last_error"].as_str().unwrap();
+            assert!(
+                error.contains("refused") && error.contains("metadata"),
+                "{error}"
+            );
+        } else {
+            assert_eq!(e["last_error"], "answered 500", "{e}");
         }
     }
     // Fixed receiver, replayed: delivered once more, and accepted.
@@ -458,6 +465,10 @@ async fn ring_events_reach_the_environments_with_data_under_the_ring() {
     assert_eq!(data[0]["event"], "vault.kek.created");
     assert_eq!(data[0]["data"]["key_name"], "root");
     assert_eq!(data[0]["data"]["key_id"], "managed://root#v2");
+    assert_eq!(
+        data[0]["data"]["actor_id"], "vault_keys",
+        "not the operator's login"
+    );
     let other = ApiClient::new(&base, &other_key);
     let (_, page) = other.call(Method::GET, kek, None).await.unwrap();
     assert_eq!(page["data"], json!([]), "no data under the ring: no event");

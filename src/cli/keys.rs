@@ -12,6 +12,13 @@ use super::kv::cli_actor;
 use super::stdio::*;
 
 /// `--match KEY=VALUE` arguments as pairs, checked as a context would be.
+/// The actor of ring events (`vault.kek.*`). They reach every environment with data under the
+/// ring (its Events API and webhooks), so they name the vault's key management, not the
+/// operator's login.
+fn ring_actor() -> vault::store::Actor {
+    vault::store::Actor::new("vault_keys", "vault key management")
+}
+
 pub(crate) fn match_pairs(matches: &[String]) -> Result<Vec<(String, String)>, Failure> {
     let pairs = matches
         .iter()
@@ -220,7 +227,7 @@ pub(crate) async fn keys(
             // (`vault.kek.created` for every environment with data under the ring).
             let ring = open_ring().await?;
             let v = match ring_vault(ring.clone()).await? {
-                Some(vault) => vault.rotate_key(&ring, &cli_actor()).await?,
+                Some(vault) => vault.rotate_key(&ring, &ring_actor()).await?,
                 None => ring.rotate().await?,
             };
             println!("v{v}");

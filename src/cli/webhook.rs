@@ -37,17 +37,20 @@ pub(crate) async fn webhook(
                         "{}",
                         json!({"id": e.id, "environment": e.environment, "url": e.url,
                                "events": e.events, "created_at": e.created_at.to_rfc3339(),
-                               "pending": e.pending, "dead": e.dead})
+                               "pending": e.pending, "dead": e.dead, "last_error": e.last_error})
                     );
                 } else {
                     println!(
-                        "{}  {}  {}  {}  pending {}  dead {}",
+                        "{}  {}  {}  {}  pending {}  dead {}{}",
                         e.id,
                         e.environment,
                         e.url,
                         e.events.join(","),
                         e.pending,
-                        e.dead
+                        e.dead,
+                        e.last_error
+                            .as_deref()
+                            .map_or_else(String::new, |err| format!("  last error: {err}"))
                     );
                 }
             }

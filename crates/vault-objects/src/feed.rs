@@ -207,6 +207,7 @@ impl Vault {
             created_at: Timestamp::now(),
             pending: 0,
             dead: 0,
+            last_error: None,
         };
         self.store.create_webhook(&endpoint).await?;
         Ok((endpoint, secret))

@@ -1,10 +1,14 @@
 -- WorkOS events, webhooks and idempotent retries (see sqlite-5.sql for the why of each part).
 ALTER TABLE audit_events ADD COLUMN event_id TEXT;
 ALTER TABLE audit_events ADD COLUMN organization_id TEXT;
-UPDATE audit_events SET event_id = 'event_' || lpad(seq::text, 26, '0'),
+-- When the row was inserted, by the database's clock (the Events API's settle window).
+ALTER TABLE audit_events ADD COLUMN inserted_at BIGINT
+    DEFAULT (extract(epoch from clock_timestamp()) * 1000000)::bigint;
+UPDATE audit_events SET event_id = 'event_' || upper(substr(md5(random()::text || seq::text), 1, 26)),
     organization_id = key_context::jsonb ->> 'organization_id'
     WHERE event_id IS NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS audit_event_id ON audit_events (event_id);
+CREATE INDEX IF NOT EXISTS audit_by_event ON audit_events (environment, event, seq);
 CREATE INDEX IF NOT EXISTS audit_by_time ON audit_events (occurred_at);
 CREATE TABLE IF NOT EXISTS issued_key_totals (
     key_id TEXT   PRIMARY KEY,
@@ -33,7 +37,7 @@ CREATE TABLE IF NOT EXISTS webhook_endpoints (
 );
 CREATE INDEX IF NOT EXISTS webhook_by_environment ON webhook_endpoints (environment);
 CREATE TABLE IF NOT EXISTS webhook_deliveries (
-    endpoint_id     TEXT    NOT NULL,
+    endpoint_id     TEXT    NOT NULL REFERENCES webhook_endpoints (id) ON DELETE CASCADE,
     event_seq       BIGINT  NOT NULL,
     attempts        BIGINT  NOT NULL DEFAULT 0,
     next_attempt_at BIGINT  NOT NULL DEFAULT 0,

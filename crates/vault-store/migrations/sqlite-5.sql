@@ -1,14 +1,16 @@
 -- WorkOS events, webhooks and idempotent retries.
 --
 -- Each audit event gets a random public id (`event_…`; the sequence number would tell one
--- tenant how busy the others are) and the `organization_id` of its key context, for the Events
--- API's filter.
+-- tenant how busy the others are; events from before this version get random ids too) and the
+-- `organization_id` of its key context, for the Events API's filter.
 ALTER TABLE audit_events ADD COLUMN event_id TEXT;
 ALTER TABLE audit_events ADD COLUMN organization_id TEXT;
-UPDATE audit_events SET event_id = 'event_' || printf('%026d', seq),
+UPDATE audit_events SET event_id = 'event_' || upper(hex(randomblob(13))),
     organization_id = json_extract(key_context, '$.organization_id')
     WHERE event_id IS NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS audit_event_id ON audit_events (event_id);
+-- The Events API always filters by type.
+CREATE INDEX IF NOT EXISTS audit_by_event ON audit_events (environment, event, seq);
 CREATE INDEX IF NOT EXISTS audit_by_time ON audit_events (occurred_at);
 -- Issued data keys counted out of events removed by the retention purge: what `key_usage`
 -- adds to the events still kept, so no issued key is forgotten when its event ages out.
@@ -44,7 +46,7 @@ CREATE TABLE IF NOT EXISTS webhook_endpoints (
 CREATE INDEX IF NOT EXISTS webhook_by_environment ON webhook_endpoints (environment);
 -- The outbox: one row per (endpoint, event) still to deliver, or dead after too many failures.
 CREATE TABLE IF NOT EXISTS webhook_deliveries (
-    endpoint_id     TEXT    NOT NULL,
+    endpoint_id     TEXT    NOT NULL REFERENCES webhook_endpoints (id) ON DELETE CASCADE,
     event_seq       INTEGER NOT NULL,
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_at INTEGER NOT NULL DEFAULT 0,

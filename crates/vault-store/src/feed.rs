@@ -119,6 +119,8 @@ pub struct WebhookEndpoint {
     pub pending: u64,
     /// Deliveries given up after too many failures (`vault webhook replay` retries them).
     pub dead: u64,
+    /// Why the latest failed attempt failed, if one did.
+    pub last_error: Option<String>,
 }
 
 impl fmt::Debug for WebhookEndpoint {

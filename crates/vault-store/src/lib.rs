@@ -326,8 +326,9 @@ pub trait WebhookStore: Send + Sync + std::fmt::Debug {
     /// `NotFound`; `Unavailable`.
     async fn replay_webhook(&self, id: &str) -> Result<u64, StoreError>;
 
-    /// Leases, for `owner` until `until`, one endpoint that has a delivery due at `now` and no
-    /// live lease: one deliverer per endpoint at a time, so its events go out in order.
+    /// Leases, for `owner` (a token of this lease) until `until`, one endpoint whose oldest
+    /// delivery is due at `now` and that has no live lease: one deliverer per endpoint at a
+    /// time, so its events go out in order. The endpoint's outbox counts are not read.
     ///
     /// # Errors
     /// `Unavailable`.
@@ -361,13 +362,16 @@ pub trait WebhookStore: Send + Sync + std::fmt::Debug {
     /// `Unavailable`.
     async fn next_delivery(&self, endpoint_id: &str) -> Result<Option<Delivery>, StoreError>;
 
-    /// Removes a delivered event from the outbox.
+    /// Removes a delivered event from the outbox, if `owner` still holds the endpoint's lease.
+    /// Returns whether it did.
     ///
     /// # Errors
     /// `Unavailable`.
-    async fn delivered(&self, endpoint_id: &str, seq: i64) -> Result<(), StoreError>;
+    async fn delivered(&self, endpoint_id: &str, seq: i64, owner: &str)
+    -> Result<bool, StoreError>;
 
-    /// Records a failed attempt: tried again at `next_attempt_at`, or dead.
+    /// Records a failed attempt, if `owner` still holds the endpoint's lease: tried again at
+    /// `next_attempt_at`, or dead. Returns whether it did.
     ///
     /// # Errors
     /// `Unavailable`.
@@ -375,10 +379,11 @@ pub trait WebhookStore: Send + Sync + std::fmt::Debug {
         &self,
         endpoint_id: &str,
         seq: i64,
+        owner: &str,
         next_attempt_at: Timestamp,
         dead: bool,
         error: &str,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
 }
 
 /// API key records (hashes, never secrets).

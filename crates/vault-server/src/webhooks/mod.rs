@@ -51,8 +51,10 @@ impl Default for Settings {
     }
 }
 
-/// How long a deliverer holds an endpoint without renewing its lease.
-const LEASE: Duration = Duration::from_secs(30);
+/// How long a deliverer holds an endpoint beyond one attempt's deadline without renewing its
+/// lease: the lease always outlives the attempt in flight, so no other deliverer can take the
+/// endpoint (and post the same event, or the next one out of order) meanwhile.
+const LEASE_MARGIN: Duration = Duration::from_secs(20);
 /// Endpoints delivered to at once by one process.
 const CONCURRENT_ENDPOINTS: usize = 8;
 
@@ -101,23 +103,28 @@ fn after(d: Duration) -> Timestamp {
 pub async fn run(vault: Vault, settings: Settings, shutdown: impl Future<Output = ()>) {
     let mut id = [0u8; 12];
     let _ = getrandom::fill(&mut id);
-    let owner: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    let process: String = id.iter().map(|b| format!("{b:02x}")).collect();
     let client = Client::new(settings.allow_link_local, settings.timeout);
     let deliverer = Arc::new(Deliverer {
         vault,
+        lease: settings.timeout.saturating_add(LEASE_MARGIN),
         settings,
-        owner,
         client,
     });
     let slots = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_ENDPOINTS));
     tokio::pin!(shutdown);
+    let mut leases: u64 = 0;
     loop {
+        // Each lease has a token of its own, so a deliverer that lost its lease (to another
+        // task of this process, or another replica) can no longer settle a delivery.
+        leases = leases.wrapping_add(1);
+        let token = format!("{process}-{leases}");
         let leased = match slots.clone().try_acquire_owned() {
             Err(_) => None,
             Ok(slot) => match deliverer
                 .vault
                 .store()
-                .lease_webhook(&deliverer.owner, Timestamp::now(), after(LEASE))
+                .lease_webhook(&token, Timestamp::now(), after(deliverer.lease))
                 .await
             {
                 Ok(Some(endpoint)) => Some((endpoint, slot)),
@@ -132,7 +139,7 @@ pub async fn run(vault: Vault, settings: Settings, shutdown: impl Future<Output 
             Some((endpoint, slot)) => {
                 let d = deliverer.clone();
                 tokio::spawn(async move {
-                    d.work(endpoint).await;
+                    d.work(endpoint, &token).await;
                     drop(slot);
                 });
             }
@@ -147,14 +154,15 @@ pub async fn run(vault: Vault, settings: Settings, shutdown: impl Future<Output 
 struct Deliverer {
     vault: Vault,
     settings: Settings,
-    owner: String,
+    /// How long a lease lasts: one attempt's deadline and a margin.
+    lease: Duration,
     client: Client,
 }
 
 impl Deliverer {
     /// Delivers `endpoint`'s due events in order, until one fails, none is due or the lease
     /// is lost; then releases it.
-    async fn work(&self, endpoint: WebhookEndpoint) {
+    async fn work(&self, endpoint: WebhookEndpoint, token: &str) {
         let store = self.vault.store();
         let secret = self.vault.webhook_secret(&endpoint).await;
         loop {
@@ -171,7 +179,7 @@ impl Deliverer {
                 Err(e) => Err(format!("the signing secret cannot be opened: {e}")),
             };
             let recorded = match outcome {
-                Ok(()) => store.delivered(&endpoint.id, next.seq).await,
+                Ok(()) => store.delivered(&endpoint.id, next.seq, token).await,
                 Err(error) => {
                     let attempt = next.attempts.saturating_add(1);
                     let dead = attempt >= self.settings.max_attempts;
@@ -182,29 +190,33 @@ impl Deliverer {
                     );
                     let retry = after(backoff(&self.settings, attempt));
                     let r = store
-                        .delivery_failed(&endpoint.id, next.seq, retry, dead, &error)
+                        .delivery_failed(&endpoint.id, next.seq, token, retry, dead, &error)
                         .await;
                     if !dead {
                         // Later events wait for this one: per-endpoint order.
-                        let _ = r;
                         break;
                     }
                     r
                 }
             };
-            if let Err(e) = recorded {
-                tracing::warn!(target: "vault::webhooks", error = %e, "cannot update the outbox");
-                break;
+            match recorded {
+                Ok(true) => {}
+                // The lease was lost: whoever holds it now carries on.
+                Ok(false) => return,
+                Err(e) => {
+                    tracing::warn!(target: "vault::webhooks", error = %e, "cannot update the outbox");
+                    break;
+                }
             }
             match store
-                .renew_webhook_lease(&endpoint.id, &self.owner, after(LEASE))
+                .renew_webhook_lease(&endpoint.id, token, after(self.lease))
                 .await
             {
                 Ok(true) => {}
                 _ => return,
             }
         }
-        let _ = store.release_webhook(&endpoint.id, &self.owner).await;
+        let _ = store.release_webhook(&endpoint.id, token).await;
     }
 
     async fn deliver(

@@ -249,8 +249,13 @@ impl AuditLog for SqlStore {
             filters.push(("a.occurred_at <".into(), FilterValue::Int(t.0)));
         }
         if self.backend == Backend::Postgres {
-            let settled = Timestamp::now().0.saturating_sub(POSTGRES_SETTLE_MICROS);
-            filters.push(("a.occurred_at <=".into(), FilterValue::Int(settled)));
+            // By the database's clock, from the row's insertion: neither a replica's clock
+            // skew nor a wait in the read-audit queue shortens it.
+            sql.push_str(
+                " AND a.inserted_at <= \
+                 (extract(epoch from clock_timestamp()) * 1000000)::bigint - ",
+            );
+            sql.push_str(&POSTGRES_SETTLE_MICROS.to_string());
         }
         if let Some(after) = &query.after {
             if !is_event_id(after) {
@@ -308,28 +313,62 @@ impl AuditLog for SqlStore {
     }
 
     async fn purge_events(&self, before: Timestamp) -> Result<u64, StoreError> {
-        const AGED: &str = "occurred_at < $1 AND NOT EXISTS \
-             (SELECT 1 FROM webhook_deliveries d WHERE d.event_seq = audit_events.seq)";
-        let mut tx = self.begin_write().await?;
-        // Issued data keys stay counted after their events go.
-        let totals = format!(
-            "INSERT INTO issued_key_totals (key_id, n) SELECT key_id, COUNT(*) FROM audit_events \
-             WHERE {AGED} AND event IN {ISSUED_EVENTS} AND key_id IS NOT NULL GROUP BY key_id \
-             ON CONFLICT (key_id) DO UPDATE SET n = issued_key_totals.n + excluded.n"
-        );
-        sqlx::query(AssertSqlSafe(totals))
-            .bind(before.0)
-            .execute(&mut *tx)
-            .await?;
-        let removed = sqlx::query(AssertSqlSafe(format!(
-            "DELETE FROM audit_events WHERE {AGED}"
-        )))
-        .bind(before.0)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
-        Ok(removed)
+        // In batches, each its own transaction, so a large first purge never holds the writer
+        // for long. Each batch counts the issued data keys among the events it removes in the
+        // same statement (PostgreSQL) or under the writer lock (SQLite), so a delivery finished
+        // concurrently cannot make an event go uncounted.
+        const BATCH: i64 = 5_000;
+        let aged = "SELECT seq FROM audit_events WHERE occurred_at < $1 AND NOT EXISTS \
+             (SELECT 1 FROM webhook_deliveries d WHERE d.event_seq = audit_events.seq) \
+             ORDER BY seq LIMIT $2";
+        let totals = "ON CONFLICT (key_id) DO UPDATE SET n = issued_key_totals.n + excluded.n";
+        let mut removed = 0;
+        loop {
+            let mut tx = self.begin_write().await?;
+            let batch = match self.backend {
+                Backend::Postgres => {
+                    let sql = format!(
+                        "WITH gone AS (DELETE FROM audit_events WHERE seq IN ({aged}) \
+                         RETURNING event, key_id), \
+                         counted AS (INSERT INTO issued_key_totals (key_id, n) \
+                         SELECT key_id, COUNT(*) FROM gone WHERE event IN {ISSUED_EVENTS} \
+                         AND key_id IS NOT NULL GROUP BY key_id {totals}) \
+                         SELECT COUNT(*) AS n FROM gone"
+                    );
+                    let row = sqlx::query(AssertSqlSafe(sql))
+                        .bind(before.0)
+                        .bind(BATCH)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    count(&row)?
+                }
+                Backend::Sqlite => {
+                    let sql = format!(
+                        "INSERT INTO issued_key_totals (key_id, n) SELECT key_id, COUNT(*) \
+                         FROM audit_events WHERE seq IN ({aged}) AND event IN {ISSUED_EVENTS} \
+                         AND key_id IS NOT NULL GROUP BY key_id {totals}"
+                    );
+                    sqlx::query(AssertSqlSafe(sql))
+                        .bind(before.0)
+                        .bind(BATCH)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(AssertSqlSafe(format!(
+                        "DELETE FROM audit_events WHERE seq IN ({aged})"
+                    )))
+                    .bind(before.0)
+                    .bind(BATCH)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                }
+            };
+            tx.commit().await?;
+            removed += batch;
+            if batch < BATCH as u64 {
+                return Ok(removed);
+            }
+        }
     }
 
     async fn remembered(&self, owner: &str, key: &str) -> Result<Option<Remembered>, StoreError> {

@@ -10,17 +10,35 @@ use super::audit::{EVENT_COLUMNS, event_from_row};
 use crate::{Conflict, Delivery, StoreError, Timestamp, WebhookEndpoint, WebhookStore};
 use crate::{events, validate_environment};
 
+/// An endpoint's own columns.
 const ENDPOINT_COLUMNS: &str = "w.id, w.environment, w.url, w.events, w.secret, \
+     w.secret_key_id, w.created_at";
+
+/// With its outbox counts and latest failure, for listings.
+const ENDPOINT_STATUS_COLUMNS: &str = "w.id, w.environment, w.url, w.events, w.secret, \
      w.secret_key_id, w.created_at, \
      (SELECT COUNT(*) FROM webhook_deliveries d WHERE d.endpoint_id = w.id AND d.dead = 0) \
      AS pending, \
      (SELECT COUNT(*) FROM webhook_deliveries d WHERE d.endpoint_id = w.id AND d.dead <> 0) \
-     AS dead";
+     AS dead, \
+     (SELECT d.last_error FROM webhook_deliveries d WHERE d.endpoint_id = w.id \
+     AND d.last_error IS NOT NULL ORDER BY d.event_seq DESC LIMIT 1) AS last_error";
+
+/// The due time of an endpoint's oldest delivery that is not dead: what it waits for (later
+/// ones wait behind it, in order).
+const HEAD_DUE: &str = "(SELECT d.next_attempt_at FROM webhook_deliveries d \
+     WHERE d.endpoint_id = w.id AND d.dead = 0 ORDER BY d.event_seq LIMIT 1)";
 
 fn endpoint_from_row(r: &AnyRow) -> Result<WebhookEndpoint, StoreError> {
     let events: String = r.try_get("events")?;
-    let pending: i64 = r.try_get("pending")?;
-    let dead: i64 = r.try_get("dead")?;
+    // Absent from a lease's row (which does not count the outbox): zero.
+    let counted = |column: &str| {
+        r.try_get::<Option<i64>, _>(column)
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+    };
+    let (pending, dead) = (counted("pending"), counted("dead"));
     Ok(WebhookEndpoint {
         id: r.try_get("id")?,
         environment: r.try_get("environment")?,
@@ -31,6 +49,7 @@ fn endpoint_from_row(r: &AnyRow) -> Result<WebhookEndpoint, StoreError> {
         created_at: Timestamp(r.try_get("created_at")?),
         pending: u64::try_from(pending).unwrap_or(0),
         dead: u64::try_from(dead).unwrap_or(0),
+        last_error: r.try_get::<Option<String>, _>("last_error").ok().flatten(),
     })
 }
 
@@ -74,7 +93,7 @@ impl WebhookStore for SqlStore {
         environment: Option<&str>,
     ) -> Result<Vec<WebhookEndpoint>, StoreError> {
         let sql = format!(
-            "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints w \
+            "SELECT {ENDPOINT_STATUS_COLUMNS} FROM webhook_endpoints w \
              WHERE $1 IS NULL OR w.environment = $1 ORDER BY w.created_at, w.id"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
@@ -160,10 +179,11 @@ impl WebhookStore for SqlStore {
         now: Timestamp,
         until: Timestamp,
     ) -> Result<Option<WebhookEndpoint>, StoreError> {
+        // Only endpoints whose oldest delivery is due: one waiting for a retry is not taken
+        // (and released) again and again meanwhile.
         let sql = format!(
-            "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints w WHERE w.lease_until < $1 \
-             AND EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.endpoint_id = w.id \
-             AND d.dead = 0 AND d.next_attempt_at <= $1) ORDER BY w.lease_until LIMIT 8"
+            "SELECT {ENDPOINT_COLUMNS}, {HEAD_DUE} AS due FROM webhook_endpoints w \
+             WHERE w.lease_until < $1 AND {HEAD_DUE} <= $1 ORDER BY due LIMIT 8"
         );
         let candidates = sqlx::query(AssertSqlSafe(sql))
             .bind(now.0)
@@ -251,38 +271,52 @@ impl WebhookStore for SqlStore {
         .transpose()
     }
 
-    async fn delivered(&self, endpoint_id: &str, seq: i64) -> Result<(), StoreError> {
+    async fn delivered(
+        &self,
+        endpoint_id: &str,
+        seq: i64,
+        owner: &str,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("DELETE FROM webhook_deliveries WHERE endpoint_id = $1 AND event_seq = $2")
-            .bind(endpoint_id)
-            .bind(seq)
-            .execute(&mut *tx)
-            .await?;
+        let done = sqlx::query(
+            "DELETE FROM webhook_deliveries WHERE endpoint_id = $1 AND event_seq = $2 \
+             AND EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.id = $1 AND w.lease_owner = $3)",
+        )
+        .bind(endpoint_id)
+        .bind(seq)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         tx.commit().await?;
-        Ok(())
+        Ok(done == 1)
     }
 
     async fn delivery_failed(
         &self,
         endpoint_id: &str,
         seq: i64,
+        owner: &str,
         next_attempt_at: Timestamp,
         dead: bool,
         error: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(
+        let done = sqlx::query(
             "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = $1, \
-             dead = $2, last_error = $3 WHERE endpoint_id = $4 AND event_seq = $5",
+             dead = $2, last_error = $3 WHERE endpoint_id = $4 AND event_seq = $5 \
+             AND EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.id = $4 AND w.lease_owner = $6)",
         )
         .bind(next_attempt_at.0)
         .bind(i64::from(dead))
         .bind(error)
         .bind(endpoint_id)
         .bind(seq)
+        .bind(owner)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
         tx.commit().await?;
-        Ok(())
+        Ok(done == 1)
     }
 }

@@ -242,6 +242,7 @@ fn endpoint(env: &str, names: &[&str]) -> WebhookEndpoint {
         created_at: Timestamp::now(),
         pending: 0,
         dead: 0,
+        last_error: None,
     }
 }
 
@@ -379,20 +380,27 @@ pub async fn the_webhook_outbox_holds_every_subscribed_event(store: Arc<dyn Stor
     let first = store.next_delivery(&ep.id).await.unwrap().unwrap();
     assert_eq!(first.event.event, events::DATA_CREATED);
     assert_eq!(first.event.object_id.as_deref(), Some(oid.as_str()));
-    store.delivered(&ep.id, first.seq).await.unwrap();
+    assert!(
+        !store.delivered(&ep.id, first.seq, "owner_2").await.unwrap(),
+        "only the lease's owner settles a delivery"
+    );
+    assert!(store.delivered(&ep.id, first.seq, "owner_1").await.unwrap());
     let second = store.next_delivery(&ep.id).await.unwrap().unwrap();
     assert_eq!(second.event.event, events::DATA_DELETED);
     assert!(second.seq > first.seq);
-    store
-        .delivery_failed(
-            &ep.id,
-            second.seq,
-            Timestamp(now.0 + 60_000_000),
-            true,
-            "answered 500",
-        )
-        .await
-        .unwrap();
+    assert!(
+        store
+            .delivery_failed(
+                &ep.id,
+                second.seq,
+                "owner_1",
+                Timestamp(now.0 + 60_000_000),
+                true,
+                "answered 500",
+            )
+            .await
+            .unwrap()
+    );
     assert_eq!(
         store.next_delivery(&ep.id).await.unwrap(),
         None,
@@ -413,9 +421,45 @@ pub async fn the_webhook_outbox_holds_every_subscribed_event(store: Arc<dyn Stor
     store.release_webhook(&ep.id, "owner_1").await.unwrap();
     let listed = store.webhooks(Some(&env)).await.unwrap();
     assert_eq!((listed[0].pending, listed[0].dead), (0, 1));
+    assert_eq!(listed[0].last_error.as_deref(), Some("answered 500"));
     assert_eq!(store.replay_webhook(&ep.id).await.unwrap(), 1);
     let revived = store.next_delivery(&ep.id).await.unwrap().unwrap();
     assert_eq!((revived.seq, revived.attempts), (second.seq, 0));
+    // An endpoint whose oldest delivery waits for a retry is not leased, even with newer
+    // events due behind it (they wait: in order).
+    let now = Timestamp::now();
+    let leased = store
+        .lease_webhook("owner_3", now, until)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(leased.id, ep.id);
+    assert!(
+        store
+            .delivery_failed(
+                &ep.id,
+                second.seq,
+                "owner_3",
+                Timestamp(now.0 + 60_000_000),
+                false,
+                "timed out"
+            )
+            .await
+            .unwrap()
+    );
+    store.release_webhook(&ep.id, "owner_3").await.unwrap();
+    store
+        .create(&env, &id(), "b", &ctx("o"), version(b"v"), &actor(), None)
+        .await
+        .unwrap();
+    assert_eq!(store.webhooks(Some(&env)).await.unwrap()[0].pending, 2);
+    assert_eq!(
+        store
+            .lease_webhook("owner_4", Timestamp::now(), until)
+            .await
+            .unwrap(),
+        None
+    );
     // The secret is replaced only if unchanged.
     assert_eq!(
         store
