@@ -362,13 +362,18 @@ pub trait WebhookStore: Send + Sync + std::fmt::Debug {
     /// `Unavailable`.
     async fn next_delivery(&self, endpoint_id: &str) -> Result<Option<Delivery>, StoreError>;
 
-    /// Removes a delivered event from the outbox, if `owner` still holds the endpoint's lease.
-    /// Returns whether it did.
+    /// Removes a delivered event from the outbox and extends the lease to `renew_until`, in
+    /// one transaction, if `owner` still holds the endpoint's lease. Returns whether it did.
     ///
     /// # Errors
     /// `Unavailable`.
-    async fn delivered(&self, endpoint_id: &str, seq: i64, owner: &str)
-    -> Result<bool, StoreError>;
+    async fn delivered(
+        &self,
+        endpoint_id: &str,
+        seq: i64,
+        owner: &str,
+        renew_until: Timestamp,
+    ) -> Result<bool, StoreError>;
 
     /// Records a failed attempt, if `owner` still holds the endpoint's lease: tried again at
     /// `next_attempt_at`, or dead. Returns whether it did.

@@ -81,25 +81,34 @@ impl Client {
         }
     }
 
-    /// Posts `body` to `url` with `signature` as `WorkOS-Signature`; `Ok` for a 2xx answer.
+    /// Posts `body` to `url` with `signature` as `WorkOS-Signature` over `conn` if it is open
+    /// (kept alive from the endpoint's previous delivery), else over a new connection, which is
+    /// left in `conn`; `Ok` for a 2xx answer. A kept-alive connection the receiver closed
+    /// meanwhile is replaced at once, not counted as a failure.
     pub(crate) async fn post(
         &self,
+        conn: &mut Option<Connection>,
         url: &str,
         body: Vec<u8>,
         signature: &str,
     ) -> Result<u16, DeliveryError> {
-        tokio::time::timeout(self.timeout, self.post_inner(url, body, signature))
-            .await
-            .map_err(|_| DeliveryError::Timeout)?
+        tokio::time::timeout(self.timeout, async {
+            if let Some(open) = conn.as_mut().filter(|c| c.url == url) {
+                match open.post(body.clone(), signature).await {
+                    Err(DeliveryError::Http(_)) => {}
+                    answered => return answered,
+                }
+            }
+            let fresh = conn.insert(self.connect(url).await?);
+            fresh.post(body, signature).await
+        })
+        .await
+        .map_err(|_| DeliveryError::Timeout)?
     }
 
-    async fn post_inner(
-        &self,
-        url: &str,
-        body: Vec<u8>,
-        signature: &str,
-    ) -> Result<u16, DeliveryError> {
-        let url = url::Url::parse(url).map_err(|_| DeliveryError::Url("not a URL"))?;
+    /// Connects to `url`'s host, on an address the policy allows.
+    async fn connect(&self, url_text: &str) -> Result<Connection, DeliveryError> {
+        let url = url::Url::parse(url_text).map_err(|_| DeliveryError::Url("not a URL"))?;
         let https = match url.scheme() {
             "https" => true,
             "http" => false,
@@ -161,11 +170,11 @@ impl Client {
         } else {
             Box::new(tcp)
         };
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| DeliveryError::Http(e.to_string()))?;
         tokio::spawn(async move {
-            let _ = conn.await;
+            let _ = driver.await;
         });
         let authority = match url.port() {
             Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
@@ -175,14 +184,38 @@ impl Client {
             Some(q) => format!("{}?{q}", url.path()),
             None => url.path().to_owned(),
         };
-        let request = Request::post(path)
-            .header(HOST, authority)
+        Ok(Connection {
+            url: url_text.to_owned(),
+            authority,
+            path,
+            sender,
+        })
+    }
+}
+
+/// An open connection to one endpoint's receiver, kept alive between its deliveries.
+pub(crate) struct Connection {
+    url: String,
+    authority: String,
+    path: String,
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl Connection {
+    async fn post(&mut self, body: Vec<u8>, signature: &str) -> Result<u16, DeliveryError> {
+        self.sender
+            .ready()
+            .await
+            .map_err(|e| DeliveryError::Http(e.to_string()))?;
+        let request = Request::post(self.path.as_str())
+            .header(HOST, self.authority.as_str())
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .header(USER_AGENT, HeaderValue::from_static("vault-webhooks/1"))
             .header("WorkOS-Signature", signature)
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| DeliveryError::Http(e.to_string()))?;
-        let response = sender
+        let response = self
+            .sender
             .send_request(request)
             .await
             .map_err(|e| DeliveryError::Http(e.to_string()))?;

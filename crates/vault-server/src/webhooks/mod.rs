@@ -165,6 +165,8 @@ impl Deliverer {
     async fn work(&self, endpoint: WebhookEndpoint, token: &str) {
         let store = self.vault.store();
         let secret = self.vault.webhook_secret(&endpoint).await;
+        // Kept alive across this endpoint's deliveries.
+        let mut conn = None;
         loop {
             let next = match store.next_delivery(&endpoint.id).await {
                 Ok(Some(d)) if d.next_attempt_at <= Timestamp::now() => d,
@@ -175,11 +177,16 @@ impl Deliverer {
                 }
             };
             let outcome = match &secret {
-                Ok(secret) => self.deliver(&endpoint, secret, &next).await,
+                Ok(secret) => self.deliver(&endpoint, secret, &next, &mut conn).await,
                 Err(e) => Err(format!("the signing secret cannot be opened: {e}")),
             };
             let recorded = match outcome {
-                Ok(()) => store.delivered(&endpoint.id, next.seq, token).await,
+                // Settled and the lease renewed in one transaction.
+                Ok(()) => {
+                    store
+                        .delivered(&endpoint.id, next.seq, token, after(self.lease))
+                        .await
+                }
                 Err(error) => {
                     let attempt = next.attempts.saturating_add(1);
                     let dead = attempt >= self.settings.max_attempts;
@@ -196,7 +203,15 @@ impl Deliverer {
                         // Later events wait for this one: per-endpoint order.
                         break;
                     }
-                    r
+                    // Dead: the next events go on, under a renewed lease.
+                    match r {
+                        Ok(true) => {
+                            store
+                                .renew_webhook_lease(&endpoint.id, token, after(self.lease))
+                                .await
+                        }
+                        other => other,
+                    }
                 }
             };
             match recorded {
@@ -208,13 +223,6 @@ impl Deliverer {
                     break;
                 }
             }
-            match store
-                .renew_webhook_lease(&endpoint.id, token, after(self.lease))
-                .await
-            {
-                Ok(true) => {}
-                _ => return,
-            }
         }
         let _ = store.release_webhook(&endpoint.id, token).await;
     }
@@ -224,6 +232,7 @@ impl Deliverer {
         endpoint: &WebhookEndpoint,
         secret: &WebhookSecret,
         delivery: &Delivery,
+        conn: &mut Option<client::Connection>,
     ) -> Result<(), String> {
         let body = serde_json::to_vec(&event_json(&delivery.event)).map_err(|e| e.to_string())?;
         // Signed at the moment of sending, so a retry hours later is still within the SDKs'
@@ -231,7 +240,7 @@ impl Deliverer {
         let t = Timestamp::now().0 / 1000;
         let signature = signature(secret.expose_secret(), t, &body);
         self.client
-            .post(&endpoint.url, body, &signature)
+            .post(conn, &endpoint.url, body, &signature)
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())

@@ -276,20 +276,28 @@ impl WebhookStore for SqlStore {
         endpoint_id: &str,
         seq: i64,
         owner: &str,
+        renew_until: Timestamp,
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
-        let done = sqlx::query(
-            "DELETE FROM webhook_deliveries WHERE endpoint_id = $1 AND event_seq = $2 \
-             AND EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.id = $1 AND w.lease_owner = $3)",
+        let renewed = sqlx::query(
+            "UPDATE webhook_endpoints SET lease_until = $1 WHERE id = $2 AND lease_owner = $3",
         )
+        .bind(renew_until.0)
         .bind(endpoint_id)
-        .bind(seq)
         .bind(owner)
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        if renewed == 0 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM webhook_deliveries WHERE endpoint_id = $1 AND event_seq = $2")
+            .bind(endpoint_id)
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
-        Ok(done == 1)
+        Ok(true)
     }
 
     async fn delivery_failed(

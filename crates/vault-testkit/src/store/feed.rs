@@ -381,10 +381,18 @@ pub async fn the_webhook_outbox_holds_every_subscribed_event(store: Arc<dyn Stor
     assert_eq!(first.event.event, events::DATA_CREATED);
     assert_eq!(first.event.object_id.as_deref(), Some(oid.as_str()));
     assert!(
-        !store.delivered(&ep.id, first.seq, "owner_2").await.unwrap(),
+        !store
+            .delivered(&ep.id, first.seq, "owner_2", until)
+            .await
+            .unwrap(),
         "only the lease's owner settles a delivery"
     );
-    assert!(store.delivered(&ep.id, first.seq, "owner_1").await.unwrap());
+    assert!(
+        store
+            .delivered(&ep.id, first.seq, "owner_1", until)
+            .await
+            .unwrap()
+    );
     let second = store.next_delivery(&ep.id).await.unwrap().unwrap();
     assert_eq!(second.event.event, events::DATA_DELETED);
     assert!(second.seq > first.seq);
