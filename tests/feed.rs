@@ -9,13 +9,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test, helpers included.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use common::Serve;
 use common::client::ApiClient;
 use common::receiver::{Got, Receiver};
 use hyper::Method;
@@ -24,15 +24,6 @@ use serde_json::{Value, json};
 mod common;
 
 const VAULT: &str = env!("CARGO_BIN_EXE_vault");
-
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn vault(dir: &Path, args: &[&str]) -> String {
     let out = Command::new(VAULT)
@@ -73,14 +64,7 @@ fn serve(dir: &Path) -> (Serve, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("serve exited").unwrap();
-        if let Some(rest) = line.strip_prefix("vault: listening on http://") {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let addr = common::listening_address(&mut child);
     (Serve(child), format!("http://{addr}"))
 }
 

@@ -7,12 +7,12 @@
 //! `VAULT_TEST_SDK_PYTHON`; without them the test fails under CI and is skipped otherwise.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test, helpers included.
 
-use std::io::{BufRead as _, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use common::Serve;
 use common::client::ApiClient;
 use hyper::Method;
 use serde_json::{Value, json};
@@ -21,15 +21,6 @@ use vault::crypto::{danger, workos};
 mod common;
 
 const VAULT: &str = env!("CARGO_BIN_EXE_vault");
-
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn sdk_paths() -> Option<(String, String)> {
     match (
@@ -90,18 +81,7 @@ fn serve(dir: &Path, tls: Option<(&Path, &Path)>) -> (Serve, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines.next().expect("serve exited").unwrap();
-        if let Some(rest) = line
-            .strip_prefix("vault: listening on http://")
-            .or_else(|| line.strip_prefix("vault: listening on https://"))
-        {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let addr = common::listening_address(&mut child);
     (Serve(child), addr)
 }
 

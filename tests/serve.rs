@@ -31,14 +31,7 @@ fn start(dir: &Path) -> (Child, String, Vec<String>) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = err.next().expect("serve exited").unwrap();
-        if let Some(rest) = line.strip_prefix("vault: listening on http://") {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in err {});
+    let addr = common::listening_address(&mut child);
     // The first-key banner is printed right after the listening line, then stdout is flushed.
     let out = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
