@@ -86,4 +86,4 @@ pub use provider::{
     Attempts, KeyProvider, KeyRef, MAX_KEY_ID_LEN, MAX_KEY_VERSION_LEN, MAX_SCHEME_LEN,
     MAX_WRAPPED_LEN, RetryPolicy, WrappedKey,
 };
-pub use router::{ProviderCalls, Router, Rule};
+pub use router::{ProviderCalls, Router, Rule, Rules};

@@ -6,12 +6,18 @@
 //! customer's own key. Opening: the provider that [owns](KeyProvider::owns) the key reference
 //! recorded in the wrapped key unwraps it, whatever the rules say today, so changing a rule
 //! never strands old data.
+//!
+//! The rules can change while the router is in use ([`Router::replace_rules`]): a running
+//! server follows BYOK rules kept in its store. Every clone of a router shares its rules, so a
+//! replacement reaches every holder at once; a call already routed finishes with the rules it
+//! started with.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 
 use crate::context::KeyContext;
@@ -64,72 +70,28 @@ impl Rule {
 #[derive(Debug, Clone)]
 pub struct Router {
     default: Arc<dyn KeyProvider>,
+    /// The rules and the decrypt-only providers, shared by clones and replaced whole.
+    table: Arc<ArcSwap<Rules>>,
+    /// Calls dispatched to providers, shared by clones (for metrics).
+    calls: Arc<CallCounters>,
+}
+
+/// Routing rules in order, and the providers kept only to unwrap: what
+/// [`Router::replace_rules`] swaps in.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
     rules: Vec<Rule>,
     /// Rule positions by the first (smallest) key and its value: a rule can only match a
     /// context holding that pair, so routing costs a few hash lookups, not a scan of every rule.
     index: HashMap<String, HashMap<String, Vec<usize>>>,
     /// Providers that only unwrap: keys no rule points at any more.
     decrypt_only: Vec<Arc<dyn KeyProvider>>,
-    /// Calls dispatched to providers, shared by clones (for metrics).
-    calls: Arc<CallCounters>,
 }
 
-/// How many provider calls a [`Router`] dispatched, by operation, and how many of them failed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ProviderCalls {
-    /// Data keys generated (one provider round trip each, or a cache lookup).
-    pub generate: u64,
-    /// Data keys wrapped.
-    pub wrap: u64,
-    /// Data keys unwrapped.
-    pub unwrap: u64,
-    /// Calls of any kind that returned an error.
-    pub failed: u64,
-}
-
-#[derive(Debug, Default)]
-struct CallCounters {
-    generate: AtomicU64,
-    wrap: AtomicU64,
-    unwrap: AtomicU64,
-    failed: AtomicU64,
-}
-
-impl CallCounters {
-    fn count<T>(
-        &self,
-        op: &AtomicU64,
-        result: Result<T, ProviderError>,
-    ) -> Result<T, ProviderError> {
-        op.fetch_add(1, Ordering::Relaxed);
-        if result.is_err() {
-            self.failed.fetch_add(1, Ordering::Relaxed);
-        }
-        result
-    }
-}
-
-impl Router {
-    /// A router that sends every context to `default`.
-    pub fn new(default: Arc<dyn KeyProvider>) -> Self {
-        Self {
-            default,
-            rules: Vec::new(),
-            index: HashMap::new(),
-            decrypt_only: Vec::new(),
-            calls: Arc::default(),
-        }
-    }
-
-    /// The provider calls dispatched so far (by this router and its clones).
-    pub fn calls(&self) -> ProviderCalls {
-        let c = &self.calls;
-        ProviderCalls {
-            generate: c.generate.load(Ordering::Relaxed),
-            wrap: c.wrap.load(Ordering::Relaxed),
-            unwrap: c.unwrap.load(Ordering::Relaxed),
-            failed: c.failed.load(Ordering::Relaxed),
-        }
+impl Rules {
+    /// No rules.
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// Adds a rule after the existing ones: contexts holding every pair of `matches` go to
@@ -172,29 +134,163 @@ impl Router {
         self
     }
 
-    /// The provider that wraps data keys for `ctx`.
-    pub fn route(&self, ctx: &KeyContext) -> &Arc<dyn KeyProvider> {
-        // The first matching rule is the one with the smallest position among the candidates.
-        ctx.pairs()
-            .filter_map(|(k, v)| self.index.get(k)?.get(v))
-            .flatten()
-            .copied()
-            .filter(|&i| self.rules[i].matches(ctx))
-            .min()
-            .map_or(&self.default, |i| &self.rules[i].provider)
-    }
-
     /// The rules, in order.
     pub fn rules(&self) -> &[Rule] {
         &self.rules
     }
 
+    /// The providers kept only to unwrap.
+    pub fn decrypt_only_providers(&self) -> &[Arc<dyn KeyProvider>] {
+        &self.decrypt_only
+    }
+
+    /// The first rule matching `ctx`, if any.
+    fn matching(&self, ctx: &KeyContext) -> Option<&Rule> {
+        // The first matching rule is the one with the smallest position among the candidates.
+        ctx.pairs()
+            .filter_map(|(k, v)| self.index.get(k)?.get(v))
+            .flatten()
+            .copied()
+            .filter(|&i| self.rules.get(i).is_some_and(|r| r.matches(ctx)))
+            .min()
+            .and_then(|i| self.rules.get(i))
+    }
+}
+
+/// How many provider calls a [`Router`] dispatched, by operation, and how many of them failed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProviderCalls {
+    /// Data keys generated (one provider round trip each, or a cache lookup).
+    pub generate: u64,
+    /// Data keys wrapped.
+    pub wrap: u64,
+    /// Data keys unwrapped.
+    pub unwrap: u64,
+    /// Calls of any kind that returned an error.
+    pub failed: u64,
+}
+
+#[derive(Debug, Default)]
+struct CallCounters {
+    generate: AtomicU64,
+    wrap: AtomicU64,
+    unwrap: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl CallCounters {
+    fn count<T>(
+        &self,
+        op: &AtomicU64,
+        result: Result<T, ProviderError>,
+    ) -> Result<T, ProviderError> {
+        op.fetch_add(1, Ordering::Relaxed);
+        if result.is_err() {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+}
+
+impl Router {
+    /// A router that sends every context to `default`.
+    pub fn new(default: Arc<dyn KeyProvider>) -> Self {
+        Self::with_rules(default, Rules::new())
+    }
+
+    /// A router that sends contexts to `default` unless one of `rules` matches.
+    pub fn with_rules(default: Arc<dyn KeyProvider>, rules: Rules) -> Self {
+        Self {
+            default,
+            table: Arc::new(ArcSwap::from_pointee(rules)),
+            calls: Arc::default(),
+        }
+    }
+
+    /// Replaces the rules and decrypt-only providers for this router and every clone of it,
+    /// at once: a call routed after this returns uses the new rules. The default provider
+    /// stays.
+    pub fn replace_rules(&self, rules: Rules) {
+        self.table.store(Arc::new(rules));
+    }
+
+    /// The rules in force now (a snapshot: a later [`replace_rules`](Self::replace_rules)
+    /// does not change it).
+    pub fn current_rules(&self) -> Arc<Rules> {
+        self.table.load_full()
+    }
+
+    /// The default provider: where contexts no rule matches go.
+    pub fn default_provider(&self) -> &Arc<dyn KeyProvider> {
+        &self.default
+    }
+
+    /// The provider calls dispatched so far (by this router and its clones).
+    pub fn calls(&self) -> ProviderCalls {
+        let c = &self.calls;
+        ProviderCalls {
+            generate: c.generate.load(Ordering::Relaxed),
+            wrap: c.wrap.load(Ordering::Relaxed),
+            unwrap: c.unwrap.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Adds a rule after the existing ones: contexts holding every pair of `matches` go to
+    /// `provider`.
+    ///
+    /// # Errors
+    /// [`ContextError`] if `matches` is empty, repeats a key, or breaks a key or value limit.
+    ///
+    /// A builder: the router returned no longer shares its rules with clones made before.
+    pub fn rule<I, K, V>(
+        self,
+        matches: I,
+        provider: Arc<dyn KeyProvider>,
+    ) -> Result<Self, ContextError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let rules = Rules::clone(&self.table.load()).rule(matches, provider)?;
+        Ok(self.detached(rules))
+    }
+
+    /// Adds a provider used only to unwrap (for example a retired customer key). A builder,
+    /// as [`rule`](Self::rule).
+    #[must_use]
+    pub fn decrypt_only(self, provider: Arc<dyn KeyProvider>) -> Self {
+        let rules = Rules::clone(&self.table.load()).decrypt_only(provider);
+        self.detached(rules)
+    }
+
+    fn detached(mut self, rules: Rules) -> Self {
+        self.table = Arc::new(ArcSwap::from_pointee(rules));
+        self
+    }
+
+    /// The provider that wraps data keys for `ctx` under the rules in force now.
+    pub fn route(&self, ctx: &KeyContext) -> Arc<dyn KeyProvider> {
+        self.table
+            .load()
+            .matching(ctx)
+            .map_or_else(|| self.default.clone(), |r| r.provider.clone())
+    }
+
     /// The provider that owns `key`, if any.
-    pub fn owner(&self, key: &KeyRef) -> Option<&Arc<dyn KeyProvider>> {
-        std::iter::once(&self.default)
-            .chain(self.rules.iter().map(|r| &r.provider))
-            .chain(&self.decrypt_only)
+    pub fn owner(&self, key: &KeyRef) -> Option<Arc<dyn KeyProvider>> {
+        if self.default.owns(key) {
+            return Some(self.default.clone());
+        }
+        let table = self.table.load();
+        table
+            .rules
+            .iter()
+            .map(|r| &r.provider)
+            .chain(&table.decrypt_only)
             .find(|p| p.owns(key))
+            .cloned()
     }
 
     fn no_owner(key: &KeyRef) -> ProviderError {
@@ -257,9 +353,12 @@ impl KeyProvider for Router {
                 if routed.owns(key) {
                     routed
                 } else {
-                    self.decrypt_only
+                    self.table
+                        .load()
+                        .decrypt_only
                         .iter()
                         .find(|p| p.owns(key))
+                        .cloned()
                         .ok_or_else(|| {
                             ProviderError::new(
                                 ProviderErrorKind::NotMine,

@@ -53,6 +53,48 @@ fn rules_route_by_organization_and_the_rest_goes_to_the_default() {
     }
 }
 
+/// Rules replaced while the router is in use reach every clone at once; a provider the new rules
+/// no longer name but keep for decryption still opens what it sealed, for our own envelopes and
+/// for a caller's blob alike; one dropped altogether does not.
+#[test]
+fn replaced_rules_reach_every_clone_and_decrypt_only_keys_still_open() {
+    let managed = Arc::new(ManagedKeyProvider::in_memory("root").unwrap());
+    let acme = OtherScheme::new("test-kms", "acme-key");
+    let router = Router::new(managed);
+    let serving = router.clone();
+    let c = ctx(&[("organization_id", "org_acme")]);
+    let before = block_on(seal(&serving, &c, b"v", b"")).unwrap();
+    assert_eq!(scheme_of(&before), "managed://root#v1");
+
+    router.replace_rules(
+        vault_crypto::Rules::new()
+            .rule([("organization_id", "org_acme")], acme.clone())
+            .unwrap(),
+    );
+    let byok = block_on(seal(&serving, &c, b"v", b"")).unwrap();
+    assert_eq!(scheme_of(&byok), "test-kms://acme-key#v1");
+    assert_eq!(serving.current_rules().rules().len(), 1);
+
+    // The rule goes; the key stays for decryption.
+    router.replace_rules(vault_crypto::Rules::new().decrypt_only(acme));
+    assert_eq!(
+        scheme_of(&block_on(seal(&serving, &c, b"v", b"")).unwrap()),
+        "managed://root#v1"
+    );
+    assert_eq!(
+        block_on(open(&serving, &byok, b"")).unwrap().plaintext(),
+        b"v"
+    );
+    let parsed = Envelope::parse(&byok).unwrap();
+    assert!(block_on(serving.unwrap_once(&parsed.wrapped_keys()[0], &c)).is_ok());
+    assert!(block_on(open(&serving, &before, b"")).is_ok());
+
+    // Dropped altogether: nothing owns its wrapped keys any more.
+    router.replace_rules(vault_crypto::Rules::new());
+    let err = block_on(open(&serving, &byok, b"")).unwrap_err();
+    assert!(matches!(err, Error::NoProvider { .. }), "{err:?}");
+}
+
 #[test]
 fn first_matching_rule_wins_and_all_pairs_must_match() {
     let managed = Arc::new(ManagedKeyProvider::in_memory("root").unwrap());
@@ -196,8 +238,9 @@ proptest::proptest! {
             router = router.rule(r.clone(), p).unwrap();
         }
         let ctx = vault_crypto::KeyContext::from_pairs(context).unwrap();
-        let scanned = router.rules().iter().find(|r| r.matches(&ctx)).map_or(&default, |r| r.provider());
-        proptest::prop_assert!(Arc::ptr_eq(router.route(&ctx), scanned));
+        let rules = router.current_rules();
+        let scanned = rules.rules().iter().find(|r| r.matches(&ctx)).map_or(&default, |r| r.provider());
+        proptest::prop_assert!(Arc::ptr_eq(&router.route(&ctx), scanned));
     }
 }
 
