@@ -22,9 +22,12 @@ const DEFAULT_LIMIT: u32 = 10;
 /// fields of its type (`docs/API.md`, "Events").
 pub fn event_json(e: &AuditEvent) -> Value {
     let mut data = Map::new();
-    data.insert("actor_id".into(), json!(e.actor.id));
-    data.insert("actor_source".into(), json!("api"));
-    data.insert("actor_name".into(), json!(e.actor.name));
+    // WorkOS's BYOK events carry no actor fields.
+    if e.event != events::BYOK_VERIFIED {
+        data.insert("actor_id".into(), json!(e.actor.id));
+        data.insert("actor_source".into(), json!("api"));
+        data.insert("actor_name".into(), json!(e.actor.name));
+    }
     let context = || {
         e.key_context
             .as_deref()
@@ -56,6 +59,20 @@ pub fn event_json(e: &AuditEvent) -> Value {
                 .and_then(|k| k.split('#').next());
             vec![("key_name", json!(ring)), ("key_id", key())]
         }
+        events::BYOK_VERIFIED => {
+            let detail = e
+                .detail
+                .as_deref()
+                .and_then(|d| serde_json::from_str::<Value>(d).ok());
+            vec![
+                ("organization_id", context()["organization_id"].clone()),
+                ("key_provider", json!(key_provider(e.key_id.as_deref()))),
+                (
+                    "verified",
+                    detail.map_or(Value::Null, |d| d["verified"].clone()),
+                ),
+            ]
+        }
         _ => Vec::new(),
     };
     for (k, v) in fields {
@@ -67,6 +84,19 @@ pub fn event_json(e: &AuditEvent) -> Value {
         "event": e.event,
         "data": data,
         "created_at": e.occurred_at.to_rfc3339(),
+    })
+}
+
+/// The provider of a key reference as WorkOS names it (`AWS_KMS`, `GCP_KMS`,
+/// `AZURE_KEY_VAULT`; ours `MANAGED`).
+fn key_provider(key_id: Option<&str>) -> Option<&'static str> {
+    let scheme = key_id?.split("://").next()?;
+    Some(match scheme {
+        "aws-kms" => "AWS_KMS",
+        "gcp-kms" => "GCP_KMS",
+        "azure-kv" => "AZURE_KEY_VAULT",
+        "managed" => "MANAGED",
+        _ => return None,
     })
 }
 

@@ -30,19 +30,19 @@ pub use ids::{
     validate_environment, validate_name,
 };
 pub use query::{Cursor, DEFAULT_LIMIT, ListItem, ListQuery, MAX_LIMIT, Order, Page};
-pub use sql::{CopyReport, SqlRingStore, SqlStore};
+pub use sql::{CopyReport, SqlRingStore, SqlStore, is_provider_name};
 pub use time::Timestamp;
 pub use types::{
-    Actor, ApiKeyRecord, AuditEvent, KeyUsage, NewVersion, ObjectMeta, StoredObject, StoredVersion,
-    VersionMeta, events,
+    Actor, ApiKeyRecord, AuditEvent, ByokProvider, ByokRule, DeploymentEvent, KeyUsage, NewVersion,
+    ObjectMeta, StoredObject, StoredVersion, VersionMeta, events,
 };
 
 /// Everything the vault keeps: objects, the audit trail, API keys and webhook endpoints, each
 /// behind its own trait so a part that needs one (authentication needs API keys) depends on
 /// that alone.
-pub trait Store: ObjectStore + AuditLog + ApiKeyStore + WebhookStore {}
+pub trait Store: ObjectStore + AuditLog + ApiKeyStore + WebhookStore + ByokStore {}
 
-impl<T: ObjectStore + AuditLog + ApiKeyStore + WebhookStore + ?Sized> Store for T {}
+impl<T: ObjectStore + AuditLog + ApiKeyStore + WebhookStore + ByokStore + ?Sized> Store for T {}
 
 /// Storage of versioned objects, partitioned by environment (tenant). Objects of another
 /// environment do not exist for a caller: every lookup is scoped and answers `NotFound`.
@@ -252,6 +252,13 @@ pub trait AuditLog: Send + Sync + std::fmt::Debug {
         actor: &Actor,
     ) -> Result<u64, StoreError>;
 
+    /// Records `event` once in every environment the store knows (one with an API key, an
+    /// object or a webhook endpoint), in one transaction. Returns how many environments got it.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a `detail` that is not a JSON object; `Unavailable`.
+    async fn record_deployment_event(&self, event: &DeploymentEvent) -> Result<u64, StoreError>;
+
     /// A page of an environment's events, filtered as `query` says.
     ///
     /// # Errors
@@ -282,6 +289,56 @@ pub trait AuditLog: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// `Unavailable`.
     async fn forget_answers(&self, before: Timestamp) -> Result<u64, StoreError>;
+}
+
+/// BYOK rules and the customer key providers they name, changed at runtime (`vault byok`) and
+/// followed by every process through [`byok_generation`](Self::byok_generation).
+#[async_trait]
+pub trait ByokStore: Send + Sync + std::fmt::Debug {
+    /// A number that grows with every change to the providers or rules: polling it is how a
+    /// process learns that its router is stale (one indexed row read).
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn byok_generation(&self) -> Result<u64, StoreError>;
+
+    /// The providers, by name.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn byok_providers(&self) -> Result<Vec<ByokProvider>, StoreError>;
+
+    /// Adds a provider.
+    ///
+    /// # Errors
+    /// `Conflict::Provider` if the name is taken; `InvalidArgument` for an empty name or
+    /// definition; `Unavailable`.
+    async fn add_byok_provider(&self, provider: &ByokProvider) -> Result<(), StoreError>;
+
+    /// Removes a provider.
+    ///
+    /// # Errors
+    /// `NotFound`; `Conflict::ProviderInUse` while a rule names it; `Unavailable`.
+    async fn remove_byok_provider(&self, name: &str) -> Result<(), StoreError>;
+
+    /// The rules, in order (first match wins).
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn byok_rules(&self) -> Result<Vec<ByokRule>, StoreError>;
+
+    /// Sets a rule: a new one goes after the others; one with the same pairs is replaced in
+    /// place (its provider and verification change, its position does not).
+    ///
+    /// # Errors
+    /// `InvalidArgument` if the provider is not defined; `Unavailable`.
+    async fn set_byok_rule(&self, rule: &ByokRule) -> Result<(), StoreError>;
+
+    /// Removes the rule with exactly these pairs and returns it.
+    ///
+    /// # Errors
+    /// `NotFound`; `Unavailable`.
+    async fn remove_byok_rule(&self, matches: &KeyContext) -> Result<ByokRule, StoreError>;
 }
 
 /// Webhook endpoints and their outbox: every audit event of an endpoint's environment that it

@@ -151,8 +151,54 @@ pub struct AuditEvent {
     pub key_id: Option<String>,
     /// The key context, where there is one (never the value).
     pub key_context: Option<String>,
+    /// Fields of the event no other field holds, as a JSON object (a BYOK key's verification
+    /// outcome).
+    pub detail: Option<String>,
     /// When.
     pub occurred_at: Timestamp,
+}
+
+/// An event about the deployment as a whole rather than one environment's data (a customer
+/// key verified): recorded once in every environment, since every environment's contexts are
+/// routed by the same rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentEvent {
+    /// The event's name ([`events::BYOK_VERIFIED`]).
+    pub event: String,
+    /// Who caused it.
+    pub actor: Actor,
+    /// The key it is about.
+    pub key_id: Option<String>,
+    /// The pairs it concerns (a rule's match: its `organization_id` is the event's).
+    pub key_context: Option<KeyContext>,
+    /// Its own fields, as a JSON object.
+    pub detail: Option<String>,
+}
+
+/// A customer key provider defined at runtime (`vault byok provider add`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ByokProvider {
+    /// Its name, unique among providers (those of `vault.toml` included).
+    pub name: String,
+    /// Its definition: a provider section of `vault.toml` (`type = "aws-kms"`, `key_id = …`),
+    /// as TOML text. Never a secret: credentials come from the process's environment.
+    pub definition: String,
+    /// When it was added.
+    pub created_at: Timestamp,
+}
+
+/// A BYOK rule kept in the store: contexts holding every pair of `matches` go to `provider`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ByokRule {
+    /// The pairs (with a key context's limits).
+    pub matches: KeyContext,
+    /// The provider's name.
+    pub provider: String,
+    /// Whether the provider was verified live when the rule was set (`false`: set with
+    /// `--unverified`).
+    pub verified: bool,
+    /// When it was set.
+    pub created_at: Timestamp,
 }
 
 /// How much is wrapped under one key reference (`managed://root#v1`, `aws-kms://…`): what
@@ -210,6 +256,8 @@ pub mod events {
     pub const KEK_CREATED: &str = "vault.kek.created";
     /// A managed key ring version was destroyed.
     pub const KEK_DELETED: &str = "vault.kek.deleted";
+    /// A customer's key was verified live (or failed to be), as WorkOS names it.
+    pub const BYOK_VERIFIED: &str = "vault.byok_key.verification_completed";
 
     /// Every event name the vault records.
     pub const ALL: &[&str] = &[
@@ -226,5 +274,6 @@ pub mod events {
         DATA_PURGED,
         KEK_CREATED,
         KEK_DELETED,
+        BYOK_VERIFIED,
     ];
 }

@@ -10,15 +10,15 @@ use super::ring::ISSUED_EVENTS;
 use super::writer::{AuditRecord, WriteTx, insert_audit};
 use super::{Backend, SqlStore, count};
 use crate::{
-    Actor, AnswerBody, AuditEvent, EventPage, EventQuery, IDEMPOTENCY_TTL_MICROS, KeyUsage,
-    MAX_EVENTS_LIMIT, ObjectMeta, Order, Remember, Remembered, Timestamp, is_event_id,
+    Actor, AnswerBody, AuditEvent, DeploymentEvent, EventPage, EventQuery, IDEMPOTENCY_TTL_MICROS,
+    KeyUsage, MAX_EVENTS_LIMIT, ObjectMeta, Order, Remember, Remembered, Timestamp, is_event_id,
     validate_environment,
 };
 use crate::{AuditLog, Conflict, StoreError};
 
 /// The columns of an event as [`event_from_row`] reads them.
 pub(super) const EVENT_COLUMNS: &str = "a.seq, a.event_id, a.environment, a.event, a.actor_id, \
-     a.actor_name, a.object_id, a.object_name, a.key_id, a.key_context, a.occurred_at";
+     a.actor_name, a.object_id, a.object_name, a.key_id, a.key_context, a.occurred_at, a.detail";
 
 /// How old an event must be before PostgreSQL lists it, in microseconds. Sequence numbers are
 /// taken when a transaction inserts, not when it commits, so on a database with concurrent
@@ -40,6 +40,7 @@ pub(super) fn event_from_row(r: &AnyRow) -> Result<AuditEvent, StoreError> {
         object_name: r.try_get("object_name")?,
         key_id: r.try_get("key_id")?,
         key_context: r.try_get("key_context")?,
+        detail: r.try_get("detail")?,
         occurred_at: Timestamp(r.try_get("occurred_at")?),
     })
 }
@@ -160,6 +161,7 @@ impl AuditLog for SqlStore {
             object: None,
             key_id: Some(key_id.to_owned()),
             key_context: Some(context.clone()),
+            detail: None,
             at: now,
         };
         match remember {
@@ -205,6 +207,38 @@ impl AuditLog for SqlStore {
                 object: None,
                 key_id: Some(key_id.to_owned()),
                 key_context: None,
+                detail: None,
+                at: now,
+            };
+            insert_audit(&mut tx, &record).await?;
+        }
+        tx.commit().await?;
+        Ok(environments.len() as u64)
+    }
+
+    async fn record_deployment_event(&self, event: &DeploymentEvent) -> Result<u64, StoreError> {
+        if let Some(d) = &event.detail
+            && !serde_json::from_str::<serde_json::Value>(d).is_ok_and(|v| v.is_object())
+        {
+            return Err(StoreError::invalid("detail", "must be a JSON object"));
+        }
+        let mut tx = self.begin_write().await?;
+        let environments = sqlx::query(
+            "SELECT environment FROM api_keys UNION SELECT environment FROM objects \
+             UNION SELECT environment FROM webhook_endpoints",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let now = Timestamp::now();
+        for row in &environments {
+            let record = AuditRecord {
+                environment: row.try_get("environment")?,
+                event: event.event.clone(),
+                actor: event.actor.clone(),
+                object: None,
+                key_id: event.key_id.clone(),
+                key_context: event.key_context.clone(),
+                detail: event.detail.clone(),
                 at: now,
             };
             insert_audit(&mut tx, &record).await?;

@@ -85,6 +85,7 @@ const TABLES: &[Table] = &[
             ("occurred_at", Col::Int),
             ("event_id", Col::OptText),
             ("organization_id", Col::OptText),
+            ("detail", Col::OptText),
         ],
     },
     Table {
@@ -116,6 +117,26 @@ const TABLES: &[Table] = &[
             ("events", Col::Text),
             ("secret", Col::Blob),
             ("secret_key_id", Col::Text),
+            ("created_at", Col::Int),
+        ],
+    },
+    Table {
+        name: "byok_providers",
+        key: &["name"],
+        cols: &[
+            ("name", Col::Text),
+            ("definition", Col::Text),
+            ("created_at", Col::Int),
+        ],
+    },
+    Table {
+        name: "byok_rules",
+        key: &["matches"],
+        cols: &[
+            ("matches", Col::Text),
+            ("provider", Col::Text),
+            ("position", Col::Int),
+            ("verified", Col::Int),
             ("created_at", Col::Int),
         ],
     },

@@ -33,9 +33,14 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/sqlite-5.sql"),
         include_str!("../../migrations/postgres-5.sql"),
     ),
+    (
+        6,
+        include_str!("../../migrations/sqlite-6.sql"),
+        include_str!("../../migrations/postgres-6.sql"),
+    ),
 ];
 /// The schema version this code writes; stored in `vault_schema`.
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 impl SqlStore {
     pub(super) async fn migrate(&self) -> Result<(), StoreError> {

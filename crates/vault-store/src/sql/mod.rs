@@ -7,6 +7,7 @@
 
 mod api_keys;
 mod audit;
+mod byok;
 mod copy;
 mod list;
 mod migrate;
@@ -24,6 +25,7 @@ use sqlx::{AnyPool, Executor, Row};
 
 use crate::StoreError;
 use crate::{Actor, ObjectMeta, Timestamp, is_object_id};
+pub use byok::is_provider_name;
 pub use copy::CopyReport;
 pub use ring::SqlRingStore;
 use vault_crypto::KeyContext;

@@ -402,6 +402,7 @@ impl ObjectStore for SqlStore {
                 object: Some((row.try_get("id")?, row.try_get("name")?)),
                 key_id: None,
                 key_context: None,
+                detail: None,
                 at: now,
             };
             insert_audit(&mut tx, &record).await?;
@@ -487,6 +488,7 @@ impl ObjectStore for SqlStore {
                 object: Some((object_id.to_owned(), row.try_get("name")?)),
                 key_id: Some(key_id.to_owned()),
                 key_context: Some(context),
+                detail: None,
                 at: Timestamp::now(),
             };
             insert_audit(&mut tx, &record).await?;

@@ -28,13 +28,15 @@ pub(super) struct AuditRecord {
     pub(super) object: Option<(String, String)>,
     pub(super) key_id: Option<String>,
     pub(super) key_context: Option<KeyContext>,
+    /// Fields of the event no other column holds, as a JSON object.
+    pub(super) detail: Option<String>,
     pub(super) at: Timestamp,
 }
 
 /// The columns of one `audit_events` row, in [`AUDIT_COLUMNS`] order.
 const AUDIT_COLUMNS: &str = "event_id, environment, event, actor_id, actor_name, object_id, \
-     object_name, key_id, key_context, organization_id, occurred_at";
-const AUDIT_PARAMS: usize = 11;
+     object_name, key_id, key_context, organization_id, occurred_at, detail";
+const AUDIT_PARAMS: usize = 12;
 
 impl AuditRecord {
     /// Binds the record's columns, with a fresh public event id, to `q`.
@@ -57,7 +59,8 @@ impl AuditRecord {
                     .and_then(|c| c.get("organization_id"))
                     .map(str::to_owned),
             )
-            .bind(self.at.0))
+            .bind(self.at.0)
+            .bind(self.detail.clone()))
     }
 }
 
@@ -201,6 +204,7 @@ impl SqlStore {
             object: meta.map(|m| (m.id.clone(), m.name.clone())),
             key_id: meta.map(|m| m.key_id.clone()),
             key_context: meta.map(|m| m.context.clone()),
+            detail: None,
             at: Timestamp::now(),
         })
         .await
@@ -232,6 +236,7 @@ pub(super) async fn audit_change(
         object: meta.map(|m| (m.id.clone(), m.name.clone())),
         key_id: meta.map(|m| m.key_id.clone()),
         key_context: meta.map(|m| m.context.clone()),
+        detail: None,
         at,
     };
     insert_audit(tx, &record).await
@@ -241,7 +246,7 @@ pub(super) async fn audit_change(
 pub(super) async fn insert_audit(tx: &mut WriteTx, r: &AuditRecord) -> Result<(), StoreError> {
     let sql = format!(
         "INSERT INTO audit_events ({AUDIT_COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
     );
     // Built from constants and numbered placeholders only: no data is spliced in.
     r.bind(sqlx::query(AssertSqlSafe(sql)))?

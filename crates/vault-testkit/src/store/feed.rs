@@ -495,3 +495,153 @@ pub async fn the_webhook_outbox_holds_every_subscribed_event(store: Arc<dyn Stor
     bad.events.clear();
     assert!(store.create_webhook(&bad).await.is_err());
 }
+
+/// BYOK providers and rules: every change bumps the generation; a rule needs its provider and
+/// keeps its place when set again; a provider named by a rule cannot go; bad input changes
+/// nothing; a deployment event reaches every environment with its detail, and only a JSON
+/// object is accepted as detail.
+pub async fn byok_rules_and_providers(store: Arc<dyn Store>) {
+    use vault_store::{ByokProvider, ByokRule, DeploymentEvent};
+    let g0 = store.byok_generation().await.unwrap();
+    let provider = |name: &str| ByokProvider {
+        name: name.into(),
+        definition: format!("type = \"aws-kms\"\nkey_id = \"alias/{name}\"\n"),
+        created_at: Timestamp::now(),
+    };
+    let rule = |org: &str, provider: &str| ByokRule {
+        matches: ctx(org),
+        provider: provider.into(),
+        verified: true,
+        created_at: Timestamp::now(),
+    };
+    // A rule for a provider not defined: refused, nothing changes.
+    let err = store
+        .set_byok_rule(&rule("org_a", "acme"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::InvalidArgument {
+                field: "provider",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    for bad in ["", "has space", &"x".repeat(65), "ünï"] {
+        let err = store.add_byok_provider(&provider(bad)).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::InvalidArgument { field: "name", .. }),
+            "{bad:?}: {err:?}"
+        );
+    }
+    assert_eq!(store.byok_generation().await.unwrap(), g0);
+    assert!(store.byok_providers().await.unwrap().is_empty());
+
+    store.add_byok_provider(&provider("acme")).await.unwrap();
+    store.add_byok_provider(&provider("globex")).await.unwrap();
+    let err = store
+        .add_byok_provider(&provider("acme"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(Conflict::Provider)),
+        "{err:?}"
+    );
+    assert_eq!(store.byok_generation().await.unwrap(), g0 + 2);
+    let names: Vec<String> = store
+        .byok_providers()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(names, ["acme", "globex"]);
+
+    store.set_byok_rule(&rule("org_a", "acme")).await.unwrap();
+    store.set_byok_rule(&rule("org_b", "acme")).await.unwrap();
+    // Set again with another provider: replaced in place, not moved to the end.
+    let mut moved = rule("org_a", "globex");
+    moved.verified = false;
+    store.set_byok_rule(&moved).await.unwrap();
+    let rules = store.byok_rules().await.unwrap();
+    let shown: Vec<(String, String, bool)> = rules
+        .iter()
+        .map(|r| (r.matches.to_json(), r.provider.clone(), r.verified))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            (ctx("org_a").to_json(), "globex".into(), false),
+            (ctx("org_b").to_json(), "acme".into(), true),
+        ]
+    );
+    assert_eq!(store.byok_generation().await.unwrap(), g0 + 5);
+
+    let err = store.remove_byok_provider("acme").await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(Conflict::ProviderInUse)),
+        "{err:?}"
+    );
+    assert!(matches!(
+        store.remove_byok_provider("nope").await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.remove_byok_rule(&ctx("org_z")).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(store.byok_generation().await.unwrap(), g0 + 5);
+    let removed = store.remove_byok_rule(&ctx("org_b")).await.unwrap();
+    assert_eq!(removed.provider, "acme");
+    store.remove_byok_provider("acme").await.unwrap();
+    assert_eq!(store.byok_generation().await.unwrap(), g0 + 7);
+    assert_eq!(store.byok_rules().await.unwrap().len(), 1);
+
+    // A deployment event: one copy per environment the store knows, with its detail.
+    let (e1, e2) = (environment("byok1"), environment("byok2"));
+    for e in [&e1, &e2] {
+        store
+            .create(e, &id(), "n", &ctx("org_a"), version(b"v"), &actor(), None)
+            .await
+            .unwrap();
+    }
+    let event = DeploymentEvent {
+        event: events::BYOK_VERIFIED.into(),
+        actor: actor(),
+        key_id: Some("aws-kms://arn:aws:kms:us-east-1:1:key/k".into()),
+        key_context: Some(ctx("org_a")),
+        detail: Some(r#"{"verified":true}"#.into()),
+    };
+    let reached = store.record_deployment_event(&event).await.unwrap();
+    assert!(reached >= 2, "{reached}");
+    let bad = DeploymentEvent {
+        detail: Some("[1]".into()),
+        ..event.clone()
+    };
+    assert!(matches!(
+        store.record_deployment_event(&bad).await,
+        Err(StoreError::InvalidArgument {
+            field: "detail",
+            ..
+        })
+    ));
+    for e in [&e1, &e2] {
+        let q = EventQuery {
+            events: vec![events::BYOK_VERIFIED.into()],
+            organization_id: Some("org_a".into()),
+            limit: 10,
+            ..EventQuery::default()
+        };
+        let listed = settled(&*store, e, &q, 1).await;
+        assert_eq!(listed.len(), 1, "{e}: {listed:?}");
+        let all = store.audit_events(e, 10).await.unwrap();
+        let byok = all
+            .iter()
+            .find(|x| x.event == events::BYOK_VERIFIED)
+            .unwrap();
+        assert_eq!(byok.detail.as_deref(), Some(r#"{"verified":true}"#));
+        assert_eq!(byok.key_id, event.key_id);
+    }
+}
