@@ -273,19 +273,22 @@ impl Deployment {
     ///
     /// # Errors
     /// If the store, a ring or a provider cannot be opened.
+    ///
+    /// The router follows the BYOK rules and providers kept in the store (`vault byok`) for as
+    /// long as the vault is in use: a change made by any process routes here within a second
+    /// (see [`ByokWatch`](crate::byok::ByokWatch)).
     pub async fn open(&self, config: &Config) -> Result<Vault, VaultError> {
         let store = self.store().await?;
-        // Which providers' unsigned wraps the store still holds (see `accept_unsigned_wraps`).
-        let usage = if config.needs_key_usage() {
-            Some(vault_store::AuditLog::key_usage(&store).await?)
-        } else {
-            None
-        };
         let rings = self.rings(&store, config).await?;
-        let router = config
-            .router_for_store(&rings, true, usage.as_deref())
-            .await?;
-        Ok(Vault::new(Arc::new(router), Arc::new(store)))
+        let shared: Arc<dyn vault_store::Store> = Arc::new(store);
+        let watch = Arc::new(crate::byok::ByokWatch::new(
+            config.clone(),
+            rings,
+            shared.clone(),
+        ));
+        let router = Arc::new(watch.router(true).await?);
+        watch.spawn(Arc::downgrade(&router));
+        Ok(Vault::new(router, shared))
     }
 }
 

@@ -9,6 +9,7 @@ pub use vault_crypto as crypto;
 pub use vault_server as server;
 pub use vault_store as store;
 
+pub mod byok;
 pub mod config;
 pub mod deployment;
 

@@ -15,6 +15,8 @@ pub(crate) const KEYS: u8 = 5;
 pub(crate) const NOT_FOUND: u8 = 6;
 pub(crate) const CONFLICT: u8 = 7;
 pub(crate) const STORAGE: u8 = 8;
+/// A key provider failed live verification (`vault keys verify`, `vault byok set`).
+pub(crate) const UNVERIFIED: u8 = 9;
 pub(crate) const IO: u8 = 1;
 
 #[derive(Debug, Clone)]

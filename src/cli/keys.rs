@@ -110,15 +110,23 @@ pub(crate) async fn keys(
                 let input = read_stdin()?;
                 let bytes = envelope_bytes(&input)?;
                 let envelope = Envelope::parse(&bytes).map_err(Error::from)?;
-                let router = if config_given && !deployment.rings_in_database() {
+                // The store's BYOK providers and rules join the file's.
+                let merged = if deployment.has_store() {
+                    vault::byok::merged(config, store().await?).await?
+                } else {
+                    config.clone()
+                };
+                let router = if (config_given || deployment.has_store())
+                    && !deployment.rings_in_database()
+                {
                     let rings = vault::Rings::Files {
                         dir: data_dir.to_owned(),
                         store: None,
                     };
-                    config.router_for_store(&rings, false, None).await?
-                } else if config_given {
+                    merged.router_for_store(&rings, false, None).await?
+                } else if config_given || deployment.rings_in_database() {
                     let rings = deployment.rings(store().await?, config).await?;
-                    config.router_for_store(&rings, false, None).await?
+                    merged.router_for_store(&rings, false, None).await?
                 } else {
                     vault::default_router(open_ring().await?)
                 };
@@ -167,6 +175,9 @@ pub(crate) async fn keys(
                 eprintln!("vault: some versions changed while they were rewrapped; run it again");
             }
             Ok(())
+        }
+        KeysCommand::Verify { json } => {
+            super::byok::verify(deployment, config, provider, json).await
         }
         KeysCommand::Status => {
             let ring = open_ring().await?;

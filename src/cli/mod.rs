@@ -3,6 +3,7 @@
 mod apikey;
 mod args;
 mod bench;
+mod byok;
 mod client;
 mod exit;
 mod keys;
@@ -43,19 +44,23 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         let config = &config;
         let given = cli.config.is_some();
         async move {
-            if d.rings_in_database() {
-                let store = d.store().await?;
-                let rings = d.rings(&store, config).await?;
+            // The store's BYOK providers and rules join the file's wherever there is a store.
+            let store = if d.has_store() {
+                Some(d.store().await?)
+            } else {
+                None
+            };
+            let config = match &store {
+                Some(s) => vault::byok::merged(config, s).await?,
+                None => config.clone(),
+            };
+            if let Some(store) = store.as_ref().filter(|_| d.rings_in_database()) {
+                let rings = d.rings(store, &config).await?;
                 return Ok(config.router_for_store(&rings, create, None).await?);
             }
-            if create || given {
+            if create || given || store.is_some() {
                 // The store beside the ring files, if there is one: a ring file is never made
                 // while it holds the ring or data under it.
-                let store = if d.has_store() {
-                    Some(d.store().await?)
-                } else {
-                    None
-                };
                 let rings = vault::Rings::Files {
                     dir: data_dir.clone(),
                     store,
@@ -154,6 +159,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Apikey { command } => apikey::apikey(d, command).await,
         Command::Webhook { command } => webhook::webhook(d, &config, command).await,
+        Command::Byok { command } => byok::byok(d, &config, command).await,
         Command::Store {
             command: StoreCommand::Copy { to },
         } => store::copy(d, &config, &to).await,
@@ -172,9 +178,28 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
                 config.providers.len(),
                 config.rules.len()
             );
-            // What an RSA key's holder of only the public part could have forged.
             if d.has_store() {
                 let store = d.store().await?;
+                // The store's BYOK providers and rules must merge with the file's.
+                let providers = vault::store::ByokStore::byok_providers(&store).await?;
+                let rules = vault::store::ByokStore::byok_rules(&store).await?;
+                if let Err(problems) =
+                    config.with_store(&providers, &rules, |k| std::env::var(k).ok())
+                {
+                    store.close().await;
+                    return Err(Failure {
+                        code: exit::BAD_INPUT,
+                        message: problems.join("\n"),
+                    });
+                }
+                if !providers.is_empty() || !rules.is_empty() {
+                    println!(
+                        "the store adds {} provider(s) and {} rule(s) (`vault byok list`)",
+                        providers.len(),
+                        rules.len()
+                    );
+                }
+                // What an RSA key's holder of only the public part could have forged.
                 let usage = vault::store::AuditLog::key_usage(&store).await?;
                 for (name, stored, issued) in config.unsigned_azure_wraps(&usage) {
                     if stored + issued == 0 {

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use vault_crypto::{KeyProvider, Router};
+use vault_crypto::{KeyProvider, Router, Rules};
 
 use crate::Rings;
 
@@ -80,6 +80,34 @@ impl Config {
         create: bool,
         usage: Option<&[vault_store::KeyUsage]>,
     ) -> Result<Router, crate::VaultError> {
+        let mut built = BTreeMap::new();
+        self.connect_providers(rings, create, usage, &mut built)
+            .await?;
+        let default = provider_named(&built, self.default.get_ref())?;
+        Ok(Router::with_rules(default, self.rules_with(&built)?))
+    }
+
+    /// Connects every provider of the configuration not in `built` yet, and adds it there (a
+    /// managed ring from `rings`; a remote one behind the data-key cache unless it is off).
+    ///
+    /// A customer's key that cannot be connected (its key service unreachable, the key
+    /// missing, a permission not granted) does not stop the others: it is put in as a
+    /// [`Disconnected`](crate::byok::Disconnected) provider that fails each call with the
+    /// reason, so only its own contexts fail, and `vault keys verify` says what to fix. The
+    /// default provider and managed rings must connect.
+    ///
+    /// Returns the names of those put in as disconnected.
+    ///
+    /// # Errors
+    /// A [`crate::VaultError`] if the default provider or a managed ring cannot be opened.
+    pub async fn connect_providers(
+        &self,
+        rings: &Rings,
+        create: bool,
+        usage: Option<&[vault_store::KeyUsage]>,
+        built: &mut BTreeMap<String, Arc<dyn KeyProvider>>,
+    ) -> Result<Vec<String>, crate::VaultError> {
+        let mut disconnected = Vec::new();
         let unsigned_in_store: Option<BTreeMap<String, bool>> = usage.map(|u| {
             self.unsigned_azure_wraps(u)
                 .into_iter()
@@ -91,17 +119,20 @@ impl Config {
                 .as_ref()
                 .is_none_or(|m| m.get(name).copied().unwrap_or(false))
         };
-        let mut built: BTreeMap<&str, Arc<dyn KeyProvider>> = BTreeMap::new();
         for (name, p) in &self.providers {
-            // Boxed: the providers' connect futures are large and deep.
+            if built.contains_key(name) {
+                continue;
+            }
             if rings.seal_provider() == Some(name.as_str()) {
                 // The key that seals the ring serves nothing else (`check_seal` keeps it out of
                 // the rules and the default; here it is kept out of decrypt-only too).
                 continue;
             }
+            // Boxed: the providers' connect futures are large and deep.
             let connected =
                 Box::pin(self.connect(p.get_ref(), rings, create, accept_unsigned(name), false))
                     .await;
+            let managed = matches!(p.get_ref(), ProviderConfig::Managed { .. });
             let provider = match connected {
                 Ok(p) => p,
                 // Reading never creates a ring, and one that does not exist has nothing to
@@ -109,41 +140,73 @@ impl Config {
                 Err(crate::VaultError::Crypto(vault_crypto::Error::KeyRing(
                     vault_crypto::KeyRingError::Missing { .. },
                 ))) if !create && name != self.default.get_ref() => continue,
+                Err(crate::VaultError::Crypto(vault_crypto::Error::Provider(e)))
+                    if !managed
+                        && name != self.default.get_ref()
+                        && e.kind() != vault_crypto::ProviderErrorKind::Configuration =>
+                {
+                    tracing::warn!(
+                        target: "vault::byok",
+                        provider = %name,
+                        error = %e,
+                        "a customer key cannot be connected: its contexts fail until it can (`vault keys verify` says what to fix)"
+                    );
+                    disconnected.push(name.clone());
+                    Arc::new(crate::byok::Disconnected::new(name, &e))
+                }
                 Err(e) => return Err(e),
             };
-            built.insert(name, provider);
+            built.insert(name.clone(), provider);
         }
-        let get = |name: &str| {
-            built.get(name).cloned().ok_or_else(|| {
-                crate::VaultError::from(vault_crypto::Error::from(
-                    vault_crypto::ProviderError::new(
-                        vault_crypto::ProviderErrorKind::Configuration,
-                        "config",
-                        format!("provider {name:?} is not defined"),
-                    ),
-                ))
-            })
-        };
-        let mut router = Router::new(get(self.default.get_ref())?);
+        Ok(disconnected)
+    }
+
+    /// The rules of the configuration over the connected providers `built`, with every
+    /// provider no rule uses (and that is not the default) kept to unwrap what it wrapped.
+    ///
+    /// # Errors
+    /// If a rule names a provider not in `built`, or its pairs break a context's limits.
+    pub fn rules_with(
+        &self,
+        built: &BTreeMap<String, Arc<dyn KeyProvider>>,
+    ) -> Result<Rules, crate::VaultError> {
+        let mut rules = Rules::new();
         for rule in &self.rules {
             let r = rule.get_ref();
-            router = router
-                .rule(r.matches.clone(), get(r.provider.get_ref())?)
+            rules = rules
+                .rule(
+                    r.matches.clone(),
+                    provider_named(built, r.provider.get_ref())?,
+                )
                 .map_err(vault_crypto::Error::from)?;
         }
         // Providers no rule uses any more still open what they wrapped.
-        for (name, p) in &built {
-            let used = *name == self.default.get_ref()
+        for (name, p) in built {
+            let used = name == self.default.get_ref()
                 || self
                     .rules
                     .iter()
                     .any(|r| r.get_ref().provider.get_ref() == name);
             if !used {
-                router = router.decrypt_only(p.clone());
+                rules = rules.decrypt_only(p.clone());
             }
         }
-        Ok(router)
+        Ok(rules)
     }
+}
+
+/// The provider `name` of `built`.
+fn provider_named(
+    built: &BTreeMap<String, Arc<dyn KeyProvider>>,
+    name: &str,
+) -> Result<Arc<dyn KeyProvider>, crate::VaultError> {
+    built.get(name).cloned().ok_or_else(|| {
+        crate::VaultError::from(vault_crypto::Error::from(vault_crypto::ProviderError::new(
+            vault_crypto::ProviderErrorKind::Configuration,
+            "config",
+            format!("provider {name:?} is not defined"),
+        )))
+    })
 }
 
 impl Config {
@@ -179,7 +242,7 @@ impl Config {
     /// cache if its cache is on. `create`: whether a managed ring that does not exist yet is
     /// made. `accept_unsigned`: Azure's default for `accept_unsigned_wraps`. `for_seal`: the
     /// provider seals a ring's root keys: no cache, and never an unsigned Azure wrap.
-    async fn connect(
+    pub(crate) async fn connect(
         &self,
         p: &ProviderConfig,
         rings: &Rings,

@@ -51,8 +51,14 @@ pub struct KeyContext {
 /// Context keys that only the vault itself uses: a KMS seal wraps a ring's root keys for
 /// `{"vault_ring": …, "vault_ring_version": …}`, so a caller who could get a data key wrapped
 /// for such a context could forge a sealed root key; webhook signing secrets are sealed for
-/// `{"vault_webhook": …}`. Callers' contexts may not hold them.
-pub const RESERVED_KEYS: &[&str] = &["vault_ring", "vault_ring_version", "vault_webhook"];
+/// `{"vault_webhook": …}`; `vault keys verify` generates its data keys for
+/// `{"vault_verification": "byok"}`. Callers' contexts may not hold them.
+pub const RESERVED_KEYS: &[&str] = &[
+    "vault_ring",
+    "vault_ring_version",
+    "vault_webhook",
+    "vault_verification",
+];
 
 impl KeyContext {
     /// Checks a context that comes from a caller (an object's, a data key's): none of the

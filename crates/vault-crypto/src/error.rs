@@ -245,6 +245,7 @@ pub struct ProviderError {
     scheme: Cow<'static, str>,
     message: Cow<'static, str>,
     retry_after: Option<Duration>,
+    operation: Option<&'static str>,
     source: Option<BoxError>,
 }
 
@@ -260,8 +261,23 @@ impl ProviderError {
             scheme: scheme.into(),
             message: message.into(),
             retry_after: None,
+            operation: None,
             source: None,
         }
+    }
+
+    /// Names the key service's operation that failed, as its permission is named
+    /// (`kms:GenerateDataKey`, `cloudkms.cryptoKeyVersions.useToEncrypt`, `keys/wrapKey`): what
+    /// an operator grants when the kind is [`ProviderErrorKind::AccessDenied`].
+    #[must_use]
+    pub fn with_operation(mut self, operation: &'static str) -> Self {
+        self.operation = Some(operation);
+        self
+    }
+
+    /// The key service's operation that failed, if the provider said.
+    pub fn operation(&self) -> Option<&'static str> {
+        self.operation
     }
 
     /// Attach a retry hint (for [`ProviderErrorKind::Throttled`]).
@@ -309,6 +325,7 @@ impl fmt::Debug for ProviderError {
             .field("scheme", &self.scheme)
             .field("message", &self.message)
             .field("retry_after", &self.retry_after)
+            .field("operation", &self.operation)
             .finish_non_exhaustive()
     }
 }
@@ -316,6 +333,9 @@ impl fmt::Debug for ProviderError {
 impl fmt::Display for ProviderError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "key provider {}: {}", self.scheme, self.kind)?;
+        if let Some(op) = self.operation {
+            write!(f, " ({op})")?;
+        }
         if !self.message.is_empty() {
             write!(f, ": {}", self.message)?;
         }

@@ -138,7 +138,7 @@ impl AwsKmsProvider {
             retry,
         };
         let described = probe
-            .call(Attempts::Retry, || {
+            .call("kms:DescribeKey", Attempts::Retry, || {
                 probe.client.describe_key().key_id(key_id).send()
             })
             .await?;
@@ -165,8 +165,14 @@ impl AwsKmsProvider {
         &self.key_arn
     }
 
-    /// One KMS call under the retry policy ([`RetryPolicy::call`]).
-    async fn call<T, E, R, F, Fut>(&self, attempts: Attempts, mut op: F) -> Result<T, ProviderError>
+    /// One KMS call under the retry policy ([`RetryPolicy::call`]); its errors name
+    /// `operation` (the IAM action it needs).
+    async fn call<T, E, R, F, Fut>(
+        &self,
+        operation: &'static str,
+        attempts: Attempts,
+        mut op: F,
+    ) -> Result<T, ProviderError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, SdkError<E, R>>>,
@@ -176,7 +182,10 @@ impl AwsKmsProvider {
         self.retry
             .call(attempts, SCHEME, || {
                 let call = op();
-                async move { call.await.map_err(|e| map_sdk_error(&e)) }
+                async move {
+                    call.await
+                        .map_err(|e| map_sdk_error(&e).with_operation(operation))
+                }
             })
             .await
     }
@@ -217,7 +226,7 @@ impl KeyProvider for AwsKmsProvider {
     ) -> Result<(DataKey, WrappedKey), ProviderError> {
         let ec = Self::encryption_context(ctx);
         let mut out = self
-            .call(Attempts::Retry, || {
+            .call("kms:GenerateDataKey", Attempts::Retry, || {
                 self.client
                     .generate_data_key()
                     .key_id(&self.key_arn)
@@ -227,13 +236,21 @@ impl KeyProvider for AwsKmsProvider {
             })
             .await?;
         let key = data_key(out.plaintext.take())?;
+        // The key KMS says it used must be the configured one: a wrap under any other key
+        // (an alias moved, a grant on a look-alike) would be recorded as ours.
+        if out.key_id() != Some(self.key_arn.as_str()) {
+            return Err(error(
+                ProviderErrorKind::Other,
+                "GenerateDataKey answered with another key",
+            ));
+        }
         Ok((key, self.wrapped(out.ciphertext_blob())?))
     }
 
     async fn wrap(&self, key: &DataKey, ctx: &KeyContext) -> Result<WrappedKey, ProviderError> {
         let ec = Self::encryption_context(ctx);
         let out = self
-            .call(Attempts::Retry, || {
+            .call("kms:Encrypt", Attempts::Retry, || {
                 self.client
                     .encrypt()
                     .key_id(&self.key_arn)
@@ -256,7 +273,7 @@ impl KeyProvider for AwsKmsProvider {
     ) -> Result<DataKey, ProviderError> {
         let ec = Self::encryption_context(ctx);
         let mut out = self
-            .call(attempts, || {
+            .call("kms:Decrypt", attempts, || {
                 self.client
                     .decrypt()
                     .key_id(&self.key_arn)

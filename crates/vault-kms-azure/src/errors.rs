@@ -12,8 +12,22 @@ use crate::error;
 pub(crate) enum Op {
     Wrap,
     Unwrap,
-    /// `sign` and `get` (of the public key).
-    Other,
+    Sign,
+    /// `get` (of the public key).
+    Get,
+}
+
+impl Op {
+    /// The Key Vault permission the operation needs (access policies name them so; RBAC's
+    /// data actions are `Microsoft.KeyVault/vaults/keys/<op>/action`).
+    pub(crate) fn permission(self) -> &'static str {
+        match self {
+            Self::Wrap => "keys/wrapKey",
+            Self::Unwrap => "keys/unwrapKey",
+            Self::Sign => "keys/sign",
+            Self::Get => "keys/get",
+        }
+    }
 }
 
 /// Every error code of a Key Vault answer, outermost first: `error.code` and each nested
@@ -69,7 +83,8 @@ pub(crate) fn map_error(e: &azure_core::Error, op: Op) -> ProviderError {
             } else {
                 code
             };
-            let mut err = error(kind, format!("Key Vault answered {status} ({code})"));
+            let mut err = error(kind, format!("Key Vault answered {status} ({code})"))
+                .with_operation(op.permission());
             if kind == ProviderErrorKind::Throttled
                 && let Some(secs) = raw_response
                     .as_ref()

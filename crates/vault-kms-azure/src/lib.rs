@@ -222,7 +222,7 @@ impl AzureKeyVaultProvider {
             return Ok(Arc::clone(k));
         }
         let key = self
-            .call(Op::Other, attempts, || {
+            .call(Op::Get, attempts, || {
                 let options = KeyClientGetKeyOptions {
                     key_version: Some(version.to_owned()),
                     ..Default::default()
@@ -260,7 +260,7 @@ impl AzureKeyVaultProvider {
     async fn sign(&self, version: &str, message: &[u8]) -> Result<Vec<u8>, ProviderError> {
         let digest = Sha256::digest(message).to_vec();
         let result = self
-            .call(Op::Other, Attempts::Retry, || {
+            .call(Op::Sign, Attempts::Retry, || {
                 #[allow(clippy::field_reassign_with_default)] // `non_exhaustive` model
                 let params = {
                     let mut p = SignParameters::default();

@@ -170,7 +170,12 @@ impl GcpKmsProvider {
     }
 
     /// One Cloud KMS call under the retry policy ([`RetryPolicy::call`]).
-    async fn call<T, F, Fut>(&self, attempts: Attempts, mut op: F) -> Result<T, ProviderError>
+    async fn call<T, F, Fut>(
+        &self,
+        operation: &'static str,
+        attempts: Attempts,
+        mut op: F,
+    ) -> Result<T, ProviderError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = google_cloud_kms_v1::Result<T>>,
@@ -178,7 +183,10 @@ impl GcpKmsProvider {
         self.retry
             .call(attempts, SCHEME, || {
                 let call = op();
-                async move { call.await.map_err(|e| map_error(&e)) }
+                async move {
+                    call.await
+                        .map_err(|e| map_error(&e).with_operation(operation))
+                }
             })
             .await
     }
@@ -194,17 +202,21 @@ impl KeyProvider for GcpKmsProvider {
         let plaintext = Zeroizing::new(key.expose_secret().to_vec());
         let aad = ctx.canonical_bytes().to_vec();
         let out = self
-            .call(Attempts::Retry, || {
-                self.client
-                    .encrypt()
-                    .set_name(&self.key_name)
-                    // The SDK owns (and does not wipe) this copy and the request built from it.
-                    .set_plaintext(plaintext.to_vec())
-                    .set_plaintext_crc32c(crc(&plaintext))
-                    .set_additional_authenticated_data(aad.clone())
-                    .set_additional_authenticated_data_crc32c(crc(&aad))
-                    .send()
-            })
+            .call(
+                "cloudkms.cryptoKeyVersions.useToEncrypt",
+                Attempts::Retry,
+                || {
+                    self.client
+                        .encrypt()
+                        .set_name(&self.key_name)
+                        // The SDK owns (and does not wipe) this copy and the request built from it.
+                        .set_plaintext(plaintext.to_vec())
+                        .set_plaintext_crc32c(crc(&plaintext))
+                        .set_additional_authenticated_data(aad.clone())
+                        .set_additional_authenticated_data_crc32c(crc(&aad))
+                        .send()
+                },
+            )
             .await?;
         // Integrity both ways: KMS saw what we sent, and we got what it sent.
         if !out.verified_plaintext_crc32c
@@ -237,7 +249,7 @@ impl KeyProvider for GcpKmsProvider {
         let ciphertext = wrapped.bytes().to_vec();
         let aad = ctx.canonical_bytes().to_vec();
         let mut out = self
-            .call(attempts, || {
+            .call("cloudkms.cryptoKeyVersions.useToDecrypt", attempts, || {
                 self.client
                     .decrypt()
                     .set_name(&self.key_name)
