@@ -358,7 +358,17 @@ pub async fn verify(config: &Config, rings: &Rings, name: &str) -> Verification 
             };
         }
     };
-    match round_trip(&*provider).await {
+    verify_connected(name, provider_type, &*provider).await
+}
+
+/// Verifies a provider already connected (without a cache in front): a [round trip](round_trip),
+/// and on failure the step, the permission the failing call needed, and what to do.
+pub async fn verify_connected(
+    name: &str,
+    provider_type: &'static str,
+    provider: &dyn KeyProvider,
+) -> Verification {
+    match round_trip(provider).await {
         Ok(key) => Verification {
             provider: name.to_owned(),
             provider_type,

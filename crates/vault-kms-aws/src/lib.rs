@@ -22,7 +22,7 @@ use std::future::Future;
 use async_trait::async_trait;
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
-use aws_sdk_kms::types::DataKeySpec;
+use aws_sdk_kms::types::{DataKeySpec, KeyState};
 pub use vault_crypto::RetryPolicy;
 use vault_crypto::{
     Attempts, DataKey, KeyContext, KeyProvider, KeyRef, ProviderError, ProviderErrorKind,
@@ -142,9 +142,22 @@ impl AwsKmsProvider {
                 probe.client.describe_key().key_id(key_id).send()
             })
             .await?;
-        let arn = described
+        let metadata = described
             .key_metadata()
-            .and_then(|m| m.arn())
+            .ok_or_else(|| error(ProviderErrorKind::NotFound, "DescribeKey returned no key"))?;
+        // A key that is not enabled refuses every data-key call (KMS answers DisabledException
+        // or KMSInvalidStateException): say so now, by its state.
+        match metadata.key_state() {
+            None | Some(KeyState::Enabled | KeyState::Updating) => {}
+            Some(state) => {
+                return Err(error(
+                    ProviderErrorKind::Disabled,
+                    format!("the key's state is {}", state.as_str()),
+                ));
+            }
+        }
+        let arn = metadata
+            .arn()
             .ok_or_else(|| error(ProviderErrorKind::NotFound, "DescribeKey returned no ARN"))?
             .to_owned();
         let key_ref = KeyRef::new(SCHEME, arn.clone(), "").map_err(|_| {

@@ -113,6 +113,9 @@ pub struct Fake {
     pub challenges: AtomicUsize,
     /// Requests answered, by operation (`wrapkey`, `unwrapkey`, `sign`, `get`).
     pub operations: Mutex<HashMap<String, usize>>,
+    /// Operations the caller's identity is not granted (answered 403 Forbidden, as Key Vault
+    /// does for a missing access policy permission or RBAC data action).
+    pub denied: Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for Fake {
@@ -172,6 +175,12 @@ impl Fake {
         self.keys.lock().unwrap().remove(name);
     }
 
+    /// Refuses operation `op` (`wrapkey`, `unwrapkey`, `sign`, `get`) from now on, as Key Vault
+    /// does when the identity lacks the permission.
+    pub fn deny(&self, op: &str) {
+        self.denied.lock().unwrap().push(op.to_owned());
+    }
+
     /// How many `op` requests were answered (past the challenge and injected faults).
     pub fn count(&self, op: &str) -> usize {
         self.operations
@@ -229,6 +238,15 @@ impl Fake {
             .unwrap()
             .entry(op.to_owned())
             .or_default() += 1;
+        if self.denied.lock().unwrap().iter().any(|d| d == op) {
+            return kv_error(
+                403,
+                "Forbidden",
+                &format!(
+                    "The user, group or application does not have keys {op} permission on key vault."
+                ),
+            );
+        }
         let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
         let expected_alg = match op {
             "get" => None,

@@ -36,6 +36,9 @@ pub struct Fake {
     pub requests: AtomicUsize,
     /// Answer with a wrong checksum, as a response damaged in transit would have.
     pub corrupt_checksums: std::sync::atomic::AtomicBool,
+    /// Methods (`encrypt`, `decrypt`) the caller is not granted: answered 403
+    /// PERMISSION_DENIED, as Cloud KMS does without `cloudkms.cryptoKeyVersions.useTo…`.
+    pub denied: Mutex<Vec<String>>,
 }
 
 fn google_error(code: u16, status: &str, message: &str) -> ResponseTemplate {
@@ -94,6 +97,16 @@ impl Fake {
         self.keys.lock().unwrap().get_mut(name).unwrap().1 = enabled;
     }
 
+    /// Removes crypto key `name`: it is not found any more.
+    pub fn delete(&self, name: &str) {
+        self.keys.lock().unwrap().remove(name);
+    }
+
+    /// Refuses method `op` (`encrypt`, `decrypt`) from now on.
+    pub fn deny(&self, op: &str) {
+        self.denied.lock().unwrap().push(op.to_owned());
+    }
+
     fn answer(&self, req: &Request) -> ResponseTemplate {
         self.requests.fetch_add(1, Ordering::SeqCst);
         if let Some((code, status)) = {
@@ -111,6 +124,20 @@ impl Fake {
         let Some((name, op)) = path.rsplit_once(':') else {
             return google_error(404, "NOT_FOUND", "no such method");
         };
+        if self.denied.lock().unwrap().iter().any(|d| d == op) {
+            return google_error(
+                403,
+                "PERMISSION_DENIED",
+                &format!(
+                    "Permission 'cloudkms.cryptoKeyVersions.useTo{}' denied on resource '{name}' (or it may not exist).",
+                    if op == "encrypt" {
+                        "Encrypt"
+                    } else {
+                        "Decrypt"
+                    }
+                ),
+            );
+        }
         let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
         let aad = b64(&body, "additionalAuthenticatedData").unwrap_or_default();
         if int64(&body, "additionalAuthenticatedDataCrc32c").is_some_and(|c| c != crc(&aad)) {
