@@ -345,6 +345,14 @@ pub async fn verify(config: &Config, rings: &Rings, name: &str) -> Verification 
             return failed(name, provider_type, Step::Connect, &e);
         }
         Err(e) => {
+            let advice = match &e {
+                VaultError::Crypto(vault_crypto::Error::KeyRing(
+                    vault_crypto::KeyRingError::Missing { .. },
+                )) => {
+                    "the ring does not exist yet: the first write makes it (`vault serve`, `vault kv create`, `vault encrypt`); or point --data-dir / --database-url at the deployment's"
+                }
+                _ => "see the error; verify again once it is fixed",
+            };
             return Verification {
                 provider: name.to_owned(),
                 provider_type,
@@ -353,7 +361,7 @@ pub async fn verify(config: &Config, rings: &Rings, name: &str) -> Verification 
                     kind: None,
                     needs: None,
                     error: e.to_string(),
-                    advice: "see the error; verify again once it is fixed".into(),
+                    advice: advice.into(),
                 }),
             };
         }

@@ -45,6 +45,9 @@ fn azure(uri: &str) -> Arc<dyn KeyProvider> {
     )
 }
 
+/// A failure expected: step, kind, the permission named, a piece of the advice.
+type Expected = Option<(Step, ProviderErrorKind, Option<&'static str>, &'static str)>;
+
 /// What a failed verification must say: its step, kind, the permission it needed (if any) and
 /// a piece of its advice.
 #[track_caller]
@@ -71,11 +74,7 @@ fn assert_failed(
 #[tokio::test]
 async fn cloud_kms_keys_verify_or_say_what_to_grant_or_fix() {
     type Setup = fn(&gcp_fake::Fake);
-    let cases: [(
-        &str,
-        Setup,
-        Option<(Step, ProviderErrorKind, Option<&str>, &str)>,
-    ); 5] = [
+    let cases: [(&str, Setup, Expected); 5] = [
         ("good", |_| {}, None),
         (
             "disabled",
@@ -136,11 +135,7 @@ async fn cloud_kms_keys_verify_or_say_what_to_grant_or_fix() {
 #[tokio::test]
 async fn key_vault_keys_verify_or_say_what_to_grant_or_fix() {
     type Setup = fn(&azure_fake::Fake);
-    let cases: [(
-        &str,
-        Setup,
-        Option<(Step, ProviderErrorKind, Option<&str>, &str)>,
-    ); 6] = [
+    let cases: [(&str, Setup, Expected); 6] = [
         ("good", |_| {}, None),
         (
             "disabled",
@@ -271,11 +266,45 @@ async fn aws_keys_verify_through_the_cli_with_exit_codes_and_events() {
     }
     toml.push_str("[[rules]]\nmatch = { organization_id = \"org_good\" }\nprovider = \"good\"\n");
     std::fs::write(&config, toml).unwrap();
-    // An environment for the events to land in.
+    // An environment for the events to land in; the managed ring does not exist yet.
     let out = vault(
         dir.path(),
         &config,
         &["apikey", "create", "-e", "prod", "--name", "t"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = vault(
+        dir.path(),
+        &config,
+        &["keys", "verify", "--provider", "managed", "--json"],
+    );
+    assert_eq!(out.status.code(), Some(9));
+    assert!(
+        json_lines(&out)[0]["advice"]
+            .as_str()
+            .unwrap()
+            .contains("the first write makes it")
+    );
+    let context = r#"{"organization_id":"org_x"}"#;
+    let out = vault(
+        dir.path(),
+        &config,
+        &[
+            "kv",
+            "create",
+            "-e",
+            "prod",
+            "--name",
+            "n",
+            "--context",
+            context,
+            "--value",
+            "v",
+        ],
     );
     assert!(
         out.status.success(),

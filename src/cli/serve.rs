@@ -47,6 +47,78 @@ pub(crate) fn init_logs(format: LogFormat) {
     };
 }
 
+/// How often `vault serve` verifies every provider again (besides at start and whenever the
+/// store's providers change): a permission revoked or a key disabled shows within this.
+const REVERIFY_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Verifies every key provider live at start, whenever the store's BYOK providers or rules
+/// change, and every [`REVERIFY_EVERY`]: each outcome is logged (with what to do when it
+/// fails), recorded as `vault.byok_key.verification_completed` for customer keys, and exposed as
+/// `vault_provider_verified{provider}`. A failing key stops nothing: only its own contexts
+/// fail.
+fn spawn_verification(
+    deployment: vault::Deployment,
+    config: Config,
+    store: std::sync::Arc<dyn vault::store::Store>,
+    state: std::sync::Arc<vault::server::AppState>,
+) {
+    use std::collections::{BTreeMap, BTreeSet};
+    tokio::spawn(async move {
+        // Provider name -> the definition it was verified with.
+        let mut done: BTreeMap<String, String> = BTreeMap::new();
+        let mut generation = None;
+        let mut since_full = std::time::Instant::now();
+        loop {
+            if since_full.elapsed() >= REVERIFY_EVERY {
+                done.clear();
+                generation = None;
+                since_full = std::time::Instant::now();
+            }
+            let pass = async {
+                let g = store.byok_generation().await?;
+                if generation == Some(g) {
+                    return Ok::<_, Failure>(());
+                }
+                let merged = vault::byok::merged(&config, &*store).await?;
+                let sql = deployment.store().await?;
+                let rings = if deployment.rings_in_database() {
+                    deployment.rings(&sql, &config).await?
+                } else {
+                    vault::Rings::Files {
+                        dir: deployment.data_dir().to_owned(),
+                        store: None,
+                    }
+                };
+                for (name, p) in &merged.providers {
+                    let definition = format!("{:?}", p.get_ref());
+                    if done.get(name) == Some(&definition) {
+                        continue;
+                    }
+                    let v = vault::byok::verify(&merged, &rings, name).await;
+                    if v.verified() {
+                        tracing::info!(target: "vault::byok", provider = %name, "{v}");
+                    } else {
+                        tracing::warn!(target: "vault::byok", provider = %name, "{v}");
+                    }
+                    state.metrics().set_provider_verified(name, v.verified());
+                    vault::byok::record(&*store, &merged, &v).await?;
+                    done.insert(name.clone(), definition);
+                }
+                let names: BTreeSet<String> = merged.providers.keys().cloned().collect();
+                done.retain(|n, _| names.contains(n));
+                state.metrics().retain_providers(&names);
+                sql.close().await;
+                generation = Some(g);
+                Ok(())
+            };
+            if let Err(e) = pass.await {
+                tracing::warn!(target: "vault::byok", error = %e.message, "provider verification did not run; trying again");
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    });
+}
+
 /// The server's background work: webhook deliveries from the outbox, and every hour the
 /// retention purge of events and of idempotent answers.
 fn spawn_background(vault: &vault::Vault, config: &Config) -> Result<(), Failure> {
@@ -216,11 +288,18 @@ pub(crate) async fn serve(
         None
     };
     spawn_background(&vault, config)?;
-    let app = vault::server::app(vault::server::AppState::with_metrics_token(
+    let state = vault::server::AppState::with_metrics_token(
         vault,
         limits,
         s.metrics_token.as_ref().map(|t| t.0.clone()),
-    ));
+    );
+    spawn_verification(
+        deployment.clone(),
+        config.clone(),
+        store.clone(),
+        state.clone(),
+    );
+    let app = vault::server::app(state);
     let scheme = if tls.is_some() { "https" } else { "http" };
     if tls.is_none() && !local.ip().is_loopback() {
         tracing::warn!(

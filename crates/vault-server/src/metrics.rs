@@ -24,6 +24,8 @@ struct Histogram {
 struct Inner {
     requests: BTreeMap<(String, &'static str, u16), u64>,
     latency: BTreeMap<String, Histogram>,
+    /// The last live verification of each key provider, by name.
+    verified: BTreeMap<String, bool>,
 }
 
 /// The server's counters. Cheap to update: one short lock per request.
@@ -64,6 +66,24 @@ impl Metrics {
                 *count += 1;
             }
         }
+    }
+
+    /// Records provider `name`'s last live verification (`vault_provider_verified`).
+    pub fn set_provider_verified(&self, name: &str, verified: bool) {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .verified
+            .insert(name.to_owned(), verified);
+    }
+
+    /// Forgets the providers not in `names` (removed at runtime).
+    pub fn retain_providers(&self, names: &std::collections::BTreeSet<String>) {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .verified
+            .retain(|n, _| names.contains(n));
     }
 
     /// The text exposition format.
@@ -120,6 +140,20 @@ impl Metrics {
         out.push_str("# HELP vault_provider_failures_total Key-provider calls that failed.\n");
         out.push_str("# TYPE vault_provider_failures_total counter\n");
         let _ = writeln!(out, "vault_provider_failures_total {}", calls.failed);
+        if !inner.verified.is_empty() {
+            out.push_str(
+                "# HELP vault_provider_verified Whether the key provider passed its last live verification (a data key generated, unwrapped and compared).\n",
+            );
+            out.push_str("# TYPE vault_provider_verified gauge\n");
+            for (name, ok) in &inner.verified {
+                // Provider names are [A-Za-z0-9_-]: nothing to escape.
+                let _ = writeln!(
+                    out,
+                    "vault_provider_verified{{provider=\"{name}\"}} {}",
+                    u8::from(*ok)
+                );
+            }
+        }
         out
     }
 }
