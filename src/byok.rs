@@ -8,6 +8,7 @@ use std::fmt;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 use toml::Spanned;
@@ -15,7 +16,7 @@ use vault_crypto::{
     DataKey, KeyContext, KeyProvider, KeyRef, ProviderError, ProviderErrorKind, Router, WrappedKey,
 };
 use vault_objects::VaultError;
-use vault_store::{Actor, ByokProvider, ByokRule, DeploymentEvent, Store, events};
+use vault_store::{Actor, ByokConfig, Conflict, DeploymentEvent, Store, StoreError, events};
 
 use crate::Rings;
 use crate::config::{Config, ProviderConfig, RuleConfig};
@@ -45,14 +46,20 @@ pub fn verification_context() -> KeyContext {
     KeyContext::from_pairs([(VERIFICATION_CONTEXT_KEY, "byok")]).expect("a valid context")
 }
 
+/// The reserved context key the BYOK document is sealed under (`{"vault_byok": "config"}`).
+pub const SEAL_CONTEXT_KEY: &str = "vault_byok";
+
 /// A customer key that could not be connected when the router was built: every call fails with
-/// the reason (so only its own contexts fail), and it owns no wrapped key.
+/// the reason (so only its own contexts fail). It owns the wrapped keys of the key it stands for
+/// where the definition names that key exactly, so reading them fails with the key's own
+/// reason (disabled, denied, unreachable) rather than "no provider".
 pub struct Disconnected {
     name: String,
     kind: ProviderErrorKind,
     scheme: String,
     operation: Option<&'static str>,
     message: String,
+    identity: Option<(&'static str, String)>,
 }
 
 impl Disconnected {
@@ -64,7 +71,15 @@ impl Disconnected {
             scheme: error.scheme().to_owned(),
             operation: error.operation(),
             message: error.to_string(),
+            identity: None,
         }
+    }
+
+    /// Owns the wrapped keys of `identity` (scheme and key id, as [`KeyRef`] names them).
+    #[must_use]
+    pub fn owning(mut self, identity: Option<(&'static str, String)>) -> Self {
+        self.identity = identity;
+        self
     }
 
     fn error(&self) -> ProviderError {
@@ -94,8 +109,10 @@ impl fmt::Debug for Disconnected {
 
 #[async_trait::async_trait]
 impl KeyProvider for Disconnected {
-    fn owns(&self, _key: &KeyRef) -> bool {
-        false
+    fn owns(&self, key: &KeyRef) -> bool {
+        self.identity
+            .as_ref()
+            .is_some_and(|(scheme, id)| key.scheme() == *scheme && key.key_id() == id)
     }
 
     async fn wrap(&self, _key: &DataKey, _ctx: &KeyContext) -> Result<WrappedKey, ProviderError> {
@@ -386,10 +403,10 @@ pub async fn verify_connected(
     }
 }
 
-/// Records `verification` as `vault.byok_key.verification_completed` in every environment, once
-/// per rule that names the provider (with the rule's `organization_id`, where it has one), or
-/// once without an organization if no rule does. Managed providers are ours, not a customer's:
-/// nothing is recorded for them.
+/// Records `verification` as `vault.byok_key.verification_completed`, once per rule naming the
+/// provider that has an `organization_id`, in each environment that used that organization
+/// (stored, read or was issued something for it): the environments the key serves, and no
+/// other. Managed providers are ours, not a customer's: nothing is recorded for them.
 ///
 /// # Errors
 /// If the store cannot record it.
@@ -401,31 +418,22 @@ pub async fn record(
     if verification.provider_type == "managed" {
         return Ok(());
     }
-    let key_id = verification.outcome.as_ref().ok().cloned().or_else(|| {
-        // A key that never answered is still named by its type, for `key_provider`.
-        Some(format!("{}://", verification.provider_type))
-    });
-    let detail = json!({
-        "verified": verification.verified(),
-        "provider": verification.provider,
-        "step": verification.outcome.as_ref().err().map(|f| f.step.as_str()),
-    })
-    .to_string();
-    let mut organizations: BTreeSet<Option<String>> = config
+    // Only the key's type (for `key_provider`): which key a customer uses is not the other
+    // environments' business.
+    let key_id = Some(format!("{}://", verification.provider_type));
+    let detail = json!({ "verified": verification.verified() }).to_string();
+    let organizations: BTreeSet<String> = config
         .rules
         .iter()
         .map(Spanned::get_ref)
         .filter(|r| r.provider.get_ref() == &verification.provider)
-        .map(|r| r.matches.get("organization_id").cloned())
+        .filter_map(|r| r.matches.get("organization_id").cloned())
         .collect();
-    if organizations.is_empty() {
-        organizations.insert(None);
-    }
     for org in organizations {
-        let key_context = org
-            .map(|o| KeyContext::from_pairs([("organization_id", o)]))
-            .transpose()
-            .map_err(vault_crypto::Error::from)?;
+        let key_context = Some(
+            KeyContext::from_pairs([("organization_id", org)])
+                .map_err(vault_crypto::Error::from)?,
+        );
         store
             .record_deployment_event(&DeploymentEvent {
                 event: events::BYOK_VERIFIED.into(),
@@ -449,12 +457,186 @@ impl ProviderConfig {
             Self::AzureKv { .. } => "azure-kv",
         }
     }
+
+    /// The key it wraps with, as its key references name it (scheme, key id), where the
+    /// definition names it exactly: an AWS key ARN (not an alias), a Cloud KMS crypto key, a
+    /// Key Vault key (any version).
+    pub fn key_identity(&self) -> Option<(&'static str, String)> {
+        match self {
+            Self::Managed { .. } => None,
+            Self::AwsKms { key_id, .. } => (key_id.starts_with("arn:") && key_id.contains(":key/"))
+                .then(|| ("aws-kms", key_id.clone())),
+            Self::GcpKms { key_name, .. } => Some(("gcp-kms", key_name.clone())),
+            Self::AzureKv {
+                vault_url,
+                key_name,
+                ..
+            } => {
+                let host = vault_url
+                    .trim_start_matches("https://")
+                    .split(['/', ':', '?', '#'])
+                    .next()
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
+                Some(("azure-kv", format!("{host}/{key_name}")))
+            }
+        }
+    }
+}
+
+/// The runtime providers and rules (`vault byok`), as the store keeps them: one JSON document,
+/// sealed by the deployment's default key (see [`load`] and [`update`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ByokDocument {
+    /// Customer key providers, by name.
+    pub providers: Vec<StoredProvider>,
+    /// Rules, in order (after `vault.toml`'s).
+    pub rules: Vec<StoredRule>,
+}
+
+/// A customer key provider kept in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoredProvider {
+    /// Its name, unique among providers (those of `vault.toml` included).
+    pub name: String,
+    /// A provider section of `vault.toml`, as TOML text, with the fields a store provider may
+    /// have (see [`Config::byok_provider`]).
+    pub definition: String,
+    /// When it was added (microseconds since the epoch).
+    pub created_at: i64,
+    /// When the last rule naming it was removed, if one was: values may still be landing under
+    /// it for a moment, so it cannot be removed until [`QUIET_SECS`] later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unrouted_at: Option<i64>,
+}
+
+/// A BYOK rule kept in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoredRule {
+    /// The pairs a context must hold.
+    #[serde(rename = "match")]
+    pub matches: BTreeMap<String, String>,
+    /// The store provider it sends them to.
+    pub provider: String,
+    /// Whether the provider verified when the rule was set (`false`: `--unverified`).
+    pub verified: bool,
+    /// When it was set (microseconds since the epoch).
+    pub created_at: i64,
+}
+
+/// How long after its last rule went a provider cannot be removed: every process routes by the
+/// new rules well within this, so no value is still being sealed under the key.
+pub const QUIET_SECS: u64 = 5;
+
+/// The fields a store provider may have, by type. The key and where it is: `accept_unsigned_wraps`
+/// (which lets forgeable wraps open) is a decision for `vault.toml` alone.
+fn allowed_fields(type_name: &str) -> &'static [&'static str] {
+    match type_name {
+        "aws-kms" => &["type", "key_id", "region", "endpoint_url", "cache"],
+        "gcp-kms" => &["type", "key_name", "endpoint_url", "cache"],
+        "azure-kv" => &[
+            "type",
+            "vault_url",
+            "key_name",
+            "key_version",
+            "algorithm",
+            "credential",
+            "cache",
+        ],
+        _ => &[],
+    }
+}
+
+/// The seal's associated data: the document and the generation it is for.
+fn seal_aad(generation: u64, document: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(24 + document.len());
+    aad.extend_from_slice(b"vault-byok/v1\0");
+    aad.extend_from_slice(&generation.to_be_bytes());
+    aad.extend_from_slice(document.as_bytes());
+    aad
+}
+
+#[allow(clippy::expect_used)] // A constant pair, within every limit.
+fn seal_context() -> KeyContext {
+    KeyContext::from_pairs([(SEAL_CONTEXT_KEY, "config")]).expect("a valid context")
+}
+
+/// The store's BYOK document and its generation, its seal checked with `default` (the
+/// deployment's default key provider). No document yet: generation 0, empty.
+///
+/// # Errors
+/// A configuration error if the seal does not open (the document was not written through this
+/// deployment's keys: refused whole, never routed by), or the store fails.
+pub async fn load(
+    store: &dyn Store,
+    default: &dyn KeyProvider,
+) -> Result<(u64, ByokDocument), VaultError> {
+    let Some(c) = store.byok_config().await? else {
+        return Ok((0, ByokDocument::default()));
+    };
+    let not_authentic = |why: &str| {
+        crate::deployment::config_error(format!(
+            "the BYOK rules in the store (generation {}) {why}: they are not used; restore them with `vault byok` from a process holding this deployment's keys",
+            c.generation
+        ))
+    };
+    match vault_crypto::open(default, &c.seal, &seal_aad(c.generation, &c.document)).await {
+        Ok(_) => {}
+        Err(vault_crypto::Error::Provider(e)) if e.is_retryable() => {
+            return Err(vault_crypto::Error::from(e).into());
+        }
+        Err(_) => {
+            return Err(not_authentic(
+                "are not sealed by this deployment's default key",
+            ));
+        }
+    }
+    let document = serde_json::from_str(&c.document)
+        .map_err(|_| not_authentic("are sealed but not a document this version reads"))?;
+    Ok((c.generation, document))
+}
+
+/// Changes the store's BYOK document with `change`, sealed again with `default`: read, changed,
+/// written back only if nobody else wrote meanwhile (else read again and `change` again).
+///
+/// # Errors
+/// `change`'s error, or the store's or the seal's.
+pub async fn update<T, E: From<VaultError>>(
+    store: &dyn Store,
+    default: &dyn KeyProvider,
+    mut change: impl FnMut(&mut ByokDocument) -> Result<T, E>,
+) -> Result<T, E> {
+    for _ in 0..16 {
+        let (generation, mut document) = load(store, default).await?;
+        let out = change(&mut document)?;
+        let text = serde_json::to_string(&document)
+            .map_err(|_| crate::deployment::config_error("cannot write the BYOK document"))?;
+        let next = generation + 1;
+        let sealed = vault_crypto::seal(default, &seal_context(), b"", &seal_aad(next, &text))
+            .await
+            .map_err(VaultError::from)?;
+        let config = ByokConfig {
+            generation: next,
+            document: text,
+            seal: sealed.bytes().to_vec(),
+            seal_key_id: sealed.key_ref().to_string(),
+        };
+        match store.replace_byok_config(generation, &config).await {
+            Ok(()) => return Ok(out),
+            Err(StoreError::Conflict(Conflict::ByokChanged)) => continue,
+            Err(e) => return Err(VaultError::from(e).into()),
+        }
+    }
+    Err(VaultError::from(StoreError::Conflict(Conflict::ByokChanged)).into())
 }
 
 impl Config {
     /// A provider section of `vault.toml` (`type = "aws-kms"` and its fields) as TOML text,
-    /// checked as the file's are (environment overrides included). Managed rings are not
-    /// customer keys and are refused.
+    /// checked as the file's are (environment overrides included), with only the fields a
+    /// store provider may have. Managed rings are not customer keys and are refused.
     ///
     /// # Errors
     /// Every problem, as text.
@@ -468,6 +650,28 @@ impl Config {
                 "provider name {name:?} must be 1 to 64 of [A-Za-z0-9_-]"
             )]);
         }
+        let table: toml::Table = definition
+            .parse()
+            .map_err(|e| vec![format!("provider {name:?}: {e}")])?;
+        let type_name = table
+            .get("type")
+            .and_then(toml::Value::as_str)
+            .unwrap_or("");
+        if type_name == "managed" {
+            return Err(vec![format!(
+                "provider {name:?}: a BYOK provider is a customer's key (aws-kms, gcp-kms or azure-kv), not a managed ring"
+            )]);
+        }
+        let allowed = allowed_fields(type_name);
+        let extra: Vec<&String> = table
+            .keys()
+            .filter(|k| !allowed.contains(&k.as_str()))
+            .collect();
+        if !extra.is_empty() {
+            return Err(vec![format!(
+                "provider {name:?}: {extra:?} cannot be set on a provider kept in the store (type {type_name:?}: {allowed:?})"
+            )]);
+        }
         let text = format!("default = \"{name}\"\n[providers.{name}]\n{definition}\n");
         let mut parsed = Self::parse(&text, env).map_err(|problems| {
             problems
@@ -475,34 +679,27 @@ impl Config {
                 .map(|p| format!("provider {name:?}: {}", p.message))
                 .collect::<Vec<_>>()
         })?;
-        let provider = parsed
+        parsed
             .providers
             .remove(name)
             .map(Spanned::into_inner)
-            .ok_or_else(|| vec![format!("provider {name:?}: no definition")])?;
-        if matches!(provider, ProviderConfig::Managed { .. }) {
-            return Err(vec![format!(
-                "provider {name:?}: a BYOK provider is a customer's key (aws-kms, gcp-kms or azure-kv), not a managed ring"
-            )]);
-        }
-        Ok(provider)
+            .ok_or_else(|| vec![format!("provider {name:?}: no definition")])
     }
 
-    /// This configuration with the providers and rules kept in the store added: the store's
-    /// rules after the file's, in their order.
+    /// This configuration with the store's providers and rules added: the store's rules after
+    /// the file's, in their order.
     ///
     /// # Errors
-    /// Every problem: a provider or a rule in both places, a definition that does not check, a
-    /// rule naming a provider defined nowhere.
+    /// Every problem: a provider name, a key or a rule (the same pairs) in both places, a
+    /// definition that does not check, a rule naming a provider the store does not define.
     pub fn with_store(
         &self,
-        providers: &[ByokProvider],
-        rules: &[ByokRule],
+        document: &ByokDocument,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, Vec<String>> {
         let mut merged = self.clone();
         let mut problems = Vec::new();
-        for p in providers {
+        for p in &document.providers {
             if self.providers.contains_key(&p.name) {
                 problems.push(format!(
                     "provider {:?} is defined both in the configuration file and in the store (`vault byok provider remove {}`, or rename one)",
@@ -512,6 +709,18 @@ impl Config {
             }
             match Self::byok_provider(&p.name, &p.definition, &env) {
                 Ok(config) => {
+                    if let Some(identity) = config.key_identity()
+                        && let Some((other, _)) = merged
+                            .providers
+                            .iter()
+                            .find(|(_, q)| q.get_ref().key_identity().as_ref() == Some(&identity))
+                    {
+                        problems.push(format!(
+                            "provider {:?} names the key of provider {other:?} ({}://{}): one key, one provider",
+                            p.name, identity.0, identity.1
+                        ));
+                        continue;
+                    }
                     merged
                         .providers
                         .insert(p.name.clone(), Spanned::new(0..0, config));
@@ -519,31 +728,44 @@ impl Config {
                 Err(e) => problems.extend(e),
             }
         }
-        for r in rules {
-            let matches: BTreeMap<String, String> = r
+        for r in &document.rules {
+            let label = r
                 .matches
-                .pairs()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect();
-            if self.rules.iter().any(|f| f.get_ref().matches == matches) {
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            if let Err(e) =
+                KeyContext::from_pairs(r.matches.clone()).and_then(|c| c.check_caller().map(|()| c))
+            {
+                problems.push(format!("the store's rule {label}: {e}"));
+                continue;
+            }
+            if self.rules.iter().any(|f| f.get_ref().matches == r.matches) {
+                let args: Vec<String> = r
+                    .matches
+                    .iter()
+                    .map(|(k, v)| format!("--match {k}={v}"))
+                    .collect();
                 problems.push(format!(
-                    "the rule {} is both in the configuration file and in the store (`vault byok remove {}`, or remove it from the file)",
-                    r.matches,
-                    match_args(&r.matches)
+                    "the rule {label} is both in the configuration file and in the store (`vault byok remove {}`, or remove it from the file)",
+                    args.join(" ")
                 ));
                 continue;
             }
-            if !merged.providers.contains_key(&r.provider) {
+            if self.providers.contains_key(&r.provider)
+                || !document.providers.iter().any(|p| p.name == r.provider)
+            {
                 problems.push(format!(
-                    "the store's rule {} names provider {:?}, which is not defined",
-                    r.matches, r.provider
+                    "the store's rule {label} names provider {:?}, which the store does not define",
+                    r.provider
                 ));
                 continue;
             }
             merged.rules.push(Spanned::new(
                 0..0,
                 RuleConfig {
-                    matches,
+                    matches: r.matches.clone(),
                     provider: Spanned::new(0..0, r.provider.clone()),
                 },
             ));
@@ -553,6 +775,24 @@ impl Config {
         } else {
             Err(problems)
         }
+    }
+
+    /// This configuration's default provider alone, connected (a managed ring created if
+    /// `create`): what seals and opens the store's BYOK document. Strict: a key that cannot be
+    /// connected is an error, never a stand-in.
+    ///
+    /// # Errors
+    /// If it is not defined or cannot be connected.
+    pub async fn default_provider(
+        &self,
+        rings: &Rings,
+        create: bool,
+    ) -> Result<Arc<dyn KeyProvider>, VaultError> {
+        let name = self.default.get_ref();
+        let p = self.providers.get(name).ok_or_else(|| {
+            crate::deployment::config_error(format!("provider {name:?} is not defined"))
+        })?;
+        Box::pin(self.connect(p.get_ref(), rings, create, false, false)).await
     }
 }
 
@@ -565,21 +805,46 @@ pub fn match_args(matches: &KeyContext) -> String {
         .join(" ")
 }
 
-/// The configuration with the store's BYOK providers and rules (see [`Config::with_store`]).
+/// The configuration with the store's BYOK providers and rules (see [`Config::with_store`]),
+/// the document's seal checked with `default`.
 ///
 /// # Errors
-/// If the store cannot be read, or the two do not merge.
-pub async fn merged(config: &Config, store: &dyn Store) -> Result<Config, VaultError> {
-    let providers = store.byok_providers().await?;
-    let rules = store.byok_rules().await?;
+/// If the store cannot be read, the document is not authentic, or the two do not merge.
+pub async fn merged(
+    config: &Config,
+    store: &dyn Store,
+    default: &dyn KeyProvider,
+) -> Result<Config, VaultError> {
+    let (_, document) = load(store, default).await?;
+    merge(config, &document)
+}
+
+/// As [`merged`], connecting `config`'s default provider (from `rings`) to check the seal, and
+/// only when the store has a document at all.
+///
+/// # Errors
+/// As [`merged`], or if the default provider cannot be connected.
+pub async fn merged_for(
+    config: &Config,
+    rings: &Rings,
+    store: &dyn Store,
+) -> Result<Config, VaultError> {
+    if store.byok_generation().await? == 0 {
+        return Ok(config.clone());
+    }
+    let default = config.default_provider(rings, false).await?;
+    merged(config, store, &*default).await
+}
+
+fn merge(config: &Config, document: &ByokDocument) -> Result<Config, VaultError> {
     config
-        .with_store(&providers, &rules, |k| std::env::var(k).ok())
+        .with_store(document, |k| std::env::var(k).ok())
         .map_err(|problems| crate::deployment::config_error(problems.join("; ")))
 }
 
 /// Keeps a router's rules equal to the configuration's plus the store's, while the router is in
 /// use: every [`WATCH_INTERVAL`] it reads the store's BYOK generation (one row), and when it
-/// moved, reads the rules and providers, connects the new keys, and swaps the rules in.
+/// moved, reads and authenticates the document, connects the new keys, and swaps the rules in.
 /// Customer keys that could not be connected are tried again every [`RECONNECT_INTERVAL`].
 #[derive(Debug)]
 pub struct ByokWatch {
@@ -604,7 +869,7 @@ struct WatchState {
 }
 
 impl ByokWatch {
-    /// A watch over `config`'s file providers and `store`'s BYOK rules.
+    /// A watch over `config`'s file providers and `store`'s BYOK document.
     pub fn new(config: Config, rings: Rings, store: Arc<dyn Store>) -> Self {
         Self {
             config,
@@ -617,53 +882,51 @@ impl ByokWatch {
     /// Builds the router (managed rings created if `create`).
     ///
     /// # Errors
-    /// If the store cannot be read, the two configurations do not merge, or the default
-    /// provider or a managed ring cannot be opened.
+    /// If the store cannot be read, its document is not authentic or does not merge, or the
+    /// default provider or a managed ring cannot be opened.
     pub async fn router(&self, create: bool) -> Result<Router, VaultError> {
         let mut state = self.state.lock().await;
-        let generation = self.store.byok_generation().await?;
-        let merged = self.merged_config().await?;
-        let usage = if merged.needs_key_usage() {
+        // The file's providers first: the default one authenticates the store's document.
+        let usage = if self.config.needs_key_usage() {
             Some(self.store.key_usage().await?)
         } else {
             None
         };
-        let disconnected = merged
+        let mut disconnected = self
+            .config
             .connect_providers(&self.rings, create, usage.as_deref(), &mut state.built)
             .await?;
-        let attempted: BTreeSet<String> = state.built.keys().cloned().collect();
         let default = state
             .built
-            .get(merged.default.get_ref())
+            .get(self.config.default.get_ref())
             .cloned()
             .ok_or_else(|| {
                 crate::deployment::config_error("the default provider is not defined")
             })?;
+        let (generation, document) = load(&*self.store, &*default).await?;
+        let merged = merge(&self.config, &document)?;
+        let usage = if merged.needs_key_usage() && usage.is_none() {
+            Some(self.store.key_usage().await?)
+        } else {
+            usage
+        };
+        disconnected.extend(
+            merged
+                .connect_providers(&self.rings, create, usage.as_deref(), &mut state.built)
+                .await?,
+        );
+        let attempted: BTreeSet<String> = state.built.keys().cloned().collect();
         let rules = merged.rules_with(&state.built)?;
-        let definitions = self.store_definitions().await?;
-        state.note(generation, definitions, &attempted, disconnected);
+        state.note(generation, definitions(&document), &attempted, disconnected);
         Ok(Router::with_rules(default, rules))
     }
 
-    async fn merged_config(&self) -> Result<Config, VaultError> {
-        merged(&self.config, &*self.store).await
-    }
-
-    async fn store_definitions(&self) -> Result<BTreeMap<String, String>, VaultError> {
-        Ok(self
-            .store
-            .byok_providers()
-            .await?
-            .into_iter()
-            .map(|p| (p.name, p.definition))
-            .collect())
-    }
-
-    /// Brings `router`'s rules up to date if the store's changed (or a disconnected key is due
-    /// for another try). Returns whether the rules were replaced.
+    /// Brings `router`'s rules up to date if the store's document changed (or a disconnected key
+    /// is due for another try). Returns whether the rules were replaced.
     ///
     /// # Errors
-    /// If the store cannot be read or the rules do not merge: the rules in force stay.
+    /// If the store cannot be read, the document is not authentic or does not merge: the rules
+    /// in force stay.
     pub async fn refresh(&self, router: &Router) -> Result<bool, VaultError> {
         let mut state = self.state.lock().await;
         let generation = self.store.byok_generation().await?;
@@ -671,8 +934,16 @@ impl ByokWatch {
         if state.generation == Some(generation) && !retry_due {
             return Ok(false);
         }
-        let merged = self.merged_config().await?;
-        let definitions = self.store_definitions().await?;
+        // One read of the document: its generation, providers and rules belong together.
+        let (generation, document) = load(&*self.store, &**router.default_provider()).await?;
+        if state.generation.is_some_and(|seen| generation < seen) {
+            return Err(crate::deployment::config_error(format!(
+                "the store's BYOK rules went back from generation {} to {generation}: refused (a restored backup?)",
+                state.generation.unwrap_or_default()
+            )));
+        }
+        let merged = merge(&self.config, &document)?;
+        let definitions = definitions(&document);
         // Forget the store's providers that went or changed, and those to try again.
         let stale: Vec<String> = state
             .built
@@ -711,13 +982,12 @@ impl ByokWatch {
         Ok(true)
     }
 
-    /// Follows the store's rules for `router` until it is dropped.
+    /// Follows the store's rules for `router` until it is dropped. After a failed refresh it
+    /// waits [`RECONNECT_INTERVAL`] before the next try.
     pub fn spawn(self: Arc<Self>, router: Weak<Router>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(WATCH_INTERVAL);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
+                tokio::time::sleep(WATCH_INTERVAL).await;
                 let Some(router) = router.upgrade() else {
                     break;
                 };
@@ -727,10 +997,21 @@ impl ByokWatch {
                         error = %e,
                         "BYOK rules not refreshed; the rules in force stay"
                     );
+                    drop(router);
+                    tokio::time::sleep(RECONNECT_INTERVAL).await;
                 }
             }
         })
     }
+}
+
+/// The store providers' definitions by name.
+fn definitions(document: &ByokDocument) -> BTreeMap<String, String> {
+    document
+        .providers
+        .iter()
+        .map(|p| (p.name.clone(), p.definition.clone()))
+        .collect()
 }
 
 impl WatchState {

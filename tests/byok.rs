@@ -388,16 +388,33 @@ async fn rules_set_at_runtime_route_a_running_server_within_a_second() {
     assert_eq!(status, 200, "{read}");
     assert_eq!(read["value"], "value 2", "{read}");
 
-    // The provider stays while its key wraps data.
-    let out = vault(dir.path(), &config, &["byok", "provider", "remove", "acme"]);
-    assert_eq!(
-        out.status.code(),
-        Some(7),
+    // The provider stays: for a moment because values sealed under it may still be landing,
+    // then because its key wraps data.
+    let refused = |says: &str| {
+        let out = vault(dir.path(), &config, &["byok", "provider", "remove", "acme"]);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(7), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+    };
+    refused("was routed to until moments ago");
+    tokio::time::sleep(std::time::Duration::from_secs(vault::byok::QUIET_SECS)).await;
+    refused("still wraps 1 stored object version(s)");
+}
+
+/// Runs one SQL statement on the data directory's SQLite store, as someone with write access to
+/// the database file would (Python's sqlite3: no Rust driver needed).
+fn sql(dir: &Path, statement: &str) {
+    let db = dir.join("vault.db");
+    let out = Command::new("python3")
+        .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(sys.argv[2]); c.commit()"])
+        .arg(&db)
+        .arg(statement)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("still wraps 1 stored object version(s)")
     );
 }
 
@@ -505,7 +522,7 @@ async fn byok_commands_refuse_bad_input_and_unverified_keys() {
     fails(
         &["byok", "remove", "--match", "organization_id=org_a"],
         6,
-        "not found",
+        "no rule {\"organization_id\":\"org_a\"} in the store",
     );
     assert_eq!(
         ok(vault(dir.path(), &config, &["byok", "provider", "list"])),
@@ -563,6 +580,63 @@ async fn byok_commands_refuse_bad_input_and_unverified_keys() {
         7,
         "a rule sends contexts to provider \"ghost\"",
     );
+
+    // The rules are sealed by the deployment's default key, which rotation, rewrap and destroy
+    // treat as a stored value: after all three they still open.
+    ok(vault(
+        dir.path(),
+        &config,
+        &[
+            "kv",
+            "create",
+            "-e",
+            "prod",
+            "--name",
+            "n",
+            "--context",
+            "{\"organization_id\":\"org_b\"}",
+            "--value",
+            "v",
+        ],
+    ));
+    ok(vault(dir.path(), &config, &["keys", "rotate"]));
+    let moved = ok(vault(dir.path(), &config, &["keys", "rewrap", "--all"]));
+    assert!(
+        moved.contains("2 rewrapped"),
+        "the object and the rules' seal: {moved}"
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(
+        vault::DESTROY_QUIET_SECS + 1,
+    ))
+    .await;
+    ok(vault(dir.path(), &config, &["keys", "destroy", "1"]));
+    assert!(ok(vault(dir.path(), &config, &["byok", "list"])).contains("ghost"));
+
+    // Whoever writes the database cannot change the rules: a document not sealed by the
+    // deployment's key is refused whole, by every command that routes.
+    sql(
+        dir.path(),
+        "UPDATE byok_config SET document = replace(document, 'org_a', 'org_z')",
+    );
+    fails(
+        &["byok", "list"],
+        5,
+        "not sealed by this deployment's default key",
+    );
+    fails(
+        &["encrypt", "--context", "{\"organization_id\":\"org_z\"}"],
+        5,
+        "not sealed by this deployment's default key",
+    );
+    std::fs::write(&config, file).unwrap();
+    let out = vault(dir.path(), &config, &["config", "check"]);
+    assert_eq!(out.status.code(), Some(3));
+    // Put back as it was: the seal opens again.
+    sql(
+        dir.path(),
+        "UPDATE byok_config SET document = replace(document, 'org_z', 'org_a')",
+    );
+    assert!(ok(vault(dir.path(), &config, &["byok", "list"])).contains("org_a"));
 
     // The same rule in the file too: `config check` says where.
     std::fs::write(

@@ -1,21 +1,21 @@
-//! `vault byok`: customers' keys onboarded at runtime (providers and rules in the store), and
-//! `vault keys verify`.
+//! `vault byok`: customers' keys onboarded at runtime (providers and rules in the store's
+//! sealed BYOK document), and `vault keys verify`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::json;
-use vault::byok::{self, Verification};
+use vault::byok::{self, ByokDocument, StoredProvider, StoredRule, Verification};
 use vault::config::Config;
 use vault::crypto::{KeyContext, KeyProvider, KeyRef};
-use vault::store::{ByokProvider, ByokRule, ByokStore as _, SqlStore, Store, Timestamp};
+use vault::store::{SqlStore, Store, Timestamp};
 
 use super::args::*;
 use super::exit::{self, Failure};
 use super::keys::match_pairs;
 
 /// Where managed rings are, for connecting providers outside a vault.
-async fn rings(
+pub(crate) async fn rings(
     deployment: &vault::Deployment,
     config: &Config,
     store: Option<&SqlStore>,
@@ -26,18 +26,9 @@ async fn rings(
         }
         _ => Ok(vault::Rings::Files {
             dir: deployment.data_dir().to_owned(),
-            store: None,
+            store: store.cloned(),
         }),
     }
-}
-
-/// The store, which BYOK commands cannot do without.
-async fn store(deployment: &vault::Deployment) -> Result<SqlStore, Failure> {
-    if !deployment.has_store() && !deployment.is_postgres() {
-        // Rules are kept next to the objects: make the store (SQLite in the data directory).
-        std::fs::create_dir_all(deployment.data_dir())?;
-    }
-    Ok(deployment.store().await?)
 }
 
 fn print(v: &Verification, json: bool) {
@@ -60,14 +51,20 @@ pub(crate) async fn verify(
     } else {
         None
     };
+    let rings = rings(deployment, config, store.as_ref()).await?;
     let merged = match &store {
-        Some(s) => byok::merged(config, s).await?,
+        Some(s) => byok::merged_for(config, &rings, s).await?,
         None => config.clone(),
     };
-    let rings = rings(deployment, config, store.as_ref()).await?;
+    // The key that seals the ring serves nothing else: verified only when named.
     let names: Vec<String> = match only {
         Some(name) => vec![name.to_owned()],
-        None => merged.providers.keys().cloned().collect(),
+        None => merged
+            .providers
+            .keys()
+            .filter(|n| rings.seal_provider() != Some(n.as_str()))
+            .cloned()
+            .collect(),
     };
     let mut failed = 0;
     for name in &names {
@@ -89,63 +86,98 @@ pub(crate) async fn verify(
     Ok(())
 }
 
+/// What every `vault byok` command works with: the store, where rings are, and the default
+/// provider that seals the BYOK document.
+struct Ctx<'a> {
+    deployment: &'a vault::Deployment,
+    config: &'a Config,
+    store: SqlStore,
+    rings: vault::Rings,
+    default: Arc<dyn KeyProvider>,
+}
+
+impl Ctx<'_> {
+    async fn document(&self) -> Result<ByokDocument, Failure> {
+        Ok(byok::load(&self.store, &*self.default).await?.1)
+    }
+
+    async fn update<T>(
+        &self,
+        change: impl FnMut(&mut ByokDocument) -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        byok::update(&self.store, &*self.default, change).await
+    }
+
+    /// The configuration with `document` merged, or why not.
+    fn merged(&self, document: &ByokDocument) -> Result<Config, Failure> {
+        self.config
+            .with_store(document, |k| std::env::var(k).ok())
+            .map_err(|p| bad(p.join("; ")))
+    }
+}
+
+fn bad(message: String) -> Failure {
+    Failure {
+        code: exit::BAD_INPUT,
+        message,
+    }
+}
+
 pub(crate) async fn byok(
     deployment: &vault::Deployment,
     config: &Config,
     command: ByokCommand,
 ) -> Result<(), Failure> {
-    let store = store(deployment).await?;
-    let result = run(deployment, config, &store, command).await;
-    store.close().await;
+    if !deployment.has_store() && !deployment.is_postgres() {
+        // Rules are kept next to the objects: make the store (SQLite in the data directory).
+        std::fs::create_dir_all(deployment.data_dir())?;
+    }
+    let store = deployment.store().await?;
+    let rings = rings(deployment, config, Some(&store)).await?;
+    let default = config.default_provider(&rings, true).await?;
+    let ctx = Ctx {
+        deployment,
+        config,
+        store,
+        rings,
+        default,
+    };
+    let result = run(&ctx, command).await;
+    ctx.store.close().await;
     result
 }
 
-async fn run(
-    deployment: &vault::Deployment,
-    config: &Config,
-    store: &SqlStore,
-    command: ByokCommand,
-) -> Result<(), Failure> {
-    let bad = |message: String| Failure {
-        code: exit::BAD_INPUT,
-        message,
-    };
+fn now() -> i64 {
+    Timestamp::now().0
+}
+
+async fn run(ctx: &Ctx<'_>, command: ByokCommand) -> Result<(), Failure> {
     match command {
         ByokCommand::Set {
             matches,
             provider,
             unverified,
         } => {
-            let matches = KeyContext::from_pairs(match_pairs(&matches)?)
-                .map_err(vault::crypto::Error::from)?;
-            if !store
-                .byok_providers()
-                .await?
-                .iter()
-                .any(|p| p.name == provider)
-            {
+            let pairs: BTreeMap<String, String> = match_pairs(&matches)?.into_iter().collect();
+            let label =
+                KeyContext::from_pairs(pairs.clone()).map_err(vault::crypto::Error::from)?;
+            let rule = StoredRule {
+                matches: pairs.clone(),
+                provider: provider.clone(),
+                verified: false,
+                created_at: now(),
+            };
+            // Checked as it will be merged, then verified, then written.
+            let mut document = ctx.document().await?;
+            if !document.providers.iter().any(|p| p.name == provider) {
                 return Err(bad(format!(
                     "no provider {provider:?} in the store: add it with `vault byok provider add {provider} --type …`"
                 )));
             }
-            let rule = ByokRule {
-                matches: matches.clone(),
-                provider: provider.clone(),
-                verified: false,
-                created_at: Timestamp::now(),
-            };
-            // Checked as it will be merged: the same pairs must not be in vault.toml too.
-            let mut rules = store.byok_rules().await?;
-            rules.retain(|r| r.matches != matches);
-            rules.push(rule.clone());
-            let merged = config
-                .with_store(&store.byok_providers().await?, &rules, |k| {
-                    std::env::var(k).ok()
-                })
-                .map_err(|p| bad(p.join("; ")))?;
-            let rings = rings(deployment, config, Some(store)).await?;
-            let v = byok::verify(&merged, &rings, &provider).await;
-            byok::record(store, &merged, &v).await?;
+            set_rule(&mut document, rule.clone());
+            let merged = ctx.merged(&document)?;
+            let v = byok::verify(&merged, &ctx.rings, &provider).await;
+            byok::record(&ctx.store, &merged, &v).await?;
             print(&v, false);
             if !v.verified() && !unverified {
                 return Err(Failure {
@@ -155,29 +187,62 @@ async fn run(
                     ),
                 });
             }
-            store
-                .set_byok_rule(&ByokRule {
-                    verified: v.verified(),
-                    ..rule
-                })
-                .await?;
+            let verified = v.verified();
+            ctx.update(|document| {
+                if !document.providers.iter().any(|p| p.name == provider) {
+                    return Err(bad(format!("provider {provider:?} was removed meanwhile")));
+                }
+                set_rule(
+                    document,
+                    StoredRule {
+                        verified,
+                        ..rule.clone()
+                    },
+                );
+                if let Some(p) = document.providers.iter_mut().find(|p| p.name == provider) {
+                    p.unrouted_at = None;
+                }
+                ctx.merged(document).map(drop)
+            })
+            .await?;
             println!(
-                "rule set: {matches} -> {provider}{}; running servers route by it within a second",
-                if v.verified() { "" } else { " (UNVERIFIED)" }
+                "rule set: {label} -> {provider}{}; running servers route by it within a second",
+                if verified { "" } else { " (UNVERIFIED)" }
             );
             Ok(())
         }
         ByokCommand::Remove { matches } => {
-            let matches = KeyContext::from_pairs(match_pairs(&matches)?)
-                .map_err(vault::crypto::Error::from)?;
-            let removed = store.remove_byok_rule(&matches).await?;
+            let pairs: BTreeMap<String, String> = match_pairs(&matches)?.into_iter().collect();
+            let label =
+                KeyContext::from_pairs(pairs.clone()).map_err(vault::crypto::Error::from)?;
+            let removed = ctx
+                .update(|document| {
+                    let i = document
+                        .rules
+                        .iter()
+                        .position(|r| r.matches == pairs)
+                        .ok_or_else(|| Failure {
+                            code: exit::NOT_FOUND,
+                            message: format!("no rule {label} in the store (`vault byok list`)"),
+                        })?;
+                    let rule = document.rules.remove(i);
+                    if !document.rules.iter().any(|r| r.provider == rule.provider)
+                        && let Some(p) = document
+                            .providers
+                            .iter_mut()
+                            .find(|p| p.name == rule.provider)
+                    {
+                        p.unrouted_at = Some(now());
+                    }
+                    Ok(rule)
+                })
+                .await?;
             println!(
-                "rule removed: {} -> {}; new values of its contexts go where the other rules send them within a second",
-                removed.matches, removed.provider
+                "rule removed: {label} -> {}; new values of its contexts go where the other rules send them within a second",
+                removed.provider
             );
-            let merged = byok::merged(config, store).await?;
-            let rings = rings(deployment, config, Some(store)).await?;
-            match wrapped_by(&merged, &rings, store, &removed.provider).await {
+            let merged = ctx.merged(&ctx.document().await?)?;
+            match wrapped_by(&merged, &ctx.rings, &ctx.store, &removed.provider).await {
                 Ok((0, _)) => println!(
                     "provider {:?} wraps no stored value; `vault byok provider remove {}` removes it",
                     removed.provider, removed.provider
@@ -185,7 +250,7 @@ async fn run(
                 Ok((stored, _)) => println!(
                     "provider {:?} stays to decrypt the {stored} stored object version(s) its key wraps; `vault keys rewrap {}` moves this rule's to the key the rules choose now",
                     removed.provider,
-                    byok::match_args(&removed.matches)
+                    byok::match_args(&label)
                 ),
                 Err(e) => println!(
                     "provider {:?} stays to decrypt what its key wraps (not counted: {})",
@@ -196,21 +261,23 @@ async fn run(
         }
         ByokCommand::List { json } => {
             let mut listed = Vec::new();
-            for r in &config.rules {
+            let label = |m: &BTreeMap<String, String>| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            for r in &ctx.config.rules {
                 let r = r.get_ref();
-                let pairs: Vec<String> =
-                    r.matches.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 listed.push((
-                    pairs.join(","),
+                    label(&r.matches),
                     r.provider.get_ref().clone(),
                     "vault.toml",
                     None,
                 ));
             }
-            for r in store.byok_rules().await? {
-                let pairs: Vec<String> =
-                    r.matches.pairs().map(|(k, v)| format!("{k}={v}")).collect();
-                listed.push((pairs.join(","), r.provider, "store", Some(r.verified)));
+            for r in ctx.document().await?.rules {
+                listed.push((label(&r.matches), r.provider, "store", Some(r.verified)));
             }
             for (matches, provider, source, verified) in listed {
                 if json {
@@ -228,20 +295,23 @@ async fn run(
             }
             Ok(())
         }
-        ByokCommand::Provider { command } => provider(deployment, config, store, command).await,
+        ByokCommand::Provider { command } => provider(ctx, command).await,
     }
 }
 
-async fn provider(
-    deployment: &vault::Deployment,
-    config: &Config,
-    store: &SqlStore,
-    command: ByokProviderCommand,
-) -> Result<(), Failure> {
-    let bad = |message: String| Failure {
-        code: exit::BAD_INPUT,
-        message,
-    };
+/// Sets `rule`: replaces the rule with the same pairs in place, or adds it last.
+fn set_rule(document: &mut ByokDocument, rule: StoredRule) {
+    match document
+        .rules
+        .iter_mut()
+        .find(|r| r.matches == rule.matches)
+    {
+        Some(existing) => *existing = rule,
+        None => document.rules.push(rule),
+    }
+}
+
+async fn provider(ctx: &Ctx<'_>, command: ByokProviderCommand) -> Result<(), Failure> {
     match command {
         ByokProviderCommand::Add {
             name,
@@ -257,19 +327,21 @@ async fn provider(
             no_cache,
             unverified,
         } => {
-            let (type_name, allowed): (&str, &[&str]) = match kind {
-                ByokType::AwsKms => ("aws-kms", &["key_id", "region", "endpoint_url"]),
-                ByokType::GcpKms => ("gcp-kms", &["key_name", "endpoint_url"]),
-                ByokType::AzureKv => (
-                    "azure-kv",
-                    &[
-                        "vault_url",
-                        "key_name",
-                        "key_version",
-                        "algorithm",
-                        "credential",
-                    ],
-                ),
+            let type_name = match kind {
+                ByokType::AwsKms => "aws-kms",
+                ByokType::GcpKms => "gcp-kms",
+                ByokType::AzureKv => "azure-kv",
+            };
+            let allowed: &[&str] = match kind {
+                ByokType::AwsKms => &["key_id", "region", "endpoint_url"],
+                ByokType::GcpKms => &["key_name", "endpoint_url"],
+                ByokType::AzureKv => &[
+                    "vault_url",
+                    "key_name",
+                    "key_version",
+                    "algorithm",
+                    "credential",
+                ],
             };
             let given = [
                 ("key_id", key_id),
@@ -298,27 +370,34 @@ async fn provider(
             }
             let definition = toml::to_string(&table)
                 .map_err(|e| bad(format!("cannot write the definition: {e}")))?;
-            // Checked as vault.toml's providers are, and against the file's names.
-            Config::byok_provider(&name, &definition, |k| std::env::var(k).ok())
-                .map_err(|p| bad(p.join("; ")))?;
-            if config.providers.contains_key(&name) {
+            if ctx.config.providers.contains_key(&name) {
                 return Err(bad(format!(
                     "provider {name:?} is defined in the configuration file: choose another name"
                 )));
             }
-            store
-                .add_byok_provider(&ByokProvider {
-                    name: name.clone(),
-                    definition,
-                    created_at: Timestamp::now(),
-                })
-                .await?;
+            let stored = StoredProvider {
+                name: name.clone(),
+                definition,
+                created_at: now(),
+                unrouted_at: None,
+            };
+            ctx.update(|document| {
+                if document.providers.iter().any(|p| p.name == name) {
+                    return Err(Failure {
+                        code: exit::CONFLICT,
+                        message: format!("provider {name:?} exists in the store"),
+                    });
+                }
+                document.providers.push(stored.clone());
+                // Checked as vault.toml's providers are, and against the file's names and keys.
+                ctx.merged(document).map(drop)
+            })
+            .await?;
             println!("provider {name:?} added ({type_name})");
             if !unverified {
-                let merged = byok::merged(config, store).await?;
-                let rings = rings(deployment, config, Some(store)).await?;
-                let v = byok::verify(&merged, &rings, &name).await;
-                byok::record(store, &merged, &v).await?;
+                let merged = ctx.merged(&ctx.document().await?)?;
+                let v = byok::verify(&merged, &ctx.rings, &name).await;
+                byok::record(&ctx.store, &merged, &v).await?;
                 print(&v, false);
                 if !v.verified() {
                     println!(
@@ -329,12 +408,12 @@ async fn provider(
             Ok(())
         }
         ByokProviderCommand::List { json } => {
-            for p in store.byok_providers().await? {
+            for p in ctx.document().await?.providers {
+                let created = Timestamp(p.created_at).to_rfc3339();
                 if json {
                     println!(
                         "{}",
-                        json!({"name": p.name, "definition": p.definition,
-                               "created_at": p.created_at.to_rfc3339()})
+                        json!({"name": p.name, "definition": p.definition, "created_at": created})
                     );
                 } else {
                     let fields: Vec<&str> = p.definition.lines().collect();
@@ -347,7 +426,14 @@ async fn provider(
             name,
             yes_strand_data,
         } => {
-            if store.byok_rules().await?.iter().any(|r| r.provider == name) {
+            let document = ctx.document().await?;
+            let Some(p) = document.providers.iter().find(|p| p.name == name) else {
+                return Err(Failure {
+                    code: exit::NOT_FOUND,
+                    message: format!("no provider {name:?} in the store"),
+                });
+            };
+            if document.rules.iter().any(|r| r.provider == name) {
                 return Err(Failure {
                     code: exit::CONFLICT,
                     message: format!(
@@ -355,10 +441,23 @@ async fn provider(
                     ),
                 });
             }
+            // Every process routes by the new rules within a second; values sealed under the
+            // key just before may still be landing.
+            let quiet = i64::try_from(byok::QUIET_SECS * 1_000_000).unwrap_or(i64::MAX);
+            if let Some(at) = p.unrouted_at
+                && now().saturating_sub(at) < quiet
+            {
+                return Err(Failure {
+                    code: exit::CONFLICT,
+                    message: format!(
+                        "provider {name:?} was routed to until moments ago; values sealed under its key may still be landing: try again in {} s",
+                        byok::QUIET_SECS
+                    ),
+                });
+            }
             if !yes_strand_data {
-                let merged = byok::merged(config, store).await?;
-                let rings = rings(deployment, config, Some(store)).await?;
-                match wrapped_by(&merged, &rings, store, &name).await {
+                let merged = ctx.merged(&document)?;
+                match wrapped_by(&merged, &ctx.rings, &ctx.store, &name).await {
                     Ok((0, 0)) => {}
                     Ok((stored, issued)) => {
                         return Err(Failure {
@@ -379,8 +478,19 @@ async fn provider(
                     }
                 }
             }
-            store.remove_byok_provider(&name).await?;
+            ctx.update(|document| {
+                if document.rules.iter().any(|r| r.provider == name) {
+                    return Err(Failure {
+                        code: exit::CONFLICT,
+                        message: format!("a rule naming provider {name:?} was set meanwhile"),
+                    });
+                }
+                document.providers.retain(|p| p.name != name);
+                Ok(())
+            })
+            .await?;
             println!("provider {name:?} removed");
+            let _ = ctx.deployment;
             Ok(())
         }
     }
@@ -394,28 +504,11 @@ async fn wrapped_by(
     store: &SqlStore,
     name: &str,
 ) -> Result<(u64, u64), Failure> {
-    let mut built: BTreeMap<String, Arc<dyn KeyProvider>> = BTreeMap::new();
     let only = Config {
-        providers: merged
-            .providers
-            .iter()
-            .filter(|(n, _)| *n == name)
-            .map(|(n, p)| (n.clone(), p.clone()))
-            .collect(),
         default: toml::Spanned::new(0..0, name.to_owned()),
-        rules: Vec::new(),
         ..merged.clone()
     };
-    let disconnected = only
-        .connect_providers(rings, false, None, &mut built)
-        .await?;
-    let provider = built
-        .get(name)
-        .filter(|_| disconnected.is_empty())
-        .ok_or_else(|| Failure {
-            code: exit::KEYS,
-            message: format!("provider {name:?} cannot be connected"),
-        })?;
+    let provider = only.default_provider(rings, false).await?;
     let usage = vault::store::AuditLog::key_usage(store as &dyn Store).await?;
     let (mut stored, mut issued) = (0, 0);
     for u in usage {

@@ -111,11 +111,6 @@ pub(crate) async fn keys(
                 let bytes = envelope_bytes(&input)?;
                 let envelope = Envelope::parse(&bytes).map_err(Error::from)?;
                 // The store's BYOK providers and rules join the file's.
-                let merged = if deployment.has_store() {
-                    vault::byok::merged(config, store().await?).await?
-                } else {
-                    config.clone()
-                };
                 let router = if (config_given || deployment.has_store())
                     && !deployment.rings_in_database()
                 {
@@ -123,9 +118,15 @@ pub(crate) async fn keys(
                         dir: data_dir.to_owned(),
                         store: None,
                     };
+                    let merged = if deployment.has_store() {
+                        vault::byok::merged_for(config, &rings, store().await?).await?
+                    } else {
+                        config.clone()
+                    };
                     merged.router_for_store(&rings, false, None).await?
                 } else if config_given || deployment.rings_in_database() {
                     let rings = deployment.rings(store().await?, config).await?;
+                    let merged = vault::byok::merged_for(config, &rings, store().await?).await?;
                     merged.router_for_store(&rings, false, None).await?
                 } else {
                     vault::default_router(open_ring().await?)

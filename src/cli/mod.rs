@@ -50,12 +50,9 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
             } else {
                 None
             };
-            let config = match &store {
-                Some(s) => vault::byok::merged(config, s).await?,
-                None => config.clone(),
-            };
             if let Some(store) = store.as_ref().filter(|_| d.rings_in_database()) {
-                let rings = d.rings(store, &config).await?;
+                let rings = d.rings(store, config).await?;
+                let config = vault::byok::merged_for(config, &rings, store).await?;
                 return Ok(config.router_for_store(&rings, create, None).await?);
             }
             if create || given || store.is_some() {
@@ -63,7 +60,11 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
                 // while it holds the ring or data under it.
                 let rings = vault::Rings::Files {
                     dir: data_dir.clone(),
-                    store,
+                    store: store.clone(),
+                };
+                let config = match &store {
+                    Some(s) => vault::byok::merged_for(config, &rings, s).await?,
+                    None => config.clone(),
                 };
                 Ok(config.router_for_store(&rings, create, None).await?)
             } else {
@@ -180,23 +181,26 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
             );
             if d.has_store() {
                 let store = d.store().await?;
-                // The store's BYOK providers and rules must merge with the file's.
-                let providers = vault::store::ByokStore::byok_providers(&store).await?;
-                let rules = vault::store::ByokStore::byok_rules(&store).await?;
-                if let Err(problems) =
-                    config.with_store(&providers, &rules, |k| std::env::var(k).ok())
-                {
-                    store.close().await;
-                    return Err(Failure {
-                        code: exit::BAD_INPUT,
-                        message: problems.join("\n"),
-                    });
-                }
-                if !providers.is_empty() || !rules.is_empty() {
+                // The store's BYOK providers and rules must be authentic and merge with the
+                // file's.
+                let rings = byok::rings(d, &config, Some(&store)).await?;
+                let merged = match vault::byok::merged_for(&config, &rings, &store).await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        store.close().await;
+                        return Err(Failure {
+                            code: exit::BAD_INPUT,
+                            message: e.to_string(),
+                        });
+                    }
+                };
+                let (providers, rules) = (
+                    merged.providers.len() - config.providers.len(),
+                    merged.rules.len() - config.rules.len(),
+                );
+                if providers + rules > 0 {
                     println!(
-                        "the store adds {} provider(s) and {} rule(s) (`vault byok list`)",
-                        providers.len(),
-                        rules.len()
+                        "the store adds {providers} provider(s) and {rules} rule(s) (`vault byok list`)"
                     );
                 }
                 // What an RSA key's holder of only the public part could have forged.

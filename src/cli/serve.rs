@@ -79,7 +79,6 @@ fn spawn_verification(
                 if generation == Some(g) {
                     return Ok::<_, Failure>(());
                 }
-                let merged = vault::byok::merged(&config, &*store).await?;
                 let sql = deployment.store().await?;
                 let rings = if deployment.rings_in_database() {
                     deployment.rings(&sql, &config).await?
@@ -89,7 +88,12 @@ fn spawn_verification(
                         store: None,
                     }
                 };
+                let merged = vault::byok::merged_for(&config, &rings, &*store).await?;
                 for (name, p) in &merged.providers {
+                    // The key that seals the ring serves nothing else.
+                    if rings.seal_provider() == Some(name.as_str()) {
+                        continue;
+                    }
                     let definition = format!("{:?}", p.get_ref());
                     if done.get(name) == Some(&definition) {
                         continue;

@@ -93,8 +93,9 @@ impl Config {
     /// A customer's key that cannot be connected (its key service unreachable, the key
     /// missing, a permission not granted) does not stop the others: it is put in as a
     /// [`Disconnected`](crate::byok::Disconnected) provider that fails each call with the
-    /// reason, so only its own contexts fail, and `vault keys verify` says what to fix. The
-    /// default provider and managed rings must connect.
+    /// reason, so only its own contexts fail, and `vault keys verify` says what to fix. A KMS
+    /// key that is the default may be disconnected too (every context without a rule then
+    /// fails until it is back); managed rings must open.
     ///
     /// Returns the names of those put in as disconnected.
     ///
@@ -132,6 +133,7 @@ impl Config {
             let connected =
                 Box::pin(self.connect(p.get_ref(), rings, create, accept_unsigned(name), false))
                     .await;
+            // A managed ring must open; a customer's key (or a KMS default) may be down.
             let managed = matches!(p.get_ref(), ProviderConfig::Managed { .. });
             let provider = match connected {
                 Ok(p) => p,
@@ -140,11 +142,7 @@ impl Config {
                 Err(crate::VaultError::Crypto(vault_crypto::Error::KeyRing(
                     vault_crypto::KeyRingError::Missing { .. },
                 ))) if !create && name != self.default.get_ref() => continue,
-                Err(crate::VaultError::Crypto(vault_crypto::Error::Provider(e)))
-                    if !managed
-                        && name != self.default.get_ref()
-                        && e.kind() != vault_crypto::ProviderErrorKind::Configuration =>
-                {
+                Err(crate::VaultError::Crypto(vault_crypto::Error::Provider(e))) if !managed => {
                     tracing::warn!(
                         target: "vault::byok",
                         provider = %name,
@@ -152,7 +150,9 @@ impl Config {
                         "a customer key cannot be connected: its contexts fail until it can (`vault keys verify` says what to fix)"
                     );
                     disconnected.push(name.clone());
-                    Arc::new(crate::byok::Disconnected::new(name, &e))
+                    Arc::new(
+                        crate::byok::Disconnected::new(name, &e).owning(p.get_ref().key_identity()),
+                    )
                 }
                 Err(e) => return Err(e),
             };

@@ -52,12 +52,14 @@ pub struct KeyContext {
 /// `{"vault_ring": …, "vault_ring_version": …}`, so a caller who could get a data key wrapped
 /// for such a context could forge a sealed root key; webhook signing secrets are sealed for
 /// `{"vault_webhook": …}`; `vault keys verify` generates its data keys for
-/// `{"vault_verification": "byok"}`. Callers' contexts may not hold them.
+/// `{"vault_verification": "byok"}`; the runtime BYOK rules are sealed for
+/// `{"vault_byok": "config"}`. Callers' contexts may not hold them.
 pub const RESERVED_KEYS: &[&str] = &[
     "vault_ring",
     "vault_ring_version",
     "vault_webhook",
     "vault_verification",
+    "vault_byok",
 ];
 
 impl KeyContext {

@@ -149,6 +149,13 @@ impl AwsKmsProvider {
         // or KMSInvalidStateException): say so now, by its state.
         match metadata.key_state() {
             None | Some(KeyState::Enabled | KeyState::Updating) => {}
+            // An external key store that cannot be reached: it may come back by itself.
+            Some(KeyState::Unavailable) => {
+                return Err(error(
+                    ProviderErrorKind::Unavailable,
+                    "the key's state is Unavailable (its key store is disconnected)",
+                ));
+            }
             Some(state) => {
                 return Err(error(
                     ProviderErrorKind::Disabled,

@@ -183,6 +183,37 @@ impl Vault {
                 Err(e) => return Err(e.into()),
             }
         }
+        // The runtime BYOK rules' seal is sealed like a value, so it moves too (counted as one
+        // stored version).
+        if let Some(config) = self.store.byok_config().await? {
+            match vault_crypto::Envelope::parse(&config.seal) {
+                Err(_) => report.unreadable += 1,
+                Ok(envelope) => {
+                    report.scanned += 1;
+                    if scope.includes(envelope.context()) {
+                        report.matched += 1;
+                        match vault_crypto::rewrap(&*self.keys, &config.seal).await {
+                            Ok(Rewrapped::Moved(moved)) => match self
+                                .store
+                                .reseal_byok_config(
+                                    &config.seal,
+                                    &moved,
+                                    &moved.key_ref().to_string(),
+                                )
+                                .await
+                            {
+                                Ok(()) => report.rewrapped += 1,
+                                Err(StoreError::Conflict(_)) => report.changed_meanwhile += 1,
+                                Err(e) => return Err(e.into()),
+                            },
+                            Ok(Rewrapped::AlreadyCurrent) => report.already_current += 1,
+                            Err(e) if unusable_key(&e) => report.unreadable += 1,
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                }
+            }
+        }
         progress(&report);
         Ok(report)
     }

@@ -50,12 +50,9 @@ pub enum Conflict {
     /// An answer for this idempotency key was stored meanwhile (by a concurrent duplicate).
     #[error("a request with this idempotency key was answered meanwhile")]
     Answered,
-    /// A BYOK provider with this name exists.
-    #[error("a provider with this name exists")]
-    Provider,
-    /// The BYOK provider is named by a rule: remove the rule first.
-    #[error("a rule sends contexts to this provider: remove the rule first")]
-    ProviderInUse,
+    /// The BYOK document changed since it was read (another change landed first).
+    #[error("the BYOK rules changed meanwhile")]
+    ByokChanged,
 }
 
 impl StoreError {

@@ -33,8 +33,8 @@ pub use query::{Cursor, DEFAULT_LIMIT, ListItem, ListQuery, MAX_LIMIT, Order, Pa
 pub use sql::{CopyReport, SqlRingStore, SqlStore, is_provider_name};
 pub use time::Timestamp;
 pub use types::{
-    Actor, ApiKeyRecord, AuditEvent, ByokProvider, ByokRule, DeploymentEvent, KeyUsage, NewVersion,
-    ObjectMeta, StoredObject, StoredVersion, VersionMeta, events,
+    Actor, ApiKeyRecord, AuditEvent, ByokConfig, DeploymentEvent, KeyUsage, NewVersion, ObjectMeta,
+    StoredObject, StoredVersion, VersionMeta, events,
 };
 
 /// Everything the vault keeps: objects, the audit trail, API keys and webhook endpoints, each
@@ -252,8 +252,10 @@ pub trait AuditLog: Send + Sync + std::fmt::Debug {
         actor: &Actor,
     ) -> Result<u64, StoreError>;
 
-    /// Records `event` once in every environment the store knows (one with an API key, an
-    /// object or a webhook endpoint), in one transaction. Returns how many environments got it.
+    /// Records `event` once in every environment whose audit trail holds an event of the same
+    /// `organization_id` (one that stored, read or was issued something for that
+    /// organization), in one transaction; nowhere if the event's context has no
+    /// `organization_id`. Returns how many environments got it.
     ///
     /// # Errors
     /// `InvalidArgument` for a `detail` that is not a JSON object; `Unavailable`.
@@ -291,54 +293,46 @@ pub trait AuditLog: Send + Sync + std::fmt::Debug {
     async fn forget_answers(&self, before: Timestamp) -> Result<u64, StoreError>;
 }
 
-/// BYOK rules and the customer key providers they name, changed at runtime (`vault byok`) and
-/// followed by every process through [`byok_generation`](Self::byok_generation).
+/// The runtime BYOK providers and rules (`vault byok`): one sealed document replaced whole by
+/// compare-and-swap, and its generation, which every process polls to follow it.
 #[async_trait]
 pub trait ByokStore: Send + Sync + std::fmt::Debug {
-    /// A number that grows with every change to the providers or rules: polling it is how a
-    /// process learns that its router is stale (one indexed row read).
+    /// The document's generation (0 before the first): polling it is how a process learns
+    /// that its router is stale (one indexed row read).
     ///
     /// # Errors
     /// `Unavailable`.
     async fn byok_generation(&self) -> Result<u64, StoreError>;
 
-    /// The providers, by name.
+    /// The document, if there has been one.
     ///
     /// # Errors
     /// `Unavailable`.
-    async fn byok_providers(&self) -> Result<Vec<ByokProvider>, StoreError>;
+    async fn byok_config(&self) -> Result<Option<ByokConfig>, StoreError>;
 
-    /// Adds a provider.
+    /// Replaces the document if its generation is still `expected_generation` (0: there is
+    /// none); `config.generation` must be the next one.
     ///
     /// # Errors
-    /// `Conflict::Provider` if the name is taken; `InvalidArgument` for an empty name or
-    /// definition; `Unavailable`.
-    async fn add_byok_provider(&self, provider: &ByokProvider) -> Result<(), StoreError>;
+    /// `Conflict::ByokChanged` if another change landed first; `InvalidArgument` for a wrong
+    /// generation or an oversized document; `Unavailable`.
+    async fn replace_byok_config(
+        &self,
+        expected_generation: u64,
+        config: &ByokConfig,
+    ) -> Result<(), StoreError>;
 
-    /// Removes a provider.
+    /// Replaces the document's seal (a rewrap: same document, same generation) if it is still
+    /// `old_seal`.
     ///
     /// # Errors
-    /// `NotFound`; `Conflict::ProviderInUse` while a rule names it; `Unavailable`.
-    async fn remove_byok_provider(&self, name: &str) -> Result<(), StoreError>;
-
-    /// The rules, in order (first match wins).
-    ///
-    /// # Errors
-    /// `Unavailable`.
-    async fn byok_rules(&self) -> Result<Vec<ByokRule>, StoreError>;
-
-    /// Sets a rule: a new one goes after the others; one with the same pairs is replaced in
-    /// place (its provider and verification change, its position does not).
-    ///
-    /// # Errors
-    /// `InvalidArgument` if the provider is not defined; `Unavailable`.
-    async fn set_byok_rule(&self, rule: &ByokRule) -> Result<(), StoreError>;
-
-    /// Removes the rule with exactly these pairs and returns it.
-    ///
-    /// # Errors
-    /// `NotFound`; `Unavailable`.
-    async fn remove_byok_rule(&self, matches: &KeyContext) -> Result<ByokRule, StoreError>;
+    /// `Conflict::ByokChanged` if the seal changed meanwhile; `Unavailable`.
+    async fn reseal_byok_config(
+        &self,
+        old_seal: &[u8],
+        new_seal: &[u8],
+        seal_key_id: &str,
+    ) -> Result<(), StoreError>;
 }
 
 /// Webhook endpoints and their outbox: every audit event of an endpoint's environment that it

@@ -175,30 +175,19 @@ pub struct DeploymentEvent {
     pub detail: Option<String>,
 }
 
-/// A customer key provider defined at runtime (`vault byok provider add`).
+/// The runtime BYOK providers and rules (`vault byok`): one document, sealed by the vault's own
+/// key so that writing the database is not enough to change where values are wrapped.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ByokProvider {
-    /// Its name, unique among providers (those of `vault.toml` included).
-    pub name: String,
-    /// Its definition: a provider section of `vault.toml` (`type = "aws-kms"`, `key_id = …`),
-    /// as TOML text. Never a secret: credentials come from the process's environment.
-    pub definition: String,
-    /// When it was added.
-    pub created_at: Timestamp,
-}
-
-/// A BYOK rule kept in the store: contexts holding every pair of `matches` go to `provider`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ByokRule {
-    /// The pairs (with a key context's limits).
-    pub matches: KeyContext,
-    /// The provider's name.
-    pub provider: String,
-    /// Whether the provider was verified live when the rule was set (`false`: set with
-    /// `--unverified`).
-    pub verified: bool,
-    /// When it was set.
-    pub created_at: Timestamp,
+pub struct ByokConfig {
+    /// Counts changes: 1 for the first document.
+    pub generation: u64,
+    /// The providers and rules (JSON; the vault crate defines its shape).
+    pub document: String,
+    /// An envelope sealed by the vault's default key whose associated data binds the document
+    /// and the generation.
+    pub seal: Vec<u8>,
+    /// The key reference of the seal's wrapped key (`vault keys status`, destroy, rewrap).
+    pub seal_key_id: String,
 }
 
 /// How much is wrapped under one key reference (`managed://root#v1`, `aws-kms://…`): what

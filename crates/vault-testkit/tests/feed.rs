@@ -60,5 +60,5 @@ feed!(
     retention_keeps_issued_keys_counted,
     idempotent_answers_are_stored_with_their_change,
     the_webhook_outbox_holds_every_subscribed_event,
-    byok_rules_and_providers,
+    byok_config_is_swapped_whole,
 );

@@ -102,7 +102,9 @@ impl AuditLog for SqlStore {
         let stored = sqlx::query(
             "SELECT key_id, COUNT(*) AS n FROM versions GROUP BY key_id \
              UNION ALL SELECT secret_key_id AS key_id, COUNT(*) AS n FROM webhook_endpoints \
-             GROUP BY secret_key_id",
+             GROUP BY secret_key_id \
+             UNION ALL SELECT seal_key_id AS key_id, COUNT(*) AS n FROM byok_config \
+             GROUP BY seal_key_id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -222,13 +224,19 @@ impl AuditLog for SqlStore {
         {
             return Err(StoreError::invalid("detail", "must be a JSON object"));
         }
+        let Some(organization) = event
+            .key_context
+            .as_ref()
+            .and_then(|c| c.get("organization_id"))
+        else {
+            return Ok(0);
+        };
         let mut tx = self.begin_write().await?;
-        let environments = sqlx::query(
-            "SELECT environment FROM api_keys UNION SELECT environment FROM objects \
-             UNION SELECT environment FROM webhook_endpoints",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
+        let environments =
+            sqlx::query("SELECT DISTINCT environment FROM audit_events WHERE organization_id = $1")
+                .bind(organization)
+                .fetch_all(&mut *tx)
+                .await?;
         let now = Timestamp::now();
         for row in &environments {
             let record = AuditRecord {

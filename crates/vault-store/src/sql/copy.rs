@@ -121,23 +121,14 @@ const TABLES: &[Table] = &[
         ],
     },
     Table {
-        name: "byok_providers",
-        key: &["name"],
+        name: "byok_config",
+        key: &["id"],
         cols: &[
-            ("name", Col::Text),
-            ("definition", Col::Text),
-            ("created_at", Col::Int),
-        ],
-    },
-    Table {
-        name: "byok_rules",
-        key: &["matches"],
-        cols: &[
-            ("matches", Col::Text),
-            ("provider", Col::Text),
-            ("position", Col::Int),
-            ("verified", Col::Int),
-            ("created_at", Col::Int),
+            ("id", Col::Int),
+            ("generation", Col::Int),
+            ("document", Col::Text),
+            ("seal", Col::Blob),
+            ("seal_key_id", Col::Text),
         ],
     },
     Table {

@@ -191,7 +191,8 @@ impl SqlStore {
              UNION ALL SELECT 1 AS one FROM audit_events WHERE event IN {ISSUED_EVENTS} \
              AND key_id {test} \
              UNION ALL SELECT 1 AS one FROM issued_key_totals WHERE key_id {test} \
-             UNION ALL SELECT 1 AS one FROM webhook_endpoints WHERE secret_key_id {test} LIMIT 1"
+             UNION ALL SELECT 1 AS one FROM webhook_endpoints WHERE secret_key_id {test} \
+             UNION ALL SELECT 1 AS one FROM byok_config WHERE seal_key_id {test} LIMIT 1"
         );
         Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(pattern)

@@ -496,126 +496,123 @@ pub async fn the_webhook_outbox_holds_every_subscribed_event(store: Arc<dyn Stor
     assert!(store.create_webhook(&bad).await.is_err());
 }
 
-/// BYOK providers and rules: every change bumps the generation; a rule needs its provider and
-/// keeps its place when set again; a provider named by a rule cannot go; bad input changes
-/// nothing; a deployment event reaches every environment with its detail, and only a JSON
-/// object is accepted as detail.
-pub async fn byok_rules_and_providers(store: Arc<dyn Store>) {
-    use vault_store::{ByokProvider, ByokRule, DeploymentEvent};
-    let g0 = store.byok_generation().await.unwrap();
-    let provider = |name: &str| ByokProvider {
-        name: name.into(),
-        definition: format!("type = \"aws-kms\"\nkey_id = \"alias/{name}\"\n"),
-        created_at: Timestamp::now(),
+/// The BYOK document: absent at generation 0; replaced whole by compare-and-swap (a stale
+/// writer gets a conflict and changes nothing); resealed without a new generation; its seal's
+/// key counted as a stored value. A deployment event reaches exactly the environments that
+/// used its organization, with its detail, and only a JSON object is accepted as detail.
+pub async fn byok_config_is_swapped_whole(store: Arc<dyn Store>) {
+    use vault_store::{ByokConfig, DeploymentEvent};
+    assert_eq!(store.byok_generation().await.unwrap(), 0);
+    assert_eq!(store.byok_config().await.unwrap(), None);
+    let doc = |generation: u64, text: &str| ByokConfig {
+        generation,
+        document: text.into(),
+        seal: format!("seal {generation}").into_bytes(),
+        seal_key_id: "managed://byok-test#v1".into(),
     };
-    let rule = |org: &str, provider: &str| ByokRule {
-        matches: ctx(org),
-        provider: provider.into(),
-        verified: true,
-        created_at: Timestamp::now(),
-    };
-    // A rule for a provider not defined: refused, nothing changes.
     let err = store
-        .set_byok_rule(&rule("org_a", "acme"))
+        .replace_byok_config(0, &doc(2, "skips one"))
         .await
         .unwrap_err();
     assert!(
         matches!(
             err,
             StoreError::InvalidArgument {
-                field: "provider",
+                field: "generation",
                 ..
             }
         ),
         "{err:?}"
     );
-    for bad in ["", "has space", &"x".repeat(65), "ünï"] {
-        let err = store.add_byok_provider(&provider(bad)).await.unwrap_err();
-        assert!(
-            matches!(err, StoreError::InvalidArgument { field: "name", .. }),
-            "{bad:?}: {err:?}"
-        );
-    }
-    assert_eq!(store.byok_generation().await.unwrap(), g0);
-    assert!(store.byok_providers().await.unwrap().is_empty());
-
-    store.add_byok_provider(&provider("acme")).await.unwrap();
-    store.add_byok_provider(&provider("globex")).await.unwrap();
+    store
+        .replace_byok_config(0, &doc(1, "first"))
+        .await
+        .unwrap();
+    // A second writer that read generation 0 too: refused, nothing changes.
     let err = store
-        .add_byok_provider(&provider("acme"))
+        .replace_byok_config(0, &doc(1, "lost"))
         .await
         .unwrap_err();
     assert!(
-        matches!(err, StoreError::Conflict(Conflict::Provider)),
+        matches!(err, StoreError::Conflict(Conflict::ByokChanged)),
         "{err:?}"
     );
-    assert_eq!(store.byok_generation().await.unwrap(), g0 + 2);
-    let names: Vec<String> = store
-        .byok_providers()
+    assert_eq!(store.byok_config().await.unwrap(), Some(doc(1, "first")));
+    store
+        .replace_byok_config(1, &doc(2, "second"))
         .await
-        .unwrap()
-        .into_iter()
-        .map(|p| p.name)
-        .collect();
-    assert_eq!(names, ["acme", "globex"]);
-
-    store.set_byok_rule(&rule("org_a", "acme")).await.unwrap();
-    store.set_byok_rule(&rule("org_b", "acme")).await.unwrap();
-    // Set again with another provider: replaced in place, not moved to the end.
-    let mut moved = rule("org_a", "globex");
-    moved.verified = false;
-    store.set_byok_rule(&moved).await.unwrap();
-    let rules = store.byok_rules().await.unwrap();
-    let shown: Vec<(String, String, bool)> = rules
-        .iter()
-        .map(|r| (r.matches.to_json(), r.provider.clone(), r.verified))
-        .collect();
-    assert_eq!(
-        shown,
-        [
-            (ctx("org_a").to_json(), "globex".into(), false),
-            (ctx("org_b").to_json(), "acme".into(), true),
-        ]
-    );
-    assert_eq!(store.byok_generation().await.unwrap(), g0 + 5);
-
-    let err = store.remove_byok_provider("acme").await.unwrap_err();
+        .unwrap();
+    let err = store
+        .replace_byok_config(1, &doc(2, "stale"))
+        .await
+        .unwrap_err();
     assert!(
-        matches!(err, StoreError::Conflict(Conflict::ProviderInUse)),
+        matches!(err, StoreError::Conflict(Conflict::ByokChanged)),
         "{err:?}"
     );
-    assert!(matches!(
-        store.remove_byok_provider("nope").await,
-        Err(StoreError::NotFound)
-    ));
-    assert!(matches!(
-        store.remove_byok_rule(&ctx("org_z")).await,
-        Err(StoreError::NotFound)
-    ));
-    assert_eq!(store.byok_generation().await.unwrap(), g0 + 5);
-    let removed = store.remove_byok_rule(&ctx("org_b")).await.unwrap();
-    assert_eq!(removed.provider, "acme");
-    store.remove_byok_provider("acme").await.unwrap();
-    assert_eq!(store.byok_generation().await.unwrap(), g0 + 7);
-    assert_eq!(store.byok_rules().await.unwrap().len(), 1);
+    assert_eq!(store.byok_generation().await.unwrap(), 2);
+    let usage = store.key_usage().await.unwrap();
+    let sealed = usage
+        .iter()
+        .find(|u| u.key_id == "managed://byok-test#v1")
+        .unwrap();
+    assert_eq!(sealed.stored_versions, 1);
 
-    // A deployment event: one copy per environment the store knows, with its detail.
-    let (e1, e2) = (environment("byok1"), environment("byok2"));
-    for e in [&e1, &e2] {
+    // A rewrap replaces the seal only, and only the one it read.
+    let err = store
+        .reseal_byok_config(b"not it", b"new", "managed://byok-test#v2")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(Conflict::ByokChanged)),
+        "{err:?}"
+    );
+    store
+        .reseal_byok_config(b"seal 2", b"resealed", "managed://byok-test#v2")
+        .await
+        .unwrap();
+    let now = store.byok_config().await.unwrap().unwrap();
+    assert_eq!(
+        (now.generation, now.document.as_str(), now.seal.as_slice()),
+        (2, "second", &b"resealed"[..])
+    );
+    assert_eq!(now.seal_key_id, "managed://byok-test#v2");
+    let usage = store.key_usage().await.unwrap();
+    assert!(
+        usage.iter().all(|u| u.key_id != "managed://byok-test#v1"),
+        "{usage:?}"
+    );
+
+    // A deployment event: one copy per environment that used the organization, none elsewhere.
+    let org = format!("org_{}", environment("o").replace('_', ""));
+    let (e1, e2, other) = (
+        environment("byok1"),
+        environment("byok2"),
+        environment("byok3"),
+    );
+    for (e, o) in [
+        (&e1, org.as_str()),
+        (&e2, org.as_str()),
+        (&other, "org_unrelated"),
+    ] {
         store
-            .create(e, &id(), "n", &ctx("org_a"), version(b"v"), &actor(), None)
+            .create(e, &id(), "n", &ctx(o), version(b"v"), &actor(), None)
             .await
             .unwrap();
     }
     let event = DeploymentEvent {
         event: events::BYOK_VERIFIED.into(),
         actor: actor(),
-        key_id: Some("aws-kms://arn:aws:kms:us-east-1:1:key/k".into()),
-        key_context: Some(ctx("org_a")),
+        key_id: Some("aws-kms://".into()),
+        key_context: Some(ctx(&org)),
         detail: Some(r#"{"verified":true}"#.into()),
     };
-    let reached = store.record_deployment_event(&event).await.unwrap();
-    assert!(reached >= 2, "{reached}");
+    assert_eq!(store.record_deployment_event(&event).await.unwrap(), 2);
+    let no_org = DeploymentEvent {
+        key_context: None,
+        ..event.clone()
+    };
+    assert_eq!(store.record_deployment_event(&no_org).await.unwrap(), 0);
     let bad = DeploymentEvent {
         detail: Some("[1]".into()),
         ..event.clone()
@@ -627,13 +624,12 @@ pub async fn byok_rules_and_providers(store: Arc<dyn Store>) {
             ..
         })
     ));
+    let q = EventQuery {
+        events: vec![events::BYOK_VERIFIED.into()],
+        limit: 10,
+        ..EventQuery::default()
+    };
     for e in [&e1, &e2] {
-        let q = EventQuery {
-            events: vec![events::BYOK_VERIFIED.into()],
-            organization_id: Some("org_a".into()),
-            limit: 10,
-            ..EventQuery::default()
-        };
         let listed = settled(&*store, e, &q, 1).await;
         assert_eq!(listed.len(), 1, "{e}: {listed:?}");
         let all = store.audit_events(e, 10).await.unwrap();
@@ -642,6 +638,10 @@ pub async fn byok_rules_and_providers(store: Arc<dyn Store>) {
             .find(|x| x.event == events::BYOK_VERIFIED)
             .unwrap();
         assert_eq!(byok.detail.as_deref(), Some(r#"{"verified":true}"#));
-        assert_eq!(byok.key_id, event.key_id);
     }
+    let all = store.audit_events(&other, 10).await.unwrap();
+    assert!(
+        all.iter().all(|x| x.event != events::BYOK_VERIFIED),
+        "{all:?}"
+    );
 }

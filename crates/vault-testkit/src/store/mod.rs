@@ -14,7 +14,7 @@ use vault_store::{Actor, NewVersion, Store};
 
 pub use audit::{api_keys, concurrent_reads_are_each_audited, key_events};
 pub use feed::{
-    byok_rules_and_providers, events_are_listed_as_workos_pages_them,
+    byok_config_is_swapped_whole, events_are_listed_as_workos_pages_them,
     idempotent_answers_are_stored_with_their_change, retention_keeps_issued_keys_counted,
     the_webhook_outbox_holds_every_subscribed_event,
 };
