@@ -11,22 +11,9 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use common::moto_url;
+use common::vault_aws as vault;
 use vault::crypto::Envelope;
 use vault::store::{ObjectStore as _, SqlStore};
-
-fn vault(dir: &Path, config: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vault"))
-        .args(["--config", config.to_str().unwrap()])
-        .args(args)
-        .env("VAULT_DATA_DIR", dir)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", "us-east-1")
-        .env_remove("AWS_PROFILE")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
 
 fn ok(out: Output) -> String {
     assert!(

@@ -10,6 +10,7 @@ mod common;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use common::fakes::{azure, gcp};
 use common::moto_url;
 use vault::crypto::{Envelope, KeyContext, KeyProvider, ManagedKeyProvider, RetryPolicy, Router};
 use vault::store::{Actor, SqlStore, Store};
@@ -32,39 +33,6 @@ async fn aws(url: &str) -> Arc<dyn KeyProvider> {
         vault_kms_aws::AwsKmsProvider::from_client(client, &key, RetryPolicy::default())
             .await
             .unwrap(),
-    )
-}
-
-async fn gcp(uri: &str) -> Arc<dyn KeyProvider> {
-    let client = google_cloud_kms_v1::client::KeyManagementService::builder()
-        .with_endpoint(uri)
-        .with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build())
-        .with_retry_policy(google_cloud_gax::retry_policy::NeverRetry)
-        .build()
-        .await
-        .unwrap();
-    Arc::new(
-        vault_kms_gcp::GcpKmsProvider::from_client(
-            client,
-            vault_testkit::gcp_fake::KEY,
-            RetryPolicy::default(),
-        )
-        .unwrap(),
-    )
-}
-
-fn azure(uri: &str) -> Arc<dyn KeyProvider> {
-    Arc::new(
-        vault_kms_azure::AzureKeyVaultProvider::with_credential(
-            vault_testkit::azure_fake::VAULT_URL,
-            vault_testkit::azure_fake::KEY,
-            None,
-            vault_kms_azure::WrapAlgorithm::RsaOaep256,
-            Arc::new(vault_testkit::azure_fake::FixedToken),
-            Some(vault_testkit::azure_fake::transport(uri)),
-            RetryPolicy::default(),
-        )
-        .unwrap(),
     )
 }
 

@@ -7,43 +7,14 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::sync::Arc;
+use std::process::Output;
 
+use common::fakes::{azure, gcp};
+use common::vault_aws as vault;
 use vault::byok::{Step, Verification, verify_connected};
-use vault::crypto::{KeyProvider, ProviderErrorKind, RetryPolicy};
+use vault::crypto::ProviderErrorKind;
 use vault::store::{AuditLog as _, SqlStore, events};
 use vault_testkit::{azure_fake, gcp_fake};
-
-async fn gcp(uri: &str) -> Arc<dyn KeyProvider> {
-    let client = google_cloud_kms_v1::client::KeyManagementService::builder()
-        .with_endpoint(uri)
-        .with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build())
-        .with_retry_policy(google_cloud_gax::retry_policy::NeverRetry)
-        .build()
-        .await
-        .unwrap();
-    Arc::new(
-        vault_kms_gcp::GcpKmsProvider::from_client(client, gcp_fake::KEY, RetryPolicy::default())
-            .unwrap(),
-    )
-}
-
-fn azure(uri: &str) -> Arc<dyn KeyProvider> {
-    Arc::new(
-        vault_kms_azure::AzureKeyVaultProvider::with_credential(
-            azure_fake::VAULT_URL,
-            azure_fake::KEY,
-            None,
-            vault_kms_azure::WrapAlgorithm::RsaOaep256,
-            Arc::new(azure_fake::FixedToken),
-            Some(azure_fake::transport(uri)),
-            RetryPolicy::default(),
-        )
-        .unwrap(),
-    )
-}
 
 /// A failure expected: step, kind, the permission named, a piece of the advice.
 type Expected = Option<(Step, ProviderErrorKind, Option<&'static str>, &'static str)>;
@@ -204,20 +175,6 @@ async fn key_vault_keys_verify_or_say_what_to_grant_or_fix() {
             Some((step, kind, needs, advice)) => assert_failed(&v, step, kind, needs, advice),
         }
     }
-}
-
-fn vault(dir: &Path, config: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vault"))
-        .args(["--config", config.to_str().unwrap()])
-        .args(args)
-        .env("VAULT_DATA_DIR", dir)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", "us-east-1")
-        .env_remove("AWS_PROFILE")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
 }
 
 fn json_lines(out: &Output) -> Vec<serde_json::Value> {

@@ -12,6 +12,72 @@ mod aws;
 #[allow(unused_imports)] // Each test binary uses a different subset.
 pub use aws::{client as aws_client, moto_url};
 
+/// Runs the `vault` binary with `--config config`, the data directory `dir` and moto's test
+/// credentials (the AWS profile ignored), standard input closed.
+pub fn vault_aws(
+    dir: &std::path::Path,
+    config: &std::path::Path,
+    args: &[&str],
+) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_vault"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("VAULT_DATA_DIR", dir)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env_remove("AWS_PROFILE")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("the vault binary runs")
+}
+
+/// Providers of the customer key of the Cloud KMS and Key Vault fakes (`vault-testkit`).
+#[cfg(all(feature = "gcp", feature = "azure"))]
+pub mod fakes {
+    use std::sync::Arc;
+
+    use vault::crypto::{KeyProvider, RetryPolicy};
+    use vault_testkit::{azure_fake, gcp_fake};
+
+    /// The Cloud KMS fake's crypto key [`gcp_fake::KEY`], at `uri`, without credentials or
+    /// client retries.
+    pub async fn gcp(uri: &str) -> Arc<dyn KeyProvider> {
+        let client = google_cloud_kms_v1::client::KeyManagementService::builder()
+            .with_endpoint(uri)
+            .with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build())
+            .with_retry_policy(google_cloud_gax::retry_policy::NeverRetry)
+            .build()
+            .await
+            .expect("a client of the fake");
+        Arc::new(
+            vault_kms_gcp::GcpKmsProvider::from_client(
+                client,
+                gcp_fake::KEY,
+                RetryPolicy::default(),
+            )
+            .expect("the fake's key name"),
+        )
+    }
+
+    /// The Key Vault fake's RSA key [`azure_fake::KEY`], reached at `uri`.
+    pub fn azure(uri: &str) -> Arc<dyn KeyProvider> {
+        Arc::new(
+            vault_kms_azure::AzureKeyVaultProvider::with_credential(
+                azure_fake::VAULT_URL,
+                azure_fake::KEY,
+                None,
+                vault_kms_azure::WrapAlgorithm::RsaOaep256,
+                Arc::new(azure_fake::FixedToken),
+                Some(azure_fake::transport(uri)),
+                RetryPolicy::default(),
+            )
+            .expect("the fake's key"),
+        )
+    }
+}
+
 /// A `vault serve` child process, killed when dropped.
 pub struct Serve(pub std::process::Child);
 
