@@ -89,7 +89,6 @@ pub(crate) async fn verify(
 /// What every `vault byok` command works with: the store, where rings are, and the default
 /// provider that seals the BYOK document.
 struct Ctx<'a> {
-    deployment: &'a vault::Deployment,
     config: &'a Config,
     store: SqlStore,
     rings: vault::Rings,
@@ -136,7 +135,6 @@ pub(crate) async fn byok(
     let rings = rings(deployment, config, Some(&store)).await?;
     let default = config.default_provider(&rings, true).await?;
     let ctx = Ctx {
-        deployment,
         config,
         store,
         rings,
@@ -490,7 +488,6 @@ async fn provider(ctx: &Ctx<'_>, command: ByokProviderCommand) -> Result<(), Fai
             })
             .await?;
             println!("provider {name:?} removed");
-            let _ = ctx.deployment;
             Ok(())
         }
     }

@@ -27,6 +27,20 @@ pub(super) const EVENT_COLUMNS: &str = "a.seq, a.event_id, a.environment, a.even
 /// `after` cursors from skipping events. SQLite writes one transaction at a time: no wait.
 const POSTGRES_SETTLE_MICROS: i64 = 5_000_000;
 
+/// Inserts `record` once in each environment of `rows` (their `environment` column): an event
+/// about something several environments share. Returns how many.
+async fn insert_in_each(
+    tx: &mut WriteTx,
+    rows: &[AnyRow],
+    mut record: AuditRecord,
+) -> Result<u64, StoreError> {
+    for row in rows {
+        record.environment = row.try_get("environment")?;
+        insert_audit(tx, &record).await?;
+    }
+    Ok(rows.len() as u64)
+}
+
 pub(super) fn event_from_row(r: &AnyRow) -> Result<AuditEvent, StoreError> {
     Ok(AuditEvent {
         id: r.try_get("event_id")?,
@@ -200,22 +214,19 @@ impl AuditLog for SqlStore {
             .bind(pattern)
             .fetch_all(&mut *tx)
             .await?;
-        let now = Timestamp::now();
-        for row in &environments {
-            let record = AuditRecord {
-                environment: row.try_get("environment")?,
-                event: event.to_owned(),
-                actor: actor.clone(),
-                object: None,
-                key_id: Some(key_id.to_owned()),
-                key_context: None,
-                detail: None,
-                at: now,
-            };
-            insert_audit(&mut tx, &record).await?;
-        }
+        let record = AuditRecord {
+            environment: String::new(),
+            event: event.to_owned(),
+            actor: actor.clone(),
+            object: None,
+            key_id: Some(key_id.to_owned()),
+            key_context: None,
+            detail: None,
+            at: Timestamp::now(),
+        };
+        let n = insert_in_each(&mut tx, &environments, record).await?;
         tx.commit().await?;
-        Ok(environments.len() as u64)
+        Ok(n)
     }
 
     async fn record_deployment_event(&self, event: &DeploymentEvent) -> Result<u64, StoreError> {
@@ -237,22 +248,19 @@ impl AuditLog for SqlStore {
                 .bind(organization)
                 .fetch_all(&mut *tx)
                 .await?;
-        let now = Timestamp::now();
-        for row in &environments {
-            let record = AuditRecord {
-                environment: row.try_get("environment")?,
-                event: event.event.clone(),
-                actor: event.actor.clone(),
-                object: None,
-                key_id: event.key_id.clone(),
-                key_context: event.key_context.clone(),
-                detail: event.detail.clone(),
-                at: now,
-            };
-            insert_audit(&mut tx, &record).await?;
-        }
+        let record = AuditRecord {
+            environment: String::new(),
+            event: event.event.clone(),
+            actor: event.actor.clone(),
+            object: None,
+            key_id: event.key_id.clone(),
+            key_context: event.key_context.clone(),
+            detail: event.detail.clone(),
+            at: Timestamp::now(),
+        };
+        let n = insert_in_each(&mut tx, &environments, record).await?;
         tx.commit().await?;
-        Ok(environments.len() as u64)
+        Ok(n)
     }
 
     async fn list_events(
