@@ -15,7 +15,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use vault::crypto::{
     Backend, CacheLimits, CachingProvider, KeyContext, KeyProvider, ManagedKeyProvider, Router,
-    danger, open, seal,
+    danger, open, random, seal,
 };
 
 const SIZES: [usize; 5] = [64, 1024, 16 * 1024, 64 * 1024, 1 << 20];
@@ -247,20 +247,50 @@ fn managed_group(c: &mut Criterion) {
     // the AEAD. Their sum is the floor the whole seal is compared with.
     let mut g = c.benchmark_group("floor-parts-1KiB");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("os-random-44-bytes", |b| {
+    // Random bytes: the kernel's CSPRNG through the vDSO (what the crate uses where the
+    // kernel offers it) and through the getrandom(2) system call, for the sizes a seal draws
+    // (44: a data key and its wrap's nonce, or a message id and nonce; 88: both at once).
+    for len in [32usize, 44, 88] {
+        g.bench_function(
+            format!("random-{len}-bytes/{}", random::source().name()),
+            |b| {
+                b.iter(|| {
+                    let mut buf = [0u8; 88];
+                    random::fill(&mut buf[..len]).unwrap();
+                    buf
+                })
+            },
+        );
+        g.bench_function(format!("random-{len}-bytes/getrandom(2)"), |b| {
+            b.iter(|| {
+                let mut buf = [0u8; 88];
+                random::syscall(&mut buf[..len]).unwrap();
+                buf
+            })
+        });
+    }
+    // The per-message derivation (extract, then the content key and the commitment): ours,
+    // and the same bytes through the `hkdf` crate.
+    let data_key = danger::data_key_from_bytes([2u8; 32]);
+    g.bench_function("derive-message-keys", |b| {
+        b.iter(|| danger::message_keys(&data_key, black_box(&[1u8; 32])))
+    });
+    g.bench_function("derive-message-keys/hkdf-crate", |b| {
         b.iter(|| {
-            let mut buf = [0u8; 44];
-            getrandom::fill(&mut buf).unwrap();
-            buf
+            let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(black_box(&[1u8; 32])), &[2u8; 32]);
+            let mut content_key = [0u8; 32];
+            let mut commitment = [0u8; 32];
+            hk.expand_multi_info(&[b"vault-crypto/v1/content-key", &[0, 1]], &mut content_key)
+                .unwrap();
+            hk.expand_multi_info(&[b"vault-crypto/v1/commitment", &[0, 1]], &mut commitment)
+                .unwrap();
+            (content_key, commitment)
         })
     });
-    g.bench_function("hkdf-sha256-extract-expand-32", |b| {
-        b.iter(|| {
-            let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(&[1u8; 32]), black_box(&[2u8; 32]));
-            let mut okm = [0u8; 32];
-            hk.expand(b"vault-crypto/v1/content-key", &mut okm).unwrap();
-            okm
-        })
+    // The data key's wrap under a KEK already expanded (the managed provider caches it).
+    let kek = ring_key();
+    g.bench_function("aes256gcm-wrap-32-bytes", |b| {
+        b.iter(|| raw_ring_seal(&kek, black_box(&[3u8; 32])))
     });
     g.bench_function("aes256gcm-key-wrap-32-bytes", |b| {
         b.iter(|| {

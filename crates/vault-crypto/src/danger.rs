@@ -133,3 +133,18 @@ pub fn workos_encrypt_with_iv(
 ) -> Result<Vec<u8>, Error> {
     crate::workos::encrypt_with_iv(layout, data_key, encrypted_keys, plaintext, aad, iv)
 }
+
+/// The content key and key commitment of one message (FORMAT.md, "Key derivation and
+/// commitment"), exactly as a seal derives them: for benchmarks that measure the derivation
+/// alone, and for checking other implementations. The content key is a secret.
+pub fn message_keys(
+    data_key: &DataKey,
+    message_id: &[u8; MESSAGE_ID_LEN],
+) -> (Zeroizing<[u8; 32]>, [u8; crate::COMMITMENT_LEN]) {
+    let keys = envelope::commit::derive(
+        data_key,
+        message_id,
+        envelope::SUITE_AES256GCM_HKDF_SHA256_COMMIT,
+    );
+    (keys.content_key, keys.commitment)
+}

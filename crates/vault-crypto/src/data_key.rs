@@ -23,7 +23,7 @@ impl DataKey {
     /// [`Error::Random`] if the operating system cannot supply random bytes.
     pub fn generate() -> Result<Self, Error> {
         let mut key = Zeroizing::new([0u8; DATA_KEY_LEN]);
-        crate::rand::fill(key.as_mut())?;
+        crate::random::fill(key.as_mut())?;
         Ok(Self(key))
     }
 

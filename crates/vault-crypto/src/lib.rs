@@ -55,7 +55,7 @@ mod envelope;
 mod error;
 pub mod issued;
 pub mod provider;
-mod rand;
+pub mod random;
 mod router;
 pub mod workos;
 

@@ -420,7 +420,7 @@ pub fn encrypt_as(
     let iv = iv
         .get_mut(..layout.iv_len())
         .ok_or(Error::EncryptionFailed)?;
-    crate::rand::fill(iv)?;
+    crate::random::fill(iv)?;
     Ok(STANDARD.encode(encrypt_with_iv(
         layout,
         data_key,

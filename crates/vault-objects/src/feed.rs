@@ -23,7 +23,7 @@ pub struct WebhookSecret(Zeroizing<String>);
 impl WebhookSecret {
     fn generate() -> Result<Self, VaultError> {
         let mut bytes = Zeroizing::new([0u8; 32]);
-        getrandom::fill(&mut *bytes).map_err(|_| vault_crypto::Error::Random)?;
+        vault_crypto::random::fill(&mut *bytes)?;
         let mut text = Zeroizing::new(String::with_capacity(64));
         for b in bytes.iter() {
             text.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));

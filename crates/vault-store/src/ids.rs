@@ -61,7 +61,7 @@ pub fn is_object_id(id: &str) -> bool {
 
 pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], StoreError> {
     let mut b = [0u8; N];
-    getrandom::fill(&mut b).map_err(|_| StoreError::Unavailable {
+    vault_crypto::random::fill(&mut b).map_err(|_| StoreError::Unavailable {
         reason: "the operating system's random number generator failed".into(),
     })?;
     Ok(b)

@@ -31,7 +31,7 @@ pub(crate) struct MessageRandom {
 impl MessageRandom {
     pub(crate) fn generate() -> Result<Self, Error> {
         let mut buf = [0u8; MESSAGE_ID_LEN + NONCE_LEN];
-        crate::rand::fill(&mut buf)?;
+        crate::random::fill(&mut buf)?;
         let (message_id, nonce) = buf.split_at(MESSAGE_ID_LEN);
         Ok(Self {
             message_id: message_id.try_into().map_err(|_| Error::Random)?,

@@ -252,7 +252,7 @@ impl FileRingStore {
     /// Writes `bytes` to a new temporary file beside the ring and makes it durable.
     fn write_temp(&self, bytes: &[u8]) -> Result<PathBuf, KeyRingError> {
         let mut suffix = [0u8; 8];
-        crate::rand::fill(&mut suffix).map_err(|_| KeyRingError::Random)?;
+        crate::random::fill(&mut suffix).map_err(|_| KeyRingError::Random)?;
         let tmp = self.dir.join(format!(
             "{}{}-{:016x}",
             self.temp_prefix,

@@ -212,7 +212,7 @@ impl KeyProvider for ManagedKeyProvider {
         let ring = self.current().await?;
         // One call to the OS CSPRNG for the data key and the wrap's nonce.
         let mut random = Zeroizing::new([0u8; DATA_KEY_LEN + NONCE_LEN]);
-        crate::rand::fill(random.as_mut())
+        crate::random::fill(random.as_mut())
             .map_err(|_| provider_error(ProviderErrorKind::Other, "random"))?;
         let (key, nonce) = random.split_at(DATA_KEY_LEN);
         let mut key_bytes = Zeroizing::new([0u8; DATA_KEY_LEN]);
@@ -227,7 +227,7 @@ impl KeyProvider for ManagedKeyProvider {
     async fn wrap(&self, key: &DataKey, ctx: &KeyContext) -> Result<WrappedKey, ProviderError> {
         let ring = self.current().await?;
         let mut nonce = [0u8; NONCE_LEN];
-        crate::rand::fill(&mut nonce)
+        crate::random::fill(&mut nonce)
             .map_err(|_| provider_error(ProviderErrorKind::Other, "random"))?;
         self.wrap_in(&ring, key.expose_secret(), ctx, nonce)
     }

@@ -152,7 +152,7 @@ impl MasterKeySeal {
     pub fn create_file(path: &Path) -> Result<Self, KeyRingError> {
         use std::os::unix::fs::OpenOptionsExt;
         let mut key = Zeroizing::new([0u8; KEY_LEN]);
-        crate::rand::fill(key.as_mut()).map_err(|_| KeyRingError::Random)?;
+        crate::random::fill(key.as_mut()).map_err(|_| KeyRingError::Random)?;
         let io = |source| KeyRingError::Io {
             path: path.display().to_string(),
             source,
@@ -261,7 +261,7 @@ impl RootSeal for MasterKeySeal {
     ) -> Result<SealedRoot, KeyRingError> {
         let fail = || seal_error("seal", ring, version, self.id.clone(), "AES-GCM failed");
         let mut nonce = [0u8; NONCE_LEN];
-        crate::rand::fill(&mut nonce).map_err(|_| KeyRingError::Random)?;
+        crate::random::fill(&mut nonce).map_err(|_| KeyRingError::Random)?;
         let mut sealed = Zeroizing::new(*root);
         let tag = Backend::DEFAULT
             .seal_in_place(&self.key, &nonce, &seal_aad(ring, version), sealed.as_mut())

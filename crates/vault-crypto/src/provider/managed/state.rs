@@ -130,7 +130,7 @@ pub(crate) fn validate_name(name: &str) -> Result<(), KeyRingError> {
 
 pub(crate) fn generate_root() -> Result<RootKey, KeyRingError> {
     let mut root = Zeroizing::new([0u8; KEY_LEN]);
-    crate::rand::fill(root.as_mut()).map_err(|_| KeyRingError::Random)?;
+    crate::random::fill(root.as_mut()).map_err(|_| KeyRingError::Random)?;
     Ok(root)
 }
 
