@@ -157,6 +157,129 @@ async fn sigterm_lets_requests_finish_and_loses_no_acknowledged_write() {
     }
 }
 
+/// What one client of the crash test saw: its object, the versions the server acknowledged
+/// (in order, with their values), and the change in flight when the server died (not
+/// acknowledged: it may or may not have been applied).
+#[derive(Default)]
+struct Seen {
+    id: Option<String>,
+    acknowledged: Vec<(String, String)>,
+    in_flight: Option<String>,
+}
+
+/// One client: creates its object, then updates it with `version_check` until the server
+/// stops answering.
+async fn change_until_killed(client: ApiClient, w: usize) -> Seen {
+    let mut seen = Seen::default();
+    let create = json!({"name": format!("c-{w}"), "value": format!("{w}-0"),
+                        "key_context": {"organization_id": format!("org_{}", w % 4)}});
+    seen.in_flight = Some(format!("{w}-0"));
+    match client
+        .call(Method::POST, "/vault/v1/kv", Some(&create))
+        .await
+    {
+        Ok((201, meta)) => {
+            seen.id = Some(meta["id"].as_str().unwrap().to_owned());
+            let version = meta["version_id"].as_str().unwrap().to_owned();
+            seen.acknowledged.push((version, format!("{w}-0")));
+            seen.in_flight = None;
+        }
+        Ok(other) => panic!("create refused before the kill: {other:?}"),
+        Err(_) => return seen,
+    }
+    let id = seen.id.clone().unwrap();
+    for i in 1.. {
+        let value = format!("{w}-{i}");
+        let (last, _) = seen.acknowledged.last().unwrap();
+        let body = json!({"value": value, "version_check": last});
+        seen.in_flight = Some(value.clone());
+        match client
+            .call(Method::PUT, &format!("/vault/v1/kv/{id}"), Some(&body))
+            .await
+        {
+            Ok((200, obj)) => {
+                let version = obj["metadata"]["version_id"].as_str().unwrap().to_owned();
+                seen.acknowledged.push((version, value));
+                seen.in_flight = None;
+            }
+            Ok(other) => panic!("update refused before the kill: {other:?}"),
+            Err(_) => break, // the server is gone: this change was not acknowledged
+        }
+    }
+    seen
+}
+
+/// SIGKILL while 32 clients change objects (the group commit's worst moment): every change the
+/// server acknowledged is there afterwards, and the one in flight per client is either wholly
+/// there (its version, its value, its audit event) or not at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_32_writers_loses_no_acknowledged_change_and_half_applies_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(VAULT)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["apikey", "create", "-e", "prod", "--name", "load"])
+        .output()
+        .unwrap();
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let (mut child, addr, _) = start(dir.path());
+    let base = format!("http://{addr}");
+    let clients: Vec<_> = (0..32)
+        .map(|w| tokio::spawn(change_until_killed(ApiClient::new(&base, &key), w)))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    child.kill().unwrap(); // SIGKILL: no shutdown, no flush, no checkpoint
+    child.wait().unwrap();
+    let mut seen = Vec::new();
+    for c in clients {
+        seen.push(c.await.unwrap());
+    }
+    let acknowledged: usize = seen.iter().map(|s| s.acknowledged.len()).sum();
+    assert!(acknowledged >= 64, "the load ran: {acknowledged} changes");
+
+    let vault = vault::open_embedded(dir.path()).await.unwrap();
+    let actor = Actor::new("user_test", "test");
+    let events = vault.store().audit_events("prod", 1_000_000).await.unwrap();
+    for (w, s) in seen.iter().enumerate() {
+        let object = match &s.id {
+            Some(id) => vault.read("prod", id, &actor).await.unwrap(),
+            // The create was in flight: the object is there whole, or not at all.
+            None => match vault.read_by_name("prod", &format!("c-{w}"), &actor).await {
+                Ok(object) => object,
+                Err(_) => continue,
+            },
+        };
+        let value = String::from_utf8(object.value.clone()).unwrap();
+        let versions = vault
+            .versions("prod", &object.meta.id, &actor)
+            .await
+            .unwrap();
+        let stored: Vec<&str> = versions.iter().rev().map(|v| v.id.as_str()).collect();
+        let acked: Vec<&str> = s.acknowledged.iter().map(|(v, _)| v.as_str()).collect();
+        // Every acknowledged version, in order, then at most the one in flight.
+        assert_eq!(&stored[..acked.len()], &acked[..], "client {w}");
+        match stored.len() - acked.len() {
+            0 => {
+                let (version, last) = s.acknowledged.last().unwrap();
+                assert_eq!(
+                    (&object.meta.version_id, &value),
+                    (version, last),
+                    "client {w}"
+                );
+            }
+            1 => assert_eq!(Some(&value), s.in_flight.as_ref(), "client {w}: {value}"),
+            n => panic!("client {w}: {n} versions nobody sent"),
+        }
+        // One audit event per version: a change is never there without its event.
+        let changes = events
+            .iter()
+            .filter(|e| e.object_id.as_deref() == Some(object.meta.id.as_str()))
+            .filter(|e| e.event == "vault.data.created" || e.event == "vault.data.updated")
+            .count();
+        assert_eq!(changes, stored.len(), "client {w}: events and versions");
+    }
+}
+
 /// Runs the `vault` command line on `dir`; returns (exit code, stdout, stderr).
 fn cli(dir: &Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(VAULT)

@@ -68,6 +68,37 @@ pub(crate) struct LoadReport {
     pub(crate) objects: usize,
     /// Of those, objects whose value and version were the last ones written.
     pub(crate) intact: usize,
+    /// Durable commits the servers' stores made during the mix (from their `/metrics`; absent
+    /// when a server does not show them to this client).
+    pub(crate) commits: Option<u64>,
+    /// `commits / seconds`: the fsyncs per second on SQLite.
+    pub(crate) commits_per_sec: Option<f64>,
+    /// Object changes committed during the mix, over `commits`: how many shared one commit.
+    pub(crate) changes_per_commit: Option<f64>,
+}
+
+/// The store counters of every server, summed, from `/metrics`: `(commits, changes)`, or `None`
+/// if any server does not show them.
+async fn store_counters(bases: &[String], key: &str) -> Option<(u64, u64)> {
+    let mut total = (0, 0);
+    for base in bases {
+        let client = ApiClient::new(base, key);
+        let (status, _, body) = client
+            .send(Method::GET, "/metrics", Vec::new(), &[])
+            .await
+            .ok()?;
+        if status != 200 {
+            return None;
+        }
+        let text = String::from_utf8_lossy(&body);
+        let counter = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok())
+        };
+        total.0 += counter("vault_store_commits_total")?;
+        total.1 += counter("vault_store_changes_total")?;
+    }
+    Some(total)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -221,6 +252,7 @@ pub(crate) async fn run(
 ) -> Result<LoadReport, String> {
     let clients = settings.clients.max(1);
     let per_client = settings.requests / clients;
+    let counted = store_counters(bases, key).await;
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(clients);
     for index in 0..clients {
@@ -237,6 +269,10 @@ pub(crate) async fn run(
         results.push(t.await.map_err(|e| format!("a client task failed: {e}"))?);
     }
     let elapsed = started.elapsed();
+    let writes = match (counted, store_counters(bases, key).await) {
+        (Some(before), Some(after)) => Some((after.0 - before.0, after.1 - before.1)),
+        _ => None,
+    };
 
     // Read every object back, concurrently, and compare with what its client wrote last.
     let checkers: Vec<Arc<ApiClient>> = (0..bases.len().max(1))
@@ -298,6 +334,10 @@ pub(crate) async fn run(
         errors: results.iter().map(|r| r.errors).sum(),
         objects,
         intact,
+        commits: writes.map(|(commits, _)| commits),
+        commits_per_sec: writes.map(|(commits, _)| commits as f64 / seconds.max(f64::EPSILON)),
+        changes_per_commit: writes
+            .map(|(commits, changes)| changes as f64 / (commits as f64).max(1.0)),
     })
 }
 
@@ -315,6 +355,13 @@ pub(crate) fn table(r: &LoadReport) -> String {
         r.intact,
         r.objects
     );
+    if let (Some(commits), Some(rate), Some(shared)) =
+        (r.commits, r.commits_per_sec, r.changes_per_commit)
+    {
+        out.push_str(&format!(
+            "durable commits: {commits} ({rate:.0}/s), {shared:.1} changes per commit\n\n"
+        ));
+    }
     out.push_str("request   count    p50 ms    p99 ms    max ms\n");
     for (name, l) in [
         ("all", &r.all),

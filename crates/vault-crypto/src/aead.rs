@@ -80,7 +80,16 @@ impl Backend {
         aad: &[u8],
         in_out: &mut [u8],
     ) -> Result<[u8; TAG_LEN], Unspecified> {
-        self.key(key)?.seal_in_place(nonce, aad, in_out)
+        // The expanded key (about a kilobyte with ring's GHASH tables) is built and used in
+        // place, not moved through an `AeadKey`: each move is a copy on the per-message path.
+        match self {
+            #[cfg(feature = "ring")]
+            Self::Ring => ring_backend::seal(&ring_backend::key(key)?, nonce, aad, in_out),
+            #[cfg(feature = "rustcrypto")]
+            Self::RustCrypto => {
+                rustcrypto_backend::seal(&rustcrypto_backend::key(key), nonce, aad, in_out)
+            }
+        }
     }
 
     /// Checks the tag and decrypts `in_out` in place under a one-off key. On failure `in_out`
@@ -93,13 +102,20 @@ impl Backend {
         in_out: &mut [u8],
         tag: &[u8; TAG_LEN],
     ) -> Result<(), Unspecified> {
-        match self.key(key) {
-            Ok(k) => k.open_in_place(nonce, aad, in_out, tag),
-            Err(e) => {
-                in_out.fill(0);
-                Err(e)
+        let result = match self {
+            #[cfg(feature = "ring")]
+            Self::Ring => {
+                ring_backend::key(key).and_then(|k| ring_backend::open(&k, nonce, aad, in_out, tag))
             }
+            #[cfg(feature = "rustcrypto")]
+            Self::RustCrypto => {
+                rustcrypto_backend::open(&rustcrypto_backend::key(key), nonce, aad, in_out, tag)
+            }
+        };
+        if result.is_err() {
+            in_out.fill(0);
         }
+        result
     }
 }
 

@@ -23,7 +23,7 @@ pub use vault_store::{
     Actor, AnswerBody, ApiKeyRecord, ApiKeyStore, AuditEvent, Conflict, Cursor, Delivery,
     EventPage, EventQuery, IDEMPOTENCY_TTL_MICROS, KeyUsage, ListQuery, MAX_EVENTS_LIMIT,
     ObjectMeta, Order, Page, Remember, Remembered, StoreError, Timestamp, VersionMeta,
-    WebhookEndpoint, WebhookStore, events, is_event_id, validate_environment,
+    WebhookEndpoint, WebhookStore, WriteStats, events, is_event_id, validate_environment,
 };
 
 use vault_store::{NewVersion, Store};

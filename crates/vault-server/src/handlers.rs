@@ -611,7 +611,10 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>, req: Request) ->
         )
         .into_response();
     }
-    let text = state.metrics.render(state.vault.router().calls());
+    let text = state.metrics.render(
+        state.vault.router().calls(),
+        state.vault.store().write_stats(),
+    );
     let mut res = text.into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -87,7 +87,7 @@ impl Metrics {
     }
 
     /// The text exposition format.
-    pub fn render(&self, calls: ProviderCalls) -> String {
+    pub fn render(&self, calls: ProviderCalls, writes: vault_objects::WriteStats) -> String {
         let inner = self
             .inner
             .lock()
@@ -140,6 +140,27 @@ impl Metrics {
         out.push_str("# HELP vault_provider_failures_total Key-provider calls that failed.\n");
         out.push_str("# TYPE vault_provider_failures_total counter\n");
         let _ = writeln!(out, "vault_provider_failures_total {}", calls.failed);
+        for (name, help, n) in [
+            (
+                "vault_store_commits_total",
+                "Durable write transactions the store's writer committed (one fsync each on SQLite).",
+                writes.commits,
+            ),
+            (
+                "vault_store_changes_total",
+                "Object changes (create, update, delete, rewrap) committed; over commits, how many shared one.",
+                writes.changes,
+            ),
+            (
+                "vault_store_read_events_total",
+                "Audit events of reads committed.",
+                writes.read_events,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {n}");
+        }
         if !inner.verified.is_empty() {
             out.push_str(
                 "# HELP vault_provider_verified Whether the key provider passed its last live verification (a data key generated, unwrapped and compared).\n",

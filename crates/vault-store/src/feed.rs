@@ -77,6 +77,22 @@ impl fmt::Debug for AnswerBody {
     }
 }
 
+impl Remember {
+    /// This answer with its body made now, from the object the change will write.
+    pub(crate) fn rendered(&self, meta: &ObjectMeta) -> Self {
+        Self {
+            owner: self.owner.clone(),
+            key: self.key.clone(),
+            request_hash: self.request_hash,
+            status: self.status,
+            body: AnswerBody::Fixed(match &self.body {
+                AnswerBody::Fixed(body) => body.clone(),
+                AnswerBody::OfObject(render) => render(meta),
+            }),
+        }
+    }
+}
+
 impl fmt::Debug for Remember {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Remember")

@@ -32,6 +32,17 @@ pub use ids::{
 pub use query::{Cursor, DEFAULT_LIMIT, ListItem, ListQuery, MAX_LIMIT, Order, Page};
 pub use sql::{CopyReport, SqlRingStore, SqlStore, is_provider_name};
 pub use time::Timestamp;
+
+/// Counters of a store's durable writes (see [`ObjectStore::write_stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Write transactions committed by the writer (each one fsync on SQLite).
+    pub commits: u64,
+    /// Object changes (create, update, delete, rewrap) committed.
+    pub changes: u64,
+    /// Audit events of reads committed.
+    pub read_events: u64,
+}
 pub use types::{
     Actor, ApiKeyRecord, AuditEvent, ByokConfig, DeploymentEvent, KeyUsage, NewVersion, ObjectMeta,
     StoredObject, StoredVersion, VersionMeta, events,
@@ -53,6 +64,13 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// `Unavailable` if it does not.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// What this store's writer has committed since it opened: how many durable commits, and
+    /// how many object changes and reads' audit events they carried (so the changes that
+    /// shared one fsync can be counted). Zeroes for a store that does not count.
+    fn write_stats(&self) -> WriteStats {
+        WriteStats::default()
+    }
 
     /// Creates object `id` (from [`new_object_id`]) with its first version. The caller chooses
     /// the id so it can bind the envelope to it before storing. With `remember`, the answer is

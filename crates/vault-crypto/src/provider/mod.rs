@@ -20,6 +20,7 @@ mod retry;
 pub use retry::{Attempts, RetryPolicy};
 
 use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -41,8 +42,13 @@ pub const MAX_WRAPPED_LEN: usize = 4096;
 ///
 /// Stored in every envelope, so reads find their provider without configuration and rotation,
 /// rewrap and minimum versions work. It is public metadata, never secret.
+///
+/// Cheap to clone (shared): every sealed value carries a copy of its key's reference.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct KeyRef {
+pub struct KeyRef(Arc<KeyRefParts>);
+
+#[derive(PartialEq, Eq, Hash)]
+struct KeyRefParts {
     scheme: String,
     key_id: String,
     version: String,
@@ -79,11 +85,11 @@ impl KeyRef {
                 reason: "'#' in key id or version",
             });
         }
-        Ok(Self {
+        Ok(Self(Arc::new(KeyRefParts {
             scheme,
             key_id,
             version,
-        })
+        })))
     }
 
     /// Parses `scheme://key-id` or `scheme://key-id#version`. The version is what follows the
@@ -101,17 +107,17 @@ impl KeyRef {
 
     /// The provider scheme, such as `managed` or `aws-kms`.
     pub fn scheme(&self) -> &str {
-        &self.scheme
+        &self.0.scheme
     }
 
     /// The key id within the provider.
     pub fn key_id(&self) -> &str {
-        &self.key_id
+        &self.0.key_id
     }
 
     /// The key version, empty when the provider records it inside the wrapped bytes.
     pub fn version(&self) -> &str {
-        &self.version
+        &self.0.version
     }
 }
 
@@ -140,9 +146,9 @@ fn check_len(what: &'static str, s: &str, max: usize) -> Result<(), EnvelopeErro
 
 impl fmt::Display for KeyRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}", self.scheme, self.key_id)?;
-        if !self.version.is_empty() {
-            write!(f, "#{}", self.version)?;
+        write!(f, "{}://{}", self.scheme(), self.key_id())?;
+        if !self.version().is_empty() {
+            write!(f, "#{}", self.version())?;
         }
         Ok(())
     }

@@ -29,7 +29,7 @@ pub use byok::is_provider_name;
 pub use copy::CopyReport;
 pub use ring::SqlRingStore;
 use vault_crypto::KeyContext;
-use writer::{ReadAudit, WriteTx, Writer};
+use writer::{WriteTx, Writer, Writes};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Backend {
@@ -45,8 +45,11 @@ pub struct SqlStore {
     /// SQLite has one writer at a time. Writers of this process queue here, in order, instead of
     /// polling SQLite's busy handler (which sleeps up to 100 ms between tries).
     writer: Arc<tokio::sync::Mutex<()>>,
-    /// Audit events of reads, written in group commits by the flusher task (see [`ReadAudit`]).
-    reads: ReadAudit,
+    /// The writer task's queue: changes (SQLite) and reads' audit events, group-committed
+    /// (see [`writer`]).
+    writes: Writes,
+    /// What the writer committed.
+    stats: Arc<writer::Counters>,
 }
 
 /// The metadata columns, joined with the current version.
@@ -141,21 +144,24 @@ impl SqlStore {
         Ok(store)
     }
 
-    /// A store over `pool`, with its read-audit flusher running.
+    /// A store over `pool`, with its writer task running.
     fn new(pool: AnyPool, backend: Backend) -> Self {
         let writer: Arc<tokio::sync::Mutex<()>> = Arc::default();
+        let stats: Arc<writer::Counters> = Arc::default();
         let (queue, pending) = tokio::sync::mpsc::unbounded_channel();
-        let flusher = Writer {
+        let writer_task = Writer {
             pool: pool.clone(),
             backend,
             lock: writer.clone(),
+            stats: stats.clone(),
         };
-        tokio::spawn(flusher.flush_reads(pending));
+        tokio::spawn(writer_task.run(pending));
         Self {
             pool,
             backend,
             writer,
-            reads: ReadAudit { queue },
+            writes: Writes { queue },
+            stats,
         }
     }
 
@@ -165,6 +171,7 @@ impl SqlStore {
             pool: self.pool.clone(),
             backend: self.backend,
             lock: self.writer.clone(),
+            stats: self.stats.clone(),
         }
         .begin()
         .await

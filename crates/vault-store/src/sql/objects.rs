@@ -57,6 +57,10 @@ impl ObjectStore for SqlStore {
         Ok(())
     }
 
+    fn write_stats(&self) -> crate::WriteStats {
+        self.stats.get()
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn create(
         &self,
@@ -85,53 +89,31 @@ impl ObjectStore for SqlStore {
             updated_at: now,
             updated_by: actor.clone(),
         };
-        let mut tx = self.begin_write().await?;
-        let taken = sqlx::query(
-            "SELECT 1 AS x FROM objects WHERE environment = $1 AND name = $2 AND deleted_at IS NULL",
-        )
-        .bind(environment)
-        .bind(name)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if taken.is_some() {
-            return Err(StoreError::Conflict(Conflict::Name));
-        }
-        let inserted = sqlx::query(
-            "INSERT INTO objects (id, environment, name, context, current_version, created_at, \
-             updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&meta.id)
-        .bind(environment)
-        .bind(name)
-        .bind(context.canonical_bytes().to_vec())
-        .bind(&meta.version_id)
-        .bind(now.0)
-        .bind(now.0)
-        .execute(&mut *tx)
-        .await;
-        if let Err(sqlx::Error::Database(e)) = &inserted
-            && e.is_unique_violation()
-        {
-            // Another writer took the name between the check and the insert (PostgreSQL), or
-            // the id is taken.
-            return Err(StoreError::Conflict(Conflict::Name));
-        }
-        inserted?;
-        insert_version(&mut tx, &meta.id, 1, &meta.version_id, &version, actor, now).await?;
-        audit_change(
-            &mut tx,
-            events::DATA_CREATED,
-            environment,
-            actor,
-            Some(&meta),
-            now,
-        )
-        .await?;
-        if let Some(remember) = remember {
-            remember_in(&mut tx, remember, Some(&meta), now).await?;
-        }
-        tx.commit().await?;
-        Ok(meta)
+        // The answer to remember depends only on `meta`, which is known now: render it here, so
+        // the change owns everything it needs.
+        let remember = remember.map(|r| r.rendered(&meta));
+        let (environment, name, context, actor) = (
+            environment.to_owned(),
+            name.to_owned(),
+            context.clone(),
+            actor.clone(),
+        );
+        self.change(move |tx| {
+            Box::pin(async move {
+                create_in(
+                    tx,
+                    &environment,
+                    &name,
+                    &context,
+                    &version,
+                    &actor,
+                    meta,
+                    remember,
+                )
+                .await
+            })
+        })
+        .await
     }
 
     async fn get(
@@ -214,63 +196,28 @@ impl ObjectStore for SqlStore {
     ) -> Result<ObjectMeta, StoreError> {
         validate_environment(environment)?;
         check_id(id)?;
-        let now = Timestamp::now();
         let version_id = new_version_id()?;
-        let mut tx = self.begin_write().await?;
-        // The compare-and-set: one statement, so no other writer can slip in between.
-        let changed = sqlx::query(
-            "UPDATE objects SET current_version = $1, updated_at = $2 \
-             WHERE environment = $3 AND id = $4 AND deleted_at IS NULL \
-             AND ($5 IS NULL OR current_version = $5)",
-        )
-        .bind(&version_id)
-        .bind(now.0)
-        .bind(environment)
-        .bind(id)
-        .bind(expected_version.map(str::to_owned))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if changed == 0 {
-            let exists = sqlx::query(
-                "SELECT 1 AS x FROM objects WHERE environment = $1 AND id = $2 AND deleted_at IS NULL",
-            )
-            .bind(environment)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            return Err(if exists.is_some() {
-                StoreError::Conflict(Conflict::Version)
-            } else {
-                StoreError::NotFound
-            });
-        }
-        let seq: i64 = sqlx::query("SELECT MAX(seq) AS s FROM versions WHERE object_id = $1")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get::<Option<i64>, _>("s")?
-            .unwrap_or(0)
-            + 1;
-        insert_version(&mut tx, id, seq, &version_id, &version, actor, now).await?;
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {META_COLUMNS} FROM {META_FROM} WHERE o.id = $1"
-        )))
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let meta = meta_from_row(&row)?;
-        audit_change(
-            &mut tx,
-            events::DATA_UPDATED,
-            environment,
-            actor,
-            Some(&meta),
-            now,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(meta)
+        let (environment, id, expected, actor) = (
+            environment.to_owned(),
+            id.to_owned(),
+            expected_version.map(str::to_owned),
+            actor.clone(),
+        );
+        self.change(move |tx| {
+            Box::pin(async move {
+                update_in(
+                    tx,
+                    &environment,
+                    &id,
+                    &version_id,
+                    &version,
+                    expected.as_deref(),
+                    &actor,
+                )
+                .await
+            })
+        })
+        .await
     }
 
     async fn versions(
@@ -337,42 +284,18 @@ impl ObjectStore for SqlStore {
     ) -> Result<ObjectMeta, StoreError> {
         validate_environment(environment)?;
         check_id(id)?;
-        let now = Timestamp::now();
-        let mut tx = self.begin_write().await?;
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {META_COLUMNS} FROM {META_FROM} \
-             WHERE o.environment = $1 AND o.id = $2 AND o.deleted_at IS NULL"
-        )))
-        .bind(environment)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        let meta = meta_from_row(&row)?;
-        let changed = sqlx::query(
-            "UPDATE objects SET deleted_at = $1 WHERE id = $2 AND deleted_at IS NULL \
-             AND ($3 IS NULL OR current_version = $3)",
-        )
-        .bind(now.0)
-        .bind(id)
-        .bind(expected_version.map(str::to_owned))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if changed == 0 {
-            return Err(StoreError::Conflict(Conflict::Version));
-        }
-        audit_change(
-            &mut tx,
-            events::DATA_DELETED,
-            environment,
-            actor,
-            Some(&meta),
-            now,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(meta)
+        let (environment, id, expected, actor) = (
+            environment.to_owned(),
+            id.to_owned(),
+            expected_version.map(str::to_owned),
+            actor.clone(),
+        );
+        self.change(move |tx| {
+            Box::pin(
+                async move { delete_in(tx, &environment, &id, expected.as_deref(), &actor).await },
+            )
+        })
+        .await
     }
 
     async fn purge(&self, deleted_before: Timestamp, actor: &Actor) -> Result<u64, StoreError> {
@@ -455,47 +378,241 @@ impl ObjectStore for SqlStore {
         key_id: &str,
         actor: &Actor,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let changed = sqlx::query(
-            "UPDATE versions SET envelope = $1, key_id = $2, etag = $3 \
-             WHERE object_id = $4 AND seq = $5 AND envelope = $6",
-        )
-        .bind(new.to_vec())
-        .bind(key_id)
-        .bind(etag(new))
-        .bind(object_id)
-        .bind(seq)
-        .bind(expected.to_vec())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if changed == 1 {
-            // The object's context goes into the event as JSON, as for every other change.
-            let row = sqlx::query("SELECT environment, name, context FROM objects WHERE id = $1")
-                .bind(object_id)
-                .fetch_one(&mut *tx)
-                .await?;
-            let context: Vec<u8> = row.try_get("context")?;
-            let context = KeyContext::from_canonical_bytes(&context).map_err(|_| {
-                StoreError::Unavailable {
-                    reason: "a stored key context is corrupt".into(),
-                }
-            })?;
-            let record = AuditRecord {
-                environment: row.try_get("environment")?,
-                event: events::DATA_REWRAPPED.to_owned(),
-                actor: actor.clone(),
-                object: Some((object_id.to_owned(), row.try_get("name")?)),
-                key_id: Some(key_id.to_owned()),
-                key_context: Some(context),
-                detail: None,
-                at: Timestamp::now(),
-            };
-            insert_audit(&mut tx, &record).await?;
-        }
-        tx.commit().await?;
-        Ok(changed == 1)
+        let (object_id, expected, new, key_id, actor) = (
+            object_id.to_owned(),
+            expected.to_vec(),
+            new.to_vec(),
+            key_id.to_owned(),
+            actor.clone(),
+        );
+        self.change(move |tx| {
+            Box::pin(async move {
+                replace_envelope_in(tx, &object_id, seq, &expected, &new, &key_id, &actor).await
+            })
+        })
+        .await
     }
+}
+
+/// Creates the object `meta` describes, with its first version, audit event and remembered
+/// answer, in `tx`.
+#[allow(clippy::too_many_arguments)]
+async fn create_in(
+    tx: &mut WriteTx,
+    environment: &str,
+    name: &str,
+    context: &KeyContext,
+    version: &NewVersion,
+    actor: &Actor,
+    meta: ObjectMeta,
+    remember: Option<Remember>,
+) -> Result<ObjectMeta, StoreError> {
+    let now = meta.created_at;
+    let taken = sqlx::query(
+        "SELECT 1 AS x FROM objects WHERE environment = $1 AND name = $2 AND deleted_at IS NULL",
+    )
+    .bind(environment)
+    .bind(name)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if taken.is_some() {
+        return Err(StoreError::Conflict(Conflict::Name));
+    }
+    let inserted = sqlx::query(
+        "INSERT INTO objects (id, environment, name, context, current_version, created_at, \
+         updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&meta.id)
+    .bind(environment)
+    .bind(name)
+    .bind(context.canonical_bytes().to_vec())
+    .bind(&meta.version_id)
+    .bind(now.0)
+    .bind(now.0)
+    .execute(&mut **tx)
+    .await;
+    if let Err(sqlx::Error::Database(e)) = &inserted
+        && e.is_unique_violation()
+    {
+        // Another writer took the name between the check and the insert (PostgreSQL), or
+        // the id is taken.
+        return Err(StoreError::Conflict(Conflict::Name));
+    }
+    inserted?;
+    insert_version(tx, &meta.id, 1, &meta.version_id, version, actor, now).await?;
+    audit_change(
+        tx,
+        events::DATA_CREATED,
+        environment,
+        actor,
+        Some(&meta),
+        now,
+    )
+    .await?;
+    if let Some(remember) = &remember {
+        remember_in(tx, remember, Some(&meta), now).await?;
+    }
+    Ok(meta)
+}
+
+/// Makes `version_id` the object's current version if `expected` is (or is `None`), in `tx`.
+async fn update_in(
+    tx: &mut WriteTx,
+    environment: &str,
+    id: &str,
+    version_id: &str,
+    version: &NewVersion,
+    expected: Option<&str>,
+    actor: &Actor,
+) -> Result<ObjectMeta, StoreError> {
+    let now = Timestamp::now();
+    // The compare-and-set: one statement, so no other writer can slip in between.
+    let changed = sqlx::query(
+        "UPDATE objects SET current_version = $1, updated_at = $2 \
+         WHERE environment = $3 AND id = $4 AND deleted_at IS NULL \
+         AND ($5 IS NULL OR current_version = $5)",
+    )
+    .bind(version_id)
+    .bind(now.0)
+    .bind(environment)
+    .bind(id)
+    .bind(expected.map(str::to_owned))
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if changed == 0 {
+        let exists = sqlx::query(
+            "SELECT 1 AS x FROM objects WHERE environment = $1 AND id = $2 AND deleted_at IS NULL",
+        )
+        .bind(environment)
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        return Err(if exists.is_some() {
+            StoreError::Conflict(Conflict::Version)
+        } else {
+            StoreError::NotFound
+        });
+    }
+    let seq: i64 = sqlx::query("SELECT MAX(seq) AS s FROM versions WHERE object_id = $1")
+        .bind(id)
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get::<Option<i64>, _>("s")?
+        .unwrap_or(0)
+        + 1;
+    insert_version(tx, id, seq, version_id, version, actor, now).await?;
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {META_COLUMNS} FROM {META_FROM} WHERE o.id = $1"
+    )))
+    .bind(id)
+    .fetch_one(&mut **tx)
+    .await?;
+    let meta = meta_from_row(&row)?;
+    audit_change(
+        tx,
+        events::DATA_UPDATED,
+        environment,
+        actor,
+        Some(&meta),
+        now,
+    )
+    .await?;
+    Ok(meta)
+}
+
+/// Marks the object deleted if its current version is `expected` (or `expected` is `None`),
+/// in `tx`.
+async fn delete_in(
+    tx: &mut WriteTx,
+    environment: &str,
+    id: &str,
+    expected: Option<&str>,
+    actor: &Actor,
+) -> Result<ObjectMeta, StoreError> {
+    let now = Timestamp::now();
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {META_COLUMNS} FROM {META_FROM} \
+         WHERE o.environment = $1 AND o.id = $2 AND o.deleted_at IS NULL"
+    )))
+    .bind(environment)
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(StoreError::NotFound)?;
+    let meta = meta_from_row(&row)?;
+    let changed = sqlx::query(
+        "UPDATE objects SET deleted_at = $1 WHERE id = $2 AND deleted_at IS NULL \
+         AND ($3 IS NULL OR current_version = $3)",
+    )
+    .bind(now.0)
+    .bind(id)
+    .bind(expected.map(str::to_owned))
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if changed == 0 {
+        return Err(StoreError::Conflict(Conflict::Version));
+    }
+    audit_change(
+        tx,
+        events::DATA_DELETED,
+        environment,
+        actor,
+        Some(&meta),
+        now,
+    )
+    .await?;
+    Ok(meta)
+}
+
+/// Swaps a version's envelope if it still holds `expected` (a rewrap), in `tx`.
+async fn replace_envelope_in(
+    tx: &mut WriteTx,
+    object_id: &str,
+    seq: i64,
+    expected: &[u8],
+    new: &[u8],
+    key_id: &str,
+    actor: &Actor,
+) -> Result<bool, StoreError> {
+    let changed = sqlx::query(
+        "UPDATE versions SET envelope = $1, key_id = $2, etag = $3 \
+         WHERE object_id = $4 AND seq = $5 AND envelope = $6",
+    )
+    .bind(new.to_vec())
+    .bind(key_id)
+    .bind(etag(new))
+    .bind(object_id)
+    .bind(seq)
+    .bind(expected.to_vec())
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if changed == 1 {
+        // The object's context goes into the event as JSON, as for every other change.
+        let row = sqlx::query("SELECT environment, name, context FROM objects WHERE id = $1")
+            .bind(object_id)
+            .fetch_one(&mut **tx)
+            .await?;
+        let context: Vec<u8> = row.try_get("context")?;
+        let context =
+            KeyContext::from_canonical_bytes(&context).map_err(|_| StoreError::Unavailable {
+                reason: "a stored key context is corrupt".into(),
+            })?;
+        let record = AuditRecord {
+            environment: row.try_get("environment")?,
+            event: events::DATA_REWRAPPED.to_owned(),
+            actor: actor.clone(),
+            object: Some((object_id.to_owned(), row.try_get("name")?)),
+            key_id: Some(key_id.to_owned()),
+            key_context: Some(context),
+            detail: None,
+            at: Timestamp::now(),
+        };
+        insert_audit(tx, &record).await?;
+    }
+    Ok(changed == 1)
 }
 
 async fn insert_version(
