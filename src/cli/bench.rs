@@ -101,14 +101,16 @@ pub(crate) struct Report {
     pub(crate) context_10_pairs_ns: f64,
 }
 
-/// Drives a future that never waits (the managed provider does no I/O).
+/// Drives a future of the managed provider, which does no I/O, without a runtime. It can still
+/// wait a moment: threads sharing one provider queue on its ring's freshness check (every
+/// 250 ms), so a pending future is polled again until it is ready.
 fn ready<F: Future>(f: F) -> F::Output {
-    match pin!(f)
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-    {
-        Poll::Ready(out) => out,
-        Poll::Pending => unreachable!("the managed provider never waits"),
+    let mut f = pin!(f);
+    loop {
+        if let Poll::Ready(out) = f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            return out;
+        }
+        std::hint::spin_loop();
     }
 }
 

@@ -408,19 +408,12 @@ async fn create_in(
     remember: Option<Remember>,
 ) -> Result<ObjectMeta, StoreError> {
     let now = meta.created_at;
-    let taken = sqlx::query(
-        "SELECT 1 AS x FROM objects WHERE environment = $1 AND name = $2 AND deleted_at IS NULL",
-    )
-    .bind(environment)
-    .bind(name)
-    .fetch_optional(&mut **tx)
-    .await?;
-    if taken.is_some() {
-        return Err(StoreError::Conflict(Conflict::Name));
-    }
+    // Inserted only if no live object of the environment has the name: the check and the
+    // insert are one statement.
     let inserted = sqlx::query(
         "INSERT INTO objects (id, environment, name, context, current_version, created_at, \
-         updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+         updated_at) SELECT $1, $2, $3, $4, $5, $6, $7 WHERE NOT EXISTS \
+         (SELECT 1 FROM objects WHERE environment = $2 AND name = $3 AND deleted_at IS NULL)",
     )
     .bind(&meta.id)
     .bind(environment)
@@ -434,12 +427,13 @@ async fn create_in(
     if let Err(sqlx::Error::Database(e)) = &inserted
         && e.is_unique_violation()
     {
-        // Another writer took the name between the check and the insert (PostgreSQL), or
-        // the id is taken.
+        // Another transaction took the name meanwhile (PostgreSQL), or the id is taken.
         return Err(StoreError::Conflict(Conflict::Name));
     }
-    inserted?;
-    insert_version(tx, &meta.id, 1, &meta.version_id, version, actor, now).await?;
+    if inserted?.rows_affected() == 0 {
+        return Err(StoreError::Conflict(Conflict::Name));
+    }
+    insert_version(tx, &meta.id, &meta.version_id, version, actor, now).await?;
     audit_change(
         tx,
         events::DATA_CREATED,
@@ -494,14 +488,7 @@ async fn update_in(
             StoreError::NotFound
         });
     }
-    let seq: i64 = sqlx::query("SELECT MAX(seq) AS s FROM versions WHERE object_id = $1")
-        .bind(id)
-        .fetch_one(&mut **tx)
-        .await?
-        .try_get::<Option<i64>, _>("s")?
-        .unwrap_or(0)
-        + 1;
-    insert_version(tx, id, seq, version_id, version, actor, now).await?;
+    insert_version(tx, id, version_id, version, actor, now).await?;
     let row = sqlx::query(AssertSqlSafe(format!(
         "SELECT {META_COLUMNS} FROM {META_FROM} WHERE o.id = $1"
     )))
@@ -615,10 +602,10 @@ async fn replace_envelope_in(
     Ok(changed == 1)
 }
 
+/// Inserts the object's next version (numbered after its last one, in the same statement).
 async fn insert_version(
     tx: &mut WriteTx,
     object_id: &str,
-    seq: i64,
     version_id: &str,
     version: &NewVersion,
     actor: &Actor,
@@ -626,10 +613,11 @@ async fn insert_version(
 ) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO versions (object_id, seq, id, envelope, size, etag, key_id, created_at, \
-         created_by_id, created_by_name) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+         created_by_id, created_by_name) \
+         SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5, $6, $7, $8, $9 \
+         FROM versions WHERE object_id = $1",
     )
     .bind(object_id)
-    .bind(seq)
     .bind(version_id)
     .bind(version.envelope.clone())
     .bind(to_i64(version.size)?)

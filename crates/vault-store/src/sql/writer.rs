@@ -235,7 +235,7 @@ impl Writer {
                 // the change was not committed.
                 Pending::Change(change) => {
                     if let (Some(tx), None) = (tx.as_mut(), &failed) {
-                        match run_in_savepoint(tx, change).await {
+                        match run_in_savepoint(tx, change, answers.is_empty()).await {
                             Ok((ok, answer)) => {
                                 applied += usize::from(ok);
                                 answers.push(answer);
@@ -269,16 +269,25 @@ impl Writer {
 /// How to answer a change's caller once the batch's commit is known.
 type Answer = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
-/// Runs `change` in a savepoint of `tx`: released if the change succeeded, rolled back if not.
-/// Returns whether it succeeded and how to answer its caller; an error only if the savepoint
-/// itself failed.
-async fn run_in_savepoint(tx: &mut WriteTx, change: Change) -> Result<(bool, Answer), StoreError> {
-    sqlx::query("SAVEPOINT change").execute(&mut **tx).await?;
+/// Runs `change` in a savepoint of `tx` (the batch's `first` change opens it; each later one
+/// releases the one before and opens its own, in one round trip; the commit releases the last),
+/// rolled back if the change failed. Returns whether it succeeded and how to answer its caller;
+/// an error only if the savepoint itself failed.
+async fn run_in_savepoint(
+    tx: &mut WriteTx,
+    change: Change,
+    first: bool,
+) -> Result<(bool, Answer), StoreError> {
+    let open = if first {
+        "SAVEPOINT change"
+    } else {
+        "RELEASE change; SAVEPOINT change"
+    };
+    sqlx::raw_sql(open).execute(&mut **tx).await?;
     let ran = change(tx).await;
     if !ran.ok {
         sqlx::query("ROLLBACK TO change").execute(&mut **tx).await?;
     }
-    sqlx::query("RELEASE change").execute(&mut **tx).await?;
     Ok((ran.ok, ran.answer))
 }
 
