@@ -51,7 +51,7 @@ pub(crate) fn derive(
     // HKDF-Expand to one block: T(1) = HMAC(PRK, info || 0x01).
     let mut content_key = Zeroizing::new([0u8; 32]);
     prk.mac(&mut block, &[CONTENT_KEY_LABEL, &suite, &[1]])
-        .write_to(content_key.as_mut());
+        .write_to(&mut content_key);
     let mut commitment = [0u8; COMMITMENT_LEN];
     prk.mac(&mut block, &[COMMITMENT_LABEL, &suite, &[1]])
         .write_to(&mut commitment);
@@ -94,7 +94,7 @@ struct State([u32; 8]);
 
 impl State {
     /// The digest's 32 bytes (big-endian words) into `out`.
-    fn write_to(&self, out: &mut [u8]) {
+    fn write_to(&self, out: &mut [u8; 32]) {
         for (bytes, word) in out.chunks_exact_mut(4).zip(self.0) {
             bytes.copy_from_slice(&word.to_be_bytes());
         }
@@ -118,10 +118,10 @@ struct Hmac32 {
 
 impl Hmac32 {
     /// Keyed by the 32 bytes `write_key` puts in its argument.
-    fn new(block: &mut [u8; BLOCK], write_key: impl Fn(&mut [u8])) -> Self {
+    fn new(block: &mut [u8; BLOCK], write_key: impl Fn(&mut [u8; 32])) -> Self {
         let mut pad_state = |pad: u8| {
             block.fill(0);
-            write_key(&mut block[..32]);
+            write_key(first_32(block));
             for b in block.iter_mut() {
                 *b ^= pad;
             }
@@ -143,9 +143,17 @@ impl Hmac32 {
             len += part.len();
         }
         let inner = last_block(&self.inner, block, len);
-        inner.write_to(&mut block[..32]);
+        inner.write_to(first_32(block));
         last_block(&self.outer, block, 32)
     }
+}
+
+/// The first 32 bytes of a block, where a key or a digest goes.
+fn first_32(block: &mut [u8; BLOCK]) -> &mut [u8; 32] {
+    let (first, _) = block
+        .split_first_chunk_mut::<32>()
+        .unwrap_or_else(|| unreachable!());
+    first
 }
 
 /// Finishes a hash whose first block is compressed in `state` and whose message (at most

@@ -14,9 +14,11 @@
 //! PostgreSQL commits each change in its own transaction on its own connection: its WAL writer
 //! already flushes the commits of concurrent transactions together (`docs/PERFORMANCE.md`).
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use futures_util::FutureExt as _;
 use sqlx::{AnyPool, AssertSqlSafe};
 
 use super::{Backend, SqlStore};
@@ -110,8 +112,8 @@ pub(super) enum Pending {
 }
 
 /// Makes a [`Change`] of `f`, whose result reaches `done` once the batch holding it commits:
-/// the change's own error if it failed, else the commit's error if the commit failed, else its
-/// value.
+/// the commit's error if the commit failed (whatever the change saw was judged against changes
+/// that are now undone), else the change's own result.
 pub(super) fn change<T, F>(
     f: F,
     done: tokio::sync::oneshot::Sender<Result<T, StoreError>>,
@@ -126,7 +128,7 @@ where
             Ran {
                 ok: result.is_ok(),
                 answer: Box::new(move |committed| {
-                    let _ = done.send(result.and_then(|value| committed.map(|()| value)));
+                    let _ = done.send(committed.and(result));
                 }),
             }
         })
@@ -284,7 +286,15 @@ async fn run_in_savepoint(
         "RELEASE change; SAVEPOINT change"
     };
     sqlx::raw_sql(open).execute(&mut **tx).await?;
-    let ran = change(tx).await;
+    // A change that panics (a bug) fails alone: its caller, whose answer went with the panic,
+    // learns that it was not committed, and the batch goes on without it.
+    let ran = match AssertUnwindSafe(change(tx)).catch_unwind().await {
+        Ok(ran) => ran,
+        Err(_) => Ran {
+            ok: false,
+            answer: Box::new(|_| {}),
+        },
+    };
     if !ran.ok {
         sqlx::query("ROLLBACK TO change").execute(&mut **tx).await?;
     }

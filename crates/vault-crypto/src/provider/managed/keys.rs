@@ -52,9 +52,11 @@ pub(super) struct KekCache {
     pub(super) map: RwLock<HashMap<u32, KeksByContext>>,
 }
 
-/// Expanded KEKs of one version, by canonical context. Hashed with foldhash, seeded at random
-/// per process (a caller's choice of contexts cannot aim at collisions it cannot predict), at
-/// a fraction of SipHash's cost on every wrap.
+/// Expanded KEKs of one version, by canonical context. Hashed with foldhash at a fraction of
+/// SipHash's cost on every wrap. Its per-process seed comes from address-space layout and the
+/// clock, not a CSPRNG, so it resists flooding less than SipHash; the cache is bounded
+/// (`KEK_CACHE_MAX` entries, emptied when full), so colliding contexts cost a caller at most a
+/// slower lookup among a bounded few thousand.
 type KeksByContext = HashMap<Box<[u8]>, Arc<AeadKey>, foldhash::quality::RandomState>;
 
 impl KekCache {
