@@ -47,6 +47,17 @@ fn start(dir: &Path) -> (Child, String, Vec<String>) {
     (child, addr, printed)
 }
 
+/// A new API key for environment `prod` of the data directory `dir`.
+fn api_key(dir: &Path) -> String {
+    let out = Command::new(VAULT)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["apikey", "create", "-e", "prod", "--name", "load"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 fn stop(mut child: Child) -> std::process::ExitStatus {
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -100,13 +111,7 @@ async fn first_start_prints_a_working_key_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_requests_finish_and_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(VAULT)
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["apikey", "create", "-e", "prod", "--name", "load"])
-        .output()
-        .unwrap();
-    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let key = api_key(dir.path());
     let (child, addr, _) = start(dir.path());
     let base = format!("http://{addr}");
 
@@ -215,13 +220,7 @@ async fn change_until_killed(client: ApiClient, w: usize) -> Seen {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_32_writers_loses_no_acknowledged_change_and_half_applies_none() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(VAULT)
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["apikey", "create", "-e", "prod", "--name", "load"])
-        .output()
-        .unwrap();
-    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let key = api_key(dir.path());
     let (mut child, addr, _) = start(dir.path());
     let base = format!("http://{addr}");
     let clients: Vec<_> = (0..32)
