@@ -1,10 +1,8 @@
 //! API keys: stored as hashes, found by their public lookup.
 
 use async_trait::async_trait;
-use sqlx::Row;
-use sqlx::any::AnyRow;
-
 use super::SqlStore;
+use super::db::{Columns, args};
 use crate::{ApiKeyRecord, Timestamp, validate_environment};
 use crate::{ApiKeyStore, Conflict, StoreError};
 
@@ -35,14 +33,14 @@ impl ApiKeyStore for SqlStore {
     }
 
     async fn api_key_by_lookup(&self, lookup: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
-        let row = sqlx::query(
+        // Every request asks: a point read (see `SqlStore::fetch_row`).
+        self.fetch_row(
             "SELECT id, lookup, hash, environment, name, created_at, revoked_at FROM api_keys \
              WHERE lookup = $1",
+            args![lookup],
+            api_key_from_row,
         )
-        .bind(lookup)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(api_key_from_row).transpose()
+        .await
     }
 
     async fn revoke_api_key(&self, id: &str) -> Result<(), StoreError> {
@@ -74,18 +72,18 @@ impl ApiKeyStore for SqlStore {
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(api_key_from_row).collect()
+        rows.iter().map(|r| api_key_from_row(r)).collect()
     }
 }
 
-fn api_key_from_row(r: &AnyRow) -> Result<ApiKeyRecord, StoreError> {
+fn api_key_from_row(r: &dyn Columns) -> Result<ApiKeyRecord, StoreError> {
     Ok(ApiKeyRecord {
-        id: r.try_get("id")?,
-        lookup: r.try_get("lookup")?,
-        hash: r.try_get("hash")?,
-        environment: r.try_get("environment")?,
-        name: r.try_get("name")?,
-        created_at: Timestamp(r.try_get("created_at")?),
-        revoked_at: r.try_get::<Option<i64>, _>("revoked_at")?.map(Timestamp),
+        id: r.text("id")?,
+        lookup: r.text("lookup")?,
+        hash: r.blob("hash")?,
+        environment: r.text("environment")?,
+        name: r.text("name")?,
+        created_at: Timestamp(r.int("created_at")?),
+        revoked_at: r.opt_int("revoked_at")?.map(Timestamp),
     })
 }

@@ -7,6 +7,7 @@ use sqlx::{AssertSqlSafe, Row};
 use vault_crypto::KeyContext;
 
 use super::ring::ISSUED_EVENTS;
+use super::db::{Tx, args};
 use super::writer::{AuditRecord, WriteTx, insert_audit};
 use super::{Backend, SqlStore, count};
 use crate::{
@@ -63,8 +64,8 @@ pub(super) fn event_from_row(r: &AnyRow) -> Result<AuditEvent, StoreError> {
 ///
 /// # Errors
 /// `Conflict::Answered` if one is (the caller drops the transaction).
-pub(super) async fn remember_in(
-    tx: &mut WriteTx,
+pub(super) async fn remember_in<X: Tx>(
+    tx: &mut X,
     remember: &Remember,
     meta: Option<&ObjectMeta>,
     now: Timestamp,
@@ -76,23 +77,24 @@ pub(super) async fn remember_in(
             return Err(StoreError::invalid("remember", "no object to answer with"));
         }
     };
-    let stored = sqlx::query(
-        "INSERT INTO idempotent_answers (owner, idem_key, request_hash, status, body, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (owner, idem_key) DO UPDATE SET request_hash = excluded.request_hash, \
-         status = excluded.status, body = excluded.body, created_at = excluded.created_at \
-         WHERE idempotent_answers.created_at < $7",
-    )
-    .bind(&remember.owner)
-    .bind(&remember.key)
-    .bind(remember.request_hash.to_vec())
-    .bind(i64::from(remember.status))
-    .bind(body)
-    .bind(now.0)
-    .bind(now.0.saturating_sub(IDEMPOTENCY_TTL_MICROS))
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
+    let stored = tx
+        .execute(
+            "INSERT INTO idempotent_answers (owner, idem_key, request_hash, status, body, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (owner, idem_key) DO UPDATE SET request_hash = excluded.request_hash, \
+             status = excluded.status, body = excluded.body, created_at = excluded.created_at \
+             WHERE idempotent_answers.created_at < $7",
+            args![
+                &remember.owner,
+                &remember.key,
+                &remember.request_hash[..],
+                i64::from(remember.status),
+                &body,
+                now.0,
+                now.0.saturating_sub(IDEMPOTENCY_TTL_MICROS),
+            ],
+        )
+        .await?;
     if stored == 1 {
         Ok(())
     } else {

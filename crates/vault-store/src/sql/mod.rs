@@ -1,14 +1,20 @@
 //! The SQL backend: one implementation over sqlx's `Any` driver, so every query is written once
 //! (with `$N` parameters, which both SQLite and PostgreSQL accept) and runs on either database.
 //!
-//! One file per concern: [`writer`] (the SQLite writer queue and the group-committed audit of
-//! reads), [`migrate`] (schema versions), [`objects`] and [`list`] (the object store),
+//! SQLite's hot paths (the group commit of changes and reads' events, point reads) run on
+//! rusqlite instead, in [`lite`]; [`db`] is what lets a change be written once for both.
+//!
+//! One file per concern: [`writer`] (where changes and reads' events go, and the writer lock),
+//! [`migrate`] (schema versions), [`objects`] and [`list`] (the object store),
 //! [`audit`] (key events and usage), [`api_keys`].
 
 mod api_keys;
 mod audit;
 mod byok;
 mod copy;
+mod db;
+#[cfg(feature = "sqlite")]
+mod lite;
 mod list;
 mod migrate;
 mod objects;
@@ -29,6 +35,7 @@ pub use byok::is_provider_name;
 pub use copy::CopyReport;
 pub use ring::SqlRingStore;
 use vault_crypto::KeyContext;
+use db::{Arg, Columns, Decode};
 use writer::{WriteTx, Writer, Writes};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,8 +52,7 @@ pub struct SqlStore {
     /// SQLite has one writer at a time. Writers of this process queue here, in order, instead of
     /// polling SQLite's busy handler (which sleeps up to 100 ms between tries).
     writer: Arc<tokio::sync::Mutex<()>>,
-    /// The writer task's queue: changes (SQLite) and reads' audit events, group-committed
-    /// (see [`writer`]).
+    /// Where changes and reads' audit events go (see [`writer`]).
     writes: Writes,
     /// What the writer committed.
     stats: Arc<writer::Counters>,
@@ -109,7 +115,16 @@ impl SqlStore {
             })
             .connect(&url)
             .await?;
-        let store = Self::new(pool, Backend::Sqlite);
+        let lock: Arc<tokio::sync::Mutex<()>> = Arc::default();
+        let stats: Arc<writer::Counters> = Arc::default();
+        let lite = lite::Lite::open(&path, lock.clone(), stats.clone())?;
+        let store = Self {
+            pool,
+            backend: Backend::Sqlite,
+            writer: lock,
+            writes: Writes::Lite(lite),
+            stats,
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -139,28 +154,30 @@ impl SqlStore {
             .acquire_timeout(Duration::from_secs(5))
             .connect(url)
             .await?;
-        let store = Self::new(pool, Backend::Postgres);
+        let store = Self::with_read_event_task(pool, Backend::Postgres);
         store.migrate().await?;
         Ok(store)
     }
 
-    /// A store over `pool`, with its writer task running.
-    fn new(pool: AnyPool, backend: Backend) -> Self {
+    /// A store over `pool` whose changes run in transactions of their own and whose reads'
+    /// events are group-committed by a task (PostgreSQL).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    fn with_read_event_task(pool: AnyPool, backend: Backend) -> Self {
         let writer: Arc<tokio::sync::Mutex<()>> = Arc::default();
         let stats: Arc<writer::Counters> = Arc::default();
         let (queue, pending) = tokio::sync::mpsc::unbounded_channel();
-        let writer_task = Writer {
+        let task = Writer {
             pool: pool.clone(),
             backend,
             lock: writer.clone(),
             stats: stats.clone(),
         };
-        tokio::spawn(writer_task.run(pending));
+        tokio::spawn(task.run(pending));
         Self {
             pool,
             backend,
             writer,
-            writes: Writes { queue },
+            writes: Writes::Task(queue),
             stats,
         }
     }
@@ -175,6 +192,25 @@ impl SqlStore {
         }
         .begin()
         .await
+    }
+
+    /// The first row of a read by key, decoded: on SQLite on the calling task (see [`lite`]),
+    /// on PostgreSQL from the pool.
+    async fn fetch_row<T: Send>(
+        &self,
+        sql: &str,
+        args: &[Arg<'_>],
+        decode: Decode<T>,
+    ) -> Result<Option<T>, StoreError> {
+        match &self.writes {
+            #[cfg(feature = "sqlite")]
+            Writes::Lite(lite) => lite.fetch(sql, args, decode),
+            Writes::Task(_) => db::query(sql, args)
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|row| decode(&row))
+                .transpose(),
+        }
     }
 
     /// The SQLite database file of a data directory.
@@ -212,24 +248,25 @@ fn to_i64(n: u64) -> Result<i64, StoreError> {
     i64::try_from(n).map_err(|_| StoreError::invalid("size", "too large"))
 }
 
-fn meta_from_row(row: &AnyRow) -> Result<ObjectMeta, StoreError> {
-    let context: Vec<u8> = row.try_get("context")?;
+fn meta_from_row(row: &dyn Columns) -> Result<ObjectMeta, StoreError> {
     let context =
-        KeyContext::from_canonical_bytes(&context).map_err(|_| StoreError::Unavailable {
-            reason: "a stored key context is corrupt".into(),
+        KeyContext::from_canonical_bytes(&row.blob("context")?).map_err(|_| {
+            StoreError::Unavailable {
+                reason: "a stored key context is corrupt".into(),
+            }
         })?;
     Ok(ObjectMeta {
-        id: row.try_get("id")?,
-        environment: row.try_get("environment")?,
-        name: row.try_get("name")?,
+        id: row.text("id")?,
+        environment: row.text("environment")?,
+        name: row.text("name")?,
         context,
-        key_id: row.try_get("key_id")?,
-        version_id: row.try_get("current_version")?,
-        created_at: Timestamp(row.try_get("created_at")?),
-        updated_at: Timestamp(row.try_get("updated_at")?),
+        key_id: row.text("key_id")?,
+        version_id: row.text("current_version")?,
+        created_at: Timestamp(row.int("created_at")?),
+        updated_at: Timestamp(row.int("updated_at")?),
         updated_by: Actor {
-            id: row.try_get("created_by_id")?,
-            name: row.try_get("created_by_name")?,
+            id: row.text("created_by_id")?,
+            name: row.text("created_by_name")?,
         },
     })
 }

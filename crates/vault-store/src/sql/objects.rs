@@ -5,7 +5,8 @@ use sqlx::{AssertSqlSafe, Row};
 use vault_crypto::KeyContext;
 
 use super::audit::remember_in;
-use super::writer::{AuditRecord, WriteTx, audit_change, insert_audit};
+use super::db::{Columns, DbError, Tx, args};
+use super::writer::{AuditRecord, Change, audit_change, insert_audit};
 use super::{META_COLUMNS, META_FROM, SqlStore, check_id, meta_from_row, to_i64};
 use crate::ids::{etag, new_version_id};
 use crate::{
@@ -13,6 +14,11 @@ use crate::{
     Timestamp, VersionMeta, events, is_object_id, validate_environment, validate_name,
 };
 use crate::{Conflict, ObjectStore, StoreError};
+
+/// An object's metadata and current envelope.
+fn meta_and_envelope(row: &dyn Columns) -> Result<(ObjectMeta, Option<Vec<u8>>), StoreError> {
+    Ok((meta_from_row(row)?, Some(row.blob("envelope")?)))
+}
 
 impl SqlStore {
     /// Reads metadata (and optionally the envelope) of a live object, then records `event`.
@@ -31,19 +37,15 @@ impl SqlStore {
             "SELECT {META_COLUMNS}{envelope_col} FROM {META_FROM} \
              WHERE o.environment = $1 AND o.{column} = $2 AND o.deleted_at IS NULL"
         );
-        // Built from constants and numbered placeholders only: no data is spliced in.
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(environment)
-            .bind(value)
-            .fetch_optional(&self.pool)
+        let decode = if with_envelope {
+            meta_and_envelope
+        } else {
+            |row: &dyn Columns| Ok((meta_from_row(row)?, None))
+        };
+        let (meta, envelope) = self
+            .fetch_row(&sql, args![environment, value], decode)
             .await?
             .ok_or(StoreError::NotFound)?;
-        let meta = meta_from_row(&row)?;
-        let envelope = if with_envelope {
-            Some(row.try_get::<Vec<u8>, _>("envelope")?)
-        } else {
-            None
-        };
         self.audit_read(event, environment, actor, Some(&meta))
             .await?;
         Ok((meta, envelope))
@@ -92,26 +94,10 @@ impl ObjectStore for SqlStore {
         // The answer to remember depends only on `meta`, which is known now: render it here, so
         // the change owns everything it needs.
         let remember = remember.map(|r| r.rendered(&meta));
-        let (environment, name, context, actor) = (
-            environment.to_owned(),
-            name.to_owned(),
-            context.clone(),
-            actor.clone(),
-        );
-        self.change(move |tx| {
-            Box::pin(async move {
-                create_in(
-                    tx,
-                    &environment,
-                    &name,
-                    &context,
-                    &version,
-                    &actor,
-                    meta,
-                    remember,
-                )
-                .await
-            })
+        self.change(Create {
+            meta,
+            version,
+            remember,
         })
         .await
     }
@@ -151,18 +137,19 @@ impl ObjectStore for SqlStore {
     async fn context_of(&self, environment: &str, id: &str) -> Result<KeyContext, StoreError> {
         validate_environment(environment)?;
         check_id(id)?;
-        let row = sqlx::query(
+        self.fetch_row(
             "SELECT context FROM objects WHERE environment = $1 AND id = $2 AND deleted_at IS NULL",
+            args![environment, id],
+            |row| {
+                KeyContext::from_canonical_bytes(&row.blob("context")?).map_err(|_| {
+                    StoreError::Unavailable {
+                        reason: "a stored key context is corrupt".into(),
+                    }
+                })
+            },
         )
-        .bind(environment)
-        .bind(id)
-        .fetch_optional(&self.pool)
         .await?
-        .ok_or(StoreError::NotFound)?;
-        let bytes: Vec<u8> = row.try_get("context")?;
-        KeyContext::from_canonical_bytes(&bytes).map_err(|_| StoreError::Unavailable {
-            reason: "a stored key context is corrupt".into(),
-        })
+        .ok_or(StoreError::NotFound)
     }
 
     async fn describe(
@@ -196,26 +183,13 @@ impl ObjectStore for SqlStore {
     ) -> Result<ObjectMeta, StoreError> {
         validate_environment(environment)?;
         check_id(id)?;
-        let version_id = new_version_id()?;
-        let (environment, id, expected, actor) = (
-            environment.to_owned(),
-            id.to_owned(),
-            expected_version.map(str::to_owned),
-            actor.clone(),
-        );
-        self.change(move |tx| {
-            Box::pin(async move {
-                update_in(
-                    tx,
-                    &environment,
-                    &id,
-                    &version_id,
-                    &version,
-                    expected.as_deref(),
-                    &actor,
-                )
-                .await
-            })
+        self.change(Update {
+            environment: environment.to_owned(),
+            id: id.to_owned(),
+            version_id: new_version_id()?,
+            version,
+            expected: expected_version.map(str::to_owned),
+            actor: actor.clone(),
         })
         .await
     }
@@ -284,16 +258,11 @@ impl ObjectStore for SqlStore {
     ) -> Result<ObjectMeta, StoreError> {
         validate_environment(environment)?;
         check_id(id)?;
-        let (environment, id, expected, actor) = (
-            environment.to_owned(),
-            id.to_owned(),
-            expected_version.map(str::to_owned),
-            actor.clone(),
-        );
-        self.change(move |tx| {
-            Box::pin(
-                async move { delete_in(tx, &environment, &id, expected.as_deref(), &actor).await },
-            )
+        self.change(Delete {
+            environment: environment.to_owned(),
+            id: id.to_owned(),
+            expected: expected_version.map(str::to_owned),
+            actor: actor.clone(),
         })
         .await
     }
@@ -378,255 +347,275 @@ impl ObjectStore for SqlStore {
         key_id: &str,
         actor: &Actor,
     ) -> Result<bool, StoreError> {
-        let (object_id, expected, new, key_id, actor) = (
-            object_id.to_owned(),
-            expected.to_vec(),
-            new.to_vec(),
-            key_id.to_owned(),
-            actor.clone(),
-        );
-        self.change(move |tx| {
-            Box::pin(async move {
-                replace_envelope_in(tx, &object_id, seq, &expected, &new, &key_id, &actor).await
-            })
+        self.change(Rewrap {
+            object_id: object_id.to_owned(),
+            seq,
+            expected: expected.to_vec(),
+            new: new.to_vec(),
+            key_id: key_id.to_owned(),
+            actor: actor.clone(),
         })
         .await
     }
 }
 
-/// Creates the object `meta` describes, with its first version, audit event and remembered
-/// answer, in `tx`.
-#[allow(clippy::too_many_arguments)]
-async fn create_in(
-    tx: &mut WriteTx,
-    environment: &str,
-    name: &str,
-    context: &KeyContext,
-    version: &NewVersion,
-    actor: &Actor,
+/// A new object, with its first version, audit event and remembered answer.
+struct Create {
     meta: ObjectMeta,
+    version: NewVersion,
     remember: Option<Remember>,
-) -> Result<ObjectMeta, StoreError> {
-    let now = meta.created_at;
-    // Inserted only if no live object of the environment has the name: the check and the
-    // insert are one statement.
-    let inserted = sqlx::query(
-        "INSERT INTO objects (id, environment, name, context, current_version, created_at, \
-         updated_at) SELECT $1, $2, $3, $4, $5, $6, $7 WHERE NOT EXISTS \
-         (SELECT 1 FROM objects WHERE environment = $2 AND name = $3 AND deleted_at IS NULL)",
-    )
-    .bind(&meta.id)
-    .bind(environment)
-    .bind(name)
-    .bind(context.canonical_bytes().to_vec())
-    .bind(&meta.version_id)
-    .bind(now.0)
-    .bind(now.0)
-    .execute(&mut **tx)
-    .await;
-    if let Err(sqlx::Error::Database(e)) = &inserted
-        && e.is_unique_violation()
-    {
-        // Another transaction took the name meanwhile (PostgreSQL), or the id is taken.
-        return Err(StoreError::Conflict(Conflict::Name));
-    }
-    if inserted?.rows_affected() == 0 {
-        return Err(StoreError::Conflict(Conflict::Name));
-    }
-    insert_version(tx, &meta.id, &meta.version_id, version, actor, now).await?;
-    audit_change(
-        tx,
-        events::DATA_CREATED,
-        environment,
-        actor,
-        Some(&meta),
-        now,
-    )
-    .await?;
-    if let Some(remember) = &remember {
-        remember_in(tx, remember, Some(&meta), now).await?;
-    }
-    Ok(meta)
 }
 
-/// Makes `version_id` the object's current version if `expected` is (or is `None`), in `tx`.
-async fn update_in(
-    tx: &mut WriteTx,
-    environment: &str,
-    id: &str,
-    version_id: &str,
-    version: &NewVersion,
-    expected: Option<&str>,
-    actor: &Actor,
-) -> Result<ObjectMeta, StoreError> {
-    let now = Timestamp::now();
-    // The compare-and-set: one statement, so no other writer can slip in between.
-    let changed = sqlx::query(
-        "UPDATE objects SET current_version = $1, updated_at = $2 \
-         WHERE environment = $3 AND id = $4 AND deleted_at IS NULL \
-         AND ($5 IS NULL OR current_version = $5)",
-    )
-    .bind(version_id)
-    .bind(now.0)
-    .bind(environment)
-    .bind(id)
-    .bind(expected.map(str::to_owned))
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    if changed == 0 {
-        let exists = sqlx::query(
-            "SELECT 1 AS x FROM objects WHERE environment = $1 AND id = $2 AND deleted_at IS NULL",
+impl Change for Create {
+    type Output = ObjectMeta;
+
+    async fn run<X: Tx>(self, tx: &mut X) -> Result<ObjectMeta, StoreError> {
+        let Create {
+            meta,
+            version,
+            remember,
+        } = self;
+        let now = meta.created_at;
+        // Inserted only if no live object of the environment has the name: the check and the
+        // insert are one statement.
+        let inserted = tx
+            .execute(
+                "INSERT INTO objects (id, environment, name, context, current_version, \
+                 created_at, updated_at) SELECT $1, $2, $3, $4, $5, $6, $7 WHERE NOT EXISTS \
+                 (SELECT 1 FROM objects WHERE environment = $2 AND name = $3 \
+                 AND deleted_at IS NULL)",
+                args![
+                    &meta.id,
+                    &meta.environment,
+                    &meta.name,
+                    meta.context.canonical_bytes(),
+                    &meta.version_id,
+                    now.0,
+                    now.0,
+                ],
+            )
+            .await;
+        match inserted {
+            Ok(1) => {}
+            // None inserted: the name is taken. A unique violation: another transaction took
+            // the name meanwhile (PostgreSQL), or the id is taken.
+            Ok(_) | Err(DbError::Unique) => return Err(StoreError::Conflict(Conflict::Name)),
+            Err(DbError::Other(e)) => return Err(e),
+        }
+        let actor = &meta.updated_by;
+        insert_version(tx, &meta.id, &meta.version_id, &version, actor, now).await?;
+        audit_change(
+            tx,
+            events::DATA_CREATED,
+            &meta.environment,
+            actor,
+            Some(&meta),
+            now,
         )
-        .bind(environment)
-        .bind(id)
-        .fetch_optional(&mut **tx)
         .await?;
-        return Err(if exists.is_some() {
-            StoreError::Conflict(Conflict::Version)
-        } else {
-            StoreError::NotFound
-        });
+        if let Some(remember) = &remember {
+            remember_in(tx, remember, Some(&meta), now).await?;
+        }
+        Ok(meta)
     }
-    insert_version(tx, id, version_id, version, actor, now).await?;
-    let row = sqlx::query(AssertSqlSafe(format!(
-        "SELECT {META_COLUMNS} FROM {META_FROM} WHERE o.id = $1"
-    )))
-    .bind(id)
-    .fetch_one(&mut **tx)
-    .await?;
-    let meta = meta_from_row(&row)?;
-    audit_change(
-        tx,
-        events::DATA_UPDATED,
-        environment,
-        actor,
-        Some(&meta),
-        now,
-    )
-    .await?;
-    Ok(meta)
 }
 
-/// Marks the object deleted if its current version is `expected` (or `expected` is `None`),
-/// in `tx`.
-async fn delete_in(
-    tx: &mut WriteTx,
-    environment: &str,
-    id: &str,
-    expected: Option<&str>,
-    actor: &Actor,
-) -> Result<ObjectMeta, StoreError> {
-    let now = Timestamp::now();
-    let row = sqlx::query(AssertSqlSafe(format!(
-        "SELECT {META_COLUMNS} FROM {META_FROM} \
-         WHERE o.environment = $1 AND o.id = $2 AND o.deleted_at IS NULL"
-    )))
-    .bind(environment)
-    .bind(id)
-    .fetch_optional(&mut **tx)
-    .await?
-    .ok_or(StoreError::NotFound)?;
-    let meta = meta_from_row(&row)?;
-    let changed = sqlx::query(
-        "UPDATE objects SET deleted_at = $1 WHERE id = $2 AND deleted_at IS NULL \
-         AND ($3 IS NULL OR current_version = $3)",
-    )
-    .bind(now.0)
-    .bind(id)
-    .bind(expected.map(str::to_owned))
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    if changed == 0 {
-        return Err(StoreError::Conflict(Conflict::Version));
-    }
-    audit_change(
-        tx,
-        events::DATA_DELETED,
-        environment,
-        actor,
-        Some(&meta),
-        now,
-    )
-    .await?;
-    Ok(meta)
+/// A new current version of an object, if its current one is `expected` (or `expected` is
+/// `None`).
+struct Update {
+    environment: String,
+    id: String,
+    version_id: String,
+    version: NewVersion,
+    expected: Option<String>,
+    actor: Actor,
 }
 
-/// Swaps a version's envelope if it still holds `expected` (a rewrap), in `tx`.
-async fn replace_envelope_in(
-    tx: &mut WriteTx,
-    object_id: &str,
-    seq: i64,
-    expected: &[u8],
-    new: &[u8],
-    key_id: &str,
-    actor: &Actor,
-) -> Result<bool, StoreError> {
-    let changed = sqlx::query(
-        "UPDATE versions SET envelope = $1, key_id = $2, etag = $3 \
-         WHERE object_id = $4 AND seq = $5 AND envelope = $6",
-    )
-    .bind(new.to_vec())
-    .bind(key_id)
-    .bind(etag(new))
-    .bind(object_id)
-    .bind(seq)
-    .bind(expected.to_vec())
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    if changed == 1 {
-        // The object's context goes into the event as JSON, as for every other change.
-        let row = sqlx::query("SELECT environment, name, context FROM objects WHERE id = $1")
-            .bind(object_id)
-            .fetch_one(&mut **tx)
+impl Change for Update {
+    type Output = ObjectMeta;
+
+    async fn run<X: Tx>(self, tx: &mut X) -> Result<ObjectMeta, StoreError> {
+        let now = Timestamp::now();
+        // The compare-and-set: one statement, so no other writer can slip in between.
+        let changed = tx
+            .execute(
+                "UPDATE objects SET current_version = $1, updated_at = $2 \
+                 WHERE environment = $3 AND id = $4 AND deleted_at IS NULL \
+                 AND ($5 IS NULL OR current_version = $5)",
+                args![
+                    &self.version_id,
+                    now.0,
+                    &self.environment,
+                    &self.id,
+                    self.expected.as_deref(),
+                ],
+            )
             .await?;
-        let context: Vec<u8> = row.try_get("context")?;
-        let context =
-            KeyContext::from_canonical_bytes(&context).map_err(|_| StoreError::Unavailable {
-                reason: "a stored key context is corrupt".into(),
-            })?;
+        if changed == 0 {
+            let exists = tx
+                .fetch(
+                    "SELECT 1 AS x FROM objects \
+                     WHERE environment = $1 AND id = $2 AND deleted_at IS NULL",
+                    args![&self.environment, &self.id],
+                    |_| Ok(()),
+                )
+                .await?;
+            return Err(if exists.is_some() {
+                StoreError::Conflict(Conflict::Version)
+            } else {
+                StoreError::NotFound
+            });
+        }
+        insert_version(tx, &self.id, &self.version_id, &self.version, &self.actor, now).await?;
+        let sql = format!("SELECT {META_COLUMNS} FROM {META_FROM} WHERE o.id = $1");
+        let meta = tx
+            .fetch(&sql, args![&self.id], meta_from_row)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        audit_change(
+            tx,
+            events::DATA_UPDATED,
+            &self.environment,
+            &self.actor,
+            Some(&meta),
+            now,
+        )
+        .await?;
+        Ok(meta)
+    }
+}
+
+/// Marks an object deleted if its current version is `expected` (or `expected` is `None`).
+struct Delete {
+    environment: String,
+    id: String,
+    expected: Option<String>,
+    actor: Actor,
+}
+
+impl Change for Delete {
+    type Output = ObjectMeta;
+
+    async fn run<X: Tx>(self, tx: &mut X) -> Result<ObjectMeta, StoreError> {
+        let now = Timestamp::now();
+        let sql = format!(
+            "SELECT {META_COLUMNS} FROM {META_FROM} \
+             WHERE o.environment = $1 AND o.id = $2 AND o.deleted_at IS NULL"
+        );
+        let meta = tx
+            .fetch(&sql, args![&self.environment, &self.id], meta_from_row)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let changed = tx
+            .execute(
+                "UPDATE objects SET deleted_at = $1 WHERE id = $2 AND deleted_at IS NULL \
+                 AND ($3 IS NULL OR current_version = $3)",
+                args![now.0, &self.id, self.expected.as_deref()],
+            )
+            .await?;
+        if changed == 0 {
+            return Err(StoreError::Conflict(Conflict::Version));
+        }
+        audit_change(
+            tx,
+            events::DATA_DELETED,
+            &self.environment,
+            &self.actor,
+            Some(&meta),
+            now,
+        )
+        .await?;
+        Ok(meta)
+    }
+}
+
+/// Swaps a version's envelope if it still holds `expected` (a rewrap).
+struct Rewrap {
+    object_id: String,
+    seq: i64,
+    expected: Vec<u8>,
+    new: Vec<u8>,
+    key_id: String,
+    actor: Actor,
+}
+
+impl Change for Rewrap {
+    type Output = bool;
+
+    async fn run<X: Tx>(self, tx: &mut X) -> Result<bool, StoreError> {
+        let changed = tx
+            .execute(
+                "UPDATE versions SET envelope = $1, key_id = $2, etag = $3 \
+                 WHERE object_id = $4 AND seq = $5 AND envelope = $6",
+                args![
+                    &self.new,
+                    &self.key_id,
+                    &etag(&self.new),
+                    &self.object_id,
+                    self.seq,
+                    &self.expected,
+                ],
+            )
+            .await?;
+        if changed != 1 {
+            return Ok(false);
+        }
+        // The object's context goes into the event as JSON, as for every other change.
+        let (environment, name, context) = tx
+            .fetch(
+                "SELECT environment, name, context FROM objects WHERE id = $1",
+                args![&self.object_id],
+                |row| {
+                    let context = KeyContext::from_canonical_bytes(&row.blob("context")?)
+                        .map_err(|_| StoreError::Unavailable {
+                            reason: "a stored key context is corrupt".into(),
+                        })?;
+                    Ok((row.text("environment")?, row.text("name")?, context))
+                },
+            )
+            .await?
+            .ok_or(StoreError::NotFound)?;
         let record = AuditRecord {
-            environment: row.try_get("environment")?,
+            environment,
             event: events::DATA_REWRAPPED.to_owned(),
-            actor: actor.clone(),
-            object: Some((object_id.to_owned(), row.try_get("name")?)),
-            key_id: Some(key_id.to_owned()),
+            actor: self.actor,
+            object: Some((self.object_id, name)),
+            key_id: Some(self.key_id),
             key_context: Some(context),
             detail: None,
             at: Timestamp::now(),
         };
         insert_audit(tx, &record).await?;
+        Ok(true)
     }
-    Ok(changed == 1)
 }
 
 /// Inserts the object's next version (numbered after its last one, in the same statement).
-async fn insert_version(
-    tx: &mut WriteTx,
+async fn insert_version<X: Tx>(
+    tx: &mut X,
     object_id: &str,
     version_id: &str,
     version: &NewVersion,
     actor: &Actor,
     at: Timestamp,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    tx.execute(
         "INSERT INTO versions (object_id, seq, id, envelope, size, etag, key_id, created_at, \
          created_by_id, created_by_name) \
          SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5, $6, $7, $8, $9 \
          FROM versions WHERE object_id = $1",
+        args![
+            object_id,
+            version_id,
+            &version.envelope,
+            to_i64(version.size)?,
+            &etag(&version.envelope),
+            &version.key_id,
+            at.0,
+            &actor.id,
+            &actor.name,
+        ],
     )
-    .bind(object_id)
-    .bind(version_id)
-    .bind(version.envelope.clone())
-    .bind(to_i64(version.size)?)
-    .bind(etag(&version.envelope))
-    .bind(&version.key_id)
-    .bind(at.0)
-    .bind(&actor.id)
-    .bind(&actor.name)
-    .execute(&mut **tx)
     .await?;
     Ok(())
 }

@@ -1,38 +1,35 @@
-//! The writer: one task that group-commits every change of objects (create, update, delete,
-//! rewrap) and the audit events of reads on SQLite, and the writer lock every other write
-//! transaction queues on.
+//! Writes: where a change of objects and the audit event of a read go, the writer lock every
+//! write transaction on SQLite queues on, and the group commit of reads' events on PostgreSQL.
 //!
-//! SQLite has one writer at a time and every commit pays an fsync (`synchronous=FULL`). So
-//! instead of one transaction per request, requests hand their change to the writer task, which
-//! takes every change waiting at that moment, runs each in its own savepoint of one
-//! transaction (a change that fails, a version conflict or a name already taken, rolls back
-//! alone and the others go on), commits once, and only then answers each request: an answered
-//! change is durable, and the changes of a moment share one fsync. Each change is still its
-//! own compare-and-set with its own audit event, run in arrival order, and sees the changes
-//! before it in the batch.
+//! A change ([`Change`]) and a read's event are answered only once durable, and the requests of
+//! a moment share one commit where the database gains by it:
 //!
-//! PostgreSQL commits each change in its own transaction on its own connection: its WAL writer
-//! already flushes the commits of concurrent transactions together (`docs/PERFORMANCE.md`).
+//! - **SQLite** has one writer at a time and every commit pays an fsync (`synchronous=FULL`):
+//!   changes and reads' events go to the writer thread ([`super::lite`]), which commits
+//!   everything waiting in one transaction, each change in its own savepoint.
+//! - **PostgreSQL** commits each change in its own transaction on its own connection: its WAL
+//!   writer already flushes the commits of concurrent transactions together
+//!   (`docs/PERFORMANCE.md`). The events of reads are group-committed by a task here.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use futures_util::FutureExt as _;
 use sqlx::{AnyPool, AssertSqlSafe};
 
+use super::db::{Tx, args};
 use super::{Backend, SqlStore};
 use crate::ids::new_event_id;
 use crate::{Actor, ObjectMeta, StoreError, Timestamp};
 use vault_crypto::KeyContext;
 
-/// The queue of the writer task. The audit events of reads (values, metadata, names, data
-/// keys) are group-committed on both databases: a read is still answered only once its event is
-/// on disk, but the concurrent reads of a moment share one transaction and one fsync. Changes
-/// of objects join them on SQLite.
+/// Where writes go (see the module documentation).
 #[derive(Clone)]
-pub(super) struct Writes {
-    pub(super) queue: tokio::sync::mpsc::UnboundedSender<Pending>,
+pub(super) enum Writes {
+    /// The SQLite writer thread.
+    #[cfg(feature = "sqlite")]
+    Lite(super::lite::Lite),
+    /// The task that group-commits reads' events (changes run in transactions of their own).
+    Task(tokio::sync::mpsc::UnboundedSender<ReadEvent>),
 }
 
 impl std::fmt::Debug for Writes {
@@ -40,6 +37,12 @@ impl std::fmt::Debug for Writes {
         f.debug_struct("Writes").finish_non_exhaustive()
     }
 }
+
+/// The audit event of a read, and who waits for it to be durable.
+pub(super) type ReadEvent = (
+    AuditRecord,
+    tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+);
 
 #[derive(Debug)]
 pub(super) struct AuditRecord {
@@ -55,8 +58,13 @@ pub(super) struct AuditRecord {
 }
 
 /// The columns of one `audit_events` row, in [`AUDIT_COLUMNS`] order.
-const AUDIT_COLUMNS: &str = "event_id, environment, event, actor_id, actor_name, object_id, \
-     object_name, key_id, key_context, organization_id, occurred_at, detail";
+macro_rules! audit_columns {
+    () => {
+        "event_id, environment, event, actor_id, actor_name, object_id, object_name, key_id, \
+         key_context, organization_id, occurred_at, detail"
+    };
+}
+const AUDIT_COLUMNS: &str = audit_columns!();
 const AUDIT_PARAMS: usize = 12;
 
 impl AuditRecord {
@@ -85,54 +93,15 @@ impl AuditRecord {
     }
 }
 
-/// A future borrowing the batch's transaction.
-pub(super) type TxFuture<'t, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 't>>;
+/// A change of objects (create, update, delete, rewrap): run in a write transaction of either
+/// engine, with its own audit event, and answered once it is durable.
+pub(super) trait Change: Send + 'static {
+    type Output: Send + 'static;
 
-/// One change waiting for the next group commit: it runs inside the batch's transaction and
-/// says whether it succeeded and how to answer its caller once the batch's fate is known.
-pub(super) type Change = Box<dyn for<'t> FnOnce(&'t mut WriteTx) -> TxFuture<'t, Ran> + Send>;
-
-/// What a change left to do after running.
-pub(super) struct Ran {
-    /// It succeeded: its savepoint is released (else rolled back).
-    ok: bool,
-    /// Answers the caller with the commit's outcome.
-    answer: Answer,
-}
-
-/// What the writer task is handed.
-pub(super) enum Pending {
-    /// The audit event of a read, and who waits for it to be durable.
-    Read(
-        Box<AuditRecord>,
-        tokio::sync::oneshot::Sender<Result<(), StoreError>>,
-    ),
-    /// A change (SQLite only; see the module documentation).
-    Change(Change),
-}
-
-/// Makes a [`Change`] of `f`, whose result reaches `done` once the batch holding it commits:
-/// the commit's error if the commit failed (whatever the change saw was judged against changes
-/// that are now undone), else the change's own result.
-pub(super) fn change<T, F>(
-    f: F,
-    done: tokio::sync::oneshot::Sender<Result<T, StoreError>>,
-) -> Change
-where
-    T: Send + 'static,
-    F: for<'t> FnOnce(&'t mut WriteTx) -> TxFuture<'t, Result<T, StoreError>> + Send + 'static,
-{
-    Box::new(move |tx| {
-        Box::pin(async move {
-            let result = f(tx).await;
-            Ran {
-                ok: result.is_ok(),
-                answer: Box::new(move |committed| {
-                    let _ = done.send(committed.and(result));
-                }),
-            }
-        })
-    })
+    fn run<X: Tx>(
+        self,
+        tx: &mut X,
+    ) -> impl Future<Output = Result<Self::Output, StoreError>> + Send;
 }
 
 /// The most events one group commit writes (and rows of one INSERT: 11 parameters each, far below
@@ -194,111 +163,40 @@ impl Writer {
         })
     }
 
-    /// The writer task: takes whatever is waiting (at least one), commits it together, answers
-    /// each request, and repeats until every store handle is gone.
-    pub(super) async fn run(self, mut queue: tokio::sync::mpsc::UnboundedReceiver<Pending>) {
-        let mut batch = Vec::new();
-        while let Some(first) = queue.recv().await {
-            batch.push(first);
-            while batch.len() < MAX_BATCH {
+    /// The task that group-commits reads' events: takes whatever is waiting (at least one),
+    /// writes it in one transaction, answers each read, and repeats until every store handle is
+    /// gone.
+    pub(super) async fn run(self, mut queue: tokio::sync::mpsc::UnboundedReceiver<ReadEvent>) {
+        let mut records = Vec::new();
+        let mut waiting = Vec::new();
+        while let Some((record, done)) = queue.recv().await {
+            records.push(record);
+            waiting.push(done);
+            while records.len() < MAX_BATCH {
                 match queue.try_recv() {
-                    Ok(next) => batch.push(next),
+                    Ok((record, done)) => {
+                        records.push(record);
+                        waiting.push(done);
+                    }
                     Err(_) => break,
                 }
             }
-            self.commit(&mut batch).await;
+            let outcome = self.commit(&records).await;
+            if outcome.is_ok() {
+                self.stats.committed(0, records.len());
+            }
+            records.clear();
+            for done in waiting.drain(..) {
+                let _ = done.send(outcome.clone());
+            }
         }
     }
 
-    /// Runs the changes of `batch` in one transaction, each in its own savepoint, writes the
-    /// reads' events, commits, and answers everyone. A change whose savepoint cannot even be
-    /// set or undone fails the whole batch, and every request in it is answered with that
-    /// error (nothing of the batch is written then).
-    async fn commit(&self, batch: &mut Vec<Pending>) {
-        let mut records = Vec::new();
-        let mut waiting = Vec::new();
-        let mut answers = Vec::new();
-        let mut applied = 0;
-        let mut failed = None;
-        let mut tx = match self.begin().await {
-            Ok(tx) => Some(tx),
-            Err(e) => {
-                failed = Some(e);
-                None
-            }
-        };
-        for pending in batch.drain(..) {
-            match pending {
-                Pending::Read(record, done) => {
-                    records.push(*record);
-                    waiting.push(done);
-                }
-                // After a failure, the changes not run are dropped: their callers learn that
-                // the change was not committed.
-                Pending::Change(change) => {
-                    if let (Some(tx), None) = (tx.as_mut(), &failed) {
-                        match run_in_savepoint(tx, change, answers.is_empty()).await {
-                            Ok((ok, answer)) => {
-                                applied += usize::from(ok);
-                                answers.push(answer);
-                            }
-                            Err(e) => failed = Some(e),
-                        }
-                    }
-                }
-            }
-        }
-        let outcome = match (tx, failed) {
-            (Some(mut tx), None) => match insert_records(&mut tx, &records).await {
-                Ok(()) => tx.commit().await.map_err(StoreError::from),
-                Err(e) => Err(e),
-            }
-            .inspect(|()| self.stats.committed(applied, records.len())),
-            (_, Some(e)) => Err(e),
-            (None, None) => Err(StoreError::Unavailable {
-                reason: "no write transaction".into(),
-            }),
-        };
-        for answer in answers {
-            answer(outcome.clone());
-        }
-        for done in waiting {
-            let _ = done.send(outcome.clone());
-        }
+    async fn commit(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        insert_records(&mut tx, records).await?;
+        Ok(tx.commit().await?)
     }
-}
-
-/// How to answer a change's caller once the batch's commit is known.
-type Answer = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-
-/// Runs `change` in a savepoint of `tx` (the batch's `first` change opens it; each later one
-/// releases the one before and opens its own, in one round trip; the commit releases the last),
-/// rolled back if the change failed. Returns whether it succeeded and how to answer its caller;
-/// an error only if the savepoint itself failed.
-async fn run_in_savepoint(
-    tx: &mut WriteTx,
-    change: Change,
-    first: bool,
-) -> Result<(bool, Answer), StoreError> {
-    let open = if first {
-        "SAVEPOINT change"
-    } else {
-        "RELEASE change; SAVEPOINT change"
-    };
-    sqlx::raw_sql(open).execute(&mut **tx).await?;
-    // A change that panics (a bug) fails alone: its caller, whose answer went with the panic,
-    // learns that it was not committed, and the batch goes on without it.
-    let ran = match AssertUnwindSafe(change(tx)).catch_unwind().await {
-        Ok(ran) => ran,
-        Err(_) => Ran {
-            ok: false,
-            answer: Box::new(|_| {}),
-        },
-    };
-    if !ran.ok {
-        sqlx::query("ROLLBACK TO change").execute(&mut **tx).await?;
-    }
-    Ok((ran.ok, ran.answer))
 }
 
 /// Inserts the reads' events, many rows per statement.
@@ -379,51 +277,44 @@ impl SqlStore {
     }
 
     pub(super) async fn audit_read_record(&self, record: AuditRecord) -> Result<(), StoreError> {
-        let gone = || StoreError::Unavailable {
-            reason: "the audit writer stopped".into(),
-        };
-        let (done, wait) = tokio::sync::oneshot::channel();
-        self.writes
-            .queue
-            .send(Pending::Read(Box::new(record), done))
-            .map_err(|_| gone())?;
-        wait.await.map_err(|_| gone())?
+        match &self.writes {
+            #[cfg(feature = "sqlite")]
+            Writes::Lite(lite) => lite.read_event(record).await,
+            Writes::Task(queue) => {
+                let gone = || StoreError::Unavailable {
+                    reason: "the audit writer stopped".into(),
+                };
+                let (done, wait) = tokio::sync::oneshot::channel();
+                queue.send((record, done)).map_err(|_| gone())?;
+                wait.await.map_err(|_| gone())?
+            }
+        }
     }
 
-    /// Runs `f` in a write transaction and returns its value once the change is durable: on
-    /// SQLite in the next group commit (see the module documentation), on PostgreSQL in a
-    /// transaction of its own.
+    /// Runs `change` in a write transaction and returns its value once the change is durable:
+    /// on SQLite in the writer thread's next group commit, on PostgreSQL in a transaction of its
+    /// own.
     ///
     /// # Errors
-    /// `f`'s error (nothing of the change is written), or the commit's.
-    pub(super) async fn change<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: for<'t> FnOnce(&'t mut WriteTx) -> TxFuture<'t, Result<T, StoreError>> + Send + 'static,
-    {
-        if self.backend == Backend::Postgres {
-            let mut tx = self.begin_write().await?;
-            let value = f(&mut tx).await?;
-            tx.commit().await?;
-            self.stats.committed(1, 0);
-            return Ok(value);
+    /// The change's error (nothing of it is written), or the commit's.
+    pub(super) async fn change<C: Change>(&self, change: C) -> Result<C::Output, StoreError> {
+        match &self.writes {
+            #[cfg(feature = "sqlite")]
+            Writes::Lite(lite) => lite.change(change).await,
+            Writes::Task(_) => {
+                let mut tx = self.begin_write().await?;
+                let value = change.run(&mut tx).await?;
+                tx.commit().await?;
+                self.stats.committed(1, 0);
+                Ok(value)
+            }
         }
-        let (done, wait) = tokio::sync::oneshot::channel();
-        self.writes
-            .queue
-            .send(Pending::Change(change(f, done)))
-            .map_err(|_| StoreError::Unavailable {
-                reason: "the writer stopped".into(),
-            })?;
-        wait.await.map_err(|_| StoreError::Unavailable {
-            reason: "the change was not committed: its batch failed".into(),
-        })?
     }
 }
 
 /// Appends an audit event inside `tx`.
-pub(super) async fn audit_change(
-    tx: &mut WriteTx,
+pub(super) async fn audit_change<X: Tx>(
+    tx: &mut X,
     event: &str,
     environment: &str,
     actor: &Actor,
@@ -443,15 +334,37 @@ pub(super) async fn audit_change(
     insert_audit(tx, &record).await
 }
 
-/// Writes one audit event in the change's own transaction.
-pub(super) async fn insert_audit(tx: &mut WriteTx, r: &AuditRecord) -> Result<(), StoreError> {
-    let sql = format!(
-        "INSERT INTO audit_events ({AUDIT_COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+/// Writes one audit event in `tx`.
+pub(super) async fn insert_audit<X: Tx>(tx: &mut X, r: &AuditRecord) -> Result<(), StoreError> {
+    const SQL: &str = concat!(
+        "INSERT INTO audit_events (",
+        audit_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
     );
-    // Built from constants and numbered placeholders only: no data is spliced in.
-    r.bind(sqlx::query(AssertSqlSafe(sql)))?
-        .execute(&mut **tx)
-        .await?;
+    let event_id = new_event_id(r.at)?;
+    let context = r.key_context.as_ref().map(KeyContext::to_json);
+    let organization = r.key_context.as_ref().and_then(|c| c.get("organization_id"));
+    let (object_id, object_name) = match &r.object {
+        Some((id, name)) => (Some(id.as_str()), Some(name.as_str())),
+        None => (None, None),
+    };
+    tx.execute(
+        SQL,
+        args![
+            &event_id,
+            &r.environment,
+            &r.event,
+            &r.actor.id,
+            &r.actor.name,
+            object_id,
+            object_name,
+            r.key_id.as_deref(),
+            context.as_deref(),
+            organization,
+            r.at.0,
+            r.detail.as_deref(),
+        ],
+    )
+    .await?;
     Ok(())
 }

@@ -1,0 +1,414 @@
+//! SQLite's hot paths on rusqlite: the writer thread that group-commits every change of objects
+//! and every audit event of a read, and the point reads of a request.
+//!
+//! sqlx runs each SQLite connection on a worker thread of its own and hands it every statement
+//! through a channel: two context switches per statement, which at a few dozen statements per
+//! group commit cost more than the statements and the fsync together (`docs/PERFORMANCE.md`).
+//! Here the whole batch runs on one thread that owns its connection:
+//!
+//! - **The writer thread** takes every job waiting (at least one), opens one transaction
+//!   (`BEGIN IMMEDIATE`, under this process's writer lock, which the sqlx transactions of the
+//!   less frequent writes also take), runs each change in its own savepoint (a change that
+//!   fails, a version conflict or a name already taken, rolls back alone and the others go on)
+//!   and writes each read's event, in arrival order, commits once (`synchronous=FULL`: one
+//!   fsync), and only then answers each request. An answered change is durable; each is still
+//!   its own compare-and-set with its own audit event, and sees the changes before it.
+//! - **Point reads** (an object by id or name, an object's context, an API key by its lookup)
+//!   run on the calling task, on a connection taken from a small pool: a read by key in WAL mode
+//!   never waits for the writer and takes microseconds, less than handing it to another thread
+//!   and back.
+//!
+//! The changes themselves ([`Change`]) and the statements they run are the same code on both
+//! engines ([`super::db`]).
+
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::pin::pin;
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+use rusqlite::{Connection, OpenFlags, ToSql};
+
+use super::db::{Arg, Columns, DbError, Decode, Tx};
+use super::writer::{AuditRecord, Change, Counters, MAX_BATCH, insert_audit};
+use crate::StoreError;
+
+/// The most idle read connections kept (a read on a busier moment opens one and closes it after).
+const IDLE_READERS: usize = 8;
+
+/// The SQLite writer thread's queue and the read connections of one database file.
+#[derive(Clone)]
+pub(super) struct Lite {
+    jobs: Sender<Job>,
+    readers: Arc<Readers>,
+}
+
+impl std::fmt::Debug for Lite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lite").finish_non_exhaustive()
+    }
+}
+
+/// What the writer thread is handed.
+enum Job {
+    /// The audit event of a read, and who waits for it to be durable.
+    Read(
+        Box<AuditRecord>,
+        tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+    ),
+    /// A change of objects.
+    Change(Box<dyn for<'c> FnOnce(&mut LiteTx<'c>) -> Ran + Send>),
+}
+
+/// What a change left to do after running.
+struct Ran {
+    /// It succeeded: its savepoint is released (else rolled back).
+    ok: bool,
+    /// Answers the caller with the commit's outcome.
+    answer: Box<dyn FnOnce(Result<(), StoreError>) + Send>,
+}
+
+impl Lite {
+    /// Opens the writer's connection to the (migrated) database at `path` and starts its
+    /// thread, which ends when the last handle is dropped.
+    pub(super) fn open(
+        path: &Path,
+        lock: Arc<tokio::sync::Mutex<()>>,
+        stats: Arc<Counters>,
+    ) -> Result<Self, StoreError> {
+        let conn = connect(path)?;
+        let (jobs, queue) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("vault-sqlite-writer".into())
+            .spawn(move || write_loop(conn, &queue, &lock, &stats))
+            .map_err(|_| StoreError::Unavailable {
+                reason: "cannot start the SQLite writer thread".into(),
+            })?;
+        Ok(Self {
+            jobs,
+            readers: Arc::new(Readers {
+                path: path.to_owned(),
+                idle: Mutex::default(),
+            }),
+        })
+    }
+
+    /// Writes the audit event of a read; returns once it is durable.
+    pub(super) async fn read_event(&self, record: AuditRecord) -> Result<(), StoreError> {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Job::Read(Box::new(record), done))
+            .map_err(|_| stopped())?;
+        wait.await.map_err(|_| stopped())?
+    }
+
+    /// Runs `change` in the next group commit; returns its value once that is durable.
+    pub(super) async fn change<C: Change>(&self, change: C) -> Result<C::Output, StoreError> {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        let job = Job::Change(Box::new(move |tx: &mut LiteTx<'_>| {
+            // Every statement of a `LiteTx` is done when its future is made, so a change is
+            // finished after one poll.
+            let result = now(change.run(tx)).unwrap_or_else(|| {
+                Err(StoreError::Unavailable {
+                    reason: "a change waited inside the writer".into(),
+                })
+            });
+            Ran {
+                ok: result.is_ok(),
+                answer: Box::new(move |committed| {
+                    // The commit's error if the commit failed (whatever the change saw was
+                    // judged against changes that are now undone), else the change's own result.
+                    let _ = done.send(committed.and(result));
+                }),
+            }
+        }));
+        self.jobs.send(job).map_err(|_| stopped())?;
+        wait.await.map_err(|_| StoreError::Unavailable {
+            reason: "the change was not committed: its batch failed".into(),
+        })?
+    }
+
+    /// The first row of a read-only query, decoded, on a connection of the read pool.
+    pub(super) fn fetch<T>(
+        &self,
+        sql: &str,
+        args: &[Arg<'_>],
+        decode: Decode<T>,
+    ) -> Result<Option<T>, StoreError> {
+        let conn = self.readers.take()?;
+        let row = fetch_on(&conn, sql, args, decode);
+        self.readers.put(conn);
+        row
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Unavailable {
+        reason: "the SQLite writer stopped".into(),
+    }
+}
+
+/// Idle read connections.
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Readers {
+    fn take(&self) -> Result<Connection, StoreError> {
+        let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        match idle {
+            Some(conn) => Ok(conn),
+            None => {
+                let conn = connect(&self.path)?;
+                conn.pragma_update(None, "query_only", true)?;
+                Ok(conn)
+            }
+        }
+    }
+
+    fn put(&self, conn: Connection) {
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < IDLE_READERS
+        {
+            idle.push(conn);
+        }
+    }
+}
+
+/// A connection with the settings of every connection of the store (WAL was set when the file
+/// was opened, and stays).
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(Duration::from_secs(30))?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// The writer thread: takes whatever is waiting (at least one job), commits it together,
+/// answers each request, and repeats until every handle is gone.
+fn write_loop(
+    mut conn: Connection,
+    queue: &Receiver<Job>,
+    lock: &tokio::sync::Mutex<()>,
+    stats: &Counters,
+) {
+    let mut batch = Vec::new();
+    while let Ok(first) = queue.recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let _writer = lock.blocking_lock();
+        commit(&mut conn, &mut batch, stats);
+    }
+}
+
+/// Runs the jobs of `batch` in one transaction, in order, each change in its own savepoint,
+/// commits, and answers everyone. If the transaction cannot be begun, a savepoint set or
+/// undone, a read's event written or the commit made, nothing of the batch is written and every
+/// request in it is answered with that error.
+fn commit(conn: &mut Connection, batch: &mut Vec<Job>, stats: &Counters) {
+    let mut answers = Vec::new();
+    let mut waiting = Vec::new();
+    let (mut applied, mut reads) = (0, 0);
+    let mut outcome = run(conn, "BEGIN IMMEDIATE");
+    for job in batch.drain(..) {
+        match job {
+            Job::Read(record, done) => {
+                if outcome.is_ok() {
+                    let mut tx = LiteTx(conn);
+                    outcome = now(insert_audit(&mut tx, &record)).unwrap_or_else(|| {
+                        Err(StoreError::Unavailable {
+                            reason: "an audit event waited inside the writer".into(),
+                        })
+                    });
+                    reads += 1;
+                }
+                waiting.push(done);
+            }
+            // After a failure, the changes not run are dropped: their callers learn that the
+            // change was not committed.
+            Job::Change(change) => {
+                if outcome.is_ok() {
+                    match run_in_savepoint(conn, change) {
+                        Ok((ok, answer)) => {
+                            applied += usize::from(ok);
+                            answers.push(answer);
+                        }
+                        Err(e) => outcome = Err(e),
+                    }
+                }
+            }
+        }
+    }
+    outcome = outcome.and_then(|()| run(conn, "COMMIT"));
+    match &outcome {
+        Ok(()) => stats.committed(applied, reads),
+        Err(_) => {
+            if !conn.is_autocommit() {
+                let _ = run(conn, "ROLLBACK");
+            }
+        }
+    }
+    for answer in answers {
+        answer(outcome.clone());
+    }
+    for done in waiting {
+        let _ = done.send(outcome.clone());
+    }
+}
+
+/// Runs `change` in a savepoint, rolled back if the change failed. Returns whether it
+/// succeeded and how to answer its caller; an error only if the savepoint itself failed.
+#[allow(clippy::type_complexity)]
+fn run_in_savepoint(
+    conn: &mut Connection,
+    change: Box<dyn for<'c> FnOnce(&mut LiteTx<'c>) -> Ran + Send>,
+) -> Result<(bool, Box<dyn FnOnce(Result<(), StoreError>) + Send>), StoreError> {
+    run(conn, "SAVEPOINT change")?;
+    // A change that panics (a bug) fails alone: its caller, whose answer went with the panic,
+    // learns that it was not committed, and the batch goes on without it.
+    let ran = std::panic::catch_unwind(AssertUnwindSafe(|| change(&mut LiteTx(conn))))
+        .unwrap_or_else(|_| Ran {
+            ok: false,
+            answer: Box::new(|_| {}),
+        });
+    if !ran.ok {
+        run(conn, "ROLLBACK TO change")?;
+    }
+    run(conn, "RELEASE change")?;
+    Ok((ran.ok, ran.answer))
+}
+
+/// Runs a statement without arguments.
+fn run(conn: &Connection, sql: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
+/// The output of a future that is ready at once, or `None`.
+fn now<F: Future>(f: F) -> Option<F::Output> {
+    match pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(value) => Some(value),
+        Poll::Pending => None,
+    }
+}
+
+/// The writer thread's transaction: each statement runs when its future is made.
+pub(super) struct LiteTx<'c>(&'c mut Connection);
+
+impl Tx for LiteTx<'_> {
+    fn execute(
+        &mut self,
+        sql: &str,
+        args: &[Arg<'_>],
+    ) -> impl Future<Output = Result<u64, DbError>> + Send {
+        std::future::ready(execute_on(self.0, sql, args))
+    }
+
+    fn fetch<T: Send>(
+        &mut self,
+        sql: &str,
+        args: &[Arg<'_>],
+        decode: Decode<T>,
+    ) -> impl Future<Output = Result<Option<T>, StoreError>> + Send {
+        std::future::ready(fetch_on(self.0, sql, args, decode))
+    }
+}
+
+fn execute_on(conn: &Connection, sql: &str, args: &[Arg<'_>]) -> Result<u64, DbError> {
+    let mut statement = conn.prepare_cached(sql).map_err(StoreError::from)?;
+    bind(&mut statement, args)?;
+    match statement.raw_execute() {
+        Ok(changed) => Ok(changed as u64),
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+        {
+            Err(DbError::Unique)
+        }
+        Err(e) => Err(DbError::Other(e.into())),
+    }
+}
+
+fn fetch_on<T>(
+    conn: &Connection,
+    sql: &str,
+    args: &[Arg<'_>],
+    decode: Decode<T>,
+) -> Result<Option<T>, StoreError> {
+    let mut statement = conn.prepare_cached(sql)?;
+    bind(&mut statement, args)?;
+    let mut rows = statement.raw_query();
+    match rows.next()? {
+        Some(row) => decode(row).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Binds `$N` to `args[N - 1]`, as sqlx does: SQLite numbers parameters in order of first
+/// appearance, which need not be `N`.
+fn bind(statement: &mut rusqlite::Statement<'_>, args: &[Arg<'_>]) -> Result<(), StoreError> {
+    for index in 1..=statement.parameter_count() {
+        let arg = statement
+            .parameter_name(index)
+            .and_then(|name| name.strip_prefix('$'))
+            .and_then(|n| n.parse::<usize>().ok())
+            .and_then(|n| args.get(n.checked_sub(1)?))
+            .ok_or_else(|| StoreError::Unavailable {
+                reason: "a statement's parameter has no argument".into(),
+            })?;
+        statement.raw_bind_parameter(index, arg)?;
+    }
+    Ok(())
+}
+
+impl ToSql for Arg<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match *self {
+            Arg::Text(s) | Arg::OptText(Some(s)) => ValueRef::Text(s.as_bytes()),
+            Arg::OptText(None) => ValueRef::Null,
+            Arg::Blob(b) => ValueRef::Blob(b),
+            Arg::Int(n) => return Ok(ToSqlOutput::Owned(Value::Integer(n))),
+        }))
+    }
+}
+
+impl Columns for rusqlite::Row<'_> {
+    fn text(&self, column: &str) -> Result<String, StoreError> {
+        Ok(self.get(column)?)
+    }
+
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self.get(column)?)
+    }
+
+    fn blob(&self, column: &str) -> Result<Vec<u8>, StoreError> {
+        Ok(self.get(column)?)
+    }
+
+    fn int(&self, column: &str) -> Result<i64, StoreError> {
+        Ok(self.get(column)?)
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        // The code only: SQLite's messages can quote the statement.
+        let reason = match e {
+            rusqlite::Error::SqliteFailure(e, _) => format!("database error {}", e.extended_code),
+            _ => "database error".to_owned(),
+        };
+        StoreError::Unavailable { reason }
+    }
+}
