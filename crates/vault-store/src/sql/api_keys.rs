@@ -1,10 +1,10 @@
 //! API keys: stored as hashes, found by their public lookup.
 
-use async_trait::async_trait;
 use super::SqlStore;
 use super::db::{Columns, args};
 use crate::{ApiKeyRecord, Timestamp, validate_environment};
 use crate::{ApiKeyStore, Conflict, StoreError};
+use async_trait::async_trait;
 
 #[async_trait]
 impl ApiKeyStore for SqlStore {

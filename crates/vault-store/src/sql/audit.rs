@@ -6,8 +6,8 @@ use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 use vault_crypto::KeyContext;
 
-use super::ring::ISSUED_EVENTS;
 use super::db::{Tx, args};
+use super::ring::ISSUED_EVENTS;
 use super::writer::{AuditRecord, WriteTx, insert_audit};
 use super::{Backend, SqlStore, count};
 use crate::{

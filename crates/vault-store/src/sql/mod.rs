@@ -13,9 +13,9 @@ mod audit;
 mod byok;
 mod copy;
 mod db;
+mod list;
 #[cfg(feature = "sqlite")]
 mod lite;
-mod list;
 mod migrate;
 mod objects;
 mod ring;
@@ -33,9 +33,9 @@ use crate::StoreError;
 use crate::{Actor, ObjectMeta, Timestamp, is_object_id};
 pub use byok::is_provider_name;
 pub use copy::CopyReport;
+use db::{Arg, Columns, Decode};
 pub use ring::SqlRingStore;
 use vault_crypto::KeyContext;
-use db::{Arg, Columns, Decode};
 use writer::{WriteTx, Writer, Writes};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,12 +249,11 @@ fn to_i64(n: u64) -> Result<i64, StoreError> {
 }
 
 fn meta_from_row(row: &dyn Columns) -> Result<ObjectMeta, StoreError> {
-    let context =
-        KeyContext::from_canonical_bytes(&row.blob("context")?).map_err(|_| {
-            StoreError::Unavailable {
-                reason: "a stored key context is corrupt".into(),
-            }
-        })?;
+    let context = KeyContext::from_canonical_bytes(&row.blob("context")?).map_err(|_| {
+        StoreError::Unavailable {
+            reason: "a stored key context is corrupt".into(),
+        }
+    })?;
     Ok(ObjectMeta {
         id: row.text("id")?,
         environment: row.text("environment")?,

@@ -466,7 +466,15 @@ impl Change for Update {
                 StoreError::NotFound
             });
         }
-        insert_version(tx, &self.id, &self.version_id, &self.version, &self.actor, now).await?;
+        insert_version(
+            tx,
+            &self.id,
+            &self.version_id,
+            &self.version,
+            &self.actor,
+            now,
+        )
+        .await?;
         let sql = format!("SELECT {META_COLUMNS} FROM {META_FROM} WHERE o.id = $1");
         let meta = tx
             .fetch(&sql, args![&self.id], meta_from_row)
@@ -566,9 +574,11 @@ impl Change for Rewrap {
                 "SELECT environment, name, context FROM objects WHERE id = $1",
                 args![&self.object_id],
                 |row| {
-                    let context = KeyContext::from_canonical_bytes(&row.blob("context")?)
-                        .map_err(|_| StoreError::Unavailable {
-                            reason: "a stored key context is corrupt".into(),
+                    let context =
+                        KeyContext::from_canonical_bytes(&row.blob("context")?).map_err(|_| {
+                            StoreError::Unavailable {
+                                reason: "a stored key context is corrupt".into(),
+                            }
                         })?;
                     Ok((row.text("environment")?, row.text("name")?, context))
                 },

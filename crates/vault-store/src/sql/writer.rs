@@ -343,7 +343,10 @@ pub(super) async fn insert_audit<X: Tx>(tx: &mut X, r: &AuditRecord) -> Result<(
     );
     let event_id = new_event_id(r.at)?;
     let context = r.key_context.as_ref().map(KeyContext::to_json);
-    let organization = r.key_context.as_ref().and_then(|c| c.get("organization_id"));
+    let organization = r
+        .key_context
+        .as_ref()
+        .and_then(|c| c.get("organization_id"));
     let (object_id, object_name) = match &r.object {
         Some((id, name)) => (Some(id.as_str()), Some(name.as_str())),
         None => (None, None),
