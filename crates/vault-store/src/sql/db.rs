@@ -12,14 +12,27 @@ use sqlx::{AssertSqlSafe, Row};
 use super::writer::WriteTx;
 use crate::StoreError;
 
-/// One argument of a statement.
-#[derive(Debug, Clone, Copy)]
+/// One argument of a statement. Its `Debug` shows the kind only: arguments hold envelopes,
+/// key hashes and key contexts.
+#[derive(Clone, Copy)]
 pub(super) enum Arg<'a> {
     Text(&'a str),
     /// Text or SQL `NULL`.
     OptText(Option<&'a str>),
     Blob(&'a [u8]),
     Int(i64),
+}
+
+impl std::fmt::Debug for Arg<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Arg::Text(_) => "Text(..)",
+            Arg::OptText(None) => "Null",
+            Arg::OptText(Some(_)) => "Text(..)",
+            Arg::Blob(_) => "Blob(..)",
+            Arg::Int(_) => "Int(..)",
+        })
+    }
 }
 
 impl<'a> From<&'a str> for Arg<'a> {
@@ -122,7 +135,7 @@ pub(super) type Decode<T> = fn(&dyn Columns) -> Result<T, StoreError>;
 
 /// A write transaction of either engine.
 pub(super) trait Tx: Send {
-    /// Runs a statement; returns how many rows it changed.
+    /// Runs a statement that returns no rows; returns how many rows it changed.
     fn execute(
         &mut self,
         sql: &str,

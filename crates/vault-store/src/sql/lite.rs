@@ -24,9 +24,11 @@
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
@@ -36,6 +38,13 @@ use super::db::{Arg, Columns, DbError, Decode, Tx};
 use super::writer::{AuditRecord, Change, Counters, MAX_BATCH, insert_audit};
 use crate::StoreError;
 
+/// The longest the writer waits for another process's write lock (as every connection of the
+/// store does).
+const WRITER_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The longest a point read waits for a lock before the request fails.
+const READER_BUSY_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The most idle read connections kept (a read on a busier moment opens one and closes it after).
 const IDLE_READERS: usize = 8;
 
@@ -44,6 +53,23 @@ const IDLE_READERS: usize = 8;
 pub(super) struct Lite {
     jobs: Sender<Job>,
     readers: Arc<Readers>,
+    thread: Arc<Thread>,
+}
+
+/// The writer thread, as its handles see it.
+struct Thread {
+    /// Cleared when the thread ends, however it ends.
+    running: Arc<AtomicBool>,
+    handle: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Clears `running` when the writer thread ends, by returning or by a panic.
+struct Running(Arc<AtomicBool>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 impl std::fmt::Debug for Lite {
@@ -61,6 +87,8 @@ enum Job {
     ),
     /// A change of objects.
     Change(Box<dyn for<'c> FnOnce(&mut LiteTx<'c>) -> Ran + Send>),
+    /// The end: the thread commits what came before and stops.
+    Stop,
 }
 
 /// What a change left to do after running.
@@ -79,11 +107,18 @@ impl Lite {
         lock: Arc<tokio::sync::Mutex<()>>,
         stats: Arc<Counters>,
     ) -> Result<Self, StoreError> {
-        let conn = connect(path)?;
+        let conn = connect(path, WRITER_BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", true)?;
         let (jobs, queue) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
+        let running = Arc::new(AtomicBool::new(true));
+        let flag = Running(running.clone());
+        let handle = std::thread::Builder::new()
             .name("vault-sqlite-writer".into())
-            .spawn(move || write_loop(conn, &queue, &lock, &stats))
+            .spawn(move || {
+                let _running = flag;
+                write_loop(conn, &queue, &lock, &stats);
+            })
             .map_err(|_| StoreError::Unavailable {
                 reason: "cannot start the SQLite writer thread".into(),
             })?;
@@ -93,7 +128,34 @@ impl Lite {
                 path: path.to_owned(),
                 idle: Mutex::default(),
             }),
+            thread: Arc::new(Thread {
+                running,
+                handle: Mutex::new(Some(handle)),
+            }),
         })
+    }
+
+    /// Whether the writer thread still runs (a store whose writer is gone cannot answer a
+    /// change or an audited read, so it is not healthy).
+    pub(super) fn ping(&self) -> Result<(), StoreError> {
+        if !self.thread.running.load(Ordering::Acquire) {
+            return Err(stopped());
+        }
+        self.fetch("SELECT 1 AS one", &[], |row| row.int("one"))
+            .map(drop)
+    }
+
+    /// Stops the writer thread once it has committed what was handed to it before, waits for
+    /// it, and closes the idle read connections. Later changes and audited reads fail.
+    pub(super) async fn close(&self) {
+        let _ = self.jobs.send(Job::Stop);
+        let handle = self.thread.handle.lock().ok().and_then(|mut h| h.take());
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+        if let Ok(mut idle) = self.readers.idle.lock() {
+            idle.clear();
+        }
     }
 
     /// Writes the audit event of a read; returns once it is durable.
@@ -163,7 +225,9 @@ impl Readers {
         match idle {
             Some(conn) => Ok(conn),
             None => {
-                let conn = connect(&self.path)?;
+                // A reader runs on a tokio worker, so it never waits long (in WAL mode only the
+                // recovery of a crashed WAL makes a reader wait at all).
+                let conn = connect(&self.path, READER_BUSY_TIMEOUT)?;
                 conn.pragma_update(None, "query_only", true)?;
                 Ok(conn)
             }
@@ -179,14 +243,12 @@ impl Readers {
     }
 }
 
-/// A connection with the settings of every connection of the store (WAL was set when the file
-/// was opened, and stays).
-fn connect(path: &Path) -> Result<Connection, StoreError> {
+/// A connection to the database (WAL was set when the file was opened, and stays) that waits
+/// at most `busy` for a lock, its timeout set before anything reads the file.
+fn connect(path: &Path, busy: Duration) -> Result<Connection, StoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags)?;
-    conn.busy_timeout(Duration::from_secs(30))?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "foreign_keys", true)?;
+    conn.busy_timeout(busy)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
@@ -200,7 +262,8 @@ fn write_loop(
     stats: &Counters,
 ) {
     let mut batch = Vec::new();
-    while let Ok(first) = queue.recv() {
+    let mut stop = false;
+    while !stop && let Ok(first) = queue.recv() {
         batch.push(first);
         // The lock first, then what is waiting: whatever arrives while another transaction of
         // this process writes joins this batch.
@@ -211,7 +274,18 @@ fn write_loop(
                 Err(_) => break,
             }
         }
-        commit(&mut conn, &mut batch, stats);
+        stop = batch.iter().any(|job| matches!(job, Job::Stop));
+        // A panic outside the changes (a bug) fails its batch, not the thread: the requests of
+        // the batch, whose answers went with the panic, learn that nothing was committed.
+        let committed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            commit(&mut conn, &mut batch, stats);
+        }));
+        if committed.is_err() {
+            batch.clear();
+            if !conn.is_autocommit() {
+                let _ = run(&conn, "ROLLBACK");
+            }
+        }
     }
 }
 
@@ -238,6 +312,7 @@ fn commit(conn: &mut Connection, batch: &mut Vec<Job>, stats: &Counters) {
                 }
                 waiting.push(done);
             }
+            Job::Stop => {}
             // After a failure, the changes not run are dropped: their callers learn that the
             // change was not committed.
             Job::Change(change) => {
@@ -285,6 +360,13 @@ fn run_in_savepoint(
             ok: false,
             answer: Box::new(|_| {}),
         });
+    // A statement that failed may have made SQLite roll back the whole transaction itself
+    // (a full disk, an I/O error): then nothing of the batch is left to commit.
+    if conn.is_autocommit() {
+        return Err(StoreError::Unavailable {
+            reason: "the batch's transaction was rolled back".into(),
+        });
+    }
     if !ran.ok {
         run(conn, "ROLLBACK TO change")?;
     }
@@ -309,13 +391,31 @@ fn now<F: Future>(f: F) -> Option<F::Output> {
 /// The writer thread's transaction: each statement runs when its future is made.
 pub(super) struct LiteTx<'c>(&'c mut Connection);
 
+impl LiteTx<'_> {
+    /// Refuses to run a statement outside the batch's transaction: had SQLite rolled it back
+    /// (a full disk, an I/O error), a statement would otherwise commit on its own.
+    fn in_transaction(&self) -> Result<(), StoreError> {
+        if self.0.is_autocommit() {
+            Err(StoreError::Unavailable {
+                reason: "the batch's transaction was rolled back".into(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+}
+
 impl Tx for LiteTx<'_> {
     fn execute(
         &mut self,
         sql: &str,
         args: &[Arg<'_>],
     ) -> impl Future<Output = Result<u64, DbError>> + Send {
-        std::future::ready(execute_on(self.0, sql, args))
+        let done = match self.in_transaction() {
+            Ok(()) => execute_on(self.0, sql, args),
+            Err(e) => Err(DbError::Other(e)),
+        };
+        std::future::ready(done)
     }
 
     fn fetch<T: Send>(
@@ -324,7 +424,10 @@ impl Tx for LiteTx<'_> {
         args: &[Arg<'_>],
         decode: Decode<T>,
     ) -> impl Future<Output = Result<Option<T>, StoreError>> + Send {
-        std::future::ready(fetch_on(self.0, sql, args, decode))
+        let row = self
+            .in_transaction()
+            .and_then(|()| fetch_on(self.0, sql, args, decode));
+        std::future::ready(row)
     }
 }
 
@@ -359,20 +462,28 @@ fn fetch_on<T>(
 }
 
 /// Binds `$N` to `args[N - 1]`, as sqlx does: SQLite numbers parameters in order of first
-/// appearance, which need not be `N`.
+/// appearance, which need not be `N`. Every argument must have its parameter and every
+/// parameter its argument.
 fn bind(statement: &mut rusqlite::Statement<'_>, args: &[Arg<'_>]) -> Result<(), StoreError> {
+    let mismatch = || StoreError::Unavailable {
+        reason: "a statement's parameters and arguments do not match".into(),
+    };
+    let mut highest = 0;
     for index in 1..=statement.parameter_count() {
-        let arg = statement
+        let n = statement
             .parameter_name(index)
             .and_then(|name| name.strip_prefix('$'))
             .and_then(|n| n.parse::<usize>().ok())
-            .and_then(|n| args.get(n.checked_sub(1)?))
-            .ok_or_else(|| StoreError::Unavailable {
-                reason: "a statement's parameter has no argument".into(),
-            })?;
-        statement.raw_bind_parameter(index, arg)?;
+            .filter(|n| (1..=args.len()).contains(n))
+            .ok_or_else(mismatch)?;
+        highest = highest.max(n);
+        statement.raw_bind_parameter(index, args[n - 1])?;
     }
-    Ok(())
+    if highest == args.len() {
+        Ok(())
+    } else {
+        Err(mismatch())
+    }
 }
 
 impl ToSql for Arg<'_> {
@@ -539,6 +650,33 @@ mod tests {
         assert_eq!(stats.get().commits, 0);
     }
 
+    #[tokio::test]
+    async fn sqlx_and_the_writer_thread_open_the_same_file_whatever_the_path() {
+        use crate::{ApiKeyRecord, ApiKeyStore, ObjectStore, SqlStore, Timestamp};
+        let dir = tempfile::tempdir().unwrap();
+        // The delimiters of a URL, and a space, in the data directory's name.
+        let data = dir.path().join("a%20b?c#d e");
+        let store = SqlStore::open_sqlite(&data).await.unwrap();
+        let key = ApiKeyRecord {
+            id: "key_1".into(),
+            lookup: "lookup1".into(),
+            hash: vec![7; 32],
+            environment: "e".into(),
+            name: "n".into(),
+            created_at: Timestamp::now(),
+            revoked_at: None,
+        };
+        // Written through sqlx, read back by the point read on rusqlite.
+        store.create_api_key(&key).await.unwrap();
+        let found = store.api_key_by_lookup("lookup1").await.unwrap().unwrap();
+        assert_eq!((found.id, found.hash), (key.id, key.hash));
+        assert!(data.join("vault.db").exists());
+        store.ping().await.unwrap();
+        // Closed, the writer thread is gone and the store says so.
+        store.close().await;
+        assert!(store.ping().await.is_err());
+    }
+
     #[test]
     fn dollar_parameters_bind_by_their_number_not_their_position() {
         let conn = Connection::open_in_memory().unwrap();
@@ -553,5 +691,8 @@ mod tests {
         // A parameter without an argument is an error, not a panic or a NULL.
         let missing = fetch_on(&conn, "SELECT $3 AS c", args![1i64], |r| r.int("c"));
         assert!(matches!(missing, Err(StoreError::Unavailable { .. })));
+        // Nor is an argument without its parameter.
+        let extra = fetch_on(&conn, "SELECT $1 AS c", args![1i64, 2i64], |r| r.int("c"));
+        assert!(matches!(extra, Err(StoreError::Unavailable { .. })));
     }
 }

@@ -98,7 +98,7 @@ impl SqlStore {
                 });
             }
         }
-        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let url = format!("sqlite://{}?mode=rwc", url_path(&path)?);
         sqlx::any::install_default_drivers();
         let pool = AnyPoolOptions::new()
             .max_connections(8)
@@ -218,10 +218,34 @@ impl SqlStore {
         data_dir.join("vault.db")
     }
 
-    /// Closes the pool, waiting for connections to finish.
+    /// Closes the store: on SQLite the writer thread commits what it was handed and stops;
+    /// then the pool closes, waiting for connections to finish. Later calls fail.
     pub async fn close(&self) {
+        #[cfg(feature = "sqlite")]
+        if let Writes::Lite(lite) = &self.writes {
+            lite.close().await;
+        }
         self.pool.close().await;
     }
+}
+
+/// `path` as the path of a `sqlite://` URL, which sqlx percent-decodes: the URL's own
+/// delimiters escaped, so sqlx opens exactly the file the writer thread opens.
+#[cfg(feature = "sqlite")]
+fn url_path(path: &Path) -> Result<String, StoreError> {
+    let path = path.to_str().ok_or_else(|| StoreError::Unavailable {
+        reason: "the data directory's path is not UTF-8".into(),
+    })?;
+    let mut url = String::with_capacity(path.len());
+    for c in path.chars() {
+        match c {
+            '%' => url.push_str("%25"),
+            '?' => url.push_str("%3F"),
+            '#' => url.push_str("%23"),
+            c => url.push(c),
+        }
+    }
+    Ok(url)
 }
 
 /// Why a connection failed, in words that never repeat the URL (it may hold a password).

@@ -56,7 +56,11 @@ impl SqlStore {
 impl ObjectStore for SqlStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1 AS one").fetch_one(&self.pool).await?;
-        Ok(())
+        match &self.writes {
+            #[cfg(feature = "sqlite")]
+            super::writer::Writes::Lite(lite) => lite.ping(),
+            super::writer::Writes::Task(_) => Ok(()),
+        }
     }
 
     fn write_stats(&self) -> crate::WriteStats {

@@ -104,7 +104,7 @@ pub(super) trait Change: Send + 'static {
     ) -> impl Future<Output = Result<Self::Output, StoreError>> + Send;
 }
 
-/// The most events one group commit writes (and rows of one INSERT: 11 parameters each, far below
+/// The most events one group commit writes (and rows of one INSERT: 12 parameters each, far below
 /// SQLite's and PostgreSQL's parameter limits).
 pub(super) const MAX_BATCH: usize = 256;
 
