@@ -272,12 +272,15 @@ fn to_i64(n: u64) -> Result<i64, StoreError> {
     i64::try_from(n).map_err(|_| StoreError::invalid("size", "too large"))
 }
 
+/// The key context of a row's `context` column.
+fn stored_context(row: &dyn Columns) -> Result<KeyContext, StoreError> {
+    KeyContext::from_canonical_bytes(&row.blob("context")?).map_err(|_| StoreError::Unavailable {
+        reason: "a stored key context is corrupt".into(),
+    })
+}
+
 fn meta_from_row(row: &dyn Columns) -> Result<ObjectMeta, StoreError> {
-    let context = KeyContext::from_canonical_bytes(&row.blob("context")?).map_err(|_| {
-        StoreError::Unavailable {
-            reason: "a stored key context is corrupt".into(),
-        }
-    })?;
+    let context = stored_context(row)?;
     Ok(ObjectMeta {
         id: row.text("id")?,
         environment: row.text("environment")?,

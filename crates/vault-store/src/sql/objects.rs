@@ -7,7 +7,7 @@ use vault_crypto::KeyContext;
 use super::audit::remember_in;
 use super::db::{Columns, DbError, Tx, args};
 use super::writer::{AuditRecord, Change, audit_change, insert_audit};
-use super::{META_COLUMNS, META_FROM, SqlStore, check_id, meta_from_row, to_i64};
+use super::{META_COLUMNS, META_FROM, SqlStore, check_id, meta_from_row, stored_context, to_i64};
 use crate::ids::{etag, new_version_id};
 use crate::{
     Actor, ListQuery, NewVersion, ObjectMeta, Page, Remember, StoredObject, StoredVersion,
@@ -144,13 +144,7 @@ impl ObjectStore for SqlStore {
         self.fetch_row(
             "SELECT context FROM objects WHERE environment = $1 AND id = $2 AND deleted_at IS NULL",
             args![environment, id],
-            |row| {
-                KeyContext::from_canonical_bytes(&row.blob("context")?).map_err(|_| {
-                    StoreError::Unavailable {
-                        reason: "a stored key context is corrupt".into(),
-                    }
-                })
-            },
+            stored_context,
         )
         .await?
         .ok_or(StoreError::NotFound)
@@ -326,16 +320,11 @@ impl ObjectStore for SqlStore {
         .await?;
         rows.iter()
             .map(|r| {
-                let context: Vec<u8> = r.try_get("context")?;
                 Ok(StoredVersion {
                     object_id: r.try_get("object_id")?,
                     environment: r.try_get("environment")?,
                     seq: r.try_get("seq")?,
-                    context: KeyContext::from_canonical_bytes(&context).map_err(|_| {
-                        StoreError::Unavailable {
-                            reason: "a stored key context is corrupt".into(),
-                        }
-                    })?,
+                    context: stored_context(r)?,
                     envelope: r.try_get("envelope")?,
                 })
             })
@@ -578,12 +567,7 @@ impl Change for Rewrap {
                 "SELECT environment, name, context FROM objects WHERE id = $1",
                 args![&self.object_id],
                 |row| {
-                    let context =
-                        KeyContext::from_canonical_bytes(&row.blob("context")?).map_err(|_| {
-                            StoreError::Unavailable {
-                                reason: "a stored key context is corrupt".into(),
-                            }
-                        })?;
+                    let context = stored_context(row)?;
                     Ok((row.text("environment")?, row.text("name")?, context))
                 },
             )
