@@ -14,9 +14,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sqlx::{AnyPool, AssertSqlSafe};
+use sqlx::AnyPool;
 
-use super::db::{Tx, args};
+use super::db::{self, Arg, Tx, args};
 use super::{Backend, SqlStore};
 use crate::ids::new_event_id;
 use crate::{Actor, ObjectMeta, StoreError, Timestamp};
@@ -67,29 +67,45 @@ macro_rules! audit_columns {
 const AUDIT_COLUMNS: &str = audit_columns!();
 const AUDIT_PARAMS: usize = 12;
 
+/// What an event's row holds beyond its record: a fresh public event id and the key context
+/// as JSON.
+struct Derived {
+    event_id: String,
+    context: Option<String>,
+}
+
 impl AuditRecord {
-    /// Binds the record's columns, with a fresh public event id, to `q`.
-    fn bind<'q>(
-        &self,
-        q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
-    ) -> Result<sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>, StoreError> {
-        Ok(q.bind(new_event_id(self.at)?)
-            .bind(self.environment.clone())
-            .bind(self.event.clone())
-            .bind(self.actor.id.clone())
-            .bind(self.actor.name.clone())
-            .bind(self.object.as_ref().map(|o| o.0.clone()))
-            .bind(self.object.as_ref().map(|o| o.1.clone()))
-            .bind(self.key_id.clone())
-            .bind(self.key_context.as_ref().map(KeyContext::to_json))
-            .bind(
-                self.key_context
-                    .as_ref()
-                    .and_then(|c| c.get("organization_id"))
-                    .map(str::to_owned),
-            )
-            .bind(self.at.0)
-            .bind(self.detail.clone()))
+    fn derived(&self) -> Result<Derived, StoreError> {
+        Ok(Derived {
+            event_id: new_event_id(self.at)?,
+            context: self.key_context.as_ref().map(KeyContext::to_json),
+        })
+    }
+
+    /// The row's arguments, in [`AUDIT_COLUMNS`] order.
+    fn args<'a>(&'a self, derived: &'a Derived) -> [Arg<'a>; AUDIT_PARAMS] {
+        let (object_id, object_name) = match &self.object {
+            Some((id, name)) => (Some(id.as_str()), Some(name.as_str())),
+            None => (None, None),
+        };
+        let organization = self
+            .key_context
+            .as_ref()
+            .and_then(|c| c.get("organization_id"));
+        *args![
+            &derived.event_id,
+            &self.environment,
+            &self.event,
+            &self.actor.id,
+            &self.actor.name,
+            object_id,
+            object_name,
+            self.key_id.as_deref(),
+            derived.context.as_deref(),
+            organization,
+            self.at.0,
+            self.detail.as_deref(),
+        ]
     }
 }
 
@@ -217,12 +233,17 @@ async fn insert_records(tx: &mut WriteTx, batch: &[AuditRecord]) -> Result<(), S
             }
             sql.push(')');
         }
+        let derived = chunk
+            .iter()
+            .map(AuditRecord::derived)
+            .collect::<Result<Vec<_>, _>>()?;
+        let args: Vec<Arg<'_>> = chunk
+            .iter()
+            .zip(&derived)
+            .flat_map(|(r, d)| r.args(d))
+            .collect();
         // Built from constants and numbered placeholders only: no data is spliced in.
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        for r in chunk {
-            q = r.bind(q)?;
-        }
-        q.execute(&mut **tx).await?;
+        db::query(&sql, &args).execute(&mut **tx).await?;
     }
     Ok(())
 }
@@ -341,33 +362,7 @@ pub(super) async fn insert_audit<X: Tx>(tx: &mut X, r: &AuditRecord) -> Result<(
         audit_columns!(),
         ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
     );
-    let event_id = new_event_id(r.at)?;
-    let context = r.key_context.as_ref().map(KeyContext::to_json);
-    let organization = r
-        .key_context
-        .as_ref()
-        .and_then(|c| c.get("organization_id"));
-    let (object_id, object_name) = match &r.object {
-        Some((id, name)) => (Some(id.as_str()), Some(name.as_str())),
-        None => (None, None),
-    };
-    tx.execute(
-        SQL,
-        args![
-            &event_id,
-            &r.environment,
-            &r.event,
-            &r.actor.id,
-            &r.actor.name,
-            object_id,
-            object_name,
-            r.key_id.as_deref(),
-            context.as_deref(),
-            organization,
-            r.at.0,
-            r.detail.as_deref(),
-        ],
-    )
-    .await?;
+    let derived = r.derived()?;
+    tx.execute(SQL, &r.args(&derived)).await?;
     Ok(())
 }
