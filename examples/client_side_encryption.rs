@@ -108,7 +108,7 @@ async fn main() -> Result<(), Error> {
     // The server side: `vault serve`'s API over the embedded default, on loopback.
     let dir = tempfile::tempdir()?;
     let vault = vault::open_embedded(dir.path()).await?;
-    let api_key = vault::server::auth::create(&*vault.api_keys(), "production", "example").await?;
+    let api_key = vault::server::auth::create(&vault.api_keys(), "production", "example").await?;
     let state = vault::server::AppState::new(vault, vault::server::Limits::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);

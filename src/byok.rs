@@ -15,7 +15,7 @@ use toml::Spanned;
 use vault_crypto::{
     DataKey, KeyContext, KeyProvider, KeyRef, ProviderError, ProviderErrorKind, Router, WrappedKey,
 };
-use vault_objects::VaultError;
+use vault_objects::{IntegrityKey, VaultError};
 use vault_store::{Actor, ByokConfig, Conflict, DeploymentEvent, Store, StoreError, events};
 
 use crate::Rings;
@@ -565,25 +565,49 @@ fn seal_context() -> KeyContext {
 }
 
 /// The store's BYOK document and its generation, its seal checked with `default` (the
-/// deployment's default key provider). No document yet: generation 0, empty.
+/// deployment's default key provider) and its generation with the store's integrity record
+/// (checked with `integrity`). No document yet, and none recorded: generation 0, empty.
 ///
 /// # Errors
 /// A configuration error if the seal does not open (the document was not written through this
-/// deployment's keys: refused whole, never routed by), or the store fails.
+/// deployment's keys: refused whole, never routed by) or the document is missing or older than
+/// the record says (deleted, or an older copy put back); `Tampered` if the record fails; or the
+/// store fails.
 pub async fn load(
     store: &dyn Store,
     default: &dyn KeyProvider,
+    integrity: &IntegrityKey,
 ) -> Result<(u64, ByokDocument), VaultError> {
+    let recorded = vault_objects::integrity::checked_record(store, integrity)
+        .await?
+        .byok_generation;
     let Some(c) = store.byok_config().await? else {
-        return Ok((0, ByokDocument::default()));
+        if recorded == 0 {
+            return Ok((0, ByokDocument::default()));
+        }
+        return Err(crate::deployment::config_error(format!(
+            "the BYOK rules (table byok_config) are missing, but the integrity record says generation {recorded} exists: deleted by someone who can write the database; nothing is routed by them until they are restored (from a backup of the database)"
+        )));
     };
     let not_authentic = |why: &str| {
         crate::deployment::config_error(format!(
-            "the BYOK rules in the store (generation {}) {why}: they are not used; restore them with `vault byok` from a process holding this deployment's keys",
+            "the BYOK rules in the store (table byok_config, generation {}) {why}: they are not used; restore them with `vault byok` from a process holding this deployment's keys",
             c.generation
         ))
     };
-    match vault_crypto::open(default, &c.seal, &seal_aad(c.generation, &c.document)).await {
+    if c.generation != recorded {
+        return Err(not_authentic(&format!(
+            "are not the generation the integrity record says exists ({recorded}): an older copy put back?"
+        )));
+    }
+    match vault_crypto::open_for(
+        default,
+        &c.seal,
+        &seal_context(),
+        &seal_aad(c.generation, &c.document),
+    )
+    .await
+    {
         Ok(_) => {}
         Err(vault_crypto::Error::Provider(e)) if e.is_retryable() => {
             return Err(vault_crypto::Error::from(e).into());
@@ -607,10 +631,11 @@ pub async fn load(
 pub async fn update<T, E: From<VaultError>>(
     store: &dyn Store,
     default: &dyn KeyProvider,
+    integrity: &IntegrityKey,
     mut change: impl FnMut(&mut ByokDocument) -> Result<T, E>,
 ) -> Result<T, E> {
     for _ in 0..16 {
-        let (generation, mut document) = load(store, default).await?;
+        let (generation, mut document) = load(store, default, integrity).await?;
         let out = change(&mut document)?;
         let text = serde_json::to_string(&document)
             .map_err(|_| crate::deployment::config_error("cannot write the BYOK document"))?;
@@ -624,7 +649,11 @@ pub async fn update<T, E: From<VaultError>>(
             seal: sealed.bytes().to_vec(),
             seal_key_id: sealed.key_ref().to_string(),
         };
-        match store.replace_byok_config(generation, &config).await {
+        let record_mac = vault_objects::integrity::record_tag(integrity, next);
+        match store
+            .replace_byok_config(generation, &config, &record_mac)
+            .await
+        {
             Ok(()) => return Ok(out),
             Err(StoreError::Conflict(Conflict::ByokChanged)) => continue,
             Err(e) => return Err(VaultError::from(e).into()),
@@ -636,13 +665,16 @@ pub async fn update<T, E: From<VaultError>>(
 impl Config {
     /// A provider section of `vault.toml` (`type = "aws-kms"` and its fields) as TOML text,
     /// checked as the file's are (environment overrides included), with only the fields a
-    /// store provider may have. Managed rings are not customer keys and are refused.
+    /// store provider may have. Managed rings are not customer keys and are refused, and so is
+    /// an `endpoint_url` that is not `https://` unless `allow_http` (`[byok]
+    /// allow_http_endpoints` in `vault.toml`).
     ///
     /// # Errors
     /// Every problem, as text.
     pub fn byok_provider(
         name: &str,
         definition: &str,
+        allow_http: bool,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<ProviderConfig, Vec<String>> {
         if !vault_store::is_provider_name(name) {
@@ -679,11 +711,25 @@ impl Config {
                 .map(|p| format!("provider {name:?}: {}", p.message))
                 .collect::<Vec<_>>()
         })?;
-        parsed
+        let provider = parsed
             .providers
             .remove(name)
             .map(Spanned::into_inner)
-            .ok_or_else(|| vec![format!("provider {name:?}: no definition")])
+            .ok_or_else(|| vec![format!("provider {name:?}: no definition")])?;
+        let endpoint = match &provider {
+            ProviderConfig::AwsKms { endpoint_url, .. }
+            | ProviderConfig::GcpKms { endpoint_url, .. } => endpoint_url.as_deref(),
+            _ => None,
+        };
+        if let Some(url) = endpoint
+            && !url.starts_with("https://")
+            && !allow_http
+        {
+            return Err(vec![format!(
+                "provider {name:?}: endpoint_url must be https:// (data keys and credentials would cross the network in clear); for an emulator on loopback, set `[byok] allow_http_endpoints = true` in vault.toml"
+            )]);
+        }
+        Ok(provider)
     }
 
     /// This configuration with the store's providers and rules added: the store's rules after
@@ -707,7 +753,8 @@ impl Config {
                 ));
                 continue;
             }
-            match Self::byok_provider(&p.name, &p.definition, &env) {
+            match Self::byok_provider(&p.name, &p.definition, self.byok.allow_http_endpoints, &env)
+            {
                 Ok(config) => {
                     if let Some(identity) = config.key_identity()
                         && let Some((other, _)) = merged
@@ -814,13 +861,14 @@ pub async fn merged(
     config: &Config,
     store: &dyn Store,
     default: &dyn KeyProvider,
+    integrity: &IntegrityKey,
 ) -> Result<Config, VaultError> {
-    let (_, document) = load(store, default).await?;
+    let (_, document) = load(store, default, integrity).await?;
     merge(config, &document)
 }
 
 /// As [`merged`], connecting `config`'s default provider (from `rings`) to check the seal, and
-/// only when the store has a document at all.
+/// only when the store has a document at all (and the integrity record says none should exist).
 ///
 /// # Errors
 /// As [`merged`], or if the default provider cannot be connected.
@@ -828,12 +876,14 @@ pub async fn merged_for(
     config: &Config,
     rings: &Rings,
     store: &dyn Store,
+    integrity: &IntegrityKey,
 ) -> Result<Config, VaultError> {
-    if store.byok_generation().await? == 0 {
+    let recorded = vault_objects::integrity::checked_record(store, integrity).await?;
+    if recorded.byok_generation == 0 && store.byok_generation().await? == 0 {
         return Ok(config.clone());
     }
     let default = config.default_provider(rings, false).await?;
-    merged(config, store, &*default).await
+    merged(config, store, &*default, integrity).await
 }
 
 fn merge(config: &Config, document: &ByokDocument) -> Result<Config, VaultError> {
@@ -851,6 +901,7 @@ pub struct ByokWatch {
     config: Config,
     rings: Rings,
     store: Arc<dyn Store>,
+    integrity: Arc<IntegrityKey>,
     state: tokio::sync::Mutex<WatchState>,
 }
 
@@ -869,12 +920,19 @@ struct WatchState {
 }
 
 impl ByokWatch {
-    /// A watch over `config`'s file providers and `store`'s BYOK document.
-    pub fn new(config: Config, rings: Rings, store: Arc<dyn Store>) -> Self {
+    /// A watch over `config`'s file providers and `store`'s BYOK document (its generation
+    /// checked against the integrity record with `integrity`).
+    pub fn new(
+        config: Config,
+        rings: Rings,
+        store: Arc<dyn Store>,
+        integrity: Arc<IntegrityKey>,
+    ) -> Self {
         Self {
             config,
             rings,
             store,
+            integrity,
             state: tokio::sync::Mutex::default(),
         }
     }
@@ -903,7 +961,7 @@ impl ByokWatch {
             .ok_or_else(|| {
                 crate::deployment::config_error("the default provider is not defined")
             })?;
-        let (generation, document) = load(&*self.store, &*default).await?;
+        let (generation, document) = load(&*self.store, &*default, &self.integrity).await?;
         let merged = merge(&self.config, &document)?;
         let usage = if merged.needs_key_usage() && usage.is_none() {
             Some(self.store.key_usage().await?)
@@ -935,7 +993,8 @@ impl ByokWatch {
             return Ok(false);
         }
         // One read of the document: its generation, providers and rules belong together.
-        let (generation, document) = load(&*self.store, &**router.default_provider()).await?;
+        let (generation, document) =
+            load(&*self.store, &**router.default_provider(), &self.integrity).await?;
         if state.generation.is_some_and(|seen| generation < seen) {
             return Err(crate::deployment::config_error(format!(
                 "the store's BYOK rules went back from generation {} to {generation}: refused (a restored backup?)",

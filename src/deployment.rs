@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use vault_crypto::managed::{MasterKeySeal, ProviderSeal, RootSeal};
 use vault_crypto::{KeyRingError, ManagedKeyProvider};
+use vault_objects::integrity::{self, IntegrityKey, KeyHome, Upgrade};
 use vault_objects::{Vault, VaultError};
 use vault_store::{SqlStore, StoreError};
 
@@ -268,6 +269,64 @@ impl Deployment {
         }
     }
 
+    /// Where the integrity key is kept: `integrity.key` in the data directory beside a SQLite
+    /// store (whatever seals its ring), else sealed in PostgreSQL's integrity record by the
+    /// ring's seal, or, with no seal (customer keys only), by the default provider.
+    ///
+    /// # Errors
+    /// If the seal or the default provider cannot be opened.
+    pub async fn integrity_home(
+        &self,
+        store: &SqlStore,
+        config: &Config,
+    ) -> Result<KeyHome, VaultError> {
+        if !self.is_postgres() {
+            return Ok(KeyHome::File(self.data_dir.join(integrity::KEY_FILE)));
+        }
+        if let Some(seal) = self.root_seal(config).await? {
+            return Ok(KeyHome::Sealed(seal));
+        }
+        let rings = self.rings(store, config).await?;
+        let default = config.default_provider(&rings, false).await?;
+        Ok(KeyHome::Sealed(Arc::new(ProviderSeal::new(
+            config.default.get_ref().clone(),
+            default,
+        ))))
+    }
+
+    /// The integrity key of the deployment, its record in `store` checked (see
+    /// [`vault_objects::integrity::open`]). A store from before row integrity is protected now
+    /// on the embedded default, and with `upgrade` ([`Upgrade::Protect`], `vault keys protect`)
+    /// in a database; a new store always is.
+    ///
+    /// # Errors
+    /// `Tampered` if the record is missing or fails, `NotProtected` for a database store from
+    /// before row integrity; or the key cannot be read or unsealed.
+    pub async fn integrity(
+        &self,
+        store: &SqlStore,
+        config: &Config,
+        upgrade: Upgrade,
+    ) -> Result<Arc<IntegrityKey>, VaultError> {
+        let home = self.integrity_home(store, config).await?;
+        integrity::open(store, &home, upgrade).await
+    }
+
+    /// `config` with the BYOK providers and rules of `store` (see
+    /// [`merged_for`](crate::byok::merged_for)), checked with this deployment's integrity key.
+    ///
+    /// # Errors
+    /// As [`integrity`](Self::integrity) and [`merged_for`](crate::byok::merged_for).
+    pub async fn merged(
+        &self,
+        config: &Config,
+        rings: &Rings,
+        store: &SqlStore,
+    ) -> Result<Config, VaultError> {
+        let key = self.integrity(store, config, Upgrade::Refuse).await?;
+        crate::byok::merged_for(config, rings, store, &key).await
+    }
+
     /// The vault: the store, and a router with the providers and rules of `config`, every
     /// managed ring opened (created if the store is new) and unsealed.
     ///
@@ -279,16 +338,18 @@ impl Deployment {
     /// (see [`ByokWatch`](crate::byok::ByokWatch)).
     pub async fn open(&self, config: &Config) -> Result<Vault, VaultError> {
         let store = self.store().await?;
+        let key = self.integrity(&store, config, Upgrade::Refuse).await?;
         let rings = self.rings(&store, config).await?;
         let shared: Arc<dyn vault_store::Store> = Arc::new(store);
         let watch = Arc::new(crate::byok::ByokWatch::new(
             config.clone(),
             rings,
             shared.clone(),
+            key.clone(),
         ));
         let router = Arc::new(watch.router(true).await?);
         watch.spawn(Arc::downgrade(&router));
-        Ok(Vault::new(router, shared))
+        Ok(Vault::new(router, shared, key))
     }
 }
 

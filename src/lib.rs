@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use vault_crypto as crypto;
+pub use vault_objects as objects;
 pub use vault_server as server;
 pub use vault_store as store;
 

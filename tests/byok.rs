@@ -220,7 +220,12 @@ async fn rules_set_at_runtime_route_a_running_server_within_a_second() {
     let acme_key = moto_key(&url).await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("vault.toml");
-    std::fs::write(&config, "[providers.managed]\ntype = \"managed\"\n").unwrap();
+    // moto is plain HTTP on loopback: allowed for store providers by this file alone.
+    std::fs::write(
+        &config,
+        "[providers.managed]\ntype = \"managed\"\n[byok]\nallow_http_endpoints = true\n",
+    )
+    .unwrap();
     let api_key = ok(vault(
         dir.path(),
         &config,
@@ -413,7 +418,7 @@ async fn byok_commands_refuse_bad_input_and_unverified_keys() {
     let Some(url) = moto_url() else { return };
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("vault.toml");
-    let file = "[providers.managed]\ntype = \"managed\"\n[providers.filekey]\ntype = \"aws-kms\"\nkey_id = \"alias/x\"\n";
+    let file = "[byok]\nallow_http_endpoints = true\n[providers.managed]\ntype = \"managed\"\n[providers.filekey]\ntype = \"aws-kms\"\nkey_id = \"alias/x\"\n";
     std::fs::write(&config, file).unwrap();
     let missing = "arn:aws:kms:us-east-1:123456789012:key/0badc0de-0000-4000-8000-000000000000";
     let fails = |args: &[&str], code: i32, says: &str| {

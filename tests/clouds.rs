@@ -104,7 +104,11 @@ async fn objects_of_every_provider_and_rewraps_from_each_to_each() {
             .fold(r, |r, (_, p)| r.decrypt_only(p.clone()))
     };
 
-    let before = Vault::new(Arc::new(router_for(&|p| p.1.to_owned())), store.clone());
+    let before = Vault::new(
+        Arc::new(router_for(&|p| p.1.to_owned())),
+        store.clone(),
+        fresh_integrity(),
+    );
     let mut ids = Vec::new();
     for (org, from, _) in &pairs {
         let meta = before
@@ -135,7 +139,11 @@ async fn objects_of_every_provider_and_rewraps_from_each_to_each() {
         assert_eq!(&original[&(id.clone(), seq)].0, from);
     }
 
-    let after = Vault::new(Arc::new(router_for(&|p| p.2.to_owned())), store.clone());
+    let after = Vault::new(
+        Arc::new(router_for(&|p| p.2.to_owned())),
+        store.clone(),
+        fresh_integrity(),
+    );
     for (org, _, _) in &pairs {
         let report = after
             .rewrap(
@@ -161,4 +169,10 @@ async fn objects_of_every_provider_and_rewraps_from_each_to_each() {
         let object = after.read("prod", id, &actor).await.unwrap();
         assert_eq!(object.value, format!("value of {org}, v2").as_bytes());
     }
+}
+
+/// An integrity key of its own for a store made by the test (nothing it reads needs the
+/// store's integrity record).
+fn fresh_integrity() -> Arc<vault::objects::IntegrityKey> {
+    Arc::new(vault::objects::IntegrityKey::generate().unwrap())
 }

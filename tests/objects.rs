@@ -27,7 +27,10 @@ async fn vault_with_byok(dir: &Path) -> (Vault, Arc<dyn Store>) {
         .rule([("organization_id", "org_byok")], byok)
         .unwrap();
     let store: Arc<dyn Store> = Arc::new(SqlStore::open_sqlite(dir).await.unwrap());
-    (Vault::new(Arc::new(router), store.clone()), store)
+    (
+        Vault::new(Arc::new(router), store.clone(), fresh_integrity()),
+        store,
+    )
 }
 
 #[tokio::test]
@@ -388,7 +391,7 @@ async fn nothing_is_stored_when_the_key_provider_fails() {
         .rule([("organization_id", "org_byok")], Arc::new(Down))
         .unwrap();
     let store: Arc<dyn Store> = Arc::new(SqlStore::open_sqlite(dir.path()).await.unwrap());
-    let vault = Vault::new(Arc::new(router), store.clone());
+    let vault = Vault::new(Arc::new(router), store.clone(), fresh_integrity());
 
     let e = vault
         .create("prod", "card", &ctx("org_byok"), b"4111", &actor())
@@ -431,7 +434,11 @@ async fn rewrap_all_empties_an_old_version_before_it_can_be_destroyed() {
     let dir = tempfile::tempdir().unwrap();
     let ring = Arc::new(ManagedKeyProvider::open_or_create(dir.path(), "root").unwrap());
     let store: Arc<dyn Store> = Arc::new(SqlStore::open_sqlite(dir.path()).await.unwrap());
-    let vault = Vault::new(Arc::new(Router::new(ring.clone())), store.clone());
+    let vault = Vault::new(
+        Arc::new(Router::new(ring.clone())),
+        store.clone(),
+        fresh_integrity(),
+    );
     let mut ids = Vec::new();
     for (i, org) in ["org_1", "org_2", "org_3"].iter().enumerate() {
         let m = vault
@@ -579,4 +586,10 @@ async fn rewrap_all_empties_an_old_version_before_it_can_be_destroyed() {
             VersionState::Primary
         ]
     );
+}
+
+/// An integrity key of its own for a store made by the test (nothing it reads needs the
+/// store's integrity record).
+fn fresh_integrity() -> Arc<vault::objects::IntegrityKey> {
+    Arc::new(vault::objects::IntegrityKey::generate().unwrap())
 }

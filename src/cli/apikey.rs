@@ -1,19 +1,28 @@
-//! `vault apikey`: creating, listing and revoking API keys.
+//! `vault apikey`: creating, listing and revoking API keys (their rows tagged with the
+//! deployment's integrity key).
+
+use std::sync::Arc;
 
 use serde_json::json;
-use vault::store::ApiKeyStore as _;
+use vault::config::Config;
+use vault::objects::{ApiKeys, Upgrade};
 
 use super::args::*;
 use super::exit::Failure;
 
 pub(crate) async fn apikey(
     deployment: &vault::Deployment,
+    config: &Config,
     command: ApikeyCommand,
 ) -> Result<(), Failure> {
     let store = deployment.store().await?;
+    let key = deployment
+        .integrity(&store, config, Upgrade::Refuse)
+        .await?;
+    let keys = ApiKeys::new(Arc::new(store.clone()), key);
     match command {
         ApikeyCommand::Create { environment, name } => {
-            let key = vault::server::auth::create(&store, &environment, &name).await?;
+            let key = vault::server::auth::create(&keys, &environment, &name).await?;
             eprintln!(
                 "vault: created {} for environment {:?}; the key is shown once",
                 key.record.id, key.record.environment
@@ -21,26 +30,27 @@ pub(crate) async fn apikey(
             println!("{}", key.expose_secret());
         }
         ApikeyCommand::Revoke { id } => {
-            store.revoke_api_key(&id).await?;
+            keys.revoke(&id).await?;
             println!("revoked {id}");
         }
         ApikeyCommand::List { json } => {
-            for k in store.api_keys().await? {
+            for listed in keys.list().await? {
+                let k = &listed.record;
                 let revoked = k.revoked_at.map(|t| t.to_rfc3339());
                 if json {
                     println!(
                         "{}",
                         json!({"id": k.id, "environment": k.environment, "name": k.name,
-                               "created_at": k.created_at.to_rfc3339(), "revoked_at": revoked})
+                               "created_at": k.created_at.to_rfc3339(), "revoked_at": revoked,
+                               "authentic": listed.authentic})
                     );
                 } else {
-                    println!(
-                        "{}  {}  {}  {}",
-                        k.id,
-                        k.environment,
-                        k.name,
+                    let state = if !listed.authentic {
+                        "TAMPERED (fails its integrity check: authenticates nothing)".to_owned()
+                    } else {
                         revoked.map_or_else(|| "active".to_owned(), |t| format!("revoked {t}"))
-                    );
+                    };
+                    println!("{}  {}  {}  {state}", k.id, k.environment, k.name);
                 }
             }
         }

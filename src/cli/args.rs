@@ -487,6 +487,12 @@ pub(crate) enum KeysCommand {
     /// Add a new primary version; older versions still decrypt. Every process using the ring
     /// seals under the new version within a second.
     Rotate,
+    /// Protect a store from a release before row integrity, once: every API key and webhook
+    /// endpoint row is tagged as it is now, and what exists is recorded (docs/SECURITY.md).
+    /// Needed for a database store (its processes refuse to start until it is done); an
+    /// embedded store is protected at its first start. Run it only on a database you trust
+    /// as it is.
+    Protect,
     /// Re-wrap data keys under the key the rules choose now (the primary version after a
     /// rotation, or a customer's key after a new rule): an envelope from standard input, every
     /// stored object version with --all, or those whose context matches with --match. Values

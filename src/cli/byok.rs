@@ -53,7 +53,7 @@ pub(crate) async fn verify(
     };
     let rings = rings(deployment, config, store.as_ref()).await?;
     let merged = match &store {
-        Some(s) => byok::merged_for(config, &rings, s).await?,
+        Some(s) => deployment.merged(config, &rings, s).await?,
         None => config.clone(),
     };
     // The key that seals the ring serves nothing else: verified only when named.
@@ -93,18 +93,21 @@ struct Ctx<'a> {
     store: SqlStore,
     rings: vault::Rings,
     default: Arc<dyn KeyProvider>,
+    integrity: Arc<vault::objects::IntegrityKey>,
 }
 
 impl Ctx<'_> {
     async fn document(&self) -> Result<ByokDocument, Failure> {
-        Ok(byok::load(&self.store, &*self.default).await?.1)
+        Ok(byok::load(&self.store, &*self.default, &self.integrity)
+            .await?
+            .1)
     }
 
     async fn update<T>(
         &self,
         change: impl FnMut(&mut ByokDocument) -> Result<T, Failure>,
     ) -> Result<T, Failure> {
-        byok::update(&self.store, &*self.default, change).await
+        byok::update(&self.store, &*self.default, &self.integrity, change).await
     }
 
     /// The configuration with `document` merged, or why not.
@@ -133,12 +136,16 @@ pub(crate) async fn byok(
     }
     let store = deployment.store().await?;
     let rings = rings(deployment, config, Some(&store)).await?;
+    let integrity = deployment
+        .integrity(&store, config, vault::objects::Upgrade::Refuse)
+        .await?;
     let default = config.default_provider(&rings, true).await?;
     let ctx = Ctx {
         config,
         store,
         rings,
         default,
+        integrity,
     };
     let result = run(&ctx, command).await;
     ctx.store.close().await;

@@ -29,7 +29,7 @@ impl From<Error> for Failure {
     fn from(e: Error) -> Self {
         let code = match &e {
             Error::Context(_) | Error::Envelope(_) | Error::PlaintextTooLarge { .. } => BAD_INPUT,
-            Error::DecryptionFailed => DECRYPTION_FAILED,
+            Error::DecryptionFailed | Error::ContextMismatch => DECRYPTION_FAILED,
             // The database that holds the ring is down: a storage failure, as for objects.
             Error::KeyRing(crypto::KeyRingError::Store { .. }) => STORAGE,
             _ => KEYS,
@@ -63,6 +63,11 @@ impl From<VaultError> for Failure {
             VaultError::Crypto(e) => e.into(),
             e @ (VaultError::KeyInUse { .. } | VaultError::KeyRecentlyPrimary { .. }) => Self {
                 code: CONFLICT,
+                message: e.to_string(),
+            },
+            // The database's content is not what this deployment wrote.
+            e @ (VaultError::Tampered { .. } | VaultError::NotProtected) => Self {
+                code: STORAGE,
                 message: e.to_string(),
             },
             other => Self {

@@ -4,7 +4,7 @@ use std::io::{self};
 
 use vault::config::Config;
 use vault::crypto::{self, Envelope, Error, KeyContext, VersionState};
-use vault::store::Timestamp;
+use vault::store::{IntegrityStore as _, Timestamp};
 
 use super::args::*;
 use super::exit::{self, Failure};
@@ -94,9 +94,14 @@ pub(crate) async fn keys(
         if !deployment.has_store() {
             return Ok(None);
         }
+        let store = store().await?;
+        let key = deployment
+            .integrity(store, config, vault::objects::Upgrade::Refuse)
+            .await?;
         Ok::<_, Failure>(Some(vault::Vault::new(
             std::sync::Arc::new(vault::default_router(ring)),
-            std::sync::Arc::new(store().await?.clone()),
+            std::sync::Arc::new(store.clone()),
+            key,
         )))
     };
     let no_store = || format!("no object store at {}", deployment.describe());
@@ -119,14 +124,14 @@ pub(crate) async fn keys(
                         store: None,
                     };
                     let merged = if deployment.has_store() {
-                        vault::byok::merged_for(config, &rings, store().await?).await?
+                        deployment.merged(config, &rings, store().await?).await?
                     } else {
                         config.clone()
                     };
                     merged.router_for_store(&rings, false, None).await?
                 } else if config_given || deployment.rings_in_database() {
                     let rings = deployment.rings(store().await?, config).await?;
-                    let merged = vault::byok::merged_for(config, &rings, store().await?).await?;
+                    let merged = deployment.merged(config, &rings, store().await?).await?;
                     merged.router_for_store(&rings, false, None).await?
                 } else {
                     vault::default_router(open_ring().await?)
@@ -295,6 +300,22 @@ pub(crate) async fn keys(
             );
             Ok(())
         }
+        KeysCommand::Protect => {
+            let store = store().await?;
+            let before = store.integrity().await?.is_some();
+            let key = deployment
+                .integrity(store, config, vault::objects::Upgrade::Protect)
+                .await?;
+            if before {
+                println!("already protected ({})", key.id());
+            } else {
+                println!(
+                    "protected: every API key and webhook endpoint row tagged with {}",
+                    key.id()
+                );
+            }
+            Ok(())
+        }
         KeysCommand::InitSeal { path } => {
             let seal = crypto::managed::MasterKeySeal::create_file(&path)?;
             println!("{}", seal_id(&seal));
@@ -330,6 +351,30 @@ pub(crate) async fn keys(
                     message: "no seal given".into(),
                 });
             };
+            // The integrity key of a PostgreSQL store is sealed the same way: it moves first,
+            // and a re-run finds it moved.
+            if deployment.is_postgres()
+                && let Some(record) = store().await?.integrity().await?
+                && let Some((sealed_by, bytes)) = record.sealed_key
+                && !new.owns(&sealed_by)
+            {
+                let key = vault::objects::IntegrityKey::unseal(
+                    &*from,
+                    &crypto::managed::SealedRoot { sealed_by, bytes },
+                )
+                .await?;
+                vault::objects::integrity::checked_record(store().await?, &key).await?;
+                let sealed = key.seal(&*new).await?;
+                store()
+                    .await?
+                    .keep_sealed_key(&sealed.sealed_by, &sealed.bytes)
+                    .await?;
+                println!(
+                    "integrity key {}: sealed again with {}",
+                    key.id(),
+                    new.describe()
+                );
+            }
             let ring = store().await?.ring_store(&chosen.ring, from);
             let n = ring.reseal(&*new).await?;
             println!(

@@ -386,7 +386,7 @@ pub(crate) async fn start_local_server(
     data_dir: &std::path::Path,
 ) -> Result<(String, String, LocalServer), vault::VaultError> {
     let vault = vault::open_embedded(data_dir).await?;
-    let key = vault_server::auth::create(&**vault.store(), "bench", "bench").await?;
+    let key = vault_server::auth::create(&vault.api_keys(), "bench", "bench").await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|_| vault_store::StoreError::Unavailable {

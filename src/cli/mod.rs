@@ -52,7 +52,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
             };
             if let Some(store) = store.as_ref().filter(|_| d.rings_in_database()) {
                 let rings = d.rings(store, config).await?;
-                let config = vault::byok::merged_for(config, &rings, store).await?;
+                let config = d.merged(config, &rings, store).await?;
                 return Ok(config.router_for_store(&rings, create, None).await?);
             }
             if create || given || store.is_some() {
@@ -63,7 +63,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
                     store: store.clone(),
                 };
                 let config = match &store {
-                    Some(s) => vault::byok::merged_for(config, &rings, s).await?,
+                    Some(s) => d.merged(config, &rings, s).await?,
                     None => config.clone(),
                 };
                 Ok(config.router_for_store(&rings, create, None).await?)
@@ -158,7 +158,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
             };
             serve::serve(d, &config, listen, &environment, tls).await
         }
-        Command::Apikey { command } => apikey::apikey(d, command).await,
+        Command::Apikey { command } => apikey::apikey(d, &config, command).await,
         Command::Webhook { command } => webhook::webhook(d, &config, command).await,
         Command::Byok { command } => byok::byok(d, &config, command).await,
         Command::Store {
@@ -184,7 +184,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
                 // The store's BYOK providers and rules must be authentic and merge with the
                 // file's.
                 let rings = byok::rings(d, &config, Some(&store)).await?;
-                let merged = match vault::byok::merged_for(&config, &rings, &store).await {
+                let merged = match d.merged(&config, &rings, &store).await {
                     Ok(m) => m,
                     Err(e) => {
                         store.close().await;

@@ -88,7 +88,13 @@ fn spawn_verification(
                         store: None,
                     }
                 };
-                let merged = vault::byok::merged_for(&config, &rings, &*store).await?;
+                let merged = vault::byok::merged_for(
+                    &config,
+                    &rings,
+                    &*store,
+                    state.vault().integrity_key(),
+                )
+                .await?;
                 for (name, p) in &merged.providers {
                     // The key that seals the ring serves nothing else.
                     if rings.seal_provider() == Some(name.as_str()) {
@@ -282,7 +288,7 @@ pub(crate) async fn serve(
     // (several starting at once would each make one): the operator creates keys with the CLI.
     let no_keys = store.api_keys().await?.is_empty();
     let first_key = if no_keys && !deployment.is_postgres() {
-        Some(vault::server::auth::create(&*store, environment, "first key").await?)
+        Some(vault::server::auth::create(&vault.api_keys(), environment, "first key").await?)
     } else {
         if no_keys {
             eprintln!(

@@ -2,6 +2,7 @@
 
 use vault::config::{Config, ProviderConfig};
 use vault::crypto::managed::copy_ring;
+use vault::store::IntegrityStore as _;
 
 use super::exit::{self, Failure};
 use super::keys::progress_bar;
@@ -31,6 +32,10 @@ pub(crate) async fn copy(
         return Err(bad("the target is the store being copied".into()));
     }
     let source = deployment.store().await?;
+    // Only an authentic store is copied, and its integrity key goes with it.
+    let key = deployment
+        .integrity(&source, config, vault::objects::Upgrade::Refuse)
+        .await?;
     let target_store = target.store().await?;
     let bar = progress_bar(None);
     // The source's one name: the database file's absolute path, or the PostgreSQL it is on.
@@ -79,6 +84,29 @@ pub(crate) async fn copy(
             seal.describe()
         );
     }
+    // The record was copied with its tag; where the key was kept in a file, it is sealed into
+    // the record for the target (whose processes have no data directory of this machine).
+    if target_store
+        .integrity()
+        .await?
+        .is_some_and(|r| r.sealed_key.is_none())
+    {
+        let vault::objects::KeyHome::Sealed(seal) =
+            target.integrity_home(&target_store, config).await?
+        else {
+            return Err(bad(
+                "the target's integrity key must be sealed: give --seal".into(),
+            ));
+        };
+        let sealed = key.seal(&*seal).await?;
+        target_store
+            .keep_sealed_key(&sealed.sealed_by, &sealed.bytes)
+            .await?;
+    }
+    target
+        .integrity(&target_store, config, vault::objects::Upgrade::Refuse)
+        .await?;
+    println!("integrity key {}: sealed for the target", key.id());
     target_store.finish_copy().await?;
     println!(
         "copied into {}; point every process at it with --database-url",

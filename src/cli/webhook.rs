@@ -32,16 +32,18 @@ pub(crate) async fn webhook(
         }
         WebhookCommand::List { environment, json } => {
             for e in store.webhooks(environment.as_deref()).await? {
+                let authentic = vault.webhook_is_authentic(&e);
                 if json {
                     println!(
                         "{}",
                         json!({"id": e.id, "environment": e.environment, "url": e.url,
                                "events": e.events, "created_at": e.created_at.to_rfc3339(),
-                               "pending": e.pending, "dead": e.dead, "last_error": e.last_error})
+                               "pending": e.pending, "dead": e.dead, "last_error": e.last_error,
+                               "authentic": authentic})
                     );
                 } else {
                     println!(
-                        "{}  {}  {}  {}  pending {}  dead {}{}",
+                        "{}  {}  {}  {}  pending {}  dead {}{}{}",
                         e.id,
                         e.environment,
                         e.url,
@@ -50,7 +52,12 @@ pub(crate) async fn webhook(
                         e.dead,
                         e.last_error
                             .as_deref()
-                            .map_or_else(String::new, |err| format!("  last error: {err}"))
+                            .map_or_else(String::new, |err| format!("  last error: {err}")),
+                        if authentic {
+                            ""
+                        } else {
+                            "  TAMPERED (fails its integrity check: never delivered to)"
+                        }
                     );
                 }
             }

@@ -74,6 +74,9 @@ pub struct Config {
     /// How `vault serve` delivers webhooks.
     #[serde(default)]
     pub webhooks: WebhooksConfig,
+    /// What customer key providers kept in the store (`vault byok`) may be.
+    #[serde(default)]
+    pub byok: ByokSettings,
     /// What seals the root keys of a managed ring kept in the database: the name of an AWS,
     /// Google Cloud or Azure provider of this file, or `file:/path/master.key`.
     pub seal: Option<String>,
@@ -132,6 +135,23 @@ pub struct WebhooksConfig {
     /// Deliver to link-local and metadata addresses too.
     #[serde(default)]
     pub allow_link_local: bool,
+}
+
+/// The `[byok]` table.
+///
+/// ```toml
+/// [byok]
+/// allow_http_endpoints = false   # a store provider's endpoint_url must be https
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ByokSettings {
+    /// Let providers kept in the store (`vault byok provider add`) name a plain `http://`
+    /// `endpoint_url`: for key service emulators on loopback, never for a real key service
+    /// (data keys would cross the network in clear). A decision for this file alone: the
+    /// store cannot make it.
+    #[serde(default)]
+    pub allow_http_endpoints: bool,
 }
 
 /// The `[server]` table. Flags and environment variables win over it.
@@ -354,6 +374,7 @@ impl Config {
             store: StoreConfig::default(),
             events: EventsConfig::default(),
             webhooks: WebhooksConfig::default(),
+            byok: ByokSettings::default(),
             seal: None,
         }
     }

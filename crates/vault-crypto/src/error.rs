@@ -43,6 +43,10 @@ pub enum Error {
     /// The AEAD refused to seal (a backend failure; never caused by the input).
     #[error("encryption failed")]
     EncryptionFailed,
+    /// The envelope was sealed for another key context than the one it must carry
+    /// ([`open_for`](crate::open_for)); nothing was unwrapped or decrypted.
+    #[error("the envelope was sealed for another key context")]
+    ContextMismatch,
     /// Decryption failed: wrong key, wrong context or associated data, or tampered bytes.
     ///
     /// Deliberately without detail, so it cannot serve as an oracle.

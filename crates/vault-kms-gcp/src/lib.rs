@@ -123,8 +123,10 @@ fn map_error(e: &google_cloud_gax::error::Error) -> ProviderError {
 }
 
 impl GcpKmsProvider {
-    /// Connects with Application Default Credentials (or the endpoint's, for tests) to the
-    /// crypto key `key_name` (`projects/…/locations/…/keyRings/…/cryptoKeys/…`).
+    /// Connects with Application Default Credentials to the crypto key `key_name`
+    /// (`projects/…/locations/…/keyRings/…/cryptoKeys/…`), at `endpoint` if given. A plain
+    /// `http://` endpoint (an emulator) gets no credentials at all: this process's bearer token
+    /// is never sent over plain HTTP.
     ///
     /// # Errors
     /// A [`ProviderError`] if the client cannot be built.
@@ -137,6 +139,11 @@ impl GcpKmsProvider {
             .with_retry_policy(google_cloud_gax::retry_policy::NeverRetry);
         if let Some(url) = endpoint {
             builder = builder.with_endpoint(url);
+            if !url.starts_with("https://") {
+                builder = builder.with_credentials(
+                    google_cloud_auth::credentials::anonymous::Builder::new().build(),
+                );
+            }
         }
         let client = builder.build().await.map_err(|_| {
             error(

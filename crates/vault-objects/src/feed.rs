@@ -208,6 +208,11 @@ impl Vault {
             pending: 0,
             dead: 0,
             last_error: None,
+            mac: Vec::new(),
+        };
+        let endpoint = WebhookEndpoint {
+            mac: crate::integrity::webhook_tag(&self.integrity, &endpoint).to_vec(),
+            ..endpoint
         };
         self.store.create_webhook(&endpoint).await?;
         Ok((endpoint, secret))
@@ -226,6 +231,8 @@ impl Vault {
             .into_iter()
             .find(|e| e.id == id)
             .ok_or(StoreError::NotFound)?;
+        // A row changed by a database writer is not made authentic by a new secret.
+        crate::integrity::check_webhook(&self.integrity, &endpoint)?;
         let secret = WebhookSecret::generate()?;
         let (context, aad) = secret_binding(&endpoint.environment, id)?;
         let sealed = vault_crypto::seal_in(
@@ -236,30 +243,47 @@ impl Vault {
             &aad,
         )
         .await?;
+        let replaced = WebhookEndpoint {
+            sealed_secret: sealed.bytes().to_vec(),
+            secret_key_id: sealed.key_ref().to_string(),
+            ..endpoint.clone()
+        };
+        let mac = crate::integrity::webhook_tag(&self.integrity, &replaced);
         self.store
             .replace_webhook_secret(
                 id,
                 &endpoint.sealed_secret,
-                &sealed,
-                &sealed.key_ref().to_string(),
+                &replaced.sealed_secret,
+                &replaced.secret_key_id,
+                &mac,
             )
             .await?;
         Ok(secret)
     }
 
-    /// Opens a webhook endpoint's signing secret, to sign a delivery.
+    /// Whether a webhook endpoint's row is as this deployment wrote it (for listings: one that
+    /// is not is never delivered to).
+    pub fn webhook_is_authentic(&self, endpoint: &WebhookEndpoint) -> bool {
+        vault_crypto::integrity::matches(
+            &crate::integrity::webhook_tag(&self.integrity, endpoint),
+            &endpoint.mac,
+        )
+    }
+
+    /// Opens a webhook endpoint's signing secret, to sign a delivery, once its row is checked:
+    /// an endpoint a database writer added or changed (its URL, its events) is never posted to.
     ///
     /// # Errors
-    /// `Crypto` if its key is unavailable or the sealed secret is not this endpoint's.
+    /// `Tampered` if the row fails its integrity check; `Crypto` if its key is unavailable or
+    /// the sealed secret is not this endpoint's.
     pub async fn webhook_secret(
         &self,
         endpoint: &WebhookEndpoint,
     ) -> Result<WebhookSecret, VaultError> {
+        crate::integrity::check_webhook(&self.integrity, endpoint)?;
         let (context, aad) = secret_binding(&endpoint.environment, &endpoint.id)?;
-        let opened = vault_crypto::open(&*self.keys, &endpoint.sealed_secret, &aad).await?;
-        if opened.context() != &context {
-            return Err(vault_crypto::Error::DecryptionFailed.into());
-        }
+        let opened =
+            vault_crypto::open_for(&*self.keys, &endpoint.sealed_secret, &context, &aad).await?;
         let text = String::from_utf8(opened.into_plaintext())
             .map_err(|_| vault_crypto::Error::DecryptionFailed)?;
         Ok(WebhookSecret(Zeroizing::new(text)))

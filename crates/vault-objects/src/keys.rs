@@ -154,6 +154,11 @@ impl Vault {
                 continue;
             }
             report.matched += 1;
+            // A row a database writer changed is not tagged again: it stays refused.
+            if crate::integrity::check_webhook(&self.integrity, &endpoint).is_err() {
+                report.unreadable += 1;
+                continue;
+            }
             let moved = match vault_crypto::rewrap(&*self.keys, &endpoint.sealed_secret).await {
                 Ok(Rewrapped::Moved(moved)) => moved,
                 Ok(Rewrapped::AlreadyCurrent) => {
@@ -166,13 +171,20 @@ impl Vault {
                 }
                 Err(e) => return Err(e.into()),
             };
+            let replaced = vault_store::WebhookEndpoint {
+                sealed_secret: moved.bytes().to_vec(),
+                secret_key_id: moved.key_ref().to_string(),
+                ..endpoint.clone()
+            };
+            let mac = crate::integrity::webhook_tag(&self.integrity, &replaced);
             match self
                 .store
                 .replace_webhook_secret(
                     &endpoint.id,
                     &endpoint.sealed_secret,
-                    &moved,
-                    &moved.key_ref().to_string(),
+                    &replaced.sealed_secret,
+                    &replaced.secret_key_id,
+                    &mac,
                 )
                 .await
             {
@@ -312,7 +324,7 @@ fn unusable_key(e: &vault_crypto::Error) -> bool {
                 | ProviderErrorKind::NotMine
                 | ProviderErrorKind::InvalidCiphertext
         ),
-        vault_crypto::Error::DecryptionFailed => true,
+        vault_crypto::Error::DecryptionFailed | vault_crypto::Error::ContextMismatch => true,
         _ => false,
     }
 }

@@ -7,6 +7,7 @@
 
 mod data_keys;
 mod feed;
+pub mod integrity;
 mod keys;
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ pub use keys::{DESTROY_QUIET_SECS, DestroyReport, RewrapReport, RewrapScope, Shr
 // What the facade's callers (the server, the CLI) name, so they need no other crate's paths.
 pub use data_keys::RememberKey;
 pub use feed::{MAX_WEBHOOK_URL_LEN, WebhookSecret, check_webhook_url};
+pub use integrity::{ApiKeys, IntegrityKey, KeyHome, ListedApiKey, Upgrade};
 pub use vault_crypto::issued::IssuedKey;
 pub use vault_crypto::{
     Error as CryptoError, KeyContext, ProviderCalls, ProviderError, ProviderErrorKind, Router,
@@ -72,6 +74,22 @@ pub enum VaultError {
         /// Data keys issued under it through the data-key API.
         issued_data_keys: u64,
     },
+    /// A row of the store fails its integrity check (added or changed by someone who can write
+    /// the database, not through this deployment's keys): refused. Says which row, never a
+    /// secret.
+    #[error(
+        "{what}: refused, as not written through this deployment's keys (docs/SECURITY.md, \"Untrusted storage\")"
+    )]
+    Tampered {
+        /// The row or record, and its table.
+        what: String,
+    },
+    /// The store holds data but has no integrity record, and may not be protected without the
+    /// operator's word.
+    #[error(
+        "the store holds data but no integrity record: if this deployment was upgraded from a release before row integrity, run `vault keys protect` once (it tags every row as it is now); if it was protected before, its record (table integrity) was deleted: restore the database from a backup"
+    )]
+    NotProtected,
     /// A key version was the primary moments ago: writes sealed under it may still be landing.
     #[error(
         "key version {version} was the primary version until moments ago; writes sealed under it may still be landing: try again in {wait_secs} s"
@@ -95,6 +113,7 @@ impl From<vault_crypto::KeyRingError> for VaultError {
 pub struct Vault {
     keys: Arc<Router>,
     store: Arc<dyn Store>,
+    integrity: Arc<IntegrityKey>,
 }
 
 /// The associated data every version of an object is sealed with: its environment and id. An
@@ -109,9 +128,19 @@ fn object_aad(environment: &str, id: &str) -> Vec<u8> {
 }
 
 impl Vault {
-    /// A vault over `keys` and `store`.
-    pub fn new(keys: Arc<Router>, store: Arc<dyn Store>) -> Self {
-        Self { keys, store }
+    /// A vault over `keys` and `store`, whose rows are tagged with `integrity` (see
+    /// [`integrity::open`] for a deployment's key).
+    pub fn new(keys: Arc<Router>, store: Arc<dyn Store>, integrity: Arc<IntegrityKey>) -> Self {
+        Self {
+            keys,
+            store,
+            integrity,
+        }
+    }
+
+    /// The integrity key the store's rows are tagged with.
+    pub fn integrity_key(&self) -> &Arc<IntegrityKey> {
+        &self.integrity
     }
 
     /// The key router.
@@ -139,9 +168,10 @@ impl Vault {
         &self.store
     }
 
-    /// The API keys of the store underneath: all that authentication needs.
-    pub fn api_keys(&self) -> Arc<dyn ApiKeyStore> {
-        self.store.clone()
+    /// The API keys of the store underneath, their rows checked: all that authentication
+    /// needs.
+    pub fn api_keys(&self) -> ApiKeys {
+        ApiKeys::new(self.store.clone(), self.integrity.clone())
     }
 
     async fn seal(
@@ -167,16 +197,14 @@ impl Vault {
     }
 
     async fn open_object(&self, meta: ObjectMeta, envelope: &[u8]) -> Result<Object, VaultError> {
-        let opened = vault_crypto::open(
+        // The envelope's context is authenticated; it must be the object's.
+        let opened = vault_crypto::open_for(
             &*self.keys,
             envelope,
+            &meta.context,
             &object_aad(&meta.environment, &meta.id),
         )
         .await?;
-        // The envelope's context is authenticated; it must be the object's.
-        if opened.context() != &meta.context {
-            return Err(vault_crypto::Error::DecryptionFailed.into());
-        }
         Ok(Object {
             meta,
             value: opened.into_plaintext(),

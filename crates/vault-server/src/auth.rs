@@ -7,9 +7,7 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use vault_objects::{
-    Actor, ApiKeyRecord, ApiKeyStore, StoreError, Timestamp, validate_environment,
-};
+use vault_objects::{Actor, ApiKeyRecord, ApiKeys, StoreError, Timestamp, validate_environment};
 use zeroize::Zeroizing;
 
 /// The key prefix, as WorkOS secret keys have.
@@ -97,7 +95,7 @@ pub fn lookup(key: &str) -> Option<&str> {
 /// # Errors
 /// `InvalidArgument` for a bad environment or name; `Unavailable`.
 pub async fn create(
-    store: &dyn ApiKeyStore,
+    keys: &ApiKeys,
     environment: &str,
     name: &str,
 ) -> Result<NewApiKey, StoreError> {
@@ -121,23 +119,22 @@ pub async fn create(
         name: name.to_owned(),
         created_at: Timestamp::now(),
         revoked_at: None,
+        mac: Vec::new(),
     };
-    store.create_api_key(&record).await?;
+    let record = keys.create(record).await?;
     Ok(NewApiKey { secret, record })
 }
 
-/// The principal of a bearer key, or `None` if the key is malformed, unknown or revoked.
+/// The principal of a bearer key, or `None` if the key is malformed, unknown, revoked, or its
+/// row fails its integrity check (inserted or changed by a database writer).
 ///
 /// # Errors
 /// `Unavailable` if the store cannot be asked.
-pub async fn authenticate(
-    store: &dyn ApiKeyStore,
-    key: &str,
-) -> Result<Option<Principal>, StoreError> {
+pub async fn authenticate(keys: &ApiKeys, key: &str) -> Result<Option<Principal>, StoreError> {
     let Some(lookup) = lookup_of(key) else {
         return Ok(None);
     };
-    let Some(record) = store.api_key_by_lookup(lookup).await? else {
+    let Some(record) = keys.by_lookup(lookup).await? else {
         return Ok(None);
     };
     let matches: bool = hash(key).ct_eq(&record.hash).into();
@@ -189,7 +186,12 @@ mod redaction {
         let store = vault_store::SqlStore::open_sqlite(dir.path())
             .await
             .unwrap();
-        let key = super::create(&store, "env", "ci").await.unwrap();
+        let store = std::sync::Arc::new(store);
+        let keys = vault_objects::ApiKeys::new(
+            store.clone(),
+            std::sync::Arc::new(vault_objects::IntegrityKey::generate().unwrap()),
+        );
+        let key = super::create(&keys, "env", "ci").await.unwrap();
         let secret = key.expose_secret().to_owned();
         let random = &secret[3..];
         for text in [
@@ -200,7 +202,7 @@ mod redaction {
             assert!(!text.contains(random), "{text}");
             assert!(!text.contains(&random[super::LOOKUP_LEN..]), "{text}");
         }
-        let stored = vault_objects::ApiKeyStore::api_key_by_lookup(&store, &key.record.lookup)
+        let stored = vault_objects::ApiKeyStore::api_key_by_lookup(&*store, &key.record.lookup)
             .await
             .unwrap()
             .unwrap();

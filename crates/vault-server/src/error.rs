@@ -269,7 +269,7 @@ pub(crate) fn crypto_error(e: &CryptoError, origin: Origin) -> ApiError {
         (CryptoError::Envelope(env), Origin::Caller) => {
             bad_keys(&format!("the encrypted keys are not valid: {env}"))
         }
-        (CryptoError::DecryptionFailed, Origin::Caller) => {
+        (CryptoError::DecryptionFailed | CryptoError::ContextMismatch, Origin::Caller) => {
             bad_keys("the encrypted keys do not decrypt in this environment")
         }
         (CryptoError::NoProvider { .. }, Origin::Caller) => {
@@ -314,9 +314,10 @@ pub(crate) fn crypto_error(e: &CryptoError, origin: Origin) -> ApiError {
             _ => ApiError::internal("key provider"),
         }
         .with_provider_cause(p),
-        (CryptoError::Envelope(_) | CryptoError::DecryptionFailed, Origin::Stored) => {
-            ApiError::internal("a stored value does not decrypt")
-        }
+        (
+            CryptoError::Envelope(_) | CryptoError::DecryptionFailed | CryptoError::ContextMismatch,
+            Origin::Stored,
+        ) => ApiError::internal("a stored value does not decrypt"),
         _ => ApiError::internal("crypto"),
     };
     if answer.cause.is_some() || answer.status.is_client_error() {

@@ -42,7 +42,7 @@ impl FromRequestParts<Arc<AppState>> for Principal {
             })
             .map(str::trim)
             .ok_or_else(ApiError::unauthorized)?;
-        let principal = auth::authenticate(&*state.api_keys, key)
+        let principal = auth::authenticate(&state.api_keys, key)
             .await
             .map_err(|e| store_error(&e))?
             .ok_or_else(ApiError::unauthorized)?;

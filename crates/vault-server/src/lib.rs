@@ -77,8 +77,9 @@ impl Default for Limits {
 #[derive(Debug)]
 pub struct AppState {
     vault: Vault,
-    /// What authentication reads: API key records, nothing else of the store.
-    api_keys: Arc<dyn vault_objects::ApiKeyStore>,
+    /// What authentication reads: API key records, their rows checked, nothing else of the
+    /// store.
+    api_keys: vault_objects::ApiKeys,
     limits: Limits,
     metrics: Metrics,
     rate: rate::RateLimiter,

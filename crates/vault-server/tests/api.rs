@@ -21,6 +21,7 @@ use vault_store::{SqlStore, Store};
 struct Server {
     app: Router,
     store: Arc<dyn Store>,
+    keys: vault_objects::ApiKeys,
     key_a: String,
     key_b: String,
     _dir: tempfile::TempDir,
@@ -30,10 +31,15 @@ async fn server_with(limits: Limits) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SqlStore::open_sqlite(dir.path()).await.unwrap());
     let keys = KeyRouter::new(Arc::new(ManagedKeyProvider::in_memory("root").unwrap()));
-    let vault = Vault::new(Arc::new(keys), store.clone());
-    let key_a = auth::create(&*store, "env_a", "Key A").await.unwrap();
-    let key_b = auth::create(&*store, "env_b", "Key B").await.unwrap();
+    let vault = Vault::new(Arc::new(keys), store.clone(), fresh_integrity());
+    let key_a = auth::create(&vault.api_keys(), "env_a", "Key A")
+        .await
+        .unwrap();
+    let key_b = auth::create(&vault.api_keys(), "env_b", "Key B")
+        .await
+        .unwrap();
     Server {
+        keys: vault.api_keys(),
         app: app(AppState::new(vault, limits)),
         store,
         key_a: key_a.expose_secret().to_owned(),
@@ -407,11 +413,46 @@ async fn without_a_valid_key_nothing_is_done() {
 
     // Revoked keys stop working at once.
     let id = s.store.api_keys().await.unwrap()[1].id.clone();
-    s.store.revoke_api_key(&id).await.unwrap();
+    s.keys.revoke(&id).await.unwrap();
     let r = s
         .send("GET", "/vault/v1/kv", Some(&s.key_b.clone()), None)
         .await;
     assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+}
+
+/// The database is untrusted: an API key row that someone who can write it inserted (without
+/// a tag, or with any tag but the deployment's) authenticates nothing, and every other key
+/// keeps working.
+#[tokio::test]
+async fn an_api_key_row_written_into_the_database_authenticates_nothing() {
+    use sha2::Digest as _;
+    let s = server().await;
+    s.create("a-secret", "A's value").await;
+    for (n, mac) in [(0, Vec::new()), (1, vec![0u8; 32])] {
+        // A key minted by an INSERT: its hash is of a key the writer knows.
+        let minted = format!("sk_Minted{n}ByAnInsert012345678abcdefghijklmnopq");
+        assert_eq!(minted.len(), 3 + 43);
+        let record = vault_objects::ApiKeyRecord {
+            id: format!("key_{}", &minted[3..15]),
+            lookup: minted[3..15].to_owned(),
+            hash: sha2::Sha256::digest(minted.as_bytes()).to_vec(),
+            environment: "env_a".into(),
+            name: "mallory".into(),
+            created_at: vault_objects::Timestamp::now(),
+            revoked_at: None,
+            mac,
+        };
+        s.store.create_api_key(&record).await.unwrap();
+        let r = s.send("GET", "/vault/v1/kv", Some(&minted), None).await;
+        assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    let listed = s.keys.list().await.unwrap();
+    assert_eq!(listed.iter().filter(|k| !k.authentic).count(), 2);
+    assert_eq!(listed.iter().filter(|k| k.authentic).count(), 2);
+    // Everyone else is still served.
+    let r = s.a("GET", "/vault/v1/kv", None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json["data"].as_array().unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -1039,7 +1080,7 @@ async fn metrics_are_for_loopback_or_the_token_holder() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SqlStore::open_sqlite(dir.path()).await.unwrap());
     let keys = KeyRouter::new(Arc::new(ManagedKeyProvider::in_memory("root").unwrap()));
-    let vault = Vault::new(Arc::new(keys), store.clone());
+    let vault = Vault::new(Arc::new(keys), store.clone(), fresh_integrity());
     let with_token = app(AppState::with_metrics_token(
         vault.clone(),
         Limits::default(),
@@ -1129,8 +1170,11 @@ async fn a_configuration_mistake_met_at_request_time_is_a_500_configuration_erro
     let vault = Vault::new(
         Arc::new(KeyRouter::new(Arc::new(Misconfigured))),
         store.clone(),
+        fresh_integrity(),
     );
-    let key = auth::create(&*store, "env_a", "Key A").await.unwrap();
+    let key = auth::create(&vault.api_keys(), "env_a", "Key A")
+        .await
+        .unwrap();
     let app = app(AppState::new(vault, Limits::default()));
     for (uri, body) in [
         (
@@ -1161,4 +1205,10 @@ async fn a_configuration_mistake_met_at_request_time_is_a_500_configuration_erro
     }
     // Nothing was stored.
     assert!(store.audit_events("env_a", 10).await.unwrap().is_empty());
+}
+
+/// An integrity key of its own for a store made by the test (nothing it reads needs the
+/// store's integrity record).
+fn fresh_integrity() -> Arc<vault_objects::IntegrityKey> {
+    Arc::new(vault_objects::IntegrityKey::generate().unwrap())
 }

@@ -137,6 +137,8 @@ pub struct WebhookEndpoint {
     pub dead: u64,
     /// Why the latest failed attempt failed, if one did.
     pub last_error: Option<String>,
+    /// The row's integrity tag, made and checked above the store (empty: none).
+    pub mac: Vec<u8>,
 }
 
 impl fmt::Debug for WebhookEndpoint {

@@ -44,16 +44,22 @@ pub struct WriteStats {
     pub read_events: u64,
 }
 pub use types::{
-    Actor, ApiKeyRecord, AuditEvent, ByokConfig, DeploymentEvent, KeyUsage, NewVersion, ObjectMeta,
-    StoredObject, StoredVersion, VersionMeta, events,
+    Actor, ApiKeyRecord, AuditEvent, ByokConfig, DeploymentEvent, IntegrityRecord, KeyUsage,
+    NewVersion, ObjectMeta, StoredObject, StoredVersion, VersionMeta, events,
 };
 
 /// Everything the vault keeps: objects, the audit trail, API keys and webhook endpoints, each
 /// behind its own trait so a part that needs one (authentication needs API keys) depends on
 /// that alone.
-pub trait Store: ObjectStore + AuditLog + ApiKeyStore + WebhookStore + ByokStore {}
+pub trait Store:
+    ObjectStore + AuditLog + ApiKeyStore + WebhookStore + ByokStore + IntegrityStore
+{
+}
 
-impl<T: ObjectStore + AuditLog + ApiKeyStore + WebhookStore + ByokStore + ?Sized> Store for T {}
+impl<T: ObjectStore + AuditLog + ApiKeyStore + WebhookStore + ByokStore + IntegrityStore + ?Sized>
+    Store for T
+{
+}
 
 /// Storage of versioned objects, partitioned by environment (tenant). Objects of another
 /// environment do not exist for a caller: every lookup is scoped and answers `NotFound`.
@@ -329,15 +335,18 @@ pub trait ByokStore: Send + Sync + std::fmt::Debug {
     async fn byok_config(&self) -> Result<Option<ByokConfig>, StoreError>;
 
     /// Replaces the document if its generation is still `expected_generation` (0: there is
-    /// none); `config.generation` must be the next one.
+    /// none); `config.generation` must be the next one. The integrity record takes the new
+    /// generation and `record_mac` (its tag for it) in the same transaction.
     ///
     /// # Errors
     /// `Conflict::ByokChanged` if another change landed first; `InvalidArgument` for a wrong
-    /// generation or an oversized document; `Unavailable`.
+    /// generation or an oversized document; `Unavailable`, also when there is no integrity
+    /// record (the store is not protected).
     async fn replace_byok_config(
         &self,
         expected_generation: u64,
         config: &ByokConfig,
+        record_mac: &[u8],
     ) -> Result<(), StoreError>;
 
     /// Replaces the document's seal (a rewrap: same document, same generation) if it is still
@@ -387,6 +396,7 @@ pub trait WebhookStore: Send + Sync + std::fmt::Debug {
         expected: &[u8],
         sealed_secret: &[u8],
         secret_key_id: &str,
+        mac: &[u8],
     ) -> Result<(), StoreError>;
 
     /// Makes an endpoint's dead deliveries pending again. Returns how many.
@@ -475,16 +485,54 @@ pub trait ApiKeyStore: Send + Sync + std::fmt::Debug {
     /// `Unavailable`.
     async fn api_key_by_lookup(&self, lookup: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
 
-    /// Revokes an API key by id: it authenticates nothing from now on. Revoking a revoked key
-    /// is a no-op.
+    /// Revokes an API key by id at `at`, with `mac` the row's tag as revoked: it authenticates
+    /// nothing from now on. Revoking a revoked key is a no-op.
     ///
     /// # Errors
     /// `NotFound` for an unknown id; `Unavailable`.
-    async fn revoke_api_key(&self, id: &str) -> Result<(), StoreError>;
+    async fn revoke_api_key(&self, id: &str, at: Timestamp, mac: &[u8]) -> Result<(), StoreError>;
 
     /// Every API key record, oldest first.
     ///
     /// # Errors
     /// `Unavailable`.
     async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
+}
+
+/// The integrity record and the tags of the rows written before there was one. The store keeps
+/// bytes: the key is sealed, and tags are made and checked above it.
+#[async_trait]
+pub trait IntegrityStore: Send + Sync + std::fmt::Debug {
+    /// The integrity record, if the store is protected.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn integrity(&self) -> Result<Option<IntegrityRecord>, StoreError>;
+
+    /// Whether the store holds anything at all (a row in any table): a store that does and has
+    /// no integrity record either predates protection or lost its record.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn holds_anything(&self) -> Result<bool, StoreError>;
+
+    /// Protects the store, in one transaction: writes `record` and each listed row's tag (API
+    /// keys and webhook endpoints by id), if there is no record yet. Returns `false` (and
+    /// writes nothing) if there is one.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn protect(
+        &self,
+        record: &IntegrityRecord,
+        api_keys: &[(String, Vec<u8>)],
+        webhooks: &[(String, Vec<u8>)],
+    ) -> Result<bool, StoreError>;
+
+    /// Keeps the integrity key, sealed by `sealed_by`, in the record (a store moved into a
+    /// database, whose key was kept in a file).
+    ///
+    /// # Errors
+    /// `NotFound` if there is no record; `Unavailable`.
+    async fn keep_sealed_key(&self, sealed_by: &str, sealed_key: &[u8]) -> Result<(), StoreError>;
 }

@@ -43,6 +43,8 @@ pub struct ApiKeyRecord {
     pub created_at: Timestamp,
     /// When it was revoked, if it was.
     pub revoked_at: Option<Timestamp>,
+    /// The row's integrity tag, made and checked above the store (empty: none).
+    pub mac: Vec<u8>,
 }
 
 impl fmt::Debug for ApiKeyRecord {
@@ -188,6 +190,29 @@ pub struct ByokConfig {
     pub seal: Vec<u8>,
     /// The key reference of the seal's wrapped key (`vault keys status`, destroy, rewrap).
     pub seal_key_id: String,
+}
+
+/// The store's integrity record (one row): the integrity key, sealed, where the database keeps
+/// it, and the record of what exists, with its tag. The store never sees the key or checks a
+/// tag; both are made and checked above it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IntegrityRecord {
+    /// The integrity key sealed like a root key, and what sealed it; `None` where it is kept
+    /// in a file.
+    pub sealed_key: Option<(String, Vec<u8>)>,
+    /// The BYOK document's generation (0: none was ever written).
+    pub byok_generation: u64,
+    /// The record's tag.
+    pub mac: Vec<u8>,
+}
+
+impl fmt::Debug for IntegrityRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IntegrityRecord")
+            .field("sealed_by", &self.sealed_key.as_ref().map(|(by, _)| by))
+            .field("byok_generation", &self.byok_generation)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How much is wrapped under one key reference (`managed://root#v1`, `aws-kms://…`): what

@@ -321,6 +321,26 @@ pub async fn open(
     Envelope::parse(envelope)?.open(provider, aad).await
 }
 
+/// Opens an envelope that must have been sealed for `expected`: [`open`] with the check every
+/// caller who knows the context needs, made before any key is asked for. Whoever can store an
+/// envelope where one is expected (a database writer, a tenant) can build one for a context of
+/// their own with a data key of their own (one the data-key API issued them, say): it opens,
+/// under its own context. Use this wherever the context is known, above all for the vault's
+/// reserved contexts.
+///
+/// # Errors
+/// [`Error::ContextMismatch`] if the envelope carries another context; otherwise as [`open`].
+pub async fn open_for(
+    provider: &dyn KeyProvider,
+    envelope: &[u8],
+    expected: &KeyContext,
+    aad: &[u8],
+) -> Result<Opened, Error> {
+    Envelope::parse(envelope)?
+        .open_for(provider, expected, aad)
+        .await
+}
+
 /// Moves an envelope's data key to the key `provider` now chooses for its context (the primary
 /// version after a rotation, or another provider after a routing change), without touching the
 /// ciphertext, unless its one wrapped key already is [current](KeyProvider::is_current) (judged
@@ -347,6 +367,22 @@ impl Envelope<'_> {
             key_ref,
             plaintext,
         })
+    }
+
+    /// [`open_for`] for an envelope already parsed.
+    ///
+    /// # Errors
+    /// As [`open_for`].
+    pub async fn open_for(
+        &self,
+        provider: &dyn KeyProvider,
+        expected: &KeyContext,
+        aad: &[u8],
+    ) -> Result<Opened, Error> {
+        if self.context() != expected {
+            return Err(Error::ContextMismatch);
+        }
+        self.open(provider, aad).await
     }
 
     /// [`rewrap`] for an envelope already parsed.

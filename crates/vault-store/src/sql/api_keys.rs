@@ -11,8 +11,8 @@ impl ApiKeyStore for SqlStore {
     async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
         validate_environment(&key.environment)?;
         let inserted = sqlx::query(
-            "INSERT INTO api_keys (id, lookup, hash, environment, name, created_at, revoked_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO api_keys (id, lookup, hash, environment, name, created_at, revoked_at, \
+             mac) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&key.id)
         .bind(&key.lookup)
@@ -21,6 +21,7 @@ impl ApiKeyStore for SqlStore {
         .bind(&key.name)
         .bind(key.created_at.0)
         .bind(key.revoked_at.map(|t| t.0))
+        .bind(key.mac.clone())
         .execute(&self.pool)
         .await;
         if let Err(sqlx::Error::Database(e)) = &inserted
@@ -35,7 +36,7 @@ impl ApiKeyStore for SqlStore {
     async fn api_key_by_lookup(&self, lookup: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
         // Every request asks: a point read (see `SqlStore::fetch_row`).
         self.fetch_row(
-            "SELECT id, lookup, hash, environment, name, created_at, revoked_at FROM api_keys \
+            "SELECT id, lookup, hash, environment, name, created_at, revoked_at, mac FROM api_keys \
              WHERE lookup = $1",
             args![lookup],
             api_key_from_row,
@@ -43,13 +44,15 @@ impl ApiKeyStore for SqlStore {
         .await
     }
 
-    async fn revoke_api_key(&self, id: &str) -> Result<(), StoreError> {
-        let done =
-            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-                .bind(Timestamp::now().0)
-                .bind(id)
-                .execute(&self.pool)
-                .await?;
+    async fn revoke_api_key(&self, id: &str, at: Timestamp, mac: &[u8]) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE api_keys SET revoked_at = $1, mac = $2 WHERE id = $3 AND revoked_at IS NULL",
+        )
+        .bind(at.0)
+        .bind(mac.to_vec())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         if done.rows_affected() == 1 {
             return Ok(());
         }
@@ -67,7 +70,7 @@ impl ApiKeyStore for SqlStore {
 
     async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, lookup, hash, environment, name, created_at, revoked_at FROM api_keys \
+            "SELECT id, lookup, hash, environment, name, created_at, revoked_at, mac FROM api_keys \
              ORDER BY created_at, id",
         )
         .fetch_all(&self.pool)
@@ -85,5 +88,6 @@ fn api_key_from_row(r: &dyn Columns) -> Result<ApiKeyRecord, StoreError> {
         name: r.text("name")?,
         created_at: Timestamp(r.int("created_at")?),
         revoked_at: r.opt_int("revoked_at")?.map(Timestamp),
+        mac: r.opt_blob("mac")?,
     })
 }

@@ -56,6 +56,7 @@ impl ByokStore for SqlStore {
         &self,
         expected_generation: u64,
         config: &ByokConfig,
+        record_mac: &[u8],
     ) -> Result<(), StoreError> {
         if config.document.len() > MAX_DOCUMENT {
             return Err(StoreError::invalid("document", "at most 1 MiB"));
@@ -98,6 +99,21 @@ impl ByokStore for SqlStore {
         };
         if changed == 0 {
             return Err(StoreError::Conflict(Conflict::ByokChanged));
+        }
+        // What exists, recorded with it: a deleted or older document is then refused.
+        let next = i64::try_from(config.generation)
+            .map_err(|_| StoreError::invalid("generation", "out of range"))?;
+        let recorded =
+            sqlx::query("UPDATE integrity SET byok_generation = $1, mac = $2 WHERE id = 1")
+                .bind(next)
+                .bind(record_mac.to_vec())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if recorded == 0 {
+            return Err(StoreError::Unavailable {
+                reason: "the store has no integrity record (it is not protected)".into(),
+            });
         }
         tx.commit().await?;
         Ok(())

@@ -13,6 +13,7 @@ enum Col {
     Text,
     OptText,
     Blob,
+    OptBlob,
     Int,
     OptInt,
 }
@@ -67,6 +68,7 @@ const TABLES: &[Table] = &[
             ("name", Col::Text),
             ("created_at", Col::Int),
             ("revoked_at", Col::OptInt),
+            ("mac", Col::OptBlob),
         ],
     },
     Table {
@@ -118,6 +120,7 @@ const TABLES: &[Table] = &[
             ("secret", Col::Blob),
             ("secret_key_id", Col::Text),
             ("created_at", Col::Int),
+            ("mac", Col::OptBlob),
         ],
     },
     Table {
@@ -129,6 +132,19 @@ const TABLES: &[Table] = &[
             ("document", Col::Text),
             ("seal", Col::Blob),
             ("seal_key_id", Col::Text),
+        ],
+    },
+    // The record of what exists, tag and all: the target's processes check it with the same
+    // integrity key (`vault store copy` seals it for the target where it is kept in a file).
+    Table {
+        name: "integrity",
+        key: &["id"],
+        cols: &[
+            ("id", Col::Int),
+            ("sealed_key", Col::OptBlob),
+            ("sealed_by", Col::OptText),
+            ("byok_generation", Col::Int),
+            ("mac", Col::Blob),
         ],
     },
     Table {
@@ -151,7 +167,7 @@ const BATCH: usize = 500;
 #[derive(Debug, Clone)]
 enum Val {
     Text(Option<String>),
-    Blob(Vec<u8>),
+    Blob(Option<Vec<u8>>),
     Int(Option<i64>),
 }
 
@@ -161,7 +177,8 @@ fn read(row: &AnyRow, cols: &[(&str, Col)]) -> Result<Vec<Val>, StoreError> {
             Ok(match col {
                 Col::Text => Val::Text(Some(row.try_get(name)?)),
                 Col::OptText => Val::Text(row.try_get(name)?),
-                Col::Blob => Val::Blob(row.try_get(name)?),
+                Col::Blob => Val::Blob(Some(row.try_get(name)?)),
+                Col::OptBlob => Val::Blob(row.try_get(name)?),
                 Col::Int => Val::Int(Some(row.try_get(name)?)),
                 Col::OptInt => Val::Int(row.try_get(name)?),
             })
@@ -177,7 +194,7 @@ pub struct CopyReport {
 }
 
 impl SqlStore {
-    /// Whether the store holds nothing: no object, API key, audit event or ring.
+    /// Whether the store holds nothing: no row in any table.
     ///
     /// # Errors
     /// `Unavailable` if the database cannot be read.
@@ -187,17 +204,7 @@ impl SqlStore {
     }
 
     async fn is_empty_in(&self, conn: &mut sqlx::AnyConnection) -> Result<bool, StoreError> {
-        for table in ["objects", "api_keys", "audit_events", "key_rings"] {
-            let sql = format!("SELECT 1 AS one FROM {table} LIMIT 1");
-            if sqlx::query(AssertSqlSafe(sql))
-                .fetch_optional(&mut *conn)
-                .await?
-                .is_some()
-            {
-                return Ok(false);
-            }
-        }
-        Ok(true)
+        Ok(!self.any_rows(conn, super::integrity::EVERY_TABLE).await?)
     }
 
     /// Copies every object, version, API key and audit event into `target`, which must be

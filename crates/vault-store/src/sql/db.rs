@@ -109,6 +109,8 @@ pub(super) trait Columns {
     fn text(&self, column: &str) -> Result<String, StoreError>;
     fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError>;
     fn blob(&self, column: &str) -> Result<Vec<u8>, StoreError>;
+    /// A blob that may be NULL, as empty.
+    fn opt_blob(&self, column: &str) -> Result<Vec<u8>, StoreError>;
     fn int(&self, column: &str) -> Result<i64, StoreError>;
 }
 
@@ -123,6 +125,12 @@ impl Columns for AnyRow {
 
     fn blob(&self, column: &str) -> Result<Vec<u8>, StoreError> {
         Ok(self.try_get(column)?)
+    }
+
+    fn opt_blob(&self, column: &str) -> Result<Vec<u8>, StoreError> {
+        Ok(self
+            .try_get::<Option<Vec<u8>>, _>(column)?
+            .unwrap_or_default())
     }
 
     fn int(&self, column: &str) -> Result<i64, StoreError> {

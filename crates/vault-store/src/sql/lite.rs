@@ -510,6 +510,10 @@ impl Columns for rusqlite::Row<'_> {
         Ok(self.get(column)?)
     }
 
+    fn opt_blob(&self, column: &str) -> Result<Vec<u8>, StoreError> {
+        Ok(self.get::<_, Option<Vec<u8>>>(column)?.unwrap_or_default())
+    }
+
     fn int(&self, column: &str) -> Result<i64, StoreError> {
         Ok(self.get(column)?)
     }
@@ -665,6 +669,7 @@ mod tests {
             name: "n".into(),
             created_at: Timestamp::now(),
             revoked_at: None,
+            mac: vec![9; 32],
         };
         // Written through sqlx, read back by the point read on rusqlite.
         store.create_api_key(&key).await.unwrap();

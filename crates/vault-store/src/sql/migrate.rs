@@ -38,9 +38,14 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/sqlite-6.sql"),
         include_str!("../../migrations/postgres-6.sql"),
     ),
+    (
+        7,
+        include_str!("../../migrations/sqlite-7.sql"),
+        include_str!("../../migrations/postgres-7.sql"),
+    ),
 ];
 /// The schema version this code writes; stored in `vault_schema`.
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 impl SqlStore {
     pub(super) async fn migrate(&self) -> Result<(), StoreError> {

@@ -13,6 +13,7 @@ mod audit;
 mod byok;
 mod copy;
 mod db;
+mod integrity;
 mod list;
 #[cfg(feature = "sqlite")]
 mod lite;

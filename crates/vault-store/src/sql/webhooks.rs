@@ -7,16 +7,17 @@ use sqlx::{AssertSqlSafe, Row};
 
 use super::SqlStore;
 use super::audit::{EVENT_COLUMNS, event_from_row};
+use super::db::Columns as _;
 use crate::{Conflict, Delivery, StoreError, Timestamp, WebhookEndpoint, WebhookStore};
 use crate::{events, validate_environment};
 
 /// An endpoint's own columns.
 const ENDPOINT_COLUMNS: &str = "w.id, w.environment, w.url, w.events, w.secret, \
-     w.secret_key_id, w.created_at";
+     w.secret_key_id, w.created_at, w.mac";
 
 /// With its outbox counts and latest failure, for listings.
 const ENDPOINT_STATUS_COLUMNS: &str = "w.id, w.environment, w.url, w.events, w.secret, \
-     w.secret_key_id, w.created_at, \
+     w.secret_key_id, w.created_at, w.mac, \
      (SELECT COUNT(*) FROM webhook_deliveries d WHERE d.endpoint_id = w.id AND d.dead = 0) \
      AS pending, \
      (SELECT COUNT(*) FROM webhook_deliveries d WHERE d.endpoint_id = w.id AND d.dead <> 0) \
@@ -50,6 +51,7 @@ fn endpoint_from_row(r: &AnyRow) -> Result<WebhookEndpoint, StoreError> {
         pending: u64::try_from(pending).unwrap_or(0),
         dead: u64::try_from(dead).unwrap_or(0),
         last_error: r.try_get::<Option<String>, _>("last_error").ok().flatten(),
+        mac: r.opt_blob("mac")?,
     })
 }
 
@@ -73,7 +75,7 @@ impl WebhookStore for SqlStore {
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO webhook_endpoints (id, environment, url, events, secret, secret_key_id, \
-             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             created_at, mac) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&endpoint.id)
         .bind(&endpoint.environment)
@@ -82,6 +84,7 @@ impl WebhookStore for SqlStore {
         .bind(endpoint.sealed_secret.clone())
         .bind(&endpoint.secret_key_id)
         .bind(endpoint.created_at.0)
+        .bind(endpoint.mac.clone())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -125,14 +128,16 @@ impl WebhookStore for SqlStore {
         expected: &[u8],
         sealed_secret: &[u8],
         secret_key_id: &str,
+        mac: &[u8],
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         let changed = sqlx::query(
-            "UPDATE webhook_endpoints SET secret = $1, secret_key_id = $2 \
-             WHERE id = $3 AND secret = $4",
+            "UPDATE webhook_endpoints SET secret = $1, secret_key_id = $2, mac = $3 \
+             WHERE id = $4 AND secret = $5",
         )
         .bind(sealed_secret.to_vec())
         .bind(secret_key_id)
+        .bind(mac.to_vec())
         .bind(id)
         .bind(expected.to_vec())
         .execute(&mut *tx)

@@ -20,6 +20,7 @@ pub async fn api_keys(store: Arc<dyn Store>) {
         name: "CI key".into(),
         created_at: Timestamp::now(),
         revoked_at: None,
+        mac: format!("tag of {id}").into_bytes(),
     };
     let a = record("a", "la");
     store.create_api_key(&a).await.unwrap();
@@ -45,18 +46,28 @@ pub async fn api_keys(store: Arc<dyn Store>) {
         Err(StoreError::InvalidArgument { .. })
     ));
 
-    store.revoke_api_key(&a.id).await.unwrap();
+    let at = Timestamp(Timestamp::now().0 - 5);
+    store
+        .revoke_api_key(&a.id, at, b"revoked tag")
+        .await
+        .unwrap();
     let revoked = store.api_key_by_lookup(&a.lookup).await.unwrap().unwrap();
-    let at = revoked.revoked_at.expect("revoked");
-    store.revoke_api_key(&a.id).await.unwrap();
+    assert_eq!(revoked.revoked_at, Some(at));
+    assert_eq!(revoked.mac, b"revoked tag", "the tag of the revoked row");
+    store
+        .revoke_api_key(&a.id, Timestamp::now(), b"later tag")
+        .await
+        .unwrap();
     let again = store.api_key_by_lookup(&a.lookup).await.unwrap().unwrap();
     assert_eq!(
-        again.revoked_at,
-        Some(at),
+        (again.revoked_at, again.mac.as_slice()),
+        (Some(at), &b"revoked tag"[..]),
         "a second revoke changes nothing"
     );
     assert_eq!(
-        store.revoke_api_key("key_unknown").await,
+        store
+            .revoke_api_key("key_unknown", Timestamp::now(), b"x")
+            .await,
         Err(StoreError::NotFound)
     );
     let listed = store.api_keys().await.unwrap();

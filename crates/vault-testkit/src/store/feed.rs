@@ -243,6 +243,7 @@ fn endpoint(env: &str, names: &[&str]) -> WebhookEndpoint {
         pending: 0,
         dead: 0,
         last_error: None,
+        mac: b"endpoint tag".to_vec(),
     }
 }
 
@@ -471,14 +472,21 @@ pub async fn the_webhook_outbox_holds_every_subscribed_event(store: Arc<dyn Stor
     // The secret is replaced only if unchanged.
     assert_eq!(
         store
-            .replace_webhook_secret(&ep.id, b"not it", b"new", "managed://root#v2")
+            .replace_webhook_secret(&ep.id, b"not it", b"new", "managed://root#v2", b"t2")
             .await,
         Err(StoreError::Conflict(Conflict::Version))
     );
     store
-        .replace_webhook_secret(&ep.id, b"sealed", b"new", "managed://root#v2")
+        .replace_webhook_secret(&ep.id, b"sealed", b"new", "managed://root#v2", b"t2")
         .await
         .unwrap();
+    let replaced = store.webhooks(Some(&env)).await.unwrap();
+    let replaced = replaced.iter().find(|e| e.id == ep.id).unwrap();
+    assert_eq!(
+        (replaced.sealed_secret.as_slice(), replaced.mac.as_slice()),
+        (&b"new"[..], &b"t2"[..]),
+        "the secret and its row's tag are replaced together"
+    );
     store.delete_webhook(&ep.id).await.unwrap();
     assert_eq!(store.next_delivery(&ep.id).await.unwrap(), None);
     assert_eq!(
@@ -501,7 +509,7 @@ pub async fn the_webhook_outbox_holds_every_subscribed_event(store: Arc<dyn Stor
 /// key counted as a stored value. A deployment event reaches exactly the environments that
 /// used its organization, with its detail, and only a JSON object is accepted as detail.
 pub async fn byok_config_is_swapped_whole(store: Arc<dyn Store>) {
-    use vault_store::{ByokConfig, DeploymentEvent};
+    use vault_store::{ByokConfig, DeploymentEvent, IntegrityRecord};
     assert_eq!(store.byok_generation().await.unwrap(), 0);
     assert_eq!(store.byok_config().await.unwrap(), None);
     let doc = |generation: u64, text: &str| ByokConfig {
@@ -510,8 +518,22 @@ pub async fn byok_config_is_swapped_whole(store: Arc<dyn Store>) {
         seal: format!("seal {generation}").into_bytes(),
         seal_key_id: "managed://byok-test#v1".into(),
     };
+    // Without an integrity record there is nowhere to record what exists: refused.
     let err = store
-        .replace_byok_config(0, &doc(2, "skips one"))
+        .replace_byok_config(0, &doc(1, "unrecorded"), b"tag 1")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    assert_eq!(store.byok_config().await.unwrap(), None, "nothing written");
+    let record = IntegrityRecord {
+        sealed_key: None,
+        byok_generation: 0,
+        mac: b"tag 0".to_vec(),
+    };
+    assert!(store.protect(&record, &[], &[]).await.unwrap());
+    let recorded = || async { store.integrity().await.unwrap().unwrap() };
+    let err = store
+        .replace_byok_config(0, &doc(2, "skips one"), b"tag 2")
         .await
         .unwrap_err();
     assert!(
@@ -525,12 +547,15 @@ pub async fn byok_config_is_swapped_whole(store: Arc<dyn Store>) {
         "{err:?}"
     );
     store
-        .replace_byok_config(0, &doc(1, "first"))
+        .replace_byok_config(0, &doc(1, "first"), b"tag 1")
         .await
         .unwrap();
+    // The record follows the document, in its transaction.
+    let r = recorded().await;
+    assert_eq!((r.byok_generation, r.mac.as_slice()), (1, &b"tag 1"[..]));
     // A second writer that read generation 0 too: refused, nothing changes.
     let err = store
-        .replace_byok_config(0, &doc(1, "lost"))
+        .replace_byok_config(0, &doc(1, "lost"), b"lost tag")
         .await
         .unwrap_err();
     assert!(
@@ -539,13 +564,19 @@ pub async fn byok_config_is_swapped_whole(store: Arc<dyn Store>) {
     );
     assert_eq!(store.byok_config().await.unwrap(), Some(doc(1, "first")));
     store
-        .replace_byok_config(1, &doc(2, "second"))
+        .replace_byok_config(1, &doc(2, "second"), b"tag 2")
         .await
         .unwrap();
     let err = store
-        .replace_byok_config(1, &doc(2, "stale"))
+        .replace_byok_config(1, &doc(2, "stale"), b"stale tag")
         .await
         .unwrap_err();
+    let r = recorded().await;
+    assert_eq!(
+        (r.byok_generation, r.mac.as_slice()),
+        (2, &b"tag 2"[..]),
+        "a refused change records nothing"
+    );
     assert!(
         matches!(err, StoreError::Conflict(Conflict::ByokChanged)),
         "{err:?}"

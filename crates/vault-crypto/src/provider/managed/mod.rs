@@ -25,6 +25,7 @@
 //! and a reload never replaces the ring in memory with an older one.
 
 mod file;
+pub(crate) mod key_file;
 mod keys;
 mod ring;
 mod seal;

@@ -10,17 +10,15 @@
 #![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 use std::fmt;
-use std::io::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
+use super::key_file;
 use super::store::RingStore;
 use crate::aead::{Backend, KEY_LEN, NONCE_LEN, TAG_LEN};
 use crate::context::KeyContext;
@@ -109,8 +107,6 @@ const MASTER_KEY_PREFIX: &str = "vault-master-key-v1 ";
 const SEAL_LABEL: &[u8] = b"vault-crypto/v1/ring-seal";
 /// `nonce || sealed root key || tag`.
 const MASTER_SEALED_LEN: usize = NONCE_LEN + KEY_LEN + TAG_LEN;
-/// The longest master key file read.
-const MAX_MASTER_KEY_FILE: u64 = 256;
 
 /// A master key kept in a file (mode 0600, made by `vault keys init-seal`), sealing root keys
 /// with AES-256-GCM. For deployments without a KMS; the file must live apart from the
@@ -150,25 +146,9 @@ impl MasterKeySeal {
     /// # Errors
     /// [`KeyRingError::Io`] if the file exists or cannot be written; [`KeyRingError::Random`].
     pub fn create_file(path: &Path) -> Result<Self, KeyRingError> {
-        use std::os::unix::fs::OpenOptionsExt;
         let mut key = Zeroizing::new([0u8; KEY_LEN]);
         crate::random::fill(key.as_mut()).map_err(|_| KeyRingError::Random)?;
-        let io = |source| KeyRingError::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(io)?;
-        let text = Zeroizing::new(format!(
-            "{MASTER_KEY_PREFIX}{}\n",
-            STANDARD.encode(key.as_ref())
-        ));
-        file.write_all(text.as_bytes()).map_err(io)?;
-        file.sync_all().map_err(io)?;
+        key_file::create(path, MASTER_KEY_PREFIX, &key)?;
         Ok(Self::from_key(key))
     }
 
@@ -177,57 +157,19 @@ impl MasterKeySeal {
     /// # Errors
     /// [`KeyRingError::Io`], [`KeyRingError::Permissions`] or [`KeyRingError::Malformed`].
     pub fn from_file(path: &Path) -> Result<Self, KeyRingError> {
-        use std::io::Read as _;
-        use std::os::unix::fs::MetadataExt;
-        let io = |source| KeyRingError::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        let file = std::fs::File::open(path).map_err(io)?;
-        let mode = file.metadata().map_err(io)?.mode();
-        if mode & 0o077 != 0 {
-            return Err(KeyRingError::Permissions {
-                path: path.display().to_string(),
-                mode: mode & 0o7777,
-            });
-        }
-        let mut text = Zeroizing::new(Vec::new());
-        file.take(MAX_MASTER_KEY_FILE)
-            .read_to_end(&mut text)
-            .map_err(io)?;
-        Self::parse(&text)
+        key_file::read(path, MASTER_KEY_PREFIX).map(Self::from_key)
     }
 
     /// Parses the text of a master key file: `vault-master-key-v1 <base64 of 32 bytes>` and
-    /// an optional final newline, nothing else.
+    /// an optional newline.
     ///
     /// # Errors
-    /// [`KeyRingError::Malformed`], never naming the key.
+    /// [`KeyRingError::Malformed`].
     pub fn parse(text: &[u8]) -> Result<Self, KeyRingError> {
-        let malformed = || KeyRingError::Malformed {
-            reason: format!(
-                "a master key file is one line: {MASTER_KEY_PREFIX:?} and 32 bytes in base64"
-            ),
-        };
-        let body = text.strip_suffix(b"\n").unwrap_or(text);
-        let encoded = body
-            .strip_prefix(MASTER_KEY_PREFIX.as_bytes())
-            .ok_or_else(malformed)?;
-        if encoded.len() != 44 {
-            return Err(malformed());
-        }
-        let mut key = Zeroizing::new([0u8; KEY_LEN]);
-        let mut decoded = Zeroizing::new([0u8; 33]);
-        match STANDARD.decode_slice(encoded, decoded.as_mut()) {
-            Ok(KEY_LEN) => {}
-            _ => return Err(malformed()),
-        }
-        key.copy_from_slice(decoded.get(..KEY_LEN).ok_or_else(malformed)?);
-        Ok(Self::from_key(key))
+        key_file::parse(text, MASTER_KEY_PREFIX).map(Self::from_key)
     }
 }
 
-/// The associated data of a sealed root key: the label, the ring's name and the version.
 fn seal_aad(ring: &str, version: u32) -> Vec<u8> {
     let mut aad = Vec::with_capacity(
         SEAL_LABEL

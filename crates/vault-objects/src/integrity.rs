@@ -1,0 +1,397 @@
+//! The database is untrusted storage. The rows that decide who may do what (API keys, webhook
+//! endpoints, the record of what exists) carry a tag under the deployment's integrity key
+//! ([`IntegrityKey`]), made here and checked here on every read: a row that a database writer
+//! added or changed fails and is refused (logged, target `vault::integrity`), and everything else
+//! keeps being served. The BYOK document is an envelope under a reserved context instead, opened
+//! with [`vault_crypto::open_for`]; the integrity record says which generation of it must exist.
+//!
+//! Where the key lives ([`KeyHome`]): a file beside the key ring on the embedded default, or
+//! sealed like a root key in the store's integrity record. [`open`] finds it, and protects a
+//! store that predates it (tags every row once) when that is safe to do without asking.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use vault_crypto::managed::RootSeal;
+use vault_store::{
+    ApiKeyRecord, IntegrityRecord, StoreError, Timestamp, WebhookEndpoint, validate_environment,
+};
+
+pub use vault_crypto::integrity::IntegrityKey;
+use vault_crypto::integrity::{TAG_LEN, matches};
+
+/// A row's tag.
+type Tag = [u8; TAG_LEN];
+
+use crate::{Store, VaultError};
+
+/// The file name of the integrity key in a data directory.
+pub const KEY_FILE: &str = "integrity.key";
+
+/// Where a deployment keeps its integrity key.
+#[derive(Debug, Clone)]
+pub enum KeyHome {
+    /// A file (`integrity.key` beside the key ring, mode 0600): the embedded default, where the
+    /// data directory is trusted and the database in it is not.
+    File(PathBuf),
+    /// Sealed in the store's integrity record by a root seal (a database deployment): a KMS
+    /// key or a master key kept apart from the database.
+    Sealed(Arc<dyn RootSeal>),
+}
+
+/// What a store with rows but no integrity record gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upgrade {
+    /// Protected now: its rows are tagged as they are (`vault keys protect`, and the first start
+    /// of an embedded store, whose key file proves it was never protected before).
+    Protect,
+    /// Refused with what to do: a database deployment cannot tell a store from before
+    /// protection from one whose record a database writer deleted.
+    Refuse,
+}
+
+fn tampered(what: impl Into<String>) -> VaultError {
+    let what = what.into();
+    tracing::error!(target: "vault::integrity", %what, "refused: not written through this deployment's keys");
+    VaultError::Tampered { what }
+}
+
+/// The tag of an API key row: every field that decides what the key can do.
+pub(crate) fn api_key_tag(key: &IntegrityKey, r: &ApiKeyRecord) -> Tag {
+    key.tag("api_key")
+        .text(&r.id)
+        .text(&r.lookup)
+        .bytes(&r.hash)
+        .text(&r.environment)
+        .text(&r.name)
+        .int(r.created_at.0)
+        .opt_int(r.revoked_at.map(|t| t.0))
+        .finish()
+}
+
+/// The tag of a webhook endpoint row: where it posts, what, and with which sealed secret.
+pub(crate) fn webhook_tag(key: &IntegrityKey, e: &WebhookEndpoint) -> Tag {
+    key.tag("webhook_endpoint")
+        .text(&e.id)
+        .text(&e.environment)
+        .text(&e.url)
+        .text(&e.events.join(","))
+        .bytes(&e.sealed_secret)
+        .text(&e.secret_key_id)
+        .int(e.created_at.0)
+        .finish()
+}
+
+/// The tag of the integrity record: the generation of the BYOK document that must exist (what
+/// a change of the document writes with it).
+pub fn record_tag(key: &IntegrityKey, byok_generation: u64) -> Tag {
+    key.tag("integrity_record")
+        .bytes(&byok_generation.to_be_bytes())
+        .finish()
+}
+
+/// Whether `endpoint`'s row is as this deployment wrote it.
+pub(crate) fn check_webhook(key: &IntegrityKey, e: &WebhookEndpoint) -> Result<(), VaultError> {
+    if matches(&webhook_tag(key, e), &e.mac) {
+        Ok(())
+    } else {
+        Err(tampered(format!(
+            "webhook endpoint {} (table webhook_endpoints) fails its integrity check",
+            e.id
+        )))
+    }
+}
+
+/// The store's integrity record, its tag checked.
+///
+/// # Errors
+/// `Tampered` if there is none or its tag fails; `Store` if the store cannot be read.
+pub async fn checked_record(
+    store: &dyn Store,
+    key: &IntegrityKey,
+) -> Result<IntegrityRecord, VaultError> {
+    let record = store
+        .integrity()
+        .await?
+        .ok_or_else(|| tampered("the integrity record (table integrity) is missing"))?;
+    if !matches(&record_tag(key, record.byok_generation), &record.mac) {
+        return Err(tampered(
+            "the integrity record (table integrity) fails its integrity check",
+        ));
+    }
+    Ok(record)
+}
+
+/// A new record for `byok_generation`, with `sealed` (the key sealed, for a database home).
+fn new_record(
+    key: &IntegrityKey,
+    byok_generation: u64,
+    sealed: Option<(String, Vec<u8>)>,
+) -> IntegrityRecord {
+    IntegrityRecord {
+        sealed_key: sealed,
+        byok_generation,
+        mac: record_tag(key, byok_generation).to_vec(),
+    }
+}
+
+/// Protects `store` with `key`: the record (with the BYOK document's generation as it is now)
+/// and a tag for every API key and webhook endpoint, in one transaction. Returns `false` if the
+/// store had a record already (nothing written).
+async fn protect(
+    store: &dyn Store,
+    key: &IntegrityKey,
+    sealed: Option<(String, Vec<u8>)>,
+) -> Result<bool, VaultError> {
+    let generation = store.byok_generation().await?;
+    let api_keys: Vec<(String, Vec<u8>)> = store
+        .api_keys()
+        .await?
+        .iter()
+        .map(|r| (r.id.clone(), api_key_tag(key, r).to_vec()))
+        .collect();
+    let webhooks: Vec<(String, Vec<u8>)> = store
+        .webhooks(None)
+        .await?
+        .iter()
+        .map(|e| (e.id.clone(), webhook_tag(key, e).to_vec()))
+        .collect();
+    let record = new_record(key, generation, sealed);
+    Ok(store.protect(&record, &api_keys, &webhooks).await?)
+}
+
+/// The deployment's integrity key from `home`, its record in `store` checked. A store without
+/// a record is protected with a new key if it holds nothing, or if `upgrade` allows it;
+/// otherwise refused with what to do.
+///
+/// A file home proves on its own whether the store was ever protected: the key is written to
+/// `integrity.key.new` first, the store protected, and only then is the file renamed into place
+/// (a crash in between is finished on the next start). So a missing record with a key file
+/// present is tampering, never an upgrade.
+///
+/// # Errors
+/// `Tampered` for a record that is missing or fails; `Crypto` if the key cannot be read,
+/// written or unsealed; `Store` if the store fails; `NotProtected` if the store predates
+/// protection and `upgrade` is [`Upgrade::Refuse`].
+pub async fn open(
+    store: &dyn Store,
+    home: &KeyHome,
+    upgrade: Upgrade,
+) -> Result<Arc<IntegrityKey>, VaultError> {
+    match home {
+        KeyHome::File(path) => open_file(store, path).await,
+        KeyHome::Sealed(seal) => open_sealed(store, &**seal, upgrade).await,
+    }
+}
+
+async fn open_file(
+    store: &dyn Store,
+    path: &std::path::Path,
+) -> Result<Arc<IntegrityKey>, VaultError> {
+    let pending = path.with_extension("key.new");
+    if path.exists() {
+        let key = IntegrityKey::from_file(path).map_err(vault_crypto::Error::from)?;
+        checked_record(store, &key).await?;
+        return Ok(Arc::new(key));
+    }
+    // One process protects at a time; the others find its key when they get the lock.
+    let lock_path = path.with_extension("key.lock");
+    let lock = {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .and_then(|f| f.lock().map(|()| f))
+            .map_err(|e| io_error(&lock_path, e))?
+    };
+    if path.exists() {
+        drop(lock);
+        return Box::pin(open_file(store, path)).await;
+    }
+    // A protection that stopped before its rename: finished if the record is its own.
+    if pending.exists()
+        && let Ok(key) = IntegrityKey::from_file(&pending)
+        && let Some(record) = store.integrity().await?
+        && matches(&record_tag(&key, record.byok_generation), &record.mac)
+    {
+        rename(&pending, path)?;
+        return Ok(Arc::new(key));
+    }
+    if store.integrity().await?.is_some() {
+        return Err(tampered(format!(
+            "the integrity record exists but its key file {} is missing (restore it from a backup of the data directory)",
+            path.display()
+        )));
+    }
+    let key = IntegrityKey::generate().map_err(vault_crypto::Error::from)?;
+    match std::fs::remove_file(&pending) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_error(&pending, e)),
+    }
+    key.write_new_file(&pending)
+        .map_err(vault_crypto::Error::from)?;
+    if !protect(store, &key, None).await? {
+        // A record appeared between the check and the write: not one of this directory's.
+        let _ = std::fs::remove_file(&pending);
+        return Err(tampered(
+            "the integrity record (table integrity) was written by a process without this data directory",
+        ));
+    }
+    rename(&pending, path)?;
+    drop(lock);
+    Ok(Arc::new(key))
+}
+
+fn io_error(path: &std::path::Path, source: std::io::Error) -> VaultError {
+    vault_crypto::Error::from(vault_crypto::KeyRingError::Io {
+        path: path.display().to_string(),
+        source,
+    })
+    .into()
+}
+
+fn rename(from: &std::path::Path, to: &std::path::Path) -> Result<(), VaultError> {
+    std::fs::rename(from, to).map_err(|e| io_error(to, e))?;
+    if let Some(dir) = to.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_error(dir, e))?;
+    }
+    Ok(())
+}
+
+async fn open_sealed(
+    store: &dyn Store,
+    seal: &dyn RootSeal,
+    upgrade: Upgrade,
+) -> Result<Arc<IntegrityKey>, VaultError> {
+    for _ in 0..2 {
+        if let Some(record) = store.integrity().await? {
+            let Some((sealed_by, bytes)) = record.sealed_key else {
+                return Err(tampered(
+                    "the integrity record (table integrity) holds no sealed key (a store copied from an embedded one? `vault store copy` seals it)",
+                ));
+            };
+            let sealed = vault_crypto::managed::SealedRoot { sealed_by, bytes };
+            let key = IntegrityKey::unseal(seal, &sealed)
+                .await
+                .map_err(vault_crypto::Error::from)?;
+            if !matches(&record_tag(&key, record.byok_generation), &record.mac) {
+                return Err(tampered(
+                    "the integrity record (table integrity) fails its integrity check",
+                ));
+            }
+            return Ok(Arc::new(key));
+        }
+        if upgrade == Upgrade::Refuse && store.holds_anything().await? {
+            return Err(VaultError::NotProtected);
+        }
+        let key = IntegrityKey::generate().map_err(vault_crypto::Error::from)?;
+        let sealed = key.seal(seal).await.map_err(vault_crypto::Error::from)?;
+        if protect(store, &key, Some((sealed.sealed_by, sealed.bytes))).await? {
+            return Ok(Arc::new(key));
+        }
+        // Another process protected it meanwhile: read its record.
+    }
+    Err(tampered(
+        "the integrity record (table integrity) keeps changing",
+    ))
+}
+
+/// The API keys of a store, every row's tag made on write and checked on read: an API key row
+/// a database writer inserted or changed authenticates nothing.
+#[derive(Debug, Clone)]
+pub struct ApiKeys {
+    store: Arc<dyn Store>,
+    key: Arc<IntegrityKey>,
+}
+
+/// An API key record as listed, and whether its row is authentic.
+#[derive(Debug, Clone)]
+pub struct ListedApiKey {
+    /// The record as stored.
+    pub record: ApiKeyRecord,
+    /// Whether its tag holds (a row that fails authenticates nothing).
+    pub authentic: bool,
+}
+
+impl ApiKeys {
+    /// The API keys of `store`, under `key`.
+    pub fn new(store: Arc<dyn Store>, key: Arc<IntegrityKey>) -> Self {
+        Self { store, key }
+    }
+
+    /// Stores a new API key record, tagged.
+    ///
+    /// # Errors
+    /// As [`vault_store::ApiKeyStore::create_api_key`].
+    pub async fn create(&self, mut record: ApiKeyRecord) -> Result<ApiKeyRecord, StoreError> {
+        validate_environment(&record.environment)?;
+        record.mac = api_key_tag(&self.key, &record).to_vec();
+        self.store.create_api_key(&record).await?;
+        Ok(record)
+    }
+
+    /// The API key with this lookup prefix, revoked or not, if its row is authentic. A row that
+    /// fails its tag is logged and answered as no key.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    pub async fn by_lookup(&self, lookup: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let Some(record) = self.store.api_key_by_lookup(lookup).await? else {
+            return Ok(None);
+        };
+        if matches(&api_key_tag(&self.key, &record), &record.mac) {
+            Ok(Some(record))
+        } else {
+            let _ = tampered(format!(
+                "API key {} (table api_keys) fails its integrity check",
+                record.id
+            ));
+            Ok(None)
+        }
+    }
+
+    /// Revokes an API key by id: it authenticates nothing from now on. Revoking a revoked key
+    /// is a no-op.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown id; `Unavailable`.
+    pub async fn revoke(&self, id: &str) -> Result<(), StoreError> {
+        let mut record = self
+            .store
+            .api_keys()
+            .await?
+            .into_iter()
+            .find(|r| r.id == id)
+            .ok_or(StoreError::NotFound)?;
+        if record.revoked_at.is_some() {
+            return Ok(());
+        }
+        let at = Timestamp::now();
+        record.revoked_at = Some(at);
+        let mac = api_key_tag(&self.key, &record);
+        self.store.revoke_api_key(id, at, &mac).await
+    }
+
+    /// Every API key record, oldest first, each with whether its row is authentic.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    pub async fn list(&self) -> Result<Vec<ListedApiKey>, StoreError> {
+        Ok(self
+            .store
+            .api_keys()
+            .await?
+            .into_iter()
+            .map(|record| ListedApiKey {
+                authentic: matches(&api_key_tag(&self.key, &record), &record.mac),
+                record,
+            })
+            .collect())
+    }
+}

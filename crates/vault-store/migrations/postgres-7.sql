@@ -1,0 +1,16 @@
+-- Row integrity: the database is untrusted storage. The rows that decide who may do what carry a
+-- tag (HMAC-SHA256 under the deployment's integrity key, which the database never sees), so a
+-- row that a database writer added or changed is refused. NULL: a row from before this version,
+-- tagged once by the upgrade (`vault keys protect`, or the first start of an embedded store).
+ALTER TABLE api_keys ADD COLUMN mac BYTEA;
+ALTER TABLE webhook_endpoints ADD COLUMN mac BYTEA;
+-- One row (id 1, absent until the store is protected): the integrity key sealed like a root key
+-- (NULL where it is kept in a file beside the key ring), and the record of what exists, tagged:
+-- the BYOK document's generation, so a deleted or older document is refused.
+CREATE TABLE IF NOT EXISTS integrity (
+    id              INTEGER PRIMARY KEY CHECK (id = 1),
+    sealed_key      BYTEA,
+    sealed_by       TEXT,
+    byok_generation BIGINT  NOT NULL,
+    mac             BYTEA   NOT NULL
+);

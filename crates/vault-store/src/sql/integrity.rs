@@ -1,0 +1,133 @@
+//! The integrity record and the upgrade that tags the rows written before it existed. Only
+//! bytes here: the key is sealed and the tags are made and checked above the store.
+
+use async_trait::async_trait;
+use sqlx::{AssertSqlSafe, Row};
+
+use super::SqlStore;
+use crate::{IntegrityRecord, IntegrityStore, StoreError};
+
+/// Every table a deployment keeps something in, for [`IntegrityStore::holds_anything`] and for
+/// refusing to copy into a store that is not empty.
+pub(super) const EVERY_TABLE: &[&str] = &[
+    "objects",
+    "versions",
+    "api_keys",
+    "audit_events",
+    "issued_key_totals",
+    "idempotent_answers",
+    "webhook_endpoints",
+    "webhook_deliveries",
+    "byok_config",
+    "key_rings",
+    "key_ring_versions",
+    "integrity",
+];
+
+impl SqlStore {
+    /// Whether any table of `tables` has a row.
+    pub(super) async fn any_rows(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        tables: &[&str],
+    ) -> Result<bool, StoreError> {
+        for table in tables {
+            let sql = format!("SELECT 1 AS one FROM {table} LIMIT 1");
+            if sqlx::query(AssertSqlSafe(sql))
+                .fetch_optional(&mut *conn)
+                .await?
+                .is_some()
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+#[async_trait]
+impl IntegrityStore for SqlStore {
+    async fn integrity(&self) -> Result<Option<IntegrityRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT sealed_key, sealed_by, byok_generation, mac FROM integrity WHERE id = 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        let sealed_key: Option<Vec<u8>> = r.try_get("sealed_key")?;
+        let sealed_by: Option<String> = r.try_get("sealed_by")?;
+        let generation: i64 = r.try_get("byok_generation")?;
+        Ok(Some(IntegrityRecord {
+            sealed_key: sealed_by.zip(sealed_key),
+            // A negative generation is no generation a writer of ours made: its tag fails.
+            byok_generation: u64::try_from(generation).unwrap_or(u64::MAX),
+            mac: r.try_get("mac")?,
+        }))
+    }
+
+    async fn holds_anything(&self) -> Result<bool, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        self.any_rows(&mut conn, EVERY_TABLE).await
+    }
+
+    async fn protect(
+        &self,
+        record: &IntegrityRecord,
+        api_keys: &[(String, Vec<u8>)],
+        webhooks: &[(String, Vec<u8>)],
+    ) -> Result<bool, StoreError> {
+        let generation = i64::try_from(record.byok_generation)
+            .map_err(|_| StoreError::invalid("byok_generation", "out of range"))?;
+        let (sealed_by, sealed_key) = match &record.sealed_key {
+            Some((by, key)) => (Some(by.clone()), Some(key.clone())),
+            None => (None, None),
+        };
+        let mut tx = self.begin_write().await?;
+        let exists = sqlx::query("SELECT 1 AS one FROM integrity WHERE id = 1")
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_some() {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO integrity (id, sealed_key, sealed_by, byok_generation, mac) \
+             VALUES (1, $1, $2, $3, $4)",
+        )
+        .bind(sealed_key)
+        .bind(sealed_by)
+        .bind(generation)
+        .bind(record.mac.clone())
+        .execute(&mut *tx)
+        .await?;
+        for (id, mac) in api_keys {
+            sqlx::query("UPDATE api_keys SET mac = $1 WHERE id = $2")
+                .bind(mac.clone())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (id, mac) in webhooks {
+            sqlx::query("UPDATE webhook_endpoints SET mac = $1 WHERE id = $2")
+                .bind(mac.clone())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn keep_sealed_key(&self, sealed_by: &str, sealed_key: &[u8]) -> Result<(), StoreError> {
+        let changed =
+            sqlx::query("UPDATE integrity SET sealed_key = $1, sealed_by = $2 WHERE id = 1")
+                .bind(sealed_key.to_vec())
+                .bind(sealed_by)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        if changed == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+}
