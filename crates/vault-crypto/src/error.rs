@@ -446,6 +446,17 @@ pub enum KeyRingError {
         /// Why, without any key material.
         reason: String,
     },
+    /// The integrity key (`crate::integrity`) could not be sealed or unsealed: as for a root
+    /// key.
+    #[error("cannot {action} the integrity key (table integrity) with the seal {seal}: {reason}")]
+    IntegritySeal {
+        /// `seal` or `unseal`.
+        action: &'static str,
+        /// What seals.
+        seal: String,
+        /// Why, without any key material.
+        reason: String,
+    },
     /// The database that holds the ring failed or cannot be reached.
     #[error("the key ring's database: {reason}")]
     Store {

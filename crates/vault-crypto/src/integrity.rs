@@ -118,7 +118,9 @@ impl IntegrityKey {
     /// # Errors
     /// [`KeyRingError::Seal`] if the seal key cannot be used.
     pub async fn seal(&self, seal: &dyn RootSeal) -> Result<SealedRoot, KeyRingError> {
-        seal.seal(SEALED_AS_RING, 0, &self.key).await
+        seal.seal(SEALED_AS_RING, 0, &self.key)
+            .await
+            .map_err(as_integrity)
     }
 
     /// The key that [`seal`](Self::seal) sealed.
@@ -130,6 +132,7 @@ impl IntegrityKey {
         seal.unseal(SEALED_AS_RING, 0, sealed)
             .await
             .map(Self::from_key)
+            .map_err(as_integrity)
     }
 
     /// Starts the tag of a row of kind `kind` (`"api_key"`, `"webhook_endpoint"`, ...): add
@@ -191,6 +194,23 @@ impl RowTag {
     /// Whether `stored` is the tag, compared in constant time.
     pub fn verify(self, stored: &[u8]) -> bool {
         matches(&self.finish(), stored)
+    }
+}
+
+/// A seal's error about "ring vault-integrity v0", as what it is.
+fn as_integrity(e: KeyRingError) -> KeyRingError {
+    match e {
+        KeyRingError::Seal {
+            action,
+            seal,
+            reason,
+            ..
+        } => KeyRingError::IntegritySeal {
+            action,
+            seal,
+            reason,
+        },
+        other => other,
     }
 }
 
