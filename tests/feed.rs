@@ -453,6 +453,27 @@ async fn ring_events_reach_the_environments_with_data_under_the_ring() {
         data[0]["data"]["actor_id"], "vault_keys",
         "not the operator's login"
     );
+    assert_eq!(data[0]["data"]["actor_source"], "dashboard", "not an API call");
+    // A rewrap and a destruction, by the operator: key management too.
+    vault(dir.path(), &["keys", "rewrap", "--all"]);
+    tokio::time::sleep(std::time::Duration::from_secs(
+        vault::DESTROY_QUIET_SECS + 1,
+    ))
+    .await;
+    vault(dir.path(), &["keys", "destroy", "1"]);
+    for event in ["vault.data.rewrapped", "vault.kek.deleted"] {
+        let (_, page) = client
+            .call(Method::GET, &format!("/events?events={event}"), None)
+            .await
+            .unwrap();
+        let data = page["data"].as_array().unwrap();
+        assert_eq!(data.len(), 1, "{event}: {page}");
+        assert_eq!(
+            (&data[0]["data"]["actor_id"], &data[0]["data"]["actor_source"]),
+            (&json!("vault_keys"), &json!("dashboard")),
+            "{event}: {page}"
+        );
+    }
     let other = ApiClient::new(&base, &other_key);
     let (_, page) = other.call(Method::GET, kek, None).await.unwrap();
     assert_eq!(page["data"], json!([]), "no data under the ring: no event");

@@ -8,13 +8,12 @@ use vault::store::{IntegrityStore as _, Timestamp};
 
 use super::args::*;
 use super::exit::{self, Failure};
-use super::kv::cli_actor;
 use super::stdio::*;
 
 /// `--match KEY=VALUE` arguments as pairs, checked as a context would be.
-/// The actor of ring events (`vault.kek.*`). They reach every environment with data under the
-/// ring (its Events API and webhooks), so they name the vault's key management, not the
-/// operator's login.
+/// The actor of ring events (`vault.kek.*`) and of rewraps (`vault.data.rewrapped`). They reach
+/// every environment with data under the ring (its Events API and webhooks), so they name the
+/// vault's key management, never the operator's login.
 fn ring_actor() -> vault::store::Actor {
     vault::store::Actor::new("vault_keys", "vault key management")
 }
@@ -159,7 +158,7 @@ pub(crate) async fn keys(
             };
             let bar = progress_bar(total);
             let report = vault
-                .rewrap(&scope, &cli_actor(), |r| {
+                .rewrap(&scope, &ring_actor(), |r| {
                     bar.set_position(r.scanned);
                     bar.set_message(format!(
                         "rewrapped {}, already current {}",
@@ -263,7 +262,7 @@ pub(crate) async fn keys(
             let report = match (ring_vault(ring.clone()).await?, shred) {
                 (Some(vault), _) => {
                     vault
-                        .destroy_key_version(&ring, version, shred, &cli_actor())
+                        .destroy_key_version(&ring, version, shred, &ring_actor())
                         .await?
                 }
                 (None, vault::Shred::Refuse) => {

@@ -18,6 +18,17 @@ use crate::handlers::{bad_query, query_pairs, reply};
 /// The page size when `limit` is not given, as WorkOS's.
 const DEFAULT_LIMIT: u32 = 10;
 
+/// `api` for a request made with an API key (`key_…`); `dashboard` (WorkOS's other source) for
+/// what an operator's tools did: the CLI (`user_…`) and key management (`vault_keys`,
+/// `vault_byok`).
+fn actor_source(actor_id: &str) -> &'static str {
+    if actor_id.starts_with("key_") {
+        "api"
+    } else {
+        "dashboard"
+    }
+}
+
 /// An event as WorkOS sends it: `{object, id, event, data, created_at}`, with the payload
 /// fields of its type (`docs/API.md`, "Events").
 pub fn event_json(e: &AuditEvent) -> Value {
@@ -25,7 +36,7 @@ pub fn event_json(e: &AuditEvent) -> Value {
     // WorkOS's BYOK events carry no actor fields.
     if e.event != events::BYOK_VERIFIED {
         data.insert("actor_id".into(), json!(e.actor.id));
-        data.insert("actor_source".into(), json!("api"));
+        data.insert("actor_source".into(), json!(actor_source(&e.actor.id)));
         data.insert("actor_name".into(), json!(e.actor.name));
     }
     let context = || {

@@ -129,3 +129,50 @@ async fn sqlite_into_postgres() {
     )
     .await;
 }
+
+/// A target holding a row in any table (not only objects, keys, events or rings) is not
+/// empty: a copy into it is refused and leaves it as it was.
+#[tokio::test]
+async fn a_target_with_a_row_in_any_table_is_refused() {
+    use vault_store::{IntegrityRecord, IntegrityStore as _, WebhookEndpoint, WebhookStore as _};
+    let dir = tempfile::tempdir().unwrap();
+    let source = SqlStore::open_sqlite(dir.path()).await.unwrap();
+    let objects = populate(&source, "prod", 0, 1).await;
+    let actor = Actor::new("key_test", "test");
+    let record = IntegrityRecord {
+        sealed_key: None,
+        byok_generation: 0,
+        mac: vec![1; 32],
+    };
+    let endpoint = WebhookEndpoint {
+        id: "we_1".into(),
+        environment: "prod".into(),
+        url: "https://example.invalid/hook".into(),
+        events: vec!["vault.data.read".into()],
+        sealed_secret: b"sealed".to_vec(),
+        secret_key_id: "managed://root#v1".into(),
+        created_at: vault_store::Timestamp::now(),
+        pending: 0,
+        dead: 0,
+        last_error: None,
+        mac: vec![2; 32],
+    };
+    for table in ["integrity", "webhook_endpoints"] {
+        let d = tempfile::tempdir().unwrap();
+        let target = SqlStore::open_sqlite(d.path()).await.unwrap();
+        match table {
+            "integrity" => assert!(target.protect(&record, &[], &[]).await.unwrap()),
+            _ => target.create_webhook(&endpoint).await.unwrap(),
+        }
+        let refused = source.copy_into(&target, "source-a", |_, _| {}).await;
+        assert!(
+            matches!(refused, Err(StoreError::InvalidArgument { .. })),
+            "{table}: {refused:?}"
+        );
+        assert_eq!(
+            target.get("prod", &objects[0].0, &actor).await.err(),
+            Some(StoreError::NotFound),
+            "{table}: nothing copied"
+        );
+    }
+}

@@ -83,7 +83,7 @@ pub(super) async fn remember_in<X: Tx>(
              created_at) VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (owner, idem_key) DO UPDATE SET request_hash = excluded.request_hash, \
              status = excluded.status, body = excluded.body, created_at = excluded.created_at \
-             WHERE idempotent_answers.created_at < $7",
+             WHERE idempotent_answers.created_at < $7 OR idempotent_answers.created_at > $8",
             args![
                 &remember.owner,
                 &remember.key,
@@ -92,6 +92,7 @@ pub(super) async fn remember_in<X: Tx>(
                 &body,
                 now.0,
                 now.0.saturating_sub(IDEMPOTENCY_TTL_MICROS),
+                now.0.saturating_add(CLOCK_SKEW_MICROS),
             ],
         )
         .await?;
@@ -101,6 +102,10 @@ pub(super) async fn remember_in<X: Tx>(
         Err(StoreError::Conflict(Conflict::Answered))
     }
 }
+
+/// How far ahead of this process's clock a stored answer may be (another replica's clock):
+/// beyond it, an answer was not written by a process of ours and is neither replayed nor kept.
+const CLOCK_SKEW_MICROS: i64 = 60_000_000;
 
 #[async_trait]
 impl AuditLog for SqlStore {
@@ -424,14 +429,15 @@ impl AuditLog for SqlStore {
     }
 
     async fn remembered(&self, owner: &str, key: &str) -> Result<Option<Remembered>, StoreError> {
-        let fresh = Timestamp::now().0.saturating_sub(IDEMPOTENCY_TTL_MICROS);
+        let now = Timestamp::now().0;
         let row = sqlx::query(
             "SELECT request_hash, status, body FROM idempotent_answers \
-             WHERE owner = $1 AND idem_key = $2 AND created_at >= $3",
+             WHERE owner = $1 AND idem_key = $2 AND created_at >= $3 AND created_at <= $4",
         )
         .bind(owner)
         .bind(key)
-        .bind(fresh)
+        .bind(now.saturating_sub(IDEMPOTENCY_TTL_MICROS))
+        .bind(now.saturating_add(CLOCK_SKEW_MICROS))
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| {
@@ -449,11 +455,13 @@ impl AuditLog for SqlStore {
 
     async fn forget_answers(&self, before: Timestamp) -> Result<u64, StoreError> {
         let mut tx = self.begin_write().await?;
-        let removed = sqlx::query("DELETE FROM idempotent_answers WHERE created_at < $1")
-            .bind(before.0)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let removed =
+            sqlx::query("DELETE FROM idempotent_answers WHERE created_at < $1 OR created_at > $2")
+                .bind(before.0)
+                .bind(Timestamp::now().0.saturating_add(CLOCK_SKEW_MICROS))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
         tx.commit().await?;
         Ok(removed)
     }
@@ -462,4 +470,38 @@ impl AuditLog for SqlStore {
 enum FilterValue {
     Text(String),
     Int(i64),
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// An answer dated in the future (a database writer's, or a clock gone wrong) would be
+    /// replayed for a day and more, and block every answer to its key meanwhile: it is neither
+    /// replayed nor kept.
+    #[tokio::test]
+    async fn answers_from_the_future_are_neither_replayed_nor_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqlStore::open_sqlite(dir.path()).await.unwrap();
+        let now = Timestamp::now().0;
+        for (key, at) in [("future", now + 3_600_000_000), ("now", now)] {
+            sqlx::query(
+                "INSERT INTO idempotent_answers (owner, idem_key, request_hash, status, body, \
+                 created_at) VALUES ('key_a', $1, $2, 201, $3, $4)",
+            )
+            .bind(key)
+            .bind(vec![0u8; 32])
+            .bind(b"{}".to_vec())
+            .bind(at)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        }
+        assert!(store.remembered("key_a", "now").await.unwrap().is_some());
+        assert_eq!(store.remembered("key_a", "future").await.unwrap(), None);
+        let expired = Timestamp(now - IDEMPOTENCY_TTL_MICROS);
+        assert_eq!(store.forget_answers(expired).await.unwrap(), 1);
+        assert!(store.remembered("key_a", "now").await.unwrap().is_some());
+    }
 }
