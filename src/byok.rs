@@ -578,10 +578,20 @@ pub async fn load(
     default: &dyn KeyProvider,
     integrity: &IntegrityKey,
 ) -> Result<(u64, ByokDocument), VaultError> {
-    let recorded = vault_objects::integrity::checked_record(store, integrity)
-        .await?
-        .byok_generation;
-    let Some(c) = store.byok_config().await? else {
+    // The record and the document are two reads: a change landing between them is read again.
+    let mut attempts = 0;
+    let (recorded, found) = loop {
+        let recorded = vault_objects::integrity::checked_record(store, integrity)
+            .await?
+            .byok_generation;
+        let found = store.byok_config().await?;
+        let generation = found.as_ref().map_or(0, |c| c.generation);
+        attempts += 1;
+        if generation == recorded || attempts == 3 {
+            break (recorded, found);
+        }
+    };
+    let Some(c) = found else {
         if recorded == 0 {
             return Ok((0, ByokDocument::default()));
         }
@@ -826,7 +836,8 @@ impl Config {
 
     /// This configuration's default provider alone, connected (a managed ring created if
     /// `create`): what seals and opens the store's BYOK document. Strict: a key that cannot be
-    /// connected is an error, never a stand-in.
+    /// connected is an error, never a stand-in, and an Azure RSA key never accepts an unsigned
+    /// wrap (one anyone with its public key can make), whatever the store holds.
     ///
     /// # Errors
     /// If it is not defined or cannot be connected.
@@ -909,6 +920,9 @@ pub struct ByokWatch {
 struct WatchState {
     /// The generation the rules in force were read at.
     generation: Option<u64>,
+    /// The default provider as the document's seal is opened with: strict (see
+    /// [`Config::default_provider`]), never accepting a wrap anyone could forge.
+    opener: Option<Arc<dyn KeyProvider>>,
     /// Connected providers by name (the file's and the store's).
     built: BTreeMap<String, Arc<dyn KeyProvider>>,
     /// The store's providers' definitions, by name: a provider removed and added again with
@@ -961,7 +975,16 @@ impl ByokWatch {
             .ok_or_else(|| {
                 crate::deployment::config_error("the default provider is not defined")
             })?;
-        let (generation, document) = load(&*self.store, &*default, &self.integrity).await?;
+        // The router's default may accept unsigned Azure RSA wraps (while the store holds
+        // some); the document's seal is opened by a strict instance that never does.
+        let opener = match self.config.providers.get(self.config.default.get_ref()) {
+            Some(p) if matches!(p.get_ref(), ProviderConfig::AzureKv { .. }) => {
+                self.config.default_provider(&self.rings, false).await?
+            }
+            _ => default.clone(),
+        };
+        let (generation, document) = load(&*self.store, &*opener, &self.integrity).await?;
+        state.opener = Some(opener);
         let merged = merge(&self.config, &document)?;
         let usage = if merged.needs_key_usage() && usage.is_none() {
             Some(self.store.key_usage().await?)
@@ -993,8 +1016,11 @@ impl ByokWatch {
             return Ok(false);
         }
         // One read of the document: its generation, providers and rules belong together.
-        let (generation, document) =
-            load(&*self.store, &**router.default_provider(), &self.integrity).await?;
+        let opener = state
+            .opener
+            .clone()
+            .unwrap_or_else(|| router.default_provider().clone());
+        let (generation, document) = load(&*self.store, &*opener, &self.integrity).await?;
         if state.generation.is_some_and(|seen| generation < seen) {
             return Err(crate::deployment::config_error(format!(
                 "the store's BYOK rules went back from generation {} to {generation}: refused (a restored backup?)",

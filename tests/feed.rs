@@ -453,7 +453,10 @@ async fn ring_events_reach_the_environments_with_data_under_the_ring() {
         data[0]["data"]["actor_id"], "vault_keys",
         "not the operator's login"
     );
-    assert_eq!(data[0]["data"]["actor_source"], "dashboard", "not an API call");
+    assert_eq!(
+        data[0]["data"]["actor_source"], "dashboard",
+        "not an API call"
+    );
     // A rewrap and a destruction, by the operator: key management too.
     vault(dir.path(), &["keys", "rewrap", "--all"]);
     tokio::time::sleep(std::time::Duration::from_secs(
@@ -469,7 +472,10 @@ async fn ring_events_reach_the_environments_with_data_under_the_ring() {
         let data = page["data"].as_array().unwrap();
         assert_eq!(data.len(), 1, "{event}: {page}");
         assert_eq!(
-            (&data[0]["data"]["actor_id"], &data[0]["data"]["actor_source"]),
+            (
+                &data[0]["data"]["actor_id"],
+                &data[0]["data"]["actor_source"]
+            ),
             (&json!("vault_keys"), &json!("dashboard")),
             "{event}: {page}"
         );

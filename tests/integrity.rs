@@ -368,6 +368,7 @@ async fn rows_written_into_the_database_are_refused(d: Deployment) {
     use sha2::Digest as _;
     let key_a = d.api_key("prod");
     let key_b = d.api_key("prod");
+    let key_other = d.api_key("other");
     let id_b = format!("key_{}", &key_b[3..15]);
     let receiver = Receiver::start("127.0.0.1:0".parse().unwrap(), 200).await;
     let attacker = Receiver::start("127.0.0.1:0".parse().unwrap(), 200).await;
@@ -390,6 +391,21 @@ async fn rows_written_into_the_database_are_refused(d: Deployment) {
         receiver.got().len() == 1
     })
     .await;
+
+    // The outbox: another environment's event put in this endpoint's queue is not posted.
+    let (status, _) = create(&serve.base, &key_other, "theirs", "org_2").await;
+    assert_eq!(status, 201);
+    d.sql(&format!(
+        "INSERT INTO webhook_deliveries (endpoint_id, event_seq) \
+         SELECT '{endpoint}', seq FROM audit_events WHERE environment = 'other'"
+    ))
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        receiver.got().len(),
+        1,
+        "another environment's event was posted"
+    );
 
     // Webhooks: an endpoint pointed elsewhere, and one inserted beside it.
     let evil = format!("http://{}/hook", attacker.addr);

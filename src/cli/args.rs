@@ -492,7 +492,12 @@ pub(crate) enum KeysCommand {
     /// Needed for a database store (its processes refuse to start until it is done); an
     /// embedded store is protected at its first start. Run it only on a database you trust
     /// as it is.
-    Protect,
+    Protect {
+        /// Take every row as it is even if some carry tags already (a store that was protected
+        /// before and lost its record).
+        #[arg(long)]
+        force: bool,
+    },
     /// Re-wrap data keys under the key the rules choose now (the primary version after a
     /// rotation, or a customer's key after a new rule): an envelope from standard input, every
     /// stored object version with --all, or those whose context matches with --match. Values

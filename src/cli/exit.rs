@@ -66,7 +66,9 @@ impl From<VaultError> for Failure {
                 message: e.to_string(),
             },
             // The database's content is not what this deployment wrote.
-            e @ (VaultError::Tampered { .. } | VaultError::NotProtected) => Self {
+            e @ (VaultError::Tampered { .. }
+            | VaultError::NotProtected
+            | VaultError::ProtectedBefore) => Self {
                 code: STORAGE,
                 message: e.to_string(),
             },

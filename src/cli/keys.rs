@@ -299,12 +299,15 @@ pub(crate) async fn keys(
             );
             Ok(())
         }
-        KeysCommand::Protect => {
+        KeysCommand::Protect { force } => {
             let store = store().await?;
             let before = store.integrity().await?.is_some();
-            let key = deployment
-                .integrity(store, config, vault::objects::Upgrade::Protect)
-                .await?;
+            let upgrade = if force {
+                vault::objects::Upgrade::Force
+            } else {
+                vault::objects::Upgrade::Protect
+            };
+            let key = deployment.integrity(store, config, upgrade).await?;
             if before {
                 println!("already protected ({})", key.id());
             } else {

@@ -84,13 +84,10 @@ pub(crate) async fn copy(
             seal.describe()
         );
     }
-    // The record was copied with its tag; where the key was kept in a file, it is sealed into
-    // the record for the target (whose processes have no data directory of this machine).
-    if target_store
-        .integrity()
-        .await?
-        .is_some_and(|r| r.sealed_key.is_none())
-    {
+    // The record was copied with its tag; the key it names is sealed afresh into it for the
+    // target (whose processes have no data directory of this machine), whatever the source's
+    // row held there.
+    if target_store.integrity().await?.is_some() {
         let vault::objects::KeyHome::Sealed(seal) =
             target.integrity_home(&target_store, config).await?
         else {

@@ -160,7 +160,9 @@ async fn recover_parsed(
         .into());
     }
     // Checked before any provider is asked: the blob is the caller's, and each wrapped key
-    // would be a call to someone's key service.
+    // would be a call to someone's key service. Nothing the vault sealed for itself (a reserved
+    // context) is unwrapped for a caller.
+    env.context().check_caller()?;
     if env.wrapped_keys().len() != 1 {
         return Err(EnvelopeError::Malformed {
             reason: "an issued data key holds exactly one wrapped key",

@@ -74,7 +74,7 @@ pub use data_key::{DATA_KEY_LEN, DataKey};
 pub use envelope::{
     COMMITMENT_LEN, Envelope, MAGIC, MAX_PLAINTEXT_LEN, MAX_TEXT_LEN, MAX_WRAPPED_KEYS,
     MESSAGE_ID_LEN, Opened, Rewrapped, SUITE_AES256GCM_HKDF_SHA256_COMMIT, Sealed, VERSION,
-    encode_text, open, open_for, rewrap, seal, seal_in,
+    encode_text, open, open_for, rewrap, rewrap_for, seal, seal_in,
 };
 pub use error::{
     ConfigError, ContextError, EnvelopeError, Error, KeyRingError, ProviderError, ProviderErrorKind,

@@ -46,7 +46,10 @@ impl fmt::Debug for WebhookSecret {
 
 /// The context a webhook's secret is sealed under, and the associated data binding it to its
 /// endpoint and environment: a sealed secret moved to another endpoint does not open.
-fn secret_binding(environment: &str, id: &str) -> Result<(KeyContext, Vec<u8>), VaultError> {
+pub(crate) fn secret_binding(
+    environment: &str,
+    id: &str,
+) -> Result<(KeyContext, Vec<u8>), VaultError> {
     let context =
         KeyContext::from_pairs([("vault_webhook", id)]).map_err(vault_crypto::Error::from)?;
     let mut aad = b"vault-webhook/v1\0".to_vec();

@@ -42,11 +42,16 @@ pub enum KeyHome {
 /// What a store with rows but no integrity record gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Upgrade {
-    /// Protected now: its rows are tagged as they are (`vault keys protect`, and the first start
-    /// of an embedded store, whose key file proves it was never protected before).
+    /// Protected now, its rows tagged as they are (`vault keys protect`), unless some row
+    /// carries a tag already: then it was protected before and its record was deleted, and
+    /// this is refused.
     Protect,
+    /// Protected now, its rows tagged as they are, whatever they carry (`vault keys protect
+    /// --force`: the operator takes the database as it is).
+    Force,
     /// Refused with what to do: a database deployment cannot tell a store from before
-    /// protection from one whose record a database writer deleted.
+    /// protection from one whose record a database writer deleted. (An embedded store's key
+    /// file tells: it is protected at its first use by this release.)
     Refuse,
 }
 
@@ -96,7 +101,7 @@ pub(crate) fn check_webhook(key: &IntegrityKey, e: &WebhookEndpoint) -> Result<(
         Ok(())
     } else {
         Err(tampered(format!(
-            "webhook endpoint {} (table webhook_endpoints) fails its integrity check",
+            "webhook endpoint {:?} (table webhook_endpoints) fails its integrity check",
             e.id
         )))
     }
@@ -135,14 +140,21 @@ fn new_record(
     }
 }
 
-/// Protects `store` with `key`: the record (with the BYOK document's generation as it is now)
-/// and a tag for every API key and webhook endpoint, in one transaction. Returns `false` if the
-/// store had a record already (nothing written).
+/// Protects `store` with `key`: the record and, with `take_rows` (an upgrade), a tag for every
+/// API key and webhook endpoint as it is and the BYOK document's generation as it is, in one
+/// transaction. A new store takes nothing: a row that appears while it is being protected is
+/// nobody's and stays refused. Returns `false` if the store had a record already (nothing
+/// written).
 async fn protect(
     store: &dyn Store,
     key: &IntegrityKey,
     sealed: Option<(String, Vec<u8>)>,
+    take_rows: bool,
 ) -> Result<bool, VaultError> {
+    if !take_rows {
+        let record = new_record(key, 0, sealed);
+        return Ok(store.protect(&record, &[], &[]).await?);
+    }
     let generation = store.byok_generation().await?;
     let api_keys: Vec<(String, Vec<u8>)> = store
         .api_keys()
@@ -158,6 +170,26 @@ async fn protect(
         .collect();
     let record = new_record(key, generation, sealed);
     Ok(store.protect(&record, &api_keys, &webhooks).await?)
+}
+
+/// Whether any API key or webhook endpoint row carries a tag (under `key`, or under any key
+/// when `key` is `None`): a store whose rows were tagged was protected before.
+async fn holds_tags(store: &dyn Store, key: Option<&IntegrityKey>) -> Result<bool, VaultError> {
+    let tagged = |mac: &[u8], tag: Option<Tag>| match tag {
+        Some(tag) => matches(&tag, mac),
+        None => !mac.is_empty(),
+    };
+    for r in store.api_keys().await? {
+        if tagged(&r.mac, key.map(|k| api_key_tag(k, &r))) {
+            return Ok(true);
+        }
+    }
+    for e in store.webhooks(None).await? {
+        if tagged(&e.mac, key.map(|k| webhook_tag(k, &e))) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The deployment's integrity key from `home`, its record in `store` checked. A store without
@@ -226,6 +258,16 @@ async fn open_file(
             path.display()
         )));
     }
+    // The key of a protection that committed and stopped before its rename, whose record was
+    // then deleted: its tags are in the store, and nothing is taken again.
+    if pending.exists()
+        && let Ok(key) = IntegrityKey::from_file(&pending)
+        && holds_tags(store, Some(&key)).await?
+    {
+        return Err(tampered(
+            "the integrity record (table integrity) is missing, but rows carry tags of this data directory's key",
+        ));
+    }
     let key = IntegrityKey::generate().map_err(vault_crypto::Error::from)?;
     match std::fs::remove_file(&pending) {
         Ok(()) => {}
@@ -234,7 +276,7 @@ async fn open_file(
     }
     key.write_new_file(&pending)
         .map_err(vault_crypto::Error::from)?;
-    if !protect(store, &key, None).await? {
+    if !protect(store, &key, None, true).await? {
         // A record appeared between the check and the write: not one of this directory's.
         let _ = std::fs::remove_file(&pending);
         return Err(tampered(
@@ -287,12 +329,27 @@ async fn open_sealed(
             }
             return Ok(Arc::new(key));
         }
-        if upgrade == Upgrade::Refuse && store.holds_anything().await? {
-            return Err(VaultError::NotProtected);
-        }
+        let take_rows = match upgrade {
+            Upgrade::Refuse if store.holds_anything().await? => {
+                return Err(VaultError::NotProtected);
+            }
+            // A new store: nothing of it is taken.
+            Upgrade::Refuse => false,
+            Upgrade::Protect if holds_tags(store, None).await? => {
+                return Err(VaultError::ProtectedBefore);
+            }
+            Upgrade::Protect | Upgrade::Force => true,
+        };
         let key = IntegrityKey::generate().map_err(vault_crypto::Error::from)?;
         let sealed = key.seal(seal).await.map_err(vault_crypto::Error::from)?;
-        if protect(store, &key, Some((sealed.sealed_by, sealed.bytes))).await? {
+        if protect(
+            store,
+            &key,
+            Some((sealed.sealed_by, sealed.bytes)),
+            take_rows,
+        )
+        .await?
+        {
             return Ok(Arc::new(key));
         }
         // Another process protected it meanwhile: read its record.
@@ -349,7 +406,7 @@ impl ApiKeys {
             Ok(Some(record))
         } else {
             let _ = tampered(format!(
-                "API key {} (table api_keys) fails its integrity check",
+                "API key {:?} (table api_keys) fails its integrity check",
                 record.id
             ));
             Ok(None)
@@ -372,9 +429,16 @@ impl ApiKeys {
         if record.revoked_at.is_some() {
             return Ok(());
         }
+        // A row that fails its tag is revoked too, but not tagged: it stays refused and listed
+        // as tampered.
+        let authentic = matches(&api_key_tag(&self.key, &record), &record.mac);
         let at = Timestamp::now();
         record.revoked_at = Some(at);
-        let mac = api_key_tag(&self.key, &record);
+        let mac = if authentic {
+            api_key_tag(&self.key, &record).to_vec()
+        } else {
+            record.mac.clone()
+        };
         self.store.revoke_api_key(id, at, &mac).await
     }
 

@@ -5,7 +5,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use vault_crypto::{KeyRingError, ManagedKeyProvider, ProviderErrorKind, Rewrapped, VersionState};
+use vault_crypto::{
+    KeyContext, KeyRingError, ManagedKeyProvider, ProviderErrorKind, Rewrapped, VersionState,
+};
 use vault_store::{Actor, KeyUsage, StoreError};
 
 use crate::{Vault, VaultError};
@@ -20,7 +22,7 @@ pub enum RewrapScope {
 }
 
 impl RewrapScope {
-    fn includes(&self, ctx: &vault_crypto::KeyContext) -> bool {
+    fn includes(&self, ctx: &KeyContext) -> bool {
         match self {
             Self::All => true,
             Self::Matching(pairs) => ctx.contains_all(pairs.iter().map(|(k, v)| (&**k, &**v))),
@@ -117,18 +119,25 @@ impl Vault {
                     continue;
                 }
                 report.matched += 1;
-                let moved = match vault_crypto::rewrap(&*self.keys, &v.envelope).await {
-                    Ok(Rewrapped::Moved(moved)) => moved,
-                    Ok(Rewrapped::AlreadyCurrent) => {
-                        report.already_current += 1;
-                        continue;
-                    }
-                    Err(e) if unusable_key(&e) => {
-                        report.unreadable += 1;
-                        continue;
-                    }
-                    Err(e) => return Err(e.into()),
-                };
+                // Only an envelope of the object's own (caller's) context is wrapped again: a
+                // stored one naming a reserved context is left alone, never laundered.
+                if v.context.check_caller().is_err() {
+                    report.unreadable += 1;
+                    continue;
+                }
+                let moved =
+                    match vault_crypto::rewrap_for(&*self.keys, &v.envelope, &v.context).await {
+                        Ok(Rewrapped::Moved(moved)) => moved,
+                        Ok(Rewrapped::AlreadyCurrent) => {
+                            report.already_current += 1;
+                            continue;
+                        }
+                        Err(e) if unusable_key(&e) => {
+                            report.unreadable += 1;
+                            continue;
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
                 let key_id = moved.key_ref().to_string();
                 if self
                     .store
@@ -159,7 +168,14 @@ impl Vault {
                 report.unreadable += 1;
                 continue;
             }
-            let moved = match vault_crypto::rewrap(&*self.keys, &endpoint.sealed_secret).await {
+            let (context, _) = crate::feed::secret_binding(&endpoint.environment, &endpoint.id)?;
+            let moved = match vault_crypto::rewrap_for(
+                &*self.keys,
+                &endpoint.sealed_secret,
+                &context,
+            )
+            .await
+            {
                 Ok(Rewrapped::Moved(moved)) => moved,
                 Ok(Rewrapped::AlreadyCurrent) => {
                     report.already_current += 1;
@@ -204,7 +220,13 @@ impl Vault {
                     report.scanned += 1;
                     if scope.includes(envelope.context()) {
                         report.matched += 1;
-                        match vault_crypto::rewrap(&*self.keys, &config.seal).await {
+                        match vault_crypto::rewrap_for(
+                            &*self.keys,
+                            &config.seal,
+                            &byok_seal_context()?,
+                        )
+                        .await
+                        {
                             Ok(Rewrapped::Moved(moved)) => match self
                                 .store
                                 .reseal_byok_config(
@@ -327,6 +349,11 @@ fn unusable_key(e: &vault_crypto::Error) -> bool {
         vault_crypto::Error::DecryptionFailed | vault_crypto::Error::ContextMismatch => true,
         _ => false,
     }
+}
+
+/// The reserved context the BYOK document is sealed under (`{"vault_byok": "config"}`).
+fn byok_seal_context() -> Result<KeyContext, VaultError> {
+    Ok(KeyContext::from_pairs([("vault_byok", "config")]).map_err(vault_crypto::Error::from)?)
 }
 
 fn unix_now() -> u64 {

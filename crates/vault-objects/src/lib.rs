@@ -90,6 +90,12 @@ pub enum VaultError {
         "the store holds data but no integrity record: if this deployment was upgraded from a release before row integrity, run `vault keys protect` once (it tags every row as it is now); if it was protected before, its record (table integrity) was deleted: restore the database from a backup"
     )]
     NotProtected,
+    /// `vault keys protect` found rows that carry tags: the store was protected before and its
+    /// record was deleted.
+    #[error(
+        "rows of this store carry integrity tags, but its integrity record (table integrity) is gone: it was protected before and the record was deleted; restore the database from a backup, or take every row as it is now with `vault keys protect --force`"
+    )]
+    ProtectedBefore,
     /// A key version was the primary moments ago: writes sealed under it may still be landing.
     #[error(
         "key version {version} was the primary version until moments ago; writes sealed under it may still be landing: try again in {wait_secs} s"
@@ -324,6 +330,8 @@ impl Vault {
         // The context is immutable, so reading it outside the write is safe; the store's
         // compare-and-set protects the version.
         let context = self.store.context_of(environment, id).await?;
+        // Read from the store: a reserved context planted there is never sealed under.
+        context.check_caller().map_err(vault_crypto::Error::from)?;
         let version = self.seal(environment, id, &context, value).await?;
         Ok(self
             .store

@@ -354,6 +354,24 @@ pub async fn rewrap(provider: &dyn KeyProvider, envelope: &[u8]) -> Result<Rewra
     Envelope::parse(envelope)?.rewrap(provider).await
 }
 
+/// [`rewrap`] for an envelope that must have been sealed for `expected`, checked first as
+/// [`open_for`] does: a stored envelope whose header names another context (a reserved one, say,
+/// planted by whoever can write the store) is never unwrapped and wrapped again under it.
+///
+/// # Errors
+/// [`Error::ContextMismatch`]; otherwise as [`rewrap`].
+pub async fn rewrap_for(
+    provider: &dyn KeyProvider,
+    envelope: &[u8],
+    expected: &KeyContext,
+) -> Result<Rewrapped, Error> {
+    let env = Envelope::parse(envelope)?;
+    if env.context() != expected {
+        return Err(Error::ContextMismatch);
+    }
+    env.rewrap(provider).await
+}
+
 impl Envelope<'_> {
     /// [`open`] for an envelope already parsed (a caller that checked the input first).
     ///

@@ -151,6 +151,12 @@ pub async fn run(vault: Vault, settings: Settings, shutdown: impl Future<Output 
     }
 }
 
+/// Whether `delivery` is an event `endpoint` receives: of its environment, of a type it names.
+fn subscribed(endpoint: &WebhookEndpoint, delivery: &Delivery) -> bool {
+    delivery.event.environment == endpoint.environment
+        && endpoint.events.iter().any(|e| *e == delivery.event.event)
+}
+
 struct Deliverer {
     vault: Vault,
     settings: Settings,
@@ -177,6 +183,11 @@ impl Deliverer {
                 }
             };
             let outcome = match &secret {
+                // The outbox is rows too: only an event of the endpoint's environment and of a
+                // type it subscribed to is signed and posted, whatever a row says.
+                Ok(_) if !subscribed(&endpoint, &next) => {
+                    Err("the outbox names an event this endpoint did not subscribe to".into())
+                }
                 Ok(secret) => self.deliver(&endpoint, secret, &next, &mut conn).await,
                 Err(e) => Err(format!("the signing secret cannot be opened: {e}")),
             };
