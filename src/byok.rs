@@ -659,9 +659,14 @@ pub async fn update<T, E: From<VaultError>>(
             seal: sealed.bytes().to_vec(),
             seal_key_id: sealed.key_ref().to_string(),
         };
-        let record_mac = vault_objects::integrity::record_tag(integrity, next);
+        // The record takes the new generation in the same transaction, only over the record
+        // this change was made from (else read again).
+        let record = vault_objects::integrity::checked_record(store, integrity).await?;
+        let change = vault_objects::integrity::record_change(integrity, &record, |r| {
+            r.byok_generation = next;
+        });
         match store
-            .replace_byok_config(generation, &config, &record_mac)
+            .replace_byok_config(generation, &config, &change)
             .await
         {
             Ok(()) => return Ok(out),

@@ -459,10 +459,7 @@ async fn ring_events_reach_the_environments_with_data_under_the_ring() {
     );
     // A rewrap and a destruction, by the operator: key management too.
     vault(dir.path(), &["keys", "rewrap", "--all"]);
-    tokio::time::sleep(std::time::Duration::from_secs(
-        vault::DESTROY_QUIET_SECS + 1,
-    ))
-    .await;
+    tokio::time::sleep(Duration::from_secs(vault::DESTROY_QUIET_SECS + 1)).await;
     vault(dir.path(), &["keys", "destroy", "1"]);
     for event in ["vault.data.rewrapped", "vault.kek.deleted"] {
         let (_, page) = client

@@ -530,6 +530,109 @@ async fn rows_written_into_the_database_are_refused_on_postgres() {
     }
 }
 
+/// A row put back as it was before the vault changed it (a revoked key's row from before its
+/// revocation, a deleted webhook endpoint) is refused, by a running server within a second and
+/// by every process started afterwards: the integrity record lists what was revoked and
+/// deleted.
+async fn an_older_copy_of_a_row_is_refused(d: Deployment) {
+    let key_a = d.api_key("prod");
+    let key_b = d.api_key("prod");
+    let id_b = format!("key_{}", &key_b[3..15]);
+    let receiver = Receiver::start("127.0.0.1:0".parse().unwrap(), 200).await;
+    let hook = format!("http://{}/hook", receiver.addr);
+    let out = d.ok(&[
+        "webhook",
+        "create",
+        "-e",
+        "prod",
+        "--url",
+        &hook,
+        "--events",
+        "vault.data.created",
+    ]);
+    let endpoint = out.lines().next().unwrap().to_owned();
+    let pool = d.pool().await;
+    let key_row = sqlx::query("SELECT mac FROM api_keys WHERE id = $1")
+        .bind(&id_b)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let old_mac: Vec<u8> = key_row.get("mac");
+    let hook_row = sqlx::query(
+        "SELECT environment, url, events, secret, secret_key_id, created_at, mac \
+         FROM webhook_endpoints WHERE id = $1",
+    )
+    .bind(&endpoint)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let serve = d.serve();
+    let kv = |key: &str| {
+        let (base, key) = (serve.base.clone(), key.to_owned());
+        async move { call(&base, &key, Method::GET, "/vault/v1/kv", None).await.0 }
+    };
+    assert_eq!(kv(&key_b).await, 200);
+
+    d.ok(&["apikey", "revoke", &id_b]);
+    d.ok(&["webhook", "delete", &endpoint]);
+    assert_eq!(kv(&key_b).await, 401);
+    // Put back as they were before.
+    sqlx::query("UPDATE api_keys SET revoked_at = NULL, mac = $1 WHERE id = $2")
+        .bind(old_mac)
+        .bind(&id_b)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO webhook_endpoints (id, environment, url, events, secret, secret_key_id, \
+         created_at, mac) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&endpoint)
+    .bind(hook_row.get::<String, _>("environment"))
+    .bind(hook_row.get::<String, _>("url"))
+    .bind(hook_row.get::<String, _>("events"))
+    .bind(hook_row.get::<Vec<u8>, _>("secret"))
+    .bind(hook_row.get::<String, _>("secret_key_id"))
+    .bind(hook_row.get::<i64, _>("created_at"))
+    .bind(hook_row.get::<Vec<u8>, _>("mac"))
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(kv(&key_b).await, 401, "a running server refuses it");
+    let (status, _) = create(&serve.base, &key_a, "after", "org_1").await;
+    assert_eq!(status, 201);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        receiver.got().is_empty(),
+        "the deleted endpoint is not posted to"
+    );
+    drop(serve);
+    let serve = d.serve();
+    assert_eq!(
+        call(&serve.base, &key_b, Method::GET, "/vault/v1/kv", None)
+            .await
+            .0,
+        401,
+        "nor one started afterwards"
+    );
+    assert_eq!(d.ok(&["apikey", "list"]).matches("TAMPERED").count(), 1);
+    assert_eq!(d.ok(&["webhook", "list"]).matches("TAMPERED").count(), 1);
+}
+
+#[tokio::test]
+async fn an_older_copy_of_a_row_is_refused_on_sqlite() {
+    an_older_copy_of_a_row_is_refused(Deployment::sqlite()).await;
+}
+
+#[tokio::test]
+async fn an_older_copy_of_a_row_is_refused_on_postgres() {
+    if let Some(d) = Deployment::postgres().await {
+        an_older_copy_of_a_row_is_refused(d).await;
+    }
+}
+
 /// A customer key kept in the store reaches its key service over HTTPS only, unless
 /// `vault.toml` allows plain HTTP (an emulator on loopback); the store cannot allow it.
 #[test]

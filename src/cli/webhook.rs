@@ -32,7 +32,7 @@ pub(crate) async fn webhook(
         }
         WebhookCommand::List { environment, json } => {
             for e in store.webhooks(environment.as_deref()).await? {
-                let authentic = vault.webhook_is_authentic(&e);
+                let authentic = vault.webhook_is_authentic(&e).await;
                 if json {
                     println!(
                         "{}",
@@ -63,7 +63,7 @@ pub(crate) async fn webhook(
             }
         }
         WebhookCommand::Delete { id } => {
-            store.delete_webhook(&id).await?;
+            vault.delete_webhook(&id).await?;
             println!("deleted {id}");
         }
         WebhookCommand::RotateSecret { id } => {

@@ -235,7 +235,7 @@ impl Vault {
             .find(|e| e.id == id)
             .ok_or(StoreError::NotFound)?;
         // A row changed by a database writer is not made authentic by a new secret.
-        crate::integrity::check_webhook(&self.integrity, &endpoint)?;
+        crate::integrity::check_webhook(&*self.store, &self.integrity, &endpoint).await?;
         let secret = WebhookSecret::generate()?;
         let (context, aad) = secret_binding(&endpoint.environment, id)?;
         let sealed = vault_crypto::seal_in(
@@ -264,13 +264,31 @@ impl Vault {
         Ok(secret)
     }
 
-    /// Whether a webhook endpoint's row is as this deployment wrote it (for listings: one that
-    /// is not is never delivered to).
-    pub fn webhook_is_authentic(&self, endpoint: &WebhookEndpoint) -> bool {
-        vault_crypto::integrity::matches(
-            &crate::integrity::webhook_tag(&self.integrity, endpoint),
-            &endpoint.mac,
-        )
+    /// Whether a webhook endpoint's row is as this deployment wrote it, and not one it deleted
+    /// (for listings: one that is not is never delivered to).
+    pub async fn webhook_is_authentic(&self, endpoint: &WebhookEndpoint) -> bool {
+        crate::integrity::check_webhook(&*self.store, &self.integrity, endpoint)
+            .await
+            .is_ok()
+    }
+
+    /// Deletes a webhook endpoint and its outbox; the integrity record says so, so the row put
+    /// back is never delivered to.
+    ///
+    /// # Errors
+    /// `Store(NotFound)`; `Tampered` if the integrity record fails; `Store(Unavailable)`.
+    pub async fn delete_webhook(&self, id: &str) -> Result<(), VaultError> {
+        for _ in 0..16 {
+            let record = crate::integrity::checked_record(&*self.store, &self.integrity).await?;
+            let change = crate::integrity::record_change(&self.integrity, &record, |r| {
+                r.deleted_webhooks.push(id.to_owned());
+            });
+            match self.store.delete_webhook(id, &change).await {
+                Err(StoreError::Conflict(vault_store::Conflict::Record)) => {}
+                other => return Ok(other?),
+            }
+        }
+        Err(StoreError::Conflict(vault_store::Conflict::Record).into())
     }
 
     /// Opens a webhook endpoint's signing secret, to sign a delivery, once its row is checked:
@@ -283,7 +301,7 @@ impl Vault {
         &self,
         endpoint: &WebhookEndpoint,
     ) -> Result<WebhookSecret, VaultError> {
-        crate::integrity::check_webhook(&self.integrity, endpoint)?;
+        crate::integrity::check_webhook(&*self.store, &self.integrity, endpoint).await?;
         let (context, aad) = secret_binding(&endpoint.environment, &endpoint.id)?;
         let opened =
             vault_crypto::open_for(&*self.keys, &endpoint.sealed_secret, &context, &aad).await?;

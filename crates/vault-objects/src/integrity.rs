@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use vault_crypto::managed::RootSeal;
 use vault_store::{
-    ApiKeyRecord, IntegrityRecord, StoreError, Timestamp, WebhookEndpoint, validate_environment,
+    ApiKeyRecord, Conflict, IntegrityRecord, RecordChange, StoreError, Timestamp, WebhookEndpoint,
+    validate_environment,
 };
 
 pub use vault_crypto::integrity::IntegrityKey;
@@ -87,23 +88,58 @@ pub(crate) fn webhook_tag(key: &IntegrityKey, e: &WebhookEndpoint) -> Tag {
         .finish()
 }
 
-/// The tag of the integrity record: the generation of the BYOK document that must exist (what
-/// a change of the document writes with it).
-pub fn record_tag(key: &IntegrityKey, byok_generation: u64) -> Tag {
+/// The tag of the integrity record: the generation of the BYOK document that must exist, the
+/// API keys revoked and the webhook endpoints deleted.
+pub fn record_tag(key: &IntegrityKey, r: &IntegrityRecord) -> Tag {
     key.tag("integrity_record")
-        .bytes(&byok_generation.to_be_bytes())
+        .bytes(&r.byok_generation.to_be_bytes())
+        .text(&r.revoked_api_keys.join(","))
+        .text(&r.deleted_webhooks.join(","))
         .finish()
 }
 
-/// Whether `endpoint`'s row is as this deployment wrote it.
-pub(crate) fn check_webhook(key: &IntegrityKey, e: &WebhookEndpoint) -> Result<(), VaultError> {
-    if matches(&webhook_tag(key, e), &e.mac) {
-        Ok(())
-    } else {
-        Err(tampered(format!(
+/// `record` changed by `edit` and tagged again, as a change to write only over `record`.
+pub fn record_change(
+    key: &IntegrityKey,
+    record: &IntegrityRecord,
+    edit: impl FnOnce(&mut IntegrityRecord),
+) -> RecordChange {
+    let mut next = record.clone();
+    edit(&mut next);
+    next.revoked_api_keys.sort();
+    next.revoked_api_keys.dedup();
+    next.deleted_webhooks.sort();
+    next.deleted_webhooks.dedup();
+    next.mac = record_tag(key, &next).to_vec();
+    RecordChange {
+        expected_mac: record.mac.clone(),
+        record: next,
+    }
+}
+
+/// Whether `endpoint`'s row is as this deployment wrote it, and not one it deleted.
+pub(crate) async fn check_webhook(
+    store: &dyn Store,
+    key: &IntegrityKey,
+    e: &WebhookEndpoint,
+) -> Result<(), VaultError> {
+    if !matches(&webhook_tag(key, e), &e.mac) {
+        return Err(tampered(format!(
             "webhook endpoint {:?} (table webhook_endpoints) fails its integrity check",
             e.id
+        )));
+    }
+    if checked_record(store, key)
+        .await?
+        .deleted_webhooks
+        .contains(&e.id)
+    {
+        Err(tampered(format!(
+            "webhook endpoint {:?} (table webhook_endpoints) was deleted and is back",
+            e.id
         )))
+    } else {
+        Ok(())
     }
 }
 
@@ -119,7 +155,7 @@ pub async fn checked_record(
         .integrity()
         .await?
         .ok_or_else(|| tampered("the integrity record (table integrity) is missing"))?;
-    if !matches(&record_tag(key, record.byok_generation), &record.mac) {
+    if !matches(&record_tag(key, &record), &record.mac) {
         return Err(tampered(
             "the integrity record (table integrity) fails its integrity check",
         ));
@@ -133,11 +169,15 @@ fn new_record(
     byok_generation: u64,
     sealed: Option<(String, Vec<u8>)>,
 ) -> IntegrityRecord {
-    IntegrityRecord {
+    let mut record = IntegrityRecord {
         sealed_key: sealed,
         byok_generation,
-        mac: record_tag(key, byok_generation).to_vec(),
-    }
+        revoked_api_keys: Vec::new(),
+        deleted_webhooks: Vec::new(),
+        mac: Vec::new(),
+    };
+    record.mac = record_tag(key, &record).to_vec();
+    record
 }
 
 /// Protects `store` with `key`: the record and, with `take_rows` (an upgrade), a tag for every
@@ -247,7 +287,7 @@ async fn open_file(
     if pending.exists()
         && let Ok(key) = IntegrityKey::from_file(&pending)
         && let Some(record) = store.integrity().await?
-        && matches(&record_tag(&key, record.byok_generation), &record.mac)
+        && matches(&record_tag(&key, &record), &record.mac)
     {
         rename(&pending, path)?;
         return Ok(Arc::new(key));
@@ -313,7 +353,7 @@ async fn open_sealed(
 ) -> Result<Arc<IntegrityKey>, VaultError> {
     for _ in 0..2 {
         if let Some(record) = store.integrity().await? {
-            let Some((sealed_by, bytes)) = record.sealed_key else {
+            let Some((sealed_by, bytes)) = record.sealed_key.clone() else {
                 return Err(tampered(
                     "the integrity record (table integrity) holds no sealed key (a store copied from an embedded one? `vault store copy` seals it)",
                 ));
@@ -322,7 +362,7 @@ async fn open_sealed(
             let key = IntegrityKey::unseal(seal, &sealed)
                 .await
                 .map_err(vault_crypto::Error::from)?;
-            if !matches(&record_tag(&key, record.byok_generation), &record.mac) {
+            if !matches(&record_tag(&key, &record), &record.mac) {
                 return Err(tampered(
                     "the integrity record (table integrity) fails its integrity check",
                 ));
@@ -365,7 +405,21 @@ async fn open_sealed(
 pub struct ApiKeys {
     store: Arc<dyn Store>,
     key: Arc<IntegrityKey>,
+    revoked: Arc<std::sync::Mutex<Revoked>>,
 }
+
+/// The API keys the integrity record says were revoked, as this process last read it (at most
+/// [`RECORD_FRESH`] ago), together with every one it read before: a record put back to an
+/// older copy revokes nothing back.
+#[derive(Debug, Default)]
+struct Revoked {
+    ids: std::collections::HashSet<String>,
+    read_at: Option<std::time::Instant>,
+}
+
+/// How long a process goes by the revocations it read: an older copy of a revoked key's row
+/// put back is refused by a running process within this of the revocation.
+const RECORD_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// An API key record as listed, and whether its row is authentic.
 #[derive(Debug, Clone)]
@@ -379,7 +433,37 @@ pub struct ListedApiKey {
 impl ApiKeys {
     /// The API keys of `store`, under `key`.
     pub fn new(store: Arc<dyn Store>, key: Arc<IntegrityKey>) -> Self {
-        Self { store, key }
+        Self {
+            store,
+            key,
+            revoked: Arc::default(),
+        }
+    }
+
+    /// Whether the integrity record says `id` was revoked (read again if it is older than
+    /// [`RECORD_FRESH`]; a record that cannot be read or fails leaves what was read before).
+    async fn recorded_revoked(&self, id: &str) -> bool {
+        let stale = {
+            let r = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+            r.read_at.is_none_or(|at| at.elapsed() >= RECORD_FRESH)
+        };
+        if stale {
+            match checked_record(&*self.store, &self.key).await {
+                Ok(record) => {
+                    let mut r = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+                    r.ids.extend(record.revoked_api_keys);
+                    r.read_at = Some(std::time::Instant::now());
+                }
+                Err(_) => {
+                    // Logged by the check; the revocations read before stand.
+                }
+            }
+        }
+        self.revoked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .ids
+            .contains(id)
     }
 
     /// Stores a new API key record, tagged.
@@ -402,60 +486,76 @@ impl ApiKeys {
         let Some(record) = self.store.api_key_by_lookup(lookup).await? else {
             return Ok(None);
         };
-        if matches(&api_key_tag(&self.key, &record), &record.mac) {
-            Ok(Some(record))
-        } else {
+        if !matches(&api_key_tag(&self.key, &record), &record.mac) {
             let _ = tampered(format!(
                 "API key {:?} (table api_keys) fails its integrity check",
                 record.id
             ));
             Ok(None)
+        } else if record.revoked_at.is_none() && self.recorded_revoked(&record.id).await {
+            let _ = tampered(format!(
+                "API key {:?} (table api_keys) was revoked and its older row is back",
+                record.id
+            ));
+            Ok(None)
+        } else {
+            Ok(Some(record))
         }
     }
 
-    /// Revokes an API key by id: it authenticates nothing from now on. Revoking a revoked key
-    /// is a no-op.
+    /// Revokes an API key by id: it authenticates nothing from now on, and the integrity
+    /// record says so (an older copy of its row put back is refused). Revoking a revoked key is
+    /// a no-op.
     ///
     /// # Errors
-    /// `NotFound` for an unknown id; `Unavailable`.
-    pub async fn revoke(&self, id: &str) -> Result<(), StoreError> {
-        let mut record = self
-            .store
-            .api_keys()
-            .await?
-            .into_iter()
-            .find(|r| r.id == id)
-            .ok_or(StoreError::NotFound)?;
-        if record.revoked_at.is_some() {
-            return Ok(());
+    /// `Store(NotFound)` for an unknown id; `Tampered` if the integrity record fails;
+    /// `Store(Unavailable)`.
+    pub async fn revoke(&self, id: &str) -> Result<(), VaultError> {
+        for _ in 0..16 {
+            let mut row = self
+                .store
+                .api_keys()
+                .await?
+                .into_iter()
+                .find(|r| r.id == id)
+                .ok_or(StoreError::NotFound)?;
+            if row.revoked_at.is_some() {
+                return Ok(());
+            }
+            let record = checked_record(&*self.store, &self.key).await?;
+            // A row that fails its tag is revoked too, but not tagged: it stays refused and
+            // listed as tampered.
+            let authentic = matches(&api_key_tag(&self.key, &row), &row.mac);
+            let at = Timestamp::now();
+            row.revoked_at = Some(at);
+            let mac = if authentic {
+                api_key_tag(&self.key, &row).to_vec()
+            } else {
+                row.mac.clone()
+            };
+            let change = record_change(&self.key, &record, |r| {
+                r.revoked_api_keys.push(id.to_owned());
+            });
+            match self.store.revoke_api_key(id, at, &mac, &change).await {
+                Err(StoreError::Conflict(Conflict::Record)) => {}
+                other => return Ok(other?),
+            }
         }
-        // A row that fails its tag is revoked too, but not tagged: it stays refused and listed
-        // as tampered.
-        let authentic = matches(&api_key_tag(&self.key, &record), &record.mac);
-        let at = Timestamp::now();
-        record.revoked_at = Some(at);
-        let mac = if authentic {
-            api_key_tag(&self.key, &record).to_vec()
-        } else {
-            record.mac.clone()
-        };
-        self.store.revoke_api_key(id, at, &mac).await
+        Err(StoreError::Conflict(Conflict::Record).into())
     }
 
-    /// Every API key record, oldest first, each with whether its row is authentic.
+    /// Every API key record, oldest first, each with whether its row is authentic (its tag
+    /// holds, and it is not an older copy of a revoked key's row).
     ///
     /// # Errors
     /// `Unavailable`.
     pub async fn list(&self) -> Result<Vec<ListedApiKey>, StoreError> {
-        Ok(self
-            .store
-            .api_keys()
-            .await?
-            .into_iter()
-            .map(|record| ListedApiKey {
-                authentic: matches(&api_key_tag(&self.key, &record), &record.mac),
-                record,
-            })
-            .collect())
+        let mut listed = Vec::new();
+        for record in self.store.api_keys().await? {
+            let authentic = matches(&api_key_tag(&self.key, &record), &record.mac)
+                && (record.revoked_at.is_some() || !self.recorded_revoked(&record.id).await);
+            listed.push(ListedApiKey { record, authentic });
+        }
+        Ok(listed)
     }
 }

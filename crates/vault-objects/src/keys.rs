@@ -164,7 +164,10 @@ impl Vault {
             }
             report.matched += 1;
             // A row a database writer changed is not tagged again: it stays refused.
-            if crate::integrity::check_webhook(&self.integrity, &endpoint).is_err() {
+            if crate::integrity::check_webhook(&*self.store, &self.integrity, &endpoint)
+                .await
+                .is_err()
+            {
                 report.unreadable += 1;
                 continue;
             }

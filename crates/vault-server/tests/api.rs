@@ -31,7 +31,15 @@ async fn server_with(limits: Limits) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SqlStore::open_sqlite(dir.path()).await.unwrap());
     let keys = KeyRouter::new(Arc::new(ManagedKeyProvider::in_memory("root").unwrap()));
-    let vault = Vault::new(Arc::new(keys), store.clone(), fresh_integrity());
+    // Protected as a deployment's store is (the key beside it), so revocations are recorded.
+    let integrity = vault_objects::integrity::open(
+        &*store,
+        &vault_objects::KeyHome::File(dir.path().join("integrity.key")),
+        vault_objects::Upgrade::Refuse,
+    )
+    .await
+    .unwrap();
+    let vault = Vault::new(Arc::new(keys), store.clone(), integrity);
     let key_a = auth::create(&vault.api_keys(), "env_a", "Key A")
         .await
         .unwrap();

@@ -6,11 +6,15 @@ ALTER TABLE api_keys ADD COLUMN mac BLOB;
 ALTER TABLE webhook_endpoints ADD COLUMN mac BLOB;
 -- One row (id 1, absent until the store is protected): the integrity key sealed like a root key
 -- (NULL where it is kept in a file beside the key ring), and the record of what exists, tagged:
--- the BYOK document's generation, so a deleted or older document is refused.
+-- the BYOK document's generation, so a deleted or older document is refused, and the API keys
+-- revoked and webhook endpoints deleted (ids, comma-separated), so an older copy of their row
+-- put back is refused.
 CREATE TABLE IF NOT EXISTS integrity (
-    id              INTEGER PRIMARY KEY CHECK (id = 1),
-    sealed_key      BLOB,
-    sealed_by       TEXT,
-    byok_generation INTEGER NOT NULL,
-    mac             BLOB    NOT NULL
+    id               INTEGER PRIMARY KEY CHECK (id = 1),
+    sealed_key       BLOB,
+    sealed_by        TEXT,
+    byok_generation  INTEGER NOT NULL,
+    revoked_api_keys TEXT   NOT NULL DEFAULT '',
+    deleted_webhooks TEXT   NOT NULL DEFAULT '',
+    mac              BLOB    NOT NULL
 );

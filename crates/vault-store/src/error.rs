@@ -53,6 +53,9 @@ pub enum Conflict {
     /// The BYOK document changed since it was read (another change landed first).
     #[error("the BYOK rules changed meanwhile")]
     ByokChanged,
+    /// The integrity record changed since it was read (another change landed first).
+    #[error("the integrity record changed meanwhile")]
+    Record,
 }
 
 impl StoreError {

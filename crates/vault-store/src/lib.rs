@@ -45,7 +45,7 @@ pub struct WriteStats {
 }
 pub use types::{
     Actor, ApiKeyRecord, AuditEvent, ByokConfig, DeploymentEvent, IntegrityRecord, KeyUsage,
-    NewVersion, ObjectMeta, StoredObject, StoredVersion, VersionMeta, events,
+    NewVersion, ObjectMeta, RecordChange, StoredObject, StoredVersion, VersionMeta, events,
 };
 
 /// Everything the vault keeps: objects, the audit trail, API keys and webhook endpoints, each
@@ -335,18 +335,17 @@ pub trait ByokStore: Send + Sync + std::fmt::Debug {
     async fn byok_config(&self) -> Result<Option<ByokConfig>, StoreError>;
 
     /// Replaces the document if its generation is still `expected_generation` (0: there is
-    /// none); `config.generation` must be the next one. The integrity record takes the new
-    /// generation and `record_mac` (its tag for it) in the same transaction.
+    /// none); `config.generation` must be the next one. The integrity record takes `record`
+    /// (the new generation) in the same transaction.
     ///
     /// # Errors
-    /// `Conflict::ByokChanged` if another change landed first; `InvalidArgument` for a wrong
-    /// generation or an oversized document; `Unavailable`, also when there is no integrity
-    /// record (the store is not protected).
+    /// `Conflict::ByokChanged` if another change (of the document or the record) landed first;
+    /// `InvalidArgument` for a wrong generation or an oversized document; `Unavailable`.
     async fn replace_byok_config(
         &self,
         expected_generation: u64,
         config: &ByokConfig,
-        record_mac: &[u8],
+        record: &RecordChange,
     ) -> Result<(), StoreError>;
 
     /// Replaces the document's seal (a rewrap: same document, same generation) if it is still
@@ -380,11 +379,12 @@ pub trait WebhookStore: Send + Sync + std::fmt::Debug {
     async fn webhooks(&self, environment: Option<&str>)
     -> Result<Vec<WebhookEndpoint>, StoreError>;
 
-    /// Deletes an endpoint and its outbox.
+    /// Deletes an endpoint and its outbox, and changes the integrity record as `record` says (the
+    /// id among the deleted) in the same transaction.
     ///
     /// # Errors
-    /// `NotFound`; `Unavailable`.
-    async fn delete_webhook(&self, id: &str) -> Result<(), StoreError>;
+    /// `NotFound`; `Conflict::Record` if the record changed meanwhile; `Unavailable`.
+    async fn delete_webhook(&self, id: &str, record: &RecordChange) -> Result<(), StoreError>;
 
     /// Replaces an endpoint's sealed signing secret, only if it is still `expected`.
     ///
@@ -485,12 +485,20 @@ pub trait ApiKeyStore: Send + Sync + std::fmt::Debug {
     /// `Unavailable`.
     async fn api_key_by_lookup(&self, lookup: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
 
-    /// Revokes an API key by id at `at`, with `mac` the row's tag as revoked: it authenticates
-    /// nothing from now on. Revoking a revoked key is a no-op.
+    /// Revokes an API key by id at `at`, with `mac` the row's tag as revoked, and the integrity
+    /// record changed as `record` says (the id among the revoked) in the same transaction: it
+    /// authenticates nothing from now on. Revoking a revoked key is a no-op.
     ///
     /// # Errors
-    /// `NotFound` for an unknown id; `Unavailable`.
-    async fn revoke_api_key(&self, id: &str, at: Timestamp, mac: &[u8]) -> Result<(), StoreError>;
+    /// `NotFound` for an unknown id; `Conflict::Record` if the record changed meanwhile;
+    /// `Unavailable`.
+    async fn revoke_api_key(
+        &self,
+        id: &str,
+        at: Timestamp,
+        mac: &[u8],
+        record: &RecordChange,
+    ) -> Result<(), StoreError>;
 
     /// Every API key record, oldest first.
     ///

@@ -202,8 +202,23 @@ pub struct IntegrityRecord {
     pub sealed_key: Option<(String, Vec<u8>)>,
     /// The BYOK document's generation (0: none was ever written).
     pub byok_generation: u64,
+    /// The ids of the API keys revoked, sorted: an older copy of such a key's row (from before
+    /// its revocation) is refused.
+    pub revoked_api_keys: Vec<String>,
+    /// The ids of the webhook endpoints deleted, sorted: such a row put back is refused.
+    pub deleted_webhooks: Vec<String>,
     /// The record's tag.
     pub mac: Vec<u8>,
+}
+
+/// A change of the integrity record, made in the transaction of the change it records: written
+/// only if the record is still the one read (its tag is `expected_mac`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordChange {
+    /// The tag of the record the change was made from.
+    pub expected_mac: Vec<u8>,
+    /// The record after the change, with its tag.
+    pub record: IntegrityRecord,
 }
 
 impl fmt::Debug for IntegrityRecord {
@@ -211,6 +226,8 @@ impl fmt::Debug for IntegrityRecord {
         f.debug_struct("IntegrityRecord")
             .field("sealed_by", &self.sealed_key.as_ref().map(|(by, _)| by))
             .field("byok_generation", &self.byok_generation)
+            .field("revoked_api_keys", &self.revoked_api_keys.len())
+            .field("deleted_webhooks", &self.deleted_webhooks.len())
             .finish_non_exhaustive()
     }
 }

@@ -142,6 +142,8 @@ async fn a_target_with_a_row_in_any_table_is_refused() {
     let record = IntegrityRecord {
         sealed_key: None,
         byok_generation: 0,
+        revoked_api_keys: Vec::new(),
+        deleted_webhooks: Vec::new(),
         mac: vec![1; 32],
     };
     let endpoint = WebhookEndpoint {

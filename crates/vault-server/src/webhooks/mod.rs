@@ -154,7 +154,7 @@ pub async fn run(vault: Vault, settings: Settings, shutdown: impl Future<Output 
 /// Whether `delivery` is an event `endpoint` receives: of its environment, of a type it names.
 fn subscribed(endpoint: &WebhookEndpoint, delivery: &Delivery) -> bool {
     delivery.event.environment == endpoint.environment
-        && endpoint.events.iter().any(|e| *e == delivery.event.event)
+        && endpoint.events.contains(&delivery.event.event)
 }
 
 struct Deliverer {

@@ -2,7 +2,7 @@
 
 use super::SqlStore;
 use super::db::{Columns, args};
-use crate::{ApiKeyRecord, Timestamp, validate_environment};
+use crate::{ApiKeyRecord, RecordChange, Timestamp, validate_environment};
 use crate::{ApiKeyStore, Conflict, StoreError};
 use async_trait::async_trait;
 
@@ -44,18 +44,28 @@ impl ApiKeyStore for SqlStore {
         .await
     }
 
-    async fn revoke_api_key(&self, id: &str, at: Timestamp, mac: &[u8]) -> Result<(), StoreError> {
+    async fn revoke_api_key(
+        &self,
+        id: &str,
+        at: Timestamp,
+        mac: &[u8],
+        record: &RecordChange,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE api_keys SET revoked_at = $1, mac = $2 WHERE id = $3 AND revoked_at IS NULL",
         )
         .bind(at.0)
         .bind(mac.to_vec())
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 1 {
+            Self::change_record(&mut tx, record).await?;
+            tx.commit().await?;
             return Ok(());
         }
+        drop(tx);
         let exists = sqlx::query("SELECT 1 AS x FROM api_keys WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use super::SqlStore;
-use crate::{ByokConfig, ByokStore, Conflict, StoreError};
+use crate::{ByokConfig, ByokStore, Conflict, RecordChange, StoreError};
 
 /// The longest document (a few hundred rules and providers).
 const MAX_DOCUMENT: usize = 1 << 20;
@@ -56,7 +56,7 @@ impl ByokStore for SqlStore {
         &self,
         expected_generation: u64,
         config: &ByokConfig,
-        record_mac: &[u8],
+        record: &RecordChange,
     ) -> Result<(), StoreError> {
         if config.document.len() > MAX_DOCUMENT {
             return Err(StoreError::invalid("document", "at most 1 MiB"));
@@ -101,19 +101,17 @@ impl ByokStore for SqlStore {
             return Err(StoreError::Conflict(Conflict::ByokChanged));
         }
         // What exists, recorded with it: a deleted or older document is then refused.
-        let next = i64::try_from(config.generation)
-            .map_err(|_| StoreError::invalid("generation", "out of range"))?;
-        let recorded =
-            sqlx::query("UPDATE integrity SET byok_generation = $1, mac = $2 WHERE id = 1")
-                .bind(next)
-                .bind(record_mac.to_vec())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        if recorded == 0 {
-            return Err(StoreError::Unavailable {
-                reason: "the store has no integrity record (it is not protected)".into(),
-            });
+        if record.record.byok_generation != config.generation {
+            return Err(StoreError::invalid(
+                "generation",
+                "the integrity record must take the new generation",
+            ));
+        }
+        match Self::change_record(&mut tx, record).await {
+            Err(StoreError::Conflict(_)) => {
+                return Err(StoreError::Conflict(Conflict::ByokChanged));
+            }
+            other => other?,
         }
         tx.commit().await?;
         Ok(())

@@ -144,6 +144,8 @@ const TABLES: &[Table] = &[
             ("sealed_key", Col::OptBlob),
             ("sealed_by", Col::OptText),
             ("byok_generation", Col::Int),
+            ("revoked_api_keys", Col::Text),
+            ("deleted_webhooks", Col::Text),
             ("mac", Col::Blob),
         ],
     },

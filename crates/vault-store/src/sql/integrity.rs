@@ -5,7 +5,58 @@ use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, Row};
 
 use super::SqlStore;
-use crate::{IntegrityRecord, IntegrityStore, StoreError};
+use crate::{Conflict, IntegrityRecord, IntegrityStore, RecordChange, StoreError};
+
+/// A list of ids as its column keeps it: comma-separated (ids are `[A-Za-z0-9_]`).
+fn joined(ids: &[String]) -> Result<String, StoreError> {
+    if ids
+        .iter()
+        .any(|id| id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+    {
+        return Err(StoreError::invalid("id", "must be [A-Za-z0-9_]"));
+    }
+    Ok(ids.join(","))
+}
+
+fn split(column: &str) -> Vec<String> {
+    column
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+impl SqlStore {
+    /// Writes `change` in `tx` if the record is still the one it was made from.
+    ///
+    /// # Errors
+    /// `Conflict::Record` if it is not; `Unavailable`.
+    pub(super) async fn change_record(
+        tx: &mut sqlx::AnyConnection,
+        change: &RecordChange,
+    ) -> Result<(), StoreError> {
+        let r = &change.record;
+        let changed = sqlx::query(
+            "UPDATE integrity SET byok_generation = $1, revoked_api_keys = $2, \
+             deleted_webhooks = $3, mac = $4 WHERE id = 1 AND mac = $5",
+        )
+        .bind(
+            i64::try_from(r.byok_generation)
+                .map_err(|_| StoreError::invalid("byok_generation", "out of range"))?,
+        )
+        .bind(joined(&r.revoked_api_keys)?)
+        .bind(joined(&r.deleted_webhooks)?)
+        .bind(r.mac.clone())
+        .bind(change.expected_mac.clone())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            return Err(StoreError::Conflict(Conflict::Record));
+        }
+        Ok(())
+    }
+}
 
 /// Every table a deployment keeps something in, for [`IntegrityStore::holds_anything`] and for
 /// refusing to copy into a store that is not empty.
@@ -49,7 +100,8 @@ impl SqlStore {
 impl IntegrityStore for SqlStore {
     async fn integrity(&self) -> Result<Option<IntegrityRecord>, StoreError> {
         let row = sqlx::query(
-            "SELECT sealed_key, sealed_by, byok_generation, mac FROM integrity WHERE id = 1",
+            "SELECT sealed_key, sealed_by, byok_generation, revoked_api_keys, deleted_webhooks, \
+             mac FROM integrity WHERE id = 1",
         )
         .fetch_optional(&self.pool)
         .await?;
@@ -61,6 +113,8 @@ impl IntegrityStore for SqlStore {
             sealed_key: sealed_by.zip(sealed_key),
             // A negative generation is no generation a writer of ours made: its tag fails.
             byok_generation: u64::try_from(generation).unwrap_or(u64::MAX),
+            revoked_api_keys: split(&r.try_get::<String, _>("revoked_api_keys")?),
+            deleted_webhooks: split(&r.try_get::<String, _>("deleted_webhooks")?),
             mac: r.try_get("mac")?,
         }))
     }
@@ -90,12 +144,14 @@ impl IntegrityStore for SqlStore {
             return Ok(false);
         }
         sqlx::query(
-            "INSERT INTO integrity (id, sealed_key, sealed_by, byok_generation, mac) \
-             VALUES (1, $1, $2, $3, $4)",
+            "INSERT INTO integrity (id, sealed_key, sealed_by, byok_generation, \
+             revoked_api_keys, deleted_webhooks, mac) VALUES (1, $1, $2, $3, $4, $5, $6)",
         )
         .bind(sealed_key)
         .bind(sealed_by)
         .bind(generation)
+        .bind(joined(&record.revoked_api_keys)?)
+        .bind(joined(&record.deleted_webhooks)?)
         .bind(record.mac.clone())
         .execute(&mut *tx)
         .await?;

@@ -8,7 +8,9 @@ use sqlx::{AssertSqlSafe, Row};
 use super::SqlStore;
 use super::audit::{EVENT_COLUMNS, event_from_row};
 use super::db::Columns as _;
-use crate::{Conflict, Delivery, StoreError, Timestamp, WebhookEndpoint, WebhookStore};
+use crate::{
+    Conflict, Delivery, RecordChange, StoreError, Timestamp, WebhookEndpoint, WebhookStore,
+};
 use crate::{events, validate_environment};
 
 /// An endpoint's own columns.
@@ -106,7 +108,7 @@ impl WebhookStore for SqlStore {
         rows.iter().map(endpoint_from_row).collect()
     }
 
-    async fn delete_webhook(&self, id: &str) -> Result<(), StoreError> {
+    async fn delete_webhook(&self, id: &str, record: &RecordChange) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM webhook_deliveries WHERE endpoint_id = $1")
             .bind(id)
@@ -118,6 +120,7 @@ impl WebhookStore for SqlStore {
             .await?
             .rows_affected();
         not_found_if_none(gone)?;
+        Self::change_record(&mut tx, record).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -47,15 +47,44 @@ pub async fn api_keys(store: Arc<dyn Store>) {
     ));
 
     let at = Timestamp(Timestamp::now().0 - 5);
-    store
-        .revoke_api_key(&a.id, at, b"revoked tag")
-        .await
-        .unwrap();
+    // The record must be the one read: a stale change is refused, and the key stays as it was.
+    let mut stale = crate::store::record_change(&*store, |_| {}).await;
+    stale.expected_mac = b"not the record".to_vec();
+    assert_eq!(
+        store
+            .revoke_api_key(&a.id, at, b"revoked tag", &stale)
+            .await,
+        Err(StoreError::Conflict(Conflict::Record))
+    );
+    assert_eq!(
+        store.api_key_by_lookup(&a.lookup).await.unwrap().unwrap(),
+        a,
+        "nothing changed"
+    );
+    loop {
+        let change = crate::store::record_change(&*store, |r| {
+            r.revoked_api_keys.push(a.id.clone());
+        })
+        .await;
+        match store
+            .revoke_api_key(&a.id, at, b"revoked tag", &change)
+            .await
+        {
+            Err(StoreError::Conflict(Conflict::Record)) => continue,
+            other => break other.unwrap(),
+        }
+    }
+    let record = store.integrity().await.unwrap().unwrap();
+    assert!(
+        record.revoked_api_keys.contains(&a.id),
+        "the record says it, in the same transaction"
+    );
     let revoked = store.api_key_by_lookup(&a.lookup).await.unwrap().unwrap();
     assert_eq!(revoked.revoked_at, Some(at));
     assert_eq!(revoked.mac, b"revoked tag", "the tag of the revoked row");
+    let unchanged = crate::store::record_change(&*store, |_| {}).await;
     store
-        .revoke_api_key(&a.id, Timestamp::now(), b"later tag")
+        .revoke_api_key(&a.id, Timestamp::now(), b"later tag", &unchanged)
         .await
         .unwrap();
     let again = store.api_key_by_lookup(&a.lookup).await.unwrap().unwrap();
@@ -66,7 +95,7 @@ pub async fn api_keys(store: Arc<dyn Store>) {
     );
     assert_eq!(
         store
-            .revoke_api_key("key_unknown", Timestamp::now(), b"x")
+            .revoke_api_key("key_unknown", Timestamp::now(), b"x", &unchanged)
             .await,
         Err(StoreError::NotFound)
     );

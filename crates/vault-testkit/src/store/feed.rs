@@ -487,10 +487,25 @@ pub async fn the_webhook_outbox_holds_every_subscribed_event(store: Arc<dyn Stor
         (&b"new"[..], &b"t2"[..]),
         "the secret and its row's tag are replaced together"
     );
-    store.delete_webhook(&ep.id).await.unwrap();
+    let change = crate::store::record_change(&*store, |r| {
+        r.deleted_webhooks.push(ep.id.clone());
+    })
+    .await;
+    store.delete_webhook(&ep.id, &change).await.unwrap();
+    assert!(
+        store
+            .integrity()
+            .await
+            .unwrap()
+            .unwrap()
+            .deleted_webhooks
+            .contains(&ep.id)
+    );
     assert_eq!(store.next_delivery(&ep.id).await.unwrap(), None);
     assert_eq!(
-        store.delete_webhook(&ep.id).await,
+        store
+            .delete_webhook(&ep.id, &crate::store::record_change(&*store, |_| {}).await)
+            .await,
         Err(StoreError::NotFound)
     );
     assert_eq!(
@@ -509,7 +524,7 @@ pub async fn the_webhook_outbox_holds_every_subscribed_event(store: Arc<dyn Stor
 /// key counted as a stored value. A deployment event reaches exactly the environments that
 /// used its organization, with its detail, and only a JSON object is accepted as detail.
 pub async fn byok_config_is_swapped_whole(store: Arc<dyn Store>) {
-    use vault_store::{ByokConfig, DeploymentEvent, IntegrityRecord};
+    use vault_store::{ByokConfig, DeploymentEvent, IntegrityRecord, RecordChange};
     assert_eq!(store.byok_generation().await.unwrap(), 0);
     assert_eq!(store.byok_config().await.unwrap(), None);
     let doc = |generation: u64, text: &str| ByokConfig {
@@ -518,22 +533,42 @@ pub async fn byok_config_is_swapped_whole(store: Arc<dyn Store>) {
         seal: format!("seal {generation}").into_bytes(),
         seal_key_id: "managed://byok-test#v1".into(),
     };
+    let change = |generation: u64, expected: &[u8], mac: &[u8]| RecordChange {
+        expected_mac: expected.to_vec(),
+        record: IntegrityRecord {
+            sealed_key: None,
+            byok_generation: generation,
+            revoked_api_keys: Vec::new(),
+            deleted_webhooks: Vec::new(),
+            mac: mac.to_vec(),
+        },
+    };
     // Without an integrity record there is nowhere to record what exists: refused.
     let err = store
-        .replace_byok_config(0, &doc(1, "unrecorded"), b"tag 1")
+        .replace_byok_config(0, &doc(1, "unrecorded"), &change(1, b"tag 0", b"tag 1"))
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    assert!(
+        matches!(err, StoreError::Conflict(Conflict::ByokChanged)),
+        "{err:?}"
+    );
     assert_eq!(store.byok_config().await.unwrap(), None, "nothing written");
-    let record = IntegrityRecord {
-        sealed_key: None,
-        byok_generation: 0,
-        mac: b"tag 0".to_vec(),
-    };
-    assert!(store.protect(&record, &[], &[]).await.unwrap());
+    assert!(
+        store
+            .protect(&change(0, b"", b"tag 0").record, &[], &[])
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .protect(&change(0, b"", b"another").record, &[], &[])
+            .await
+            .unwrap(),
+        "protected once"
+    );
     let recorded = || async { store.integrity().await.unwrap().unwrap() };
     let err = store
-        .replace_byok_config(0, &doc(2, "skips one"), b"tag 2")
+        .replace_byok_config(0, &doc(2, "skips one"), &change(2, b"tag 0", b"tag 2"))
         .await
         .unwrap_err();
     assert!(
@@ -547,7 +582,7 @@ pub async fn byok_config_is_swapped_whole(store: Arc<dyn Store>) {
         "{err:?}"
     );
     store
-        .replace_byok_config(0, &doc(1, "first"), b"tag 1")
+        .replace_byok_config(0, &doc(1, "first"), &change(1, b"tag 0", b"tag 1"))
         .await
         .unwrap();
     // The record follows the document, in its transaction.
@@ -555,7 +590,7 @@ pub async fn byok_config_is_swapped_whole(store: Arc<dyn Store>) {
     assert_eq!((r.byok_generation, r.mac.as_slice()), (1, &b"tag 1"[..]));
     // A second writer that read generation 0 too: refused, nothing changes.
     let err = store
-        .replace_byok_config(0, &doc(1, "lost"), b"lost tag")
+        .replace_byok_config(0, &doc(1, "lost"), &change(1, b"tag 0", b"lost tag"))
         .await
         .unwrap_err();
     assert!(
@@ -564,11 +599,11 @@ pub async fn byok_config_is_swapped_whole(store: Arc<dyn Store>) {
     );
     assert_eq!(store.byok_config().await.unwrap(), Some(doc(1, "first")));
     store
-        .replace_byok_config(1, &doc(2, "second"), b"tag 2")
+        .replace_byok_config(1, &doc(2, "second"), &change(2, b"tag 1", b"tag 2"))
         .await
         .unwrap();
     let err = store
-        .replace_byok_config(1, &doc(2, "stale"), b"stale tag")
+        .replace_byok_config(1, &doc(2, "stale"), &change(2, b"tag 1", b"stale tag"))
         .await
         .unwrap_err();
     let r = recorded().await;

@@ -36,6 +36,35 @@ pub fn environment(label: &str) -> String {
     format!("env_{label}_{}_{nanos:x}_{n}", std::process::id())
 }
 
+/// A change of the store's integrity record made from the record as it is now (created if the
+/// store has none; checks sharing a database share it), to a record with a tag of its own:
+/// `edit` says what changes. The store keeps tags as bytes, so any bytes do here.
+pub(crate) async fn record_change(
+    store: &dyn Store,
+    edit: impl FnOnce(&mut vault_store::IntegrityRecord),
+) -> vault_store::RecordChange {
+    let record = loop {
+        if let Some(r) = store.integrity().await.unwrap() {
+            break r;
+        }
+        let first = vault_store::IntegrityRecord {
+            sealed_key: None,
+            byok_generation: 0,
+            revoked_api_keys: Vec::new(),
+            deleted_webhooks: Vec::new(),
+            mac: b"first record".to_vec(),
+        };
+        store.protect(&first, &[], &[]).await.unwrap();
+    };
+    let mut next = record.clone();
+    edit(&mut next);
+    next.mac = id().into_bytes();
+    vault_store::RecordChange {
+        expected_mac: record.mac,
+        record: next,
+    }
+}
+
 pub(crate) fn id() -> String {
     vault_store::new_object_id().unwrap()
 }
