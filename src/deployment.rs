@@ -36,6 +36,8 @@ pub enum Rings {
         store: SqlStore,
         /// What seals their root keys.
         seal: Arc<dyn RootSeal>,
+        /// The deployment's integrity key: the rings' rows carry its tags.
+        integrity: Arc<IntegrityKey>,
         /// The seal's provider in the configuration, if it is one: kept out of the data
         /// router, so no API caller can reach the key that seals the ring.
         seal_provider: Option<String>,
@@ -84,8 +86,13 @@ impl Rings {
                 }
                 ManagedKeyProvider::open_or_create(dir, ring)
             }
-            Self::Database { store, seal, .. } => {
-                let ring_store = store.ring_store(ring, seal.clone());
+            Self::Database {
+                store,
+                seal,
+                integrity,
+                ..
+            } => {
+                let ring_store = store.ring_store(ring, seal.clone(), integrity.clone());
                 ManagedKeyProvider::open(Arc::new(ring_store), create).await
             }
         }
@@ -255,6 +262,7 @@ impl Deployment {
         match self.root_seal(config).await? {
             Some(seal) => Ok(Rings::Database {
                 store: store.clone(),
+                integrity: Box::pin(self.integrity(store, config, Upgrade::Refuse)).await?,
                 seal,
                 seal_provider: self.seal.clone().filter(|s| !s.starts_with("file:")),
             }),

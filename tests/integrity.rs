@@ -488,6 +488,12 @@ async fn rows_written_into_the_database_are_refused(d: Deployment) {
     d.sql("DELETE FROM integrity").await;
     if d.postgres.is_some() {
         d.serve_refused("run `vault keys protect`");
+        // Its rows carry tags: protecting it again takes the operator's explicit word.
+        d.fails(&["keys", "protect"], 8, "vault keys protect --force");
+        d.ok(&["keys", "protect", "--force"]);
+        let serve = d.serve();
+        let (status, _) = create(&serve.base, &key_a, "third", "org_1").await;
+        assert_eq!(status, 201, "every row and the ring taken as they are");
     } else {
         d.serve_refused("the integrity record (table integrity) is missing");
     }

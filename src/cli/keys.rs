@@ -377,7 +377,10 @@ pub(crate) async fn keys(
                     new.describe()
                 );
             }
-            let ring = store().await?.ring_store(&chosen.ring, from);
+            let key = deployment
+                .integrity(store().await?, config, vault::objects::Upgrade::Refuse)
+                .await?;
+            let ring = store().await?.ring_store(&chosen.ring, from, key);
             let n = ring.reseal(&*new).await?;
             println!(
                 "ring {}: {n} root key(s) sealed again with {}",
@@ -419,8 +422,11 @@ async fn migrate_ring(
         });
     };
     let store = deployment.store().await?;
+    let key = deployment
+        .integrity(&store, config, vault::objects::Upgrade::Refuse)
+        .await?;
     let file = crypto::FileRingStore::new(deployment.data_dir(), &chosen.ring)?;
-    let database = store.ring_store(&chosen.ring, seal).moving_in();
+    let database = store.ring_store(&chosen.ring, seal, key).moving_in();
     match to {
         RingPlace::Database => {
             let generation = crypto::managed::copy_ring(&file, &database).await?;

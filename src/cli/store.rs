@@ -55,35 +55,6 @@ pub(crate) async fn copy(
     for (table, n) in &report.tables {
         println!("{table}: {n} rows");
     }
-    // Every managed ring, its root keys sealed with the target's seal on the way: from the
-    // source database if it holds the ring (sealed), else from the data directory's file.
-    let source_seal = deployment.root_seal(config).await?;
-    let vault::Rings::Database { seal, .. } = target.rings(&target_store, config).await? else {
-        return Err(bad("the target's ring must be sealed: give --seal".into()));
-    };
-    for p in config.providers.values() {
-        let ProviderConfig::Managed { ring, .. } = p.get_ref() else {
-            continue;
-        };
-        if target_store.has_ring(ring).await? {
-            println!("ring {ring}: already copied");
-            continue;
-        }
-        let into = target_store.ring_store(ring, seal.clone()).moving_in();
-        let generation = match &source_seal {
-            Some(seal) if source.has_ring(ring).await? => {
-                copy_ring(&source.ring_store(ring, seal.clone()), &into).await?
-            }
-            _ => {
-                let file = vault::crypto::FileRingStore::new(deployment.data_dir(), ring)?;
-                copy_ring(&file, &into).await?
-            }
-        };
-        println!(
-            "ring {ring}: generation {generation}, sealed with {}",
-            seal.describe()
-        );
-    }
     // The record was copied with its tag; the key it names is sealed afresh into it for the
     // target (whose processes have no data directory of this machine), whatever the source's
     // row held there.
@@ -104,6 +75,37 @@ pub(crate) async fn copy(
         .integrity(&target_store, config, vault::objects::Upgrade::Refuse)
         .await?;
     println!("integrity key {}: sealed for the target", key.id());
+    // Every managed ring, its root keys sealed with the target's seal on the way: from the
+    // source database if it holds the ring (sealed), else from the data directory's file.
+    let source_seal = deployment.root_seal(config).await?;
+    let vault::Rings::Database { seal, .. } = target.rings(&target_store, config).await? else {
+        return Err(bad("the target's ring must be sealed: give --seal".into()));
+    };
+    for p in config.providers.values() {
+        let ProviderConfig::Managed { ring, .. } = p.get_ref() else {
+            continue;
+        };
+        if target_store.has_ring(ring).await? {
+            println!("ring {ring}: already copied");
+            continue;
+        }
+        let into = target_store
+            .ring_store(ring, seal.clone(), key.clone())
+            .moving_in();
+        let generation = match &source_seal {
+            Some(seal) if source.has_ring(ring).await? => {
+                copy_ring(&source.ring_store(ring, seal.clone(), key.clone()), &into).await?
+            }
+            _ => {
+                let file = vault::crypto::FileRingStore::new(deployment.data_dir(), ring)?;
+                copy_ring(&file, &into).await?
+            }
+        };
+        println!(
+            "ring {ring}: generation {generation}, sealed with {}",
+            seal.describe()
+        );
+    }
     target_store.finish_copy().await?;
     println!(
         "copied into {}; point every process at it with --database-url",

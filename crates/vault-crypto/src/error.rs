@@ -446,6 +446,15 @@ pub enum KeyRingError {
         /// Why, without any key material.
         reason: String,
     },
+    /// A ring kept in a database fails its integrity tag: its primary, minimum version,
+    /// generation or versions were changed by someone who can write the database.
+    #[error(
+        "the key ring in {location} fails its integrity check (changed by someone who can write the database): refused"
+    )]
+    Tampered {
+        /// Where the ring is.
+        location: String,
+    },
     /// The integrity key (`crate::integrity`) could not be sealed or unsealed: as for a root
     /// key.
     #[error("cannot {action} the integrity key (table integrity) with the seal {seal}: {reason}")]

@@ -197,6 +197,58 @@ impl RowTag {
     }
 }
 
+/// The fields of a managed ring kept in a database that its tag covers: everything but the
+/// sealed keys (each of which its seal binds to the ring and version already).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RingHeader {
+    /// The ring's name.
+    pub name: String,
+    /// Its generation.
+    pub generation: u64,
+    /// The primary version.
+    pub primary: u32,
+    /// The minimum decryption version.
+    pub min_decryption_version: u32,
+    /// Every version, in order: (version, created at, destroyed at).
+    pub versions: Vec<(u32, u64, Option<u64>)>,
+}
+
+impl RingHeader {
+    /// The header of `ring`.
+    pub fn of(ring: &crate::managed::RingState) -> Self {
+        Self {
+            name: ring.name().to_owned(),
+            generation: ring.generation(),
+            primary: ring.primary(),
+            min_decryption_version: ring.min_decryption_version(),
+            versions: ring
+                .stored_versions()
+                .map(|v| (v.version, v.created_at, v.destroyed_at))
+                .collect(),
+        }
+    }
+}
+
+impl IntegrityKey {
+    /// The tag of a ring's row and version rows (`docs/FORMAT.md`, "Row tags").
+    pub fn ring_tag(&self, ring: &RingHeader) -> [u8; TAG_LEN] {
+        let mut tag = self
+            .tag("key_ring")
+            .text(&ring.name)
+            .bytes(&ring.generation.to_be_bytes())
+            .bytes(&ring.primary.to_be_bytes())
+            .bytes(&ring.min_decryption_version.to_be_bytes());
+        for (version, created_at, destroyed_at) in &ring.versions {
+            tag = tag
+                .bytes(&version.to_be_bytes())
+                .bytes(&created_at.to_be_bytes())
+                .bytes(&destroyed_at.map(u64::to_be_bytes).unwrap_or_default())
+                .bytes(&[u8::from(destroyed_at.is_some())]);
+        }
+        tag.finish()
+    }
+}
+
 /// A seal's error about "ring vault-integrity v0", as what it is.
 fn as_integrity(e: KeyRingError) -> KeyRingError {
     match e {

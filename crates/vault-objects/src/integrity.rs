@@ -181,8 +181,8 @@ fn new_record(
 }
 
 /// Protects `store` with `key`: the record and, with `take_rows` (an upgrade), a tag for every
-/// API key and webhook endpoint as it is and the BYOK document's generation as it is, in one
-/// transaction. A new store takes nothing: a row that appears while it is being protected is
+/// API key, webhook endpoint and ring kept in the database as it is and the BYOK document's
+/// generation as it is, in one transaction. A new store takes nothing: a row that appears while it is being protected is
 /// nobody's and stays refused. Returns `false` if the store had a record already (nothing
 /// written).
 async fn protect(
@@ -193,7 +193,7 @@ async fn protect(
 ) -> Result<bool, VaultError> {
     if !take_rows {
         let record = new_record(key, 0, sealed);
-        return Ok(store.protect(&record, &[], &[]).await?);
+        return Ok(store.protect(&record, &[], &[], &[]).await?);
     }
     let generation = store.byok_generation().await?;
     let api_keys: Vec<(String, Vec<u8>)> = store
@@ -208,8 +208,14 @@ async fn protect(
         .iter()
         .map(|e| (e.id.clone(), webhook_tag(key, e).to_vec()))
         .collect();
+    let rings: Vec<(String, Vec<u8>)> = store
+        .ring_headers()
+        .await?
+        .iter()
+        .map(|h| (h.name.clone(), key.ring_tag(h).to_vec()))
+        .collect();
     let record = new_record(key, generation, sealed);
-    Ok(store.protect(&record, &api_keys, &webhooks).await?)
+    Ok(store.protect(&record, &api_keys, &webhooks, &rings).await?)
 }
 
 /// Whether any API key or webhook endpoint row carries a tag (under `key`, or under any key

@@ -525,8 +525,8 @@ pub trait IntegrityStore: Send + Sync + std::fmt::Debug {
     async fn holds_anything(&self) -> Result<bool, StoreError>;
 
     /// Protects the store, in one transaction: writes `record` and each listed row's tag (API
-    /// keys and webhook endpoints by id), if there is no record yet. Returns `false` (and
-    /// writes nothing) if there is one.
+    /// keys, webhook endpoints and rings, by id or name), if there is no record yet. Returns
+    /// `false` (and writes nothing) if there is one.
     ///
     /// # Errors
     /// `Unavailable`.
@@ -535,7 +535,14 @@ pub trait IntegrityStore: Send + Sync + std::fmt::Debug {
         record: &IntegrityRecord,
         api_keys: &[(String, Vec<u8>)],
         webhooks: &[(String, Vec<u8>)],
+        rings: &[(String, Vec<u8>)],
     ) -> Result<bool, StoreError>;
+
+    /// What the tag of each managed ring kept in the database covers, as its rows hold it.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn ring_headers(&self) -> Result<Vec<vault_crypto::integrity::RingHeader>, StoreError>;
 
     /// Keeps the integrity key, sealed by `sealed_by`, in the record (a store moved into a
     /// database, whose key was kept in a file).

@@ -163,7 +163,7 @@ async fn a_target_with_a_row_in_any_table_is_refused() {
         let d = tempfile::tempdir().unwrap();
         let target = SqlStore::open_sqlite(d.path()).await.unwrap();
         match table {
-            "integrity" => assert!(target.protect(&record, &[], &[]).await.unwrap()),
+            "integrity" => assert!(target.protect(&record, &[], &[], &[]).await.unwrap()),
             _ => target.create_webhook(&endpoint).await.unwrap(),
         }
         let refused = source.copy_into(&target, "source-a", |_, _| {}).await;

@@ -65,10 +65,19 @@ async fn the_lifecycle_suite_on_memory_rings() {
     .await;
 }
 
+/// The integrity key every ring of these tests is tagged with (one per process, as one per
+/// deployment).
+fn integrity() -> Arc<vault_crypto::integrity::IntegrityKey> {
+    static KEY: std::sync::OnceLock<Arc<vault_crypto::integrity::IntegrityKey>> =
+        std::sync::OnceLock::new();
+    KEY.get_or_init(|| Arc::new(vault_crypto::integrity::IntegrityKey::generate().unwrap()))
+        .clone()
+}
+
 async fn lifecycle_on(store: SqlStore, seal: Arc<dyn RootSeal>) {
     let prefix = unique("suite");
     vault_testkit::ring::run_all(|name| {
-        Arc::new(store.ring_store(&format!("{prefix}-{name}"), seal.clone()))
+        Arc::new(store.ring_store(&format!("{prefix}-{name}"), seal.clone(), integrity()))
     })
     .await;
 }
@@ -93,14 +102,14 @@ async fn the_lifecycle_suite_on_postgres_rings() {
 async fn sealed_at_rest(store: SqlStore, url: &str, dir: &std::path::Path) {
     let name = unique("at-rest");
     let seal = master(dir, "a.key");
-    let ring = store.ring_store(&name, seal.clone());
+    let ring = store.ring_store(&name, seal.clone(), integrity());
     let p = ManagedKeyProvider::open(Arc::new(ring), true)
         .await
         .unwrap();
     p.rotate().await.unwrap();
     p.rotate().await.unwrap();
     let state = store
-        .ring_store(&name, seal.clone())
+        .ring_store(&name, seal.clone(), integrity())
         .load_if_changed(None)
         .await
         .unwrap()
@@ -146,7 +155,7 @@ async fn sealed_at_rest(store: SqlStore, url: &str, dir: &std::path::Path) {
     }
 
     // Another master key: refused at open, naming the seal, never a key.
-    let wrong = store.ring_store(&name, master(dir, "b.key"));
+    let wrong = store.ring_store(&name, master(dir, "b.key"), integrity());
     let err = ManagedKeyProvider::open(Arc::new(wrong), false)
         .await
         .unwrap_err();
@@ -168,17 +177,18 @@ async fn sealed_at_rest(store: SqlStore, url: &str, dir: &std::path::Path) {
     // Resealed with another key: the ring opens with it, and no longer with the old one.
     let other = master(dir, "c.key");
     let n = store
-        .ring_store(&name, seal.clone())
+        .ring_store(&name, seal.clone(), integrity())
         .reseal(&*other)
         .await
         .unwrap();
     assert_eq!(n, 2);
-    let reopened = ManagedKeyProvider::open(Arc::new(store.ring_store(&name, other)), false)
-        .await
-        .unwrap();
+    let reopened =
+        ManagedKeyProvider::open(Arc::new(store.ring_store(&name, other, integrity())), false)
+            .await
+            .unwrap();
     assert_eq!(reopened.primary_version(), 3);
     assert!(
-        ManagedKeyProvider::open(Arc::new(store.ring_store(&name, seal)), false)
+        ManagedKeyProvider::open(Arc::new(store.ring_store(&name, seal, integrity())), false)
             .await
             .is_err()
     );
@@ -208,10 +218,13 @@ async fn tampering_is_refused(store: SqlStore, url: &str, dir: &std::path::Path)
         let store = store.clone();
         let seal = seal.clone();
         async move {
-            let p = ManagedKeyProvider::open(Arc::new(store.ring_store(&name, seal)), true)
-                .await
-                .unwrap()
-                .with_check_interval(std::time::Duration::ZERO);
+            let p = ManagedKeyProvider::open(
+                Arc::new(store.ring_store(&name, seal, integrity())),
+                true,
+            )
+            .await
+            .unwrap()
+            .with_check_interval(std::time::Duration::ZERO);
             p.rotate().await.unwrap();
             p.rotate().await.unwrap();
             p
@@ -256,9 +269,12 @@ async fn tampering_is_refused(store: SqlStore, url: &str, dir: &std::path::Path)
         "a swapped key is refused"
     );
     assert!(
-        ManagedKeyProvider::open(Arc::new(store.ring_store(&name, seal.clone())), false)
-            .await
-            .is_err()
+        ManagedKeyProvider::open(
+            Arc::new(store.ring_store(&name, seal.clone(), integrity())),
+            false
+        )
+        .await
+        .is_err()
     );
 
     // The primary moved back to v1 (say it leaked and was rotated out).
@@ -273,6 +289,43 @@ async fn tampering_is_refused(store: SqlStore, url: &str, dir: &std::path::Path)
         p.generate_data_key(&ctx).await.is_err(),
         "the primary never goes back"
     );
+    // Nor does a process started afterwards take it: the ring's rows fail their tag.
+    let fresh = |name: String| {
+        let store = store.clone();
+        let seal = seal.clone();
+        async move {
+            ManagedKeyProvider::open(Arc::new(store.ring_store(&name, seal, integrity())), false)
+                .await
+        }
+    };
+    assert!(
+        matches!(
+            fresh(name.clone()).await,
+            Err(KeyRingError::Tampered { .. })
+        ),
+        "a fresh process refuses it too"
+    );
+
+    // The minimum decryption version lowered again, behind the ring's back.
+    let name = unique("min");
+    let p = ring(name.clone()).await;
+    p.set_min_decryption_version(2).await.unwrap();
+    exec(
+        "UPDATE key_rings SET min_decryption_version = 1 WHERE name = $1",
+        name.clone(),
+    )
+    .await;
+    assert!(matches!(
+        fresh(name.clone()).await,
+        Err(KeyRingError::Tampered { .. })
+    ));
+    // As the ring itself wrote it, it opens.
+    exec(
+        "UPDATE key_rings SET min_decryption_version = 2 WHERE name = $1",
+        name.clone(),
+    )
+    .await;
+    assert!(fresh(name.clone()).await.is_ok());
 
     // A destroyed version given its sealed key back (from a backup of the row).
     let name = unique("undestroy");
@@ -301,6 +354,10 @@ async fn tampering_is_refused(store: SqlStore, url: &str, dir: &std::path::Path)
         p.generate_data_key(&ctx).await.is_err(),
         "a destroyed version stays destroyed"
     );
+    assert!(matches!(
+        fresh(name.clone()).await,
+        Err(KeyRingError::Tampered { .. })
+    ));
     pool.close().await;
 }
 
@@ -347,15 +404,24 @@ async fn a_file_ring_moves_into_the_database_with_its_keys() {
     let (_, wrapped) = file_ring.generate_data_key(&ctx).await.unwrap();
     let file = vault_crypto::FileRingStore::new(dir.path(), &name).unwrap();
     let seal = master(dir.path(), "m.key");
-    let into = store.ring_store(&name, seal.clone()).moving_in();
+    let into = store
+        .ring_store(&name, seal.clone(), integrity())
+        .moving_in();
     copy_ring(&file, &into).await.unwrap();
-    let moved = ManagedKeyProvider::open(Arc::new(store.ring_store(&name, seal.clone())), false)
-        .await
-        .unwrap();
+    let moved = ManagedKeyProvider::open(
+        Arc::new(store.ring_store(&name, seal.clone(), integrity())),
+        false,
+    )
+    .await
+    .unwrap();
     assert_eq!(moved.primary_version(), 2);
     moved.unwrap(&wrapped, &ctx).await.unwrap();
     assert!(matches!(
-        copy_ring(&file, &store.ring_store(&name, seal).moving_in()).await,
+        copy_ring(
+            &file,
+            &store.ring_store(&name, seal, integrity()).moving_in()
+        )
+        .await,
         Err(KeyRingError::Exists { .. })
     ));
 }

@@ -129,6 +129,7 @@ impl IntegrityStore for SqlStore {
         record: &IntegrityRecord,
         api_keys: &[(String, Vec<u8>)],
         webhooks: &[(String, Vec<u8>)],
+        rings: &[(String, Vec<u8>)],
     ) -> Result<bool, StoreError> {
         let generation = i64::try_from(record.byok_generation)
             .map_err(|_| StoreError::invalid("byok_generation", "out of range"))?;
@@ -169,8 +170,57 @@ impl IntegrityStore for SqlStore {
                 .execute(&mut *tx)
                 .await?;
         }
+        for (name, mac) in rings {
+            sqlx::query("UPDATE key_rings SET mac = $1 WHERE name = $2")
+                .bind(mac.clone())
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn ring_headers(&self) -> Result<Vec<vault_crypto::integrity::RingHeader>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT r.name, r.generation, r.primary_version, r.min_decryption_version, \
+             v.version, v.created_at, v.destroyed_at \
+             FROM key_rings r JOIN key_ring_versions v ON v.ring = r.name \
+             ORDER BY r.name, v.version",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let number = |v: i64| {
+            u64::try_from(v).map_err(|_| StoreError::Unavailable {
+                reason: "a ring's row holds a negative number".into(),
+            })
+        };
+        let mut headers: Vec<vault_crypto::integrity::RingHeader> = Vec::new();
+        for r in &rows {
+            let name: String = r.try_get("name")?;
+            let version = (
+                u32::try_from(number(r.try_get("version")?)?).unwrap_or(u32::MAX),
+                number(r.try_get("created_at")?)?,
+                r.try_get::<Option<i64>, _>("destroyed_at")?
+                    .map(number)
+                    .transpose()?,
+            );
+            match headers.last_mut().filter(|h| h.name == name) {
+                Some(h) => h.versions.push(version),
+                None => headers.push(vault_crypto::integrity::RingHeader {
+                    name,
+                    generation: number(r.try_get("generation")?)?,
+                    primary: u32::try_from(number(r.try_get("primary_version")?)?)
+                        .unwrap_or(u32::MAX),
+                    min_decryption_version: u32::try_from(number(
+                        r.try_get("min_decryption_version")?,
+                    )?)
+                    .unwrap_or(u32::MAX),
+                    versions: vec![version],
+                }),
+            }
+        }
+        Ok(headers)
     }
 
     async fn keep_sealed_key(&self, sealed_by: &str, sealed_key: &[u8]) -> Result<(), StoreError> {

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use vault_crypto::KeyRingError;
+use vault_crypto::integrity::{IntegrityKey, RingHeader};
 use vault_crypto::managed::{RingState, RingStore, RootSeal, SealedRoot, StoredVersion};
 use zeroize::Zeroizing;
 
@@ -29,6 +30,8 @@ pub struct SqlRingStore {
     store: SqlStore,
     name: String,
     seal: Arc<dyn RootSeal>,
+    /// The deployment's integrity key: the ring's rows carry its tag, checked on every load.
+    integrity: Arc<IntegrityKey>,
     /// Whether [`create`](RingStore::create) may run while the store holds data under this
     /// ring's key references (only when a ring is being moved in, with its keys).
     moving_in: bool,
@@ -81,6 +84,8 @@ struct VersionRow {
     created_at: u64,
     destroyed_at: Option<u64>,
     sealed: Option<SealedRoot>,
+    /// The ring's tag (its row's).
+    mac: Vec<u8>,
 }
 
 impl VersionRow {
@@ -99,17 +104,28 @@ impl VersionRow {
                 (Some(sealed_by), Some(bytes)) => Some(SealedRoot { sealed_by, bytes }),
                 _ => None,
             },
+            mac: row
+                .try_get::<Option<Vec<u8>>, _>("mac")
+                .map_err(db)?
+                .unwrap_or_default(),
         })
     }
 }
 
 impl SqlStore {
-    /// The managed ring `name` kept in this database, its root keys sealed by `seal`.
-    pub fn ring_store(&self, name: &str, seal: Arc<dyn RootSeal>) -> SqlRingStore {
+    /// The managed ring `name` kept in this database, its root keys sealed by `seal`, its rows
+    /// tagged with `integrity`.
+    pub fn ring_store(
+        &self,
+        name: &str,
+        seal: Arc<dyn RootSeal>,
+        integrity: Arc<IntegrityKey>,
+    ) -> SqlRingStore {
         SqlRingStore {
             store: self.clone(),
             name: name.to_owned(),
             seal,
+            integrity,
             moving_in: false,
             unsealed: Mutex::default(),
         }
@@ -264,7 +280,7 @@ impl SqlRingStore {
     /// snapshot). Empty if there is no ring.
     async fn rows(&self) -> Result<Vec<VersionRow>, KeyRingError> {
         sqlx::query(
-            "SELECT r.generation, r.primary_version, r.min_decryption_version, v.version, \
+            "SELECT r.generation, r.primary_version, r.min_decryption_version, r.mac, v.version, \
              v.created_at, v.destroyed_at, v.sealed_by, v.sealed_root \
              FROM key_rings r JOIN key_ring_versions v ON v.ring = r.name \
              WHERE r.name = $1 ORDER BY v.version",
@@ -289,6 +305,22 @@ impl SqlRingStore {
             first.primary,
             first.min_decryption_version,
         );
+        // Checked before any key is unsealed: a ring a database writer changed is refused.
+        let header = RingHeader {
+            name: self.name.clone(),
+            generation,
+            primary,
+            min_decryption_version: min,
+            versions: rows
+                .iter()
+                .map(|r| (r.version, r.created_at, r.destroyed_at))
+                .collect(),
+        };
+        if !vault_crypto::integrity::matches(&self.integrity.ring_tag(&header), &first.mac) {
+            return Err(KeyRingError::Tampered {
+                location: self.location(),
+            });
+        }
         let mut versions = Vec::with_capacity(rows.len());
         for row in rows {
             let root = match &row.sealed {
@@ -326,6 +358,11 @@ impl SqlRingStore {
             });
         }
         RingState::from_stored(&self.name, generation, primary, min, versions)
+    }
+
+    /// The tag of `ring`'s rows.
+    fn tag(&self, ring: &RingState) -> Vec<u8> {
+        self.integrity.ring_tag(&RingHeader::of(ring)).to_vec()
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Held>> {
@@ -522,13 +559,14 @@ impl RingStore for SqlRingStore {
         let mut tx = self.store.begin_write().await.map_err(db)?;
         // Of several processes creating at once, one inserts; the others find its ring.
         let inserted = sqlx::query(
-            "INSERT INTO key_rings (name, generation, primary_version, min_decryption_version) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
+            "INSERT INTO key_rings (name, generation, primary_version, min_decryption_version, \
+             mac) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING",
         )
         .bind(&self.name)
         .bind(to_i64(ring.generation())?)
         .bind(i64::from(ring.primary()))
         .bind(i64::from(ring.min_decryption_version()))
+        .bind(self.tag(&ring))
         .execute(&mut *tx)
         .await
         .map_err(db)?
@@ -556,13 +594,14 @@ impl RingStore for SqlRingStore {
         let mut tx = self.store.begin_write().await.map_err(db)?;
         let swapped = sqlx::query(
             "UPDATE key_rings SET generation = $2, primary_version = $3, \
-             min_decryption_version = $4 WHERE name = $1 AND generation = $5",
+             min_decryption_version = $4, mac = $6 WHERE name = $1 AND generation = $5",
         )
         .bind(&self.name)
         .bind(to_i64(ring.generation())?)
         .bind(i64::from(ring.primary()))
         .bind(i64::from(ring.min_decryption_version()))
         .bind(to_i64(previous)?)
+        .bind(self.tag(ring))
         .execute(&mut *tx)
         .await
         .map_err(db)?

@@ -555,13 +555,13 @@ pub async fn byok_config_is_swapped_whole(store: Arc<dyn Store>) {
     assert_eq!(store.byok_config().await.unwrap(), None, "nothing written");
     assert!(
         store
-            .protect(&change(0, b"", b"tag 0").record, &[], &[])
+            .protect(&change(0, b"", b"tag 0").record, &[], &[], &[])
             .await
             .unwrap()
     );
     assert!(
         !store
-            .protect(&change(0, b"", b"another").record, &[], &[])
+            .protect(&change(0, b"", b"another").record, &[], &[], &[])
             .await
             .unwrap(),
         "protected once"

@@ -54,7 +54,7 @@ pub(crate) async fn record_change(
             deleted_webhooks: Vec::new(),
             mac: b"first record".to_vec(),
         };
-        store.protect(&first, &[], &[]).await.unwrap();
+        store.protect(&first, &[], &[], &[]).await.unwrap();
     };
     let mut next = record.clone();
     edit(&mut next);
