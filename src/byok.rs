@@ -405,7 +405,7 @@ pub async fn verify_connected(
 
 /// Records `verification` as `vault.byok_key.verification_completed`, once per rule naming the
 /// provider that has an `organization_id`, in each environment that used that organization
-/// (stored, read or was issued something for it): the environments the key serves, and no
+/// (stored a value for it; reading one or asking for a data key naming it is not enough): the environments the key serves, and no
 /// other. Managed providers are ours, not a customer's: nothing is recorded for them.
 ///
 /// # Errors

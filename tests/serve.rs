@@ -431,3 +431,25 @@ async fn a_running_server_obeys_rotate_rewrap_and_destroy_from_the_cli() {
     }
     assert!(stop(child).success());
 }
+
+/// SIGHUP reloads a TLS certificate; a plain-HTTP server has none, and must not die of it (the
+/// signal's default action): it keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_never_kills_a_plain_http_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = api_key(dir.path());
+    let (mut child, addr, _) = start(dir.path());
+    let hup = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+    let (status, body) = ApiClient::new(&format!("http://{addr}"), &key)
+        .call(Method::GET, "/vault/v1/kv", None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(stop(child).success());
+}

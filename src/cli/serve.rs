@@ -321,18 +321,27 @@ pub(crate) async fn serve(
             "vault: WARNING: plain HTTP on {local}, which is not loopback: API keys and values cross the network in clear; use --tls-cert/--tls-key or a TLS proxy"
         );
     }
+    // SIGHUP reloads the certificate (new connections get it; established ones keep theirs).
+    // Without TLS there is nothing to reload, but it is still handled: its default action
+    // would end the server (a `kill -HUP` meant for a TLS replica, a closed terminal).
     #[cfg(unix)]
-    if let Some(tls) = tls.clone() {
-        // New connections get the reloaded certificate; established ones keep theirs.
+    {
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let tls = tls.clone();
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
-                match tls.reload() {
-                    Ok(()) => tracing::info!(target: "vault::serve", "TLS certificate reloaded"),
-                    Err(e) => tracing::error!(
+                match tls.as_ref().map(|t| t.reload()) {
+                    Some(Ok(())) => {
+                        tracing::info!(target: "vault::serve", "TLS certificate reloaded");
+                    }
+                    Some(Err(e)) => tracing::error!(
                         target: "vault::serve",
                         error = %e,
                         "TLS certificate not reloaded; the previous one stays in use"
+                    ),
+                    None => tracing::info!(
+                        target: "vault::serve",
+                        "SIGHUP: no TLS certificate to reload (plain HTTP); ignored"
                     ),
                 }
             }

@@ -276,10 +276,9 @@ pub trait AuditLog: Send + Sync + std::fmt::Debug {
         actor: &Actor,
     ) -> Result<u64, StoreError>;
 
-    /// Records `event` once in every environment whose audit trail holds an event of the same
-    /// `organization_id` (one that stored, read or was issued something for that
-    /// organization), in one transaction; nowhere if the event's context has no
-    /// `organization_id`. Returns how many environments got it.
+    /// Records `event` once in every environment whose audit trail records a value stored
+    /// (created or updated) for the same `organization_id`, in one transaction; nowhere if the
+    /// event's context has no `organization_id`. Returns how many environments got it.
     ///
     /// # Errors
     /// `InvalidArgument` for a `detail` that is not a JSON object; `Unavailable`.

@@ -250,11 +250,15 @@ impl AuditLog for SqlStore {
             return Ok(0);
         };
         let mut tx = self.begin_write().await?;
-        let environments =
-            sqlx::query("SELECT DISTINCT environment FROM audit_events WHERE organization_id = $1")
-                .bind(organization)
-                .fetch_all(&mut *tx)
-                .await?;
+        // The environments whose stored values the organization's rule routes: those that
+        // stored one for it. Reading one, or asking for a data key naming it, subscribes none.
+        let environments = sqlx::query(
+            "SELECT DISTINCT environment FROM audit_events WHERE organization_id = $1 \
+             AND event IN ('vault.data.created', 'vault.data.updated')",
+        )
+        .bind(organization)
+        .fetch_all(&mut *tx)
+        .await?;
         let record = AuditRecord {
             environment: String::new(),
             event: event.event.clone(),

@@ -649,13 +649,26 @@ pub async fn byok_config_is_swapped_whole(store: Arc<dyn Store>) {
         "{usage:?}"
     );
 
-    // A deployment event: one copy per environment that used the organization, none elsewhere.
+    // A deployment event: one copy per environment that stored a value for the organization,
+    // none elsewhere (one that only asked for a data key naming it gets none).
     let org = format!("org_{}", environment("o").replace('_', ""));
-    let (e1, e2, other) = (
+    let (e1, e2, other, asked) = (
         environment("byok1"),
         environment("byok2"),
         environment("byok3"),
+        environment("byok4"),
     );
+    store
+        .record_key_event(
+            &asked,
+            events::DEK_READ,
+            &actor(),
+            "aws-kms://k",
+            &ctx(&org),
+            None,
+        )
+        .await
+        .unwrap();
     for (e, o) in [
         (&e1, org.as_str()),
         (&e2, org.as_str()),
