@@ -331,12 +331,37 @@ fn router_group(c: &mut Criterion) {
     g.finish();
 }
 
+/// What row integrity adds to a request: checking an API key row's tag (the fields an API key
+/// row has, as `vault_objects::integrity` tags them).
+fn integrity_group(c: &mut Criterion) {
+    let key = vault::crypto::integrity::IntegrityKey::generate().unwrap();
+    let hash = [7u8; 32];
+    let tag = |k: &vault::crypto::integrity::IntegrityKey| {
+        k.tag("api_key")
+            .text("key_Ab3dEf6hIj9k")
+            .text("Ab3dEf6hIj9k")
+            .bytes(&hash)
+            .text("production")
+            .text("billing service")
+            .int(1_796_588_752_349_491)
+            .opt_int(None)
+    };
+    let stored = tag(&key).finish();
+    let mut g = c.benchmark_group("integrity");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("api-key-row-tag-check", |b| {
+        b.iter(|| tag(black_box(&key)).verify(black_box(&stored)))
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     seal_group,
     open_group,
     context_group,
     managed_group,
-    router_group
+    router_group,
+    integrity_group
 );
 criterion_main!(benches);

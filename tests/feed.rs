@@ -498,3 +498,63 @@ async fn ring_events_reach_the_environments_with_data_under_the_ring() {
         .unwrap();
     assert_eq!(status, 400);
 }
+
+/// Endpoints that answer slowly (or have a long backlog) take turns of one attempt's deadline:
+/// eight of them busy with seconds of backlog each do not keep a ninth waiting for a slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_receivers_take_turns_and_cannot_stall_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = setup(dir.path(), "timeout_secs = 1");
+    let mut slow = Vec::new();
+    for _ in 0..8 {
+        let r = Receiver::start_slow(free_port(), 200, Duration::from_millis(300)).await;
+        create_webhook(
+            dir.path(),
+            &format!("http://{}/hook", r.addr),
+            "vault.data.created",
+        );
+        slow.push(r);
+    }
+    let (_server, base) = serve(dir.path());
+    let client = ApiClient::new(&base, &key);
+    let create = |name: String| {
+        let client = &client;
+        async move {
+            let body = json!({"name": name, "value": "v", "key_context": {"organization_id": "o"}});
+            let (status, _) = client
+                .call(Method::POST, "/vault/v1/kv", Some(&body))
+                .await
+                .unwrap();
+            assert_eq!(status, 201);
+        }
+    };
+    // Six seconds of backlog for each slow endpoint, every slot taken.
+    for i in 0..20 {
+        create(format!("slow-{i}")).await;
+    }
+    wait_for("every slow endpoint at work", 10, || {
+        slow.iter().all(|r| !r.got().is_empty())
+    })
+    .await;
+    let fast = Receiver::start(free_port(), 200).await;
+    create_webhook(
+        dir.path(),
+        &format!("http://{}/hook", fast.addr),
+        "vault.data.created",
+    );
+    create("fast".into()).await;
+    let started = Instant::now();
+    wait_for("the fast endpoint's delivery", 10, || {
+        !fast.got().is_empty()
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "waited {:?} for a slot (the slow endpoints' backlog is 6 s)",
+        started.elapsed()
+    );
+    assert!(
+        slow.iter().all(|r| r.got().len() < 21),
+        "the slow endpoints were still at work"
+    );
+}

@@ -21,16 +21,24 @@ pub struct Receiver {
     pub addr: SocketAddr,
     pub got: Arc<Mutex<Vec<Got>>>,
     pub status: Arc<AtomicU16>,
+    /// How long it takes to answer each delivery.
+    pub delay: std::time::Duration,
 }
 
 impl Receiver {
     pub async fn start(addr: SocketAddr, status: u16) -> Self {
+        Self::start_slow(addr, status, std::time::Duration::ZERO).await
+    }
+
+    /// As [`start`](Self::start), taking `delay` to answer each delivery.
+    pub async fn start_slow(addr: SocketAddr, status: u16, delay: std::time::Duration) -> Self {
         // Port 0 takes a free one; `addr` says which.
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let receiver = Self {
             addr: listener.local_addr().unwrap(),
             got: Arc::default(),
             status: Arc::new(AtomicU16::new(status)),
+            delay,
         };
         let r = receiver.clone();
         let app = axum::Router::new().route(
@@ -39,6 +47,7 @@ impl Receiver {
                 move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
                     let r = r.clone();
                     async move {
+                        tokio::time::sleep(r.delay).await;
                         let answered = r.status.load(Ordering::SeqCst);
                         r.got.lock().unwrap().push(Got {
                             signature: headers

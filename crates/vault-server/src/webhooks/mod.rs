@@ -13,7 +13,7 @@ mod client;
 mod guard;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hmac::{KeyInit as _, Mac as _};
 use vault_objects::{Delivery, Timestamp, Vault, WebhookEndpoint, WebhookSecret};
@@ -57,6 +57,9 @@ impl Default for Settings {
 const LEASE_MARGIN: Duration = Duration::from_secs(20);
 /// Endpoints delivered to at once by one process.
 const CONCURRENT_ENDPOINTS: usize = 8;
+/// How long an endpoint that used up its turn (one attempt's deadline of deliveries) is left
+/// alone, so the endpoints waiting for a slot take theirs first.
+const TURN_PAUSE: Duration = Duration::from_secs(1);
 
 /// `WorkOS-Signature` for `body` at `t` (Unix milliseconds): `t=<t>, v1=<hex HMAC-SHA256 of
 /// "<t>.<body>" under the secret's UTF-8 bytes>`.
@@ -166,14 +169,24 @@ struct Deliverer {
 }
 
 impl Deliverer {
-    /// Delivers `endpoint`'s due events in order, until one fails, none is due or the lease
-    /// is lost; then releases it.
+    /// Delivers `endpoint`'s due events in order, until one fails, none is due, the lease is
+    /// lost or its turn is up; then releases it. A turn lasts one attempt's deadline: an
+    /// endpoint that is slow to answer (or has a long backlog) gives its slot up after that, and
+    /// is left alone for [`TURN_PAUSE`], so it cannot keep the other endpoints waiting.
     async fn work(&self, endpoint: WebhookEndpoint, token: &str) {
         let store = self.vault.store();
         let secret = self.vault.webhook_secret(&endpoint).await;
         // Kept alive across this endpoint's deliveries.
         let mut conn = None;
+        let turn = Instant::now();
         loop {
+            if turn.elapsed() >= self.settings.timeout {
+                // The lease runs out after the pause instead of being released now.
+                let _ = store
+                    .renew_webhook_lease(&endpoint.id, token, after(TURN_PAUSE))
+                    .await;
+                return;
+            }
             let next = match store.next_delivery(&endpoint.id).await {
                 Ok(Some(d)) if d.next_attempt_at <= Timestamp::now() => d,
                 Ok(_) => break,
