@@ -159,6 +159,21 @@ impl Deployment {
         assert!(stderr.contains(says), "{stderr}");
     }
 
+    /// A webhook endpoint of environment `prod` for `vault.data.created` at `url`; its id.
+    fn webhook(&self, url: &str) -> String {
+        let out = self.ok(&[
+            "webhook",
+            "create",
+            "-e",
+            "prod",
+            "--url",
+            url,
+            "--events",
+            "vault.data.created",
+        ]);
+        out.lines().next().unwrap().to_owned()
+    }
+
     async fn pool(&self) -> sqlx::AnyPool {
         sqlx::any::install_default_drivers();
         let url = match &self.postgres {
@@ -373,17 +388,7 @@ async fn rows_written_into_the_database_are_refused(d: Deployment) {
     let receiver = Receiver::start("127.0.0.1:0".parse().unwrap(), 200).await;
     let attacker = Receiver::start("127.0.0.1:0".parse().unwrap(), 200).await;
     let hook = format!("http://{}/hook", receiver.addr);
-    let out = d.ok(&[
-        "webhook",
-        "create",
-        "-e",
-        "prod",
-        "--url",
-        &hook,
-        "--events",
-        "vault.data.created",
-    ]);
-    let endpoint = out.lines().next().unwrap().to_owned();
+    let endpoint = d.webhook(&hook);
     let serve = d.serve();
     let (status, _) = create(&serve.base, &key_a, "first", "org_1").await;
     assert_eq!(status, 201);
@@ -546,17 +551,7 @@ async fn an_older_copy_of_a_row_is_refused(d: Deployment) {
     let id_b = format!("key_{}", &key_b[3..15]);
     let receiver = Receiver::start("127.0.0.1:0".parse().unwrap(), 200).await;
     let hook = format!("http://{}/hook", receiver.addr);
-    let out = d.ok(&[
-        "webhook",
-        "create",
-        "-e",
-        "prod",
-        "--url",
-        &hook,
-        "--events",
-        "vault.data.created",
-    ]);
-    let endpoint = out.lines().next().unwrap().to_owned();
+    let endpoint = d.webhook(&hook);
     let pool = d.pool().await;
     let key_row = sqlx::query("SELECT mac FROM api_keys WHERE id = $1")
         .bind(&id_b)

@@ -49,6 +49,31 @@ pub struct RewrapReport {
     pub unreadable: u64,
 }
 
+impl RewrapReport {
+    /// Counts a rewrap's outcome: the envelope moved (to be written), or already current or
+    /// unreadable (counted, nothing to write).
+    ///
+    /// # Errors
+    /// A failure other than an unusable key.
+    fn count(
+        &mut self,
+        outcome: Result<Rewrapped, vault_crypto::Error>,
+    ) -> Result<Option<vault_crypto::Sealed>, VaultError> {
+        match outcome {
+            Ok(Rewrapped::Moved(moved)) => Ok(Some(moved)),
+            Ok(Rewrapped::AlreadyCurrent) => {
+                self.already_current += 1;
+                Ok(None)
+            }
+            Err(e) if unusable_key(&e) => {
+                self.unreadable += 1;
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
 /// What [`Vault::destroy_key_version`] found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -125,19 +150,11 @@ impl Vault {
                     report.unreadable += 1;
                     continue;
                 }
-                let moved =
-                    match vault_crypto::rewrap_for(&*self.keys, &v.envelope, &v.context).await {
-                        Ok(Rewrapped::Moved(moved)) => moved,
-                        Ok(Rewrapped::AlreadyCurrent) => {
-                            report.already_current += 1;
-                            continue;
-                        }
-                        Err(e) if unusable_key(&e) => {
-                            report.unreadable += 1;
-                            continue;
-                        }
-                        Err(e) => return Err(e.into()),
-                    };
+                let rewrapped =
+                    vault_crypto::rewrap_for(&*self.keys, &v.envelope, &v.context).await;
+                let Some(moved) = report.count(rewrapped)? else {
+                    continue;
+                };
                 let key_id = moved.key_ref().to_string();
                 if self
                     .store
@@ -172,23 +189,10 @@ impl Vault {
                 continue;
             }
             let (context, _) = crate::feed::secret_binding(&endpoint.environment, &endpoint.id)?;
-            let moved = match vault_crypto::rewrap_for(
-                &*self.keys,
-                &endpoint.sealed_secret,
-                &context,
-            )
-            .await
-            {
-                Ok(Rewrapped::Moved(moved)) => moved,
-                Ok(Rewrapped::AlreadyCurrent) => {
-                    report.already_current += 1;
-                    continue;
-                }
-                Err(e) if unusable_key(&e) => {
-                    report.unreadable += 1;
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
+            let rewrapped =
+                vault_crypto::rewrap_for(&*self.keys, &endpoint.sealed_secret, &context).await;
+            let Some(moved) = report.count(rewrapped)? else {
+                continue;
             };
             let replaced = vault_store::WebhookEndpoint {
                 sealed_secret: moved.bytes().to_vec(),
