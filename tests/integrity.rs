@@ -634,6 +634,93 @@ async fn an_older_copy_of_a_row_is_refused_on_postgres() {
     }
 }
 
+/// An answer stored for an idempotency key is replayed only as the vault stored it: one a
+/// database writer changed, or planted for a request a client has yet to retry, is refused
+/// (500), never shown, and nothing is done twice.
+async fn a_stored_answer_written_into_the_database_is_not_replayed(d: Deployment) {
+    use sha2::Digest as _;
+    let key = d.api_key("prod");
+    let serve = d.serve();
+    let client = ApiClient::new(&serve.base, &key);
+    let post = |idem: &'static str, body: Vec<u8>| {
+        let client = &client;
+        async move {
+            let (status, _, bytes) = client
+                .send(
+                    Method::POST,
+                    "/vault/v1/kv",
+                    body,
+                    &[("idempotency-key", idem)],
+                )
+                .await
+                .unwrap();
+            (status, String::from_utf8_lossy(&bytes).into_owned())
+        }
+    };
+    let body = |name: &str| {
+        json!({"name": name, "value": "v", "key_context": {"organization_id": "org_1"}})
+            .to_string()
+            .into_bytes()
+    };
+    let (status, first) = post("k1", body("one")).await;
+    assert_eq!(status, 201, "{first}");
+    let (status, again) = post("k1", body("one")).await;
+    assert_eq!(
+        (status, &again),
+        (201, &first),
+        "a genuine answer is replayed"
+    );
+
+    let forged = br#"{"id":"secret_FORGED","name":"one"}"#.to_vec();
+    let pool = d.pool().await;
+    sqlx::query("UPDATE idempotent_answers SET body = $1 WHERE idem_key = 'k1'")
+        .bind(forged.clone())
+        .execute(&pool)
+        .await
+        .unwrap();
+    // Planted for a request not made yet, with the hash the server will compute.
+    let mut hash = sha2::Sha256::new();
+    hash.update(b"POST /vault/v1/kv\0");
+    hash.update(body("two"));
+    let owner = format!("key_{}", &key[3..15]);
+    sqlx::query(
+        "INSERT INTO idempotent_answers (owner, idem_key, request_hash, status, body, created_at) \
+         VALUES ($1, 'k2', $2, 201, $3, $4)",
+    )
+    .bind(&owner)
+    .bind(hash.finalize().to_vec())
+    .bind(forged)
+    .bind(vault::store::Timestamp::now().0)
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    for (idem, name) in [("k1", "one"), ("k2", "two")] {
+        let (status, answer) = post(idem, body(name)).await;
+        assert_eq!(status, 500, "{idem}: {answer}");
+        assert!(!answer.contains("FORGED"), "{answer}");
+    }
+    let (status, list) = call(&serve.base, &key, Method::GET, "/vault/v1/kv", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        list["data"].as_array().unwrap().len(),
+        1,
+        "nothing done twice, nothing done for the planted answer: {list}"
+    );
+}
+
+#[tokio::test]
+async fn a_stored_answer_written_into_the_database_is_not_replayed_on_sqlite() {
+    a_stored_answer_written_into_the_database_is_not_replayed(Deployment::sqlite()).await;
+}
+
+#[tokio::test]
+async fn a_stored_answer_written_into_the_database_is_not_replayed_on_postgres() {
+    if let Some(d) = Deployment::postgres().await {
+        a_stored_answer_written_into_the_database_is_not_replayed(d).await;
+    }
+}
+
 /// A customer key kept in the store reaches its key service over HTTPS only, unless
 /// `vault.toml` allows plain HTTP (an emulator on loopback); the store cannot allow it.
 #[test]

@@ -554,3 +554,40 @@ async fn https_with_a_certificate_reloaded_on_sighup() {
         "{log:#?}"
     );
 }
+
+/// A request head pipelined behind a complete request, and then never finished, gets the head
+/// deadline (from when its first bytes came), not the idle one; a connection that is really
+/// idle keeps the idle deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_head_pipelined_behind_a_request_gets_the_head_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("vault.toml");
+    std::fs::write(
+        &config,
+        format!("{MANAGED}[server]\nhead_timeout_secs = 2\nidle_timeout_secs = 30\n"),
+    )
+    .unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+        &[],
+    );
+    let mut pipelined = TcpStream::connect(&server.addr).await.unwrap();
+    let started = Instant::now();
+    pipelined
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+    let mut idle = TcpStream::connect(&server.addr).await.unwrap();
+    assert!(get_healthz(&mut idle).await.starts_with("HTTP/1.1 200"));
+    // The first request is answered; the half head then closes the connection at 2 s.
+    let answer = read_to_close(&mut pipelined, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2) && started.elapsed() < Duration::from_secs(4),
+        "closed after {:?}",
+        started.elapsed()
+    );
+    // The idle connection is still open (30 s), and serves its next request.
+    assert!(get_healthz(&mut idle).await.starts_with("HTTP/1.1 200"));
+}

@@ -110,7 +110,32 @@ impl Vault {
         owner: &str,
         key: &str,
     ) -> Result<Option<Remembered>, VaultError> {
-        Ok(self.store.remembered(owner, key).await?)
+        let Some(stored) = self.store.remembered(owner, key).await? else {
+            return Ok(None);
+        };
+        let expected = crate::integrity::answer_tag(
+            &self.integrity,
+            owner,
+            key,
+            &stored.request_hash,
+            stored.status,
+            &stored.body,
+        );
+        if !vault_crypto::integrity::matches(&expected, &stored.mac) {
+            return Err(crate::integrity::refused(format!(
+                "the stored answer to idempotency key {key:?} (table idempotent_answers) fails its integrity check"
+            )));
+        }
+        Ok(Some(stored))
+    }
+
+    /// What tags an answer stored for an idempotency key ([`Remember::tag`](vault_store::Remember)):
+    /// [`remembered`](Self::remembered) replays only an answer it tagged.
+    pub fn answer_tagger(&self) -> std::sync::Arc<vault_store::TagAnswer> {
+        let key = self.integrity.clone();
+        std::sync::Arc::new(move |owner, idem, hash, status, body| {
+            crate::integrity::answer_tag(&key, owner, idem, hash, status, body).to_vec()
+        })
     }
 
     /// Removes events older than `retention_days` (`None`: keep them all), except those a

@@ -56,6 +56,29 @@ pub enum Upgrade {
     Refuse,
 }
 
+/// The tag of a stored idempotent answer: whose, for which key and request, and what it said.
+pub(crate) fn answer_tag(
+    key: &IntegrityKey,
+    owner: &str,
+    idempotency_key: &str,
+    request_hash: &[u8],
+    status: u16,
+    body: &[u8],
+) -> Tag {
+    key.tag("idempotent_answer")
+        .text(owner)
+        .text(idempotency_key)
+        .bytes(request_hash)
+        .int(i64::from(status))
+        .bytes(body)
+        .finish()
+}
+
+/// A row refused: logged, and the error that says which.
+pub(crate) fn refused(what: impl Into<String>) -> VaultError {
+    tampered(what)
+}
+
 fn tampered(what: impl Into<String>) -> VaultError {
     let what = what.into();
     tracing::error!(target: "vault::integrity", %what, "refused: not written through this deployment's keys");

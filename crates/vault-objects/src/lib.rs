@@ -24,7 +24,7 @@ pub use vault_crypto::{
 pub use vault_store::{
     Actor, AnswerBody, ApiKeyRecord, ApiKeyStore, AuditEvent, Conflict, Cursor, Delivery,
     EventPage, EventQuery, IDEMPOTENCY_TTL_MICROS, KeyUsage, ListQuery, MAX_EVENTS_LIMIT,
-    ObjectMeta, Order, Page, Remember, Remembered, StoreError, Timestamp, VersionMeta,
+    ObjectMeta, Order, Page, Remember, Remembered, StoreError, TagAnswer, Timestamp, VersionMeta,
     WebhookEndpoint, WebhookStore, WriteStats, events, is_event_id, validate_environment,
 };
 

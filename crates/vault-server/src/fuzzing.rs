@@ -86,3 +86,30 @@ pub fn list_query(data: &[u8]) {
     }
     let _ = crate::auth::lookup(q);
 }
+
+/// The framing a connection follows between requests (which head deadline applies): any bytes,
+/// cut anywhere, leave it in the same state as the bytes whole (no panic, no cut-dependent
+/// answer). The first byte says where to cut the rest.
+pub fn http_framing(data: &[u8]) {
+    use crate::listen::deadlines::Framing;
+    let Some((&cut, bytes)) = data.split_first() else {
+        return;
+    };
+    let now = tokio::time::Instant::now();
+    let mut whole = Framing::start();
+    whole.feed(bytes, now);
+    let at = usize::from(cut).min(bytes.len());
+    let (a, b) = bytes.split_at(at);
+    let mut split = Framing::start();
+    split.feed(a, now);
+    split.feed(b, now);
+    assert_eq!(
+        whole.pending_head().is_some(),
+        split.pending_head().is_some(),
+        "the same bytes, cut at {at}"
+    );
+    assert_eq!(
+        matches!(whole, Framing::Lost),
+        matches!(split, Framing::Lost)
+    );
+}

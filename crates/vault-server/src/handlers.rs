@@ -113,7 +113,7 @@ pub(crate) async fn create(
 ) -> Result<Response, ApiError> {
     let (context, name, value) = parse_create(&bytes)?;
     check_value_size(&state, &value)?;
-    let idem = Idem::of(&headers, &who, "POST /vault/v1/kv", &bytes)?;
+    let idem = Idem::of(&state, &headers, &who, "POST /vault/v1/kv", &bytes)?;
     if let Some(idem) = &idem
         && let Some(stored) = idem.stored(&state).await?
     {
@@ -401,7 +401,13 @@ pub(crate) async fn create_data_key(
     Body(bytes): Body,
 ) -> Result<Response, ApiError> {
     let context = parse_data_key(&bytes)?;
-    let idem = Idem::of(&headers, &who, "POST /vault/v1/keys/data-key", &bytes)?;
+    let idem = Idem::of(
+        &state,
+        &headers,
+        &who,
+        "POST /vault/v1/keys/data-key",
+        &bytes,
+    )?;
     if let Some(idem) = &idem
         && let Some(stored) = idem.stored(&state).await?
     {
@@ -460,7 +466,13 @@ pub(crate) async fn decrypt_data_key(
     Body(bytes): Body,
 ) -> Result<Response, ApiError> {
     let blob = parse_decrypt(&bytes)?;
-    let idem = Idem::of(&headers, &who, "POST /vault/v1/keys/decrypt", &bytes)?;
+    let idem = Idem::of(
+        &state,
+        &headers,
+        &who,
+        "POST /vault/v1/keys/decrypt",
+        &bytes,
+    )?;
     if let Some(idem) = &idem
         && let Some(stored) = idem.stored(&state).await?
     {
@@ -508,7 +520,7 @@ pub(crate) async fn rekey(
     Body(bytes): Body,
 ) -> Result<Response, ApiError> {
     let (context, blob) = parse_rekey(&bytes)?;
-    let idem = Idem::of(&headers, &who, "POST /vault/v1/keys/rekey", &bytes)?;
+    let idem = Idem::of(&state, &headers, &who, "POST /vault/v1/keys/rekey", &bytes)?;
     if let Some(idem) = &idem
         && let Some(stored) = idem.stored(&state).await?
     {

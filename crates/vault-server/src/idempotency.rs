@@ -32,16 +32,28 @@ const MAX_KEY_LEN: usize = 255;
 const REPLAYED: &str = "idempotent-replayed";
 
 /// An idempotency key sent with a request, and what identifies the request.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Idem {
     owner: String,
     key: String,
     hash: [u8; 32],
+    /// Tags the answer stored (the vault's integrity key): only a tagged answer is replayed.
+    tag: std::sync::Arc<vault_objects::TagAnswer>,
+}
+
+impl std::fmt::Debug for Idem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Idem")
+            .field("owner", &self.owner)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Idem {
     /// The request's `Idempotency-Key`, if it sent one: 1 to 255 printable ASCII characters.
     pub(crate) fn of(
+        state: &AppState,
         headers: &HeaderMap,
         who: &Principal,
         route: &str,
@@ -71,6 +83,7 @@ impl Idem {
             owner: who.actor.id.clone(),
             key: key.to_owned(),
             hash: hash.finalize().into(),
+            tag: state.vault().answer_tagger(),
         }))
     }
 
@@ -103,6 +116,7 @@ impl Idem {
             request_hash: self.hash,
             status: status.as_u16(),
             body,
+            tag: Some(self.tag.clone()),
         }
     }
 

@@ -18,3 +18,8 @@ fn request_body() {
 fn list_query() {
     replay("list_query", vault_server::fuzzing::list_query);
 }
+
+#[test]
+fn http_framing() {
+    replay("http_framing", vault_server::fuzzing::http_framing);
+}

@@ -7,6 +7,8 @@ ALTER TABLE webhook_endpoints ADD COLUMN mac BLOB;
 -- A managed ring kept in the database: the tag covers its row and its versions' rows (all but
 -- the sealed keys, which their seal binds to their place).
 ALTER TABLE key_rings ADD COLUMN mac BLOB;
+-- An idempotent answer: the tag covers its owner, key, request hash, status and body.
+ALTER TABLE idempotent_answers ADD COLUMN mac BLOB;
 -- One row (id 1, absent until the store is protected): the integrity key sealed like a root key
 -- (NULL where it is kept in a file beside the key ring), and the record of what exists, tagged:
 -- the BYOK document's generation, so a deleted or older document is refused, and the API keys

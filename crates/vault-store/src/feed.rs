@@ -54,7 +54,14 @@ pub struct Remember {
     pub status: u16,
     /// The answer's body (never key material).
     pub body: AnswerBody,
+    /// Makes the stored answer's integrity tag once its body is known (in the transaction);
+    /// `None` stores it untagged, and it is never replayed.
+    pub tag: Option<std::sync::Arc<TagAnswer>>,
 }
+
+/// Makes the integrity tag of a stored answer from its owner, key, request hash, status and
+/// body (the store keeps the tag as bytes; the key that makes it is above the store).
+pub type TagAnswer = dyn Fn(&str, &str, &[u8], u16, &[u8]) -> Vec<u8> + Send + Sync;
 
 /// Makes an answer's body from the object a change wrote.
 pub type RenderObject = dyn Fn(&ObjectMeta) -> Vec<u8> + Send + Sync;
@@ -89,6 +96,7 @@ impl Remember {
                 AnswerBody::Fixed(body) => body.clone(),
                 AnswerBody::OfObject(render) => render(meta),
             }),
+            tag: self.tag.clone(),
         }
     }
 }
@@ -111,6 +119,8 @@ pub struct Remembered {
     pub status: u16,
     /// Its body.
     pub body: Vec<u8>,
+    /// Its integrity tag as stored (empty: none), checked above the store.
+    pub mac: Vec<u8>,
 }
 
 /// A webhook endpoint as stored: where to deliver which events of one environment, and the

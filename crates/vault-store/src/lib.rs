@@ -23,7 +23,7 @@ use vault_crypto::KeyContext;
 pub use error::{Conflict, StoreError};
 pub use feed::{
     AnswerBody, Delivery, EventPage, EventQuery, IDEMPOTENCY_TTL_MICROS, MAX_EVENTS_LIMIT,
-    Remember, Remembered, RenderObject, WebhookEndpoint,
+    Remember, Remembered, RenderObject, TagAnswer, WebhookEndpoint,
 };
 pub use ids::{
     MAX_ENVIRONMENT_LEN, MAX_NAME_CHARS, is_event_id, is_object_id, new_object_id,

@@ -27,34 +27,152 @@ pub(super) enum Phase {
     Idle { since: Instant },
 }
 
+/// Where a plain-HTTP byte stream stands between messages, as far as this connection follows
+/// it: enough to tell, when a request has been answered, whether the first bytes of the next
+/// head already arrived (pipelined behind it, and waiting in hyper's buffer). Such a head gets
+/// the head deadline, not the idle one.
+#[derive(Debug)]
+pub(crate) enum Framing {
+    /// In a head: the bytes of it so far (none: between messages), and when the first came.
+    Head {
+        seen: Vec<u8>,
+        since: Option<Instant>,
+    },
+    /// In a body with `left` bytes to come (`Content-Length`).
+    Body { left: u64 },
+    /// Not followed any more (a chunked body, TLS, a head larger than hyper takes): the idle
+    /// deadline applies between requests, as without this.
+    Lost,
+}
+
+/// The most bytes of a head followed (hyper refuses larger ones itself).
+const MAX_FOLLOWED_HEAD: usize = 64 * 1024;
+
+impl Framing {
+    pub(crate) fn start() -> Self {
+        Self::Head {
+            seen: Vec::new(),
+            since: None,
+        }
+    }
+
+    /// Follows `bytes`, which arrived at `now`.
+    pub(crate) fn feed(&mut self, mut bytes: &[u8], now: Instant) {
+        while !bytes.is_empty() {
+            match self {
+                Self::Lost => return,
+                Self::Body { left } => {
+                    let n = usize::try_from(*left)
+                        .unwrap_or(usize::MAX)
+                        .min(bytes.len());
+                    *left -= n as u64;
+                    bytes = &bytes[n..];
+                    if *left == 0 {
+                        *self = Self::start();
+                    }
+                }
+                Self::Head { seen, since } => {
+                    let from = seen.len().saturating_sub(3);
+                    since.get_or_insert(now);
+                    let room = (MAX_FOLLOWED_HEAD + 1).saturating_sub(seen.len());
+                    let take = bytes.len().min(room);
+                    seen.extend_from_slice(&bytes[..take]);
+                    let Some(end) = seen[from..]
+                        .windows(4)
+                        .position(|w| w == b"\r\n\r\n")
+                        .map(|i| from + i + 4)
+                    else {
+                        if seen.len() > MAX_FOLLOWED_HEAD {
+                            *self = Self::Lost;
+                        }
+                        bytes = &bytes[take..];
+                        continue;
+                    };
+                    // The bytes after the head's end go on to its body, or the next head.
+                    let consumed = take - (seen.len() - end);
+                    let next = match body_length(&seen[..end]) {
+                        Some(0) => Self::start(),
+                        Some(left) => Self::Body { left },
+                        None => Self::Lost,
+                    };
+                    *self = next;
+                    bytes = &bytes[consumed..];
+                }
+            }
+        }
+    }
+
+    /// When the first bytes of a head not complete yet arrived, if some did.
+    pub(crate) fn pending_head(&self) -> Option<Instant> {
+        match self {
+            Self::Head { seen, since } if !seen.is_empty() => *since,
+            _ => None,
+        }
+    }
+}
+
+/// The length of the body after request head `head`: its `Content-Length`, 0 without one;
+/// `None` for a chunked body (or one this does not follow).
+fn body_length(head: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(head).ok()?;
+    let mut length = 0;
+    for line in text.split("\r\n").skip(1) {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let name = name.trim();
+        if name.eq_ignore_ascii_case("transfer-encoding") {
+            return None;
+        }
+        if name.eq_ignore_ascii_case("content-length") {
+            length = value.trim().parse().ok()?;
+        }
+    }
+    Some(length)
+}
+
 /// Shared by a connection's I/O and its service.
 #[derive(Debug)]
 pub(super) struct Watch {
     /// Requests being handled.
     busy: AtomicUsize,
     phase: Mutex<Phase>,
+    /// The plain-HTTP stream followed between messages (`Lost` for TLS).
+    framing: Mutex<Framing>,
     /// The reader that waited without a deadline while a request was handled: woken when the
     /// connection goes quiet, so that its idle deadline is armed.
     parked: Mutex<Option<Waker>>,
 }
 
 impl Watch {
-    pub(super) fn new() -> Self {
+    /// A watch for a new connection; `follow`: whether its bytes are plain HTTP (not TLS), so
+    /// that a head pipelined behind a request gets the head deadline.
+    pub(super) fn new(follow: bool) -> Self {
         Self {
             busy: AtomicUsize::new(0),
             phase: Mutex::new(Phase::Head {
                 since: Instant::now(),
             }),
+            framing: Mutex::new(if follow {
+                Framing::start()
+            } else {
+                Framing::Lost
+            }),
             parked: Mutex::new(None),
         }
+    }
+
+    fn framing(&self) -> std::sync::MutexGuard<'_, Framing> {
+        self.framing.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(super) fn phase(&self) -> std::sync::MutexGuard<'_, Phase> {
         self.phase.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Bytes arrived: a quiet connection is now reading a request head.
-    pub(super) fn bytes_arrived(&self) {
+    /// `bytes` arrived: a quiet connection is now reading a request head.
+    pub(super) fn bytes_arrived(&self, bytes: &[u8]) {
+        self.framing().feed(bytes, Instant::now());
         let mut phase = self.phase();
         if let Phase::Idle { .. } = *phase
             && self.busy.load(Ordering::Acquire) == 0
@@ -91,8 +209,13 @@ impl Drop for Busy {
     fn drop(&mut self) {
         let mut phase = self.0.phase();
         if self.0.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
-            *phase = Phase::Idle {
-                since: Instant::now(),
+            // A head pipelined behind the request is waiting: it is read under the head
+            // deadline, from when its first bytes came; else the connection is idle.
+            *phase = match self.0.framing().pending_head() {
+                Some(since) => Phase::Head { since },
+                None => Phase::Idle {
+                    since: Instant::now(),
+                },
             };
             drop(phase);
             let parked = self
@@ -176,8 +299,8 @@ impl AsyncRead for Guarded {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before {
-                    this.watch.bytes_arrived();
+                if let Some(bytes) = buf.filled().get(before..).filter(|b| !b.is_empty()) {
+                    this.watch.bytes_arrived(bytes);
                 }
                 Poll::Ready(Ok(()))
             }
@@ -281,5 +404,42 @@ impl HttpBody for TimedBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn after(chunks: &[&[u8]]) -> Framing {
+        let mut f = Framing::start();
+        for c in chunks {
+            f.feed(c, Instant::now());
+        }
+        f
+    }
+
+    #[test]
+    fn a_head_pipelined_behind_a_request_is_seen_however_the_bytes_are_cut() {
+        let stream: &[u8] =
+            b"POST /a HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET /b HTTP/1.1\r\nHo";
+        for cut in 0..stream.len() {
+            let (a, b) = stream.split_at(cut);
+            assert!(after(&[a, b]).pending_head().is_some(), "cut at {cut}");
+        }
+        // Complete messages only: nothing pending, whatever the cuts.
+        let whole: &[u8] =
+            b"POST /a HTTP/1.1\r\ncontent-length: 5\r\n\r\nhelloGET /b HTTP/1.1\r\n\r\n";
+        for cut in 0..whole.len() {
+            let (a, b) = whole.split_at(cut);
+            assert!(after(&[a, b]).pending_head().is_none(), "cut at {cut}");
+        }
+        // A chunked body is not followed: the idle deadline applies, as before.
+        let chunked = after(&[b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhe"]);
+        assert!(matches!(chunked, Framing::Lost));
+        assert!(chunked.pending_head().is_none());
+        // Nor is a head larger than hyper takes.
+        let huge = vec![b'a'; MAX_FOLLOWED_HEAD + 10];
+        assert!(matches!(after(&[&huge]), Framing::Lost));
     }
 }

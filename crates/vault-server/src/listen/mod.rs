@@ -32,7 +32,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 use tower::ServiceExt as _;
 
-mod deadlines;
+pub(crate) mod deadlines;
 mod tls;
 
 pub(crate) use deadlines::BodyTimedOut;
@@ -180,7 +180,7 @@ async fn connection(
     listening: &Listening,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let watch = Arc::new(Watch::new());
+    let watch = Arc::new(Watch::new(listening.tls.is_none()));
     let io = Guarded::new(stream, Arc::clone(&watch), listening);
     let service = {
         let watch = Arc::clone(&watch);

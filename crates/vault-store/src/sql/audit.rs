@@ -77,12 +77,22 @@ pub(super) async fn remember_in<X: Tx>(
             return Err(StoreError::invalid("remember", "no object to answer with"));
         }
     };
+    let mac = remember.tag.as_ref().map_or_else(Vec::new, |tag| {
+        tag(
+            &remember.owner,
+            &remember.key,
+            &remember.request_hash,
+            remember.status,
+            &body,
+        )
+    });
     let stored = tx
         .execute(
             "INSERT INTO idempotent_answers (owner, idem_key, request_hash, status, body, \
-             created_at) VALUES ($1, $2, $3, $4, $5, $6) \
+             created_at, mac) VALUES ($1, $2, $3, $4, $5, $6, $9) \
              ON CONFLICT (owner, idem_key) DO UPDATE SET request_hash = excluded.request_hash, \
-             status = excluded.status, body = excluded.body, created_at = excluded.created_at \
+             status = excluded.status, body = excluded.body, created_at = excluded.created_at, \
+             mac = excluded.mac \
              WHERE idempotent_answers.created_at < $7 OR idempotent_answers.created_at > $8",
             args![
                 &remember.owner,
@@ -93,6 +103,7 @@ pub(super) async fn remember_in<X: Tx>(
                 now.0,
                 now.0.saturating_sub(IDEMPOTENCY_TTL_MICROS),
                 now.0.saturating_add(CLOCK_SKEW_MICROS),
+                &mac,
             ],
         )
         .await?;
@@ -435,7 +446,7 @@ impl AuditLog for SqlStore {
     async fn remembered(&self, owner: &str, key: &str) -> Result<Option<Remembered>, StoreError> {
         let now = Timestamp::now().0;
         let row = sqlx::query(
-            "SELECT request_hash, status, body FROM idempotent_answers \
+            "SELECT request_hash, status, body, mac FROM idempotent_answers \
              WHERE owner = $1 AND idem_key = $2 AND created_at >= $3 AND created_at <= $4",
         )
         .bind(owner)
@@ -452,6 +463,7 @@ impl AuditLog for SqlStore {
                     reason: "a stored answer's status is corrupt".into(),
                 })?,
                 body: r.try_get("body")?,
+                mac: r.try_get::<Option<Vec<u8>>, _>("mac")?.unwrap_or_default(),
             })
         })
         .transpose()

@@ -105,6 +105,7 @@ const TABLES: &[Table] = &[
             ("status", Col::Int),
             ("body", Col::Blob),
             ("created_at", Col::Int),
+            ("mac", Col::OptBlob),
         ],
     },
     // After the events: an endpoint copied first would put every copied event in its outbox

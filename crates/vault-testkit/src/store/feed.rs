@@ -257,6 +257,10 @@ pub async fn idempotent_answers_are_stored_with_their_change(store: Arc<dyn Stor
         request_hash: [7; 32],
         status: 201,
         body: AnswerBody::OfObject(Box::new(|m| m.id.as_bytes().to_vec())),
+        // The tag is made from what is stored, in the transaction (any bytes do here).
+        tag: Some(Arc::new(|owner, key, _hash, status, body| {
+            format!("{owner}/{key}/{status}/{}", body.len()).into_bytes()
+        })),
     };
     let first = id();
     let meta = store
@@ -275,6 +279,11 @@ pub async fn idempotent_answers_are_stored_with_their_change(store: Arc<dyn Stor
     assert_eq!(stored.status, 201);
     assert_eq!(stored.body, meta.id.as_bytes());
     assert_eq!(stored.request_hash, vec![7; 32]);
+    assert_eq!(
+        stored.mac,
+        format!("key_a/k1/201/{}", meta.id.len()).into_bytes(),
+        "tagged over the body rendered in the transaction"
+    );
     assert_eq!(
         store.remembered("key_b", "k1").await.unwrap(),
         None,
