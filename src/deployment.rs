@@ -351,13 +351,21 @@ impl Deployment {
         let shared: Arc<dyn vault_store::Store> = Arc::new(store);
         let watch = Arc::new(crate::byok::ByokWatch::new(
             config.clone(),
-            rings,
+            rings.clone(),
             shared.clone(),
             key.clone(),
         ));
         let router = Arc::new(watch.router(true).await?);
         watch.spawn(Arc::downgrade(&router));
-        Ok(Vault::new(router, shared, key))
+        let vault = Vault::new(router, shared, key);
+        // An Azure RSA default may accept unsigned wraps for values; the rules' seal is moved
+        // only by a strict instance of it (`Config::default_provider`).
+        Ok(match config.providers.get(config.default.get_ref()) {
+            Some(p) if matches!(p.get_ref(), crate::config::ProviderConfig::AzureKv { .. }) => {
+                vault.with_seal_opener(config.default_provider(&rings, false).await?)
+            }
+            _ => vault,
+        })
     }
 }
 

@@ -620,6 +620,54 @@ async fn an_older_copy_of_a_row_is_refused(d: Deployment) {
     );
     assert_eq!(d.ok(&["apikey", "list"]).matches("TAMPERED").count(), 1);
     assert_eq!(d.ok(&["webhook", "list"]).matches("TAMPERED").count(), 1);
+
+    // The row taken away before the operator revokes it (who is told it is not found), then
+    // put back: the revocation was recorded all the same.
+    let key_c = d.api_key("prod");
+    let id_c = format!("key_{}", &key_c[3..15]);
+    assert_eq!(
+        call(&serve.base, &key_c, Method::GET, "/vault/v1/kv", None)
+            .await
+            .0,
+        200
+    );
+    let pool = d.pool().await;
+    let row = sqlx::query(
+        "SELECT lookup, hash, environment, name, created_at, mac FROM api_keys WHERE id = $1",
+    )
+    .bind(&id_c)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    sqlx::query("DELETE FROM api_keys WHERE id = $1")
+        .bind(&id_c)
+        .execute(&pool)
+        .await
+        .unwrap();
+    d.fails(&["apikey", "revoke", &id_c], 6, "not found");
+    sqlx::query(
+        "INSERT INTO api_keys (id, lookup, hash, environment, name, created_at, mac) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&id_c)
+    .bind(row.get::<String, _>("lookup"))
+    .bind(row.get::<Vec<u8>, _>("hash"))
+    .bind(row.get::<String, _>("environment"))
+    .bind(row.get::<String, _>("name"))
+    .bind(row.get::<i64, _>("created_at"))
+    .bind(row.get::<Vec<u8>, _>("mac"))
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        call(&serve.base, &key_c, Method::GET, "/vault/v1/kv", None)
+            .await
+            .0,
+        401,
+        "revoked though its row was gone"
+    );
 }
 
 #[tokio::test]

@@ -12,6 +12,12 @@ use zeroize::Zeroizing;
 
 use crate::{Vault, VaultError};
 
+/// Whether `id` is shaped like a webhook endpoint's id (`we_` and 32 hex digits).
+fn is_webhook_id(id: &str) -> bool {
+    id.strip_prefix("we_")
+        .is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// The longest webhook URL.
 pub const MAX_WEBHOOK_URL_LEN: usize = 2048;
 
@@ -120,6 +126,7 @@ impl Vault {
             &stored.request_hash,
             stored.status,
             &stored.body,
+            stored.created_at,
         );
         if !vault_crypto::integrity::matches(&expected, &stored.mac) {
             return Err(crate::integrity::refused(format!(
@@ -133,8 +140,8 @@ impl Vault {
     /// [`remembered`](Self::remembered) replays only an answer it tagged.
     pub fn answer_tagger(&self) -> std::sync::Arc<vault_store::TagAnswer> {
         let key = self.integrity.clone();
-        std::sync::Arc::new(move |owner, idem, hash, status, body| {
-            crate::integrity::answer_tag(&key, owner, idem, hash, status, body).to_vec()
+        std::sync::Arc::new(move |owner, idem, hash, status, body, at| {
+            crate::integrity::answer_tag(&key, owner, idem, hash, status, body, at).to_vec()
         })
     }
 
@@ -310,6 +317,17 @@ impl Vault {
             });
             match self.store.delete_webhook(id, &change).await {
                 Err(StoreError::Conflict(vault_store::Conflict::Record)) => {}
+                // Gone already (deleted by someone else?): recorded all the same, so the row
+                // put back is never delivered to.
+                Err(StoreError::NotFound) if is_webhook_id(id) => {
+                    if !record.deleted_webhooks.iter().any(|d| d == id) {
+                        match self.store.change_record(&change).await {
+                            Err(StoreError::Conflict(vault_store::Conflict::Record)) => continue,
+                            other => other?,
+                        }
+                    }
+                    return Err(StoreError::NotFound.into());
+                }
                 other => return Ok(other?),
             }
         }

@@ -26,6 +26,12 @@ type Tag = [u8; TAG_LEN];
 
 use crate::{Store, VaultError};
 
+/// Whether `id` is shaped like an API key's id (`key_` and its 12-character lookup).
+fn is_api_key_id(id: &str) -> bool {
+    id.strip_prefix("key_")
+        .is_some_and(|l| l.len() == 12 && l.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
 /// The file name of the integrity key in a data directory.
 pub const KEY_FILE: &str = "integrity.key";
 
@@ -64,6 +70,7 @@ pub(crate) fn answer_tag(
     request_hash: &[u8],
     status: u16,
     body: &[u8],
+    created_at: Timestamp,
 ) -> Tag {
     key.tag("idempotent_answer")
         .text(owner)
@@ -71,6 +78,7 @@ pub(crate) fn answer_tag(
         .bytes(request_hash)
         .int(i64::from(status))
         .bytes(body)
+        .int(created_at.0)
         .finish()
 }
 
@@ -244,6 +252,9 @@ async fn protect(
 /// Whether any API key or webhook endpoint row carries a tag (under `key`, or under any key
 /// when `key` is `None`): a store whose rows were tagged was protected before.
 async fn holds_tags(store: &dyn Store, key: Option<&IntegrityKey>) -> Result<bool, VaultError> {
+    if key.is_none() && store.holds_ring_or_answer_tags().await? {
+        return Ok(true);
+    }
     let tagged = |mac: &[u8], tag: Option<Tag>| match tag {
         Some(tag) => matches(&tag, mac),
         None => !mac.is_empty(),
@@ -484,7 +495,10 @@ impl ApiKeys {
                     r.read_at = Some(std::time::Instant::now());
                 }
                 Err(_) => {
-                    // Logged by the check; the revocations read before stand.
+                    // Logged by the check; the revocations read before stand, and the record
+                    // is not read again (nor logged) before the next interval.
+                    let mut r = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+                    r.read_at = Some(std::time::Instant::now());
                 }
             }
         }
@@ -534,43 +548,77 @@ impl ApiKeys {
 
     /// Revokes an API key by id: it authenticates nothing from now on, and the integrity
     /// record says so (an older copy of its row put back is refused). Revoking a revoked key is
-    /// a no-op.
+    /// a no-op for its row, and still makes sure the record lists it; so does revoking a
+    /// well-formed id whose row is gone (someone deleted it: put back, it stays refused).
     ///
     /// # Errors
-    /// `Store(NotFound)` for an unknown id; `Tampered` if the integrity record fails;
-    /// `Store(Unavailable)`.
+    /// `Store(NotFound)` for an id with no row; `Tampered` if the integrity record fails (the
+    /// row is revoked all the same); `Store(Unavailable)`.
     pub async fn revoke(&self, id: &str) -> Result<(), VaultError> {
         for _ in 0..16 {
-            let mut row = self
+            let row = self
                 .store
                 .api_keys()
                 .await?
                 .into_iter()
-                .find(|r| r.id == id)
-                .ok_or(StoreError::NotFound)?;
-            if row.revoked_at.is_some() {
-                return Ok(());
-            }
-            let record = checked_record(&*self.store, &self.key).await?;
-            // A row that fails its tag is revoked too, but not tagged: it stays refused and
-            // listed as tampered.
-            let authentic = matches(&api_key_tag(&self.key, &row), &row.mac);
-            let at = Timestamp::now();
-            row.revoked_at = Some(at);
-            let mac = if authentic {
-                api_key_tag(&self.key, &row).to_vec()
-            } else {
-                row.mac.clone()
+                .find(|r| r.id == id);
+            let record = match checked_record(&*self.store, &self.key).await {
+                Ok(record) => record,
+                Err(e) => {
+                    // The record cannot be changed, but the key must stop working anyway.
+                    if let Some(row) = row.filter(|r| r.revoked_at.is_none()) {
+                        self.revoke_row(row, None).await?;
+                    }
+                    return Err(e);
+                }
             };
-            let change = record_change(&self.key, &record, |r| {
-                r.revoked_api_keys.push(id.to_owned());
+            let change = (!record.revoked_api_keys.iter().any(|r| r == id)).then(|| {
+                record_change(&self.key, &record, |r| {
+                    r.revoked_api_keys.push(id.to_owned());
+                })
             });
-            match self.store.revoke_api_key(id, at, &mac, &change).await {
+            let outcome = match row {
+                Some(row) if row.revoked_at.is_none() => {
+                    self.revoke_row(row, change.as_ref()).await
+                }
+                found => {
+                    if found.is_none() && !is_api_key_id(id) {
+                        return Err(StoreError::NotFound.into());
+                    }
+                    if let Some(change) = &change {
+                        self.store.change_record(change).await?;
+                    }
+                    if found.is_none() {
+                        return Err(StoreError::NotFound.into());
+                    }
+                    Ok(())
+                }
+            };
+            match outcome {
                 Err(StoreError::Conflict(Conflict::Record)) => {}
                 other => return Ok(other?),
             }
         }
         Err(StoreError::Conflict(Conflict::Record).into())
+    }
+
+    /// Writes `row` revoked now, tagged (if it was authentic: a row that fails its tag is
+    /// revoked too but not tagged, so it stays refused and listed as tampered), with `change`
+    /// of the record in the same transaction.
+    async fn revoke_row(
+        &self,
+        mut row: ApiKeyRecord,
+        change: Option<&RecordChange>,
+    ) -> Result<(), StoreError> {
+        let authentic = matches(&api_key_tag(&self.key, &row), &row.mac);
+        let at = Timestamp::now();
+        row.revoked_at = Some(at);
+        let mac = if authentic {
+            api_key_tag(&self.key, &row).to_vec()
+        } else {
+            row.mac.clone()
+        };
+        self.store.revoke_api_key(&row.id, at, &mac, change).await
     }
 
     /// Every API key record, oldest first, each with whether its row is authentic (its tag

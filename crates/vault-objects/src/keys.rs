@@ -227,12 +227,14 @@ impl Vault {
                     report.scanned += 1;
                     if scope.includes(envelope.context()) {
                         report.matched += 1;
-                        match vault_crypto::rewrap_for(
-                            &*self.keys,
-                            &config.seal,
-                            &byok_seal_context()?,
-                        )
-                        .await
+                        // Opened with the strict default: a seal the router alone would accept
+                        // (a forgeable wrap) is never made genuine by moving it.
+                        let opener: &dyn vault_crypto::KeyProvider = match &self.seal_opener {
+                            Some(opener) => &**opener,
+                            None => &*self.keys,
+                        };
+                        match vault_crypto::rewrap_for(opener, &config.seal, &byok_seal_context()?)
+                            .await
                         {
                             Ok(Rewrapped::Moved(moved)) => match self
                                 .store

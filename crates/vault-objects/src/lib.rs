@@ -120,6 +120,10 @@ pub struct Vault {
     keys: Arc<Router>,
     store: Arc<dyn Store>,
     integrity: Arc<IntegrityKey>,
+    /// What opens and moves the vault's own envelope of the BYOK rules, where the router's
+    /// default would accept a wrap anyone could forge (an Azure RSA key accepting unsigned
+    /// wraps); `None`: the router.
+    seal_opener: Option<Arc<dyn vault_crypto::KeyProvider>>,
 }
 
 /// The associated data every version of an object is sealed with: its environment and id. An
@@ -141,7 +145,16 @@ impl Vault {
             keys,
             store,
             integrity,
+            seal_opener: None,
         }
+    }
+
+    /// This vault, moving the BYOK rules' seal with `opener` (the default provider, strict)
+    /// rather than the router.
+    #[must_use]
+    pub fn with_seal_opener(mut self, opener: Arc<dyn vault_crypto::KeyProvider>) -> Self {
+        self.seal_opener = Some(opener);
+        self
     }
 
     /// The integrity key the store's rows are tagged with.

@@ -59,9 +59,10 @@ pub struct Remember {
     pub tag: Option<std::sync::Arc<TagAnswer>>,
 }
 
-/// Makes the integrity tag of a stored answer from its owner, key, request hash, status and
-/// body (the store keeps the tag as bytes; the key that makes it is above the store).
-pub type TagAnswer = dyn Fn(&str, &str, &[u8], u16, &[u8]) -> Vec<u8> + Send + Sync;
+/// Makes the integrity tag of a stored answer from its owner, key, request hash, status, body
+/// and time stored (the store keeps the tag as bytes; the key that makes it is above the
+/// store).
+pub type TagAnswer = dyn Fn(&str, &str, &[u8], u16, &[u8], Timestamp) -> Vec<u8> + Send + Sync;
 
 /// Makes an answer's body from the object a change wrote.
 pub type RenderObject = dyn Fn(&ObjectMeta) -> Vec<u8> + Send + Sync;
@@ -119,6 +120,8 @@ pub struct Remembered {
     pub status: u16,
     /// Its body.
     pub body: Vec<u8>,
+    /// When it was stored.
+    pub created_at: Timestamp,
     /// Its integrity tag as stored (empty: none), checked above the store.
     pub mac: Vec<u8>,
 }

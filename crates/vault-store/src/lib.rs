@@ -485,8 +485,9 @@ pub trait ApiKeyStore: Send + Sync + std::fmt::Debug {
     async fn api_key_by_lookup(&self, lookup: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
 
     /// Revokes an API key by id at `at`, with `mac` the row's tag as revoked, and the integrity
-    /// record changed as `record` says (the id among the revoked) in the same transaction: it
-    /// authenticates nothing from now on. Revoking a revoked key is a no-op.
+    /// record changed as `record` says (the id among the revoked), if given, in the same
+    /// transaction: it authenticates nothing from now on. Revoking a revoked key is a no-op
+    /// (the record is not changed then).
     ///
     /// # Errors
     /// `NotFound` for an unknown id; `Conflict::Record` if the record changed meanwhile;
@@ -496,7 +497,7 @@ pub trait ApiKeyStore: Send + Sync + std::fmt::Debug {
         id: &str,
         at: Timestamp,
         mac: &[u8],
-        record: &RecordChange,
+        record: Option<&RecordChange>,
     ) -> Result<(), StoreError>;
 
     /// Every API key record, oldest first.
@@ -542,6 +543,19 @@ pub trait IntegrityStore: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// `Unavailable`.
     async fn ring_headers(&self) -> Result<Vec<vault_crypto::integrity::RingHeader>, StoreError>;
+
+    /// Changes the integrity record alone, if it is still the one `change` was made from.
+    ///
+    /// # Errors
+    /// `Conflict::Record` if it is not; `Unavailable`.
+    async fn change_record(&self, change: &RecordChange) -> Result<(), StoreError>;
+
+    /// Whether a ring or an idempotent answer carries a tag (with API keys and webhook
+    /// endpoints, what says a store was protected before).
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn holds_ring_or_answer_tags(&self) -> Result<bool, StoreError>;
 
     /// Keeps the integrity key, sealed by `sealed_by`, in the record (a store moved into a
     /// database, whose key was kept in a file).

@@ -49,7 +49,7 @@ impl ApiKeyStore for SqlStore {
         id: &str,
         at: Timestamp,
         mac: &[u8],
-        record: &RecordChange,
+        record: Option<&RecordChange>,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         let done = sqlx::query(
@@ -61,7 +61,9 @@ impl ApiKeyStore for SqlStore {
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 1 {
-            Self::change_record(&mut tx, record).await?;
+            if let Some(record) = record {
+                Self::change_record_in(&mut tx, record).await?;
+            }
             tx.commit().await?;
             return Ok(());
         }

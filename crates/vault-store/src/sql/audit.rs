@@ -84,6 +84,7 @@ pub(super) async fn remember_in<X: Tx>(
             &remember.request_hash,
             remember.status,
             &body,
+            now,
         )
     });
     let stored = tx
@@ -446,7 +447,7 @@ impl AuditLog for SqlStore {
     async fn remembered(&self, owner: &str, key: &str) -> Result<Option<Remembered>, StoreError> {
         let now = Timestamp::now().0;
         let row = sqlx::query(
-            "SELECT request_hash, status, body, mac FROM idempotent_answers \
+            "SELECT request_hash, status, body, created_at, mac FROM idempotent_answers \
              WHERE owner = $1 AND idem_key = $2 AND created_at >= $3 AND created_at <= $4",
         )
         .bind(owner)
@@ -463,6 +464,7 @@ impl AuditLog for SqlStore {
                     reason: "a stored answer's status is corrupt".into(),
                 })?,
                 body: r.try_get("body")?,
+                created_at: Timestamp(r.try_get("created_at")?),
                 mac: r.try_get::<Option<Vec<u8>>, _>("mac")?.unwrap_or_default(),
             })
         })

@@ -107,7 +107,7 @@ impl ByokStore for SqlStore {
                 "the integrity record must take the new generation",
             ));
         }
-        match Self::change_record(&mut tx, record).await {
+        match Self::change_record_in(&mut tx, record).await {
             Err(StoreError::Conflict(_)) => {
                 return Err(StoreError::Conflict(Conflict::ByokChanged));
             }

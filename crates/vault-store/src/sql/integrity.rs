@@ -31,7 +31,7 @@ impl SqlStore {
     ///
     /// # Errors
     /// `Conflict::Record` if it is not; `Unavailable`.
-    pub(super) async fn change_record(
+    pub(super) async fn change_record_in(
         tx: &mut sqlx::AnyConnection,
         change: &RecordChange,
     ) -> Result<(), StoreError> {
@@ -221,6 +221,23 @@ impl IntegrityStore for SqlStore {
             }
         }
         Ok(headers)
+    }
+
+    async fn change_record(&self, change: &RecordChange) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        Self::change_record_in(&mut tx, change).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn holds_ring_or_answer_tags(&self) -> Result<bool, StoreError> {
+        Ok(sqlx::query(
+            "SELECT 1 AS one FROM key_rings WHERE mac IS NOT NULL \
+             UNION ALL SELECT 1 AS one FROM idempotent_answers WHERE length(mac) > 0 LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?
+        .is_some())
     }
 
     async fn keep_sealed_key(&self, sealed_by: &str, sealed_key: &[u8]) -> Result<(), StoreError> {

@@ -120,7 +120,7 @@ impl WebhookStore for SqlStore {
             .await?
             .rows_affected();
         not_found_if_none(gone)?;
-        Self::change_record(&mut tx, record).await?;
+        Self::change_record_in(&mut tx, record).await?;
         tx.commit().await?;
         Ok(())
     }

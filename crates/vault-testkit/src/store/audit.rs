@@ -52,7 +52,7 @@ pub async fn api_keys(store: Arc<dyn Store>) {
     stale.expected_mac = b"not the record".to_vec();
     assert_eq!(
         store
-            .revoke_api_key(&a.id, at, b"revoked tag", &stale)
+            .revoke_api_key(&a.id, at, b"revoked tag", Some(&stale))
             .await,
         Err(StoreError::Conflict(Conflict::Record))
     );
@@ -67,7 +67,7 @@ pub async fn api_keys(store: Arc<dyn Store>) {
         })
         .await;
         match store
-            .revoke_api_key(&a.id, at, b"revoked tag", &change)
+            .revoke_api_key(&a.id, at, b"revoked tag", Some(&change))
             .await
         {
             Err(StoreError::Conflict(Conflict::Record)) => continue,
@@ -84,7 +84,7 @@ pub async fn api_keys(store: Arc<dyn Store>) {
     assert_eq!(revoked.mac, b"revoked tag", "the tag of the revoked row");
     let unchanged = crate::store::record_change(&*store, |_| {}).await;
     store
-        .revoke_api_key(&a.id, Timestamp::now(), b"later tag", &unchanged)
+        .revoke_api_key(&a.id, Timestamp::now(), b"later tag", Some(&unchanged))
         .await
         .unwrap();
     let again = store.api_key_by_lookup(&a.lookup).await.unwrap().unwrap();
@@ -95,7 +95,7 @@ pub async fn api_keys(store: Arc<dyn Store>) {
     );
     assert_eq!(
         store
-            .revoke_api_key("key_unknown", Timestamp::now(), b"x", &unchanged)
+            .revoke_api_key("key_unknown", Timestamp::now(), b"x", None)
             .await,
         Err(StoreError::NotFound)
     );

@@ -258,7 +258,7 @@ pub async fn idempotent_answers_are_stored_with_their_change(store: Arc<dyn Stor
         status: 201,
         body: AnswerBody::OfObject(Box::new(|m| m.id.as_bytes().to_vec())),
         // The tag is made from what is stored, in the transaction (any bytes do here).
-        tag: Some(Arc::new(|owner, key, _hash, status, body| {
+        tag: Some(Arc::new(|owner, key, _hash, status, body, _at| {
             format!("{owner}/{key}/{status}/{}", body.len()).into_bytes()
         })),
     };
