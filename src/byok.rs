@@ -559,11 +559,6 @@ fn seal_aad(generation: u64, document: &str) -> Vec<u8> {
     aad
 }
 
-#[allow(clippy::expect_used)] // A constant pair, within every limit.
-fn seal_context() -> KeyContext {
-    KeyContext::from_pairs([(SEAL_CONTEXT_KEY, "config")]).expect("a valid context")
-}
-
 /// The store's BYOK document and its generation, its seal checked with `default` (the
 /// deployment's default key provider) and its generation with the store's integrity record
 /// (checked with `integrity`). No document yet, and none recorded: generation 0, empty.
@@ -613,7 +608,7 @@ pub async fn load(
     match vault_crypto::open_for(
         default,
         &c.seal,
-        &seal_context(),
+        &vault_objects::byok_seal_context()?,
         &seal_aad(c.generation, &c.document),
     )
     .await
@@ -650,9 +645,14 @@ pub async fn update<T, E: From<VaultError>>(
         let text = serde_json::to_string(&document)
             .map_err(|_| crate::deployment::config_error("cannot write the BYOK document"))?;
         let next = generation + 1;
-        let sealed = vault_crypto::seal(default, &seal_context(), b"", &seal_aad(next, &text))
-            .await
-            .map_err(VaultError::from)?;
+        let sealed = vault_crypto::seal(
+            default,
+            &vault_objects::byok_seal_context()?,
+            b"",
+            &seal_aad(next, &text),
+        )
+        .await
+        .map_err(VaultError::from)?;
         let config = ByokConfig {
             generation: next,
             document: text,

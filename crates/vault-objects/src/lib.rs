@@ -12,7 +12,9 @@ mod keys;
 
 use std::sync::Arc;
 
-pub use keys::{DESTROY_QUIET_SECS, DestroyReport, RewrapReport, RewrapScope, Shred};
+pub use keys::{
+    DESTROY_QUIET_SECS, DestroyReport, RewrapReport, RewrapScope, Shred, byok_seal_context,
+};
 // What the facade's callers (the server, the CLI) name, so they need no other crate's paths.
 pub use data_keys::RememberKey;
 pub use feed::{MAX_WEBHOOK_URL_LEN, WebhookSecret, check_webhook_url};
