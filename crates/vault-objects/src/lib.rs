@@ -5,7 +5,10 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod byok;
+pub mod config;
 mod data_keys;
+pub mod deployment;
 mod feed;
 pub mod integrity;
 mod keys;
@@ -17,6 +20,10 @@ pub use keys::{
 };
 // What the facade's callers (the server, the CLI) name, so they need no other crate's paths.
 pub use data_keys::RememberKey;
+pub use deployment::{
+    DEFAULT_DATA_DIR, Deployment, MANAGED_RING, Rings, default_router, open, open_embedded,
+    open_existing_managed,
+};
 pub use feed::{MAX_WEBHOOK_URL_LEN, WebhookSecret, check_webhook_url};
 pub use integrity::{ApiKeys, IntegrityKey, KeyHome, ListedApiKey, Upgrade};
 pub use vault_crypto::issued::IssuedKey;

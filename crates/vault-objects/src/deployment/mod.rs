@@ -11,10 +11,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::integrity::{self, IntegrityKey, KeyHome, Upgrade};
+use crate::{Vault, VaultError};
 use vault_crypto::managed::{MasterKeySeal, ProviderSeal, RootSeal};
 use vault_crypto::{KeyRingError, ManagedKeyProvider};
-use vault_objects::integrity::{self, IntegrityKey, KeyHome, Upgrade};
-use vault_objects::{Vault, VaultError};
 use vault_store::{SqlStore, StoreError};
 
 use crate::config::Config;
@@ -303,7 +303,7 @@ impl Deployment {
     }
 
     /// The integrity key of the deployment, its record in `store` checked (see
-    /// [`vault_objects::integrity::open`]). A store from before row integrity is protected now
+    /// [`crate::integrity::open`]). A store from before row integrity is protected now
     /// on the embedded default, and with `upgrade` ([`Upgrade::Protect`], `vault keys protect`)
     /// in a database; a new store always is.
     ///
@@ -423,88 +423,45 @@ fn with_password(url: &str, password: &str) -> Result<String, String> {
     Ok(format!("{scheme}://{user}:{encoded}@{host}{tail}"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_password_is_set_encoded_and_never_shown() {
-        let url = with_password("postgres://vault@db:5432/v?sslmode=require", "p@ss:w/rd").unwrap();
-        assert_eq!(
-            url,
-            "postgres://vault:p%40ss%3Aw%2Frd@db:5432/v?sslmode=require"
-        );
-        assert!(with_password("postgres://db/v", "x").is_err());
-        assert!(with_password("postgres://u:p@db/v", "x").is_err());
-        let config = Config::parse(
-            "seal = \"file:/k\"\n[providers.managed]\ntype = \"managed\"\n",
-            |_| None,
-        )
-        .unwrap();
-        let d = Deployment::resolve(
-            Path::new("d"),
-            Some("postgres://vault@db:5432/v".into()),
-            None,
-            Some("secret-pw".into()),
-            &config,
-        )
-        .unwrap();
-        assert_eq!(d.describe(), "PostgreSQL db:5432/v");
-        let query = Deployment::resolve(
-            Path::new("d"),
-            Some("postgres://db/v?user=u&password=p@ss".into()),
-            None,
-            None,
-            &config,
-        )
-        .unwrap();
-        assert_eq!(query.describe(), "PostgreSQL db/v");
-        let raw = Deployment::resolve(
-            Path::new("d"),
-            Some("postgres://u:s3cr/e?t@h/db".into()),
-            None,
-            None,
-            &config,
-        )
-        .unwrap();
-        assert!(!raw.describe().contains("s3cr"), "{}", raw.describe());
-        assert!(!format!("{d:?}").contains("secret-pw"));
-        assert!(d.rings_in_database());
-    }
-
-    #[test]
-    fn a_database_ring_needs_a_seal() {
-        let config = Config::embedded();
-        let err = Deployment::resolve(
-            Path::new("d"),
-            Some("postgres://u@h/v".into()),
-            None,
-            None,
-            &config,
-        )
-        .unwrap_err();
-        assert!(err.contains("--seal"), "{err}");
-        let err = Deployment::resolve(Path::new("d"), None, Some("nowhere".into()), None, &config)
-            .unwrap_err();
-        assert!(err.contains("nowhere"), "{err}");
-        let d = Deployment::resolve(Path::new("d"), None, None, None, &config).unwrap();
-        assert!(!d.rings_in_database() && !d.is_postgres());
-        // Managed rings that only rules use need a seal too.
-        let byok_default = Config::parse(
-            "default = \"kms\"\n[providers.kms]\ntype = \"aws-kms\"\nkey_id = \"alias/k\"\n\
-             [providers.a]\ntype = \"managed\"\nring = \"a\"\n[providers.b]\ntype = \"managed\"\nring = \"b\"\n\
-             [[rules]]\nmatch = { organization_id = \"o\" }\nprovider = \"a\"\n",
-            |_| None,
-        )
-        .unwrap();
-        let err = Deployment::resolve(
-            Path::new("d"),
-            Some("postgres://u@h/v".into()),
-            None,
-            None,
-            &byok_default,
-        )
-        .unwrap_err();
-        assert!(err.contains("--seal"), "{err}");
-    }
+/// The vault of `config` in `data_dir`: the SQLite store there, unless `[store] url` names a
+/// PostgreSQL database, with the providers and rules of `config` (see [`Deployment`]).
+///
+/// # Errors
+/// If the configuration cannot work, or a provider or the database cannot be opened.
+pub async fn open(data_dir: &Path, config: &Config) -> Result<Vault, VaultError> {
+    Deployment::resolve(data_dir, None, None, None, config)
+        .map_err(config_error)?
+        .open(config)
+        .await
 }
+
+/// The embedded default in `data_dir`: the managed key ring and the SQLite store.
+///
+/// # Errors
+/// If the key ring or the database cannot be opened.
+pub async fn open_embedded(data_dir: &Path) -> Result<Vault, VaultError> {
+    open(data_dir, &Config::embedded()).await
+}
+
+/// The data directory used when none is given: `./vault-data`.
+pub const DEFAULT_DATA_DIR: &str = "vault-data";
+
+/// The name of the managed key ring in the data directory.
+pub const MANAGED_RING: &str = "root";
+
+/// The existing managed ring `root` in `data_dir`, for operations that must not create one
+/// (decrypting, rewrapping, key administration).
+///
+/// # Errors
+/// [`KeyRingError`] if there is no ring, or it cannot be read or is malformed.
+pub fn open_existing_managed(data_dir: &Path) -> Result<Arc<ManagedKeyProvider>, KeyRingError> {
+    ManagedKeyProvider::open_existing(data_dir, MANAGED_RING).map(Arc::new)
+}
+
+/// A router with the managed ring as its default provider and no BYOK rules yet.
+pub fn default_router(managed: Arc<ManagedKeyProvider>) -> vault_crypto::Router {
+    vault_crypto::Router::new(managed)
+}
+
+#[cfg(test)]
+mod tests;
