@@ -1,4 +1,11 @@
-use super::*;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use vault_crypto::KeyProvider;
+use vault_store::{ByokConfig, Conflict, Store, StoreError};
+
+use crate::config::{ProviderConfig, config_error};
+use crate::{IntegrityKey, VaultError};
 
 impl ProviderConfig {
     /// The provider's type as `vault.toml` names it.
@@ -143,12 +150,12 @@ pub async fn load(
         if recorded == 0 {
             return Ok((0, ByokDocument::default()));
         }
-        return Err(crate::deployment::config_error(format!(
+        return Err(config_error(format!(
             "the BYOK rules (table byok_config) are missing, but the integrity record says generation {recorded} exists: deleted by someone who can write the database; nothing is routed by them until they are restored (from a backup of the database)"
         )));
     };
     let not_authentic = |why: &str| {
-        crate::deployment::config_error(format!(
+        config_error(format!(
             "the BYOK rules in the store (table byok_config, generation {}) {why}: they are not used; restore them with `vault byok` from a process holding this deployment's keys",
             c.generation
         ))
@@ -196,7 +203,7 @@ pub async fn update<T, E: From<VaultError>>(
         let (generation, mut document) = load(store, default, integrity).await?;
         let out = change(&mut document)?;
         let text = serde_json::to_string(&document)
-            .map_err(|_| crate::deployment::config_error("cannot write the BYOK document"))?;
+            .map_err(|_| config_error("cannot write the BYOK document"))?;
         let next = generation + 1;
         let sealed = vault_crypto::seal(
             default,

@@ -3,23 +3,10 @@
 //! ([`Config::with_store`]), and a router that follows the store's rules while it runs
 //! ([`ByokWatch`]).
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
-use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::{IntegrityKey, VaultError};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
-use subtle::ConstantTimeEq;
-use toml::Spanned;
-use vault_crypto::{
-    DataKey, KeyContext, KeyProvider, KeyRef, ProviderError, ProviderErrorKind, Router, WrappedKey,
-};
-use vault_store::{Actor, ByokConfig, Conflict, DeploymentEvent, Store, StoreError, events};
-
-use crate::Rings;
-use crate::config::{Config, ProviderConfig, RuleConfig};
+use vault_crypto::KeyContext;
+use vault_store::Actor;
 
 /// The key of the context every verification generates its data key under
 /// (`{"vault_verification": "byok"}`); reserved, so no caller's context can be it.
@@ -49,15 +36,13 @@ pub fn verification_context() -> KeyContext {
 /// The reserved context key the BYOK document is sealed under (`{"vault_byok": "config"}`).
 pub const SEAL_CONTEXT_KEY: &str = "vault_byok";
 
-mod disconnected;
 mod document;
 mod overlay;
 mod verify;
 mod watch;
 
-pub use disconnected::Disconnected;
+pub use crate::config::Disconnected;
 pub use document::*;
-use overlay::merge;
 pub use overlay::*;
 pub use verify::*;
 pub use watch::*;

@@ -1,4 +1,14 @@
-use super::*;
+use std::sync::Arc;
+
+use toml::Spanned;
+use vault_crypto::{KeyContext, KeyProvider};
+use vault_store::Store;
+
+use crate::config::{Config, ProviderConfig, RuleConfig, config_error};
+use crate::rings::Rings;
+use crate::{IntegrityKey, VaultError};
+
+use super::document::{ByokDocument, allowed_fields, load};
 
 impl Config {
     /// A provider section of `vault.toml` (`type = "aws-kms"` and its fields) as TOML text,
@@ -175,9 +185,10 @@ impl Config {
         create: bool,
     ) -> Result<Arc<dyn KeyProvider>, VaultError> {
         let name = self.default.get_ref();
-        let p = self.providers.get(name).ok_or_else(|| {
-            crate::deployment::config_error(format!("provider {name:?} is not defined"))
-        })?;
+        let p = self
+            .providers
+            .get(name)
+            .ok_or_else(|| config_error(format!("provider {name:?} is not defined")))?;
         Box::pin(self.connect(p.get_ref(), rings, create, false, false)).await
     }
 }
@@ -228,5 +239,5 @@ pub async fn merged_for(
 pub(super) fn merge(config: &Config, document: &ByokDocument) -> Result<Config, VaultError> {
     config
         .with_store(document, |k| std::env::var(k).ok())
-        .map_err(|problems| crate::deployment::config_error(problems.join("; ")))
+        .map_err(|problems| config_error(problems.join("; ")))
 }

@@ -1,4 +1,17 @@
-use super::*;
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use toml::Spanned;
+use vault_crypto::{KeyContext, KeyProvider, KeyRef, ProviderError, ProviderErrorKind};
+use vault_store::{DeploymentEvent, Store, events};
+
+use crate::VaultError;
+use crate::config::Config;
+use crate::rings::Rings;
+
+use super::{actor, verification_context};
 
 /// The step of a verification that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,4 +1,17 @@
-use super::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use vault_crypto::{KeyProvider, Router};
+use vault_store::Store;
+
+use crate::config::{Config, ProviderConfig, config_error};
+use crate::rings::Rings;
+use crate::{IntegrityKey, VaultError};
+
+use super::document::{ByokDocument, load};
+use super::overlay::merge;
+use super::{RECONNECT_INTERVAL, WATCH_INTERVAL};
 
 /// Keeps a router's rules equal to the configuration's plus the store's, while the router is in
 /// use: every [`WATCH_INTERVAL`] it reads the store's BYOK generation (one row), and when it
@@ -69,9 +82,7 @@ impl ByokWatch {
             .built
             .get(self.config.default.get_ref())
             .cloned()
-            .ok_or_else(|| {
-                crate::deployment::config_error("the default provider is not defined")
-            })?;
+            .ok_or_else(|| config_error("the default provider is not defined"))?;
         // The router's default may accept unsigned Azure RSA wraps (while the store holds
         // some); the document's seal is opened by a strict instance that never does.
         let opener = match self.config.providers.get(self.config.default.get_ref()) {
@@ -119,7 +130,7 @@ impl ByokWatch {
             .unwrap_or_else(|| router.default_provider().clone());
         let (generation, document) = load(&*self.store, &*opener, &self.integrity).await?;
         if state.generation.is_some_and(|seen| generation < seen) {
-            return Err(crate::deployment::config_error(format!(
+            return Err(config_error(format!(
                 "the store's BYOK rules went back from generation {} to {generation}: refused (a restored backup?)",
                 state.generation.unwrap_or_default()
             )));

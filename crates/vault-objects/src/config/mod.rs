@@ -36,8 +36,11 @@
 //! `VAULT_PROVIDER_ACME_ENDPOINT_URL`) replaces a provider's string field.
 
 use std::collections::BTreeMap;
+mod disconnected;
 mod parse;
 mod router;
+
+pub use disconnected::Disconnected;
 
 use router::check_interval;
 
@@ -48,6 +51,21 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 use vault_crypto::CacheLimits;
+
+use crate::VaultError;
+
+/// The name of the managed key ring in the data directory.
+pub const MANAGED_RING: &str = "root";
+
+/// A configuration mistake, as the error the rest of the API reports.
+pub(crate) fn config_error(message: impl Into<std::borrow::Cow<'static, str>>) -> VaultError {
+    vault_crypto::Error::from(vault_crypto::ProviderError::new(
+        vault_crypto::ProviderErrorKind::Configuration,
+        "config",
+        message,
+    ))
+    .into()
+}
 
 /// The parsed configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -270,7 +288,7 @@ pub enum ProviderConfig {
 }
 
 fn default_ring() -> String {
-    crate::MANAGED_RING.to_owned()
+    MANAGED_RING.to_owned()
 }
 
 /// `cache = false`, or limits.

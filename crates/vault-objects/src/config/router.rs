@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use vault_crypto::{KeyProvider, Router, Rules};
 
-use crate::Rings;
+use crate::rings::Rings;
 
 use super::{Config, ProviderConfig};
 
@@ -92,7 +92,7 @@ impl Config {
     ///
     /// A customer's key that cannot be connected (its key service unreachable, the key
     /// missing, a permission not granted) does not stop the others: it is put in as a
-    /// [`Disconnected`](crate::byok::Disconnected) provider that fails each call with the
+    /// [`Disconnected`](super::Disconnected) provider that fails each call with the
     /// reason, so only its own contexts fail, and `vault keys verify` says what to fix. A KMS
     /// key that is the default may be disconnected too (every context without a rule then
     /// fails until it is back); managed rings must open.
@@ -150,9 +150,7 @@ impl Config {
                         "a customer key cannot be connected: its contexts fail until it can (`vault keys verify` says what to fix)"
                     );
                     disconnected.push(name.clone());
-                    Arc::new(
-                        crate::byok::Disconnected::new(name, &e).owning(p.get_ref().key_identity()),
-                    )
+                    Arc::new(super::Disconnected::new(name, &e).owning(p.get_ref().key_identity()))
                 }
                 Err(e) => return Err(e),
             };

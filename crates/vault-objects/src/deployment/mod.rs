@@ -17,87 +17,8 @@ use vault_crypto::managed::{MasterKeySeal, ProviderSeal, RootSeal};
 use vault_crypto::{KeyRingError, ManagedKeyProvider};
 use vault_store::{SqlStore, StoreError};
 
-use crate::config::Config;
-
-/// Where managed rings live.
-#[derive(Debug, Clone)]
-pub enum Rings {
-    /// Files in a data directory (`keyring-<ring>.json`), unsealed: the single-machine default.
-    Files {
-        /// The data directory.
-        dir: PathBuf,
-        /// The store beside them, if any: a ring file is never created while it holds the
-        /// ring (moved into the database) or data under it.
-        store: Option<SqlStore>,
-    },
-    /// Tables of the store's database, each root key sealed.
-    Database {
-        /// The store whose database holds them.
-        store: SqlStore,
-        /// What seals their root keys.
-        seal: Arc<dyn RootSeal>,
-        /// The deployment's integrity key: the rings' rows carry its tags.
-        integrity: Arc<IntegrityKey>,
-        /// The seal's provider in the configuration, if it is one: kept out of the data
-        /// router, so no API caller can reach the key that seals the ring.
-        seal_provider: Option<String>,
-    },
-}
-
-impl Rings {
-    /// The configuration's name of the provider that seals the rings, if one does.
-    pub fn seal_provider(&self) -> Option<&str> {
-        match self {
-            Self::Database {
-                seal_provider: Some(name),
-                ..
-            } => Some(name),
-            _ => None,
-        }
-    }
-
-    /// The managed ring `ring`; with `create`, a new one if there is none (a database refuses
-    /// while it holds data under a ring it does not have: see `vault keys migrate-ring`).
-    ///
-    /// # Errors
-    /// A [`KeyRingError`] if it is missing (without `create`), cannot be read or unsealed.
-    pub async fn open(&self, ring: &str, create: bool) -> Result<ManagedKeyProvider, KeyRingError> {
-        match self {
-            Self::Files { dir, store } => {
-                if !create {
-                    return ManagedKeyProvider::open_existing(dir, ring);
-                }
-                if let Some(store) = store
-                    && !vault_crypto::FileRingStore::new(dir, ring)?.path().exists()
-                {
-                    let unavailable = |e: StoreError| KeyRingError::Store {
-                        reason: e.to_string(),
-                    };
-                    if store.has_ring(ring).await.map_err(unavailable)?
-                        || store
-                            .holds_data_under_ring(ring)
-                            .await
-                            .map_err(unavailable)?
-                    {
-                        return Err(KeyRingError::Lost {
-                            ring: ring.to_owned(),
-                        });
-                    }
-                }
-                ManagedKeyProvider::open_or_create(dir, ring)
-            }
-            Self::Database {
-                store,
-                seal,
-                integrity,
-                ..
-            } => {
-                let ring_store = store.ring_store(ring, seal.clone(), integrity.clone());
-                ManagedKeyProvider::open(Arc::new(ring_store), create).await
-            }
-        }
-    }
-}
+use crate::config::{Config, MANAGED_RING, config_error};
+use crate::rings::Rings;
 
 /// Where a deployment keeps its objects and its managed rings; see the [module docs](self).
 #[derive(Clone)]
@@ -114,16 +35,6 @@ impl fmt::Debug for Deployment {
             .field("seal", &self.seal)
             .finish()
     }
-}
-
-/// A configuration mistake, as the error the rest of the API reports.
-pub(crate) fn config_error(message: impl Into<std::borrow::Cow<'static, str>>) -> VaultError {
-    vault_crypto::Error::from(vault_crypto::ProviderError::new(
-        vault_crypto::ProviderErrorKind::Configuration,
-        "config",
-        message,
-    ))
-    .into()
 }
 
 impl Deployment {
@@ -445,9 +356,6 @@ pub async fn open_embedded(data_dir: &Path) -> Result<Vault, VaultError> {
 
 /// The data directory used when none is given: `./vault-data`.
 pub const DEFAULT_DATA_DIR: &str = "vault-data";
-
-/// The name of the managed key ring in the data directory.
-pub const MANAGED_RING: &str = "root";
 
 /// The existing managed ring `root` in `data_dir`, for operations that must not create one
 /// (decrypting, rewrapping, key administration).

@@ -1,4 +1,8 @@
-use super::*;
+use std::fmt;
+
+use vault_crypto::{
+    DataKey, KeyContext, KeyProvider, KeyRef, ProviderError, ProviderErrorKind, WrappedKey,
+};
 
 /// A customer key that could not be connected when the router was built: every call fails with
 /// the reason (so only its own contexts fail). It owns the wrapped keys of the key it stands for
