@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use vault::crypto::{
+use vault_crypto::{
     CacheLimits, CachingProvider, DataKey, KeyContext, KeyProvider, KeyRef, ProviderError,
     WrappedKey, seal,
 };

@@ -13,7 +13,7 @@ use std::task::{Context, Poll, Waker};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-use vault::crypto::{
+use vault_crypto::{
     Backend, CacheLimits, CachingProvider, KeyContext, KeyProvider, ManagedKeyProvider, Router,
     danger, open, random, seal,
 };
@@ -334,9 +334,9 @@ fn router_group(c: &mut Criterion) {
 /// What row integrity adds to a request: checking an API key row's tag (the fields an API key
 /// row has, as `vault_objects::integrity` tags them).
 fn integrity_group(c: &mut Criterion) {
-    let key = vault::crypto::integrity::IntegrityKey::generate().unwrap();
+    let key = vault_crypto::integrity::IntegrityKey::generate().unwrap();
     let hash = [7u8; 32];
-    let tag = |k: &vault::crypto::integrity::IntegrityKey| {
+    let tag = |k: &vault_crypto::integrity::IntegrityKey| {
         k.tag("api_key")
             .text("key_Ab3dEf6hIj9k")
             .text("Ab3dEf6hIj9k")

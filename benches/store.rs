@@ -9,8 +9,8 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use vault::crypto::KeyContext;
-use vault::store::Actor;
+use vault_crypto::KeyContext;
+use vault_store::Actor;
 
 fn objects(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -19,7 +19,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::put;
-use vault::crypto::{KeyContext, ManagedKeyProvider, Router as KeyRouter};
+use vault_crypto::{KeyContext, ManagedKeyProvider, Router as KeyRouter};
 
 /// What the service keeps: the key router and, standing in for your database, envelopes by id.
 struct App {
@@ -48,7 +48,7 @@ async fn put_note(
     body: Bytes,
 ) -> Result<StatusCode, StatusCode> {
     let ctx = context(&headers)?;
-    let sealed = vault::crypto::seal(&app.keys, &ctx, &body, &aad(&id))
+    let sealed = vault_crypto::seal(&app.keys, &ctx, &body, &aad(&id))
         .await
         .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
     let mut notes = app.notes.lock().unwrap_or_else(|e| e.into_inner());
@@ -66,7 +66,7 @@ async fn get_note(
         let notes = app.notes.lock().unwrap_or_else(|e| e.into_inner());
         notes.get(&id).cloned().ok_or(StatusCode::NOT_FOUND)?
     };
-    let opened = vault::crypto::open(&app.keys, &envelope, &aad(&id))
+    let opened = vault_crypto::open(&app.keys, &envelope, &aad(&id))
         .await
         .map_err(|_| StatusCode::NOT_FOUND)?;
     // The context is authenticated: another tenant's note is not found, not shown.

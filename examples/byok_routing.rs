@@ -10,8 +10,8 @@
 //! ```
 
 use vault::config::Config;
-use vault::crypto::KeyContext;
-use vault::store::Actor;
+use vault_crypto::KeyContext;
+use vault_store::Actor;
 
 const VAULT_TOML: &str = r#"
 default = "managed"

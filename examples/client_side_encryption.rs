@@ -22,7 +22,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
-use vault::crypto::{DataKey, workos};
+use vault_crypto::{DataKey, workos};
 
 type Error = Box<dyn std::error::Error>;
 

@@ -2,10 +2,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub use vault_crypto as crypto;
 pub use vault_objects as objects;
 pub use vault_server as server;
-pub use vault_store as store;
 
 pub use vault_objects::{
     DEFAULT_DATA_DIR, DESTROY_QUIET_SECS, Deployment, DestroyReport, KeyUsage, MANAGED_RING,

@@ -12,8 +12,8 @@ use std::process::{Command, Output, Stdio};
 
 use common::moto_url;
 use common::vault_aws as vault;
-use vault::crypto::Envelope;
-use vault::store::{ObjectStore as _, SqlStore};
+use vault_crypto::Envelope;
+use vault_store::{ObjectStore as _, SqlStore};
 
 fn ok(out: Output) -> String {
     assert!(

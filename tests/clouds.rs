@@ -12,9 +12,9 @@ use std::sync::Arc;
 
 use common::fakes::{azure, gcp};
 use common::moto_url;
-use vault::crypto::{Envelope, KeyContext, KeyProvider, ManagedKeyProvider, RetryPolicy, Router};
-use vault::store::{Actor, SqlStore, Store};
 use vault::{RewrapScope, Vault};
+use vault_crypto::{Envelope, KeyContext, KeyProvider, ManagedKeyProvider, RetryPolicy, Router};
+use vault_store::{Actor, SqlStore, Store};
 
 async fn aws(url: &str) -> Arc<dyn KeyProvider> {
     let config = aws_sdk_kms::Config::builder()

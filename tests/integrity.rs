@@ -279,7 +279,7 @@ async fn forged_byok_rules_are_refused(d: Deployment) {
     let blob = STANDARD
         .decode(answer["encrypted_keys"].as_str().unwrap())
         .unwrap();
-    let envelope = vault::crypto::Envelope::parse(&blob).unwrap();
+    let envelope = vault_crypto::Envelope::parse(&blob).unwrap();
     let wrapped = envelope.wrapped_keys().to_vec();
     let mallory = envelope.context().clone();
 
@@ -297,8 +297,8 @@ async fn forged_byok_rules_are_refused(d: Deployment) {
         "rules": [{"match": {"organization_id": "org_acme"}, "provider": "evil", "verified": true, "created_at": 1}],
     })
     .to_string();
-    let seal = vault::crypto::danger::seal_with_key(
-        &vault::crypto::danger::data_key_from_bytes(data_key),
+    let seal = vault_crypto::danger::seal_with_key(
+        &vault_crypto::danger::data_key_from_bytes(data_key),
         &wrapped,
         &mallory,
         b"",
@@ -738,7 +738,7 @@ async fn a_stored_answer_written_into_the_database_is_not_replayed(d: Deployment
     .bind(&owner)
     .bind(hash.finalize().to_vec())
     .bind(forged)
-    .bind(vault::store::Timestamp::now().0)
+    .bind(vault_store::Timestamp::now().0)
     .execute(&pool)
     .await
     .unwrap();

@@ -8,9 +8,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use vault::crypto::{Envelope, KeyContext, ManagedKeyProvider, Router};
-use vault::store::{Actor, ListQuery, NewVersion, SqlStore, Store, StoreError};
 use vault::{Vault, VaultError};
+use vault_crypto::{Envelope, KeyContext, ManagedKeyProvider, Router};
+use vault_store::{Actor, ListQuery, NewVersion, SqlStore, Store, StoreError};
 
 fn actor() -> Actor {
     Actor::new("key_test", "test")
@@ -123,7 +123,7 @@ async fn an_envelope_moved_to_another_object_does_not_open() {
         .unwrap();
     assert!(matches!(
         vault.read("prod", &b.id, &actor()).await,
-        Err(VaultError::Crypto(vault::crypto::Error::DecryptionFailed))
+        Err(VaultError::Crypto(vault_crypto::Error::DecryptionFailed))
     ));
     assert_eq!(
         vault.read("prod", &a.id, &actor()).await.unwrap().value,
@@ -352,18 +352,18 @@ fn kv_commands_have_distinct_exit_codes() {
 struct Down;
 
 #[async_trait::async_trait]
-impl vault::crypto::KeyProvider for Down {
-    fn owns(&self, key: &vault::crypto::KeyRef) -> bool {
+impl vault_crypto::KeyProvider for Down {
+    fn owns(&self, key: &vault_crypto::KeyRef) -> bool {
         key.scheme() == "down-kms"
     }
 
     async fn wrap(
         &self,
-        _: &vault::crypto::DataKey,
+        _: &vault_crypto::DataKey,
         _: &KeyContext,
-    ) -> Result<vault::crypto::WrappedKey, vault::crypto::ProviderError> {
-        Err(vault::crypto::ProviderError::new(
-            vault::crypto::ProviderErrorKind::Unavailable,
+    ) -> Result<vault_crypto::WrappedKey, vault_crypto::ProviderError> {
+        Err(vault_crypto::ProviderError::new(
+            vault_crypto::ProviderErrorKind::Unavailable,
             "down-kms",
             "connection refused",
         ))
@@ -371,12 +371,12 @@ impl vault::crypto::KeyProvider for Down {
 
     async fn unwrap_owned(
         &self,
-        _: &vault::crypto::WrappedKey,
+        _: &vault_crypto::WrappedKey,
         _: &KeyContext,
-        _: vault::crypto::Attempts,
-    ) -> Result<vault::crypto::DataKey, vault::crypto::ProviderError> {
-        Err(vault::crypto::ProviderError::new(
-            vault::crypto::ProviderErrorKind::Unavailable,
+        _: vault_crypto::Attempts,
+    ) -> Result<vault_crypto::DataKey, vault_crypto::ProviderError> {
+        Err(vault_crypto::ProviderError::new(
+            vault_crypto::ProviderErrorKind::Unavailable,
             "down-kms",
             "connection refused",
         ))
@@ -398,7 +398,7 @@ async fn nothing_is_stored_when_the_key_provider_fails() {
         .await
         .unwrap_err();
     match e {
-        VaultError::Crypto(vault::crypto::Error::Provider(p)) => assert!(p.is_retryable()),
+        VaultError::Crypto(vault_crypto::Error::Provider(p)) => assert!(p.is_retryable()),
         other => panic!("{other:?}"),
     }
     // An object of another organization still works, and updating it is unaffected.
@@ -427,9 +427,9 @@ async fn nothing_is_stored_when_the_key_provider_fails() {
 /// and while it was the primary moments ago; with consent it reports what it made unreadable.
 #[tokio::test]
 async fn rewrap_all_empties_an_old_version_before_it_can_be_destroyed() {
-    use vault::crypto::VersionState;
-    use vault::store::events;
     use vault::{RewrapScope, Shred};
+    use vault_crypto::VersionState;
+    use vault_store::events;
 
     let dir = tempfile::tempdir().unwrap();
     let ring = Arc::new(ManagedKeyProvider::open_or_create(dir.path(), "root").unwrap());

@@ -16,7 +16,7 @@ use common::Serve;
 use common::client::ApiClient;
 use hyper::Method;
 use serde_json::{Value, json};
-use vault::crypto::{danger, workos};
+use vault_crypto::{danger, workos};
 
 mod common;
 

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::client::ApiClient;
 use hyper::Method;
 use serde_json::json;
-use vault::store::Actor;
+use vault_store::Actor;
 
 const VAULT: &str = env!("CARGO_BIN_EXE_vault");
 
@@ -238,7 +238,12 @@ async fn sigkill_under_32_writers_loses_no_acknowledged_change_and_half_applies_
 
     let vault = vault::open_embedded(dir.path()).await.unwrap();
     let actor = Actor::new("user_test", "test");
-    let events = vault.store().audit_events("prod", 1_000_000).await.unwrap();
+    let store = vault_store::SqlStore::open_sqlite(dir.path())
+        .await
+        .unwrap();
+    let events = vault_store::AuditLog::audit_events(&store, "prod", 1_000_000)
+        .await
+        .unwrap();
     for (w, s) in seen.iter().enumerate() {
         let object = match &s.id {
             Some(id) => vault.read("prod", id, &actor).await.unwrap(),

@@ -12,8 +12,8 @@ use std::process::Output;
 use common::fakes::{azure, gcp};
 use common::vault_aws as vault;
 use vault::byok::{Step, Verification, verify_connected};
-use vault::crypto::ProviderErrorKind;
-use vault::store::{AuditLog as _, SqlStore, events};
+use vault_crypto::ProviderErrorKind;
+use vault_store::{AuditLog as _, SqlStore, events};
 use vault_testkit::{azure_fake, gcp_fake};
 
 /// A failure expected: step, kind, the permission named, a piece of the advice.

@@ -1,11 +1,9 @@
 //! `vault apikey`: creating, listing and revoking API keys (their rows tagged with the
 //! deployment's integrity key).
 
-use std::sync::Arc;
-
 use serde_json::json;
 use vault::config::Config;
-use vault::objects::{ApiKeys, Upgrade};
+use vault::objects::admin::ApiKeyAdmin;
 
 use super::args::*;
 use super::exit::Failure;
@@ -15,14 +13,11 @@ pub(crate) async fn apikey(
     config: &Config,
     command: ApikeyCommand,
 ) -> Result<(), Failure> {
-    let store = deployment.store().await?;
-    let key = deployment
-        .integrity(&store, config, Upgrade::Refuse)
-        .await?;
-    let keys = ApiKeys::new(Arc::new(store.clone()), key);
+    let admin = ApiKeyAdmin::open(deployment, config).await?;
+    let keys = admin.keys();
     match command {
         ApikeyCommand::Create { environment, name } => {
-            let key = vault::server::auth::create(&keys, &environment, &name).await?;
+            let key = vault::objects::api_keys::create(keys, &environment, &name).await?;
             eprintln!(
                 "vault: created {} for environment {:?}; the key is shown once",
                 key.record.id, key.record.environment
@@ -55,6 +50,6 @@ pub(crate) async fn apikey(
             }
         }
     }
-    store.close().await;
+    admin.close().await;
     Ok(())
 }

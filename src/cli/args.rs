@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use super::kv::MAX_RETENTION_DAYS;
+use vault::objects::MAX_RETENTION_DAYS;
 
 /// Envelope encryption with managed and customer-managed keys.
 #[derive(Debug, Parser)]

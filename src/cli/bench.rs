@@ -1,331 +1,41 @@
-//! `vault bench`: measures, in one process and one run, the envelope beside the raw AEAD it is
-//! built on, so the ratios hold on whatever machine it runs on.
-//!
-//! Method: every case runs in a tight loop for a fixed time; cases are interleaved over several
-//! rounds (raw, envelope, raw, envelope, ...) so drift in the machine's speed hits both alike,
-//! and the median round is reported.
-
-use std::future::Future;
-use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+//! `vault bench`: the measurement is the application layer's
+//! ([`vault::objects::bench`]); this shows its progress and prints its report.
 
 use indicatif::{ProgressBar, ProgressStyle};
-use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-use serde::Serialize;
-use vault_crypto::{KeyContext, ManagedKeyProvider, danger, open, random, seal};
+use vault::objects::bench::{Progress, Report};
 
-/// Value sizes measured for throughput.
-pub(crate) const SIZES: [usize; 5] = [64, 1024, 16 * 1024, 64 * 1024, 1 << 20];
+/// A progress bar on standard error.
+pub(crate) struct Bar(ProgressBar);
 
-/// How long to run each case per round, and how many rounds.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Settings {
-    /// Time per case per round.
-    pub(crate) per_case: Duration,
-    /// Rounds; the median is reported.
-    pub(crate) rounds: usize,
-    /// Threads for the all-cores figures.
-    pub(crate) threads: usize,
-    /// Show a progress bar on standard error.
-    pub(crate) progress: bool,
-}
-
-/// Throughput of one size.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct SizeResult {
-    /// Value size in bytes.
-    pub(crate) size: usize,
-    /// Raw ring AES-256-GCM seal, key already expanded, GB/s.
-    pub(crate) raw_seal_gbps: f64,
-    /// Envelope seal through the managed provider (fresh data key, wrap, commitment), GB/s.
-    pub(crate) seal_gbps: f64,
-    /// `seal_gbps / raw_seal_gbps`.
-    pub(crate) seal_ratio: f64,
-    /// Raw ring AES-256-GCM open, GB/s.
-    pub(crate) raw_open_gbps: f64,
-    /// Envelope open through the managed provider (unwrap, commitment check, decrypt), GB/s.
-    pub(crate) open_gbps: f64,
-    /// `open_gbps / raw_open_gbps`.
-    pub(crate) open_ratio: f64,
-}
-
-/// Objects per second of 1 KiB.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct ObjectRate {
-    /// Threads used.
-    pub(crate) threads: usize,
-    /// Seals per second.
-    pub(crate) seal_per_sec: f64,
-    /// Opens per second.
-    pub(crate) open_per_sec: f64,
-}
-
-/// The floor of a 1 KiB seal: the parts it cannot avoid, each measured alone.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct Floor {
-    /// Where random bytes come from in this process (`vDSO getrandom` or `getrandom(2)`).
-    pub(crate) random_source: &'static str,
-    /// 44 bytes from the kernel's CSPRNG through that source, ns. A seal draws twice: the data
-    /// key and its wrap's nonce, then the message id and the nonce.
-    pub(crate) os_random_ns: f64,
-    /// The same 44 bytes through the `getrandom(2)` system call, ns (for comparison).
-    pub(crate) os_random_syscall_ns: f64,
-    /// The per-message derivation, ns: HKDF-SHA256 extract and the two expands (content key
-    /// and commitment).
-    pub(crate) hkdf_ns: f64,
-    /// The data key's wrap: AES-256-GCM of 32 bytes under a key already expanded (the managed
-    /// provider keeps its KEKs expanded), ns.
-    pub(crate) key_wrap_ns: f64,
-    /// AES-256-GCM key setup and seal of 1 KiB, ns.
-    pub(crate) aead_1kib_ns: f64,
-    /// The sum of the parts of one seal (two random draws, one of each other part), ns.
-    pub(crate) floor_ns: f64,
-    /// A whole 1 KiB seal through the managed provider, ns.
-    pub(crate) seal_ns: f64,
-    /// `floor_ns / seal_ns`: 1.0 would be nothing but the parts.
-    pub(crate) ratio: f64,
-}
-
-/// Everything `vault bench` measured.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct Report {
-    /// Throughput by size.
-    pub(crate) sizes: Vec<SizeResult>,
-    /// 1 KiB objects per second on one thread and on all.
-    pub(crate) objects_1kib: Vec<ObjectRate>,
-    /// The floor of a 1 KiB seal.
-    pub(crate) floor_1kib: Floor,
-    /// Parsing, validating and canonicalising a 10-pair key context, ns.
-    pub(crate) context_10_pairs_ns: f64,
-}
-
-/// Drives a future of the managed provider, which does no I/O, without a runtime. It can still
-/// wait a moment: threads sharing one provider queue on its ring's freshness check (every
-/// 250 ms), so a pending future is polled again until it is ready.
-fn ready<F: Future>(f: F) -> F::Output {
-    let mut f = pin!(f);
-    loop {
-        if let Poll::Ready(out) = f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-            return out;
-        }
-        std::hint::spin_loop();
+impl Bar {
+    pub(crate) fn new(shown: bool) -> Self {
+        Self(if shown {
+            ProgressBar::new(0).with_style(
+                ProgressStyle::with_template("{spinner} measuring [{bar:30}] {pos}/{len} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            )
+        } else {
+            ProgressBar::hidden()
+        })
     }
 }
 
-/// Runs `op` for `time` and returns operations per second.
-fn rate(time: Duration, mut op: impl FnMut()) -> f64 {
-    // Warm up briefly, then count whole batches until the time is up.
-    for _ in 0..3 {
-        op();
-    }
-    let start = Instant::now();
-    let mut n: u64 = 0;
-    let mut batch: u64 = 1;
-    loop {
-        for _ in 0..batch {
-            op();
-        }
-        n += batch;
-        let elapsed = start.elapsed();
-        if elapsed >= time {
-            return n as f64 / elapsed.as_secs_f64();
-        }
-        batch = (batch * 2).min(1 << 16);
-    }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// Several rounds of every case in `cases`, interleaved; the median rate of each.
-fn interleaved(settings: &Settings, bar: &ProgressBar, cases: &mut [&mut dyn FnMut()]) -> Vec<f64> {
-    let mut rates = vec![Vec::new(); cases.len()];
-    for _ in 0..settings.rounds {
-        for (i, case) in cases.iter_mut().enumerate() {
-            rates[i].push(rate(settings.per_case, &mut **case));
-            bar.inc(1);
-        }
-    }
-    rates.into_iter().map(median).collect()
-}
-
-fn ring_key() -> LessSafeKey {
-    // A fixed key and nonce are fine here: the output is discarded.
-    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[7; 32]).unwrap_or_else(|_| unreachable!()))
-}
-
-fn raw_seal(key: &LessSafeKey, pt: &[u8]) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(pt.len() + 16);
-    buf.extend_from_slice(pt);
-    if let Ok(tag) = key.seal_in_place_separate_tag(
-        Nonce::assume_unique_for_key([1; 12]),
-        Aad::empty(),
-        &mut buf,
-    ) {
-        buf.extend_from_slice(tag.as_ref());
-    }
-    buf
-}
-
-fn raw_open(key: &LessSafeKey, ct: &[u8]) -> Vec<u8> {
-    let mut buf = ct.to_vec();
-    let n = key
-        .open_in_place(
-            Nonce::assume_unique_for_key([1; 12]),
-            Aad::empty(),
-            &mut buf,
-        )
-        .map_or(0, |pt| pt.len());
-    buf.truncate(n);
-    buf
-}
-
-/// Runs every measurement.
-///
-/// # Errors
-/// A [`vault_crypto::Error`] if the in-memory provider cannot be set up.
-pub(crate) fn run(settings: &Settings) -> Result<Report, vault_crypto::Error> {
-    let managed = ManagedKeyProvider::in_memory("bench")?;
-    let ctx = KeyContext::from_pairs([("organization_id", "org_1"), ("user_id", "u_9")])?;
-    let key = ring_key();
-
-    let steps = settings.rounds * (SIZES.len() * 4 + 5 + 1) + 4;
-    let bar = if settings.progress {
-        ProgressBar::new(steps as u64).with_style(
-            ProgressStyle::with_template("{spinner} measuring [{bar:30}] {pos}/{len} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        )
-    } else {
-        ProgressBar::hidden()
-    };
-
-    let mut sizes = Vec::new();
-    for size in SIZES {
-        bar.set_message(format!("{size} B"));
-        let pt = vec![0x42u8; size];
-        let raw_ct = raw_seal(&key, &pt);
-        let env = ready(seal(&managed, &ctx, &pt, b""))?;
-        let mut raw_s = || drop(black_box(raw_seal(&key, black_box(&pt))));
-        let mut env_s = || drop(black_box(ready(seal(&managed, &ctx, black_box(&pt), b""))));
-        let mut raw_o = || drop(black_box(raw_open(&key, black_box(&raw_ct))));
-        let mut env_o = || drop(black_box(ready(open(&managed, black_box(&env), b""))));
-        let r = interleaved(
-            settings,
-            &bar,
-            &mut [&mut raw_s, &mut env_s, &mut raw_o, &mut env_o],
-        );
-        let gbps = |per_sec: f64| per_sec * size as f64 / 1e9;
-        sizes.push(SizeResult {
-            size,
-            raw_seal_gbps: gbps(r[0]),
-            seal_gbps: gbps(r[1]),
-            seal_ratio: r[1] / r[0],
-            raw_open_gbps: gbps(r[2]),
-            open_gbps: gbps(r[3]),
-            open_ratio: r[3] / r[2],
-        });
+impl Progress for Bar {
+    fn begin(&self, steps: u64) {
+        self.0.set_length(steps);
     }
 
-    bar.set_message("floor of a 1 KiB seal");
-    let pt = vec![0x42u8; 1024];
-    let mut random = || {
-        let mut buf = [0u8; 44];
-        let _ = random::fill(&mut buf);
-        black_box(buf);
-    };
-    let mut syscall = || {
-        let mut buf = [0u8; 44];
-        let _ = random::syscall(&mut buf);
-        black_box(buf);
-    };
-    let data_key = danger::data_key_from_bytes([2u8; 32]);
-    let mut hkdf = || {
-        drop(black_box(danger::message_keys(
-            &data_key,
-            black_box(&[1u8; 32]),
-        )))
-    };
-    let kek = ring_key();
-    let mut wrap = || drop(black_box(raw_seal(&kek, black_box(&[3u8; 32]))));
-    let mut aead = || drop(black_box(raw_seal(&ring_key(), black_box(&pt))));
-    let mut whole = || drop(black_box(ready(seal(&managed, &ctx, black_box(&pt), b""))));
-    let r = interleaved(
-        settings,
-        &bar,
-        &mut [
-            &mut random,
-            &mut syscall,
-            &mut hkdf,
-            &mut wrap,
-            &mut aead,
-            &mut whole,
-        ],
-    );
-    let ns = |per_sec: f64| 1e9 / per_sec;
-    let floor_ns = 2.0 * ns(r[0]) + ns(r[2]) + ns(r[3]) + ns(r[4]);
-    let floor_1kib = Floor {
-        random_source: random::source().name(),
-        os_random_ns: ns(r[0]),
-        os_random_syscall_ns: ns(r[1]),
-        hkdf_ns: ns(r[2]),
-        key_wrap_ns: ns(r[3]),
-        aead_1kib_ns: ns(r[4]),
-        floor_ns,
-        seal_ns: ns(r[5]),
-        ratio: floor_ns / ns(r[5]),
-    };
-
-    bar.set_message("key context");
-    let json = (0..10)
-        .map(|i| format!(r#""organization_id_{i}":"org_01HXYZABCDEF{i:04}""#))
-        .collect::<Vec<_>>()
-        .join(",");
-    let json = format!("{{{json}}}");
-    let mut parse = || {
-        drop(black_box(KeyContext::parse_json(black_box(
-            json.as_bytes(),
-        ))))
-    };
-    let r = interleaved(settings, &bar, &mut [&mut parse]);
-    let context_10_pairs_ns = ns(r[0]);
-
-    bar.set_message("1 KiB objects/s, one thread and all");
-    let env = ready(seal(&managed, &ctx, &pt, b""))?;
-    let mut objects_1kib = Vec::new();
-    for threads in [1, settings.threads.max(1)] {
-        let seal_rate = parallel_rate(threads, settings.per_case * 2, || {
-            drop(black_box(ready(seal(&managed, &ctx, black_box(&pt), b""))));
-        });
-        bar.inc(1);
-        let open_rate = parallel_rate(threads, settings.per_case * 2, || {
-            drop(black_box(ready(open(&managed, black_box(&env), b""))));
-        });
-        bar.inc(1);
-        objects_1kib.push(ObjectRate {
-            threads,
-            seal_per_sec: seal_rate,
-            open_per_sec: open_rate,
-        });
+    fn message(&self, what: &str) {
+        self.0.set_message(what.to_owned());
     }
-    bar.finish_and_clear();
-    Ok(Report {
-        sizes,
-        objects_1kib,
-        floor_1kib,
-        context_10_pairs_ns,
-    })
-}
 
-/// Total operations per second of `op` run on `threads` threads at once.
-fn parallel_rate(threads: usize, time: Duration, op: impl Fn() + Sync) -> f64 {
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads).map(|_| s.spawn(|| rate(time, &op))).collect();
-        handles.into_iter().map(|h| h.join().unwrap_or(0.0)).sum()
-    })
+    fn inc(&self) {
+        self.0.inc(1);
+    }
+
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
 }
 
 /// The report as a table for people.

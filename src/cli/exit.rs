@@ -4,11 +4,10 @@
 use std::io;
 
 use vault::VaultError;
-use vault::crypto::{self, Error};
-use vault::store::StoreError;
+use vault::objects::admin::AdminError;
+use vault::objects::{CryptoError as Error, KeyRingError, StoreError};
 
-/// A command line that does not parse (as clap's own usage errors).
-pub(crate) const USAGE: u8 = 2;
+/// (2 is a command line that does not parse: clap's own usage errors.)
 pub(crate) const BAD_INPUT: u8 = 3;
 pub(crate) const DECRYPTION_FAILED: u8 = 4;
 pub(crate) const KEYS: u8 = 5;
@@ -25,17 +24,54 @@ pub(crate) struct Failure {
     pub(crate) message: String,
 }
 
+fn crypto_code(e: &Error) -> u8 {
+    match e {
+        Error::Context(_) | Error::Envelope(_) | Error::PlaintextTooLarge { .. } => BAD_INPUT,
+        Error::DecryptionFailed | Error::ContextMismatch => DECRYPTION_FAILED,
+        // The database that holds the ring is down: a storage failure, as for objects.
+        Error::KeyRing(KeyRingError::Store { .. }) => STORAGE,
+        _ => KEYS,
+    }
+}
+
+fn store_code(e: &StoreError) -> u8 {
+    match e {
+        StoreError::NotFound => NOT_FOUND,
+        StoreError::Conflict(_) => CONFLICT,
+        StoreError::InvalidArgument { .. } | StoreError::InvalidQuery { .. } => BAD_INPUT,
+        _ => STORAGE,
+    }
+}
+
+fn vault_code(e: &VaultError) -> u8 {
+    match e {
+        VaultError::Store(e) => store_code(e),
+        VaultError::Crypto(e) => crypto_code(e),
+        VaultError::KeyInUse { .. } | VaultError::KeyRecentlyPrimary { .. } => CONFLICT,
+        // The database's content is not what this deployment wrote.
+        VaultError::Tampered { .. } | VaultError::NotProtected | VaultError::ProtectedBefore => {
+            STORAGE
+        }
+        _ => IO,
+    }
+}
+
+fn admin_code(e: &AdminError) -> u8 {
+    match e {
+        AdminError::Invalid(_) => BAD_INPUT,
+        AdminError::NotFound(_) => NOT_FOUND,
+        AdminError::Conflict(_) => CONFLICT,
+        AdminError::NoStore(_) => STORAGE,
+        AdminError::Unverified(_) => UNVERIFIED,
+        AdminError::Vault(cause) | AdminError::Failed { cause, .. } => vault_code(cause),
+        _ => IO,
+    }
+}
+
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
-        let code = match &e {
-            Error::Context(_) | Error::Envelope(_) | Error::PlaintextTooLarge { .. } => BAD_INPUT,
-            Error::DecryptionFailed | Error::ContextMismatch => DECRYPTION_FAILED,
-            // The database that holds the ring is down: a storage failure, as for objects.
-            Error::KeyRing(crypto::KeyRingError::Store { .. }) => STORAGE,
-            _ => KEYS,
-        };
         Self {
-            code,
+            code: crypto_code(&e),
             message: e.to_string(),
         }
     }
@@ -43,14 +79,8 @@ impl From<Error> for Failure {
 
 impl From<StoreError> for Failure {
     fn from(e: StoreError) -> Self {
-        let code = match &e {
-            StoreError::NotFound => NOT_FOUND,
-            StoreError::Conflict(_) => CONFLICT,
-            StoreError::InvalidArgument { .. } | StoreError::InvalidQuery { .. } => BAD_INPUT,
-            _ => STORAGE,
-        };
         Self {
-            code,
+            code: store_code(&e),
             message: e.to_string(),
         }
     }
@@ -58,30 +88,24 @@ impl From<StoreError> for Failure {
 
 impl From<VaultError> for Failure {
     fn from(e: VaultError) -> Self {
-        match e {
-            VaultError::Store(e) => e.into(),
-            VaultError::Crypto(e) => e.into(),
-            e @ (VaultError::KeyInUse { .. } | VaultError::KeyRecentlyPrimary { .. }) => Self {
-                code: CONFLICT,
-                message: e.to_string(),
-            },
-            // The database's content is not what this deployment wrote.
-            e @ (VaultError::Tampered { .. }
-            | VaultError::NotProtected
-            | VaultError::ProtectedBefore) => Self {
-                code: STORAGE,
-                message: e.to_string(),
-            },
-            other => Self {
-                code: IO,
-                message: other.to_string(),
-            },
+        Self {
+            code: vault_code(&e),
+            message: e.to_string(),
         }
     }
 }
 
-impl From<crypto::KeyRingError> for Failure {
-    fn from(e: crypto::KeyRingError) -> Self {
+impl From<AdminError> for Failure {
+    fn from(e: AdminError) -> Self {
+        Self {
+            code: admin_code(&e),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<KeyRingError> for Failure {
+    fn from(e: KeyRingError) -> Self {
         Error::from(e).into()
     }
 }

@@ -4,26 +4,13 @@ use std::io::{self, Write};
 
 use serde_json::json;
 use vault::config::Config;
-use vault::crypto::{self, Error, KeyContext};
-use vault::store::{Actor, Cursor, ListQuery, ObjectMeta, Timestamp};
+use vault::objects::{
+    Actor, CryptoError as Error, Cursor, KeyContext, ListQuery, ObjectMeta, encode_text,
+};
 
 use super::args::*;
-use super::exit::{self, Failure};
+use super::exit::Failure;
 use super::stdio::*;
-
-/// The longest retention `vault kv purge` takes: 100 years.
-pub(crate) const MAX_RETENTION_DAYS: u32 = 36_500;
-
-/// The deletion time before which objects are purged: `now` less `days`, or `None` if that
-/// is not a time (never a wrapped-around cutoff in the future, which would purge everything).
-pub(crate) fn purge_cutoff(now: Timestamp, days: u32) -> Option<Timestamp> {
-    const MICROS_PER_DAY: i64 = 86_400_000_000;
-    if days > MAX_RETENTION_DAYS {
-        return None;
-    }
-    let span = i64::from(days).checked_mul(MICROS_PER_DAY)?;
-    now.0.checked_sub(span).map(Timestamp)
-}
 
 /// The actor recorded in the audit trail for command-line changes.
 pub(crate) fn cli_actor() -> Actor {
@@ -99,7 +86,7 @@ pub(crate) async fn kv(
             if env.json {
                 let value = match std::str::from_utf8(&object.value) {
                     Ok(text) => json!({"value": text}),
-                    Err(_) => json!({"value_base64": crypto::encode_text(&object.value)}),
+                    Err(_) => json!({"value_base64": encode_text(&object.value)}),
                 };
                 let mut out = json!({"id": object.meta.id, "name": object.meta.name, "metadata": meta_json(&object.meta)});
                 if let (Some(o), Some(v)) = (out.as_object_mut(), value.as_object()) {
@@ -221,11 +208,7 @@ pub(crate) async fn kv(
             }
         }
         KvCommand::Purge { retention_days } => {
-            let cutoff = purge_cutoff(Timestamp::now(), retention_days).ok_or_else(|| Failure {
-                code: exit::USAGE,
-                message: format!("--retention-days {retention_days} is out of range"),
-            })?;
-            let purged = vault.store().purge(cutoff, &cli_actor()).await?;
+            let purged = vault.purge_older_than(retention_days, &cli_actor()).await?;
             println!("purged {purged} deleted object(s) older than {retention_days} day(s)");
         }
         KvCommand::Fill { env, count } => {

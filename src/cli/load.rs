@@ -386,26 +386,26 @@ pub(crate) async fn start_local_server(
     data_dir: &std::path::Path,
 ) -> Result<(String, String, LocalServer), vault::VaultError> {
     let vault = vault::open_embedded(data_dir).await?;
-    let key = vault_server::auth::create(&vault.api_keys(), "bench", "bench").await?;
+    let key = vault::server::auth::create(&vault.api_keys(), "bench", "bench").await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
-        .map_err(|_| vault_store::StoreError::Unavailable {
+        .map_err(|_| vault::objects::StoreError::Unavailable {
             reason: "cannot bind a loopback port".into(),
         })?;
     let addr = listener
         .local_addr()
-        .map_err(|_| vault_store::StoreError::Unavailable {
+        .map_err(|_| vault::objects::StoreError::Unavailable {
             reason: "no local address".into(),
         })?;
-    let app = vault_server::app(vault_server::AppState::new(
+    let app = vault::server::app(vault::server::AppState::new(
         vault,
-        vault_server::Limits::default(),
+        vault::server::Limits::default(),
     ));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(vault_server::serve(
+    let task = tokio::spawn(vault::server::serve(
         listener,
         app,
-        vault_server::Listening::default(),
+        vault::server::Listening::default(),
         async move {
             let _ = stopped.await;
         },

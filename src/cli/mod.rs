@@ -9,9 +9,11 @@ mod exit;
 mod keys;
 mod kv;
 mod load;
+mod pairs;
 mod serve;
 mod stdio;
 mod store;
+mod terminal;
 mod webhook;
 
 pub(crate) use args::{Cli, Command};
@@ -19,7 +21,8 @@ pub(crate) use exit::{Failure, IO as EXIT_IO};
 
 use std::io::{self, Write};
 
-use vault::crypto::{self, Envelope, Error, KeyContext};
+use vault::objects::admin::{FileKeys, check_store};
+use vault::objects::{CryptoError as Error, Envelope, KeyContext};
 
 use self::args::*;
 use self::stdio::*;
@@ -39,41 +42,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         message,
     })?;
     let d = &deployment;
-    // Encrypting may create the ring; reading never does.
-    let router = |create: bool| {
-        let config = &config;
-        let given = cli.config.is_some();
-        async move {
-            // The store's BYOK providers and rules join the file's wherever there is a store.
-            let store = if d.has_store() {
-                Some(d.store().await?)
-            } else {
-                None
-            };
-            if let Some(store) = store.as_ref().filter(|_| d.rings_in_database()) {
-                let rings = d.rings(store, config).await?;
-                let config = d.merged(config, &rings, store).await?;
-                return Ok(config.router_for_store(&rings, create, None).await?);
-            }
-            if create || given || store.is_some() {
-                // The store beside the ring files, if there is one: a ring file is never made
-                // while it holds the ring or data under it.
-                let rings = vault::Rings::Files {
-                    dir: data_dir.clone(),
-                    store: store.clone(),
-                };
-                let config = match &store {
-                    Some(s) => d.merged(config, &rings, s).await?,
-                    None => config.clone(),
-                };
-                Ok(config.router_for_store(&rings, create, None).await?)
-            } else {
-                Ok::<_, Failure>(vault::default_router(vault::open_existing_managed(
-                    &data_dir,
-                )?))
-            }
-        }
-    };
+    let config_given = cli.config.is_some();
     match cli.command {
         Command::Encrypt {
             context,
@@ -82,16 +51,16 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         } => {
             let ctx = KeyContext::parse_json(context.as_bytes()).map_err(Error::from)?;
             let plaintext = read_stdin()?;
-            let router = router(true).await?;
-            let sealed = crypto::seal(&router, &ctx, &plaintext, aad.as_bytes()).await?;
+            let keys = FileKeys::open(d, &config, true, config_given).await?;
+            let sealed = keys.encrypt(&ctx, &plaintext, aad.as_bytes()).await?;
             write_envelope(&sealed, binary)
         }
         Command::Decrypt { aad, show_context } => {
             let input = read_stdin()?;
             let bytes = envelope_bytes(&input)?;
             let envelope = Envelope::parse(&bytes).map_err(Error::from)?;
-            let router = router(false).await?;
-            let opened = envelope.open(&router, aad.as_bytes()).await?;
+            let keys = FileKeys::open(d, &config, false, config_given).await?;
+            let opened = keys.decrypt(&envelope, aad.as_bytes()).await?;
             if show_context {
                 eprintln!("{}", opened.context());
             }
@@ -128,13 +97,13 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
             let threads = threads.unwrap_or_else(|| {
                 std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
             });
-            let settings = bench::Settings {
+            let settings = vault::objects::bench::Settings {
                 per_case: std::time::Duration::from_secs_f64(seconds),
                 rounds,
                 threads,
-                progress: io::IsTerminal::is_terminal(&io::stderr()),
             };
-            let report = bench::run(&settings)?;
+            let bar = bench::Bar::new(io::IsTerminal::is_terminal(&io::stderr()));
+            let report = vault::objects::bench::run(&settings, &bar)?;
             if json {
                 let text = serde_json::to_string_pretty(&report).map_err(io::Error::other)?;
                 println!("{text}");
@@ -180,32 +149,15 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
                 config.rules.len()
             );
             if d.has_store() {
-                let store = d.store().await?;
-                // The store's BYOK providers and rules must be authentic and merge with the
-                // file's.
-                let rings = byok::rings(d, &config, Some(&store)).await?;
-                let merged = match d.merged(&config, &rings, &store).await {
-                    Ok(m) => m,
-                    Err(e) => {
-                        store.close().await;
-                        return Err(Failure {
-                            code: exit::BAD_INPUT,
-                            message: e.to_string(),
-                        });
-                    }
-                };
-                let (providers, rules) = (
-                    merged.providers.len() - config.providers.len(),
-                    merged.rules.len() - config.rules.len(),
-                );
-                if providers + rules > 0 {
+                let found = check_store(d, &config).await?;
+                if found.providers + found.rules > 0 {
                     println!(
-                        "the store adds {providers} provider(s) and {rules} rule(s) (`vault byok list`)"
+                        "the store adds {} provider(s) and {} rule(s) (`vault byok list`)",
+                        found.providers, found.rules
                     );
                 }
                 // What an RSA key's holder of only the public part could have forged.
-                let usage = vault::store::AuditLog::key_usage(&store).await?;
-                for (name, stored, issued) in config.unsigned_azure_wraps(&usage) {
+                for (name, stored, issued) in found.unsigned_wraps {
                     if stored + issued == 0 {
                         println!("provider {name:?}: every RSA wrap is signed");
                     } else {
@@ -214,7 +166,6 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
                         );
                     }
                 }
-                store.close().await;
             }
             Ok(())
         }

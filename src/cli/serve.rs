@@ -47,151 +47,35 @@ pub(crate) fn init_logs(format: LogFormat) {
     };
 }
 
-/// How often `vault serve` verifies every provider again (besides at start and whenever the
-/// store's providers change): a permission revoked or a key disabled shows within this.
-const REVERIFY_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
-
-/// Verifies every key provider live at start, whenever the store's BYOK providers or rules
-/// change, and every [`REVERIFY_EVERY`]: each outcome is logged (with what to do when it
-/// fails), recorded as `vault.byok_key.verification_completed` for customer keys, and exposed as
-/// `vault_provider_verified{provider}`. A failing key stops nothing: only its own contexts
-/// fail.
-fn spawn_verification(
-    deployment: vault::Deployment,
-    config: Config,
-    store: std::sync::Arc<dyn vault::store::Store>,
-    state: std::sync::Arc<vault::server::AppState>,
-) {
-    use std::collections::{BTreeMap, BTreeSet};
-    tokio::spawn(async move {
-        // Provider name -> the definition it was verified with.
-        let mut done: BTreeMap<String, String> = BTreeMap::new();
-        let mut generation = None;
-        let mut since_full = std::time::Instant::now();
-        loop {
-            if since_full.elapsed() >= REVERIFY_EVERY {
-                done.clear();
-                generation = None;
-                since_full = std::time::Instant::now();
-            }
-            let pass = async {
-                let g = store.byok_generation().await?;
-                if generation == Some(g) {
-                    return Ok::<_, Failure>(());
-                }
-                let sql = deployment.store().await?;
-                let rings = if deployment.rings_in_database() {
-                    deployment.rings(&sql, &config).await?
-                } else {
-                    vault::Rings::Files {
-                        dir: deployment.data_dir().to_owned(),
-                        store: None,
-                    }
-                };
-                let merged = vault::byok::merged_for(
-                    &config,
-                    &rings,
-                    &*store,
-                    state.vault().integrity_key(),
-                )
-                .await?;
-                for (name, p) in &merged.providers {
-                    // The key that seals the ring serves nothing else.
-                    if rings.seal_provider() == Some(name.as_str()) {
-                        continue;
-                    }
-                    let definition = format!("{:?}", p.get_ref());
-                    if done.get(name) == Some(&definition) {
-                        continue;
-                    }
-                    let v = vault::byok::verify(&merged, &rings, name).await;
-                    if v.verified() {
-                        tracing::info!(target: "vault::byok", provider = %name, "{v}");
-                    } else {
-                        tracing::warn!(target: "vault::byok", provider = %name, "{v}");
-                    }
-                    state.metrics().set_provider_verified(name, v.verified());
-                    vault::byok::record(&*store, &merged, &v).await?;
-                    done.insert(name.clone(), definition);
-                }
-                let names: BTreeSet<String> = merged.providers.keys().cloned().collect();
-                done.retain(|n, _| names.contains(n));
-                state.metrics().retain_providers(&names);
-                sql.close().await;
-                generation = Some(g);
-                Ok(())
-            };
-            if let Err(e) = pass.await {
-                tracing::warn!(target: "vault::byok", error = %e.message, "provider verification did not run; trying again");
-            }
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        }
-    });
-}
-
-/// The server's background work: webhook deliveries from the outbox, and every hour the
-/// retention purge of events and of idempotent answers.
-fn spawn_background(vault: &vault::Vault, config: &Config) -> Result<(), Failure> {
-    let w = &config.webhooks;
-    let bad = |message: &str| Failure {
+/// The server's background work: webhook deliveries from the outbox, every hour the
+/// retention purge of events and of idempotent answers, and the providers' live verification.
+fn spawn_background(
+    deployment: &vault::Deployment,
+    vault: &vault::Vault,
+    config: &Config,
+    state: &std::sync::Arc<vault::server::AppState>,
+) -> Result<(), Failure> {
+    let bad = |message: String| Failure {
         code: exit::BAD_INPUT,
-        message: message.to_owned(),
+        message,
     };
-    let defaults = vault::server::webhooks::Settings::default();
-    let in_range = |v: Option<u64>, range: std::ops::RangeInclusive<u64>, what: &str| match v {
-        Some(n) if !range.contains(&n) => Err(bad(what)),
-        other => Ok(other),
-    };
-    let settings = vault::server::webhooks::Settings {
-        max_attempts: match w.max_attempts {
-            None => defaults.max_attempts,
-            Some(n @ 1..=100) => n,
-            Some(_) => return Err(bad("[webhooks] max_attempts must be 1 to 100")),
-        },
-        retry_base: in_range(
-            w.retry_base_ms,
-            1..=3_600_000,
-            "[webhooks] retry_base_ms must be 1 to 3600000",
-        )?
-        .map_or(defaults.retry_base, std::time::Duration::from_millis),
-        retry_cap: in_range(
-            w.retry_cap_secs,
-            1..=604_800,
-            "[webhooks] retry_cap_secs must be 1 to 604800",
-        )?
-        .map_or(defaults.retry_cap, std::time::Duration::from_secs),
-        timeout: in_range(
-            w.timeout_secs,
-            1..=300,
-            "[webhooks] timeout_secs must be 1 to 300",
-        )?
-        .map_or(defaults.timeout, std::time::Duration::from_secs),
-        allow_link_local: w.allow_link_local,
-        ..defaults
-    };
-    let retention = match config.events.retention_days {
-        None => Some(30),
-        Some(0) => None,
-        Some(days @ 1..=36_500) => Some(days),
-        Some(_) => return Err(bad("[events] retention_days must be 0 to 36500")),
-    };
-    tokio::spawn(vault::server::webhooks::run(
+    let settings = config.webhook_settings().map_err(bad)?;
+    let retention = config.retention_days().map_err(bad)?;
+    let poster =
+        vault::server::webhooks::HttpPoster::new(settings.allow_link_local, settings.timeout);
+    tokio::spawn(vault::objects::webhooks::run(
         vault.clone(),
         settings,
+        poster,
         std::future::pending(),
     ));
-    let vault = vault.clone();
-    tokio::spawn(async move {
-        loop {
-            match vault.expire(retention).await {
-                Ok((events, answers)) => tracing::info!(
-                    target: "vault::serve", events, answers, "expired events and idempotent answers"
-                ),
-                Err(e) => tracing::warn!(target: "vault::serve", error = %e, "expiry failed"),
-            }
-            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
-        }
-    });
+    tokio::spawn(vault::objects::jobs::expire(vault.clone(), retention));
+    tokio::spawn(vault::objects::jobs::verify_providers(
+        deployment.clone(),
+        config.clone(),
+        vault.clone(),
+        state.clone(),
+    ));
     Ok(())
 }
 
@@ -216,7 +100,6 @@ pub(crate) async fn serve(
             })?,
     };
     let vault = deployment.open(config).await?;
-    let store = vault.store().clone();
     let defaults = vault::server::Limits::default();
     let limits = vault::server::Limits {
         max_body_bytes: config
@@ -286,7 +169,7 @@ pub(crate) async fn serve(
     let local = listener.local_addr()?;
     // The embedded default makes its first key itself. Replicas on a shared database do not
     // (several starting at once would each make one): the operator creates keys with the CLI.
-    let no_keys = store.api_keys().await?.is_empty();
+    let no_keys = vault.api_keys().is_empty().await?;
     let first_key = if no_keys && !deployment.is_postgres() {
         Some(vault::server::auth::create(&vault.api_keys(), environment, "first key").await?)
     } else {
@@ -297,18 +180,12 @@ pub(crate) async fn serve(
         }
         None
     };
-    spawn_background(&vault, config)?;
     let state = vault::server::AppState::with_metrics_token(
-        vault,
+        vault.clone(),
         limits,
         s.metrics_token.as_ref().map(|t| t.0.clone()),
     );
-    spawn_verification(
-        deployment.clone(),
-        config.clone(),
-        store.clone(),
-        state.clone(),
-    );
+    spawn_background(deployment, &vault, config, &state)?;
     let app = vault::server::app(state);
     let scheme = if tls.is_some() { "https" } else { "http" };
     if tls.is_none() && !local.ip().is_loopback() {

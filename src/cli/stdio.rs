@@ -3,7 +3,7 @@
 use std::io::{self, Read, Write};
 
 use vault::config::Config;
-use vault::crypto::{self, Envelope, Error, MAGIC};
+use vault::objects::{CryptoError as Error, Envelope, EnvelopeError, MAGIC, encode_text};
 use zeroize::Zeroizing;
 
 use super::exit::{self, Failure};
@@ -21,7 +21,7 @@ pub(crate) fn envelope_bytes(input: &[u8]) -> Result<Vec<u8>, Failure> {
         input.to_vec()
     } else {
         let text = std::str::from_utf8(input)
-            .map_err(|_| Error::from(crypto::EnvelopeError::Base64))?
+            .map_err(|_| Error::from(EnvelopeError::Base64))?
             .trim_ascii();
         Envelope::decode_text(text).map_err(Error::from)?
     };
@@ -33,7 +33,7 @@ pub(crate) fn write_envelope(bytes: &[u8], binary: bool) -> Result<(), Failure> 
     if binary {
         out.write_all(bytes)?;
     } else {
-        out.write_all(crypto::encode_text(bytes).as_bytes())?;
+        out.write_all(encode_text(bytes).as_bytes())?;
         out.write_all(b"\n")?;
     }
     out.flush()?;

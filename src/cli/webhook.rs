@@ -12,7 +12,6 @@ pub(crate) async fn webhook(
     command: WebhookCommand,
 ) -> Result<(), Failure> {
     let vault = deployment.open(config).await?;
-    let store = vault.store().clone();
     match command {
         WebhookCommand::Create {
             environment,
@@ -31,7 +30,7 @@ pub(crate) async fn webhook(
             println!("{}", secret.expose_secret());
         }
         WebhookCommand::List { environment, json } => {
-            for e in store.webhooks(environment.as_deref()).await? {
+            for e in vault.webhooks(environment.as_deref()).await? {
                 let authentic = vault.webhook_is_authentic(&e).await;
                 if json {
                     println!(
@@ -72,7 +71,7 @@ pub(crate) async fn webhook(
             println!("{}", secret.expose_secret());
         }
         WebhookCommand::Replay { id } => {
-            let n = store.replay_webhook(&id).await?;
+            let n = vault.replay_webhook(&id).await?;
             println!("{n} dead deliver(ies) of {id} will be delivered again");
         }
     }

@@ -38,7 +38,7 @@ pub fn vault_aws(
 pub mod fakes {
     use std::sync::Arc;
 
-    use vault::crypto::{KeyProvider, RetryPolicy};
+    use vault_crypto::{KeyProvider, RetryPolicy};
     use vault_testkit::{azure_fake, gcp_fake};
 
     /// The Cloud KMS fake's crypto key [`gcp_fake::KEY`], at `uri`, without credentials or

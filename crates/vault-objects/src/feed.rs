@@ -94,6 +94,20 @@ pub fn check_webhook_url(url: &str) -> Result<url::Url, VaultError> {
     Ok(parsed)
 }
 
+/// The longest retention a purge takes: 100 years.
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
+
+/// The deletion time before which objects are purged: `now` less `days`, or `None` if that
+/// is not a time (never a wrapped-around cutoff in the future, which would purge everything).
+fn purge_cutoff(now: Timestamp, days: u32) -> Option<Timestamp> {
+    const MICROS_PER_DAY: i64 = 86_400_000_000;
+    if days > MAX_RETENTION_DAYS {
+        return None;
+    }
+    let span = i64::from(days).checked_mul(MICROS_PER_DAY)?;
+    now.0.checked_sub(span).map(Timestamp)
+}
+
 impl Vault {
     /// A page of an environment's events.
     ///
@@ -105,6 +119,38 @@ impl Vault {
         query: &EventQuery,
     ) -> Result<EventPage, VaultError> {
         Ok(self.store.list_events(environment, query).await?)
+    }
+
+    /// An environment's webhook endpoints (every environment's with `None`), with their
+    /// deliveries pending and dead.
+    ///
+    /// # Errors
+    /// `Store(Unavailable)`.
+    pub async fn webhooks(
+        &self,
+        environment: Option<&str>,
+    ) -> Result<Vec<WebhookEndpoint>, VaultError> {
+        Ok(self.store.webhooks(environment).await?)
+    }
+
+    /// Makes `id`'s dead deliveries due again; how many there were.
+    ///
+    /// # Errors
+    /// `Store(NotFound)`; `Store(Unavailable)`.
+    pub async fn replay_webhook(&self, id: &str) -> Result<u64, VaultError> {
+        Ok(self.store.replay_webhook(id).await?)
+    }
+
+    /// Removes for good the objects deleted more than `days` days ago; how many.
+    ///
+    /// # Errors
+    /// `Store(InvalidArgument)` for more than [`MAX_RETENTION_DAYS`]; `Store(Unavailable)`.
+    pub async fn purge_older_than(&self, days: u32, actor: &Actor) -> Result<u64, VaultError> {
+        let cutoff = purge_cutoff(Timestamp::now(), days).ok_or(StoreError::InvalidArgument {
+            field: "retention_days",
+            reason: "must be at most 36500",
+        })?;
+        Ok(self.store.purge(cutoff, actor).await?)
     }
 
     /// The answer stored for `owner`'s idempotency key, if it is younger than 24 hours.
@@ -351,5 +397,23 @@ impl Vault {
         let text = String::from_utf8(opened.into_plaintext())
             .map_err(|_| vault_crypto::Error::DecryptionFailed)?;
         Ok(WebhookSecret(Zeroizing::new(text)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_purge_cutoff_is_never_in_the_future() {
+        let now = Timestamp(1_700_000_000_000_000);
+        assert_eq!(purge_cutoff(now, 0), Some(now));
+        assert_eq!(
+            purge_cutoff(now, 1),
+            Some(Timestamp(now.0 - 86_400_000_000))
+        );
+        assert_eq!(purge_cutoff(now, MAX_RETENTION_DAYS + 1), None);
+        // Near the start of time the subtraction would wrap: refused, not a future cutoff.
+        assert_eq!(purge_cutoff(Timestamp(i64::MIN + 1), 1), None);
     }
 }

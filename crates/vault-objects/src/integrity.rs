@@ -621,6 +621,14 @@ impl ApiKeys {
         self.store.revoke_api_key(&row.id, at, &mac, change).await
     }
 
+    /// Whether the store holds no API key at all (revoked ones count).
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    pub async fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self.store.api_keys().await?.is_empty())
+    }
+
     /// Every API key record, oldest first, each with whether its row is authentic (its tag
     /// holds, and it is not an older copy of a revoked key's row).
     ///

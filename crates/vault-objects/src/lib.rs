@@ -5,14 +5,19 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod admin;
+pub mod api_keys;
+pub mod bench;
 pub mod byok;
 pub mod config;
 mod data_keys;
 pub mod deployment;
 mod feed;
 pub mod integrity;
+pub mod jobs;
 mod keys;
 mod rings;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -25,12 +30,13 @@ pub use data_keys::RememberKey;
 pub use deployment::{
     DEFAULT_DATA_DIR, Deployment, default_router, open, open_embedded, open_existing_managed,
 };
-pub use feed::{MAX_WEBHOOK_URL_LEN, WebhookSecret, check_webhook_url};
+pub use feed::{MAX_RETENTION_DAYS, MAX_WEBHOOK_URL_LEN, WebhookSecret, check_webhook_url};
 pub use integrity::{ApiKeys, IntegrityKey, KeyHome, ListedApiKey, Upgrade};
 pub use rings::Rings;
 pub use vault_crypto::issued::IssuedKey;
 pub use vault_crypto::{
-    Error as CryptoError, KeyContext, ProviderCalls, ProviderError, ProviderErrorKind, Router,
+    Envelope, EnvelopeError, Error as CryptoError, KeyContext, KeyRingError, MAGIC, Opened,
+    ProviderCalls, ProviderError, ProviderErrorKind, Router, Sealed, encode_text,
 };
 pub use vault_store::{
     Actor, AnswerBody, ApiKeyRecord, ApiKeyStore, AuditEvent, Conflict, Cursor, Delivery,
@@ -119,8 +125,8 @@ pub enum VaultError {
     },
 }
 
-impl From<vault_crypto::KeyRingError> for VaultError {
-    fn from(e: vault_crypto::KeyRingError) -> Self {
+impl From<KeyRingError> for VaultError {
+    fn from(e: KeyRingError) -> Self {
         Self::Crypto(e.into())
     }
 }
@@ -193,9 +199,9 @@ impl Vault {
         Ok(())
     }
 
-    /// The store underneath (for purging and audit queries).
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
+    /// The store's write counters (commits and changes), for the metrics.
+    pub fn write_stats(&self) -> WriteStats {
+        self.store.write_stats()
     }
 
     /// The API keys of the store underneath, their rows checked: all that authentication

@@ -1,47 +1,13 @@
-//! API keys: `sk_` and 43 random base62 characters (256 bits), shown once at creation and
-//! stored only as a SHA-256 hash. A key's first 12 random characters are its public lookup
-//! (and, as `key_<lookup>`, its actor id); the whole key is then checked against the stored
-//! hash in constant time. Each key sees one environment.
+//! API keys: minted and checked by the application layer
+//! ([`vault_objects::api_keys`]); the server reads them from `Authorization: Bearer` and
+//! knows its caller as a [`Principal`].
 
-use std::fmt;
+use vault_objects::api_keys::{self, Caller};
+use vault_objects::{Actor, ApiKeys, StoreError};
 
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
-use vault_objects::{Actor, ApiKeyRecord, ApiKeys, StoreError, Timestamp, validate_environment};
-use zeroize::Zeroizing;
-
-/// The key prefix, as WorkOS secret keys have.
-pub const PREFIX: &str = "sk_";
-/// Random characters after the prefix: 43 base62 characters carry 256 bits.
-pub const RANDOM_LEN: usize = 43;
-/// Characters of the random part that form the public lookup id.
-pub const LOOKUP_LEN: usize = 12;
-/// The longest display name of a key.
-pub const MAX_NAME_LEN: usize = 100;
-
-const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-
-/// A newly created API key: the text to hand to its user once, and its stored record.
-pub struct NewApiKey {
-    secret: Zeroizing<String>,
-    /// What is stored.
-    pub record: ApiKeyRecord,
-}
-
-impl NewApiKey {
-    /// The key text (`sk_…`). Show it once; it cannot be recovered later.
-    pub fn expose_secret(&self) -> &str {
-        &self.secret
-    }
-}
-
-impl fmt::Debug for NewApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NewApiKey")
-            .field("record", &self.record)
-            .finish_non_exhaustive()
-    }
-}
+pub use vault_objects::api_keys::{
+    LOOKUP_LEN, MAX_NAME_LEN, NewApiKey, PREFIX, RANDOM_LEN, create, lookup,
+};
 
 /// An authenticated caller: the environment it may see and the actor its changes are recorded
 /// under.
@@ -53,160 +19,13 @@ pub struct Principal {
     pub actor: Actor,
 }
 
-fn hash(key: &str) -> Vec<u8> {
-    Sha256::digest(key.as_bytes()).to_vec()
-}
-
-/// Random base62 characters by rejection sampling (no modulo bias).
-fn random_base62(n: usize) -> Result<String, StoreError> {
-    let mut out = String::with_capacity(n);
-    let mut buf = [0u8; 64];
-    while out.len() < n {
-        getrandom::fill(&mut buf).map_err(|_| StoreError::Unavailable {
-            reason: "the operating system's random number generator failed".into(),
-        })?;
-        for &b in &buf {
-            // 248 = 4 × 62: bytes above it would favour the first characters.
-            if b < 248 && out.len() < n {
-                out.push(char::from(BASE62[usize::from(b % 62)]));
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// The lookup part of a well-formed key, or `None` for anything else.
-fn lookup_of(key: &str) -> Option<&str> {
-    let random = key.strip_prefix(PREFIX)?;
-    if random.len() != RANDOM_LEN || !random.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return None;
-    }
-    random.get(..LOOKUP_LEN)
-}
-
-/// The lookup part of `key` if it is shaped like one of ours (for the fuzz target).
-#[doc(hidden)]
-pub fn lookup(key: &str) -> Option<&str> {
-    lookup_of(key)
-}
-
-/// Creates and stores an API key for `environment`.
-///
-/// # Errors
-/// `InvalidArgument` for a bad environment or name; `Unavailable`.
-pub async fn create(
-    keys: &ApiKeys,
-    environment: &str,
-    name: &str,
-) -> Result<NewApiKey, StoreError> {
-    validate_environment(environment)?;
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME_LEN || name.chars().any(char::is_control)
-    {
-        return Err(StoreError::InvalidArgument {
-            field: "name",
-            reason: "must be 1 to 100 characters without control characters",
-        });
-    }
-    let random = random_base62(RANDOM_LEN)?;
-    let secret = Zeroizing::new(format!("{PREFIX}{random}"));
-    let lookup = random[..LOOKUP_LEN].to_owned();
-    let record = ApiKeyRecord {
-        id: format!("key_{lookup}"),
-        hash: hash(&secret),
-        lookup,
-        environment: environment.to_owned(),
-        name: name.to_owned(),
-        created_at: Timestamp::now(),
-        revoked_at: None,
-        mac: Vec::new(),
-    };
-    let record = keys.create(record).await?;
-    Ok(NewApiKey { secret, record })
-}
-
 /// The principal of a bearer key, or `None` if the key is malformed, unknown, revoked, or its
-/// row fails its integrity check (inserted or changed by a database writer).
+/// row fails its integrity check.
 ///
 /// # Errors
 /// `Unavailable` if the store cannot be asked.
 pub async fn authenticate(keys: &ApiKeys, key: &str) -> Result<Option<Principal>, StoreError> {
-    let Some(lookup) = lookup_of(key) else {
-        return Ok(None);
-    };
-    let Some(record) = keys.by_lookup(lookup).await? else {
-        return Ok(None);
-    };
-    let matches: bool = hash(key).ct_eq(&record.hash).into();
-    if !matches || record.revoked_at.is_some() {
-        return Ok(None);
-    }
-    Ok(Some(Principal {
-        environment: record.environment,
-        actor: Actor::new(record.id, record.name),
-    }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_are_well_formed_and_lookups_strict() {
-        let r = random_base62(RANDOM_LEN).unwrap();
-        assert_eq!(r.len(), RANDOM_LEN);
-        let key = format!("sk_{r}");
-        assert_eq!(lookup_of(&key), Some(&r[..LOOKUP_LEN]));
-        assert_eq!(lookup_of(&key[..key.len() - 1]), None);
-        assert_eq!(lookup_of(&format!("pk_{r}")), None);
-        assert_eq!(lookup_of(&format!("sk_{}-", &r[1..])), None);
-        assert_eq!(lookup_of(""), None);
-    }
-
-    #[test]
-    fn base62_uses_the_whole_alphabet_evenly() {
-        let sample = random_base62(62 * 400).unwrap();
-        let mut counts = [0u32; 62];
-        for b in sample.bytes() {
-            counts[BASE62.iter().position(|&c| c == b).unwrap()] += 1;
-        }
-        // Expected 400 each; a modulo bias would put the first 8 near 500.
-        assert!(
-            counts.iter().all(|&c| (300..500).contains(&c)),
-            "{counts:?}"
-        );
-    }
-}
-
-#[cfg(test)]
-mod redaction {
-    #[tokio::test]
-    async fn a_new_key_never_prints_its_secret() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = vault_store::SqlStore::open_sqlite(dir.path())
-            .await
-            .unwrap();
-        let store = std::sync::Arc::new(store);
-        let keys = vault_objects::ApiKeys::new(
-            store.clone(),
-            std::sync::Arc::new(vault_objects::IntegrityKey::generate().unwrap()),
-        );
-        let key = super::create(&keys, "env", "ci").await.unwrap();
-        let secret = key.expose_secret().to_owned();
-        let random = &secret[3..];
-        for text in [
-            format!("{key:?}"),
-            format!("{key:#?}"),
-            format!("{:?}", key.record),
-        ] {
-            assert!(!text.contains(random), "{text}");
-            assert!(!text.contains(&random[super::LOOKUP_LEN..]), "{text}");
-        }
-        let stored = vault_objects::ApiKeyStore::api_key_by_lookup(&*store, &key.record.lookup)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_ne!(stored.hash, secret.as_bytes(), "only a hash is stored");
-        assert_eq!(stored.hash.len(), 32);
-    }
+    Ok(api_keys::authenticate(keys, key)
+        .await?
+        .map(|Caller { environment, actor }| Principal { environment, actor }))
 }

@@ -623,10 +623,9 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>, req: Request) ->
         )
         .into_response();
     }
-    let text = state.metrics.render(
-        state.vault.router().calls(),
-        state.vault.store().write_stats(),
-    );
+    let text = state
+        .metrics
+        .render(state.vault.router().calls(), state.vault.write_stats());
     let mut res = text.into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,

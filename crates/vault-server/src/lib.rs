@@ -124,6 +124,17 @@ impl AppState {
     }
 }
 
+/// Provider verifications show as `vault_provider_verified{provider}`.
+impl vault_objects::jobs::VerificationReport for AppState {
+    fn verified(&self, name: &str, ok: bool) {
+        self.metrics().set_provider_verified(name, ok);
+    }
+
+    fn providers(&self, names: &std::collections::BTreeSet<String>) {
+        self.metrics().retain_providers(names);
+    }
+}
+
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The route template a request matched (a response extension, for the request log).

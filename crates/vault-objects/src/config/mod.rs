@@ -39,6 +39,7 @@ use std::collections::BTreeMap;
 mod disconnected;
 mod parse;
 mod router;
+mod serving;
 
 pub use disconnected::Disconnected;
 

@@ -193,8 +193,16 @@ impl Client {
     }
 }
 
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("url", &self.url)
+            .finish()
+    }
+}
+
 /// An open connection to one endpoint's receiver, kept alive between its deliveries.
-pub(crate) struct Connection {
+pub struct Connection {
     url: String,
     authority: String,
     path: String,

@@ -5,44 +5,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
-use hkdf::Hkdf;
-use sha2::Sha256;
 use zeroize::Zeroizing;
 
+use super::material::{Material, parse_version, provider_error, ring_unavailable};
 use super::ring::Ring;
-use super::state::RootKey;
-use super::{KEK_CACHE_MAX, KEK_LABEL, ManagedKeyProvider, SCHEME, WRAPPED_LEN};
-use crate::aead::{AeadKey, KEY_LEN, NONCE_LEN, TAG_LEN};
+use super::{KEK_CACHE_MAX, ManagedKeyProvider, SCHEME, WRAPPED_LEN};
+use crate::aead::{AeadKey, NONCE_LEN, TAG_LEN};
 use crate::context::KeyContext;
 use crate::data_key::{DATA_KEY_LEN, DataKey};
-use crate::error::{KeyRingError, ProviderError, ProviderErrorKind};
+use crate::error::{ProviderError, ProviderErrorKind};
 use crate::provider::{Attempts, KeyProvider, KeyRef, WrappedKey};
-
-/// One root key version's secret material: the key and its HKDF-Extract state, kept so each
-/// KEK costs one HKDF-Expand. Not `Clone`: rings share it through an `Arc`.
-pub(super) struct Material {
-    pub(super) root: RootKey,
-    pub(super) kdf: Hkdf<Sha256>,
-}
-
-impl Material {
-    pub(super) fn new(root: &RootKey) -> Self {
-        let kdf = Hkdf::<Sha256>::new(None, root.as_ref());
-        Self {
-            root: Zeroizing::new(**root),
-            kdf,
-        }
-    }
-
-    pub(super) fn kek(&self, ctx: &KeyContext) -> Zeroizing<[u8; KEY_LEN]> {
-        let mut kek = Zeroizing::new([0u8; KEY_LEN]);
-        // 32 bytes never exceeds HKDF-SHA256's output limit.
-        let _ = self
-            .kdf
-            .expand_multi_info(&[KEK_LABEL, ctx.canonical_bytes()], kek.as_mut());
-        kek
-    }
-}
 
 /// Expanded KEKs by version and canonical context, so a context in use costs neither an
 /// HKDF-Expand nor an AES key schedule per wrap or unwrap. Bounded (emptied when full) and
@@ -275,25 +247,4 @@ impl KeyProvider for ManagedKeyProvider {
             other => other,
         }
     }
-}
-
-pub(super) fn provider_error(kind: ProviderErrorKind, message: &'static str) -> ProviderError {
-    ProviderError::new(kind, SCHEME, message)
-}
-
-pub(super) fn ring_unavailable(e: KeyRingError) -> ProviderError {
-    ProviderError::new(
-        ProviderErrorKind::Unavailable,
-        SCHEME,
-        format!("cannot check the key ring: {e}"),
-    )
-}
-
-/// `v<N>` with N from 1, without leading zeros.
-pub(super) fn parse_version(s: &str) -> Option<u32> {
-    let digits = s.strip_prefix('v')?;
-    if digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
 }

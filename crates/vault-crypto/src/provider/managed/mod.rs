@@ -27,6 +27,7 @@
 mod file;
 pub(crate) mod key_file;
 mod keys;
+mod material;
 mod ring;
 mod seal;
 mod state;
@@ -249,7 +250,7 @@ impl ManagedKeyProvider {
 
 #[cfg(test)]
 mod tests {
-    use super::keys::{Material, parse_version};
+    use super::material::{Material, parse_version};
     use super::state::generate_root;
     use super::*;
     use crate::context::KeyContext;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq as _;
 
-use super::keys::{Material, ring_unavailable};
+use super::material::{Material, ring_unavailable};
 use super::state::generate_root;
 use super::{MAX_CHANGE_ATTEMPTS, ManagedKeyProvider, RingState, SCHEME};
 use crate::error::{KeyRingError, ProviderError};
