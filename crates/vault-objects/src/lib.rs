@@ -25,13 +25,14 @@ pub use keys::{
     DESTROY_QUIET_SECS, DestroyReport, RewrapReport, RewrapScope, Shred, byok_seal_context,
 };
 // What the facade's callers (the server, the CLI) name, so they need no other crate's paths.
+pub use api_keys::{ApiKeys, ListedApiKey};
 pub use config::MANAGED_RING;
 pub use data_keys::RememberKey;
 pub use deployment::{
     DEFAULT_DATA_DIR, Deployment, default_router, open, open_embedded, open_existing_managed,
 };
 pub use feed::{MAX_RETENTION_DAYS, MAX_WEBHOOK_URL_LEN, WebhookSecret, check_webhook_url};
-pub use integrity::{ApiKeys, IntegrityKey, KeyHome, ListedApiKey, Upgrade};
+pub use integrity::{IntegrityKey, KeyHome, Upgrade};
 pub use rings::Rings;
 pub use vault_crypto::issued::IssuedKey;
 pub use vault_crypto::{

@@ -7,21 +7,24 @@ mod byok;
 mod copy;
 mod files;
 mod ring;
+mod verify;
 
 pub use api_keys::ApiKeyAdmin;
-pub use byok::{
-    ByokAdmin, ListedRule, RuleRemoved, RuleSet, StoreCheck, check_store, verify_providers,
-};
+pub use byok::{ByokAdmin, ListedRule, RuleRemoved, RuleSet};
 pub use copy::{CopyReport, copy_store};
 pub use files::FileKeys;
 pub use ring::{
     KeyAdmin, ProtectOutcome, Resealed, RingMove, RingPlace, RingStatus, VersionStatus,
     init_master_key, ring_actor,
 };
+pub use verify::{StoreCheck, check_store, verify_providers};
 
-use vault_store::StoreError;
+use vault_store::{SqlStore, StoreError};
 
 use crate::VaultError;
+use crate::config::Config;
+use crate::deployment::Deployment;
+use crate::rings::Rings;
 
 /// Why an operator's command was refused or failed. Messages name what to do; none holds a
 /// secret.
@@ -96,5 +99,22 @@ impl From<vault_crypto::Error> for AdminError {
 impl From<vault_crypto::KeyRingError> for AdminError {
     fn from(e: vault_crypto::KeyRingError) -> Self {
         VaultError::from(vault_crypto::Error::from(e)).into()
+    }
+}
+
+/// Where managed rings are, for connecting providers outside a vault.
+async fn rings_of(
+    deployment: &Deployment,
+    config: &Config,
+    store: Option<&SqlStore>,
+) -> Result<Rings, AdminError> {
+    match store {
+        Some(store) if deployment.rings_in_database() => {
+            Ok(deployment.rings(store, config).await?)
+        }
+        _ => Ok(Rings::Files {
+            dir: deployment.data_dir().to_owned(),
+            store: store.cloned(),
+        }),
     }
 }

@@ -98,6 +98,9 @@ impl Config {
                     replace(key_name, over("KEY_NAME"));
                     replace_opt(key_version, over("KEY_VERSION"));
                     replace_opt(credential, over("CREDENTIAL"));
+                    // Checked only where the Azure provider is built in.
+                    #[cfg(not(feature = "azure"))]
+                    let _ = algorithm;
                     #[cfg(feature = "azure")]
                     {
                         use vault_kms_azure::{CredentialSource, KeyLocation, WrapAlgorithm};

@@ -248,6 +248,9 @@ impl Config {
         accept_unsigned: bool,
         for_seal: bool,
     ) -> Result<Arc<dyn KeyProvider>, crate::VaultError> {
+        // Only Azure's wraps can be unsigned.
+        #[cfg(not(feature = "azure"))]
+        let _ = (accept_unsigned, for_seal);
         Ok(match p {
             ProviderConfig::Managed {
                 ring,

@@ -9,7 +9,6 @@
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 
-use super::writer::WriteTx;
 use crate::StoreError;
 
 /// One argument of a statement. Its `Debug` shows the kind only: arguments hold envelopes,
@@ -175,27 +174,4 @@ pub(super) fn query<'q>(
         };
     }
     q
-}
-
-impl Tx for WriteTx {
-    async fn execute(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64, DbError> {
-        match query(sql, args).execute(&mut **self).await {
-            Ok(done) => Ok(done.rows_affected()),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(DbError::Unique),
-            Err(e) => Err(DbError::Other(e.into())),
-        }
-    }
-
-    async fn fetch<T: Send>(
-        &mut self,
-        sql: &str,
-        args: &[Arg<'_>],
-        decode: Decode<T>,
-    ) -> Result<Option<T>, StoreError> {
-        query(sql, args)
-            .fetch_optional(&mut **self)
-            .await?
-            .map(|row| decode(&row))
-            .transpose()
-    }
 }

@@ -11,6 +11,7 @@
 mod api_keys;
 mod audit;
 mod byok;
+mod change;
 mod copy;
 mod db;
 mod integrity;
@@ -56,7 +57,7 @@ pub struct SqlStore {
     /// Where changes and reads' audit events go (see [`writer`]).
     writes: Writes,
     /// What the writer committed.
-    stats: Arc<writer::Counters>,
+    stats: Arc<change::Counters>,
 }
 
 /// The metadata columns, joined with the current version.
@@ -117,7 +118,7 @@ impl SqlStore {
             .connect(&url)
             .await?;
         let lock: Arc<tokio::sync::Mutex<()>> = Arc::default();
-        let stats: Arc<writer::Counters> = Arc::default();
+        let stats: Arc<change::Counters> = Arc::default();
         let lite = lite::Lite::open(&path, lock.clone(), stats.clone())?;
         let store = Self {
             pool,
@@ -165,7 +166,7 @@ impl SqlStore {
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     fn with_read_event_task(pool: AnyPool, backend: Backend) -> Self {
         let writer: Arc<tokio::sync::Mutex<()>> = Arc::default();
-        let stats: Arc<writer::Counters> = Arc::default();
+        let stats: Arc<change::Counters> = Arc::default();
         let (queue, pending) = tokio::sync::mpsc::unbounded_channel();
         let task = Writer {
             pool: pool.clone(),

@@ -5,8 +5,8 @@ use sqlx::{AssertSqlSafe, Row};
 use vault_crypto::KeyContext;
 
 use super::audit::remember_in;
+use super::change::{AuditRecord, Change, audit_change, insert_audit};
 use super::db::{Columns, DbError, Tx, args};
-use super::writer::{AuditRecord, Change, audit_change, insert_audit};
 use super::{META_COLUMNS, META_FROM, SqlStore, check_id, meta_from_row, stored_context, to_i64};
 use crate::ids::{etag, new_version_id};
 use crate::{

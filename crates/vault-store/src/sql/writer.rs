@@ -12,15 +12,13 @@
 //!   (`docs/PERFORMANCE.md`). The events of reads are group-committed by a task here.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use sqlx::AnyPool;
 
-use super::db::{self, Arg, Tx, args};
+use super::change::{AUDIT_COLUMNS, AUDIT_PARAMS, AuditRecord, Change, Counters, MAX_BATCH};
+use super::db::{Arg, DbError, Decode, Tx, query};
 use super::{Backend, SqlStore};
-use crate::ids::new_event_id;
 use crate::{Actor, ObjectMeta, StoreError, Timestamp};
-use vault_crypto::KeyContext;
 
 /// Where writes go (see the module documentation).
 #[derive(Clone)]
@@ -44,86 +42,6 @@ pub(super) type ReadEvent = (
     tokio::sync::oneshot::Sender<Result<(), StoreError>>,
 );
 
-#[derive(Debug)]
-pub(super) struct AuditRecord {
-    pub(super) environment: String,
-    pub(super) event: String,
-    pub(super) actor: Actor,
-    pub(super) object: Option<(String, String)>,
-    pub(super) key_id: Option<String>,
-    pub(super) key_context: Option<KeyContext>,
-    /// Fields of the event no other column holds, as a JSON object.
-    pub(super) detail: Option<String>,
-    pub(super) at: Timestamp,
-}
-
-/// The columns of one `audit_events` row, in [`AUDIT_COLUMNS`] order.
-macro_rules! audit_columns {
-    () => {
-        "event_id, environment, event, actor_id, actor_name, object_id, object_name, key_id, \
-         key_context, organization_id, occurred_at, detail"
-    };
-}
-const AUDIT_COLUMNS: &str = audit_columns!();
-const AUDIT_PARAMS: usize = 12;
-
-/// What an event's row holds beyond its record: a fresh public event id and the key context
-/// as JSON.
-struct Derived {
-    event_id: String,
-    context: Option<String>,
-}
-
-impl AuditRecord {
-    fn derived(&self) -> Result<Derived, StoreError> {
-        Ok(Derived {
-            event_id: new_event_id(self.at)?,
-            context: self.key_context.as_ref().map(KeyContext::to_json),
-        })
-    }
-
-    /// The row's arguments, in [`AUDIT_COLUMNS`] order.
-    fn args<'a>(&'a self, derived: &'a Derived) -> [Arg<'a>; AUDIT_PARAMS] {
-        let (object_id, object_name) = match &self.object {
-            Some((id, name)) => (Some(id.as_str()), Some(name.as_str())),
-            None => (None, None),
-        };
-        let organization = self
-            .key_context
-            .as_ref()
-            .and_then(|c| c.get("organization_id"));
-        *args![
-            &derived.event_id,
-            &self.environment,
-            &self.event,
-            &self.actor.id,
-            &self.actor.name,
-            object_id,
-            object_name,
-            self.key_id.as_deref(),
-            derived.context.as_deref(),
-            organization,
-            self.at.0,
-            self.detail.as_deref(),
-        ]
-    }
-}
-
-/// A change of objects (create, update, delete, rewrap): run in a write transaction of either
-/// engine, with its own audit event, and answered once it is durable.
-pub(super) trait Change: Send + 'static {
-    type Output: Send + 'static;
-
-    fn run<X: Tx>(
-        self,
-        tx: &mut X,
-    ) -> impl Future<Output = Result<Self::Output, StoreError>> + Send;
-}
-
-/// The most events one group commit writes (and rows of one INSERT: 12 parameters each, far below
-/// SQLite's and PostgreSQL's parameter limits).
-pub(super) const MAX_BATCH: usize = 256;
-
 /// What the flusher needs of the store: the pool, the backend and the writer lock (not the
 /// queue itself, so the task ends when the last store handle is dropped).
 #[derive(Debug, Clone)]
@@ -132,31 +50,6 @@ pub(super) struct Writer {
     pub(super) backend: Backend,
     pub(super) lock: Arc<tokio::sync::Mutex<()>>,
     pub(super) stats: Arc<Counters>,
-}
-
-/// What the writer committed (see [`crate::WriteStats`]).
-#[derive(Debug, Default)]
-pub(super) struct Counters {
-    commits: AtomicU64,
-    changes: AtomicU64,
-    read_events: AtomicU64,
-}
-
-impl Counters {
-    pub(super) fn committed(&self, changes: usize, read_events: usize) {
-        self.commits.fetch_add(1, Ordering::Relaxed);
-        self.changes.fetch_add(changes as u64, Ordering::Relaxed);
-        self.read_events
-            .fetch_add(read_events as u64, Ordering::Relaxed);
-    }
-
-    pub(super) fn get(&self) -> crate::WriteStats {
-        crate::WriteStats {
-            commits: self.commits.load(Ordering::Relaxed),
-            changes: self.changes.load(Ordering::Relaxed),
-            read_events: self.read_events.load(Ordering::Relaxed),
-        }
-    }
 }
 
 impl Writer {
@@ -243,7 +136,7 @@ async fn insert_records(tx: &mut WriteTx, batch: &[AuditRecord]) -> Result<(), S
             .flat_map(|(r, d)| r.args(d))
             .collect();
         // Built from constants and numbered placeholders only: no data is spliced in.
-        db::query(&sql, &args).execute(&mut **tx).await?;
+        query(&sql, &args).execute(&mut **tx).await?;
     }
     Ok(())
 }
@@ -333,36 +226,26 @@ impl SqlStore {
     }
 }
 
-/// Appends an audit event inside `tx`.
-pub(super) async fn audit_change<X: Tx>(
-    tx: &mut X,
-    event: &str,
-    environment: &str,
-    actor: &Actor,
-    meta: Option<&ObjectMeta>,
-    at: Timestamp,
-) -> Result<(), StoreError> {
-    let record = AuditRecord {
-        environment: environment.to_owned(),
-        event: event.to_owned(),
-        actor: actor.clone(),
-        object: meta.map(|m| (m.id.clone(), m.name.clone())),
-        key_id: meta.map(|m| m.key_id.clone()),
-        key_context: meta.map(|m| m.context.clone()),
-        detail: None,
-        at,
-    };
-    insert_audit(tx, &record).await
-}
+/// A PostgreSQL (or sqlx SQLite) write transaction runs a change's statements.
+impl Tx for WriteTx {
+    async fn execute(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64, DbError> {
+        match query(sql, args).execute(&mut **self).await {
+            Ok(done) => Ok(done.rows_affected()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(DbError::Unique),
+            Err(e) => Err(DbError::Other(e.into())),
+        }
+    }
 
-/// Writes one audit event in `tx`.
-pub(super) async fn insert_audit<X: Tx>(tx: &mut X, r: &AuditRecord) -> Result<(), StoreError> {
-    const SQL: &str = concat!(
-        "INSERT INTO audit_events (",
-        audit_columns!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-    );
-    let derived = r.derived()?;
-    tx.execute(SQL, &r.args(&derived)).await?;
-    Ok(())
+    async fn fetch<T: Send>(
+        &mut self,
+        sql: &str,
+        args: &[Arg<'_>],
+        decode: Decode<T>,
+    ) -> Result<Option<T>, StoreError> {
+        query(sql, args)
+            .fetch_optional(&mut **self)
+            .await?
+            .map(|row| decode(&row))
+            .transpose()
+    }
 }

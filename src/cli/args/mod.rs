@@ -6,6 +6,12 @@ use clap::{Parser, Subcommand};
 
 use vault::objects::MAX_RETENTION_DAYS;
 
+mod byok;
+pub(crate) use byok::*;
+
+mod keys;
+pub(crate) use keys::*;
+
 /// Envelope encryption with managed and customer-managed keys.
 #[derive(Debug, Parser)]
 #[command(name = "vault", version, about)]
@@ -138,112 +144,6 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
-}
-
-#[derive(Debug, Subcommand)]
-pub(crate) enum ByokCommand {
-    /// Send contexts holding every --match pair to --provider's key. The provider is verified
-    /// live first (a data key generated, unwrapped and compared); a rule with the same pairs is
-    /// replaced.
-    Set {
-        /// A pair the context must hold (repeatable: all must match), as KEY=VALUE.
-        #[arg(long = "match", value_name = "KEY=VALUE", required = true)]
-        matches: Vec<String>,
-        /// A provider added with `vault byok provider add`.
-        #[arg(long)]
-        provider: String,
-        /// Set the rule even if the provider does not verify (its contexts fail until it does).
-        #[arg(long)]
-        unverified: bool,
-    },
-    /// Remove the rule with exactly these pairs; new values of its contexts go where the other
-    /// rules send them. The provider stays, to decrypt what it wrapped.
-    Remove {
-        /// A pair of the rule (repeatable), as KEY=VALUE.
-        #[arg(long = "match", value_name = "KEY=VALUE", required = true)]
-        matches: Vec<String>,
-    },
-    /// The rules in force, in order: the configuration file's, then the store's.
-    List {
-        /// Print JSON lines instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// The customer key providers kept in the store.
-    Provider {
-        #[command(subcommand)]
-        command: ByokProviderCommand,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub(crate) enum ByokProviderCommand {
-    /// Add a customer's key, with the fields of a provider section of vault.toml, then verify
-    /// it live and report (an unverified provider is kept: grant its permissions, then
-    /// `vault keys verify --provider NAME`).
-    Add {
-        /// Its name: 1 to 64 of [A-Za-z0-9_-], unique among providers.
-        name: String,
-        /// The key service.
-        #[arg(long = "type", value_enum)]
-        kind: ByokType,
-        /// aws-kms: the key's ARN, id or alias.
-        #[arg(long)]
-        key_id: Option<String>,
-        /// aws-kms: the region (else from the AWS configuration chain).
-        #[arg(long)]
-        region: Option<String>,
-        /// aws-kms, gcp-kms: another endpoint (an emulator, a private endpoint).
-        #[arg(long)]
-        endpoint_url: Option<String>,
-        /// gcp-kms: `projects/…/locations/…/keyRings/…/cryptoKeys/…`; azure-kv: the key's name.
-        #[arg(long)]
-        key_name: Option<String>,
-        /// azure-kv: `https://<vault>.vault.azure.net/`.
-        #[arg(long)]
-        vault_url: Option<String>,
-        /// azure-kv: wrap with this version (else the current one).
-        #[arg(long)]
-        key_version: Option<String>,
-        /// azure-kv: `RSA-OAEP-256` (default) or `A256KW`.
-        #[arg(long)]
-        algorithm: Option<String>,
-        /// azure-kv: `environment`, `managed-identity` or `azure-cli`.
-        #[arg(long)]
-        credential: Option<String>,
-        /// Turn the data-key cache off for this key (every seal calls the key service).
-        #[arg(long)]
-        no_cache: bool,
-        /// Do not verify now.
-        #[arg(long)]
-        unverified: bool,
-    },
-    /// List them, with their definitions.
-    List {
-        /// Print JSON lines instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Remove one. Refused while a rule names it, or while its key still wraps stored values
-    /// or issued data keys (`vault keys rewrap --all` moves the stored ones).
-    Remove {
-        /// The provider's name.
-        name: String,
-        /// Consent to leave whatever is still under its key unreadable.
-        #[arg(long)]
-        yes_strand_data: bool,
-    },
-}
-
-/// The key services a BYOK provider can be in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum ByokType {
-    /// AWS KMS.
-    AwsKms,
-    /// Google Cloud KMS.
-    GcpKms,
-    /// Azure Key Vault or Managed HSM.
-    AzureKv,
 }
 
 #[derive(Debug, Subcommand)]
@@ -468,94 +368,6 @@ pub(crate) enum KvCommand {
 pub(crate) enum ConfigCommand {
     /// Validate the file given with --config (or VAULT_CONFIG).
     Check,
-}
-
-#[derive(Debug, Subcommand)]
-pub(crate) enum KeysCommand {
-    /// List the ring's versions, with how many stored object versions and issued data keys
-    /// each still wraps.
-    Status,
-    /// Verify every provider (or --provider) live: a data key generated under a fixed
-    /// verification context, unwrapped and compared. Reports what failed and what to grant or
-    /// fix; exits 0 only if every one verified. Customer keys' outcomes are recorded as
-    /// `vault.byok_key.verification_completed` events.
-    Verify {
-        /// Print JSON lines instead of text.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Add a new primary version; older versions still decrypt. Every process using the ring
-    /// seals under the new version within a second.
-    Rotate,
-    /// Protect a store from a release before row integrity, once: every API key and webhook
-    /// endpoint row is tagged as it is now, and what exists is recorded (docs/SECURITY.md).
-    /// Needed for a database store (its processes refuse to start until it is done); an
-    /// embedded store is protected at its first start. Run it only on a database you trust
-    /// as it is.
-    Protect {
-        /// Take every row as it is even if some carry tags already (a store that was protected
-        /// before and lost its record).
-        #[arg(long)]
-        force: bool,
-    },
-    /// Re-wrap data keys under the key the rules choose now (the primary version after a
-    /// rotation, or a customer's key after a new rule): an envelope from standard input, every
-    /// stored object version with --all, or those whose context matches with --match. Values
-    /// are not re-encrypted; a re-run resumes an interrupted one.
-    Rewrap {
-        /// Rewrap stored versions whose context holds this pair (repeatable: all must match).
-        #[arg(long = "match", value_name = "KEY=VALUE", conflicts_with = "all")]
-        matches: Vec<String>,
-        /// Rewrap every stored object version.
-        #[arg(long)]
-        all: bool,
-        /// Write the binary envelope instead of base64 text.
-        #[arg(long)]
-        binary: bool,
-    },
-    /// Destroy a version's key for good (crypto-shredding). Refused while stored object
-    /// versions or issued data keys are still under it (`vault keys rewrap --all` first).
-    Destroy {
-        /// The version number.
-        version: u32,
-        /// Consent to make whatever is still under the version unreadable, for good.
-        #[arg(long)]
-        yes_destroy_data: bool,
-    },
-    /// Refuse to decrypt with versions below this one.
-    MinVersion {
-        /// The version number.
-        version: u32,
-    },
-    /// Make a master key file (mode 0600) for `--seal file:PATH`. Keep it apart from the
-    /// database: whoever holds both holds every key.
-    InitSeal {
-        /// Where to write it (must not exist).
-        path: PathBuf,
-    },
-    /// Move the ring between its file in the data directory and the database (sealed with
-    /// --seal), keys and versions as they are. Refused if the target holds a ring already.
-    MigrateRing {
-        /// Where the ring goes.
-        #[arg(long, value_enum)]
-        to: RingPlace,
-    },
-    /// Seal the ring's root keys in the database with another seal (no data key changes).
-    /// Give every process the new --seal before it next starts.
-    Reseal {
-        /// The new seal: `file:/path/master.key` or a KMS provider of vault.toml.
-        #[arg(long)]
-        to: String,
-    },
-}
-
-/// Where `vault keys migrate-ring` moves a ring.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum RingPlace {
-    /// The database of --database-url (or the SQLite store), sealed with --seal.
-    Database,
-    /// The key-ring file in the data directory (unsealed, mode 0600).
-    File,
 }
 
 /// How `vault serve` writes its logs (to standard error).

@@ -3,27 +3,27 @@
 //! writes the change or the read and its audit event together (`/healthz` and `/metrics` call
 //! nothing).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{ConnectInfo, FromRequestParts, Path, RawQuery, Request, State};
+use axum::extract::{FromRequestParts, Path, RawQuery, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
-use vault_objects::{
-    Cursor, IssuedKey, KeyContext, ListQuery, ObjectMeta, Order, RememberKey, VaultError,
-    VersionMeta,
-};
+use vault_objects::{Cursor, KeyContext, ListQuery, ObjectMeta, Order, VaultError, VersionMeta};
 
 use crate::AppState;
 use crate::auth::{self, Principal};
-use crate::body::{self, Body, Field};
-use crate::error::{ApiError, Origin, crypto_error, store_error, vault_error};
+use crate::body::{self, Body};
+use crate::error::{ApiError, store_error, vault_error};
 use crate::idempotency::{self, Idem};
+
+mod health;
+pub(crate) use health::*;
+
+mod data_keys;
+pub(crate) use data_keys::*;
 
 impl FromRequestParts<Arc<AppState>> for Principal {
     type Rejection = ApiError;
@@ -369,279 +369,4 @@ pub(crate) async fn list(
             "list_metadata": { "before": page.before, "after": page.after },
         }),
     ))
-}
-
-fn data_key_json(k: &IssuedKey) -> Value {
-    json!({
-        "context": context_json(k.context()),
-        "data_key": STANDARD.encode(k.data_key().expose_secret()),
-        "encrypted_keys": STANDARD.encode(k.encrypted_keys()),
-        "id": k.id(),
-    })
-}
-
-/// An error of the data-key API: the bytes that failed are the caller's.
-fn data_key_error(e: &VaultError) -> ApiError {
-    match e {
-        VaultError::Crypto(c) => crypto_error(c, Origin::Caller),
-        other => vault_error(other),
-    }
-}
-
-/// `POST /vault/v1/keys/data-key`: the context.
-pub(crate) fn parse_data_key(bytes: &[u8]) -> Result<KeyContext, ApiError> {
-    let [context] = body::fields(bytes, ["context"])?;
-    body::context(&context, "context")
-}
-
-pub(crate) async fn create_data_key(
-    State(state): State<Arc<AppState>>,
-    who: Principal,
-    headers: HeaderMap,
-    Body(bytes): Body,
-) -> Result<Response, ApiError> {
-    let context = parse_data_key(&bytes)?;
-    let idem = Idem::of(
-        &state,
-        &headers,
-        &who,
-        "POST /vault/v1/keys/data-key",
-        &bytes,
-    )?;
-    if let Some(idem) = &idem
-        && let Some(stored) = idem.stored(&state).await?
-    {
-        return idempotency::replay_key(&state, &who, &stored, None).await;
-    }
-    let remember = idem
-        .clone()
-        .map(|i| move |k: &IssuedKey| i.remember_key(StatusCode::CREATED, k, data_key_json));
-    let issued = state
-        .vault
-        .issue_data_key_with(
-            &who.environment,
-            &context,
-            &who.actor,
-            remember.as_ref().map(|f| f as &RememberKey),
-        )
-        .await;
-    match issued {
-        Ok(key) => Ok(reply(StatusCode::CREATED, data_key_json(&key))),
-        Err(e) => match lost_race(&state, idem.as_ref(), &e).await? {
-            Some(stored) => idempotency::replay_key(&state, &who, &stored, None).await,
-            None => Err(data_key_error(&e)),
-        },
-    }
-}
-
-fn encrypted_keys_field(field: &Field, name: &str) -> Result<Vec<u8>, ApiError> {
-    let text = body::string(field, name)?;
-    STANDARD.decode(text.trim()).map_err(|_| {
-        ApiError::field(
-            StatusCode::BAD_REQUEST,
-            "invalid_encrypted_keys",
-            name,
-            format!("{name} is not base64"),
-        )
-    })
-}
-
-/// `POST /vault/v1/keys/decrypt`: the encrypted keys' bytes.
-pub(crate) fn parse_decrypt(bytes: &[u8]) -> Result<Vec<u8>, ApiError> {
-    let [keys] = body::fields(bytes, ["keys"])?;
-    encrypted_keys_field(&keys, "keys")
-}
-
-fn decrypted_json(k: &IssuedKey) -> Value {
-    json!({
-        "data_key": STANDARD.encode(k.data_key().expose_secret()),
-        "id": k.id(),
-    })
-}
-
-pub(crate) async fn decrypt_data_key(
-    State(state): State<Arc<AppState>>,
-    who: Principal,
-    headers: HeaderMap,
-    Body(bytes): Body,
-) -> Result<Response, ApiError> {
-    let blob = parse_decrypt(&bytes)?;
-    let idem = Idem::of(
-        &state,
-        &headers,
-        &who,
-        "POST /vault/v1/keys/decrypt",
-        &bytes,
-    )?;
-    if let Some(idem) = &idem
-        && let Some(stored) = idem.stored(&state).await?
-    {
-        return idempotency::replay_key(&state, &who, &stored, Some(&blob)).await;
-    }
-    let remember = idem
-        .clone()
-        .map(|i| move |k: &IssuedKey| i.remember_key(StatusCode::OK, k, decrypted_json));
-    let recovered = state
-        .vault
-        .recover_data_key_with(
-            &who.environment,
-            &blob,
-            &who.actor,
-            remember.as_ref().map(|f| f as &RememberKey),
-        )
-        .await;
-    match recovered {
-        Ok(key) => Ok(reply(StatusCode::OK, decrypted_json(&key))),
-        Err(e) => match lost_race(&state, idem.as_ref(), &e).await? {
-            Some(stored) => idempotency::replay_key(&state, &who, &stored, Some(&blob)).await,
-            None => {
-                let mut err = data_key_error(&e);
-                if let Some(f) = err.errors.first_mut() {
-                    "keys".clone_into(&mut f.field);
-                }
-                Err(err)
-            }
-        },
-    }
-}
-
-/// `POST /vault/v1/keys/rekey`: the new context and the encrypted keys' bytes.
-pub(crate) fn parse_rekey(bytes: &[u8]) -> Result<(KeyContext, Vec<u8>), ApiError> {
-    let [context, encrypted_keys] = body::fields(bytes, ["context", "encrypted_keys"])?;
-    let context = body::context(&context, "context")?;
-    let blob = encrypted_keys_field(&encrypted_keys, "encrypted_keys")?;
-    Ok((context, blob))
-}
-
-pub(crate) async fn rekey(
-    State(state): State<Arc<AppState>>,
-    who: Principal,
-    headers: HeaderMap,
-    Body(bytes): Body,
-) -> Result<Response, ApiError> {
-    let (context, blob) = parse_rekey(&bytes)?;
-    let idem = Idem::of(&state, &headers, &who, "POST /vault/v1/keys/rekey", &bytes)?;
-    if let Some(idem) = &idem
-        && let Some(stored) = idem.stored(&state).await?
-    {
-        return idempotency::replay_key(&state, &who, &stored, None).await;
-    }
-    let remember = idem
-        .clone()
-        .map(|i| move |k: &IssuedKey| i.remember_key(StatusCode::OK, k, data_key_json));
-    let rekeyed = state
-        .vault
-        .rekey_data_key_with(
-            &who.environment,
-            &blob,
-            &context,
-            &who.actor,
-            remember.as_ref().map(|f| f as &RememberKey),
-        )
-        .await;
-    match rekeyed {
-        Ok(key) => Ok(reply(StatusCode::OK, data_key_json(&key))),
-        Err(e) => match lost_race(&state, idem.as_ref(), &e).await? {
-            Some(stored) => idempotency::replay_key(&state, &who, &stored, None).await,
-            None => Err(data_key_error(&e)),
-        },
-    }
-}
-
-pub(crate) async fn healthz() -> Response {
-    reply(StatusCode::OK, json!({ "status": "ok" }))
-}
-
-/// For load balancers: 200 only while the database and the keys are usable, else 503 (the
-/// cause is logged, not told).
-pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    // One probe at a time, at most one a second: callers arriving meanwhile get the last
-    // answer instead of queueing behind a slow database or KMS.
-    use std::sync::atomic::Ordering::Relaxed;
-    let ready = match state.readiness.try_lock() {
-        Err(_) => state.ready.load(Relaxed),
-        Ok(last) if last.is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(1)) => {
-            state.ready.load(Relaxed)
-        }
-        Ok(mut last) => {
-            let probe =
-                tokio::time::timeout(std::time::Duration::from_secs(2), state.vault.ready()).await;
-            let ready = match probe {
-                Ok(Ok(())) => true,
-                Ok(Err(e)) => {
-                    tracing::warn!(target: "vault::server", error = %e, "not ready");
-                    false
-                }
-                Err(_) => {
-                    tracing::warn!(target: "vault::server", "not ready: the probe took over 2 s");
-                    false
-                }
-            };
-            state.ready.store(ready, Relaxed);
-            *last = Some(std::time::Instant::now());
-            ready
-        }
-    };
-    if ready {
-        reply(StatusCode::OK, json!({ "status": "ready" }))
-    } else {
-        reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({ "status": "unavailable" }),
-        )
-    }
-}
-
-/// Prometheus text, for loopback peers, and for any peer presenting `[server] metrics_token`
-/// as a bearer token. The counters name routes and key providers, which is not for everyone
-/// who can reach the port.
-pub(crate) async fn metrics(State(state): State<Arc<AppState>>, req: Request) -> Response {
-    let loopback = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .is_some_and(|c| c.0.ip().is_loopback());
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::as_bytes);
-    let token_ok = match (state.metrics_token.as_deref(), presented) {
-        (Some(expected), Some(given)) => {
-            use sha2::{Digest, Sha256};
-            // Compared as hashes in constant time: no length or prefix leaks through timing.
-            let (a, b) = (Sha256::digest(expected.as_bytes()), Sha256::digest(given));
-            bool::from(subtle::ConstantTimeEq::ct_eq(a.as_slice(), b.as_slice()))
-        }
-        _ => false,
-    };
-    if !loopback && !token_ok {
-        return ApiError::new(
-            StatusCode::FORBIDDEN,
-            "metrics_forbidden",
-            "metrics are served to loopback peers, or with the [server] metrics_token as a bearer token",
-        )
-        .into_response();
-    }
-    let text = state
-        .metrics
-        .render(state.vault.router().calls(), state.vault.write_stats());
-    let mut res = text.into_response();
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4"),
-    );
-    res
-}
-
-pub(crate) async fn no_route() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
-}
-
-pub(crate) async fn no_method() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "this endpoint does not take that method",
-    )
 }
