@@ -113,6 +113,8 @@ async fn an_envelope_moved_to_another_object_does_not_open() {
     // Someone with write access to the database copies a's envelope into b (same context).
     let stolen = store.get("prod", &a.id, &actor()).await.unwrap().envelope;
     let version = NewVersion {
+        id: vault_store::new_version_id().unwrap(),
+        at: vault_store::Timestamp::now(),
         size: 11,
         key_id: a.key_id.clone(),
         envelope: stolen,

@@ -58,6 +58,7 @@ pub mod issued;
 pub mod provider;
 pub mod random;
 mod router;
+pub mod sealed_ring;
 pub mod workos;
 
 pub mod danger;

@@ -182,15 +182,6 @@ impl Vault {
         Ok(Some(stored))
     }
 
-    /// What tags an answer stored for an idempotency key ([`Remember::tag`](vault_store::Remember)):
-    /// [`remembered`](Self::remembered) replays only an answer it tagged.
-    pub fn answer_tagger(&self) -> std::sync::Arc<vault_store::TagAnswer> {
-        let key = self.integrity.clone();
-        std::sync::Arc::new(move |owner, idem, hash, status, body, at| {
-            crate::integrity::answer_tag(&key, owner, idem, hash, status, body, at).to_vec()
-        })
-    }
-
     /// Removes events older than `retention_days` (`None`: keep them all), except those a
     /// webhook still has to deliver, and idempotent answers older than 24 hours. Returns
     /// (events, answers) removed.

@@ -18,6 +18,8 @@ pub mod jobs;
 mod keys;
 mod rings;
 pub mod webhooks;
+pub mod wire;
+mod write;
 
 use std::sync::Arc;
 
@@ -27,7 +29,6 @@ pub use keys::{
 // What the facade's callers (the server, the CLI) name, so they need no other crate's paths.
 pub use api_keys::{ApiKeys, ListedApiKey};
 pub use config::MANAGED_RING;
-pub use data_keys::RememberKey;
 pub use deployment::{
     DEFAULT_DATA_DIR, Deployment, default_router, open, open_embedded, open_existing_managed,
 };
@@ -40,11 +41,12 @@ pub use vault_crypto::{
     ProviderCalls, ProviderError, ProviderErrorKind, Router, Sealed, encode_text,
 };
 pub use vault_store::{
-    Actor, AnswerBody, ApiKeyRecord, ApiKeyStore, AuditEvent, Conflict, Cursor, Delivery,
-    EventPage, EventQuery, IDEMPOTENCY_TTL_MICROS, KeyUsage, ListQuery, MAX_EVENTS_LIMIT,
-    ObjectMeta, Order, Page, Remember, Remembered, StoreError, TagAnswer, Timestamp, VersionMeta,
-    WebhookEndpoint, WebhookStore, WriteStats, events, is_event_id, validate_environment,
+    Actor, ApiKeyRecord, AuditEvent, Conflict, Cursor, Delivery, EventPage, EventQuery,
+    IDEMPOTENCY_TTL_MICROS, KeyUsage, ListQuery, MAX_EVENTS_LIMIT, ObjectMeta, Order, Page,
+    Remembered, StoreError, Timestamp, VersionMeta, WebhookEndpoint, WriteStats, events,
+    is_event_id, validate_environment,
 };
+pub use write::{Idempotent, Write};
 
 use vault_store::{NewVersion, Store};
 
@@ -227,6 +229,8 @@ impl Vault {
         )
         .await?;
         Ok(NewVersion {
+            id: vault_store::new_version_id()?,
+            at: Timestamp::now(),
             size: value.len() as u64,
             key_id: sealed.key_ref().to_string(),
             envelope: sealed.into_bytes(),
@@ -248,46 +252,58 @@ impl Vault {
         })
     }
 
-    /// Creates an object. The context chooses the keys and can never change afterwards.
+    /// Creates an object. The context chooses the keys and can never change afterwards. With
+    /// [`Write::remembered`], the answer (the object's [`wire::object_metadata`]) is stored in
+    /// the same transaction for retries with the same idempotency key.
     ///
     /// # Errors
-    /// `Store(Conflict)` if the name is taken; `Store(InvalidArgument)`; `Crypto` if the key
+    /// `Store(Conflict)` if the name is taken; `Store(Conflict::Answered)` if an answer for the
+    /// idempotency key was stored meanwhile; `Store(InvalidArgument)`; `Crypto` if the key
     /// provider fails. Nothing is stored on failure.
-    pub async fn create(
+    pub async fn create<'w>(
         &self,
         environment: &str,
         name: &str,
         context: &KeyContext,
         value: &[u8],
-        actor: &Actor,
+        write: impl Into<Write<'w>>,
     ) -> Result<ObjectMeta, VaultError> {
-        self.create_with(environment, name, context, value, actor, None)
-            .await
-    }
-
-    /// [`create`](Self::create), storing `remember`'s answer in the same transaction (for
-    /// retries with the same idempotency key).
-    ///
-    /// # Errors
-    /// As `create`; `Store(Conflict::Answered)` if an answer for the idempotency key was stored
-    /// meanwhile (nothing is created then).
-    pub async fn create_with(
-        &self,
-        environment: &str,
-        name: &str,
-        context: &KeyContext,
-        value: &[u8],
-        actor: &Actor,
-        remember: Option<&Remember>,
-    ) -> Result<ObjectMeta, VaultError> {
+        let write = write.into();
         validate_environment(environment)?;
-        vault_store::validate_name(name)?;
+        let name = vault_store::validate_name(name)?;
         context.check_caller().map_err(vault_crypto::Error::from)?;
         let id = vault_store::new_object_id()?;
         let version = self.seal(environment, &id, context, value).await?;
+        // The answer names the version and its time: both are chosen here, before the change.
+        let remember = write.idempotent.map(|idem| {
+            let meta = ObjectMeta {
+                id: id.clone(),
+                environment: environment.to_owned(),
+                name: name.to_owned(),
+                context: context.clone(),
+                key_id: version.key_id.clone(),
+                version_id: version.id.clone(),
+                created_at: version.at,
+                updated_at: version.at,
+                updated_by: write.actor.clone(),
+            };
+            idem.remember(
+                &self.integrity,
+                wire::to_bytes(&wire::object_metadata(&meta)),
+                version.at,
+            )
+        });
         Ok(self
             .store
-            .create(environment, &id, name, context, version, actor, remember)
+            .create(
+                environment,
+                &id,
+                name,
+                context,
+                version,
+                write.actor,
+                remember.as_ref(),
+            )
             .await?)
     }
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use vault_crypto::managed::RootSeal;
+use vault_crypto::sealed_ring::SealedRingStore;
 use vault_crypto::{KeyRingError, ManagedKeyProvider};
 use vault_store::{SqlStore, StoreError};
 
@@ -83,7 +84,11 @@ impl Rings {
                 integrity,
                 ..
             } => {
-                let ring_store = store.ring_store(ring, seal.clone(), integrity.clone());
+                let ring_store = SealedRingStore::new(
+                    Arc::new(store.ring_rows(ring)),
+                    seal.clone(),
+                    integrity.clone(),
+                );
                 ManagedKeyProvider::open(Arc::new(ring_store), create).await
             }
         }

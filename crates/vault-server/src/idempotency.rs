@@ -17,9 +17,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use vault_objects::{
-    AnswerBody, Conflict, IssuedKey, ObjectMeta, Remember, Remembered, StoreError, VaultError,
-};
+use vault_objects::{Conflict, Idempotent, Remembered, StoreError, VaultError, Write};
 
 use crate::AppState;
 use crate::auth::Principal;
@@ -37,8 +35,6 @@ pub(crate) struct Idem {
     owner: String,
     key: String,
     hash: [u8; 32],
-    /// Tags the answer stored (the vault's integrity key): only a tagged answer is replayed.
-    tag: std::sync::Arc<vault_objects::TagAnswer>,
 }
 
 impl std::fmt::Debug for Idem {
@@ -53,7 +49,6 @@ impl std::fmt::Debug for Idem {
 impl Idem {
     /// The request's `Idempotency-Key`, if it sent one: 1 to 255 printable ASCII characters.
     pub(crate) fn of(
-        state: &AppState,
         headers: &HeaderMap,
         who: &Principal,
         route: &str,
@@ -83,7 +78,6 @@ impl Idem {
             owner: who.actor.id.clone(),
             key: key.to_owned(),
             hash: hash.finalize().into(),
-            tag: state.vault().answer_tagger(),
         }))
     }
 
@@ -108,42 +102,22 @@ impl Idem {
         Ok(Some(stored))
     }
 
-    /// What to store of an answer: `status` and `body`.
-    pub(crate) fn remember(&self, status: StatusCode, body: AnswerBody) -> Remember {
-        Remember {
+    /// The request, for the facade to keep its answer given with `status`.
+    pub(crate) fn answered(&self, status: StatusCode) -> Idempotent {
+        Idempotent {
             owner: self.owner.clone(),
             key: self.key.clone(),
             request_hash: self.hash,
             status: status.as_u16(),
-            body,
-            tag: Some(self.tag.clone()),
         }
     }
+}
 
-    /// What to store of a create's answer: the object's JSON, made in the transaction.
-    pub(crate) fn remember_object(
-        &self,
-        status: StatusCode,
-        render: fn(&ObjectMeta) -> Value,
-    ) -> Remember {
-        self.remember(
-            status,
-            AnswerBody::OfObject(Box::new(move |meta| json_bytes(&render(meta)))),
-        )
-    }
-
-    /// What to store of a data-key answer: its JSON without `data_key`.
-    pub(crate) fn remember_key(
-        &self,
-        status: StatusCode,
-        key: &IssuedKey,
-        render: fn(&IssuedKey) -> Value,
-    ) -> Remember {
-        let mut body = render(key);
-        if let Some(map) = body.as_object_mut() {
-            map.remove("data_key");
-        }
-        self.remember(status, AnswerBody::Fixed(json_bytes(&body)))
+/// The facade's write options for a change by `who`, its answer kept for `answer`'s retries.
+pub(crate) fn write<'a>(who: &'a Principal, answer: Option<&'a Idempotent>) -> Write<'a> {
+    Write {
+        actor: &who.actor,
+        idempotent: answer,
     }
 }
 

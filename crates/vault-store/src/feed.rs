@@ -5,7 +5,7 @@ use std::fmt;
 
 use crate::query::Order;
 use crate::time::Timestamp;
-use crate::types::{AuditEvent, ObjectMeta};
+use crate::types::AuditEvent;
 
 /// The largest page of events.
 pub const MAX_EVENTS_LIMIT: u32 = 100;
@@ -42,7 +42,9 @@ pub struct EventPage {
 pub const IDEMPOTENCY_TTL_MICROS: i64 = 24 * 3600 * 1_000_000;
 
 /// The first successful answer to a request sent with an `Idempotency-Key`, to store in the
-/// transaction of the change it answers.
+/// transaction of the change it answers. Made whole above the store: its body rendered and its
+/// tag made before the change; the store keeps the bytes.
+#[derive(Clone)]
 pub struct Remember {
     /// Whose key it is (the API key id): keys of different callers never meet.
     pub owner: String,
@@ -53,53 +55,11 @@ pub struct Remember {
     /// The answer's status.
     pub status: u16,
     /// The answer's body (never key material).
-    pub body: AnswerBody,
-    /// Makes the stored answer's integrity tag once its body is known (in the transaction);
-    /// `None` stores it untagged, and it is never replayed.
-    pub tag: Option<std::sync::Arc<TagAnswer>>,
-}
-
-/// Makes the integrity tag of a stored answer from its owner, key, request hash, status, body
-/// and time stored (the store keeps the tag as bytes; the key that makes it is above the
-/// store).
-pub type TagAnswer = dyn Fn(&str, &str, &[u8], u16, &[u8], Timestamp) -> Vec<u8> + Send + Sync;
-
-/// Makes an answer's body from the object a change wrote.
-pub type RenderObject = dyn Fn(&ObjectMeta) -> Vec<u8> + Send + Sync;
-
-/// The body of a [`Remember`].
-pub enum AnswerBody {
-    /// Known before the change.
-    Fixed(Vec<u8>),
-    /// Made from the object the change writes (its version and times are chosen in the
-    /// transaction).
-    OfObject(Box<RenderObject>),
-}
-
-impl fmt::Debug for AnswerBody {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Fixed(body) => write!(f, "Fixed({} bytes)", body.len()),
-            Self::OfObject(_) => f.write_str("OfObject(..)"),
-        }
-    }
-}
-
-impl Remember {
-    /// This answer with its body made now, from the object the change will write.
-    pub(crate) fn rendered(&self, meta: &ObjectMeta) -> Self {
-        Self {
-            owner: self.owner.clone(),
-            key: self.key.clone(),
-            request_hash: self.request_hash,
-            status: self.status,
-            body: AnswerBody::Fixed(match &self.body {
-                AnswerBody::Fixed(body) => body.clone(),
-                AnswerBody::OfObject(render) => render(meta),
-            }),
-            tag: self.tag.clone(),
-        }
-    }
+    pub body: Vec<u8>,
+    /// Its integrity tag (empty: none, and it is never replayed).
+    pub mac: Vec<u8>,
+    /// When it is stored: it is kept [`IDEMPOTENCY_TTL_MICROS`] from then.
+    pub at: Timestamp,
 }
 
 impl fmt::Debug for Remember {

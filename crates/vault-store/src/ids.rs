@@ -78,8 +78,20 @@ pub fn new_object_id() -> Result<String, StoreError> {
     ))
 }
 
-pub(crate) fn new_version_id() -> Result<String, StoreError> {
+/// A fresh version id: 32 characters of URL-safe base64 (192 random bits).
+///
+/// # Errors
+/// `Unavailable` if the OS random number generator fails.
+pub fn new_version_id() -> Result<String, StoreError> {
     Ok(URL_SAFE_NO_PAD.encode(random_bytes::<24>()?))
+}
+
+/// Whether `id` has the shape of a version id.
+pub fn is_version_id(id: &str) -> bool {
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// A fresh public event id: `event_` and a ULID (26 characters of Crockford base32: 48 bits of

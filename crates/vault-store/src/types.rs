@@ -94,6 +94,11 @@ pub struct StoredObject {
 /// A version to write.
 #[derive(Debug, Clone)]
 pub struct NewVersion {
+    /// Its id (`ver_…`, [`new_version_id`](crate::new_version_id)): chosen before it is
+    /// written, so an answer naming it can be made before the change.
+    pub id: String,
+    /// When it is written (the object's `updated_at`).
+    pub at: Timestamp,
     /// The sealed value.
     pub envelope: Vec<u8>,
     /// The plaintext's size in bytes.

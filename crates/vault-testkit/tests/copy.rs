@@ -8,6 +8,8 @@ use vault_store::{Actor, NewVersion, ObjectStore, SqlStore, StoreError};
 
 fn version(bytes: Vec<u8>) -> NewVersion {
     NewVersion {
+        id: vault_store::new_version_id().unwrap(),
+        at: vault_store::Timestamp::now(),
         size: bytes.len() as u64,
         envelope: bytes,
         key_id: "managed://root#v1".into(),

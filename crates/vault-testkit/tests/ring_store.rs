@@ -9,12 +9,32 @@ use std::sync::{Arc, Mutex};
 
 use sqlx::Row;
 use vault_crypto::managed::{MasterKeySeal, RootSeal, copy_ring};
+use vault_crypto::sealed_ring::SealedRingStore;
 use vault_crypto::{
     KeyContext, KeyProvider, KeyRingError, ManagedKeyProvider, MemoryRingStore, RingStore,
 };
 use vault_store::SqlStore;
 
 /// Ring names unique to this run, so runs on one database never meet.
+/// The ring `name` in `store`'s database, sealed by `seal`.
+fn db_ring(
+    store: &SqlStore,
+    name: &str,
+    seal: Arc<dyn RootSeal>,
+    integrity: Arc<vault_crypto::integrity::IntegrityKey>,
+) -> SealedRingStore {
+    SealedRingStore::new(Arc::new(store.ring_rows(name)), seal, integrity)
+}
+
+/// The same, for moving a ring in.
+fn moving_in(store: &SqlStore, name: &str, seal: Arc<dyn RootSeal>) -> SealedRingStore {
+    SealedRingStore::new(
+        Arc::new(store.ring_rows(name).moving_in()),
+        seal,
+        integrity(),
+    )
+}
+
 fn unique(name: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -77,7 +97,12 @@ fn integrity() -> Arc<vault_crypto::integrity::IntegrityKey> {
 async fn lifecycle_on(store: SqlStore, seal: Arc<dyn RootSeal>) {
     let prefix = unique("suite");
     vault_testkit::ring::run_all(|name| {
-        Arc::new(store.ring_store(&format!("{prefix}-{name}"), seal.clone(), integrity()))
+        Arc::new(db_ring(
+            &store,
+            &format!("{prefix}-{name}"),
+            seal.clone(),
+            integrity(),
+        ))
     })
     .await;
 }
@@ -102,14 +127,13 @@ async fn the_lifecycle_suite_on_postgres_rings() {
 async fn sealed_at_rest(store: SqlStore, url: &str, dir: &std::path::Path) {
     let name = unique("at-rest");
     let seal = master(dir, "a.key");
-    let ring = store.ring_store(&name, seal.clone(), integrity());
+    let ring = db_ring(&store, &name, seal.clone(), integrity());
     let p = ManagedKeyProvider::open(Arc::new(ring), true)
         .await
         .unwrap();
     p.rotate().await.unwrap();
     p.rotate().await.unwrap();
-    let state = store
-        .ring_store(&name, seal.clone(), integrity())
+    let state = db_ring(&store, &name, seal.clone(), integrity())
         .load_if_changed(None)
         .await
         .unwrap()
@@ -155,7 +179,7 @@ async fn sealed_at_rest(store: SqlStore, url: &str, dir: &std::path::Path) {
     }
 
     // Another master key: refused at open, naming the seal, never a key.
-    let wrong = store.ring_store(&name, master(dir, "b.key"), integrity());
+    let wrong = db_ring(&store, &name, master(dir, "b.key"), integrity());
     let err = ManagedKeyProvider::open(Arc::new(wrong), false)
         .await
         .unwrap_err();
@@ -176,19 +200,18 @@ async fn sealed_at_rest(store: SqlStore, url: &str, dir: &std::path::Path) {
 
     // Resealed with another key: the ring opens with it, and no longer with the old one.
     let other = master(dir, "c.key");
-    let n = store
-        .ring_store(&name, seal.clone(), integrity())
+    let n = db_ring(&store, &name, seal.clone(), integrity())
         .reseal(&*other)
         .await
         .unwrap();
     assert_eq!(n, 2);
     let reopened =
-        ManagedKeyProvider::open(Arc::new(store.ring_store(&name, other, integrity())), false)
+        ManagedKeyProvider::open(Arc::new(db_ring(&store, &name, other, integrity())), false)
             .await
             .unwrap();
     assert_eq!(reopened.primary_version(), 3);
     assert!(
-        ManagedKeyProvider::open(Arc::new(store.ring_store(&name, seal, integrity())), false)
+        ManagedKeyProvider::open(Arc::new(db_ring(&store, &name, seal, integrity())), false)
             .await
             .is_err()
     );
@@ -218,13 +241,11 @@ async fn tampering_is_refused(store: SqlStore, url: &str, dir: &std::path::Path)
         let store = store.clone();
         let seal = seal.clone();
         async move {
-            let p = ManagedKeyProvider::open(
-                Arc::new(store.ring_store(&name, seal, integrity())),
-                true,
-            )
-            .await
-            .unwrap()
-            .with_check_interval(std::time::Duration::ZERO);
+            let p =
+                ManagedKeyProvider::open(Arc::new(db_ring(&store, &name, seal, integrity())), true)
+                    .await
+                    .unwrap()
+                    .with_check_interval(std::time::Duration::ZERO);
             p.rotate().await.unwrap();
             p.rotate().await.unwrap();
             p
@@ -270,7 +291,7 @@ async fn tampering_is_refused(store: SqlStore, url: &str, dir: &std::path::Path)
     );
     assert!(
         ManagedKeyProvider::open(
-            Arc::new(store.ring_store(&name, seal.clone(), integrity())),
+            Arc::new(db_ring(&store, &name, seal.clone(), integrity())),
             false
         )
         .await
@@ -294,7 +315,7 @@ async fn tampering_is_refused(store: SqlStore, url: &str, dir: &std::path::Path)
         let store = store.clone();
         let seal = seal.clone();
         async move {
-            ManagedKeyProvider::open(Arc::new(store.ring_store(&name, seal, integrity())), false)
+            ManagedKeyProvider::open(Arc::new(db_ring(&store, &name, seal, integrity())), false)
                 .await
         }
     };
@@ -404,12 +425,10 @@ async fn a_file_ring_moves_into_the_database_with_its_keys() {
     let (_, wrapped) = file_ring.generate_data_key(&ctx).await.unwrap();
     let file = vault_crypto::FileRingStore::new(dir.path(), &name).unwrap();
     let seal = master(dir.path(), "m.key");
-    let into = store
-        .ring_store(&name, seal.clone(), integrity())
-        .moving_in();
+    let into = moving_in(&store, &name, seal.clone());
     copy_ring(&file, &into).await.unwrap();
     let moved = ManagedKeyProvider::open(
-        Arc::new(store.ring_store(&name, seal.clone(), integrity())),
+        Arc::new(db_ring(&store, &name, seal.clone(), integrity())),
         false,
     )
     .await
@@ -417,11 +436,7 @@ async fn a_file_ring_moves_into_the_database_with_its_keys() {
     assert_eq!(moved.primary_version(), 2);
     moved.unwrap(&wrapped, &ctx).await.unwrap();
     assert!(matches!(
-        copy_ring(
-            &file,
-            &store.ring_store(&name, seal, integrity()).moving_in()
-        )
-        .await,
+        copy_ring(&file, &moving_in(&store, &name, seal)).await,
         Err(KeyRingError::Exists { .. })
     ));
 }

@@ -1,8 +1,11 @@
 //! `vault store copy`: moving house from the embedded store into PostgreSQL, the integrity key
 //! and every managed ring (sealed on the way) with the rows.
 
+use std::sync::Arc;
 use vault_crypto::FileRingStore;
+
 use vault_crypto::managed::copy_ring;
+use vault_crypto::sealed_ring::SealedRingStore;
 use vault_store::{IntegrityStore as _, SqlStore};
 
 use super::AdminError;
@@ -126,12 +129,19 @@ async fn copy_between(
             rings.push((ring.clone(), None));
             continue;
         }
-        let into = target_store
-            .ring_store(ring, seal.clone(), key.clone())
-            .moving_in();
+        let into = SealedRingStore::new(
+            Arc::new(target_store.ring_rows(ring).moving_in()),
+            seal.clone(),
+            key.clone(),
+        );
         let generation = match &source_seal {
             Some(seal) if source.has_ring(ring).await? => {
-                copy_ring(&source.ring_store(ring, seal.clone(), key.clone()), &into).await?
+                let from = SealedRingStore::new(
+                    Arc::new(source.ring_rows(ring)),
+                    seal.clone(),
+                    key.clone(),
+                );
+                copy_ring(&from, &into).await?
             }
             _ => {
                 let file = FileRingStore::new(deployment.data_dir(), ring)?;

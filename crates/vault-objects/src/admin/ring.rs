@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::OnceCell;
 use vault_crypto::managed::{MasterKeySeal, RootSeal as _, SealedRoot, copy_ring};
+use vault_crypto::sealed_ring::SealedRingStore;
 use vault_crypto::{
     Envelope, FileRingStore, KeyRingError, ManagedKeyProvider, Sealed, VersionState,
 };
@@ -409,7 +410,7 @@ impl<'a> KeyAdmin<'a> {
             .deployment
             .integrity(store, self.config, Upgrade::Refuse)
             .await?;
-        let ring = store.ring_store(&chosen.ring, from, key);
+        let ring = SealedRingStore::new(Arc::new(store.ring_rows(&chosen.ring)), from, key);
         let root_keys = ring.reseal(&*new).await?;
         Ok(Resealed {
             integrity_key,
@@ -438,7 +439,11 @@ impl<'a> KeyAdmin<'a> {
             .integrity(store, self.config, Upgrade::Refuse)
             .await?;
         let file = FileRingStore::new(self.deployment.data_dir(), &chosen.ring)?;
-        let database = store.ring_store(&chosen.ring, seal, key).moving_in();
+        let database = SealedRingStore::new(
+            Arc::new(store.ring_rows(&chosen.ring).moving_in()),
+            seal,
+            key,
+        );
         match to {
             RingPlace::Database => {
                 let generation = copy_ring(&file, &database).await?;

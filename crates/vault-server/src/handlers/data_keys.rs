@@ -8,21 +8,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use serde_json::{Value, json};
 use std::sync::Arc;
-use vault_objects::{IssuedKey, KeyContext, RememberKey, VaultError};
+use vault_objects::{KeyContext, VaultError, wire};
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
-
-fn data_key_json(k: &IssuedKey) -> Value {
-    json!({
-        "context": context_json(k.context()),
-        "data_key": STANDARD.encode(k.data_key().expose_secret()),
-        "encrypted_keys": STANDARD.encode(k.encrypted_keys()),
-        "id": k.id(),
-    })
-}
 
 /// An error of the data-key API: the bytes that failed are the caller's.
 fn data_key_error(e: &VaultError) -> ApiError {
@@ -45,32 +35,23 @@ pub(crate) async fn create_data_key(
     Body(bytes): Body,
 ) -> Result<Response, ApiError> {
     let context = parse_data_key(&bytes)?;
-    let idem = Idem::of(
-        &state,
-        &headers,
-        &who,
-        "POST /vault/v1/keys/data-key",
-        &bytes,
-    )?;
+    let idem = Idem::of(&headers, &who, "POST /vault/v1/keys/data-key", &bytes)?;
     if let Some(idem) = &idem
         && let Some(stored) = idem.stored(&state).await?
     {
         return idempotency::replay_key(&state, &who, &stored, None).await;
     }
-    let remember = idem
-        .clone()
-        .map(|i| move |k: &IssuedKey| i.remember_key(StatusCode::CREATED, k, data_key_json));
+    let answer = idem.as_ref().map(|i| i.answered(StatusCode::CREATED));
     let issued = state
         .vault
-        .issue_data_key_with(
+        .issue_data_key(
             &who.environment,
             &context,
-            &who.actor,
-            remember.as_ref().map(|f| f as &RememberKey),
+            idempotency::write(&who, answer.as_ref()),
         )
         .await;
     match issued {
-        Ok(key) => Ok(reply(StatusCode::CREATED, data_key_json(&key))),
+        Ok(key) => Ok(reply(StatusCode::CREATED, wire::data_key(&key))),
         Err(e) => match lost_race(&state, idem.as_ref(), &e).await? {
             Some(stored) => idempotency::replay_key(&state, &who, &stored, None).await,
             None => Err(data_key_error(&e)),
@@ -96,13 +77,6 @@ pub(crate) fn parse_decrypt(bytes: &[u8]) -> Result<Vec<u8>, ApiError> {
     encrypted_keys_field(&keys, "keys")
 }
 
-fn decrypted_json(k: &IssuedKey) -> Value {
-    json!({
-        "data_key": STANDARD.encode(k.data_key().expose_secret()),
-        "id": k.id(),
-    })
-}
-
 pub(crate) async fn decrypt_data_key(
     State(state): State<Arc<AppState>>,
     who: Principal,
@@ -110,32 +84,23 @@ pub(crate) async fn decrypt_data_key(
     Body(bytes): Body,
 ) -> Result<Response, ApiError> {
     let blob = parse_decrypt(&bytes)?;
-    let idem = Idem::of(
-        &state,
-        &headers,
-        &who,
-        "POST /vault/v1/keys/decrypt",
-        &bytes,
-    )?;
+    let idem = Idem::of(&headers, &who, "POST /vault/v1/keys/decrypt", &bytes)?;
     if let Some(idem) = &idem
         && let Some(stored) = idem.stored(&state).await?
     {
         return idempotency::replay_key(&state, &who, &stored, Some(&blob)).await;
     }
-    let remember = idem
-        .clone()
-        .map(|i| move |k: &IssuedKey| i.remember_key(StatusCode::OK, k, decrypted_json));
+    let answer = idem.as_ref().map(|i| i.answered(StatusCode::OK));
     let recovered = state
         .vault
-        .recover_data_key_with(
+        .recover_data_key(
             &who.environment,
             &blob,
-            &who.actor,
-            remember.as_ref().map(|f| f as &RememberKey),
+            idempotency::write(&who, answer.as_ref()),
         )
         .await;
     match recovered {
-        Ok(key) => Ok(reply(StatusCode::OK, decrypted_json(&key))),
+        Ok(key) => Ok(reply(StatusCode::OK, wire::decrypted_key(&key))),
         Err(e) => match lost_race(&state, idem.as_ref(), &e).await? {
             Some(stored) => idempotency::replay_key(&state, &who, &stored, Some(&blob)).await,
             None => {
@@ -164,27 +129,24 @@ pub(crate) async fn rekey(
     Body(bytes): Body,
 ) -> Result<Response, ApiError> {
     let (context, blob) = parse_rekey(&bytes)?;
-    let idem = Idem::of(&state, &headers, &who, "POST /vault/v1/keys/rekey", &bytes)?;
+    let idem = Idem::of(&headers, &who, "POST /vault/v1/keys/rekey", &bytes)?;
     if let Some(idem) = &idem
         && let Some(stored) = idem.stored(&state).await?
     {
         return idempotency::replay_key(&state, &who, &stored, None).await;
     }
-    let remember = idem
-        .clone()
-        .map(|i| move |k: &IssuedKey| i.remember_key(StatusCode::OK, k, data_key_json));
+    let answer = idem.as_ref().map(|i| i.answered(StatusCode::OK));
     let rekeyed = state
         .vault
-        .rekey_data_key_with(
+        .rekey_data_key(
             &who.environment,
             &blob,
             &context,
-            &who.actor,
-            remember.as_ref().map(|f| f as &RememberKey),
+            idempotency::write(&who, answer.as_ref()),
         )
         .await;
     match rekeyed {
-        Ok(key) => Ok(reply(StatusCode::OK, data_key_json(&key))),
+        Ok(key) => Ok(reply(StatusCode::OK, wire::data_key(&key))),
         Err(e) => match lost_race(&state, idem.as_ref(), &e).await? {
             Some(stored) => idempotency::replay_key(&state, &who, &stored, None).await,
             None => Err(data_key_error(&e)),

@@ -11,7 +11,9 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use vault_objects::{Cursor, KeyContext, ListQuery, ObjectMeta, Order, VaultError, VersionMeta};
+use vault_objects::{
+    Cursor, KeyContext, ListQuery, ObjectMeta, Order, VaultError, VersionMeta, wire,
+};
 
 use crate::AppState;
 use crate::auth::{self, Principal};
@@ -60,23 +62,7 @@ pub(crate) fn reply(status: StatusCode, body: Value) -> Response {
 }
 
 pub(crate) fn metadata_json(m: &ObjectMeta) -> Value {
-    json!({
-        "context": context_json(&m.context),
-        "environment_id": m.environment,
-        "id": m.id,
-        "key_id": m.key_id,
-        "updated_at": m.updated_at.to_rfc3339(),
-        "updated_by": { "id": m.updated_by.id, "name": m.updated_by.name },
-        "version_id": m.version_id,
-    })
-}
-
-fn context_json(ctx: &KeyContext) -> Value {
-    Value::Object(
-        ctx.pairs()
-            .map(|(k, v)| (k.to_owned(), Value::String(v.to_owned())))
-            .collect(),
-    )
+    wire::object_metadata(m)
 }
 
 fn without_value(m: &ObjectMeta) -> Value {
@@ -113,24 +99,21 @@ pub(crate) async fn create(
 ) -> Result<Response, ApiError> {
     let (context, name, value) = parse_create(&bytes)?;
     check_value_size(&state, &value)?;
-    let idem = Idem::of(&state, &headers, &who, "POST /vault/v1/kv", &bytes)?;
+    let idem = Idem::of(&headers, &who, "POST /vault/v1/kv", &bytes)?;
     if let Some(idem) = &idem
         && let Some(stored) = idem.stored(&state).await?
     {
         return Ok(idempotency::replay(&stored));
     }
-    let remember = idem
-        .as_ref()
-        .map(|i| i.remember_object(StatusCode::CREATED, metadata_json));
+    let answer = idem.as_ref().map(|i| i.answered(StatusCode::CREATED));
     let created = state
         .vault
-        .create_with(
+        .create(
             &who.environment,
             &name,
             &context,
             value.as_bytes(),
-            &who.actor,
-            remember.as_ref(),
+            idempotency::write(&who, answer.as_ref()),
         )
         .await;
     match created {

@@ -36,7 +36,7 @@ use crate::{Actor, ObjectMeta, Timestamp, is_object_id};
 pub use byok::is_provider_name;
 pub use copy::CopyReport;
 use db::{Arg, Columns, Decode};
-pub use ring::SqlRingStore;
+pub use ring::SqlRingRows;
 use vault_crypto::KeyContext;
 use writer::{WriteTx, Writer, Writes};
 

@@ -79,6 +79,8 @@ pub(crate) fn ctx(org: &str) -> KeyContext {
 
 pub(crate) fn version(bytes: &[u8]) -> NewVersion {
     NewVersion {
+        id: vault_store::new_version_id().unwrap(),
+        at: vault_store::Timestamp::now(),
         envelope: bytes.to_vec(),
         size: bytes.len() as u64,
         key_id: "managed://root#v1".into(),

@@ -12,9 +12,8 @@ use super::ring::ISSUED_EVENTS;
 use super::writer::WriteTx;
 use super::{Backend, SqlStore, count};
 use crate::{
-    Actor, AnswerBody, AuditEvent, DeploymentEvent, EventPage, EventQuery, IDEMPOTENCY_TTL_MICROS,
-    KeyUsage, MAX_EVENTS_LIMIT, ObjectMeta, Order, Remember, Remembered, Timestamp, is_event_id,
-    validate_environment,
+    Actor, AuditEvent, DeploymentEvent, EventPage, EventQuery, IDEMPOTENCY_TTL_MICROS, KeyUsage,
+    MAX_EVENTS_LIMIT, Order, Remember, Remembered, Timestamp, is_event_id, validate_environment,
 };
 use crate::{AuditLog, Conflict, StoreError};
 
@@ -65,29 +64,8 @@ pub(super) fn event_from_row(r: &AnyRow) -> Result<AuditEvent, StoreError> {
 ///
 /// # Errors
 /// `Conflict::Answered` if one is (the caller drops the transaction).
-pub(super) async fn remember_in<X: Tx>(
-    tx: &mut X,
-    remember: &Remember,
-    meta: Option<&ObjectMeta>,
-    now: Timestamp,
-) -> Result<(), StoreError> {
-    let body = match (&remember.body, meta) {
-        (AnswerBody::Fixed(body), _) => body.clone(),
-        (AnswerBody::OfObject(render), Some(meta)) => render(meta),
-        (AnswerBody::OfObject(_), None) => {
-            return Err(StoreError::invalid("remember", "no object to answer with"));
-        }
-    };
-    let mac = remember.tag.as_ref().map_or_else(Vec::new, |tag| {
-        tag(
-            &remember.owner,
-            &remember.key,
-            &remember.request_hash,
-            remember.status,
-            &body,
-            now,
-        )
-    });
+pub(super) async fn remember_in<X: Tx>(tx: &mut X, remember: &Remember) -> Result<(), StoreError> {
+    let (body, mac, now) = (&remember.body, &remember.mac, remember.at);
     let stored = tx
         .execute(
             "INSERT INTO idempotent_answers (owner, idem_key, request_hash, status, body, \
@@ -101,11 +79,11 @@ pub(super) async fn remember_in<X: Tx>(
                 &remember.key,
                 &remember.request_hash[..],
                 i64::from(remember.status),
-                &body,
+                &body[..],
                 now.0,
                 now.0.saturating_sub(IDEMPOTENCY_TTL_MICROS),
                 now.0.saturating_add(CLOCK_SKEW_MICROS),
-                &mac,
+                &mac[..],
             ],
         )
         .await?;
@@ -207,7 +185,7 @@ impl AuditLog for SqlStore {
             Some(remember) => {
                 let mut tx = self.begin_write().await?;
                 insert_audit(&mut tx, &record).await?;
-                remember_in(&mut tx, remember, None, now).await?;
+                remember_in(&mut tx, remember).await?;
                 tx.commit().await?;
                 Ok(())
             }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::sql::db::Tx;
 use crate::sql::db::args;
 
 /// A database with one table, its writer thread, and the connection the test reads with.

@@ -10,11 +10,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use serde::{Deserialize, Serialize};
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 use crate::aead::KEY_LEN;
 use crate::error::KeyRingError;
+
+mod file_v1;
+use file_v1::{RingFileV1, VersionFileV1};
 
 /// The `format` field of the key-ring file.
 const FILE_FORMAT: &str = "vault-keyring-v1";
@@ -477,37 +479,5 @@ impl RingState {
         };
         ring.validate()?;
         Ok(ring)
-    }
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RingFileV1 {
-    format: String,
-    name: String,
-    /// Absent in files written before generations existed: 0.
-    #[serde(default)]
-    generation: u64,
-    primary: u32,
-    min_decryption_version: u32,
-    versions: Vec<VersionFileV1>,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct VersionFileV1 {
-    version: u32,
-    created_at: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    key: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    destroyed_at: Option<u64>,
-}
-
-impl Drop for VersionFileV1 {
-    fn drop(&mut self) {
-        if let Some(key) = &mut self.key {
-            key.zeroize();
-        }
     }
 }
