@@ -87,11 +87,18 @@ pub trait RingRows: Send + Sync + fmt::Debug {
     /// [`KeyRingError::Store`].
     async fn stored(&self) -> Result<HashMap<u32, StoredRow>, KeyRingError>;
 
+    /// Whether a new ring may be stored here: refused while the database holds data under this
+    /// ring's key references (a ring is then only moved in, with its keys). Asked before any
+    /// key is sealed for it; [`insert`](Self::insert) refuses the same.
+    ///
+    /// # Errors
+    /// [`KeyRingError::NotMigrated`]; [`KeyRingError::Store`].
+    async fn may_insert(&self) -> Result<(), KeyRingError>;
+
     /// Stores `ring` unless a ring exists; returns whether it did.
     ///
     /// # Errors
-    /// [`KeyRingError::NotMigrated`] if the database holds data under this ring's key
-    /// references (a ring is then only moved in, with its keys); [`KeyRingError::Store`].
+    /// As [`may_insert`](Self::may_insert); [`KeyRingError::Store`].
     async fn insert(&self, ring: &SealedRing) -> Result<bool, KeyRingError>;
 
     /// Begins a change: the header becomes `ring`'s (its versions are written through the
@@ -418,6 +425,8 @@ impl RingStore for SealedRingStore {
         if self.rows.generation().await?.is_some() {
             return self.load().await;
         }
+        // Refused before a key is sealed (a KMS call) for a ring that cannot be stored.
+        self.rows.may_insert().await?;
         let sealed = self.seal_new(&ring, &HashMap::new()).await?;
         // Of several processes creating at once, one inserts; the others find its ring.
         if !self.rows.insert(&self.rows_of(&ring, &sealed)).await? {

@@ -97,7 +97,9 @@ pub struct NewVersion {
     /// Its id (`ver_…`, [`new_version_id`](crate::new_version_id)): chosen before it is
     /// written, so an answer naming it can be made before the change.
     pub id: String,
-    /// When it is written (the object's `updated_at`).
+    /// For a create, when the object is created (its answer names it, so it is chosen before
+    /// the change). An update takes its time in its own transaction instead, so versions of
+    /// one object commit in time order.
     pub at: Timestamp,
     /// The sealed value.
     pub envelope: Vec<u8>,

@@ -11,7 +11,7 @@ use vault_store::{IntegrityStore as _, SqlStore};
 use super::AdminError;
 use crate::config::{Config, ProviderConfig, StoreConfig};
 use crate::deployment::Deployment;
-use crate::integrity::{KeyHome, Upgrade};
+use crate::integrity::{IntegrityKey, KeyHome, Upgrade};
 use crate::rings::Rings;
 
 /// What `vault store copy` copied.
@@ -60,13 +60,28 @@ pub async fn copy_store(
         ));
     }
     let source = deployment.store().await?;
-    let target_store = target.store().await?;
+    // Only an authentic store is copied, and its integrity key goes with it: checked before
+    // the target is opened (and migrated).
+    let key = match deployment.integrity(&source, config, Upgrade::Refuse).await {
+        Ok(key) => key,
+        Err(e) => {
+            source.close().await;
+            return Err(e.into());
+        }
+    };
+    let target_store = match target.store().await {
+        Ok(store) => store,
+        Err(e) => {
+            source.close().await;
+            return Err(e.into());
+        }
+    };
     let result = copy_between(
         deployment,
         &target,
         config,
-        &source,
-        &target_store,
+        (&source, &target_store),
+        &key,
         progress,
     )
     .await;
@@ -79,14 +94,10 @@ async fn copy_between(
     deployment: &Deployment,
     target: &Deployment,
     config: &Config,
-    source: &SqlStore,
-    target_store: &SqlStore,
+    (source, target_store): (&SqlStore, &SqlStore),
+    key: &Arc<IntegrityKey>,
     progress: impl Fn(&str, u64),
 ) -> Result<CopyReport, AdminError> {
-    // Only an authentic store is copied, and its integrity key goes with it.
-    let key = deployment
-        .integrity(source, config, Upgrade::Refuse)
-        .await?;
     // The source's one name: the database file's absolute path, or the PostgreSQL it is on.
     let label = if deployment.is_postgres() {
         deployment.describe()

@@ -298,7 +298,7 @@ impl RingRows for SqlRingRows {
         stored_rows(&mut conn, &self.name).await
     }
 
-    async fn insert(&self, ring: &SealedRing) -> Result<bool, KeyRingError> {
+    async fn may_insert(&self) -> Result<(), KeyRingError> {
         if !self.moving_in
             && self
                 .store
@@ -310,6 +310,11 @@ impl RingRows for SqlRingRows {
                 ring: self.name.clone(),
             });
         }
+        Ok(())
+    }
+
+    async fn insert(&self, ring: &SealedRing) -> Result<bool, KeyRingError> {
+        self.may_insert().await?;
         let mut tx = self.store.begin_write().await.map_err(db)?;
         // Of several processes creating at once, one inserts; the others find its ring.
         let inserted = sqlx::query(

@@ -82,7 +82,8 @@ impl Change for Update {
     type Output = ObjectMeta;
 
     async fn run<X: Tx>(self, tx: &mut X) -> Result<ObjectMeta, StoreError> {
-        let now = self.version.at;
+        // An update takes its time in its transaction, so versions commit in time order.
+        let now = Timestamp::now();
         // The compare-and-set: one statement, so no other writer can slip in between.
         let changed = tx
             .execute(
