@@ -276,17 +276,7 @@ impl Vault {
         let version = self.seal(environment, &id, context, value).await?;
         // The answer names the version and its time: both are chosen here, before the change.
         let remember = write.idempotent.map(|idem| {
-            let meta = ObjectMeta {
-                id: id.clone(),
-                environment: environment.to_owned(),
-                name: name.to_owned(),
-                context: context.clone(),
-                key_id: version.key_id.clone(),
-                version_id: version.id.clone(),
-                created_at: version.at,
-                updated_at: version.at,
-                updated_by: write.actor.clone(),
-            };
+            let meta = ObjectMeta::created(environment, &id, name, context, &version, write.actor);
             idem.remember(
                 &self.integrity,
                 wire::to_bytes(&wire::object_metadata(&meta)),

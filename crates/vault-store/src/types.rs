@@ -82,6 +82,32 @@ pub struct ObjectMeta {
     pub updated_by: Actor,
 }
 
+impl ObjectMeta {
+    /// The metadata of a new object: `version` is its first, written by `actor` at
+    /// `version.at`. (The store creates exactly this; the facade renders a create's answer
+    /// from it before the change.)
+    pub fn created(
+        environment: &str,
+        id: &str,
+        name: &str,
+        context: &KeyContext,
+        version: &NewVersion,
+        actor: &Actor,
+    ) -> Self {
+        Self {
+            id: id.to_owned(),
+            environment: environment.to_owned(),
+            name: name.to_owned(),
+            context: context.clone(),
+            key_id: version.key_id.clone(),
+            version_id: version.id.clone(),
+            created_at: version.at,
+            updated_at: version.at,
+            updated_by: actor.clone(),
+        }
+    }
+}
+
 /// An object's metadata and the envelope of its current version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredObject {

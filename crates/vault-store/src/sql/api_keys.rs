@@ -10,6 +10,8 @@ use async_trait::async_trait;
 impl ApiKeyStore for SqlStore {
     async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
         validate_environment(&key.environment)?;
+        // Through the writer lock, as every write: on SQLite it never races the writer thread.
+        let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO api_keys (id, lookup, hash, environment, name, created_at, revoked_at, \
              mac) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -22,7 +24,7 @@ impl ApiKeyStore for SqlStore {
         .bind(key.created_at.0)
         .bind(key.revoked_at.map(|t| t.0))
         .bind(key.mac.clone())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await;
         if let Err(sqlx::Error::Database(e)) = &inserted
             && e.is_unique_violation()
@@ -30,6 +32,7 @@ impl ApiKeyStore for SqlStore {
             return Err(StoreError::Conflict(Conflict::ApiKey));
         }
         inserted?;
+        tx.commit().await?;
         Ok(())
     }
 

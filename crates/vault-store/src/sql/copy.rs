@@ -311,9 +311,11 @@ impl SqlStore {
     /// # Errors
     /// `Unavailable` if the database cannot be written.
     pub async fn finish_copy(&self) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM vault_copy")
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 

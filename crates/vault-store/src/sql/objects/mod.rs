@@ -88,17 +88,7 @@ impl ObjectStore for SqlStore {
         if !is_version_id(&version.id) {
             return Err(StoreError::invalid("version", "not a version id"));
         }
-        let meta = ObjectMeta {
-            id: id.to_owned(),
-            environment: environment.to_owned(),
-            name: name.to_owned(),
-            context: context.clone(),
-            key_id: version.key_id.clone(),
-            version_id: version.id.clone(),
-            created_at: version.at,
-            updated_at: version.at,
-            updated_by: actor.clone(),
-        };
+        let meta = ObjectMeta::created(environment, id, name, context, &version, actor);
         self.change(Create {
             meta,
             version,
