@@ -241,16 +241,19 @@ impl IntegrityStore for SqlStore {
     }
 
     async fn keep_sealed_key(&self, sealed_by: &str, sealed_key: &[u8]) -> Result<(), StoreError> {
+        // Through the writer lock, as every write.
+        let mut tx = self.begin_write().await?;
         let changed =
             sqlx::query("UPDATE integrity SET sealed_key = $1, sealed_by = $2 WHERE id = 1")
                 .bind(sealed_key.to_vec())
                 .bind(sealed_by)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?
                 .rows_affected();
         if changed == 0 {
             return Err(StoreError::NotFound);
         }
+        tx.commit().await?;
         Ok(())
     }
 }
