@@ -1,7 +1,9 @@
 use async_trait::async_trait;
 
-#[allow(clippy::wildcard_imports)]
-use super::*;
+use crate::{
+    ApiKeyRecord, ByokConfig, Delivery, IntegrityRecord, RecordChange, StoreError, Timestamp,
+    WebhookEndpoint,
+};
 
 /// The runtime BYOK providers and rules (`vault byok`): one sealed document replaced whole by
 /// compare-and-swap, and its generation, which every process polls to follow it.

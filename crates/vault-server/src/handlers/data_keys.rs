@@ -3,6 +3,8 @@ use crate::auth::Principal;
 use crate::body::{self, Body, Field};
 use crate::error::{ApiError, Origin, crypto_error, vault_error};
 use crate::idempotency::{self, Idem};
+
+use super::{lost_race, reply};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -10,9 +12,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use std::sync::Arc;
 use vault_objects::{KeyContext, VaultError, wire};
-
-#[allow(clippy::wildcard_imports)]
-use super::*;
 
 /// An error of the data-key API: the bytes that failed are the caller's.
 fn data_key_error(e: &VaultError) -> ApiError {

@@ -1,14 +1,13 @@
 use crate::AppState;
 use crate::error::ApiError;
+
+use super::reply;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::Arc;
-
-#[allow(clippy::wildcard_imports)]
-use super::*;
 
 pub(crate) async fn healthz() -> Response {
     reply(StatusCode::OK, json!({ "status": "ok" }))
