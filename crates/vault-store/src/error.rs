@@ -67,19 +67,3 @@ impl StoreError {
         Self::InvalidQuery { field, reason }
     }
 }
-
-impl From<sqlx::Error> for StoreError {
-    fn from(e: sqlx::Error) -> Self {
-        let reason = match &e {
-            sqlx::Error::PoolTimedOut => "timed out waiting for a database connection".to_owned(),
-            sqlx::Error::PoolClosed => "the database pool is closed".to_owned(),
-            sqlx::Error::Io(_) => "database I/O error".to_owned(),
-            sqlx::Error::Database(d) => match d.code() {
-                Some(code) => format!("database error {code}"),
-                None => "database error".to_owned(),
-            },
-            _ => "database error".to_owned(),
-        };
-        Self::Unavailable { reason }
-    }
-}

@@ -229,6 +229,7 @@ async fn sealed_at_rest(store: SqlStore, url: &str, dir: &std::path::Path) {
 /// refuse each; nothing is sealed under a key the writer chose.
 async fn tampering_is_refused(store: SqlStore, url: &str, dir: &std::path::Path) {
     let seal = master(dir, "t.key");
+    sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(url).await.unwrap();
     let ctx = KeyContext::from_pairs([("organization_id", "org_1")]).unwrap();
     let exec = |sql: &'static str, name: String| {

@@ -2,9 +2,10 @@
 //! key, replaced whole by compare-and-swap on its generation.
 
 use async_trait::async_trait;
-use sqlx::Row;
 
 use super::SqlStore;
+use super::db::{DbError, Tx, args};
+use super::integrity::change_record_in;
 use crate::{ByokConfig, ByokStore, Conflict, RecordChange, StoreError};
 
 /// The longest document (a few hundred rules and providers).
@@ -26,30 +27,30 @@ fn generation_of(g: i64) -> u64 {
 #[async_trait]
 impl ByokStore for SqlStore {
     async fn byok_generation(&self) -> Result<u64, StoreError> {
-        let row = sqlx::query("SELECT generation FROM byok_config WHERE id = 1")
-            .fetch_optional(&self.pool)
+        let generation = self
+            .row(
+                "SELECT generation FROM byok_config WHERE id = 1",
+                &[],
+                |r| r.int("generation"),
+            )
             .await?;
-        match row {
-            Some(r) => Ok(generation_of(r.try_get("generation")?)),
-            None => Ok(0),
-        }
+        Ok(generation.map_or(0, generation_of))
     }
 
     async fn byok_config(&self) -> Result<Option<ByokConfig>, StoreError> {
-        let row = sqlx::query(
+        self.row(
             "SELECT generation, document, seal, seal_key_id FROM byok_config WHERE id = 1",
+            &[],
+            |r| {
+                Ok(ByokConfig {
+                    generation: generation_of(r.int("generation")?),
+                    document: r.text("document")?,
+                    seal: r.blob("seal")?,
+                    seal_key_id: r.text("seal_key_id")?,
+                })
+            },
         )
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| {
-            Ok(ByokConfig {
-                generation: generation_of(r.try_get("generation")?),
-                document: r.try_get("document")?,
-                seal: r.try_get("seal")?,
-                seal_key_id: r.try_get("seal_key_id")?,
-            })
-        })
-        .transpose()
+        .await
     }
 
     async fn replace_byok_config(
@@ -67,54 +68,47 @@ impl ByokStore for SqlStore {
                 "must be the expected generation plus one",
             ));
         }
-        let expected = i64::try_from(expected_generation)
-            .map_err(|_| StoreError::invalid("generation", "out of range"))?;
-        let mut tx = self.begin_write().await?;
-        let changed = if expected == 0 {
-            let inserted = sqlx::query(
-                "INSERT INTO byok_config (id, generation, document, seal, seal_key_id) \
-                 VALUES (1, 1, $1, $2, $3)",
-            )
-            .bind(&config.document)
-            .bind(config.seal.clone())
-            .bind(&config.seal_key_id)
-            .execute(&mut *tx)
-            .await;
-            match inserted {
-                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => 0,
-                other => other?.rows_affected(),
-            }
-        } else {
-            sqlx::query(
-                "UPDATE byok_config SET generation = generation + 1, document = $1, seal = $2, \
-                 seal_key_id = $3 WHERE id = 1 AND generation = $4",
-            )
-            .bind(&config.document)
-            .bind(config.seal.clone())
-            .bind(&config.seal_key_id)
-            .bind(expected)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-        };
-        if changed == 0 {
-            return Err(StoreError::Conflict(Conflict::ByokChanged));
-        }
-        // What exists, recorded with it: a deleted or older document is then refused.
         if record.record.byok_generation != config.generation {
             return Err(StoreError::invalid(
                 "generation",
                 "the integrity record must take the new generation",
             ));
         }
-        match Self::change_record_in(&mut tx, record).await {
-            Err(StoreError::Conflict(_)) => {
+        let expected = i64::try_from(expected_generation)
+            .map_err(|_| StoreError::invalid("generation", "out of range"))?;
+        let (config, record) = (config.clone(), record.clone());
+        self.change(move |tx: &mut dyn Tx| {
+            let changed = if expected == 0 {
+                let inserted = tx.execute(
+                    "INSERT INTO byok_config (id, generation, document, seal, seal_key_id) \
+                     VALUES (1, 1, $1, $2, $3)",
+                    args![&config.document, &config.seal, &config.seal_key_id],
+                );
+                match inserted {
+                    Err(DbError::Unique) => 0,
+                    other => other?,
+                }
+            } else {
+                tx.execute(
+                    "UPDATE byok_config SET generation = generation + 1, document = $1, \
+                     seal = $2, seal_key_id = $3 WHERE id = 1 AND generation = $4",
+                    args![
+                        &config.document,
+                        &config.seal,
+                        &config.seal_key_id,
+                        expected
+                    ],
+                )?
+            };
+            if changed == 0 {
                 return Err(StoreError::Conflict(Conflict::ByokChanged));
             }
-            other => other?,
-        }
-        tx.commit().await?;
-        Ok(())
+            match change_record_in(tx, &record) {
+                Err(StoreError::Conflict(_)) => Err(StoreError::Conflict(Conflict::ByokChanged)),
+                other => other,
+            }
+        })
+        .await
     }
 
     async fn reseal_byok_config(
@@ -123,20 +117,18 @@ impl ByokStore for SqlStore {
         new_seal: &[u8],
         seal_key_id: &str,
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        let changed = sqlx::query(
-            "UPDATE byok_config SET seal = $1, seal_key_id = $2 WHERE id = 1 AND seal = $3",
-        )
-        .bind(new_seal.to_vec())
-        .bind(seal_key_id)
-        .bind(old_seal.to_vec())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if changed == 0 {
-            return Err(StoreError::Conflict(Conflict::ByokChanged));
-        }
-        tx.commit().await?;
-        Ok(())
+        let (old_seal, new_seal, seal_key_id) =
+            (old_seal.to_vec(), new_seal.to_vec(), seal_key_id.to_owned());
+        self.change(move |tx: &mut dyn Tx| {
+            let changed = tx.execute(
+                "UPDATE byok_config SET seal = $1, seal_key_id = $2 WHERE id = 1 AND seal = $3",
+                args![&new_seal, &seal_key_id, &old_seal],
+            )?;
+            if changed == 0 {
+                return Err(StoreError::Conflict(Conflict::ByokChanged));
+            }
+            Ok(())
+        })
+        .await
     }
 }

@@ -1,6 +1,5 @@
-//! What both engines' writers run: a change ([`Change`]) on a [`Tx`], its audit event, and the
-//! counters of what was committed. The SQLite writer thread ([`super::lite`]) and the
-//! PostgreSQL writer ([`super::writer`]) meet here and in [`super::db`], nowhere else.
+//! What both engines' writers share: the audit event of a change or a read, and the counters of
+//! what was committed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -30,6 +29,7 @@ macro_rules! audit_columns {
          key_context, organization_id, occurred_at, detail"
     };
 }
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(super) const AUDIT_COLUMNS: &str = audit_columns!();
 pub(super) const AUDIT_PARAMS: usize = 12;
 
@@ -75,17 +75,6 @@ impl AuditRecord {
     }
 }
 
-/// A change of objects (create, update, delete, rewrap): run in a write transaction of either
-/// engine, with its own audit event, and answered once it is durable.
-pub(super) trait Change: Send + 'static {
-    type Output: Send + 'static;
-
-    fn run<X: Tx>(
-        self,
-        tx: &mut X,
-    ) -> impl Future<Output = Result<Self::Output, StoreError>> + Send;
-}
-
 /// The most events one group commit writes (and rows of one INSERT: 12 parameters each, far below
 /// SQLite's and PostgreSQL's parameter limits).
 pub(super) const MAX_BATCH: usize = 256;
@@ -116,8 +105,8 @@ impl Counters {
 }
 
 /// Appends an audit event inside `tx`.
-pub(super) async fn audit_change<X: Tx>(
-    tx: &mut X,
+pub(super) fn audit_change(
+    tx: &mut dyn Tx,
     event: &str,
     environment: &str,
     actor: &Actor,
@@ -134,17 +123,17 @@ pub(super) async fn audit_change<X: Tx>(
         detail: None,
         at,
     };
-    insert_audit(tx, &record).await
+    insert_audit(tx, &record)
 }
 
 /// Writes one audit event in `tx`.
-pub(super) async fn insert_audit<X: Tx>(tx: &mut X, r: &AuditRecord) -> Result<(), StoreError> {
+pub(super) fn insert_audit(tx: &mut dyn Tx, r: &AuditRecord) -> Result<(), StoreError> {
     const SQL: &str = concat!(
         "INSERT INTO audit_events (",
         audit_columns!(),
         ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
     );
     let derived = r.derived()?;
-    tx.execute(SQL, &r.args(&derived)).await?;
+    tx.execute(SQL, &r.args(&derived))?;
     Ok(())
 }

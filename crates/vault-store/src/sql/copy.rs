@@ -2,10 +2,9 @@
 //! as they are (never decrypted), in batches that each commit, so an interrupted copy resumes
 //! where it stopped when run again.
 
-use sqlx::any::AnyRow;
-use sqlx::{AssertSqlSafe, Row};
-
-use super::{Backend, SqlStore};
+use super::SqlStore;
+use super::db::{Arg, Backend, Columns, Tx, args};
+use super::integrity::{EVERY_TABLE, any_rows};
 use crate::StoreError;
 
 #[derive(Debug, Clone, Copy)]
@@ -174,16 +173,26 @@ enum Val {
     Int(Option<i64>),
 }
 
-fn read(row: &AnyRow, cols: &[(&str, Col)]) -> Result<Vec<Val>, StoreError> {
+impl Val {
+    fn arg(&self) -> Arg<'_> {
+        match self {
+            Val::Text(t) => Arg::OptText(t.as_deref()),
+            Val::Blob(b) => Arg::OptBlob(b.as_deref()),
+            Val::Int(i) => Arg::OptInt(*i),
+        }
+    }
+}
+
+fn read(row: &dyn Columns, cols: &[(&str, Col)]) -> Result<Vec<Val>, StoreError> {
     cols.iter()
         .map(|&(name, col)| {
             Ok(match col {
-                Col::Text => Val::Text(Some(row.try_get(name)?)),
-                Col::OptText => Val::Text(row.try_get(name)?),
-                Col::Blob => Val::Blob(Some(row.try_get(name)?)),
-                Col::OptBlob => Val::Blob(row.try_get(name)?),
-                Col::Int => Val::Int(Some(row.try_get(name)?)),
-                Col::OptInt => Val::Int(row.try_get(name)?),
+                Col::Text => Val::Text(Some(row.text(name)?)),
+                Col::OptText => Val::Text(row.opt_text(name)?),
+                Col::Blob => Val::Blob(Some(row.blob(name)?)),
+                Col::OptBlob => Val::Blob(row.opt_blob(name)?),
+                Col::Int => Val::Int(Some(row.int(name)?)),
+                Col::OptInt => Val::Int(row.opt_int(name)?),
             })
         })
         .collect()
@@ -202,12 +211,7 @@ impl SqlStore {
     /// # Errors
     /// `Unavailable` if the database cannot be read.
     pub async fn is_empty(&self) -> Result<bool, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        self.is_empty_in(&mut conn).await
-    }
-
-    async fn is_empty_in(&self, conn: &mut sqlx::AnyConnection) -> Result<bool, StoreError> {
-        Ok(!self.any_rows(conn, super::integrity::EVERY_TABLE).await?)
+        Ok(!self.snapshot(|tx| any_rows(tx, EVERY_TABLE)).await?)
     }
 
     /// Copies every object, version, API key and audit event into `target`, which must be
@@ -244,23 +248,26 @@ impl SqlStore {
                         })
                         .collect(),
                 );
-                target.write_batch(table, &rows).await?;
-                copied += rows.len() as u64;
+                let n = rows.len();
+                target.write_batch(table, rows).await?;
+                copied += n as u64;
                 progress(table.name, copied);
-                if rows.len() < BATCH {
+                if n < BATCH {
                     break;
                 }
             }
             report.tables.push((table.name, copied));
         }
-        if target.backend == Backend::Postgres {
+        if target.backend() == Backend::Postgres {
             // Copied events kept their numbers; new ones continue after them.
-            sqlx::query(
-                "SELECT setval(pg_get_serial_sequence('audit_events', 'seq'), \
-                 COALESCE((SELECT MAX(seq) FROM audit_events), 0) + 1, false)",
-            )
-            .execute(&target.pool)
-            .await?;
+            target
+                .change(|tx: &mut dyn Tx| {
+                    tx.script(
+                        "SELECT setval(pg_get_serial_sequence('audit_events', 'seq'), \
+                         COALESCE((SELECT MAX(seq) FROM audit_events), 0) + 1, false)",
+                    )
+                })
+                .await?;
         }
         Ok(report)
     }
@@ -268,42 +275,36 @@ impl SqlStore {
     /// Marks this store as the target of a copy from `source`, refusing if it holds data
     /// that is not from an unfinished copy of the same source.
     async fn claim_for_copy(&self, source: &str) -> Result<(), StoreError> {
+        let source = source.to_owned();
         // One transaction, serialised against other copies: two cannot both claim it.
-        let mut tx = self.begin_write().await?;
-        if self.backend == Backend::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock(7271633)")
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query("CREATE TABLE IF NOT EXISTS vault_copy (source TEXT NOT NULL)")
-            .execute(&mut *tx)
-            .await?;
-        let claimed: Option<String> = sqlx::query_scalar("SELECT source FROM vault_copy LIMIT 1")
-            .fetch_optional(&mut *tx)
-            .await?;
-        let empty = self.is_empty_in(&mut tx).await?;
-        let outcome = match claimed {
-            Some(s) if s == source => Ok(()),
-            Some(_) => Err(StoreError::invalid(
-                "to",
-                "the target holds an unfinished copy from another store",
-            )),
-            None if empty => {
-                sqlx::query("INSERT INTO vault_copy (source) VALUES ($1)")
-                    .bind(source)
-                    .execute(&mut *tx)
-                    .await?;
-                Ok(())
+        self.change(move |tx: &mut dyn Tx| {
+            if tx.backend() == Backend::Postgres {
+                tx.script("SELECT pg_advisory_xact_lock(7271633)")?;
             }
-            None => Err(StoreError::invalid(
-                "to",
-                "the target database is not empty; copy into an empty one",
-            )),
-        };
-        if outcome.is_ok() {
-            tx.commit().await?;
-        }
-        outcome
+            tx.script("CREATE TABLE IF NOT EXISTS vault_copy (source TEXT NOT NULL)")?;
+            let claimed = tx.fetch("SELECT source FROM vault_copy LIMIT 1", &[], |r| {
+                r.text("source")
+            })?;
+            match claimed {
+                Some(s) if s == source => Ok(()),
+                Some(_) => Err(StoreError::invalid(
+                    "to",
+                    "the target holds an unfinished copy from another store",
+                )),
+                None if !any_rows(tx, EVERY_TABLE)? => {
+                    tx.execute(
+                        "INSERT INTO vault_copy (source) VALUES ($1)",
+                        args![&source],
+                    )?;
+                    Ok(())
+                }
+                None => Err(StoreError::invalid(
+                    "to",
+                    "the target database is not empty; copy into an empty one",
+                )),
+            }
+        })
+        .await
     }
 
     /// Marks a copy into this store as finished: running it again is then refused.
@@ -311,17 +312,17 @@ impl SqlStore {
     /// # Errors
     /// `Unavailable` if the database cannot be written.
     pub async fn finish_copy(&self) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query("DELETE FROM vault_copy")
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        self.change(|tx: &mut dyn Tx| {
+            tx.execute("DELETE FROM vault_copy", &[])?;
+            Ok(())
+        })
+        .await
     }
 
+    /// The next batch of `table`'s rows after the key `after`, in key order.
     async fn read_batch(
         &self,
-        table: &Table,
+        table: &'static Table,
         after: Option<&[Val]>,
     ) -> Result<Vec<Vec<Val>>, StoreError> {
         let cols: Vec<&str> = table.cols.iter().map(|(n, _)| *n).collect();
@@ -332,22 +333,19 @@ impl SqlStore {
             sql.push_str(&format!(" WHERE ({key}) > ({})", params.join(", ")));
         }
         sql.push_str(&format!(" ORDER BY {key} LIMIT {BATCH}"));
-        // Built from this file's constants and numbered placeholders only.
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        for v in after.unwrap_or_default() {
-            q = bind(q, v);
-        }
-        q.fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|row| read(row, table.cols))
-            .collect()
+        let args: Vec<Arg<'_>> = after.unwrap_or_default().iter().map(Val::arg).collect();
+        self.rows(&sql, &args, |row| read(row, table.cols)).await
     }
 
-    async fn write_batch(&self, table: &Table, rows: &[Vec<Val>]) -> Result<(), StoreError> {
+    /// Inserts `rows` of `table`, keeping rows already there, in one transaction.
+    async fn write_batch(
+        &self,
+        table: &'static Table,
+        rows: Vec<Vec<Val>>,
+    ) -> Result<(), StoreError> {
         let n = table.cols.len();
         let cols: Vec<&str> = table.cols.iter().map(|(c, _)| *c).collect();
-        let overriding = if self.backend == Backend::Postgres && table.name == "audit_events" {
+        let overriding = if self.backend() == Backend::Postgres && table.name == "audit_events" {
             " OVERRIDING SYSTEM VALUE"
         } else {
             ""
@@ -358,31 +356,18 @@ impl SqlStore {
                 format!("({})", ps.join(", "))
             })
             .collect();
+        // Built from this file's constants and numbered placeholders only.
         let sql = format!(
             "INSERT INTO {} ({}){overriding} VALUES {} ON CONFLICT DO NOTHING",
             table.name,
             cols.join(", "),
             values.join(", ")
         );
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        for row in rows {
-            for v in row {
-                q = bind(q, v);
-            }
-        }
-        let mut tx = self.begin_write().await?;
-        q.execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-}
-
-type Query<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
-
-fn bind<'q>(q: Query<'q>, v: &Val) -> Query<'q> {
-    match v.clone() {
-        Val::Text(t) => q.bind(t),
-        Val::Blob(b) => q.bind(b),
-        Val::Int(i) => q.bind(i),
+        self.change(move |tx: &mut dyn Tx| {
+            let args: Vec<Arg<'_>> = rows.iter().flatten().map(Val::arg).collect();
+            tx.execute(&sql, &args)?;
+            Ok(())
+        })
+        .await
     }
 }

@@ -1,35 +1,42 @@
-//! What the changes of objects and their audit need of a database, so each is written once and
-//! runs on both engines: sqlx (PostgreSQL, and SQLite's less frequent transactions) and the
-//! SQLite writer thread on rusqlite ([`super::lite`]).
+//! The seam between the two engines: what a statement, a row and a transaction are, so every
+//! query and every change is written once and runs on SQLite (rusqlite, [`super::lite`]) and on
+//! PostgreSQL (sqlx, [`super::pg`]). Nothing else in the store names either driver.
 //!
 //! A statement is SQL built from constants only, with `$N` parameters (both databases accept
 //! them; each engine binds `$N` to the `N`th argument), and its arguments as [`Arg`]s. A row is
-//! read through [`Columns`], by column name.
-
-use sqlx::any::AnyRow;
-use sqlx::{AssertSqlSafe, Row};
+//! read through [`Columns`], by column name. A transaction is a [`Tx`]: synchronous, so a
+//! [`Change`] cannot wait on anything but its own statements, on either engine.
 
 use crate::StoreError;
 
+/// The database engine, for the few statements whose SQL differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Backend {
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    Sqlite,
+    Postgres,
+}
+
 /// One argument of a statement. Its `Debug` shows the kind only: arguments hold envelopes,
-/// key hashes and key contexts.
+/// key hashes and key contexts. An optional value is SQL `NULL` when absent, typed (PostgreSQL
+/// checks a parameter's type against its column).
 #[derive(Clone, Copy)]
 pub(super) enum Arg<'a> {
     Text(&'a str),
-    /// Text or SQL `NULL`.
     OptText(Option<&'a str>),
     Blob(&'a [u8]),
+    OptBlob(Option<&'a [u8]>),
     Int(i64),
+    OptInt(Option<i64>),
 }
 
 impl std::fmt::Debug for Arg<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Arg::Text(_) => "Text(..)",
-            Arg::OptText(None) => "Null",
-            Arg::OptText(Some(_)) => "Text(..)",
-            Arg::Blob(_) => "Blob(..)",
-            Arg::Int(_) => "Int(..)",
+            Arg::OptText(None) | Arg::OptBlob(None) | Arg::OptInt(None) => "Null",
+            Arg::Text(_) | Arg::OptText(Some(_)) => "Text(..)",
+            Arg::Blob(_) | Arg::OptBlob(Some(_)) => "Blob(..)",
+            Arg::Int(_) | Arg::OptInt(Some(_)) => "Int(..)",
         })
     }
 }
@@ -64,9 +71,21 @@ impl<'a> From<&'a Vec<u8>> for Arg<'a> {
     }
 }
 
+impl<'a> From<Option<&'a [u8]>> for Arg<'a> {
+    fn from(b: Option<&'a [u8]>) -> Self {
+        Arg::OptBlob(b)
+    }
+}
+
 impl From<i64> for Arg<'_> {
     fn from(n: i64) -> Self {
         Arg::Int(n)
+    }
+}
+
+impl From<Option<i64>> for Arg<'_> {
+    fn from(n: Option<i64>) -> Self {
+        Arg::OptInt(n)
     }
 }
 
@@ -106,72 +125,106 @@ impl From<StoreError> for DbError {
 /// The columns of one row, by name.
 pub(super) trait Columns {
     fn text(&self, column: &str) -> Result<String, StoreError>;
+    fn opt_text(&self, column: &str) -> Result<Option<String>, StoreError>;
+    fn int(&self, column: &str) -> Result<i64, StoreError>;
     fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError>;
     fn blob(&self, column: &str) -> Result<Vec<u8>, StoreError>;
-    /// A blob that may be NULL, as empty.
-    fn opt_blob(&self, column: &str) -> Result<Vec<u8>, StoreError>;
-    fn int(&self, column: &str) -> Result<i64, StoreError>;
-}
+    fn opt_blob(&self, column: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
-impl Columns for AnyRow {
-    fn text(&self, column: &str) -> Result<String, StoreError> {
-        Ok(self.try_get(column)?)
+    /// A column that is absent from the row (or NULL) as `None`.
+    fn maybe_int(&self, column: &str) -> Option<i64> {
+        self.opt_int(column).ok().flatten()
     }
 
-    fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError> {
-        Ok(self.try_get(column)?)
-    }
-
-    fn blob(&self, column: &str) -> Result<Vec<u8>, StoreError> {
-        Ok(self.try_get(column)?)
-    }
-
-    fn opt_blob(&self, column: &str) -> Result<Vec<u8>, StoreError> {
-        Ok(self
-            .try_get::<Option<Vec<u8>>, _>(column)?
-            .unwrap_or_default())
-    }
-
-    fn int(&self, column: &str) -> Result<i64, StoreError> {
-        Ok(self.try_get(column)?)
+    /// A count (`COUNT(*)`) column.
+    fn count(&self, column: &str) -> Result<u64, StoreError> {
+        u64::try_from(self.int(column)?).map_err(|_| StoreError::Unavailable {
+            reason: "a negative count".into(),
+        })
     }
 }
 
-/// Makes a value of a row.
-pub(super) type Decode<T> = fn(&dyn Columns) -> Result<T, StoreError>;
+/// A transaction of either engine (or, for reads, a connection): each statement runs when
+/// called. Object-safe, so a change is a plain closure over `&mut dyn Tx`.
+pub(super) trait Tx {
+    /// Which engine runs it.
+    fn backend(&self) -> Backend;
 
-/// A write transaction of either engine.
-pub(super) trait Tx: Send {
     /// Runs a statement that returns no rows; returns how many rows it changed.
-    fn execute(
-        &mut self,
-        sql: &str,
-        args: &[Arg<'_>],
-    ) -> impl Future<Output = Result<u64, DbError>> + Send;
+    fn execute(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64, DbError>;
 
-    /// Runs a query; returns its first row, decoded, if there is one.
-    fn fetch<T: Send>(
+    /// Runs a query, handing `row` each row in order until it returns `false`.
+    fn query(
         &mut self,
         sql: &str,
         args: &[Arg<'_>],
-        decode: Decode<T>,
-    ) -> impl Future<Output = Result<Option<T>, StoreError>> + Send;
+        row: &mut dyn FnMut(&dyn Columns) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError>;
+
+    /// Runs a script of statements without parameters (a schema migration).
+    fn script(&mut self, sql: &'static str) -> Result<(), StoreError>;
 }
 
-/// `sql` with `args` bound, for sqlx.
-pub(super) fn query<'q>(
-    sql: &'q str,
-    args: &[Arg<'q>],
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
-    // Callers build `sql` from constants and numbered placeholders only: no data is spliced in.
-    let mut q = sqlx::query(AssertSqlSafe(sql));
-    for arg in args {
-        q = match *arg {
-            Arg::Text(s) => q.bind(s),
-            Arg::OptText(s) => q.bind(s),
-            Arg::Blob(b) => q.bind(b),
-            Arg::Int(n) => q.bind(n),
-        };
+impl dyn Tx + '_ {
+    /// The first row of a query, decoded, if there is one.
+    pub(super) fn fetch<T>(
+        &mut self,
+        sql: &str,
+        args: &[Arg<'_>],
+        decode: impl Fn(&dyn Columns) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        let mut first = None;
+        self.query(sql, args, &mut |row| {
+            first = Some(decode(row)?);
+            Ok(false)
+        })?;
+        Ok(first)
     }
-    q
+
+    /// Every row of a query, decoded.
+    pub(super) fn fetch_all<T>(
+        &mut self,
+        sql: &str,
+        args: &[Arg<'_>],
+        decode: impl Fn(&dyn Columns) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut all = Vec::new();
+        self.query(sql, args, &mut |row| {
+            all.push(decode(row)?);
+            Ok(true)
+        })?;
+        Ok(all)
+    }
+
+    /// Whether a query returns a row.
+    pub(super) fn exists(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<bool, StoreError> {
+        Ok(self.fetch(sql, args, |_| Ok(()))?.is_some())
+    }
 }
+
+/// A write: statements run in one transaction of either engine, answered once durable. On
+/// SQLite it runs on the writer thread, in the next group commit, in a savepoint of its own; on
+/// PostgreSQL in a transaction of its own. It is synchronous by type: it can wait on nothing
+/// but its own statements.
+pub(super) trait Change: Send + 'static {
+    type Output: Send + 'static;
+
+    fn run(self, tx: &mut dyn Tx) -> Result<Self::Output, StoreError>;
+}
+
+/// A closure over the transaction is a change.
+impl<T, F> Change for F
+where
+    T: Send + 'static,
+    F: FnOnce(&mut dyn Tx) -> Result<T, StoreError> + Send + 'static,
+{
+    type Output = T;
+
+    fn run(self, tx: &mut dyn Tx) -> Result<T, StoreError> {
+        self(tx)
+    }
+}
+
+/// How long an interactive transaction ([`super::Session`]) may wait for its next step before
+/// it is abandoned (rolled back), so a holder that stalls cannot hold every writer for long.
+pub(super) const SESSION_IDLE: std::time::Duration = std::time::Duration::from_secs(10);

@@ -1,8 +1,7 @@
 //! Listing object names: keyset pagination on `(updated_at, id)`, filters and search.
 
-use sqlx::{AssertSqlSafe, Row};
-
 use super::SqlStore;
+use super::db::Arg;
 use crate::StoreError;
 use crate::{
     Actor, Cursor, DEFAULT_LIMIT, ListItem, ListQuery, MAX_LIMIT, Order, Page, Timestamp, events,
@@ -74,35 +73,32 @@ impl SqlStore {
         n += 1;
         sql.push_str(&format!(" ORDER BY updated_at {dir}, id {dir} LIMIT ${n}"));
 
-        // Built from constants and numbered placeholders only: no data is spliced in.
-        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(environment);
+        let mut args = vec![Arg::Text(environment)];
         if let Some(c) = cursor {
-            q = q.bind(c.updated_at.0).bind(c.id.clone());
+            args.extend([Arg::Int(c.updated_at.0), Arg::Text(&c.id)]);
         }
         if let Some(s) = &search {
-            q = q.bind(s.clone());
+            args.push(Arg::Text(s));
         }
         if let Some(t) = query.updated_after {
-            q = q.bind(t.0);
+            args.push(Arg::Int(t.0));
         }
-        q = q.bind(i64::from(limit) + 1);
+        args.push(Arg::Int(i64::from(limit) + 1));
 
-        let rows = q.fetch_all(&self.pool).await?;
+        let mut data = self
+            .rows(&sql, &args, |r| {
+                Ok(ListItem {
+                    id: r.text("id")?,
+                    name: r.text("name")?,
+                    updated_at: Timestamp(r.int("updated_at")?),
+                })
+            })
+            .await?;
         self.audit_read(events::NAMES_LISTED, environment, actor, None)
             .await?;
 
-        let more = rows.len() > limit as usize;
-        let mut data = rows
-            .iter()
-            .take(limit as usize)
-            .map(|r| {
-                Ok(ListItem {
-                    id: r.try_get("id")?,
-                    name: r.try_get("name")?,
-                    updated_at: Timestamp(r.try_get("updated_at")?),
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        let more = data.len() > limit as usize;
+        data.truncate(limit as usize);
         if backwards {
             data.reverse();
         }

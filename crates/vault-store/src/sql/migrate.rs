@@ -1,8 +1,7 @@
 //! Schema migrations, applied once each, in the migration transaction.
 
-use sqlx::{Executor, Row};
-
-use super::{Backend, SqlStore};
+use super::SqlStore;
+use super::db::{Backend, Tx};
 use crate::StoreError;
 
 /// The schema migrations, (version, SQLite, PostgreSQL), applied in order; each version that a
@@ -48,40 +47,43 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 const SCHEMA_VERSION: i64 = 7;
 
 impl SqlStore {
+    /// Applies the migrations this database has not seen, in one write transaction.
     pub(super) async fn migrate(&self) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        if self.backend == Backend::Postgres {
-            // Serialise concurrent migrations from several server processes.
-            tx.execute("SELECT pg_advisory_xact_lock(7271632)").await?;
-        }
-        tx.execute("CREATE TABLE IF NOT EXISTS vault_schema (version BIGINT NOT NULL)")
-            .await?;
-        let current: Option<i64> = sqlx::query("SELECT MAX(version) AS v FROM vault_schema")
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("v")?;
-        if let Some(v) = current
-            && v > SCHEMA_VERSION
-        {
-            return Err(StoreError::Unavailable {
-                reason: format!("the database schema (v{v}) is newer than this program"),
-            });
-        }
-        for &(version, sqlite, postgres) in MIGRATIONS {
-            if current.is_some_and(|v| v >= version) {
-                continue;
-            }
-            let schema = match self.backend {
-                Backend::Sqlite => sqlite,
-                Backend::Postgres => postgres,
-            };
-            tx.execute(schema).await?;
-            sqlx::query("INSERT INTO vault_schema (version) VALUES ($1)")
-                .bind(version)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        self.change(migrate_in).await
     }
+}
+
+fn migrate_in(tx: &mut dyn Tx) -> Result<(), StoreError> {
+    let backend = tx.backend();
+    if backend == Backend::Postgres {
+        // Serialise concurrent migrations from several server processes.
+        tx.script("SELECT pg_advisory_xact_lock(7271632)")?;
+    }
+    tx.script("CREATE TABLE IF NOT EXISTS vault_schema (version BIGINT NOT NULL)")?;
+    let current = tx
+        .fetch("SELECT MAX(version) AS v FROM vault_schema", &[], |row| {
+            row.opt_int("v")
+        })?
+        .flatten();
+    if let Some(v) = current
+        && v > SCHEMA_VERSION
+    {
+        return Err(StoreError::Unavailable {
+            reason: format!("the database schema (v{v}) is newer than this program"),
+        });
+    }
+    for &(version, sqlite, postgres) in MIGRATIONS {
+        if current.is_some_and(|v| v >= version) {
+            continue;
+        }
+        tx.script(match backend {
+            Backend::Sqlite => sqlite,
+            Backend::Postgres => postgres,
+        })?;
+        tx.execute(
+            "INSERT INTO vault_schema (version) VALUES ($1)",
+            super::db::args![version],
+        )?;
+    }
+    Ok(())
 }

@@ -1,12 +1,11 @@
-//! The SQL backend: one implementation over sqlx's `Any` driver, so every query is written once
-//! (with `$N` parameters, which both SQLite and PostgreSQL accept) and runs on either database.
+//! The SQL backend: SQLite (the embedded default) entirely on rusqlite ([`lite`]), PostgreSQL
+//! on sqlx ([`pg`]). Every query and every change is written once, against the seam in [`db`]
+//! (statements with `$N` parameters, rows by column name, a synchronous transaction), and runs
+//! on either engine; no other file names a driver.
 //!
-//! SQLite's hot paths (the group commit of changes and reads' events, point reads) run on
-//! rusqlite instead, in [`lite`]; [`db`] is what lets a change be written once for both.
-//!
-//! One file per concern: [`writer`] (where changes and reads' events go, and the writer lock),
-//! [`migrate`] (schema versions), [`objects`] and [`list`] (the object store),
-//! [`audit`] (key events and usage), [`api_keys`].
+//! One file per concern: [`migrate`] (schema versions), [`objects`] and [`list`] (the object
+//! store), [`audit`] (key events and usage), [`api_keys`], [`byok`], [`webhooks`],
+//! [`integrity`], [`ring`] (the database ring's rows), [`copy`] (moving house).
 
 mod api_keys;
 mod audit;
@@ -20,44 +19,42 @@ mod list;
 mod lite;
 mod migrate;
 mod objects;
+#[cfg(feature = "postgres")]
+mod pg;
 mod ring;
+mod session;
 mod webhooks;
-mod writer;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
-
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Executor, Row};
 
 use crate::StoreError;
 use crate::{Actor, ObjectMeta, Timestamp, is_object_id};
 pub use byok::is_provider_name;
+use change::AuditRecord;
 pub use copy::CopyReport;
-use db::{Arg, Columns, Decode};
+use db::{Arg, Backend, Change, Columns, Tx};
 pub use ring::SqlRingRows;
 use vault_crypto::KeyContext;
-use writer::{WriteTx, Writer, Writes};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
+#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+compile_error!("vault-store needs the `sqlite` or the `postgres` feature");
 
 /// A [`Store`](crate::Store) on SQLite or PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct SqlStore {
-    pool: AnyPool,
-    backend: Backend,
-    /// SQLite has one writer at a time. Writers of this process queue here, in order, instead of
-    /// polling SQLite's busy handler (which sleeps up to 100 ms between tries).
-    writer: Arc<tokio::sync::Mutex<()>>,
-    /// Where changes and reads' audit events go (see [`writer`]).
-    writes: Writes,
+    engine: Engine,
     /// What the writer committed.
     stats: Arc<change::Counters>,
+}
+
+/// The database and its driver.
+#[derive(Debug, Clone)]
+enum Engine {
+    #[cfg(feature = "sqlite")]
+    Lite(lite::Lite),
+    #[cfg(feature = "postgres")]
+    Pg(pg::Pg),
 }
 
 /// The metadata columns, joined with the current version.
@@ -100,31 +97,9 @@ impl SqlStore {
                 });
             }
         }
-        let url = format!("sqlite://{}?mode=rwc", url_path(&path)?);
-        sqlx::any::install_default_drivers();
-        let pool = AnyPoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(30))
-            .after_connect(|conn, _| {
-                Box::pin(async move {
-                    conn.execute(
-                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                         PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON;",
-                    )
-                    .await?;
-                    Ok(())
-                })
-            })
-            .connect(&url)
-            .await?;
-        let lock: Arc<tokio::sync::Mutex<()>> = Arc::default();
         let stats: Arc<change::Counters> = Arc::default();
-        let lite = lite::Lite::open(&path, lock.clone(), stats.clone())?;
         let store = Self {
-            pool,
-            backend: Backend::Sqlite,
-            writer: lock,
-            writes: Writes::Lite(lite),
+            engine: Engine::Lite(lite::Lite::open(&path, stats.clone())?),
             stats,
         };
         store.migrate().await?;
@@ -138,136 +113,158 @@ impl SqlStore {
     /// `Unavailable` if the server cannot be reached or migrated.
     #[cfg(feature = "postgres")]
     pub async fn connect_postgres(url: &str) -> Result<Self, StoreError> {
-        use sqlx::Connection as _;
-        sqlx::any::install_default_drivers();
-        // One connection first, so a database that is down, missing or refusing the login is
-        // reported at once and with its cause, not after the pool's acquire timeout.
-        let probe =
-            sqlx::AnyConnection::connect(url)
-                .await
-                .map_err(|e| StoreError::Unavailable {
-                    reason: format!("cannot connect to PostgreSQL: {}", connect_failure(&e)),
-                })?;
-        probe.close().await?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(16)
-            // A database that stopped answering fails a request within seconds (a 503 the
-            // client can retry elsewhere) instead of holding it for half a minute.
-            .acquire_timeout(Duration::from_secs(5))
-            .connect(url)
-            .await?;
-        let store = Self::with_read_event_task(pool, Backend::Postgres);
+        let stats: Arc<change::Counters> = Arc::default();
+        let store = Self {
+            engine: Engine::Pg(pg::Pg::connect(url, stats.clone()).await?),
+            stats,
+        };
         store.migrate().await?;
         Ok(store)
     }
 
-    /// A store over `pool` whose changes run in transactions of their own and whose reads'
-    /// events are group-committed by a task (PostgreSQL).
-    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
-    fn with_read_event_task(pool: AnyPool, backend: Backend) -> Self {
-        let writer: Arc<tokio::sync::Mutex<()>> = Arc::default();
-        let stats: Arc<change::Counters> = Arc::default();
-        let (queue, pending) = tokio::sync::mpsc::unbounded_channel();
-        let task = Writer {
-            pool: pool.clone(),
-            backend,
-            lock: writer.clone(),
-            stats: stats.clone(),
-        };
-        tokio::spawn(task.run(pending));
-        Self {
-            pool,
-            backend,
-            writer,
-            writes: Writes::Task(queue),
-            stats,
-        }
-    }
-
-    /// A write transaction (see [`Writer::begin`]).
-    async fn begin_write(&self) -> Result<WriteTx, StoreError> {
-        Writer {
-            pool: self.pool.clone(),
-            backend: self.backend,
-            lock: self.writer.clone(),
-            stats: self.stats.clone(),
-        }
-        .begin()
-        .await
-    }
-
-    /// The first row of a read by key, decoded: on SQLite on the calling task (see [`lite`]),
-    /// on PostgreSQL from the pool.
-    async fn fetch_row<T: Send>(
-        &self,
-        sql: &str,
-        args: &[Arg<'_>],
-        decode: Decode<T>,
-    ) -> Result<Option<T>, StoreError> {
-        match &self.writes {
-            #[cfg(feature = "sqlite")]
-            Writes::Lite(lite) => lite.fetch(sql, args, decode),
-            Writes::Task(_) => db::query(sql, args)
-                .fetch_optional(&self.pool)
-                .await?
-                .map(|row| decode(&row))
-                .transpose(),
-        }
-    }
-
     /// The SQLite database file of a data directory.
-    pub fn sqlite_path(data_dir: &Path) -> std::path::PathBuf {
+    pub fn sqlite_path(data_dir: &Path) -> PathBuf {
         data_dir.join("vault.db")
     }
 
     /// Closes the store: on SQLite the writer thread commits what it was handed and stops;
-    /// then the pool closes, waiting for connections to finish. Later calls fail.
+    /// on PostgreSQL the pool closes, waiting for connections to finish. Later calls fail.
     pub async fn close(&self) {
-        #[cfg(feature = "sqlite")]
-        if let Writes::Lite(lite) = &self.writes {
-            lite.close().await;
+        match &self.engine {
+            #[cfg(feature = "sqlite")]
+            Engine::Lite(lite) => lite.close().await,
+            #[cfg(feature = "postgres")]
+            Engine::Pg(pg) => pg.close().await,
         }
-        self.pool.close().await;
+    }
+
+    fn backend(&self) -> Backend {
+        match &self.engine {
+            #[cfg(feature = "sqlite")]
+            Engine::Lite(_) => Backend::Sqlite,
+            #[cfg(feature = "postgres")]
+            Engine::Pg(_) => Backend::Postgres,
+        }
+    }
+
+    /// The first row of a read, decoded: on SQLite on the calling task (a read by key takes
+    /// microseconds, see [`lite`]), on PostgreSQL from the pool.
+    async fn row<T: Send>(
+        &self,
+        sql: &str,
+        args: &[Arg<'_>],
+        decode: impl Fn(&dyn Columns) -> Result<T, StoreError> + Send,
+    ) -> Result<Option<T>, StoreError> {
+        match &self.engine {
+            #[cfg(feature = "sqlite")]
+            Engine::Lite(lite) => lite.read(|tx| tx.fetch(sql, args, decode)),
+            #[cfg(feature = "postgres")]
+            Engine::Pg(pg) => pg.row(sql, args, decode).await,
+        }
+    }
+
+    /// Every row of a read, decoded: a scan, which on SQLite may take a while, so it tells
+    /// tokio it blocks (see [`scan`]).
+    async fn rows<T: Send>(
+        &self,
+        sql: &str,
+        args: &[Arg<'_>],
+        decode: impl Fn(&dyn Columns) -> Result<T, StoreError> + Send,
+    ) -> Result<Vec<T>, StoreError> {
+        match &self.engine {
+            #[cfg(feature = "sqlite")]
+            Engine::Lite(lite) => scan(|| lite.read(|tx| tx.fetch_all(sql, args, decode))),
+            #[cfg(feature = "postgres")]
+            Engine::Pg(pg) => pg.rows(sql, args, decode).await,
+        }
+    }
+
+    /// Whether a read returns a row.
+    async fn exists(&self, sql: &str, args: &[Arg<'_>]) -> Result<bool, StoreError> {
+        Ok(self.row(sql, args, |_| Ok(())).await?.is_some())
+    }
+
+    /// Runs the reads of `f` in one snapshot.
+    async fn snapshot<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn Tx) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        match &self.engine {
+            #[cfg(feature = "sqlite")]
+            Engine::Lite(lite) => scan(|| lite.snapshot(f)),
+            #[cfg(feature = "postgres")]
+            Engine::Pg(pg) => pg.snapshot(f).await,
+        }
+    }
+
+    /// Starts `change` (see [`Change`]); the receiver gets its value once it is durable.
+    fn submit<C: Change>(
+        &self,
+        change: C,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<C::Output, StoreError>>, StoreError> {
+        match &self.engine {
+            #[cfg(feature = "sqlite")]
+            Engine::Lite(lite) => lite.submit(change),
+            #[cfg(feature = "postgres")]
+            Engine::Pg(pg) => Ok(pg.submit(change, self.stats.clone())),
+        }
+    }
+
+    /// Runs `change` and returns its value once the change is durable: on SQLite in the writer
+    /// thread's next group commit, on PostgreSQL in a transaction of its own.
+    ///
+    /// # Errors
+    /// The change's error (nothing of it is written), or the commit's.
+    async fn change<C: Change>(&self, change: C) -> Result<C::Output, StoreError> {
+        self.submit(change)?
+            .await
+            .map_err(|_| StoreError::Unavailable {
+                reason: "the change was not committed: its batch failed".into(),
+            })?
+    }
+
+    /// Records the audit event of a read and returns once it is durable (group-committed with
+    /// the other reads of the moment).
+    async fn audit_read(
+        &self,
+        event: &str,
+        environment: &str,
+        actor: &Actor,
+        meta: Option<&ObjectMeta>,
+    ) -> Result<(), StoreError> {
+        self.audit_read_record(AuditRecord {
+            environment: environment.to_owned(),
+            event: event.to_owned(),
+            actor: actor.clone(),
+            object: meta.map(|m| (m.id.clone(), m.name.clone())),
+            key_id: meta.map(|m| m.key_id.clone()),
+            key_context: meta.map(|m| m.context.clone()),
+            detail: None,
+            at: Timestamp::now(),
+        })
+        .await
+    }
+
+    async fn audit_read_record(&self, record: AuditRecord) -> Result<(), StoreError> {
+        match &self.engine {
+            #[cfg(feature = "sqlite")]
+            Engine::Lite(lite) => lite.read_event(record).await,
+            #[cfg(feature = "postgres")]
+            Engine::Pg(pg) => pg.read_event(record).await,
+        }
     }
 }
 
-/// `path` as the path of a `sqlite://` URL, which sqlx percent-decodes: the URL's own
-/// delimiters escaped, so sqlx opens exactly the file the writer thread opens.
+/// Runs a read that may take a while on this thread, telling a multi-threaded tokio runtime
+/// first, so the worker's other tasks move to another thread instead of waiting (on a
+/// single-threaded runtime there is nowhere to move them: it simply runs).
 #[cfg(feature = "sqlite")]
-fn url_path(path: &Path) -> Result<String, StoreError> {
-    let path = path.to_str().ok_or_else(|| StoreError::Unavailable {
-        reason: "the data directory's path is not UTF-8".into(),
-    })?;
-    let mut url = String::with_capacity(path.len());
-    for c in path.chars() {
-        match c {
-            '%' => url.push_str("%25"),
-            '?' => url.push_str("%3F"),
-            '#' => url.push_str("%23"),
-            c => url.push(c),
-        }
+fn scan<T>(read: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(read),
+        _ => read(),
     }
-    Ok(url)
-}
-
-/// Why a connection failed, in words that never repeat the URL (it may hold a password).
-#[cfg(feature = "postgres")]
-fn connect_failure(e: &sqlx::Error) -> String {
-    match e {
-        sqlx::Error::Io(io) => io.to_string(),
-        sqlx::Error::Tls(tls) => format!("TLS: {tls}"),
-        sqlx::Error::Database(d) => d.message().to_owned(),
-        sqlx::Error::Configuration(_) => "the database URL is not valid".to_owned(),
-        _ => "the database did not answer as PostgreSQL".to_owned(),
-    }
-}
-
-/// The `n` column of a `COUNT(*)`.
-fn count(row: &AnyRow) -> Result<u64, StoreError> {
-    let n: i64 = row.try_get("n")?;
-    u64::try_from(n).map_err(|_| StoreError::Unavailable {
-        reason: "a negative count".into(),
-    })
 }
 
 fn to_i64(n: u64) -> Result<i64, StoreError> {

@@ -14,14 +14,13 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use sqlx::Row;
-use sqlx::any::AnyRow;
 use vault_crypto::KeyRingError;
 use vault_crypto::managed::SealedRoot;
 use vault_crypto::sealed_ring::{RingRows, RingSwap, SealedRing, SealedVersion, StoredRow};
 
-use super::writer::WriteTx;
-use super::{Backend, SqlStore};
+use super::SqlStore;
+use super::db::{Backend, Columns, Tx, args};
+use super::session::Session;
 use crate::StoreError;
 
 /// The events whose `key_id` names a data key handed out under a key (see `key_usage`).
@@ -40,6 +39,14 @@ pub struct SqlRingRows {
 fn db(e: impl Into<StoreError>) -> KeyRingError {
     KeyRingError::Store {
         reason: e.into().to_string(),
+    }
+}
+
+/// A ring error carried through a change (which fails with a [`StoreError`]); the numbers
+/// that could make one are checked before the change ([`in_range`]).
+fn into_store(e: KeyRingError) -> StoreError {
+    StoreError::Unavailable {
+        reason: e.to_string(),
     }
 }
 
@@ -65,22 +72,23 @@ struct VersionRow {
 }
 
 impl VersionRow {
-    fn from_row(row: &AnyRow) -> Result<Self, KeyRingError> {
-        let destroyed_at: Option<i64> = row.try_get("destroyed_at").map_err(db)?;
-        let sealed_by: Option<String> = row.try_get("sealed_by").map_err(db)?;
-        let sealed_root: Option<Vec<u8>> = row.try_get("sealed_root").map_err(db)?;
+    fn from_row(row: &dyn Columns) -> Result<Self, KeyRingError> {
+        let sealed_by = row.opt_text("sealed_by").map_err(db)?;
+        let sealed_root = row.opt_blob("sealed_root").map_err(db)?;
+        let int = |column: &str| row.int(column).map_err(db);
         Ok(Self {
-            generation: from_i64(row.try_get("generation").map_err(db)?)?,
-            primary: from_i64(row.try_get("primary_version").map_err(db)?)?,
-            min_decryption_version: from_i64(row.try_get("min_decryption_version").map_err(db)?)?,
-            mac: row
-                .try_get::<Option<Vec<u8>>, _>("mac")
-                .map_err(db)?
-                .unwrap_or_default(),
+            generation: from_i64(int("generation")?)?,
+            primary: from_i64(int("primary_version")?)?,
+            min_decryption_version: from_i64(int("min_decryption_version")?)?,
+            mac: row.opt_blob("mac").map_err(db)?.unwrap_or_default(),
             version: SealedVersion {
-                version: from_i64(row.try_get("version").map_err(db)?)?,
-                created_at: from_i64(row.try_get("created_at").map_err(db)?)?,
-                destroyed_at: destroyed_at.map(from_i64).transpose()?,
+                version: from_i64(int("version")?)?,
+                created_at: from_i64(int("created_at")?)?,
+                destroyed_at: row
+                    .opt_int("destroyed_at")
+                    .map_err(db)?
+                    .map(from_i64)
+                    .transpose()?,
                 sealed: match (sealed_by, sealed_root) {
                     (Some(sealed_by), Some(bytes)) => Some(SealedRoot { sealed_by, bytes }),
                     _ => None,
@@ -107,13 +115,11 @@ impl SqlStore {
     /// # Errors
     /// `Unavailable` if the database cannot be read.
     pub async fn has_ring(&self, name: &str) -> Result<bool, StoreError> {
-        Ok(
-            sqlx::query("SELECT 1 AS one FROM key_rings WHERE name = $1")
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await?
-                .is_some(),
+        self.exists(
+            "SELECT 1 AS one FROM key_rings WHERE name = $1",
+            args![name],
         )
+        .await
     }
 
     /// Removes the ring `name` from the database (after it was moved into a file), only if its
@@ -122,57 +128,30 @@ impl SqlStore {
     /// # Errors
     /// `Unavailable` if the database cannot be written.
     pub async fn remove_ring(&self, name: &str, generation: u64) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
-        // Locks the row: no change can commit between this check and the delete.
-        let unchanged = sqlx::query(
-            "UPDATE key_rings SET generation = generation WHERE name = $1 AND generation = $2",
-        )
-        .bind(name)
-        .bind(
-            i64::try_from(generation)
-                .map_err(|_| StoreError::invalid("generation", "too large"))?,
-        )
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !unchanged {
-            return Ok(false);
-        }
-        sqlx::query("DELETE FROM key_ring_versions WHERE ring = $1")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM key_rings WHERE name = $1")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(true)
+        let generation = i64::try_from(generation)
+            .map_err(|_| StoreError::invalid("generation", "too large"))?;
+        let name = name.to_owned();
+        self.change(move |tx: &mut dyn Tx| {
+            if !still_at(tx, &name, generation)? {
+                return Ok(false);
+            }
+            tx.execute(
+                "DELETE FROM key_ring_versions WHERE ring = $1",
+                args![&name],
+            )?;
+            tx.execute("DELETE FROM key_rings WHERE name = $1", args![&name])?;
+            Ok(true)
+        })
+        .await
     }
 
-    /// A pattern for the key references of ring `name` (`managed://name#…`) and the SQL test
-    /// (with `$1`) that matches a column against it.
-    pub(super) fn ring_pattern(&self, name: &str) -> (String, &'static str) {
-        // Ring names are [A-Za-z0-9_-]. PostgreSQL's LIKE is case-sensitive (only `_` needs
-        // escaping); SQLite's is not, so SQLite uses GLOB, which is (and has no special
-        // character in such a name).
-        match self.backend {
-            Backend::Postgres => (
-                format!("managed://{}#%", name.replace('_', "\\_")),
-                "LIKE $1 ESCAPE '\\'",
-            ),
-            Backend::Sqlite => (format!("managed://{name}#*"), "GLOB $1"),
-        }
-    }
-
-    /// Whether the store holds object versions, issued data keys or webhook secrets wrapped under a version of
-    /// the managed ring `name`.
+    /// Whether the store holds object versions, issued data keys or webhook secrets wrapped
+    /// under a version of the managed ring `name`.
     ///
     /// # Errors
     /// `Unavailable` if the database cannot be read.
     pub async fn holds_data_under_ring(&self, name: &str) -> Result<bool, StoreError> {
-        let (pattern, test) = self.ring_pattern(name);
+        let (pattern, test) = ring_pattern(self.backend(), name);
         let sql = format!(
             "SELECT 1 AS one FROM versions WHERE key_id {test} \
              UNION ALL SELECT 1 AS one FROM audit_events WHERE event IN {ISSUED_EVENTS} \
@@ -181,12 +160,32 @@ impl SqlStore {
              UNION ALL SELECT 1 AS one FROM webhook_endpoints WHERE secret_key_id {test} \
              UNION ALL SELECT 1 AS one FROM byok_config WHERE seal_key_id {test} LIMIT 1"
         );
-        Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(pattern)
-            .fetch_optional(&self.pool)
-            .await?
-            .is_some())
+        self.exists(&sql, args![&pattern]).await
     }
+}
+
+/// A pattern for the key references of ring `name` (`managed://name#…`) and the SQL test (with
+/// `$1`) that matches a column against it.
+pub(super) fn ring_pattern(backend: Backend, name: &str) -> (String, &'static str) {
+    // Ring names are [A-Za-z0-9_-]. PostgreSQL's LIKE is case-sensitive (only `_` needs
+    // escaping); SQLite's is not, so SQLite uses GLOB, which is (and has no special character
+    // in such a name).
+    match backend {
+        Backend::Postgres => (
+            format!("managed://{}#%", name.replace('_', "\\_")),
+            "LIKE $1 ESCAPE '\\'",
+        ),
+        Backend::Sqlite => (format!("managed://{name}#*"), "GLOB $1"),
+    }
+}
+
+/// Whether ring `name` is still at `generation`, locking its row in `tx` (no change can commit
+/// between this check and the rest of the transaction).
+fn still_at(tx: &mut dyn Tx, name: &str, generation: i64) -> Result<bool, StoreError> {
+    Ok(tx.execute(
+        "UPDATE key_rings SET generation = generation WHERE name = $1 AND generation = $2",
+        args![name, generation],
+    )? == 1)
 }
 
 impl SqlRingRows {
@@ -199,50 +198,49 @@ impl SqlRingRows {
     }
 }
 
-/// Every version row of ring `name` now, read in `conn`.
-async fn stored_rows(
-    conn: &mut sqlx::AnyConnection,
-    name: &str,
-) -> Result<HashMap<u32, StoredRow>, KeyRingError> {
-    sqlx::query("SELECT version, destroyed_at, sealed_by FROM key_ring_versions WHERE ring = $1")
-        .bind(name)
-        .fetch_all(conn)
-        .await
-        .map_err(db)?
-        .iter()
-        .map(|row| {
-            let version: i64 = row.try_get("version").map_err(db)?;
-            let destroyed: Option<i64> = row.try_get("destroyed_at").map_err(db)?;
-            let sealed_by: Option<String> = row.try_get("sealed_by").map_err(db)?;
+/// Every version row of ring `name` now, read in `tx`.
+fn stored_rows(tx: &mut dyn Tx, name: &str) -> Result<HashMap<u32, StoredRow>, KeyRingError> {
+    tx.fetch_all(
+        "SELECT version, destroyed_at, sealed_by FROM key_ring_versions WHERE ring = $1",
+        args![name],
+        |r| {
             Ok((
-                from_i64(version)?,
+                r.int("version")?,
                 StoredRow {
-                    live: destroyed.is_none(),
-                    sealed_by,
+                    live: r.opt_int("destroyed_at")?.is_none(),
+                    sealed_by: r.opt_text("sealed_by")?,
                 },
             ))
-        })
-        .collect()
+        },
+    )
+    .map_err(db)?
+    .into_iter()
+    .map(|(version, row)| Ok((from_i64(version)?, row)))
+    .collect()
 }
 
-/// Inserts one version row of ring `name` in `conn`.
-async fn insert_version(
-    conn: &mut sqlx::AnyConnection,
-    name: &str,
-    v: &SealedVersion,
-) -> Result<(), KeyRingError> {
-    sqlx::query(
+/// Refuses a version whose dates the database cannot hold (before it reaches a transaction).
+fn in_range(v: &SealedVersion) -> Result<(), KeyRingError> {
+    to_i64(v.created_at)?;
+    v.destroyed_at.map(to_i64).transpose()?;
+    Ok(())
+}
+
+/// Inserts one version row of ring `name` in `tx`.
+fn insert_version(tx: &mut dyn Tx, name: &str, v: &SealedVersion) -> Result<(), KeyRingError> {
+    let sealed = v.sealed.as_ref();
+    tx.execute(
         "INSERT INTO key_ring_versions (ring, version, created_at, destroyed_at, \
          sealed_by, sealed_root) VALUES ($1, $2, $3, $4, $5, $6)",
+        args![
+            name,
+            i64::from(v.version),
+            to_i64(v.created_at)?,
+            v.destroyed_at.map(to_i64).transpose()?,
+            sealed.map(|s| s.sealed_by.as_str()),
+            sealed.map(|s| s.bytes.as_slice()),
+        ],
     )
-    .bind(name)
-    .bind(i64::from(v.version))
-    .bind(to_i64(v.created_at)?)
-    .bind(v.destroyed_at.map(to_i64).transpose()?)
-    .bind(v.sealed.as_ref().map(|s| s.sealed_by.clone()))
-    .bind(v.sealed.as_ref().map(|s| s.bytes.clone()))
-    .execute(conn)
-    .await
     .map_err(db)?;
     Ok(())
 }
@@ -258,29 +256,33 @@ impl RingRows for SqlRingRows {
     }
 
     async fn generation(&self) -> Result<Option<u64>, KeyRingError> {
-        let generation: Option<i64> =
-            sqlx::query_scalar("SELECT generation FROM key_rings WHERE name = $1")
-                .bind(&self.name)
-                .fetch_optional(&self.store.pool)
-                .await
-                .map_err(db)?;
-        generation.map(from_i64).transpose()
+        self.store
+            .row(
+                "SELECT generation FROM key_rings WHERE name = $1",
+                args![&self.name],
+                |r| r.int("generation"),
+            )
+            .await
+            .map_err(db)?
+            .map(from_i64)
+            .transpose()
     }
 
     async fn read(&self) -> Result<Option<SealedRing>, KeyRingError> {
-        let rows = sqlx::query(
-            "SELECT r.generation, r.primary_version, r.min_decryption_version, r.mac, v.version, \
-             v.created_at, v.destroyed_at, v.sealed_by, v.sealed_root \
-             FROM key_rings r JOIN key_ring_versions v ON v.ring = r.name \
-             WHERE r.name = $1 ORDER BY v.version",
-        )
-        .bind(&self.name)
-        .fetch_all(&self.store.pool)
-        .await
-        .map_err(db)?
-        .iter()
-        .map(VersionRow::from_row)
-        .collect::<Result<Vec<_>, _>>()?;
+        let rows = self
+            .store
+            .rows(
+                "SELECT r.generation, r.primary_version, r.min_decryption_version, r.mac, \
+                 v.version, v.created_at, v.destroyed_at, v.sealed_by, v.sealed_root \
+                 FROM key_rings r JOIN key_ring_versions v ON v.ring = r.name \
+                 WHERE r.name = $1 ORDER BY v.version",
+                args![&self.name],
+                |r| Ok(VersionRow::from_row(r)),
+            )
+            .await
+            .map_err(db)?
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
         let Some(first) = rows.first() else {
             return Ok(None);
         };
@@ -294,8 +296,11 @@ impl RingRows for SqlRingRows {
     }
 
     async fn stored(&self) -> Result<HashMap<u32, StoredRow>, KeyRingError> {
-        let mut conn = self.store.pool.acquire().await.map_err(db)?;
-        stored_rows(&mut conn, &self.name).await
+        let name = self.name.clone();
+        self.store
+            .snapshot(move |tx| Ok(stored_rows(tx, &name)))
+            .await
+            .map_err(db)?
     }
 
     async fn may_insert(&self) -> Result<(), KeyRingError> {
@@ -315,30 +320,36 @@ impl RingRows for SqlRingRows {
 
     async fn insert(&self, ring: &SealedRing) -> Result<bool, KeyRingError> {
         self.may_insert().await?;
-        let mut tx = self.store.begin_write().await.map_err(db)?;
-        // Of several processes creating at once, one inserts; the others find its ring.
-        let inserted = sqlx::query(
-            "INSERT INTO key_rings (name, generation, primary_version, min_decryption_version, \
-             mac) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(&self.name)
-        .bind(to_i64(ring.generation)?)
-        .bind(i64::from(ring.primary))
-        .bind(i64::from(ring.min_decryption_version))
-        .bind(ring.mac.clone())
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?
-        .rows_affected()
-            == 1;
-        if !inserted {
-            return Ok(false);
-        }
         for v in &ring.versions {
-            insert_version(&mut tx, &self.name, v).await?;
+            in_range(v)?;
         }
-        tx.commit().await.map_err(db)?;
-        Ok(true)
+        let (name, ring) = (self.name.clone(), ring.clone());
+        let inserted = self
+            .store
+            .change(move |tx: &mut dyn Tx| {
+                // Of several processes creating at once, one inserts; the others find its ring.
+                let inserted = tx.execute(
+                    "INSERT INTO key_rings (name, generation, primary_version, \
+                     min_decryption_version, mac) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (name) DO NOTHING",
+                    args![
+                        &name,
+                        to_i64(ring.generation).map_err(into_store)?,
+                        i64::from(ring.primary),
+                        i64::from(ring.min_decryption_version),
+                        &ring.mac,
+                    ],
+                )? == 1;
+                if inserted {
+                    for v in &ring.versions {
+                        insert_version(tx, &name, v).map_err(into_store)?;
+                    }
+                }
+                Ok(inserted)
+            })
+            .await
+            .map_err(db)?;
+        Ok(inserted)
     }
 
     async fn swap(
@@ -346,25 +357,28 @@ impl RingRows for SqlRingRows {
         previous: u64,
         ring: &SealedRing,
     ) -> Result<Option<Box<dyn RingSwap>>, KeyRingError> {
-        let mut tx = self.store.begin_write().await.map_err(db)?;
-        let swapped = sqlx::query(
-            "UPDATE key_rings SET generation = $2, primary_version = $3, \
-             min_decryption_version = $4, mac = $6 WHERE name = $1 AND generation = $5",
-        )
-        .bind(&self.name)
-        .bind(to_i64(ring.generation)?)
-        .bind(i64::from(ring.primary))
-        .bind(i64::from(ring.min_decryption_version))
-        .bind(to_i64(previous)?)
-        .bind(ring.mac.clone())
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?
-        .rows_affected()
-            == 1;
+        let session = self.store.session().map_err(db)?;
+        let header = [
+            to_i64(ring.generation)?,
+            i64::from(ring.primary),
+            i64::from(ring.min_decryption_version),
+            to_i64(previous)?,
+        ];
+        let (name, mac) = (self.name.clone(), ring.mac.clone());
+        let swapped = session
+            .run(move |tx| {
+                let [generation, primary, min_decryption, previous] = header;
+                Ok(tx.execute(
+                    "UPDATE key_rings SET generation = $2, primary_version = $3, \
+                     min_decryption_version = $4, mac = $6 WHERE name = $1 AND generation = $5",
+                    args![&name, generation, primary, min_decryption, previous, &mac],
+                )? == 1)
+            })
+            .await
+            .map_err(db)?;
         Ok(swapped.then(|| {
             Box::new(SqlRingSwap {
-                tx,
+                session,
                 name: self.name.clone(),
             }) as Box<dyn RingSwap>
         }))
@@ -375,69 +389,68 @@ impl RingRows for SqlRingRows {
         generation: u64,
         resealed: &[(u32, SealedRoot)],
     ) -> Result<bool, KeyRingError> {
-        let mut tx = self.store.begin_write().await.map_err(db)?;
-        let unchanged = sqlx::query(
-            "UPDATE key_rings SET generation = generation WHERE name = $1 AND generation = $2",
-        )
-        .bind(&self.name)
-        .bind(to_i64(generation)?)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?
-        .rows_affected()
-            == 1;
-        if !unchanged {
-            return Ok(false);
-        }
-        for (version, sealed) in resealed {
-            sqlx::query(
-                "UPDATE key_ring_versions SET sealed_by = $3, sealed_root = $4 \
-                 WHERE ring = $1 AND version = $2 AND destroyed_at IS NULL",
-            )
-            .bind(&self.name)
-            .bind(i64::from(*version))
-            .bind(&sealed.sealed_by)
-            .bind(sealed.bytes.clone())
-            .execute(&mut *tx)
+        let generation = to_i64(generation)?;
+        let (name, resealed) = (self.name.clone(), resealed.to_vec());
+        self.store
+            .change(move |tx: &mut dyn Tx| {
+                if !still_at(tx, &name, generation)? {
+                    return Ok(false);
+                }
+                for (version, sealed) in &resealed {
+                    tx.execute(
+                        "UPDATE key_ring_versions SET sealed_by = $3, sealed_root = $4 \
+                         WHERE ring = $1 AND version = $2 AND destroyed_at IS NULL",
+                        args![&name, i64::from(*version), &sealed.sealed_by, &sealed.bytes],
+                    )?;
+                }
+                Ok(true)
+            })
             .await
-            .map_err(db)?;
-        }
-        tx.commit().await.map_err(db)?;
-        Ok(true)
+            .map_err(db)
     }
 }
 
 /// A change of a ring's rows in one write transaction (rolled back if dropped).
 struct SqlRingSwap {
-    tx: WriteTx,
+    session: Session,
     name: String,
 }
 
 #[async_trait]
 impl RingSwap for SqlRingSwap {
     async fn stored(&mut self) -> Result<HashMap<u32, StoredRow>, KeyRingError> {
-        stored_rows(&mut self.tx, &self.name).await
+        let name = self.name.clone();
+        self.session
+            .run(move |tx| Ok(stored_rows(tx, &name)))
+            .await
+            .map_err(db)?
     }
 
     async fn destroy(&mut self, version: u32, at: u64) -> Result<(), KeyRingError> {
-        sqlx::query(
-            "UPDATE key_ring_versions SET destroyed_at = $3, sealed_by = NULL, \
-             sealed_root = NULL WHERE ring = $1 AND version = $2",
-        )
-        .bind(&self.name)
-        .bind(i64::from(version))
-        .bind(to_i64(at)?)
-        .execute(&mut *self.tx)
-        .await
-        .map_err(db)?;
-        Ok(())
+        let (name, at) = (self.name.clone(), to_i64(at)?);
+        self.session
+            .run(move |tx| {
+                tx.execute(
+                    "UPDATE key_ring_versions SET destroyed_at = $3, sealed_by = NULL, \
+                     sealed_root = NULL WHERE ring = $1 AND version = $2",
+                    args![&name, i64::from(version), at],
+                )?;
+                Ok(())
+            })
+            .await
+            .map_err(db)
     }
 
     async fn insert(&mut self, version: &SealedVersion) -> Result<(), KeyRingError> {
-        insert_version(&mut self.tx, &self.name, version).await
+        in_range(version)?;
+        let (name, version) = (self.name.clone(), version.clone());
+        self.session
+            .run(move |tx| insert_version(tx, &name, &version).map_err(into_store))
+            .await
+            .map_err(db)
     }
 
     async fn commit(self: Box<Self>) -> Result<(), KeyRingError> {
-        self.tx.commit().await.map_err(db)
+        self.session.commit().await.map_err(db)
     }
 }

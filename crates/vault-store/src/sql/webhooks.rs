@@ -2,12 +2,11 @@
 //! `audit_events`, in each event's own transaction).
 
 use async_trait::async_trait;
-use sqlx::any::AnyRow;
-use sqlx::{AssertSqlSafe, Row};
 
 use super::SqlStore;
 use super::audit::{EVENT_COLUMNS, event_from_row};
-use super::db::Columns as _;
+use super::db::{Columns, Tx, args};
+use super::integrity::change_record_in;
 use crate::{
     Conflict, Delivery, RecordChange, StoreError, Timestamp, WebhookEndpoint, WebhookStore,
 };
@@ -32,28 +31,22 @@ const ENDPOINT_STATUS_COLUMNS: &str = "w.id, w.environment, w.url, w.events, w.s
 const HEAD_DUE: &str = "(SELECT d.next_attempt_at FROM webhook_deliveries d \
      WHERE d.endpoint_id = w.id AND d.dead = 0 ORDER BY d.event_seq LIMIT 1)";
 
-fn endpoint_from_row(r: &AnyRow) -> Result<WebhookEndpoint, StoreError> {
-    let events: String = r.try_get("events")?;
+fn endpoint_from_row(r: &dyn Columns) -> Result<WebhookEndpoint, StoreError> {
+    let events = r.text("events")?;
     // Absent from a lease's row (which does not count the outbox): zero.
-    let counted = |column: &str| {
-        r.try_get::<Option<i64>, _>(column)
-            .ok()
-            .flatten()
-            .unwrap_or(0)
-    };
-    let (pending, dead) = (counted("pending"), counted("dead"));
+    let counted = |column: &str| u64::try_from(r.maybe_int(column).unwrap_or(0)).unwrap_or(0);
     Ok(WebhookEndpoint {
-        id: r.try_get("id")?,
-        environment: r.try_get("environment")?,
-        url: r.try_get("url")?,
+        id: r.text("id")?,
+        environment: r.text("environment")?,
+        url: r.text("url")?,
         events: events.split(',').map(str::to_owned).collect(),
-        sealed_secret: r.try_get("secret")?,
-        secret_key_id: r.try_get("secret_key_id")?,
-        created_at: Timestamp(r.try_get("created_at")?),
-        pending: u64::try_from(pending).unwrap_or(0),
-        dead: u64::try_from(dead).unwrap_or(0),
-        last_error: r.try_get::<Option<String>, _>("last_error").ok().flatten(),
-        mac: r.opt_blob("mac")?,
+        sealed_secret: r.blob("secret")?,
+        secret_key_id: r.text("secret_key_id")?,
+        created_at: Timestamp(r.int("created_at")?),
+        pending: counted("pending"),
+        dead: counted("dead"),
+        last_error: r.opt_text("last_error").ok().flatten(),
+        mac: r.opt_blob("mac")?.unwrap_or_default(),
     })
 }
 
@@ -74,23 +67,25 @@ impl WebhookStore for SqlStore {
         {
             return Err(StoreError::invalid("events", "name known event types"));
         }
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO webhook_endpoints (id, environment, url, events, secret, secret_key_id, \
-             created_at, mac) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&endpoint.id)
-        .bind(&endpoint.environment)
-        .bind(&endpoint.url)
-        .bind(endpoint.events.join(","))
-        .bind(endpoint.sealed_secret.clone())
-        .bind(&endpoint.secret_key_id)
-        .bind(endpoint.created_at.0)
-        .bind(endpoint.mac.clone())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        let e = endpoint.clone();
+        self.change(move |tx: &mut dyn Tx| {
+            tx.execute(
+                "INSERT INTO webhook_endpoints (id, environment, url, events, secret, \
+                 secret_key_id, created_at, mac) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                args![
+                    &e.id,
+                    &e.environment,
+                    &e.url,
+                    &e.events.join(","),
+                    &e.sealed_secret,
+                    &e.secret_key_id,
+                    e.created_at.0,
+                    &e.mac,
+                ],
+            )?;
+            Ok(())
+        })
+        .await
     }
 
     async fn webhooks(
@@ -101,28 +96,21 @@ impl WebhookStore for SqlStore {
             "SELECT {ENDPOINT_STATUS_COLUMNS} FROM webhook_endpoints w \
              WHERE $1 IS NULL OR w.environment = $1 ORDER BY w.created_at, w.id"
         );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(environment.map(str::to_owned))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(endpoint_from_row).collect()
+        self.rows(&sql, args![environment], endpoint_from_row).await
     }
 
     async fn delete_webhook(&self, id: &str, record: &RecordChange) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query("DELETE FROM webhook_deliveries WHERE endpoint_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        let gone = sqlx::query("DELETE FROM webhook_endpoints WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        not_found_if_none(gone)?;
-        Self::change_record_in(&mut tx, record).await?;
-        tx.commit().await?;
-        Ok(())
+        let (id, record) = (id.to_owned(), record.clone());
+        self.change(move |tx: &mut dyn Tx| {
+            tx.execute(
+                "DELETE FROM webhook_deliveries WHERE endpoint_id = $1",
+                args![&id],
+            )?;
+            let gone = tx.execute("DELETE FROM webhook_endpoints WHERE id = $1", args![&id])?;
+            not_found_if_none(gone)?;
+            change_record_in(tx, &record)
+        })
+        .await
     }
 
     async fn replace_webhook_secret(
@@ -133,52 +121,51 @@ impl WebhookStore for SqlStore {
         secret_key_id: &str,
         mac: &[u8],
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        let changed = sqlx::query(
-            "UPDATE webhook_endpoints SET secret = $1, secret_key_id = $2, mac = $3 \
-             WHERE id = $4 AND secret = $5",
-        )
-        .bind(sealed_secret.to_vec())
-        .bind(secret_key_id)
-        .bind(mac.to_vec())
-        .bind(id)
-        .bind(expected.to_vec())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if changed == 0 {
-            let exists = sqlx::query("SELECT 1 AS one FROM webhook_endpoints WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            return Err(match exists {
-                Some(_) => StoreError::Conflict(Conflict::Version),
-                None => StoreError::NotFound,
-            });
-        }
-        tx.commit().await?;
-        Ok(())
+        let (id, expected, sealed_secret, secret_key_id, mac) = (
+            id.to_owned(),
+            expected.to_vec(),
+            sealed_secret.to_vec(),
+            secret_key_id.to_owned(),
+            mac.to_vec(),
+        );
+        self.change(move |tx: &mut dyn Tx| {
+            let changed = tx.execute(
+                "UPDATE webhook_endpoints SET secret = $1, secret_key_id = $2, mac = $3 \
+                 WHERE id = $4 AND secret = $5",
+                args![&sealed_secret, &secret_key_id, &mac, &id, &expected],
+            )?;
+            if changed == 0 {
+                let exists = tx.exists(
+                    "SELECT 1 AS one FROM webhook_endpoints WHERE id = $1",
+                    args![&id],
+                )?;
+                return Err(if exists {
+                    StoreError::Conflict(Conflict::Version)
+                } else {
+                    StoreError::NotFound
+                });
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn replay_webhook(&self, id: &str) -> Result<u64, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let exists = sqlx::query("SELECT 1 AS one FROM webhook_endpoints WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if exists.is_none() {
-            return Err(StoreError::NotFound);
-        }
-        let revived = sqlx::query(
-            "UPDATE webhook_deliveries SET dead = 0, attempts = 0, next_attempt_at = 0 \
-             WHERE endpoint_id = $1 AND dead <> 0",
-        )
-        .bind(id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
-        Ok(revived)
+        let id = id.to_owned();
+        self.change(move |tx: &mut dyn Tx| {
+            if !tx.exists(
+                "SELECT 1 AS one FROM webhook_endpoints WHERE id = $1",
+                args![&id],
+            )? {
+                return Err(StoreError::NotFound);
+            }
+            Ok(tx.execute(
+                "UPDATE webhook_deliveries SET dead = 0, attempts = 0, next_attempt_at = 0 \
+                 WHERE endpoint_id = $1 AND dead <> 0",
+                args![&id],
+            )?)
+        })
+        .await
     }
 
     async fn lease_webhook(
@@ -193,26 +180,19 @@ impl WebhookStore for SqlStore {
             "SELECT {ENDPOINT_COLUMNS}, {HEAD_DUE} AS due FROM webhook_endpoints w \
              WHERE w.lease_until < $1 AND {HEAD_DUE} <= $1 ORDER BY due LIMIT 8"
         );
-        let candidates = sqlx::query(AssertSqlSafe(sql))
-            .bind(now.0)
-            .fetch_all(&self.pool)
-            .await?;
-        for row in &candidates {
-            let endpoint = endpoint_from_row(row)?;
+        let candidates = self.rows(&sql, args![now.0], endpoint_from_row).await?;
+        for endpoint in candidates {
             // A compare-and-set on the lease: of several processes, one gets it.
-            let mut tx = self.begin_write().await?;
-            let won = sqlx::query(
-                "UPDATE webhook_endpoints SET lease_owner = $1, lease_until = $2 \
-                 WHERE id = $3 AND lease_until < $4",
-            )
-            .bind(owner)
-            .bind(until.0)
-            .bind(&endpoint.id)
-            .bind(now.0)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            tx.commit().await?;
+            let (owner, id) = (owner.to_owned(), endpoint.id.clone());
+            let won = self
+                .change(move |tx: &mut dyn Tx| {
+                    Ok(tx.execute(
+                        "UPDATE webhook_endpoints SET lease_owner = $1, lease_until = $2 \
+                         WHERE id = $3 AND lease_until < $4",
+                        args![&owner, until.0, &id, now.0],
+                    )?)
+                })
+                .await?;
             if won == 1 {
                 return Ok(Some(endpoint));
             }
@@ -226,34 +206,30 @@ impl WebhookStore for SqlStore {
         owner: &str,
         until: Timestamp,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let kept = sqlx::query(
-            "UPDATE webhook_endpoints SET lease_until = $1 WHERE id = $2 AND lease_owner = $3 \
-             AND lease_until >= $4",
-        )
-        .bind(until.0)
-        .bind(id)
-        .bind(owner)
-        .bind(Timestamp::now().0)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
+        let (id, owner) = (id.to_owned(), owner.to_owned());
+        let kept = self
+            .change(move |tx: &mut dyn Tx| {
+                Ok(tx.execute(
+                    "UPDATE webhook_endpoints SET lease_until = $1 WHERE id = $2 \
+                     AND lease_owner = $3 AND lease_until >= $4",
+                    args![until.0, &id, &owner, Timestamp::now().0],
+                )?)
+            })
+            .await?;
         Ok(kept == 1)
     }
 
     async fn release_webhook(&self, id: &str, owner: &str) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "UPDATE webhook_endpoints SET lease_owner = NULL, lease_until = 0 \
-             WHERE id = $1 AND lease_owner = $2",
-        )
-        .bind(id)
-        .bind(owner)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        let (id, owner) = (id.to_owned(), owner.to_owned());
+        self.change(move |tx: &mut dyn Tx| {
+            tx.execute(
+                "UPDATE webhook_endpoints SET lease_owner = NULL, lease_until = 0 \
+                 WHERE id = $1 AND lease_owner = $2",
+                args![&id, &owner],
+            )?;
+            Ok(())
+        })
+        .await
     }
 
     async fn next_delivery(&self, endpoint_id: &str) -> Result<Option<Delivery>, StoreError> {
@@ -262,21 +238,16 @@ impl WebhookStore for SqlStore {
              JOIN audit_events a ON a.seq = d.event_seq \
              WHERE d.endpoint_id = $1 AND d.dead = 0 ORDER BY d.event_seq LIMIT 1"
         );
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(endpoint_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| {
-            let attempts: i64 = r.try_get("attempts")?;
+        self.row(&sql, args![endpoint_id], |r| {
             Ok(Delivery {
                 endpoint_id: endpoint_id.to_owned(),
-                seq: r.try_get("seq")?,
-                event: event_from_row(&r)?,
-                attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-                next_attempt_at: Timestamp(r.try_get("next_attempt_at")?),
+                seq: r.int("seq")?,
+                event: event_from_row(r)?,
+                attempts: u32::try_from(r.int("attempts")?).unwrap_or(u32::MAX),
+                next_attempt_at: Timestamp(r.int("next_attempt_at")?),
             })
         })
-        .transpose()
+        .await
     }
 
     async fn delivered(
@@ -286,26 +257,22 @@ impl WebhookStore for SqlStore {
         owner: &str,
         renew_until: Timestamp,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let renewed = sqlx::query(
-            "UPDATE webhook_endpoints SET lease_until = $1 WHERE id = $2 AND lease_owner = $3",
-        )
-        .bind(renew_until.0)
-        .bind(endpoint_id)
-        .bind(owner)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if renewed == 0 {
-            return Ok(false);
-        }
-        sqlx::query("DELETE FROM webhook_deliveries WHERE endpoint_id = $1 AND event_seq = $2")
-            .bind(endpoint_id)
-            .bind(seq)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(true)
+        let (endpoint_id, owner) = (endpoint_id.to_owned(), owner.to_owned());
+        self.change(move |tx: &mut dyn Tx| {
+            let renewed = tx.execute(
+                "UPDATE webhook_endpoints SET lease_until = $1 WHERE id = $2 AND lease_owner = $3",
+                args![renew_until.0, &endpoint_id, &owner],
+            )?;
+            if renewed == 0 {
+                return Ok(false);
+            }
+            tx.execute(
+                "DELETE FROM webhook_deliveries WHERE endpoint_id = $1 AND event_seq = $2",
+                args![&endpoint_id, seq],
+            )?;
+            Ok(true)
+        })
+        .await
     }
 
     async fn delivery_failed(
@@ -317,22 +284,26 @@ impl WebhookStore for SqlStore {
         dead: bool,
         error: &str,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let done = sqlx::query(
-            "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = $1, \
-             dead = $2, last_error = $3 WHERE endpoint_id = $4 AND event_seq = $5 \
-             AND EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.id = $4 AND w.lease_owner = $6)",
-        )
-        .bind(next_attempt_at.0)
-        .bind(i64::from(dead))
-        .bind(error)
-        .bind(endpoint_id)
-        .bind(seq)
-        .bind(owner)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
+        let (endpoint_id, owner, error) =
+            (endpoint_id.to_owned(), owner.to_owned(), error.to_owned());
+        let done = self
+            .change(move |tx: &mut dyn Tx| {
+                Ok(tx.execute(
+                    "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = $1, \
+                     dead = $2, last_error = $3 WHERE endpoint_id = $4 AND event_seq = $5 \
+                     AND EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.id = $4 \
+                     AND w.lease_owner = $6)",
+                    args![
+                        next_attempt_at.0,
+                        i64::from(dead),
+                        &error,
+                        &endpoint_id,
+                        seq,
+                        &owner,
+                    ],
+                )?)
+            })
+            .await?;
         Ok(done == 1)
     }
 }

@@ -10,17 +10,17 @@ async fn answers_from_the_future_are_neither_replayed_nor_kept() {
     let store = SqlStore::open_sqlite(dir.path()).await.unwrap();
     let now = Timestamp::now().0;
     for (key, at) in [("future", now + 3_600_000_000), ("now", now)] {
-        sqlx::query(
-            "INSERT INTO idempotent_answers (owner, idem_key, request_hash, status, body, \
-             created_at) VALUES ('key_a', $1, $2, 201, $3, $4)",
-        )
-        .bind(key)
-        .bind(vec![0u8; 32])
-        .bind(b"{}".to_vec())
-        .bind(at)
-        .execute(&store.pool)
-        .await
-        .unwrap();
+        store
+            .change(move |tx: &mut dyn Tx| {
+                tx.execute(
+                    "INSERT INTO idempotent_answers (owner, idem_key, request_hash, status, \
+                     body, created_at) VALUES ('key_a', $1, $2, 201, $3, $4)",
+                    args![key, &[0u8; 32][..], &b"{}"[..], at],
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
     }
     assert!(store.remembered("key_a", "now").await.unwrap().is_some());
     assert_eq!(store.remembered("key_a", "future").await.unwrap(), None);

@@ -1,51 +1,48 @@
-//! SQLite's hot paths on rusqlite: the writer thread that group-commits every change of objects
-//! and every audit event of a read, and the point reads of a request.
+//! SQLite, entirely on rusqlite: the writer thread that commits every write of the store, the
+//! read connections, and the one place each connection's settings are made ([`connect`]).
 //!
 //! sqlx runs each SQLite connection on a worker thread of its own and hands it every statement
 //! through a channel: two context switches per statement, which at a few dozen statements per
 //! group commit cost more than the statements and the fsync together (`docs/PERFORMANCE.md`).
 //! Here the whole batch runs on one thread that owns its connection:
 //!
-//! - **The writer thread** takes every job waiting (at least one), opens one transaction
-//!   (`BEGIN IMMEDIATE`, under this process's writer lock, which the sqlx transactions of the
-//!   less frequent writes also take), runs each change in its own savepoint (a change that
-//!   fails, a version conflict or a name already taken, rolls back alone and the others go on)
-//!   and writes each read's event, in arrival order, commits once (`synchronous=FULL`: one
-//!   fsync), and only then answers each request. An answered change is durable; each is still
-//!   its own compare-and-set with its own audit event, and sees the changes before it.
-//! - **Point reads** (an object by id or name, an object's context, an API key by its lookup)
-//!   run on the calling task, on a connection taken from a small pool: a read by key in WAL mode
-//!   never waits for the writer and takes microseconds, less than handing it to another thread
-//!   and back.
+//! - **The writer thread** is the only writer of this process: every change (of objects, keys,
+//!   webhooks, the ring, the schema) and every audit event of a read is handed to it. It takes
+//!   every job waiting (at least one), opens one transaction (`BEGIN IMMEDIATE`; another
+//!   process's writer is waited for by `busy_timeout`), runs each change in its own savepoint (a
+//!   change that fails, a version conflict or a name already taken, rolls back alone and the
+//!   others go on) and writes each read's event, in arrival order, commits once
+//!   (`synchronous=FULL`: one fsync), and only then answers each request. An answered change is
+//!   durable; each is still its own compare-and-set with its own audit event, and sees the
+//!   changes before it.
+//! - **Reads** run on the calling task, on a connection taken from a small pool: a read in WAL
+//!   mode never waits for the writer and a read by key takes microseconds, less than handing it
+//!   to another thread and back.
 //!
 //! The changes themselves ([`Change`]) and the statements they run are the same code on both
 //! engines ([`super::db`]).
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::change::{AuditRecord, Change, Counters, MAX_BATCH, insert_audit};
-use super::db::{Arg, Decode};
+use super::change::{AuditRecord, Counters, MAX_BATCH, insert_audit};
+use super::db::{Change, Tx};
 use crate::StoreError;
 
 mod tx;
-pub(super) use tx::LiteTx;
-use tx::fetch_on;
+use tx::LiteTx;
 
-/// The longest the writer waits for another process's write lock (as every connection of the
-/// store does).
+/// The longest the writer waits for another process's write lock.
 const WRITER_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The longest a point read waits for a lock before the request fails.
+/// The longest a read waits for a lock before the request fails.
 const READER_BUSY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The most idle read connections kept (a read on a busier moment opens one and closes it after).
@@ -81,6 +78,9 @@ impl std::fmt::Debug for Lite {
     }
 }
 
+/// A change as the writer thread runs it.
+type RunChange = Box<dyn for<'c> FnOnce(&mut LiteTx<'c>) -> Ran + Send>;
+
 /// What the writer thread is handed.
 enum Job {
     /// The audit event of a read, and who waits for it to be durable.
@@ -88,8 +88,8 @@ enum Job {
         Box<AuditRecord>,
         tokio::sync::oneshot::Sender<Result<(), StoreError>>,
     ),
-    /// A change of objects.
-    Change(Box<dyn for<'c> FnOnce(&mut LiteTx<'c>) -> Ran + Send>),
+    /// A change.
+    Change(RunChange),
     /// The end: the thread commits what came before and stops.
     Stop,
 }
@@ -102,17 +102,49 @@ struct Ran {
     answer: Box<dyn FnOnce(Result<(), StoreError>) + Send>,
 }
 
+/// What a connection is for (see [`connect`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Writer,
+    Reader,
+}
+
+/// A connection to the database at `path`, with every setting this store runs with (the one
+/// place they are made): a busy timeout set before anything reads the file, foreign keys on;
+/// for the writer WAL journal (it stays with the file) and `synchronous=FULL` (an acknowledged
+/// write survives a power cut); for a reader `query_only`.
+fn connect(path: &Path, role: Role) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    match role {
+        Role::Writer => {
+            conn.busy_timeout(WRITER_BUSY_TIMEOUT)?;
+            let journal: String =
+                conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+            if !journal.eq_ignore_ascii_case("wal") {
+                return Err(StoreError::Unavailable {
+                    reason: "the database cannot use a write-ahead log".into(),
+                });
+            }
+            conn.pragma_update(None, "synchronous", "FULL")?;
+        }
+        Role::Reader => {
+            // A reader runs on a tokio worker, so it never waits long (in WAL mode only the
+            // recovery of a crashed WAL makes a reader wait at all).
+            conn.busy_timeout(READER_BUSY_TIMEOUT)?;
+            conn.pragma_update(None, "query_only", true)?;
+        }
+    }
+    conn.pragma_update(None, "foreign_keys", true)?;
+    Ok(conn)
+}
+
 impl Lite {
-    /// Opens the writer's connection to the (migrated) database at `path` and starts its
-    /// thread, which ends when the last handle is dropped.
-    pub(super) fn open(
-        path: &Path,
-        lock: Arc<tokio::sync::Mutex<()>>,
-        stats: Arc<Counters>,
-    ) -> Result<Self, StoreError> {
-        let conn = connect(path, WRITER_BUSY_TIMEOUT)?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", true)?;
+    /// Opens the writer's connection to the database at `path` (an existing file) and starts
+    /// its thread, which ends when the last handle is dropped.
+    pub(super) fn open(path: &Path, stats: Arc<Counters>) -> Result<Self, StoreError> {
+        let conn = connect(path, Role::Writer)?;
         let (jobs, queue) = std::sync::mpsc::channel();
         let running = Arc::new(AtomicBool::new(true));
         let flag = Running(running.clone());
@@ -120,7 +152,7 @@ impl Lite {
             .name("vault-sqlite-writer".into())
             .spawn(move || {
                 let _running = flag;
-                write_loop(conn, &queue, &lock, &stats);
+                write_loop(conn, &queue, &stats);
             })
             .map_err(|_| StoreError::Unavailable {
                 reason: "cannot start the SQLite writer thread".into(),
@@ -138,14 +170,13 @@ impl Lite {
         })
     }
 
-    /// Whether the writer thread still runs (a store whose writer is gone cannot answer a
-    /// change or an audited read, so it is not healthy).
+    /// Whether the writer thread still runs and the file can be read (a store whose writer is
+    /// gone cannot answer a change or an audited read, so it is not healthy).
     pub(super) fn ping(&self) -> Result<(), StoreError> {
         if !self.thread.running.load(Ordering::Acquire) {
             return Err(stopped());
         }
-        self.fetch("SELECT 1 AS one", &[], |row| row.int("one"))
-            .map(drop)
+        self.read(|tx| tx.exists("SELECT 1 AS one", &[])).map(drop)
     }
 
     /// Stops the writer thread once it has committed what was handed to it before, waits for
@@ -170,17 +201,15 @@ impl Lite {
         wait.await.map_err(|_| stopped())?
     }
 
-    /// Runs `change` in the next group commit; returns its value once that is durable.
-    pub(super) async fn change<C: Change>(&self, change: C) -> Result<C::Output, StoreError> {
+    /// Hands `change` to the writer thread for its next group commit; the receiver gets its
+    /// value once that is durable.
+    pub(super) fn submit<C: Change>(
+        &self,
+        change: C,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<C::Output, StoreError>>, StoreError> {
         let (done, wait) = tokio::sync::oneshot::channel();
         let job = Job::Change(Box::new(move |tx: &mut LiteTx<'_>| {
-            // Every statement of a `LiteTx` is done when its future is made, so a change is
-            // finished after one poll.
-            let result = now(change.run(tx)).unwrap_or_else(|| {
-                Err(StoreError::Unavailable {
-                    reason: "a change waited inside the writer".into(),
-                })
-            });
+            let result = change.run(tx);
             Ran {
                 ok: result.is_ok(),
                 answer: Box::new(move |committed| {
@@ -191,22 +220,36 @@ impl Lite {
             }
         }));
         self.jobs.send(job).map_err(|_| stopped())?;
-        wait.await.map_err(|_| StoreError::Unavailable {
-            reason: "the change was not committed: its batch failed".into(),
-        })?
+        Ok(wait)
     }
 
-    /// The first row of a read-only query, decoded, on a connection of the read pool.
-    pub(super) fn fetch<T>(
+    /// Runs `f` on a read connection of the pool, on the calling thread, each statement on
+    /// its own (see [`snapshot`](Self::snapshot) for several read as one).
+    pub(super) fn read<T>(
         &self,
-        sql: &str,
-        args: &[Arg<'_>],
-        decode: Decode<T>,
-    ) -> Result<Option<T>, StoreError> {
+        f: impl FnOnce(&mut dyn Tx) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let conn = self.readers.take()?;
-        let row = fetch_on(&conn, sql, args, decode);
+        let value = f(&mut LiteTx {
+            conn: &conn,
+            writer: false,
+        });
         self.readers.put(conn);
-        row
+        value
+    }
+
+    /// Runs `f` on a read connection in one read transaction: its statements see one snapshot.
+    pub(super) fn snapshot<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Tx) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.read(|tx| {
+            tx.script("BEGIN")?;
+            let value = f(tx);
+            let ended = tx.script(if value.is_ok() { "COMMIT" } else { "ROLLBACK" });
+            let value = value?;
+            ended.map(|()| value)
+        })
     }
 }
 
@@ -227,17 +270,15 @@ impl Readers {
         let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
         match idle {
             Some(conn) => Ok(conn),
-            None => {
-                // A reader runs on a tokio worker, so it never waits long (in WAL mode only the
-                // recovery of a crashed WAL makes a reader wait at all).
-                let conn = connect(&self.path, READER_BUSY_TIMEOUT)?;
-                conn.pragma_update(None, "query_only", true)?;
-                Ok(conn)
-            }
+            None => connect(&self.path, Role::Reader),
         }
     }
 
     fn put(&self, conn: Connection) {
+        // A connection left inside a transaction (a read that panicked) is not kept.
+        if !conn.is_autocommit() {
+            return;
+        }
         if let Ok(mut idle) = self.idle.lock()
             && idle.len() < IDLE_READERS
         {
@@ -246,31 +287,13 @@ impl Readers {
     }
 }
 
-/// A connection to the database (WAL was set when the file was opened, and stays) that waits
-/// at most `busy` for a lock, its timeout set before anything reads the file.
-fn connect(path: &Path, busy: Duration) -> Result<Connection, StoreError> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags)?;
-    conn.busy_timeout(busy)?;
-    conn.set_prepared_statement_cache_capacity(64);
-    Ok(conn)
-}
-
 /// The writer thread: takes whatever is waiting (at least one job), commits it together,
 /// answers each request, and repeats until every handle is gone.
-fn write_loop(
-    mut conn: Connection,
-    queue: &Receiver<Job>,
-    lock: &tokio::sync::Mutex<()>,
-    stats: &Counters,
-) {
+fn write_loop(mut conn: Connection, queue: &Receiver<Job>, stats: &Counters) {
     let mut batch = Vec::new();
     let mut stop = false;
     while !stop && let Ok(first) = queue.recv() {
         batch.push(first);
-        // The lock first, then what is waiting: whatever arrives while another transaction of
-        // this process writes joins this batch.
-        let _writer = lock.blocking_lock();
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
                 Ok(next) => batch.push(next),
@@ -305,12 +328,7 @@ fn commit(conn: &mut Connection, batch: &mut Vec<Job>, stats: &Counters) {
         match job {
             Job::Read(record, done) => {
                 if outcome.is_ok() {
-                    let mut tx = LiteTx(conn);
-                    outcome = now(insert_audit(&mut tx, &record)).unwrap_or_else(|| {
-                        Err(StoreError::Unavailable {
-                            reason: "an audit event waited inside the writer".into(),
-                        })
-                    });
+                    outcome = insert_audit(&mut LiteTx { conn, writer: true }, &record);
                     reads += 1;
                 }
                 waiting.push(done);
@@ -353,16 +371,18 @@ fn commit(conn: &mut Connection, batch: &mut Vec<Job>, stats: &Counters) {
 #[allow(clippy::type_complexity)]
 fn run_in_savepoint(
     conn: &mut Connection,
-    change: Box<dyn for<'c> FnOnce(&mut LiteTx<'c>) -> Ran + Send>,
+    change: RunChange,
 ) -> Result<(bool, Box<dyn FnOnce(Result<(), StoreError>) + Send>), StoreError> {
     run(conn, "SAVEPOINT change")?;
     // A change that panics (a bug) fails alone: its caller, whose answer went with the panic,
     // learns that it was not committed, and the batch goes on without it.
-    let ran = std::panic::catch_unwind(AssertUnwindSafe(|| change(&mut LiteTx(conn))))
-        .unwrap_or_else(|_| Ran {
-            ok: false,
-            answer: Box::new(|_| {}),
-        });
+    let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        change(&mut LiteTx { conn, writer: true })
+    }))
+    .unwrap_or_else(|_| Ran {
+        ok: false,
+        answer: Box::new(|_| {}),
+    });
     // A statement that failed may have made SQLite roll back the whole transaction itself
     // (a full disk, an I/O error): then nothing of the batch is left to commit.
     if conn.is_autocommit() {
@@ -381,14 +401,6 @@ fn run_in_savepoint(
 fn run(conn: &Connection, sql: &str) -> Result<(), StoreError> {
     conn.prepare_cached(sql)?.execute([])?;
     Ok(())
-}
-
-/// The output of a future that is ready at once, or `None`.
-fn now<F: Future>(f: F) -> Option<F::Output> {
-    match pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(value) => Some(value),
-        Poll::Pending => None,
-    }
 }
 
 #[cfg(test)]

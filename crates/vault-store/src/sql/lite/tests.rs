@@ -1,17 +1,26 @@
 use super::*;
-use crate::sql::db::Tx;
 use crate::sql::db::args;
+use std::pin::pin;
+use std::task::Poll;
 
 /// A database with one table, its writer thread, and the connection the test reads with.
-fn open(lock: Arc<tokio::sync::Mutex<()>>) -> (tempfile::TempDir, Lite, Connection, Arc<Counters>) {
+fn open() -> (tempfile::TempDir, Lite, Connection, Arc<Counters>) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.db");
     let conn = Connection::open(&path).unwrap();
     conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (n INTEGER PRIMARY KEY)")
         .unwrap();
     let stats = Arc::<Counters>::default();
-    let lite = Lite::open(&path, lock, stats.clone()).unwrap();
+    let lite = Lite::open(&path, stats.clone()).unwrap();
     (dir, lite, conn, stats)
+}
+
+impl Lite {
+    async fn change<C: Change>(&self, change: C) -> Result<C::Output, StoreError> {
+        self.submit(change)?
+            .await
+            .unwrap_or_else(|_| Err(stopped()))
+    }
 }
 
 /// Inserts `n`, then fails or panics as told.
@@ -30,9 +39,8 @@ enum Then {
 impl Change for Insert {
     type Output = i64;
 
-    async fn run<X: Tx>(self, tx: &mut X) -> Result<i64, StoreError> {
-        tx.execute("INSERT INTO t (n) VALUES ($1)", args![self.n])
-            .await?;
+    fn run(self, tx: &mut dyn Tx) -> Result<i64, StoreError> {
+        tx.execute("INSERT INTO t (n) VALUES ($1)", args![self.n])?;
         match self.then {
             Then::Succeed => Ok(self.n),
             Then::Fail => Err(StoreError::invalid("n", "refused after inserting")),
@@ -51,7 +59,7 @@ fn rows(conn: &Connection) -> Vec<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_that_fails_or_panics_is_undone_alone() {
-    let (_dir, lite, conn, stats) = open(Arc::default());
+    let (_dir, lite, conn, stats) = open();
     let then = |n: i64| match n % 5 {
         1 => Then::Fail,
         3 => Then::Panic,
@@ -81,12 +89,20 @@ async fn a_change_that_fails_or_panics_is_undone_alone() {
 
 #[tokio::test]
 async fn a_batch_that_fails_answers_everyone_with_its_error_and_writes_nothing() {
-    let lock = Arc::new(tokio::sync::Mutex::new(()));
-    let (_dir, lite, conn, stats) = open(lock.clone());
-    // While this process's writer lock is held, a change and a read's event queue up and
-    // are committed together. The test database has no audit table, so the event fails,
-    // and with it the batch.
-    let held = lock.clone().lock_owned().await;
+    let (_dir, lite, conn, stats) = open();
+    // While the writer thread is busy with a change that waits, a change and a read's event
+    // queue up and are committed together. The test database has no audit table, so the event
+    // fails, and with it the batch.
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let (started, running) = std::sync::mpsc::channel::<()>();
+    let busy = lite
+        .submit(move |_: &mut dyn Tx| {
+            started.send(()).ok();
+            wait.recv().ok();
+            Ok(())
+        })
+        .unwrap();
+    running.recv().unwrap();
     let mut change = pin!(lite.change(Insert {
         n: 7,
         then: Then::Succeed,
@@ -104,7 +120,8 @@ async fn a_batch_that_fails_answers_everyone_with_its_error_and_writes_nothing()
     // One poll each hands the job to the writer thread.
     assert!(std::future::poll_fn(|cx| Poll::Ready(change.as_mut().poll(cx).is_pending())).await);
     assert!(std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx).is_pending())).await);
-    drop(held);
+    release.send(()).unwrap();
+    busy.await.unwrap().unwrap();
     let (changed, read) = (change.await, read.await);
     let Err(StoreError::Unavailable { reason }) = changed else {
         panic!("the change was answered {changed:?}");
@@ -114,11 +131,11 @@ async fn a_batch_that_fails_answers_everyone_with_its_error_and_writes_nothing()
         "the read was answered {read:?}, the change {reason}"
     );
     assert!(rows(&conn).is_empty(), "nothing of the batch is written");
-    assert_eq!(stats.get().commits, 0);
+    assert_eq!(stats.get().commits, 1, "only the first batch committed");
 }
 
 #[tokio::test]
-async fn sqlx_and_the_writer_thread_open_the_same_file_whatever_the_path() {
+async fn the_store_opens_its_file_whatever_the_path() {
     use crate::{ApiKeyRecord, ApiKeyStore, ObjectStore, SqlStore, Timestamp};
     let dir = tempfile::tempdir().unwrap();
     // The delimiters of a URL, and a space, in the data directory's name.
@@ -134,7 +151,7 @@ async fn sqlx_and_the_writer_thread_open_the_same_file_whatever_the_path() {
         revoked_at: None,
         mac: vec![9; 32],
     };
-    // Written through sqlx, read back by the point read on rusqlite.
+    // Written by the writer thread, read back by a read connection.
     store.create_api_key(&key).await.unwrap();
     let found = store.api_key_by_lookup("lookup1").await.unwrap().unwrap();
     assert_eq!((found.id, found.hash), (key.id, key.hash));
@@ -148,18 +165,45 @@ async fn sqlx_and_the_writer_thread_open_the_same_file_whatever_the_path() {
 #[test]
 fn dollar_parameters_bind_by_their_number_not_their_position() {
     let conn = Connection::open_in_memory().unwrap();
-    let row = fetch_on(
-        &conn,
-        "SELECT $2 AS b, $1 AS a, $2 AS b2",
-        args![1i64, "two"],
-        |r| Ok((r.int("a")?, r.text("b")?, r.text("b2")?)),
-    )
-    .unwrap();
+    let mut reader = LiteTx {
+        conn: &conn,
+        writer: false,
+    };
+    let tx: &mut dyn Tx = &mut reader;
+    let row = tx
+        .fetch(
+            "SELECT $2 AS b, $1 AS a, $2 AS b2",
+            args![1i64, "two"],
+            |r| Ok((r.int("a")?, r.text("b")?, r.text("b2")?)),
+        )
+        .unwrap();
     assert_eq!(row, Some((1, "two".to_owned(), "two".to_owned())));
     // A parameter without an argument is an error, not a panic or a NULL.
-    let missing = fetch_on(&conn, "SELECT $3 AS c", args![1i64], |r| r.int("c"));
+    let missing = tx.fetch("SELECT $3 AS c", args![1i64], |r| r.int("c"));
     assert!(matches!(missing, Err(StoreError::Unavailable { .. })));
     // Nor is an argument without its parameter.
-    let extra = fetch_on(&conn, "SELECT $1 AS c", args![1i64, 2i64], |r| r.int("c"));
+    let extra = tx.fetch("SELECT $1 AS c", args![1i64, 2i64], |r| r.int("c"));
     assert!(matches!(extra, Err(StoreError::Unavailable { .. })));
+}
+
+#[test]
+fn a_reader_cannot_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch("CREATE TABLE t (n INTEGER)")
+        .unwrap();
+    let conn = connect(&path, Role::Reader).unwrap();
+    let mut reader = LiteTx {
+        conn: &conn,
+        writer: false,
+    };
+    let tx: &mut dyn Tx = &mut reader;
+    assert!(tx.execute("INSERT INTO t (n) VALUES (1)", &[]).is_err());
+    assert_eq!(
+        tx.fetch("SELECT COUNT(*) AS n FROM t", &[], |r| r.int("n"))
+            .unwrap(),
+        Some(0)
+    );
 }

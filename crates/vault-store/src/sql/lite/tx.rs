@@ -1,16 +1,21 @@
 use crate::StoreError;
-use crate::sql::db::{Arg, Columns, DbError, Decode, Tx};
+use crate::sql::db::{Arg, Backend, Columns, DbError, Tx};
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{Connection, ToSql};
 
-/// The writer thread's transaction: each statement runs when its future is made.
-pub(in crate::sql) struct LiteTx<'c>(pub(super) &'c mut Connection);
+/// A transaction on a connection of this store: the writer thread's (each change in its
+/// savepoint of the batch's transaction) or a reader's (read-only).
+pub(in crate::sql) struct LiteTx<'c> {
+    pub(super) conn: &'c Connection,
+    /// The writer's: every statement must run inside the batch's transaction.
+    pub(super) writer: bool,
+}
 
 impl LiteTx<'_> {
-    /// Refuses to run a statement outside the batch's transaction: had SQLite rolled it back
-    /// (a full disk, an I/O error), a statement would otherwise commit on its own.
+    /// Refuses to run a statement of the writer outside the batch's transaction: had SQLite
+    /// rolled it back (a full disk, an I/O error), a statement would otherwise commit on its own.
     fn in_transaction(&self) -> Result<(), StoreError> {
-        if self.0.is_autocommit() {
+        if self.writer && self.conn.is_autocommit() {
             Err(StoreError::Unavailable {
                 reason: "the batch's transaction was rolled back".into(),
             })
@@ -21,32 +26,40 @@ impl LiteTx<'_> {
 }
 
 impl Tx for LiteTx<'_> {
-    fn execute(
-        &mut self,
-        sql: &str,
-        args: &[Arg<'_>],
-    ) -> impl Future<Output = Result<u64, DbError>> + Send {
-        let done = match self.in_transaction() {
-            Ok(()) => execute_on(self.0, sql, args),
-            Err(e) => Err(DbError::Other(e)),
-        };
-        std::future::ready(done)
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
     }
 
-    fn fetch<T: Send>(
+    fn execute(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64, DbError> {
+        self.in_transaction()?;
+        execute_on(self.conn, sql, args)
+    }
+
+    fn query(
         &mut self,
         sql: &str,
         args: &[Arg<'_>],
-        decode: Decode<T>,
-    ) -> impl Future<Output = Result<Option<T>, StoreError>> + Send {
-        let row = self
-            .in_transaction()
-            .and_then(|()| fetch_on(self.0, sql, args, decode));
-        std::future::ready(row)
+        row: &mut dyn FnMut(&dyn Columns) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        self.in_transaction()?;
+        let mut statement = self.conn.prepare_cached(sql)?;
+        bind(&mut statement, args)?;
+        let mut rows = statement.raw_query();
+        while let Some(r) = rows.next()? {
+            if !row(r)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn script(&mut self, sql: &'static str) -> Result<(), StoreError> {
+        self.in_transaction()?;
+        Ok(self.conn.execute_batch(sql)?)
     }
 }
 
-pub(super) fn execute_on(conn: &Connection, sql: &str, args: &[Arg<'_>]) -> Result<u64, DbError> {
+fn execute_on(conn: &Connection, sql: &str, args: &[Arg<'_>]) -> Result<u64, DbError> {
     let mut statement = conn.prepare_cached(sql).map_err(StoreError::from)?;
     bind(&mut statement, args)?;
     match statement.raw_execute() {
@@ -58,21 +71,6 @@ pub(super) fn execute_on(conn: &Connection, sql: &str, args: &[Arg<'_>]) -> Resu
             Err(DbError::Unique)
         }
         Err(e) => Err(DbError::Other(e.into())),
-    }
-}
-
-pub(super) fn fetch_on<T>(
-    conn: &Connection,
-    sql: &str,
-    args: &[Arg<'_>],
-    decode: Decode<T>,
-) -> Result<Option<T>, StoreError> {
-    let mut statement = conn.prepare_cached(sql)?;
-    bind(&mut statement, args)?;
-    let mut rows = statement.raw_query();
-    match rows.next()? {
-        Some(row) => decode(row).map(Some),
-        None => Ok(None),
     }
 }
 
@@ -105,15 +103,25 @@ impl ToSql for Arg<'_> {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
         Ok(ToSqlOutput::Borrowed(match *self {
             Arg::Text(s) | Arg::OptText(Some(s)) => ValueRef::Text(s.as_bytes()),
-            Arg::OptText(None) => ValueRef::Null,
-            Arg::Blob(b) => ValueRef::Blob(b),
-            Arg::Int(n) => return Ok(ToSqlOutput::Owned(Value::Integer(n))),
+            Arg::Blob(b) | Arg::OptBlob(Some(b)) => ValueRef::Blob(b),
+            Arg::OptText(None) | Arg::OptBlob(None) | Arg::OptInt(None) => ValueRef::Null,
+            Arg::Int(n) | Arg::OptInt(Some(n)) => {
+                return Ok(ToSqlOutput::Owned(Value::Integer(n)));
+            }
         }))
     }
 }
 
 impl Columns for rusqlite::Row<'_> {
     fn text(&self, column: &str) -> Result<String, StoreError> {
+        Ok(self.get(column)?)
+    }
+
+    fn opt_text(&self, column: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.get(column)?)
+    }
+
+    fn int(&self, column: &str) -> Result<i64, StoreError> {
         Ok(self.get(column)?)
     }
 
@@ -125,11 +133,7 @@ impl Columns for rusqlite::Row<'_> {
         Ok(self.get(column)?)
     }
 
-    fn opt_blob(&self, column: &str) -> Result<Vec<u8>, StoreError> {
-        Ok(self.get::<_, Option<Vec<u8>>>(column)?.unwrap_or_default())
-    }
-
-    fn int(&self, column: &str) -> Result<i64, StoreError> {
+    fn opt_blob(&self, column: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.get(column)?)
     }
 }

@@ -1,7 +1,7 @@
 use crate::ids::etag;
 use crate::sql::audit::remember_in;
-use crate::sql::change::{AuditRecord, Change, audit_change, insert_audit};
-use crate::sql::db::{DbError, Tx, args};
+use crate::sql::change::{AuditRecord, audit_change, insert_audit};
+use crate::sql::db::{Change, DbError, Tx, args};
 use crate::sql::{META_COLUMNS, META_FROM, meta_from_row, stored_context, to_i64};
 use crate::{Actor, NewVersion, ObjectMeta, Remember, Timestamp, events};
 use crate::{Conflict, StoreError};
@@ -16,7 +16,7 @@ pub(super) struct Create {
 impl Change for Create {
     type Output = ObjectMeta;
 
-    async fn run<X: Tx>(self, tx: &mut X) -> Result<ObjectMeta, StoreError> {
+    fn run(self, tx: &mut dyn Tx) -> Result<ObjectMeta, StoreError> {
         let Create {
             meta,
             version,
@@ -25,23 +25,21 @@ impl Change for Create {
         let now = meta.created_at;
         // Inserted only if no live object of the environment has the name: the check and the
         // insert are one statement.
-        let inserted = tx
-            .execute(
-                "INSERT INTO objects (id, environment, name, context, current_version, \
+        let inserted = tx.execute(
+            "INSERT INTO objects (id, environment, name, context, current_version, \
                  created_at, updated_at) SELECT $1, $2, $3, $4, $5, $6, $7 WHERE NOT EXISTS \
                  (SELECT 1 FROM objects WHERE environment = $2 AND name = $3 \
                  AND deleted_at IS NULL)",
-                args![
-                    &meta.id,
-                    &meta.environment,
-                    &meta.name,
-                    meta.context.canonical_bytes(),
-                    &meta.version_id,
-                    now.0,
-                    now.0,
-                ],
-            )
-            .await;
+            args![
+                &meta.id,
+                &meta.environment,
+                &meta.name,
+                meta.context.canonical_bytes(),
+                &meta.version_id,
+                now.0,
+                now.0,
+            ],
+        );
         match inserted {
             Ok(1) => {}
             // None inserted: the name is taken. A unique violation: another transaction took
@@ -50,7 +48,7 @@ impl Change for Create {
             Err(DbError::Other(e)) => return Err(e),
         }
         let actor = &meta.updated_by;
-        insert_version(tx, &meta.id, &meta.version_id, &version, actor, now).await?;
+        insert_version(tx, &meta.id, &meta.version_id, &version, actor, now)?;
         audit_change(
             tx,
             events::DATA_CREATED,
@@ -58,10 +56,9 @@ impl Change for Create {
             actor,
             Some(&meta),
             now,
-        )
-        .await?;
+        )?;
         if let Some(remember) = &remember {
-            remember_in(tx, remember).await?;
+            remember_in(tx, remember)?;
         }
         Ok(meta)
     }
@@ -81,33 +78,29 @@ pub(super) struct Update {
 impl Change for Update {
     type Output = ObjectMeta;
 
-    async fn run<X: Tx>(self, tx: &mut X) -> Result<ObjectMeta, StoreError> {
+    fn run(self, tx: &mut dyn Tx) -> Result<ObjectMeta, StoreError> {
         // An update takes its time in its transaction, so versions commit in time order.
         let now = Timestamp::now();
         // The compare-and-set: one statement, so no other writer can slip in between.
-        let changed = tx
-            .execute(
-                "UPDATE objects SET current_version = $1, updated_at = $2 \
+        let changed = tx.execute(
+            "UPDATE objects SET current_version = $1, updated_at = $2 \
                  WHERE environment = $3 AND id = $4 AND deleted_at IS NULL \
                  AND ($5 IS NULL OR current_version = $5)",
-                args![
-                    &self.version_id,
-                    now.0,
-                    &self.environment,
-                    &self.id,
-                    self.expected.as_deref(),
-                ],
-            )
-            .await?;
+            args![
+                &self.version_id,
+                now.0,
+                &self.environment,
+                &self.id,
+                self.expected.as_deref(),
+            ],
+        )?;
         if changed == 0 {
-            let exists = tx
-                .fetch(
-                    "SELECT 1 AS x FROM objects \
+            let exists = tx.fetch(
+                "SELECT 1 AS x FROM objects \
                      WHERE environment = $1 AND id = $2 AND deleted_at IS NULL",
-                    args![&self.environment, &self.id],
-                    |_| Ok(()),
-                )
-                .await?;
+                args![&self.environment, &self.id],
+                |_| Ok(()),
+            )?;
             return Err(if exists.is_some() {
                 StoreError::Conflict(Conflict::Version)
             } else {
@@ -121,12 +114,10 @@ impl Change for Update {
             &self.version,
             &self.actor,
             now,
-        )
-        .await?;
+        )?;
         let sql = format!("SELECT {META_COLUMNS} FROM {META_FROM} WHERE o.id = $1");
         let meta = tx
-            .fetch(&sql, args![&self.id], meta_from_row)
-            .await?
+            .fetch(&sql, args![&self.id], meta_from_row)?
             .ok_or(StoreError::NotFound)?;
         audit_change(
             tx,
@@ -135,8 +126,7 @@ impl Change for Update {
             &self.actor,
             Some(&meta),
             now,
-        )
-        .await?;
+        )?;
         Ok(meta)
     }
 }
@@ -152,23 +142,20 @@ pub(super) struct Delete {
 impl Change for Delete {
     type Output = ObjectMeta;
 
-    async fn run<X: Tx>(self, tx: &mut X) -> Result<ObjectMeta, StoreError> {
+    fn run(self, tx: &mut dyn Tx) -> Result<ObjectMeta, StoreError> {
         let now = Timestamp::now();
         let sql = format!(
             "SELECT {META_COLUMNS} FROM {META_FROM} \
              WHERE o.environment = $1 AND o.id = $2 AND o.deleted_at IS NULL"
         );
         let meta = tx
-            .fetch(&sql, args![&self.environment, &self.id], meta_from_row)
-            .await?
+            .fetch(&sql, args![&self.environment, &self.id], meta_from_row)?
             .ok_or(StoreError::NotFound)?;
-        let changed = tx
-            .execute(
-                "UPDATE objects SET deleted_at = $1 WHERE id = $2 AND deleted_at IS NULL \
+        let changed = tx.execute(
+            "UPDATE objects SET deleted_at = $1 WHERE id = $2 AND deleted_at IS NULL \
                  AND ($3 IS NULL OR current_version = $3)",
-                args![now.0, &self.id, self.expected.as_deref()],
-            )
-            .await?;
+            args![now.0, &self.id, self.expected.as_deref()],
+        )?;
         if changed == 0 {
             return Err(StoreError::Conflict(Conflict::Version));
         }
@@ -179,8 +166,7 @@ impl Change for Delete {
             &self.actor,
             Some(&meta),
             now,
-        )
-        .await?;
+        )?;
         Ok(meta)
     }
 }
@@ -198,21 +184,19 @@ pub(super) struct Rewrap {
 impl Change for Rewrap {
     type Output = bool;
 
-    async fn run<X: Tx>(self, tx: &mut X) -> Result<bool, StoreError> {
-        let changed = tx
-            .execute(
-                "UPDATE versions SET envelope = $1, key_id = $2, etag = $3 \
+    fn run(self, tx: &mut dyn Tx) -> Result<bool, StoreError> {
+        let changed = tx.execute(
+            "UPDATE versions SET envelope = $1, key_id = $2, etag = $3 \
                  WHERE object_id = $4 AND seq = $5 AND envelope = $6",
-                args![
-                    &self.new,
-                    &self.key_id,
-                    &etag(&self.new),
-                    &self.object_id,
-                    self.seq,
-                    &self.expected,
-                ],
-            )
-            .await?;
+            args![
+                &self.new,
+                &self.key_id,
+                &etag(&self.new),
+                &self.object_id,
+                self.seq,
+                &self.expected,
+            ],
+        )?;
         if changed != 1 {
             return Ok(false);
         }
@@ -225,8 +209,7 @@ impl Change for Rewrap {
                     let context = stored_context(row)?;
                     Ok((row.text("environment")?, row.text("name")?, context))
                 },
-            )
-            .await?
+            )?
             .ok_or(StoreError::NotFound)?;
         let record = AuditRecord {
             environment,
@@ -238,14 +221,14 @@ impl Change for Rewrap {
             detail: None,
             at: Timestamp::now(),
         };
-        insert_audit(tx, &record).await?;
+        insert_audit(tx, &record)?;
         Ok(true)
     }
 }
 
 /// Inserts the object's next version (numbered after its last one, in the same statement).
-pub(super) async fn insert_version<X: Tx>(
-    tx: &mut X,
+pub(super) fn insert_version(
+    tx: &mut dyn Tx,
     object_id: &str,
     version_id: &str,
     version: &NewVersion,
@@ -268,7 +251,6 @@ pub(super) async fn insert_version<X: Tx>(
             &actor.id,
             &actor.name,
         ],
-    )
-    .await?;
+    )?;
     Ok(())
 }

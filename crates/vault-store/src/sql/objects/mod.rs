@@ -1,11 +1,10 @@
 //! The object store: create, read, update, delete, versions, purge and rewrap swaps.
 
 use async_trait::async_trait;
-use sqlx::{AssertSqlSafe, Row};
 use vault_crypto::KeyContext;
 
 use super::change::{AuditRecord, insert_audit};
-use super::db::{Columns, args};
+use super::db::{Columns, Tx, args};
 use super::{META_COLUMNS, META_FROM, SqlStore, check_id, meta_from_row, stored_context};
 use crate::ids::is_version_id;
 use crate::{
@@ -45,7 +44,7 @@ impl SqlStore {
             |row: &dyn Columns| Ok((meta_from_row(row)?, None))
         };
         let (meta, envelope) = self
-            .fetch_row(&sql, args![environment, value], decode)
+            .row(&sql, args![environment, value], decode)
             .await?
             .ok_or(StoreError::NotFound)?;
         self.audit_read(event, environment, actor, Some(&meta))
@@ -57,11 +56,11 @@ impl SqlStore {
 #[async_trait]
 impl ObjectStore for SqlStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1 AS one").fetch_one(&self.pool).await?;
-        match &self.writes {
+        match &self.engine {
             #[cfg(feature = "sqlite")]
-            super::writer::Writes::Lite(lite) => lite.ping(),
-            super::writer::Writes::Task(_) => Ok(()),
+            super::Engine::Lite(lite) => lite.ping(),
+            #[cfg(feature = "postgres")]
+            super::Engine::Pg(_) => self.exists("SELECT 1 AS one", &[]).await.map(drop),
         }
     }
 
@@ -132,7 +131,7 @@ impl ObjectStore for SqlStore {
     async fn context_of(&self, environment: &str, id: &str) -> Result<KeyContext, StoreError> {
         validate_environment(environment)?;
         check_id(id)?;
-        self.fetch_row(
+        self.row(
             "SELECT context FROM objects WHERE environment = $1 AND id = $2 AND deleted_at IS NULL",
             args![environment, id],
             stored_context,
@@ -194,51 +193,55 @@ impl ObjectStore for SqlStore {
     ) -> Result<Vec<VersionMeta>, StoreError> {
         validate_environment(environment)?;
         check_id(id)?;
-        // One snapshot for the three reads (a read transaction takes no write lock).
-        let mut tx = self.pool.begin().await?;
-        let current: String = sqlx::query(
-            "SELECT current_version FROM objects \
-             WHERE environment = $1 AND id = $2 AND deleted_at IS NULL",
-        )
-        .bind(environment)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound)?
-        .try_get("current_version")?;
-        let rows = sqlx::query(
-            "SELECT id, created_at, created_by_id, created_by_name, size, etag FROM versions \
-             WHERE object_id = $1 ORDER BY seq DESC",
-        )
-        .bind(id)
-        .fetch_all(&mut *tx)
-        .await?;
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {META_COLUMNS} FROM {META_FROM} WHERE o.id = $1"
-        )))
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let meta = meta_from_row(&row)?;
-        tx.commit().await?;
+        // One snapshot for the three reads.
+        let (environment_, id_) = (environment.to_owned(), id.to_owned());
+        let (current, rows, meta) = self
+            .snapshot(move |tx| {
+                let current = tx
+                    .fetch(
+                        "SELECT current_version FROM objects \
+                         WHERE environment = $1 AND id = $2 AND deleted_at IS NULL",
+                        args![&environment_, &id_],
+                        |r| r.text("current_version"),
+                    )?
+                    .ok_or(StoreError::NotFound)?;
+                let rows = tx.fetch_all(
+                    "SELECT id, created_at, created_by_id, created_by_name, size, etag \
+                     FROM versions WHERE object_id = $1 ORDER BY seq DESC",
+                    args![&id_],
+                    |r| {
+                        Ok(VersionMeta {
+                            current: false,
+                            id: r.text("id")?,
+                            created_at: Timestamp(r.int("created_at")?),
+                            created_by: Actor::new(
+                                r.text("created_by_id")?,
+                                r.text("created_by_name")?,
+                            ),
+                            size: u64::try_from(r.int("size")?).unwrap_or(0),
+                            etag: r.text("etag")?,
+                        })
+                    },
+                )?;
+                let meta = tx
+                    .fetch(
+                        &format!("SELECT {META_COLUMNS} FROM {META_FROM} WHERE o.id = $1"),
+                        args![&id_],
+                        meta_from_row,
+                    )?
+                    .ok_or(StoreError::NotFound)?;
+                Ok((current, rows, meta))
+            })
+            .await?;
         self.audit_read(events::METADATA_READ, environment, actor, Some(&meta))
             .await?;
-        rows.iter()
-            .map(|r| {
-                let id: String = r.try_get("id")?;
-                Ok(VersionMeta {
-                    current: id == current,
-                    id,
-                    created_at: Timestamp(r.try_get("created_at")?),
-                    created_by: Actor::new(
-                        r.try_get::<String, _>("created_by_id")?,
-                        r.try_get::<String, _>("created_by_name")?,
-                    ),
-                    size: u64::try_from(r.try_get::<i64, _>("size")?).unwrap_or(0),
-                    etag: r.try_get("etag")?,
-                })
+        Ok(rows
+            .into_iter()
+            .map(|v| VersionMeta {
+                current: v.id == current,
+                ..v
             })
-            .collect()
+            .collect())
     }
 
     async fn delete(
@@ -260,39 +263,39 @@ impl ObjectStore for SqlStore {
     }
 
     async fn purge(&self, deleted_before: Timestamp, actor: &Actor) -> Result<u64, StoreError> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "DELETE FROM versions WHERE object_id IN \
-             (SELECT id FROM objects WHERE deleted_at IS NOT NULL AND deleted_at < $1)",
-        )
-        .bind(deleted_before.0)
-        .execute(&mut *tx)
-        .await?;
-        // What this transaction removed, and only that (a concurrent purge that got there first
-        // removed, and recorded, the rest): one event each, in the same transaction.
-        let gone = sqlx::query(
-            "DELETE FROM objects WHERE deleted_at IS NOT NULL AND deleted_at < $1 \
-             RETURNING id, environment, name",
-        )
-        .bind(deleted_before.0)
-        .fetch_all(&mut *tx)
-        .await?;
-        let now = Timestamp::now();
-        for row in &gone {
-            let record = AuditRecord {
-                environment: row.try_get("environment")?,
-                event: events::DATA_PURGED.to_owned(),
-                actor: actor.clone(),
-                object: Some((row.try_get("id")?, row.try_get("name")?)),
-                key_id: None,
-                key_context: None,
-                detail: None,
-                at: now,
-            };
-            insert_audit(&mut tx, &record).await?;
-        }
-        tx.commit().await?;
-        Ok(gone.len() as u64)
+        let actor = actor.clone();
+        self.change(move |tx: &mut dyn Tx| {
+            tx.execute(
+                "DELETE FROM versions WHERE object_id IN \
+                 (SELECT id FROM objects WHERE deleted_at IS NOT NULL AND deleted_at < $1)",
+                args![deleted_before.0],
+            )?;
+            // What this transaction removed, and only that (a concurrent purge that got there
+            // first removed, and recorded, the rest): one event each, in the same transaction.
+            let gone = tx.fetch_all(
+                "DELETE FROM objects WHERE deleted_at IS NOT NULL AND deleted_at < $1 \
+                 RETURNING id, environment, name",
+                args![deleted_before.0],
+                |r| Ok((r.text("environment")?, r.text("id")?, r.text("name")?)),
+            )?;
+            let now = Timestamp::now();
+            let n = gone.len() as u64;
+            for (environment, id, name) in gone {
+                let record = AuditRecord {
+                    environment,
+                    event: events::DATA_PURGED.to_owned(),
+                    actor: actor.clone(),
+                    object: Some((id, name)),
+                    key_id: None,
+                    key_context: None,
+                    detail: None,
+                    at: now,
+                };
+                insert_audit(tx, &record)?;
+            }
+            Ok(n)
+        })
+        .await
     }
 
     async fn scan_versions(
@@ -301,28 +304,23 @@ impl ObjectStore for SqlStore {
         limit: u32,
     ) -> Result<Vec<StoredVersion>, StoreError> {
         let (after_id, after_seq) = after.unwrap_or_default();
-        let rows = sqlx::query(
+        self.rows(
             "SELECT v.object_id, o.environment, v.seq, o.context, v.envelope \
              FROM versions v JOIN objects o ON o.id = v.object_id \
              WHERE v.object_id > $1 OR (v.object_id = $1 AND v.seq > $2) \
              ORDER BY v.object_id, v.seq LIMIT $3",
-        )
-        .bind(after_id)
-        .bind(after_seq)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
+            args![&after_id, after_seq, i64::from(limit)],
+            |r| {
                 Ok(StoredVersion {
-                    object_id: r.try_get("object_id")?,
-                    environment: r.try_get("environment")?,
-                    seq: r.try_get("seq")?,
+                    object_id: r.text("object_id")?,
+                    environment: r.text("environment")?,
+                    seq: r.int("seq")?,
                     context: stored_context(r)?,
-                    envelope: r.try_get("envelope")?,
+                    envelope: r.blob("envelope")?,
                 })
-            })
-            .collect()
+            },
+        )
+        .await
     }
 
     async fn replace_envelope(
