@@ -228,3 +228,6 @@ where
 /// How long an interactive transaction ([`super::Session`]) may wait for its next step before
 /// it is abandoned (rolled back), so a holder that stalls cannot hold every writer for long.
 pub(super) const SESSION_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The longest an interactive transaction may stay open, whatever it does.
+pub(super) const SESSION_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);

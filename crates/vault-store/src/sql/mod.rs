@@ -157,14 +157,14 @@ impl SqlStore {
     ) -> Result<Option<T>, StoreError> {
         match &self.engine {
             #[cfg(feature = "sqlite")]
-            Engine::Lite(lite) => lite.read(|tx| tx.fetch(sql, args, decode)),
+            Engine::Lite(lite) => lite.reader().await?.read(|tx| tx.fetch(sql, args, decode)),
             #[cfg(feature = "postgres")]
             Engine::Pg(pg) => pg.row(sql, args, decode).await,
         }
     }
 
     /// Every row of a read, decoded: a scan, which on SQLite may take a while, so it tells
-    /// tokio it blocks (see [`scan`]).
+    /// tokio it blocks (see `lite::Reader::scan`).
     async fn rows<T: Send>(
         &self,
         sql: &str,
@@ -173,15 +173,23 @@ impl SqlStore {
     ) -> Result<Vec<T>, StoreError> {
         match &self.engine {
             #[cfg(feature = "sqlite")]
-            Engine::Lite(lite) => scan(|| lite.read(|tx| tx.fetch_all(sql, args, decode))),
+            Engine::Lite(lite) => lite
+                .reader()
+                .await?
+                .scan(|tx| tx.fetch_all(sql, args, decode)),
             #[cfg(feature = "postgres")]
             Engine::Pg(pg) => pg.rows(sql, args, decode).await,
         }
     }
 
-    /// Whether a read returns a row.
+    /// Whether a read returns a row (a scan: the tests it is asked for need not be indexed).
     async fn exists(&self, sql: &str, args: &[Arg<'_>]) -> Result<bool, StoreError> {
-        Ok(self.row(sql, args, |_| Ok(())).await?.is_some())
+        match &self.engine {
+            #[cfg(feature = "sqlite")]
+            Engine::Lite(lite) => lite.reader().await?.scan(|tx| tx.exists(sql, args)),
+            #[cfg(feature = "postgres")]
+            Engine::Pg(pg) => Ok(pg.row(sql, args, |_| Ok(())).await?.is_some()),
+        }
     }
 
     /// Runs the reads of `f` in one snapshot.
@@ -191,14 +199,16 @@ impl SqlStore {
     ) -> Result<T, StoreError> {
         match &self.engine {
             #[cfg(feature = "sqlite")]
-            Engine::Lite(lite) => scan(|| lite.snapshot(f)),
+            Engine::Lite(lite) => lite.reader().await?.snapshot(f),
             #[cfg(feature = "postgres")]
             Engine::Pg(pg) => pg.snapshot(f).await,
         }
     }
 
-    /// Starts `change` (see [`Change`]); the receiver gets its value once it is durable.
-    fn submit<C: Change>(
+    /// Starts `change` (see [`Change`]); the receiver gets its value once it is durable. Once
+    /// started, a change runs to its end whether or not anyone still waits for it (on either
+    /// engine): a caller that gives up does not undo it.
+    async fn submit<C: Change>(
         &self,
         change: C,
     ) -> Result<tokio::sync::oneshot::Receiver<Result<C::Output, StoreError>>, StoreError> {
@@ -206,7 +216,7 @@ impl SqlStore {
             #[cfg(feature = "sqlite")]
             Engine::Lite(lite) => lite.submit(change),
             #[cfg(feature = "postgres")]
-            Engine::Pg(pg) => Ok(pg.submit(change, self.stats.clone())),
+            Engine::Pg(pg) => pg.submit(change, self.stats.clone()).await,
         }
     }
 
@@ -216,7 +226,8 @@ impl SqlStore {
     /// # Errors
     /// The change's error (nothing of it is written), or the commit's.
     async fn change<C: Change>(&self, change: C) -> Result<C::Output, StoreError> {
-        self.submit(change)?
+        self.submit(change)
+            .await?
             .await
             .map_err(|_| StoreError::Unavailable {
                 reason: "the change was not committed: its batch failed".into(),
@@ -252,18 +263,6 @@ impl SqlStore {
             #[cfg(feature = "postgres")]
             Engine::Pg(pg) => pg.read_event(record).await,
         }
-    }
-}
-
-/// Runs a read that may take a while on this thread, telling a multi-threaded tokio runtime
-/// first, so the worker's other tasks move to another thread instead of waiting (on a
-/// single-threaded runtime there is nowhere to move them: it simply runs).
-#[cfg(feature = "sqlite")]
-fn scan<T>(read: impl FnOnce() -> T) -> T {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(read),
-        _ => read(),
     }
 }
 

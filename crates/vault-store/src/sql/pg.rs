@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, AssertSqlSafe, Row};
+use sqlx::{AnyPool, AssertSqlSafe, Executor, Row};
 use tokio::runtime::Handle;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::change::{AUDIT_COLUMNS, AUDIT_PARAMS, AuditRecord, Counters, MAX_BATCH};
 use super::db::{Arg, Backend, Change, Columns, DbError, Tx};
@@ -22,7 +23,18 @@ use crate::StoreError;
 pub(super) struct Pg {
     pool: AnyPool,
     events: tokio::sync::mpsc::UnboundedSender<ReadEvent>,
+    /// One per pooled connection: a change or a snapshot takes one before it takes a blocking
+    /// thread, so a burst waits here instead of filling tokio's blocking pool with threads
+    /// that wait for a connection.
+    slots: Arc<Semaphore>,
 }
+
+/// The pool's size.
+const CONNECTIONS: u32 = 16;
+
+/// The longest a transaction may sit idle between its statements before PostgreSQL ends it (an
+/// interactive one waits at most 10 s for its next step).
+const IDLE_IN_TRANSACTION: &str = "SET idle_in_transaction_session_timeout = 60000";
 
 impl std::fmt::Debug for Pg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -52,7 +64,13 @@ impl Pg {
                 })?;
         probe.close().await?;
         let pool = AnyPoolOptions::new()
-            .max_connections(16)
+            .max_connections(CONNECTIONS)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute(IDLE_IN_TRANSACTION).await?;
+                    Ok(())
+                })
+            })
             // A database that stopped answering fails a request within seconds (a 503 the
             // client can retry elsewhere) instead of holding it for half a minute.
             .acquire_timeout(Duration::from_secs(5))
@@ -60,10 +78,15 @@ impl Pg {
             .await?;
         let (events, pending) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(flush_read_events(pool.clone(), stats, pending));
-        Ok(Self { pool, events })
+        Ok(Self {
+            pool,
+            events,
+            slots: Arc::new(Semaphore::new(CONNECTIONS as usize)),
+        })
     }
 
     pub(super) async fn close(&self) {
+        self.slots.close();
         self.pool.close().await;
     }
 
@@ -77,22 +100,35 @@ impl Pg {
         wait.await.map_err(|_| gone())?
     }
 
+    /// A slot for a transaction (see [`Pg::slots`]).
+    async fn slot(&self) -> Result<OwnedSemaphorePermit, StoreError> {
+        self.slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Unavailable {
+                reason: "the database pool is closed".into(),
+            })
+    }
+
     /// Starts `change` in a transaction of its own; the receiver gets its value once committed.
-    pub(super) fn submit<C: Change>(
+    pub(super) async fn submit<C: Change>(
         &self,
         change: C,
         stats: Arc<Counters>,
-    ) -> tokio::sync::oneshot::Receiver<Result<C::Output, StoreError>> {
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<C::Output, StoreError>>, StoreError> {
+        let slot = self.slot().await?;
         let (done, wait) = tokio::sync::oneshot::channel();
         let (pool, handle) = (self.pool.clone(), Handle::current());
         tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             let result = in_transaction(&handle, &pool, "BEGIN", |tx| change.run(tx));
             if result.is_ok() {
                 stats.committed(1, 0);
             }
             let _ = done.send(result);
         });
-        wait
+        Ok(wait)
     }
 
     /// The rows of a read, decoded.
@@ -129,8 +165,10 @@ impl Pg {
         &self,
         f: impl FnOnce(&mut dyn Tx) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        let slot = self.slot().await?;
         let (pool, handle) = (self.pool.clone(), Handle::current());
         tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             in_transaction(
                 &handle,
                 &pool,

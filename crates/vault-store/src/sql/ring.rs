@@ -19,6 +19,7 @@ use vault_crypto::managed::SealedRoot;
 use vault_crypto::sealed_ring::{RingRows, RingSwap, SealedRing, SealedVersion, StoredRow};
 
 use super::SqlStore;
+use super::byok::is_provider_name;
 use super::db::{Backend, Columns, Tx, args};
 use super::session::Session;
 use crate::StoreError;
@@ -151,7 +152,7 @@ impl SqlStore {
     /// # Errors
     /// `Unavailable` if the database cannot be read.
     pub async fn holds_data_under_ring(&self, name: &str) -> Result<bool, StoreError> {
-        let (pattern, test) = ring_pattern(self.backend(), name);
+        let (pattern, test) = ring_pattern(self.backend(), name)?;
         let sql = format!(
             "SELECT 1 AS one FROM versions WHERE key_id {test} \
              UNION ALL SELECT 1 AS one FROM audit_events WHERE event IN {ISSUED_EVENTS} \
@@ -166,17 +167,29 @@ impl SqlStore {
 
 /// A pattern for the key references of ring `name` (`managed://name#…`) and the SQL test (with
 /// `$1`) that matches a column against it.
-pub(super) fn ring_pattern(backend: Backend, name: &str) -> (String, &'static str) {
-    // Ring names are [A-Za-z0-9_-]. PostgreSQL's LIKE is case-sensitive (only `_` needs
-    // escaping); SQLite's is not, so SQLite uses GLOB, which is (and has no special character
-    // in such a name).
-    match backend {
+///
+/// # Errors
+/// `InvalidArgument` for a name that is not a ring's (`[A-Za-z0-9_-]`, 1 to 64): its
+/// characters would be wildcards of the pattern.
+pub(super) fn ring_pattern(
+    backend: Backend,
+    name: &str,
+) -> Result<(String, &'static str), StoreError> {
+    if !is_provider_name(name) {
+        return Err(StoreError::invalid(
+            "ring",
+            "must be [A-Za-z0-9_-], 1 to 64",
+        ));
+    }
+    // PostgreSQL's LIKE is case-sensitive (only `_` needs escaping); SQLite's is not, so SQLite
+    // uses GLOB, which is (and has no special character in such a name).
+    Ok(match backend {
         Backend::Postgres => (
             format!("managed://{}#%", name.replace('_', "\\_")),
             "LIKE $1 ESCAPE '\\'",
         ),
         Backend::Sqlite => (format!("managed://{name}#*"), "GLOB $1"),
-    }
+    })
 }
 
 /// Whether ring `name` is still at `generation`, locking its row in `tx` (no change can commit
@@ -323,6 +336,7 @@ impl RingRows for SqlRingRows {
         for v in &ring.versions {
             in_range(v)?;
         }
+        let generation = to_i64(ring.generation)?;
         let (name, ring) = (self.name.clone(), ring.clone());
         let inserted = self
             .store
@@ -334,7 +348,7 @@ impl RingRows for SqlRingRows {
                      ON CONFLICT (name) DO NOTHING",
                     args![
                         &name,
-                        to_i64(ring.generation).map_err(into_store)?,
+                        generation,
                         i64::from(ring.primary),
                         i64::from(ring.min_decryption_version),
                         &ring.mac,
@@ -357,7 +371,7 @@ impl RingRows for SqlRingRows {
         previous: u64,
         ring: &SealedRing,
     ) -> Result<Option<Box<dyn RingSwap>>, KeyRingError> {
-        let session = self.store.session().map_err(db)?;
+        let session = self.store.session().await.map_err(db)?;
         let header = [
             to_i64(ring.generation)?,
             i64::from(ring.primary),

@@ -4,9 +4,10 @@
 //! on the writer thread like every write.
 
 use std::sync::mpsc::{Receiver, Sender};
+use std::time::Instant;
 
 use super::SqlStore;
-use super::db::{SESSION_IDLE, Tx};
+use super::db::{SESSION_IDLE, SESSION_LIMIT, Tx};
 use crate::StoreError;
 
 /// A step of a session: runs on the transaction, returns whether it succeeded.
@@ -18,8 +19,10 @@ enum Step {
     Commit,
 }
 
-/// A write transaction under way. Dropped without [`commit`](Self::commit) (or left idle for
-/// [`SESSION_IDLE`]), it is rolled back.
+/// A write transaction under way. Dropped without [`commit`](Self::commit), left idle for
+/// [`SESSION_IDLE`] or open for [`SESSION_LIMIT`], it is rolled back. On SQLite it holds the
+/// writer thread, so its holder must not wait on the store (a change, an audited read) between
+/// its steps: that would wait for itself until the idle limit ends the session.
 pub(super) struct Session {
     steps: Sender<Step>,
     done: tokio::sync::oneshot::Receiver<Result<(), StoreError>>,
@@ -32,11 +35,14 @@ fn ended() -> StoreError {
 }
 
 /// Runs the steps that arrive on `steps` until the commit. The session is dropped, idle too
-/// long, or one of its steps failed: an error, so the transaction is rolled back.
+/// long, older than [`SESSION_LIMIT`], or one of its steps failed: an error, so the transaction
+/// is rolled back.
 fn run_steps(steps: &Receiver<Step>, tx: &mut dyn Tx) -> Result<(), StoreError> {
+    let deadline = Instant::now() + SESSION_LIMIT;
     let mut failed = false;
     loop {
-        match steps.recv_timeout(SESSION_IDLE) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match steps.recv_timeout(left.min(SESSION_IDLE)) {
             Ok(Step::Run(step)) => failed |= !step(tx),
             Ok(Step::Commit) if !failed => return Ok(()),
             Ok(Step::Commit) | Err(_) => return Err(ended()),
@@ -46,9 +52,11 @@ fn run_steps(steps: &Receiver<Step>, tx: &mut dyn Tx) -> Result<(), StoreError> 
 
 impl SqlStore {
     /// Begins an interactive write transaction (see [`Session`]).
-    pub(super) fn session(&self) -> Result<Session, StoreError> {
+    pub(super) async fn session(&self) -> Result<Session, StoreError> {
         let (steps, arriving) = std::sync::mpsc::channel();
-        let done = self.submit(move |tx: &mut dyn Tx| run_steps(&arriving, tx))?;
+        let done = self
+            .submit(move |tx: &mut dyn Tx| run_steps(&arriving, tx))
+            .await?;
         Ok(Session { steps, done })
     }
 }
@@ -110,7 +118,7 @@ mod tests {
     #[tokio::test]
     async fn a_session_commits_only_when_told_and_rolls_back_when_dropped() {
         let (_dir, store) = store().await;
-        let session = store.session().unwrap();
+        let session = store.session().await.unwrap();
         assert_eq!(insert(&session).await.unwrap(), 1);
         // Its own statements see its rows; nothing is committed yet.
         let seen = session
@@ -121,7 +129,7 @@ mod tests {
         session.commit().await.unwrap();
         assert_eq!(count(&store).await, 1);
 
-        let dropped = store.session().unwrap();
+        let dropped = store.session().await.unwrap();
         insert(&dropped).await.unwrap();
         drop(dropped);
         // A later change runs after the dropped session ended: the writer is free again.
@@ -138,7 +146,7 @@ mod tests {
     #[tokio::test]
     async fn a_session_whose_step_failed_cannot_commit() {
         let (_dir, store) = store().await;
-        let session = store.session().unwrap();
+        let session = store.session().await.unwrap();
         insert(&session).await.unwrap();
         let failed = session
             .run(|tx| Ok(tx.execute("INSERT INTO no_such_table (x) VALUES (1)", &[])?))

@@ -190,7 +190,7 @@ impl AuditLog for SqlStore {
         key_id: &str,
         actor: &Actor,
     ) -> Result<u64, StoreError> {
-        let (pattern, test) = ring_pattern(self.backend(), ring);
+        let (pattern, test) = ring_pattern(self.backend(), ring)?;
         let sql = format!(
             "SELECT o.environment AS environment FROM versions v \
              JOIN objects o ON o.id = v.object_id WHERE v.key_id {test} \

@@ -23,7 +23,7 @@
 //! engines ([`super::db`]).
 
 use std::panic::AssertUnwindSafe;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -33,20 +33,16 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 use super::change::{AuditRecord, Counters, MAX_BATCH, insert_audit};
-use super::db::{Change, Tx};
+use super::db::Change;
 use crate::StoreError;
 
+mod read;
 mod tx;
+use read::{Reader, Readers};
 use tx::LiteTx;
 
 /// The longest the writer waits for another process's write lock.
 const WRITER_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The longest a read waits for a lock before the request fails.
-const READER_BUSY_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// The most idle read connections kept (a read on a busier moment opens one and closes it after).
-const IDLE_READERS: usize = 8;
 
 /// The SQLite writer thread's queue and the read connections of one database file.
 #[derive(Clone)]
@@ -132,11 +128,14 @@ fn connect(path: &Path, role: Role) -> Result<Connection, StoreError> {
         Role::Reader => {
             // A reader runs on a tokio worker, so it never waits long (in WAL mode only the
             // recovery of a crashed WAL makes a reader wait at all).
-            conn.busy_timeout(READER_BUSY_TIMEOUT)?;
+            conn.busy_timeout(read::POINT_BUSY_TIMEOUT)?;
             conn.pragma_update(None, "query_only", true)?;
         }
     }
     conn.pragma_update(None, "foreign_keys", true)?;
+    // The file is untrusted storage: a function with side effects in a trigger or view that a
+    // database writer planted does not run.
+    conn.pragma_update(None, "trusted_schema", false)?;
     Ok(conn)
 }
 
@@ -159,10 +158,7 @@ impl Lite {
             })?;
         Ok(Self {
             jobs,
-            readers: Arc::new(Readers {
-                path: path.to_owned(),
-                idle: Mutex::default(),
-            }),
+            readers: Arc::new(Readers::new(path)),
             thread: Arc::new(Thread {
                 running,
                 handle: Mutex::new(Some(handle)),
@@ -172,24 +168,30 @@ impl Lite {
 
     /// Whether the writer thread still runs and the file can be read (a store whose writer is
     /// gone cannot answer a change or an audited read, so it is not healthy).
-    pub(super) fn ping(&self) -> Result<(), StoreError> {
+    pub(super) async fn ping(&self) -> Result<(), StoreError> {
         if !self.thread.running.load(Ordering::Acquire) {
             return Err(stopped());
         }
-        self.read(|tx| tx.exists("SELECT 1 AS one", &[])).map(drop)
+        self.reader()
+            .await?
+            .read(|tx| tx.exists("SELECT 1 AS one", &[]))
+            .map(drop)
     }
 
     /// Stops the writer thread once it has committed what was handed to it before, waits for
-    /// it, and closes the idle read connections. Later changes and audited reads fail.
+    /// it, and closes the read connections. Later changes and reads fail.
     pub(super) async fn close(&self) {
+        self.readers.close();
         let _ = self.jobs.send(Job::Stop);
         let handle = self.thread.handle.lock().ok().and_then(|mut h| h.take());
         if let Some(handle) = handle {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
-        if let Ok(mut idle) = self.readers.idle.lock() {
-            idle.clear();
-        }
+    }
+
+    /// A read connection (see [`Reader`]), once one of the pool's slots is free.
+    pub(super) async fn reader(&self) -> Result<Reader<'_>, StoreError> {
+        self.readers.reader().await
     }
 
     /// Writes the audit event of a read; returns once it is durable.
@@ -222,68 +224,11 @@ impl Lite {
         self.jobs.send(job).map_err(|_| stopped())?;
         Ok(wait)
     }
-
-    /// Runs `f` on a read connection of the pool, on the calling thread, each statement on
-    /// its own (see [`snapshot`](Self::snapshot) for several read as one).
-    pub(super) fn read<T>(
-        &self,
-        f: impl FnOnce(&mut dyn Tx) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        let conn = self.readers.take()?;
-        let value = f(&mut LiteTx {
-            conn: &conn,
-            writer: false,
-        });
-        self.readers.put(conn);
-        value
-    }
-
-    /// Runs `f` on a read connection in one read transaction: its statements see one snapshot.
-    pub(super) fn snapshot<T>(
-        &self,
-        f: impl FnOnce(&mut dyn Tx) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        self.read(|tx| {
-            tx.script("BEGIN")?;
-            let value = f(tx);
-            let ended = tx.script(if value.is_ok() { "COMMIT" } else { "ROLLBACK" });
-            let value = value?;
-            ended.map(|()| value)
-        })
-    }
 }
 
 fn stopped() -> StoreError {
     StoreError::Unavailable {
         reason: "the SQLite writer stopped".into(),
-    }
-}
-
-/// Idle read connections.
-struct Readers {
-    path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
-}
-
-impl Readers {
-    fn take(&self) -> Result<Connection, StoreError> {
-        let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
-        match idle {
-            Some(conn) => Ok(conn),
-            None => connect(&self.path, Role::Reader),
-        }
-    }
-
-    fn put(&self, conn: Connection) {
-        // A connection left inside a transaction (a read that panicked) is not kept.
-        if !conn.is_autocommit() {
-            return;
-        }
-        if let Ok(mut idle) = self.idle.lock()
-            && idle.len() < IDLE_READERS
-        {
-            idle.push(conn);
-        }
     }
 }
 

@@ -1,5 +1,5 @@
 use super::*;
-use crate::sql::db::args;
+use crate::sql::db::{Tx, args};
 use std::pin::pin;
 use std::task::Poll;
 
@@ -157,9 +157,11 @@ async fn the_store_opens_its_file_whatever_the_path() {
     assert_eq!((found.id, found.hash), (key.id, key.hash));
     assert!(data.join("vault.db").exists());
     store.ping().await.unwrap();
-    // Closed, the writer thread is gone and the store says so.
+    // Closed, the writer thread is gone and the store says so; reads are refused too.
     store.close().await;
     assert!(store.ping().await.is_err());
+    assert!(store.api_key_by_lookup("lookup1").await.is_err());
+    assert!(store.api_keys().await.is_err());
 }
 
 #[test]
@@ -184,6 +186,11 @@ fn dollar_parameters_bind_by_their_number_not_their_position() {
     // Nor is an argument without its parameter.
     let extra = tx.fetch("SELECT $1 AS c", args![1i64, 2i64], |r| r.int("c"));
     assert!(matches!(extra, Err(StoreError::Unavailable { .. })));
+    // Nor is an argument skipped in the middle.
+    let skipped = tx.fetch("SELECT $1 AS a, $3 AS c", args![1i64, 2i64, 3i64], |r| {
+        r.int("c")
+    });
+    assert!(matches!(skipped, Err(StoreError::Unavailable { .. })));
 }
 
 #[test]
@@ -206,4 +213,21 @@ fn a_reader_cannot_write() {
             .unwrap(),
         Some(0)
     );
+}
+
+#[tokio::test]
+async fn a_ring_name_that_would_be_a_wildcard_is_refused() {
+    use crate::SqlStore;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqlStore::open_sqlite(dir.path()).await.unwrap();
+    for bad in ["*", "a%", "a?b", "", "a b", "[a]"] {
+        assert!(
+            matches!(
+                store.holds_data_under_ring(bad).await,
+                Err(StoreError::InvalidArgument { .. })
+            ),
+            "{bad:?}"
+        );
+    }
+    assert!(!store.holds_data_under_ring("ring_1").await.unwrap());
 }

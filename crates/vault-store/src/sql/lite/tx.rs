@@ -76,12 +76,15 @@ fn execute_on(conn: &Connection, sql: &str, args: &[Arg<'_>]) -> Result<u64, DbE
 
 /// Binds `$N` to `args[N - 1]`, as sqlx does: SQLite numbers parameters in order of first
 /// appearance, which need not be `N`. Every argument must have its parameter and every
-/// parameter its argument.
+/// parameter its argument: SQLite gives each distinct name one index, so with as many indexes
+/// as arguments, each `$N` in range, every argument is used.
 fn bind(statement: &mut rusqlite::Statement<'_>, args: &[Arg<'_>]) -> Result<(), StoreError> {
     let mismatch = || StoreError::Unavailable {
         reason: "a statement's parameters and arguments do not match".into(),
     };
-    let mut highest = 0;
+    if statement.parameter_count() != args.len() {
+        return Err(mismatch());
+    }
     for index in 1..=statement.parameter_count() {
         let n = statement
             .parameter_name(index)
@@ -89,14 +92,9 @@ fn bind(statement: &mut rusqlite::Statement<'_>, args: &[Arg<'_>]) -> Result<(),
             .and_then(|n| n.parse::<usize>().ok())
             .filter(|n| (1..=args.len()).contains(n))
             .ok_or_else(mismatch)?;
-        highest = highest.max(n);
         statement.raw_bind_parameter(index, args[n - 1])?;
     }
-    if highest == args.len() {
-        Ok(())
-    } else {
-        Err(mismatch())
-    }
+    Ok(())
 }
 
 impl ToSql for Arg<'_> {

@@ -58,7 +58,7 @@ impl ObjectStore for SqlStore {
     async fn ping(&self) -> Result<(), StoreError> {
         match &self.engine {
             #[cfg(feature = "sqlite")]
-            super::Engine::Lite(lite) => lite.ping(),
+            super::Engine::Lite(lite) => lite.ping().await,
             #[cfg(feature = "postgres")]
             super::Engine::Pg(_) => self.exists("SELECT 1 AS one", &[]).await.map(drop),
         }
