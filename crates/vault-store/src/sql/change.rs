@@ -41,6 +41,26 @@ pub(super) struct Derived {
 }
 
 impl AuditRecord {
+    /// The event `event` about the object `meta` (or about none), at `at`.
+    pub(super) fn of_object(
+        event: &str,
+        environment: &str,
+        actor: &Actor,
+        meta: Option<&ObjectMeta>,
+        at: Timestamp,
+    ) -> Self {
+        Self {
+            environment: environment.to_owned(),
+            event: event.to_owned(),
+            actor: actor.clone(),
+            object: meta.map(|m| (m.id.clone(), m.name.clone())),
+            key_id: meta.map(|m| m.key_id.clone()),
+            key_context: meta.map(|m| m.context.clone()),
+            detail: None,
+            at,
+        }
+    }
+
     pub(super) fn derived(&self) -> Result<Derived, StoreError> {
         Ok(Derived {
             event_id: new_event_id(self.at)?,
@@ -113,17 +133,10 @@ pub(super) fn audit_change(
     meta: Option<&ObjectMeta>,
     at: Timestamp,
 ) -> Result<(), StoreError> {
-    let record = AuditRecord {
-        environment: environment.to_owned(),
-        event: event.to_owned(),
-        actor: actor.clone(),
-        object: meta.map(|m| (m.id.clone(), m.name.clone())),
-        key_id: meta.map(|m| m.key_id.clone()),
-        key_context: meta.map(|m| m.context.clone()),
-        detail: None,
-        at,
-    };
-    insert_audit(tx, &record)
+    insert_audit(
+        tx,
+        &AuditRecord::of_object(event, environment, actor, meta, at),
+    )
 }
 
 /// Writes one audit event in `tx`.

@@ -243,16 +243,13 @@ impl SqlStore {
         actor: &Actor,
         meta: Option<&ObjectMeta>,
     ) -> Result<(), StoreError> {
-        self.audit_read_record(AuditRecord {
-            environment: environment.to_owned(),
-            event: event.to_owned(),
-            actor: actor.clone(),
-            object: meta.map(|m| (m.id.clone(), m.name.clone())),
-            key_id: meta.map(|m| m.key_id.clone()),
-            key_context: meta.map(|m| m.context.clone()),
-            detail: None,
-            at: Timestamp::now(),
-        })
+        self.audit_read_record(AuditRecord::of_object(
+            event,
+            environment,
+            actor,
+            meta,
+            Timestamp::now(),
+        ))
         .await
     }
 
