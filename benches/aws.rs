@@ -86,14 +86,24 @@ fn aws(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("no-cache", |b| {
         b.iter(|| {
-            rt.block_on(seal(&*direct, &ctx, black_box(&value), b""))
-                .unwrap()
+            rt.block_on(seal(
+                &*direct,
+                &ctx,
+                black_box(&value),
+                vault_crypto::Aad::NONE,
+            ))
+            .unwrap()
         })
     });
     g.bench_function("cache", |b| {
         b.iter(|| {
-            rt.block_on(seal(&cached, &ctx, black_box(&value), b""))
-                .unwrap()
+            rt.block_on(seal(
+                &cached,
+                &ctx,
+                black_box(&value),
+                vault_crypto::Aad::NONE,
+            ))
+            .unwrap()
         })
     });
     g.finish();
@@ -106,7 +116,8 @@ fn aws(c: &mut Criterion) {
     ] {
         let before = counter.load(Ordering::Relaxed);
         for _ in 0..1000 {
-            rt.block_on(seal(provider, &ctx, &value, b"")).unwrap();
+            rt.block_on(seal(provider, &ctx, &value, vault_crypto::Aad::NONE))
+                .unwrap();
         }
         println!(
             "{name}: {} KMS calls per 1,000 seals",

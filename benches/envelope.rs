@@ -100,7 +100,7 @@ fn seal_group(c: &mut Criterion) {
                         std::slice::from_ref(&wrapped),
                         &ctx,
                         black_box(pt),
-                        b"",
+                        vault_crypto::Aad::NONE,
                     )
                     .unwrap()
                 })
@@ -109,7 +109,11 @@ fn seal_group(c: &mut Criterion) {
         g.bench_with_input(
             BenchmarkId::new("envelope-managed-provider", size),
             &pt,
-            |b, pt| b.iter(|| ready(seal(&managed, &ctx, black_box(pt), b"")).unwrap()),
+            |b, pt| {
+                b.iter(|| {
+                    ready(seal(&managed, &ctx, black_box(pt), vault_crypto::Aad::NONE)).unwrap()
+                })
+            },
         );
     }
     g.finish();
@@ -126,8 +130,14 @@ fn open_group(c: &mut Criterion) {
     for size in SIZES {
         let pt = vec![0x42u8; size];
         let raw = raw_ring_seal(&key, &pt);
-        let env =
-            danger::seal_with_key(&dek, std::slice::from_ref(&wrapped), &ctx, &pt, b"").unwrap();
+        let env = danger::seal_with_key(
+            &dek,
+            std::slice::from_ref(&wrapped),
+            &ctx,
+            &pt,
+            vault_crypto::Aad::NONE,
+        )
+        .unwrap();
         g.throughput(Throughput::Bytes(size as u64));
         g.bench_with_input(
             BenchmarkId::new("raw-ring-aes256gcm", size),
@@ -158,7 +168,13 @@ fn open_group(c: &mut Criterion) {
                 |b, env| {
                     let dek = danger::data_key_from_bytes(dek_bytes);
                     b.iter(|| {
-                        danger::open_with_data_key(backend, &dek, black_box(env), b"").unwrap()
+                        danger::open_with_data_key(
+                            backend,
+                            &dek,
+                            black_box(env),
+                            vault_crypto::Aad::NONE,
+                        )
+                        .unwrap()
                     })
                 },
             );
@@ -166,7 +182,17 @@ fn open_group(c: &mut Criterion) {
         g.bench_with_input(
             BenchmarkId::new("envelope-managed-provider", size),
             &env,
-            |b, env| b.iter(|| ready(open(&managed, black_box(env), b"")).unwrap()),
+            |b, env| {
+                b.iter(|| {
+                    ready(open(
+                        &managed,
+                        black_box(env),
+                        &ctx,
+                        vault_crypto::Aad::NONE,
+                    ))
+                    .unwrap()
+                })
+            },
         );
     }
     g.finish();
@@ -212,18 +238,42 @@ fn managed_group(c: &mut Criterion) {
         b.iter(|| ready(managed.unwrap(black_box(&wrapped), &ctx)).unwrap())
     });
     g.bench_function("seal-1KiB-object", |b| {
-        b.iter(|| ready(seal(&managed, &ctx, black_box(&pt), b"")).unwrap())
+        b.iter(|| {
+            ready(seal(
+                &managed,
+                &ctx,
+                black_box(&pt),
+                vault_crypto::Aad::NONE,
+            ))
+            .unwrap()
+        })
     });
-    let env = ready(seal(&managed, &ctx, &pt, b"")).unwrap();
+    let env = ready(seal(&managed, &ctx, &pt, vault_crypto::Aad::NONE)).unwrap();
     g.bench_function("open-1KiB-object", |b| {
-        b.iter(|| ready(open(&managed, black_box(&env), b"")).unwrap())
+        b.iter(|| {
+            ready(open(
+                &managed,
+                black_box(&env),
+                &ctx,
+                vault_crypto::Aad::NONE,
+            ))
+            .unwrap()
+        })
     });
     // A ring kept in a file, as `vault serve` and the CLI use it: the seal path also checks
     // whether another process changed the ring.
     let dir = tempfile::tempdir().unwrap();
     let on_file = ManagedKeyProvider::open_or_create(dir.path(), "root").unwrap();
     g.bench_function("seal-1KiB-object-file", |b| {
-        b.iter(|| ready(seal(&on_file, &ctx, black_box(&pt), b"")).unwrap())
+        b.iter(|| {
+            ready(seal(
+                &on_file,
+                &ctx,
+                black_box(&pt),
+                vault_crypto::Aad::NONE,
+            ))
+            .unwrap()
+        })
     });
     g.finish();
 
@@ -235,11 +285,19 @@ fn managed_group(c: &mut Criterion) {
     let mut g = c.benchmark_group("cached");
     g.throughput(Throughput::Elements(1));
     g.bench_function("seal-1KiB-object", |b| {
-        b.iter(|| ready(seal(&cached, &ctx, black_box(&pt), b"")).unwrap())
+        b.iter(|| ready(seal(&cached, &ctx, black_box(&pt), vault_crypto::Aad::NONE)).unwrap())
     });
-    let env = ready(seal(&cached, &ctx, &pt, b"")).unwrap();
+    let env = ready(seal(&cached, &ctx, &pt, vault_crypto::Aad::NONE)).unwrap();
     g.bench_function("open-1KiB-object", |b| {
-        b.iter(|| ready(open(&cached, black_box(&env), b"")).unwrap())
+        b.iter(|| {
+            ready(open(
+                &cached,
+                black_box(&env),
+                &ctx,
+                vault_crypto::Aad::NONE,
+            ))
+            .unwrap()
+        })
     });
     g.finish();
 

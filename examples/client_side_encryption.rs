@@ -81,7 +81,7 @@ impl Encryptor {
         }
         let (key, blob, _, uses) = self.sealing.as_mut().ok_or("no data key")?;
         *uses += 1;
-        Ok(workos::encrypt(key, blob, value, b"")?)
+        Ok(workos::encrypt(key, blob, value, vault_crypto::Aad::NONE)?)
     }
 
     /// Decrypts a blob, asking the server for its data key only the first time it is seen.
@@ -99,7 +99,7 @@ impl Encryptor {
             self.opened.insert(keys.clone(), Self::data_key(&answer)?);
         }
         let key = self.opened.get(&keys).ok_or("no data key")?;
-        Ok(blob.decrypt(key, b"")?)
+        Ok(blob.decrypt(key, vault_crypto::Aad::NONE)?)
     }
 }
 

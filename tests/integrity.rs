@@ -302,7 +302,7 @@ async fn forged_byok_rules_are_refused(d: Deployment) {
         &wrapped,
         &mallory,
         b"",
-        &byok_aad(1, &document),
+        vault_crypto::Aad::new(&byok_aad(1, &document)),
     )
     .unwrap();
     // The same generation the integrity record says exists: only the seal can tell.

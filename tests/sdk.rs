@@ -118,7 +118,7 @@ async fn rust_decrypt(client: &ApiClient, blob: &Value) -> String {
     let plain = parsed
         .decrypt(
             &danger::data_key_from_bytes(key),
-            blob["aad"].as_str().unwrap().as_bytes(),
+            vault_crypto::Aad::new(blob["aad"].as_str().unwrap().as_bytes()),
         )
         .unwrap();
     String::from_utf8(plain).unwrap()
@@ -183,7 +183,7 @@ async fn exercise_the_sdks(https: bool) {
             .decode(dk["encrypted_keys"].as_str().unwrap())
             .unwrap(),
         "rust secret ✓".as_bytes(),
-        b"rust-aad",
+        vault_crypto::Aad::new(b"rust-aad"),
     )
     .unwrap();
     let rust_blob = json!({"blob": rust_blob, "aad": "rust-aad", "plaintext": "rust secret ✓"});
@@ -379,7 +379,7 @@ async fn the_rust_workos_crate_and_we_read_each_others_blobs() {
         &data_key,
         &keys,
         "from the vault ✓".as_bytes(),
-        b"aad-1",
+        vault_crypto::Aad::new(b"aad-1"),
     )
     .unwrap();
     assert_eq!(
@@ -389,7 +389,7 @@ async fn the_rust_workos_crate_and_we_read_each_others_blobs() {
     assert!(workos_rust(&bin, &["decrypt", data_key_b64, "aad-2", &ours]).is_err());
     assert_eq!(workos_rust(&bin, &["keys", &ours]).unwrap(), keys_b64);
     // Node's layout is not the crate's: it cannot read it.
-    let node_layout = workos::encrypt(&data_key, &keys, b"x", b"").unwrap();
+    let node_layout = workos::encrypt(&data_key, &keys, b"x", vault_crypto::Aad::NONE).unwrap();
     assert!(workos_rust(&bin, &["decrypt", data_key_b64, "", &node_layout]).is_err());
 
     // The crate's: told apart as KeysFirst, its keys recovered by our server, opened.
@@ -418,7 +418,8 @@ async fn the_rust_workos_crate_and_we_read_each_others_blobs() {
     assert_eq!(status, 200, "{recovered}");
     assert_eq!(recovered["data_key"], data_key_b64);
     assert_eq!(
-        blob.decrypt(&data_key, b"aad-3").unwrap(),
+        blob.decrypt(&data_key, vault_crypto::Aad::new(b"aad-3"))
+            .unwrap(),
         "from the crate ✓".as_bytes()
     );
 }

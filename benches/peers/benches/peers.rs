@@ -67,7 +67,7 @@ fn peers(c: &mut Criterion) {
             });
         }
         g.bench_function(BenchmarkId::new("vault-envelope-managed", size), |b| {
-            b.iter(|| rt.block_on(seal(&managed, &ctx, black_box(&pt), b"")).unwrap())
+            b.iter(|| rt.block_on(seal(&managed, &ctx, black_box(&pt), vault_crypto::Aad::NONE)).unwrap())
         });
         g.finish();
 
@@ -99,9 +99,9 @@ fn peers(c: &mut Criterion) {
                 })
             });
         }
-        let env = rt.block_on(seal(&managed, &ctx, &pt, b"")).unwrap();
+        let env = rt.block_on(seal(&managed, &ctx, &pt, vault_crypto::Aad::NONE)).unwrap();
         g.bench_function(BenchmarkId::new("vault-envelope-managed", size), |b| {
-            b.iter(|| rt.block_on(open(&managed, black_box(&env), b"")).unwrap())
+            b.iter(|| rt.block_on(open(&managed, black_box(&env), &ctx, vault_crypto::Aad::NONE)).unwrap())
         });
         g.finish();
     }

@@ -346,6 +346,10 @@ impl KeyProvider for CachingProvider {
         self.inner.owns(key)
     }
 
+    fn is_local(&self) -> bool {
+        self.inner.is_local()
+    }
+
     async fn is_current(&self, key: &KeyRef, ctx: &KeyContext) -> Result<bool, ProviderError> {
         self.inner.is_current(key, ctx).await
     }
@@ -389,7 +393,8 @@ impl KeyProvider for CachingProvider {
         // The old key (if any) is wiped now: it has reached a limit.
         *entry = None;
         self.call();
-        let (key, wrapped) = self.checked(self.inner.generate_data_key(ctx).await)?;
+        let fresh = self.inner.data_key_for_seal(ctx, scope, len).await;
+        let (key, wrapped) = self.checked(fresh)?;
         let bytes = Zeroizing::new(*key.expose_secret());
         // Reading back what was just sealed needs no unwrap either.
         let slot = lock(&self.open).get_or_insert(

@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 use crate::aead::Backend;
 use crate::context::KeyContext;
 use crate::data_key::{DATA_KEY_LEN, DataKey};
-use crate::envelope::{self, Envelope, MESSAGE_ID_LEN, MessageRandom};
+use crate::envelope::{self, Aad, Envelope, MESSAGE_ID_LEN, MessageRandom};
 use crate::error::{Error, ProviderError};
 use crate::provider::WrappedKey;
 use crate::provider::managed::ManagedKeyProvider;
@@ -60,7 +60,7 @@ pub fn seal_with_parameters(
     wrapped_keys: &[WrappedKey],
     context: &KeyContext,
     plaintext: &[u8],
-    aad: &[u8],
+    aad: Aad<'_>,
     message_id: [u8; MESSAGE_ID_LEN],
     nonce: [u8; 12],
 ) -> Result<Vec<u8>, Error> {
@@ -70,7 +70,7 @@ pub fn seal_with_parameters(
         wrapped_keys,
         context,
         plaintext,
-        aad,
+        aad.bytes(),
         &MessageRandom { message_id, nonce },
     )
 }
@@ -82,15 +82,17 @@ pub fn seal_with_parameters(
 /// data key for several envelopes is safe (each gets its own content key).
 ///
 /// # Errors
-/// [`Error::Envelope`] for zero or more than [`crate::MAX_WRAPPED_KEYS`] wrapped keys,
-/// [`Error::PlaintextTooLarge`], [`Error::Random`].
+/// [`Error::Context`] for a reserved context the vault did not build, [`Error::Envelope`] for
+/// zero or more than [`crate::MAX_WRAPPED_KEYS`] wrapped keys, [`Error::PlaintextTooLarge`],
+/// [`Error::Random`].
 pub fn seal_with_key(
     data_key: &DataKey,
     wrapped_keys: &[WrappedKey],
     context: &KeyContext,
     plaintext: &[u8],
-    aad: &[u8],
+    aad: Aad<'_>,
 ) -> Result<Vec<u8>, Error> {
+    context.check_sealable()?;
     let random = MessageRandom::generate()?;
     envelope::seal_with(
         Backend::DEFAULT,
@@ -98,7 +100,7 @@ pub fn seal_with_key(
         wrapped_keys,
         context,
         plaintext,
-        aad,
+        aad.bytes(),
         &random,
     )
 }
@@ -112,10 +114,10 @@ pub fn open_with_data_key(
     backend: Backend,
     data_key: &DataKey,
     envelope_bytes: &[u8],
-    aad: &[u8],
+    aad: Aad<'_>,
 ) -> Result<Vec<u8>, Error> {
     let env = Envelope::parse(envelope_bytes)?;
-    envelope::open_with(backend, data_key, &env, aad)
+    envelope::open_with(backend, data_key, &env, aad.bytes())
 }
 
 /// The WorkOS SDK blob ([`crate::workos`]) with a caller-chosen IV, in binary form. Reusing an
@@ -128,10 +130,10 @@ pub fn workos_encrypt_with_iv(
     data_key: &DataKey,
     encrypted_keys: &[u8],
     plaintext: &[u8],
-    aad: &[u8],
+    aad: Aad<'_>,
     iv: &[u8],
 ) -> Result<Vec<u8>, Error> {
-    crate::workos::encrypt_with_iv(layout, data_key, encrypted_keys, plaintext, aad, iv)
+    crate::workos::encrypt_with_iv(layout, data_key, encrypted_keys, plaintext, aad.bytes(), iv)
 }
 
 /// The content key and key commitment of one message (FORMAT.md, "Key derivation and

@@ -33,7 +33,7 @@ impl DataKey {
     }
 
     /// The data key a key service unwrapped (or generated), for a
-    /// [provider](crate::provider) to return. The bytes must be the key service's answer, not
+    /// [provider](crate::KeyProvider) to return. The bytes must be the key service's answer, not
     /// a value of the caller's choosing.
     pub fn from_unwrapped(bytes: Zeroizing<[u8; DATA_KEY_LEN]>) -> Self {
         Self(bytes)

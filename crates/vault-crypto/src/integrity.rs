@@ -5,7 +5,7 @@
 //! The key is 32 random bytes of its own, never a key-encryption key and never derived from
 //! one, so no data-key, decrypt, rekey or object path can produce or release it. It lives where
 //! the deployment's secrets live: a file beside the key ring on a single machine
-//! ([`IntegrityKey::create_file`]), or sealed like a root key in the database
+//! ([`IntegrityKey::write_new_file`]), or sealed like a root key in the database
 //! ([`IntegrityKey::seal`], under the binding of ring [`SEALED_AS_RING`] version 0, which no
 //! ring version can have).
 //!
@@ -215,7 +215,7 @@ pub struct RingHeader {
 
 impl RingHeader {
     /// The header of `ring`.
-    pub fn of(ring: &crate::managed::RingState) -> Self {
+    pub fn of(ring: &crate::RingState) -> Self {
         Self {
             name: ring.name().to_owned(),
             generation: ring.generation(),

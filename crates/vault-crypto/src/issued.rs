@@ -95,12 +95,14 @@ fn id_of(message_id: &[u8]) -> String {
 /// the provider `provider` chooses, bound to `scope`.
 ///
 /// # Errors
-/// [`Error::Provider`] if the provider fails; [`Error::Random`].
+/// [`Error::Context`] for a context holding a reserved key that the vault did not build
+/// ([`KeyContext::reserved`]); [`Error::Provider`] if the provider fails; [`Error::Random`].
 pub async fn issue(
     provider: &dyn KeyProvider,
     ctx: &KeyContext,
     scope: &str,
 ) -> Result<IssuedKey, Error> {
+    ctx.check_sealable()?;
     let (data_key, wrapped) = provider.generate_data_key(ctx).await?;
     let random = MessageRandom::generate()?;
     let encrypted_keys = envelope::seal_with(
@@ -398,14 +400,16 @@ mod tests {
             assert!(recover(&p, &bad, "env_a").await.is_err(), "byte {i}");
         }
 
-        let sealed = crate::seal(&p, &ctx("org_1"), b"a value", b"")
+        let sealed = crate::seal(&p, &ctx("org_1"), b"a value", crate::Aad::NONE)
             .await
             .unwrap();
         assert!(matches!(
             recover(&p, &sealed, "env_a").await,
             Err(Error::Envelope(EnvelopeError::Malformed { .. }))
         ));
-        let empty = crate::seal(&p, &ctx("org_1"), b"", b"").await.unwrap();
+        let empty = crate::seal(&p, &ctx("org_1"), b"", crate::Aad::NONE)
+            .await
+            .unwrap();
         assert!(matches!(
             recover(&p, &empty, "env_a").await,
             Err(Error::DecryptionFailed)

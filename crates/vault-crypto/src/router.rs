@@ -54,16 +54,16 @@ impl Rule {
 /// ```
 /// # async fn demo() -> Result<(), vault_crypto::Error> {
 /// use std::sync::Arc;
-/// use vault_crypto::{KeyContext, ManagedKeyProvider, Router};
+/// use vault_crypto::{Aad, KeyContext, KeyProvider, ManagedKeyProvider, Router};
 ///
 /// let shared = Arc::new(ManagedKeyProvider::in_memory("root")?);
 /// let byok = Arc::new(ManagedKeyProvider::in_memory("org-byok")?); // a customer's key
 /// let router = Router::new(shared).rule([("organization_id", "org_byok")], byok)?;
 ///
 /// let ctx = KeyContext::from_pairs([("organization_id", "org_byok")])?;
-/// let sealed = vault_crypto::seal(&router, &ctx, b"secret", b"").await?;
-/// assert_eq!(router.route(&ctx).owns(vault_crypto::Envelope::parse(&sealed)?.wrapped_keys()[0].key_ref()), true);
-/// assert_eq!(vault_crypto::open(&router, &sealed, b"").await?.plaintext(), b"secret");
+/// let sealed = vault_crypto::seal(&router, &ctx, b"secret", Aad::NONE).await?;
+/// assert!(router.route(&ctx).owns(sealed.key_ref()));
+/// assert_eq!(vault_crypto::open(&router, &sealed, &ctx, Aad::NONE).await?.plaintext(), b"secret");
 /// # Ok(()) }
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(demo()).unwrap();
 /// ```
@@ -160,7 +160,13 @@ impl Rules {
 /// How many provider calls a [`Router`] dispatched, by operation, and how many of them failed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ProviderCalls {
-    /// Data keys generated (one provider round trip each, or a cache lookup).
+    /// Data keys asked for to seal a value ([`KeyProvider::data_key_for_seal`]). A router
+    /// cannot see behind the provider it calls: with a [`CachingProvider`](crate::CachingProvider)
+    /// there, most are answered from the cache ([`CacheStats`](crate::CacheStats) counts the
+    /// calls that reached the key service).
+    pub seal_keys: u64,
+    /// Fresh data keys asked for outside a seal ([`KeyProvider::generate_data_key`]: an issued
+    /// data key, a verification).
     pub generate: u64,
     /// Data keys wrapped.
     pub wrap: u64,
@@ -172,6 +178,7 @@ pub struct ProviderCalls {
 
 #[derive(Debug, Default)]
 struct CallCounters {
+    seal_keys: AtomicU64,
     generate: AtomicU64,
     wrap: AtomicU64,
     unwrap: AtomicU64,
@@ -229,6 +236,7 @@ impl Router {
     pub fn calls(&self) -> ProviderCalls {
         let c = &self.calls;
         ProviderCalls {
+            seal_keys: c.seal_keys.load(Ordering::Relaxed),
             generate: c.generate.load(Ordering::Relaxed),
             wrap: c.wrap.load(Ordering::Relaxed),
             unwrap: c.unwrap.load(Ordering::Relaxed),
@@ -308,6 +316,15 @@ impl KeyProvider for Router {
         self.owner(key).is_some()
     }
 
+    /// Local when every provider it may call is: the default, each rule's, each kept for
+    /// decryption (as the rules stand now).
+    fn is_local(&self) -> bool {
+        let table = self.table.load();
+        self.default.is_local()
+            && table.rules.iter().all(|r| r.provider.is_local())
+            && table.decrypt_only.iter().all(|p| p.is_local())
+    }
+
     /// Whether `key` is what the provider the rules choose for `ctx` now would wrap with.
     async fn is_current(&self, key: &KeyRef, ctx: &KeyContext) -> Result<bool, ProviderError> {
         self.route(ctx).is_current(key, ctx).await
@@ -328,7 +345,7 @@ impl KeyProvider for Router {
         len: u64,
     ) -> Result<(DataKey, WrappedKey), ProviderError> {
         let r = self.route(ctx).data_key_for_seal(ctx, scope, len).await;
-        self.calls.count(&self.calls.generate, r)
+        self.calls.count(&self.calls.seal_keys, r)
     }
 
     async fn wrap(&self, key: &DataKey, ctx: &KeyContext) -> Result<WrappedKey, ProviderError> {

@@ -11,7 +11,8 @@ use zeroize::Zeroizing;
 
 use crate::error::KeyRingError;
 use crate::integrity::{IntegrityKey, RingHeader, matches};
-use crate::managed::{RingState, RingStore, RootSeal, SealedRoot, StoredVersion, shown};
+use crate::managed::{RootSeal, SealedRoot, StoredVersion, shown};
+use crate::{RingState, RingStore};
 
 /// One version of a ring as a database row keeps it: its dates, and its root key sealed
 /// (`None` once destroyed).

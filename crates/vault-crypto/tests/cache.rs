@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use common::ctx;
 use vault_crypto::{
     Attempts, CacheLimits, CachingProvider, DataKey, Envelope, KeyContext, KeyProvider, KeyRef,
-    ManagedKeyProvider, ProviderError, Router, WrappedKey, open, seal,
+    ManagedKeyProvider, ProviderError, Router, WrappedKey, open_any_context, seal,
 };
 
 /// A real provider that counts its calls and can be slow, like a remote KMS.
@@ -93,7 +93,9 @@ async fn a_thousand_seals_make_one_provider_call_and_every_envelope_is_distinct(
     let mut ids = std::collections::HashSet::new();
     let mut envelopes = Vec::new();
     for i in 0..1000u32 {
-        let env = seal(&cache, &c, &i.to_be_bytes(), b"").await.unwrap();
+        let env = seal(&cache, &c, &i.to_be_bytes(), vault_crypto::Aad::NONE)
+            .await
+            .unwrap();
         assert!(ids.insert(*Envelope::parse(&env).unwrap().message_id()));
         envelopes.push(env);
     }
@@ -109,13 +111,20 @@ async fn a_thousand_seals_make_one_provider_call_and_every_envelope_is_distinct(
     );
     // Every envelope opens without the cache, through the provider alone.
     for (i, env) in (0u32..).zip(&envelopes).step_by(97) {
-        let opened = open(&*counting, env, b"").await.unwrap();
+        let opened = open_any_context(&*counting, env, vault_crypto::Aad::NONE)
+            .await
+            .unwrap();
         assert_eq!(opened.plaintext(), i.to_be_bytes());
     }
     // Another context gets another key.
-    let other = seal(&cache, &ctx(&[("organization_id", "org_2")]), b"x", b"")
-        .await
-        .unwrap();
+    let other = seal(
+        &cache,
+        &ctx(&[("organization_id", "org_2")]),
+        b"x",
+        vault_crypto::Aad::NONE,
+    )
+    .await
+    .unwrap();
     assert_ne!(wrapped_of(&other), wrapped_of(&envelopes[0]));
     assert_eq!(counting.generates.load(Ordering::SeqCst), 2);
 }
@@ -128,7 +137,11 @@ async fn each_limit_forces_a_new_data_key() {
     let cache = CachingProvider::new(counting.clone(), CacheLimits::default().max_messages(3));
     let mut keys = Vec::new();
     for _ in 0..7 {
-        keys.push(wrapped_of(&seal(&cache, &c, b"v", b"").await.unwrap()));
+        keys.push(wrapped_of(
+            &seal(&cache, &c, b"v", vault_crypto::Aad::NONE)
+                .await
+                .unwrap(),
+        ));
     }
     assert_eq!(counting.generates.load(Ordering::SeqCst), 3);
     assert!(keys[0] == keys[2] && keys[2] != keys[3] && keys[3] == keys[5] && keys[5] != keys[6]);
@@ -137,11 +150,15 @@ async fn each_limit_forces_a_new_data_key() {
     let counting = Counting::new(Duration::ZERO);
     let cache = CachingProvider::new(counting.clone(), CacheLimits::default().max_bytes(100));
     for _ in 0..4 {
-        seal(&cache, &c, &[0u8; 40], b"").await.unwrap(); // 40, 80 | 40, 80
+        seal(&cache, &c, &[0u8; 40], vault_crypto::Aad::NONE)
+            .await
+            .unwrap(); // 40, 80 | 40, 80
     }
     assert_eq!(counting.generates.load(Ordering::SeqCst), 2);
     // A value over the byte limit gets a key of its own.
-    seal(&cache, &c, &[0u8; 101], b"").await.unwrap();
+    seal(&cache, &c, &[0u8; 101], vault_crypto::Aad::NONE)
+        .await
+        .unwrap();
     assert_eq!(counting.generates.load(Ordering::SeqCst), 3);
 
     // Age.
@@ -150,14 +167,22 @@ async fn each_limit_forces_a_new_data_key() {
         counting.clone(),
         CacheLimits::default().max_age(Duration::from_millis(50)),
     );
-    seal(&cache, &c, b"v", b"").await.unwrap();
-    seal(&cache, &c, b"v", b"").await.unwrap();
+    seal(&cache, &c, b"v", vault_crypto::Aad::NONE)
+        .await
+        .unwrap();
+    seal(&cache, &c, b"v", vault_crypto::Aad::NONE)
+        .await
+        .unwrap();
     assert_eq!(counting.generates.load(Ordering::SeqCst), 1);
     tokio::time::advance(Duration::from_millis(49)).await;
-    seal(&cache, &c, b"v", b"").await.unwrap();
+    seal(&cache, &c, b"v", vault_crypto::Aad::NONE)
+        .await
+        .unwrap();
     assert_eq!(counting.generates.load(Ordering::SeqCst), 1, "49 ms old");
     tokio::time::advance(Duration::from_millis(2)).await;
-    seal(&cache, &c, b"v", b"").await.unwrap();
+    seal(&cache, &c, b"v", vault_crypto::Aad::NONE)
+        .await
+        .unwrap();
     assert_eq!(counting.generates.load(Ordering::SeqCst), 2);
 }
 
@@ -168,7 +193,7 @@ async fn concurrent_first_reads_make_one_unwrap_call() {
         &*counting,
         &ctx(&[("organization_id", "org_1")]),
         b"shared",
-        b"",
+        vault_crypto::Aad::NONE,
     )
     .await
     .unwrap();
@@ -179,7 +204,12 @@ async fn concurrent_first_reads_make_one_unwrap_call() {
     let tasks: Vec<_> = (0..32)
         .map(|_| {
             let (cache, env) = (cache.clone(), env.clone());
-            tokio::spawn(async move { open(&*cache, &env, b"").await.unwrap().into_plaintext() })
+            tokio::spawn(async move {
+                open_any_context(&*cache, &env, vault_crypto::Aad::NONE)
+                    .await
+                    .unwrap()
+                    .into_plaintext()
+            })
         })
         .collect();
     for t in tasks {
@@ -202,9 +232,14 @@ async fn concurrent_first_seals_make_one_generate_call() {
         .map(|_| {
             let cache = cache.clone();
             tokio::spawn(async move {
-                seal(&*cache, &ctx(&[("organization_id", "org_1")]), b"v", b"")
-                    .await
-                    .unwrap()
+                seal(
+                    &*cache,
+                    &ctx(&[("organization_id", "org_1")]),
+                    b"v",
+                    vault_crypto::Aad::NONE,
+                )
+                .await
+                .unwrap()
             })
         })
         .collect();
@@ -219,21 +254,36 @@ async fn a_failed_unwrap_is_not_cached_and_entries_are_bounded() {
     let counting = Counting::new(Duration::ZERO);
     let cache = CachingProvider::new(counting.clone(), CacheLimits::default().max_entries(2));
     let c = ctx(&[("organization_id", "org_1")]);
-    let env = seal(&*counting, &c, b"v", b"").await.unwrap();
+    let env = seal(&*counting, &c, b"v", vault_crypto::Aad::NONE)
+        .await
+        .unwrap();
     // The wrong provider key: the unwrap fails, and fails again (nothing cached).
     let stranger = CachingProvider::new(
         Arc::new(ManagedKeyProvider::in_memory("root").unwrap()),
         CacheLimits::default(),
     );
-    assert!(open(&stranger, &env, b"").await.is_err());
-    assert!(open(&stranger, &env, b"").await.is_err());
+    assert!(
+        open_any_context(&stranger, &env, vault_crypto::Aad::NONE)
+            .await
+            .is_err()
+    );
+    assert!(
+        open_any_context(&stranger, &env, vault_crypto::Aad::NONE)
+            .await
+            .is_err()
+    );
     assert_eq!(stranger.stats().decrypt_hits, 0);
 
     // Three contexts through a two-entry cache: the oldest is evicted and needs a new key.
     for org in ["a", "b", "c", "a"] {
-        seal(&cache, &ctx(&[("organization_id", org)]), b"v", b"")
-            .await
-            .unwrap();
+        seal(
+            &cache,
+            &ctx(&[("organization_id", org)]),
+            b"v",
+            vault_crypto::Aad::NONE,
+        )
+        .await
+        .unwrap();
     }
     assert_eq!(
         counting.generates.load(Ordering::SeqCst),
@@ -241,9 +291,14 @@ async fn a_failed_unwrap_is_not_cached_and_entries_are_bounded() {
         "a was evicted by c"
     );
     cache.clear();
-    seal(&cache, &ctx(&[("organization_id", "c")]), b"v", b"")
-        .await
-        .unwrap();
+    seal(
+        &cache,
+        &ctx(&[("organization_id", "c")]),
+        b"v",
+        vault_crypto::Aad::NONE,
+    )
+    .await
+    .unwrap();
     assert_eq!(counting.generates.load(Ordering::SeqCst), 6);
 }
 
@@ -258,8 +313,16 @@ async fn behind_a_router_only_the_cached_provider_is_cached() {
         .unwrap();
     let byok = ctx(&[("organization_id", "org_byok")]);
     for _ in 0..10 {
-        let env = seal(&router, &byok, b"v", b"").await.unwrap();
-        assert_eq!(open(&router, &env, b"").await.unwrap().plaintext(), b"v");
+        let env = seal(&router, &byok, b"v", vault_crypto::Aad::NONE)
+            .await
+            .unwrap();
+        assert_eq!(
+            open_any_context(&router, &env, vault_crypto::Aad::NONE)
+                .await
+                .unwrap()
+                .plaintext(),
+            b"v"
+        );
     }
     assert_eq!(remote.generates.load(Ordering::SeqCst), 1);
     assert_eq!(
@@ -276,18 +339,20 @@ async fn scopes_never_share_a_data_key() {
     let counting = Counting::new(Duration::ZERO);
     let cache = CachingProvider::new(counting.clone(), CacheLimits::default());
     let c = ctx(&[("organization_id", "org_1")]);
-    let a1 = vault_crypto::seal_in(&cache, "env_a", &c, b"1", b"")
+    let a1 = vault_crypto::seal_in(&cache, "env_a", &c, b"1", vault_crypto::Aad::NONE)
         .await
         .unwrap();
-    let a2 = vault_crypto::seal_in(&cache, "env_a", &c, b"2", b"")
+    let a2 = vault_crypto::seal_in(&cache, "env_a", &c, b"2", vault_crypto::Aad::NONE)
         .await
         .unwrap();
-    let b1 = vault_crypto::seal_in(&cache, "env_b", &c, b"3", b"")
+    let b1 = vault_crypto::seal_in(&cache, "env_b", &c, b"3", vault_crypto::Aad::NONE)
         .await
         .unwrap();
     // A scope that is a prefix of another, or the unscoped seal, is another scope too.
-    let u1 = seal(&cache, &c, b"4", b"").await.unwrap();
-    let e1 = vault_crypto::seal_in(&cache, "env_", &c, b"5", b"")
+    let u1 = seal(&cache, &c, b"4", vault_crypto::Aad::NONE)
+        .await
+        .unwrap();
+    let e1 = vault_crypto::seal_in(&cache, "env_", &c, b"5", vault_crypto::Aad::NONE)
         .await
         .unwrap();
     assert_eq!(wrapped_of(&a1).bytes(), wrapped_of(&a2).bytes());
@@ -305,9 +370,14 @@ async fn a_disabled_answer_flushes_every_cached_key() {
     let cache = CachingProvider::new(counting.clone(), CacheLimits::default());
     let c1 = ctx(&[("organization_id", "org_1")]);
     let c2 = ctx(&[("organization_id", "org_2")]);
-    let sealed = seal(&cache, &c1, b"kept", b"").await.unwrap();
+    let sealed = seal(&cache, &c1, b"kept", vault_crypto::Aad::NONE)
+        .await
+        .unwrap();
     assert_eq!(
-        open(&cache, &sealed, b"").await.unwrap().plaintext(),
+        open_any_context(&cache, &sealed, vault_crypto::Aad::NONE)
+            .await
+            .unwrap()
+            .plaintext(),
         b"kept"
     );
     assert_eq!(
@@ -318,29 +388,56 @@ async fn a_disabled_answer_flushes_every_cached_key() {
 
     counting.revoked.store(true, Ordering::SeqCst);
     // Still cached: nothing has asked the key service yet.
-    assert!(open(&cache, &sealed, b"").await.is_ok());
+    assert!(
+        open_any_context(&cache, &sealed, vault_crypto::Aad::NONE)
+            .await
+            .is_ok()
+    );
     // A seal of another context asks it and hears Disabled...
-    let err = seal(&cache, &c2, b"new", b"").await.unwrap_err();
+    let err = seal(&cache, &c2, b"new", vault_crypto::Aad::NONE)
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, vault_crypto::Error::Provider(p) if p.kind() == vault_crypto::ProviderErrorKind::Disabled),
         "{err:?}"
     );
     // ...and from then on neither the cached seal key nor the cached open key is used.
-    assert!(open(&cache, &sealed, b"").await.is_err());
-    assert!(seal(&cache, &c1, b"more", b"").await.is_err());
+    assert!(
+        open_any_context(&cache, &sealed, vault_crypto::Aad::NONE)
+            .await
+            .is_err()
+    );
+    assert!(
+        seal(&cache, &c1, b"more", vault_crypto::Aad::NONE)
+            .await
+            .is_err()
+    );
     assert_eq!(counting.unwraps.load(Ordering::SeqCst), 1);
 
     // A caller's blob answered Disabled flushes nothing: callers choose what they send.
     counting.revoked.store(false, Ordering::SeqCst);
-    assert!(open(&cache, &sealed, b"").await.is_ok());
+    assert!(
+        open_any_context(&cache, &sealed, vault_crypto::Aad::NONE)
+            .await
+            .is_ok()
+    );
     let unwraps = counting.unwraps.load(Ordering::SeqCst);
     counting.revoked.store(true, Ordering::SeqCst);
-    let other = seal(&Counting::new(Duration::ZERO).inner, &c2, b"x", b"")
-        .await
-        .unwrap();
+    let other = seal(
+        &Counting::new(Duration::ZERO).inner,
+        &c2,
+        b"x",
+        vault_crypto::Aad::NONE,
+    )
+    .await
+    .unwrap();
     assert!(cache.unwrap_once(&wrapped_of(&other), &c2).await.is_err());
     counting.revoked.store(false, Ordering::SeqCst);
-    assert!(open(&cache, &sealed, b"").await.is_ok());
+    assert!(
+        open_any_context(&cache, &sealed, vault_crypto::Aad::NONE)
+            .await
+            .is_ok()
+    );
     assert_eq!(
         counting.unwraps.load(Ordering::SeqCst),
         unwraps + 1,
@@ -350,7 +447,10 @@ async fn a_disabled_answer_flushes_every_cached_key() {
     // Re-enabled: working again, through the provider.
     counting.revoked.store(false, Ordering::SeqCst);
     assert_eq!(
-        open(&cache, &sealed, b"").await.unwrap().plaintext(),
+        open_any_context(&cache, &sealed, vault_crypto::Aad::NONE)
+            .await
+            .unwrap()
+            .plaintext(),
         b"kept"
     );
 }

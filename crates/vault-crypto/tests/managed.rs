@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use common::{block_on, ctx};
 use vault_crypto::{
     CacheLimits, CachingProvider, Envelope, Error, KeyProvider, KeyRef, KeyRingError,
-    ManagedKeyProvider, MemoryRingStore, ProviderErrorKind, Rewrapped, RingStore, VersionState,
-    WrappedKey, open, rewrap, seal,
+    ManagedKeyProvider, MemoryRingStore, ProviderErrorKind, Rewrapped, RingStore, Router,
+    VersionState, WrappedKey, open_any_context, rewrap_any_context, seal,
 };
 
 fn org1() -> vault_crypto::KeyContext {
@@ -23,14 +23,14 @@ fn org1() -> vault_crypto::KeyContext {
 #[test]
 fn key_refs_name_the_ring_and_version() {
     let p = ManagedKeyProvider::in_memory("root").unwrap();
-    let env = block_on(seal(&p, &org1(), b"v", b"")).unwrap();
+    let env = block_on(seal(&p, &org1(), b"v", vault_crypto::Aad::NONE)).unwrap();
     let parsed = Envelope::parse(&env).unwrap();
     assert_eq!(
         parsed.wrapped_keys()[0].key_ref().to_string(),
         "managed://root#v1"
     );
     block_on(p.rotate()).unwrap();
-    let env = block_on(seal(&p, &org1(), b"v", b"")).unwrap();
+    let env = block_on(seal(&p, &org1(), b"v", vault_crypto::Aad::NONE)).unwrap();
     let parsed = Envelope::parse(&env).unwrap();
     assert_eq!(
         parsed.wrapped_keys()[0].key_ref().to_string(),
@@ -41,11 +41,17 @@ fn key_refs_name_the_ring_and_version() {
 #[test]
 fn rotate_then_open_old_envelopes() {
     let p = ManagedKeyProvider::in_memory("root").unwrap();
-    let old = block_on(seal(&p, &org1(), b"before rotation", b"")).unwrap();
+    let old = block_on(seal(
+        &p,
+        &org1(),
+        b"before rotation",
+        vault_crypto::Aad::NONE,
+    ))
+    .unwrap();
     assert_eq!(block_on(p.rotate()).unwrap(), 2);
     assert_eq!(block_on(p.rotate()).unwrap(), 3);
     assert_eq!(p.primary_version(), 3);
-    let opened = block_on(open(&p, &old, b"")).unwrap();
+    let opened = block_on(open_any_context(&p, &old, vault_crypto::Aad::NONE)).unwrap();
     assert_eq!(opened.plaintext(), b"before rotation");
     assert_eq!(opened.key_ref().version(), "v1");
 }
@@ -53,13 +59,19 @@ fn rotate_then_open_old_envelopes() {
 #[test]
 fn rewrap_moves_to_the_primary_without_touching_the_ciphertext() {
     let p = ManagedKeyProvider::in_memory("root").unwrap();
-    let old = block_on(seal(&p, &org1(), b"payload", b"aad")).unwrap();
+    let old = block_on(seal(
+        &p,
+        &org1(),
+        b"payload",
+        vault_crypto::Aad::new(b"aad"),
+    ))
+    .unwrap();
     assert_eq!(
-        block_on(rewrap(&p, &old)).unwrap(),
+        block_on(rewrap_any_context(&p, &old)).unwrap(),
         Rewrapped::AlreadyCurrent
     );
     block_on(p.rotate()).unwrap();
-    let Rewrapped::Moved(new) = block_on(rewrap(&p, &old)).unwrap() else {
+    let Rewrapped::Moved(new) = block_on(rewrap_any_context(&p, &old)).unwrap() else {
         panic!("v1 is no longer the primary version");
     };
     assert_eq!(new.key_ref().version(), "v2");
@@ -78,10 +90,12 @@ fn rewrap_moves_to_the_primary_without_touching_the_ciphertext() {
     // Once v1 is destroyed only the rewrapped envelope opens.
     block_on(p.destroy(1)).unwrap();
     assert_eq!(
-        block_on(open(&p, &new, b"aad")).unwrap().plaintext(),
+        block_on(open_any_context(&p, &new, vault_crypto::Aad::new(b"aad")))
+            .unwrap()
+            .plaintext(),
         b"payload"
     );
-    assert!(block_on(open(&p, &old, b"aad")).is_err());
+    assert!(block_on(open_any_context(&p, &old, vault_crypto::Aad::new(b"aad"))).is_err());
 }
 
 /// Current means one wrapped key, the one the provider makes now: an envelope carrying extra
@@ -94,22 +108,38 @@ fn rewrap_keeps_one_key_and_wrap_again_checks_the_key() {
     let dek = vault_crypto::DataKey::generate().unwrap();
     let w1 = block_on(p.wrap(&dek, &ctx)).unwrap();
     let w2 = block_on(p.wrap(&dek, &ctx)).unwrap();
-    let two =
-        vault_crypto::danger::seal_with_key(&dek, &[w1.clone(), w2], &ctx, b"two", b"").unwrap();
-    let Rewrapped::Moved(one) = block_on(rewrap(&p, &two)).unwrap() else {
+    let two = vault_crypto::danger::seal_with_key(
+        &dek,
+        &[w1.clone(), w2],
+        &ctx,
+        b"two",
+        vault_crypto::Aad::NONE,
+    )
+    .unwrap();
+    let Rewrapped::Moved(one) = block_on(rewrap_any_context(&p, &two)).unwrap() else {
         panic!("two wrapped keys are not current");
     };
     assert_eq!(Envelope::parse(&one).unwrap().wrapped_keys().len(), 1);
-    assert_eq!(block_on(open(&p, &one, b"")).unwrap().plaintext(), b"two");
+    assert_eq!(
+        block_on(open_any_context(&p, &one, vault_crypto::Aad::NONE))
+            .unwrap()
+            .plaintext(),
+        b"two"
+    );
 
     let junk = WrappedKey::new(w1.key_ref().clone(), vec![0x42; w1.bytes().len()]).unwrap();
-    let forged = vault_crypto::danger::seal_with_key(&dek, &[junk], &ctx, b"x", b"").unwrap();
+    let forged =
+        vault_crypto::danger::seal_with_key(&dek, &[junk], &ctx, b"x", vault_crypto::Aad::NONE)
+            .unwrap();
     let env = Envelope::parse(&forged).unwrap();
     // Judged by its reference alone, it is current: a stored rewrap leaves it be...
-    assert_eq!(block_on(env.rewrap(&p)).unwrap(), Rewrapped::AlreadyCurrent);
+    assert_eq!(
+        block_on(env.rewrap(&p, &ctx)).unwrap(),
+        Rewrapped::AlreadyCurrent
+    );
     // ...but handing it on after `wrap_again` means it was opened and checked.
     assert!(matches!(
-        block_on(env.wrap_again(&p)),
+        block_on(env.wrap_again(&p, &ctx)),
         Err(Error::DecryptionFailed)
     ));
 }
@@ -117,9 +147,9 @@ fn rewrap_keeps_one_key_and_wrap_again_checks_the_key() {
 #[test]
 fn destroy_shreds_exactly_that_version() {
     let p = ManagedKeyProvider::in_memory("root").unwrap();
-    let v1 = block_on(seal(&p, &org1(), b"one", b"")).unwrap();
+    let v1 = block_on(seal(&p, &org1(), b"one", vault_crypto::Aad::NONE)).unwrap();
     block_on(p.rotate()).unwrap();
-    let v2 = block_on(seal(&p, &org1(), b"two", b"")).unwrap();
+    let v2 = block_on(seal(&p, &org1(), b"two", vault_crypto::Aad::NONE)).unwrap();
     block_on(p.rotate()).unwrap();
 
     assert!(matches!(
@@ -133,11 +163,16 @@ fn destroy_shreds_exactly_that_version() {
     block_on(p.destroy(1)).unwrap();
     block_on(p.destroy(1)).unwrap(); // idempotent
 
-    match block_on(open(&p, &v1, b"")) {
+    match block_on(open_any_context(&p, &v1, vault_crypto::Aad::NONE)) {
         Err(Error::Provider(e)) => assert_eq!(e.kind(), ProviderErrorKind::Disabled),
         other => panic!("destroyed version opened: {other:?}"),
     }
-    assert_eq!(block_on(open(&p, &v2, b"")).unwrap().plaintext(), b"two");
+    assert_eq!(
+        block_on(open_any_context(&p, &v2, vault_crypto::Aad::NONE))
+            .unwrap()
+            .plaintext(),
+        b"two"
+    );
     let states: Vec<_> = p.versions().iter().map(|v| v.state).collect();
     assert_eq!(
         states,
@@ -152,20 +187,25 @@ fn destroy_shreds_exactly_that_version() {
 #[test]
 fn min_decryption_version_refuses_older_versions_reversibly() {
     let p = ManagedKeyProvider::in_memory("root").unwrap();
-    let v1 = block_on(seal(&p, &org1(), b"one", b"")).unwrap();
+    let v1 = block_on(seal(&p, &org1(), b"one", vault_crypto::Aad::NONE)).unwrap();
     block_on(p.rotate()).unwrap();
     assert!(matches!(
         block_on(p.set_min_decryption_version(3)),
         Err(KeyRingError::MinAbovePrimary { min: 3, primary: 2 })
     ));
     block_on(p.set_min_decryption_version(2)).unwrap();
-    match block_on(open(&p, &v1, b"")) {
+    match block_on(open_any_context(&p, &v1, vault_crypto::Aad::NONE)) {
         Err(Error::Provider(e)) => assert_eq!(e.kind(), ProviderErrorKind::Disabled),
         other => panic!("below-minimum version opened: {other:?}"),
     }
     assert_eq!(p.versions()[0].state, VersionState::Disabled);
     block_on(p.set_min_decryption_version(1)).unwrap();
-    assert_eq!(block_on(open(&p, &v1, b"")).unwrap().plaintext(), b"one");
+    assert_eq!(
+        block_on(open_any_context(&p, &v1, vault_crypto::Aad::NONE))
+            .unwrap()
+            .plaintext(),
+        b"one"
+    );
 }
 
 #[test]
@@ -209,7 +249,7 @@ fn the_ring_file_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let env = {
         let p = ManagedKeyProvider::open_or_create(dir.path(), "root").unwrap();
-        let env = block_on(seal(&p, &org1(), b"durable", b"")).unwrap();
+        let env = block_on(seal(&p, &org1(), b"durable", vault_crypto::Aad::NONE)).unwrap();
         block_on(p.rotate()).unwrap();
         env
     };
@@ -220,7 +260,9 @@ fn the_ring_file_survives_a_restart() {
     let p = ManagedKeyProvider::open_or_create(dir.path(), "root").unwrap();
     assert_eq!(p.primary_version(), 2);
     assert_eq!(
-        block_on(open(&p, &env, b"")).unwrap().plaintext(),
+        block_on(open_any_context(&p, &env, vault_crypto::Aad::NONE))
+            .unwrap()
+            .plaintext(),
         b"durable"
     );
 }
@@ -290,9 +332,11 @@ fn two_handles_on_one_file_never_lose_a_version() {
     // b wraps under its newest known version; a opens it even without an explicit reload.
     let c = ManagedKeyProvider::open_or_create(dir.path(), "root").unwrap();
     block_on(c.rotate()).unwrap();
-    let env = block_on(seal(&c, &org1(), b"from c", b"")).unwrap();
+    let env = block_on(seal(&c, &org1(), b"from c", vault_crypto::Aad::NONE)).unwrap();
     assert_eq!(
-        block_on(open(&*b, &env, b"")).unwrap().plaintext(),
+        block_on(open_any_context(&*b, &env, vault_crypto::Aad::NONE))
+            .unwrap()
+            .plaintext(),
         b"from c"
     );
 }
@@ -317,7 +361,7 @@ fn within<T>(bound: Duration, mut attempt: impl FnMut() -> Option<T>) -> (T, Dur
 }
 
 fn sealed_version(p: &ManagedKeyProvider) -> String {
-    let env = block_on(seal(p, &org1(), b"v", b"")).unwrap();
+    let env = block_on(seal(p, &org1(), b"v", vault_crypto::Aad::NONE)).unwrap();
     Envelope::parse(&env).unwrap().wrapped_keys()[0]
         .key_ref()
         .version()
@@ -538,7 +582,7 @@ fn the_data_key_cache_stops_reusing_a_key_of_a_rotated_version() {
     let ring = Arc::new(ManagedKeyProvider::in_memory("root").unwrap());
     let cached = CachingProvider::new(ring.clone(), CacheLimits::default());
     let version = |p: &CachingProvider| {
-        let env = block_on(seal(p, &org1(), b"v", b"")).unwrap();
+        let env = block_on(seal(p, &org1(), b"v", vault_crypto::Aad::NONE)).unwrap();
         Envelope::parse(&env).unwrap().wrapped_keys()[0]
             .key_ref()
             .version()
@@ -603,4 +647,54 @@ fn a_ring_recreated_in_place_is_refused_even_at_the_same_generation() {
         block_on(held.refresh()),
         Err(KeyRingError::Replaced { .. })
     ));
+}
+
+/// The small traps an embedder met: each answer now says what is wrong and where.
+#[test]
+fn a_bad_ring_name_and_a_damaged_ring_file_say_what_and_where() {
+    let err = ManagedKeyProvider::in_memory("a/b").unwrap_err();
+    assert!(matches!(err, KeyRingError::InvalidName { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("\"a/b\"") && text.contains("A-Z, a-z, 0-9, _ and -"),
+        "{text}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    ManagedKeyProvider::open_or_create(dir.path(), "root").unwrap();
+    let path = dir.path().join("keyring-root.json");
+    let good = fs::read(&path).unwrap();
+    for (damaged, what) in [
+        (good[..good.len() / 2].to_vec(), "truncated"),
+        (
+            b"{\"format\": 1, \"name\": \"root\", \"surprise\": true}".to_vec(),
+            "not a key ring file",
+        ),
+        (b"[ not json".to_vec(), "not JSON"),
+    ] {
+        fs::write(&path, &damaged).unwrap();
+        let text = ManagedKeyProvider::open_existing(dir.path(), "root")
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(text.contains(what), "{text}");
+    }
+}
+
+/// `Router::calls` counts what the router dispatched, not what reached a key service: behind a
+/// cache, a hundred seals are a hundred `seal_keys` and one call of the provider behind it.
+#[test]
+fn router_calls_count_seal_keys_apart_from_generated_keys() {
+    let ring = Arc::new(ManagedKeyProvider::in_memory("root").unwrap());
+    let cache = Arc::new(CachingProvider::new(ring, CacheLimits::default()));
+    let router = Router::new(cache.clone());
+    let c = org1();
+    for _ in 0..100 {
+        block_on(seal(&router, &c, b"v", vault_crypto::Aad::NONE)).unwrap();
+    }
+    let calls = router.calls();
+    assert_eq!((calls.seal_keys, calls.generate), (100, 0));
+    assert_eq!(cache.stats().provider_calls, 1);
+    block_on(router.generate_data_key(&c)).unwrap();
+    assert_eq!(router.calls().generate, 1);
 }

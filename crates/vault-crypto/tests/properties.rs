@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use common::block_on;
 use proptest::prelude::*;
-use vault_crypto::{Envelope, Error, KeyContext, ManagedKeyProvider, open, seal};
+use vault_crypto::{Envelope, Error, KeyContext, ManagedKeyProvider, open_any_context, seal};
 
 /// Valid contexts: 1 to 10 pairs, keys 1..=128 bytes without control characters, values 1..=500
 /// characters (any, including control characters and astral-plane ones).
@@ -32,8 +32,8 @@ proptest! {
         aad in prop::collection::vec(any::<u8>(), 0..64),
     ) {
         let p = provider();
-        let env = block_on(seal(&p, &ctx, &value, &aad)).unwrap();
-        let opened = block_on(open(&p, &env, &aad)).unwrap();
+        let env = block_on(seal(&p, &ctx, &value, vault_crypto::Aad::new(&aad))).unwrap();
+        let opened = block_on(open_any_context(&p, &env, vault_crypto::Aad::new(&aad))).unwrap();
         prop_assert_eq!(opened.plaintext(), &value[..]);
         prop_assert_eq!(opened.context(), &ctx);
         // The text form carries the same envelope.
@@ -80,9 +80,9 @@ proptest! {
         other_aad in prop::collection::vec(any::<u8>(), 0..32),
     ) {
         let p = provider();
-        let env = block_on(seal(&p, &ctx, b"value", &aad)).unwrap();
+        let env = block_on(seal(&p, &ctx, b"value", vault_crypto::Aad::new(&aad))).unwrap();
         if other_aad != aad {
-            prop_assert!(matches!(block_on(open(&p, &env, &other_aad)), Err(Error::DecryptionFailed)));
+            prop_assert!(matches!(block_on(open_any_context(&p, &env, vault_crypto::Aad::new(&other_aad))), Err(Error::DecryptionFailed)));
         }
         if other != ctx {
             // Splice the other context into the header, keeping every length consistent.
@@ -96,7 +96,7 @@ proptest! {
             let forged_env = Envelope::parse(&forged).unwrap();
             prop_assert_eq!(forged_env.context(), &other);
             prop_assert_eq!(forged_env.wrapped_keys(), parsed.wrapped_keys());
-            prop_assert!(matches!(block_on(open(&p, &forged, &aad)), Err(Error::DecryptionFailed)));
+            prop_assert!(matches!(block_on(open_any_context(&p, &forged, vault_crypto::Aad::new(&aad))), Err(Error::DecryptionFailed)));
         }
     }
 
@@ -108,10 +108,10 @@ proptest! {
         bit in 0u8..8,
     ) {
         let p = provider();
-        let mut env = block_on(seal(&p, &ctx, &value, b"")).unwrap().into_bytes();
+        let mut env = block_on(seal(&p, &ctx, &value, vault_crypto::Aad::NONE)).unwrap().into_bytes();
         let i = position.index(env.len());
         env[i] ^= 1 << bit;
-        prop_assert!(block_on(open(&p, &env, b"")).is_err(), "flip at {} opened", i);
+        prop_assert!(block_on(open_any_context(&p, &env, vault_crypto::Aad::NONE)).is_err(), "flip at {} opened", i);
     }
 
     #[test]
@@ -127,23 +127,34 @@ proptest! {
 fn every_byte_of_an_envelope_is_protected() {
     let p = provider();
     let ctx = KeyContext::from_pairs([("organization_id", "org_1"), ("user_id", "u_9")]).unwrap();
-    let env = block_on(seal(&p, &ctx, b"attack at dawn", b"aad")).unwrap();
+    let env = block_on(seal(
+        &p,
+        &ctx,
+        b"attack at dawn",
+        vault_crypto::Aad::new(b"aad"),
+    ))
+    .unwrap();
     for i in 0..env.len() {
         for delta in [0x01u8, 0x80, 0xff] {
             let mut bad = env.to_vec();
             bad[i] ^= delta;
-            let result = block_on(open(&p, &bad, b"aad"));
+            let result = block_on(open_any_context(&p, &bad, vault_crypto::Aad::new(b"aad")));
             assert!(result.is_err(), "byte {i} ^ {delta:#x} still opened");
         }
     }
     // And every truncation.
     for len in 0..env.len() {
         assert!(
-            block_on(open(&p, &env[..len], b"aad")).is_err(),
+            block_on(open_any_context(
+                &p,
+                &env[..len],
+                vault_crypto::Aad::new(b"aad")
+            ))
+            .is_err(),
             "truncated to {len}"
         );
     }
-    assert!(block_on(open(&p, &env, b"aad")).is_ok());
+    assert!(block_on(open_any_context(&p, &env, vault_crypto::Aad::new(b"aad"))).is_ok());
 }
 
 /// A ciphertext opens under exactly one data key: a second, valid wrapped key of another data
@@ -152,7 +163,7 @@ fn every_byte_of_an_envelope_is_protected() {
 fn the_commitment_rejects_a_substituted_data_key() {
     let p = provider();
     let ctx = KeyContext::from_pairs([("organization_id", "org_1")]).unwrap();
-    let env = block_on(seal(&p, &ctx, b"genuine", b"")).unwrap();
+    let env = block_on(seal(&p, &ctx, b"genuine", vault_crypto::Aad::NONE)).unwrap();
     let parsed = Envelope::parse(&env).unwrap();
     // An attacker who can wrap keys for this context wraps their own data key...
     let (_, attacker_wrapped) =
@@ -163,7 +174,7 @@ fn the_commitment_rejects_a_substituted_data_key() {
         vec![attacker_wrapped],
     ] {
         let forged = parsed.with_wrapped_keys(keys.clone()).unwrap();
-        let result = block_on(open(&p, &forged, b""));
+        let result = block_on(open_any_context(&p, &forged, vault_crypto::Aad::NONE));
         if keys.len() == 2 {
             // The genuine key is still found; the substitute was not used.
             assert_eq!(result.unwrap().plaintext(), b"genuine");
@@ -193,7 +204,7 @@ fn the_backends_interoperate_byte_for_byte() {
                 &[wrapped],
                 &ctx,
                 value,
-                b"a",
+                vault_crypto::Aad::new(b"a"),
                 [1; 32],
                 [2; 12],
             )
@@ -203,7 +214,13 @@ fn the_backends_interoperate_byte_for_byte() {
         assert_eq!(outputs[0], outputs[1], "ring and RustCrypto differ");
         for backend in Backend::ALL.iter().copied() {
             let dek = danger::data_key_from_bytes([3u8; 32]);
-            let pt = danger::open_with_data_key(backend, &dek, &outputs[0], b"a").unwrap();
+            let pt = danger::open_with_data_key(
+                backend,
+                &dek,
+                &outputs[0],
+                vault_crypto::Aad::new(b"a"),
+            )
+            .unwrap();
             assert_eq!(&pt[..], value);
         }
     }

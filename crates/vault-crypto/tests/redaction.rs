@@ -8,7 +8,7 @@ use std::fs;
 use base64::Engine as _;
 use common::{block_on, ctx};
 use vault_crypto::{
-    DataKey, Error, KeyProvider, KeyRingError, ManagedKeyProvider, danger, open, seal,
+    DataKey, Error, KeyProvider, KeyRingError, ManagedKeyProvider, danger, open_any_context, seal,
 };
 
 /// Every way key bytes could be printed: hex (both cases), Rust's decimal array form, base64.
@@ -55,8 +55,8 @@ fn providers_and_opened_values_are_redacted() {
     let (dek, wrapped) = block_on(p.generate_data_key(&c)).unwrap();
     let dek_bytes = *dek.expose_secret();
     let plaintext = b"card 4111111111111111 cvv 123";
-    let env = block_on(seal(&p, &c, plaintext, b"")).unwrap();
-    let opened = block_on(open(&p, &env, b"")).unwrap();
+    let env = block_on(seal(&p, &c, plaintext, vault_crypto::Aad::NONE)).unwrap();
+    let opened = block_on(open_any_context(&p, &env, vault_crypto::Aad::NONE)).unwrap();
 
     let secrets: [&[u8]; 3] = [&root, &dek_bytes, plaintext];
     assert_clean_fmt("ManagedKeyProvider", &p, &secrets);
@@ -73,17 +73,39 @@ fn errors_carry_no_secrets() {
     let p = danger::managed_provider_from_root_keys("root", &[(1, root)], 1).unwrap();
     let c = ctx(&[("organization_id", "org_1")]);
     let plaintext = b"top secret plaintext";
-    let env = block_on(seal(&p, &c, plaintext, b"aad")).unwrap();
+    let env = block_on(seal(&p, &c, plaintext, vault_crypto::Aad::new(b"aad"))).unwrap();
 
     let mut errors: Vec<Error> = Vec::new();
-    errors.push(block_on(open(&p, &env, b"wrong")).unwrap_err());
+    errors
+        .push(block_on(open_any_context(&p, &env, vault_crypto::Aad::new(b"wrong"))).unwrap_err());
     let mut tampered = env.to_vec();
     let last = tampered.len() - 1;
     tampered[last] ^= 1;
-    errors.push(block_on(open(&p, &tampered, b"aad")).unwrap_err());
-    errors.push(block_on(open(&p, &env[..20], b"aad")).unwrap_err());
+    errors.push(
+        block_on(open_any_context(
+            &p,
+            &tampered,
+            vault_crypto::Aad::new(b"aad"),
+        ))
+        .unwrap_err(),
+    );
+    errors.push(
+        block_on(open_any_context(
+            &p,
+            &env[..20],
+            vault_crypto::Aad::new(b"aad"),
+        ))
+        .unwrap_err(),
+    );
     let other = ManagedKeyProvider::in_memory("root").unwrap();
-    errors.push(block_on(open(&other, &env, b"aad")).unwrap_err());
+    errors.push(
+        block_on(open_any_context(
+            &other,
+            &env,
+            vault_crypto::Aad::new(b"aad"),
+        ))
+        .unwrap_err(),
+    );
     // A context error names the key, not the value.
     let value = "hunter2-value-that-must-not-leak";
     errors.push(
@@ -142,14 +164,17 @@ fn issued_data_keys_and_sdk_blobs_are_redacted() {
         issued.data_key(),
         issued.encrypted_keys(),
         b"card 4111 1111 1111 1111",
-        b"",
+        vault_crypto::Aad::NONE,
     )
     .unwrap();
     let bytes = vault_crypto::workos::LocalBlob::decode_text(&blob).unwrap();
     let parsed = vault_crypto::workos::LocalBlob::parse(&bytes).unwrap();
     assert_clean_fmt("LocalBlob", &parsed, &[&key, b"card 4111"]);
     let err = parsed
-        .decrypt(&danger::data_key_from_bytes([9; 32]), b"")
+        .decrypt(
+            &danger::data_key_from_bytes([9; 32]),
+            vault_crypto::Aad::NONE,
+        )
         .unwrap_err();
     assert_clean_fmt("blob Error", &err, &[&key]);
     assert_clean("blob Error Display", &err.to_string(), &[&key]);

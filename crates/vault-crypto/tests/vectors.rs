@@ -17,7 +17,7 @@ use common::block_on;
 use sha2::{Digest, Sha256};
 use vault_crypto::{
     Backend, DataKey, Envelope, EnvelopeError, Error, KeyContext, KeyProvider, KeyRef,
-    ManagedKeyProvider, Router, WrappedKey, danger, open,
+    ManagedKeyProvider, Router, WrappedKey, danger, open_any_context,
 };
 
 type Block = BTreeMap<String, String>;
@@ -125,7 +125,7 @@ fn positive_vectors_reproduce_through_every_entry_point() {
                 &wrapped,
                 &ctx,
                 &plaintext,
-                &aad,
+                vault_crypto::Aad::new(&aad),
                 arr(b, "MESSAGE_ID"),
                 arr(b, "NONCE"),
             )
@@ -137,23 +137,44 @@ fn positive_vectors_reproduce_through_every_entry_point() {
             );
 
             // Opening through the provider, through a router, with the data key, and from text.
-            let opened = block_on(open(&p, &expected, &aad)).unwrap();
+            let opened = block_on(open_any_context(
+                &p,
+                &expected,
+                vault_crypto::Aad::new(&aad),
+            ))
+            .unwrap();
             assert_eq!(opened.plaintext(), plaintext, "{name}/{backend:?}: open");
             assert_eq!(opened.context(), &ctx);
             let router = Router::new(Arc::new(provider(b, backend)));
             assert_eq!(
-                block_on(open(&router, &expected, &aad))
-                    .unwrap()
-                    .plaintext(),
+                block_on(open_any_context(
+                    &router,
+                    &expected,
+                    vault_crypto::Aad::new(&aad)
+                ))
+                .unwrap()
+                .plaintext(),
                 plaintext
             );
-            let pt = danger::open_with_data_key(backend, &dek(b), &expected, &aad).unwrap();
+            let pt = danger::open_with_data_key(
+                backend,
+                &dek(b),
+                &expected,
+                vault_crypto::Aad::new(&aad),
+            )
+            .unwrap();
             assert_eq!(&pt[..], plaintext, "{name}/{backend:?}: open with data key");
             let text = vault_crypto::encode_text(&expected);
             assert_eq!(text, b["TEXT"], "{name}: text form");
             let from_text = Envelope::decode_text(&text).unwrap();
             assert_eq!(
-                block_on(open(&p, &from_text, &aad)).unwrap().plaintext(),
+                block_on(open_any_context(
+                    &p,
+                    &from_text,
+                    vault_crypto::Aad::new(&aad)
+                ))
+                .unwrap()
+                .plaintext(),
                 plaintext
             );
             // The unwrap alone.
@@ -231,17 +252,30 @@ fn negative_vectors_fail_as_specified_through_every_entry_point() {
         for &backend in Backend::ALL {
             let p = provider(base, backend);
             assert_eq!(
-                outcome(block_on(open(&p, &bytes, &aad))),
+                outcome(block_on(open_any_context(
+                    &p,
+                    &bytes,
+                    vault_crypto::Aad::new(&aad)
+                ))),
                 *fails,
                 "{name}/{backend:?}: open"
             );
             let router = Router::new(Arc::new(provider(base, backend)));
             assert_eq!(
-                outcome(block_on(open(&router, &bytes, &aad))),
+                outcome(block_on(open_any_context(
+                    &router,
+                    &bytes,
+                    vault_crypto::Aad::new(&aad)
+                ))),
                 *fails,
                 "{name}: router"
             );
-            let r = danger::open_with_data_key(backend, &dek(base), &bytes, &aad);
+            let r = danger::open_with_data_key(
+                backend,
+                &dek(base),
+                &bytes,
+                vault_crypto::Aad::new(&aad),
+            );
             assert_eq!(
                 outcome(r),
                 *with_key,
@@ -249,7 +283,10 @@ fn negative_vectors_fail_as_specified_through_every_entry_point() {
             );
             let text = vault_crypto::encode_text(&bytes);
             let r = match Envelope::decode_text(&text) {
-                Ok(decoded) => block_on(open(&p, &decoded, &aad)).map(|_| ()),
+                Ok(decoded) => {
+                    block_on(open_any_context(&p, &decoded, vault_crypto::Aad::new(&aad)))
+                        .map(|_| ())
+                }
                 Err(e) => Err(e.into()),
             };
             assert_eq!(outcome(r), *fails, "{name}: text form");
@@ -399,7 +436,7 @@ fn generate_positive() -> String {
             &wrapped,
             &ctx,
             &s.plaintext,
-            &s.aad,
+            vault_crypto::Aad::new(&s.aad),
             message_id,
             nonce,
         )

@@ -61,7 +61,7 @@ fn vectors_reproduce_byte_for_byte() {
             &key(v),
             &v.encrypted_keys,
             v.plaintext.as_bytes(),
-            &v.aad,
+            vault_crypto::Aad::new(&v.aad),
             &v.iv,
         )
         .unwrap();
@@ -79,7 +79,9 @@ fn vectors_parse_and_decrypt() {
         let blob = LocalBlob::parse_as(&bytes, Layout::IvFirst).unwrap();
         assert_eq!(blob.encrypted_keys(), v.encrypted_keys, "{}", v.name);
         assert_eq!(blob.to_bytes(), v.blob, "{}", v.name);
-        let plain = blob.decrypt(&key(v), &v.aad).unwrap();
+        let plain = blob
+            .decrypt(&key(v), vault_crypto::Aad::new(&v.aad))
+            .unwrap();
         assert_eq!(plain, v.plaintext.as_bytes(), "{}", v.name);
     }
 }
@@ -89,11 +91,14 @@ fn wrong_aad_wrong_key_or_any_flipped_bit_fails() {
     for v in &vectors() {
         let blob = LocalBlob::parse_as(&v.blob, Layout::IvFirst).unwrap();
         assert!(matches!(
-            blob.decrypt(&key(v), b"other aad"),
+            blob.decrypt(&key(v), vault_crypto::Aad::new(b"other aad")),
             Err(Error::DecryptionFailed)
         ));
         assert!(matches!(
-            blob.decrypt(&danger::data_key_from_bytes([7; 32]), &v.aad),
+            blob.decrypt(
+                &danger::data_key_from_bytes([7; 32]),
+                vault_crypto::Aad::new(&v.aad)
+            ),
             Err(Error::DecryptionFailed)
         ));
         let lp = if v.encrypted_keys.len() < 128 { 1 } else { 2 };
@@ -106,7 +111,7 @@ fn wrong_aad_wrong_key_or_any_flipped_bit_fails() {
                 continue;
             }
             let opened = LocalBlob::parse_as(&bad, Layout::IvFirst)
-                .is_ok_and(|b| b.decrypt(&key(v), &v.aad).is_ok());
+                .is_ok_and(|b| b.decrypt(&key(v), vault_crypto::Aad::new(&v.aad)).is_ok());
             assert!(!opened, "{}: byte {i} changed and still opened", v.name);
         }
     }
@@ -116,11 +121,17 @@ fn wrong_aad_wrong_key_or_any_flipped_bit_fails() {
 fn random_round_trip_has_a_fresh_iv() {
     let k = danger::data_key_from_bytes([1; 32]);
     let keys = b"VLTE\x01\x00\x01 an issued key";
-    let a = workos::encrypt(&k, keys, b"value", b"aad").unwrap();
-    let b = workos::encrypt(&k, keys, b"value", b"aad").unwrap();
+    let a = workos::encrypt(&k, keys, b"value", vault_crypto::Aad::new(b"aad")).unwrap();
+    let b = workos::encrypt(&k, keys, b"value", vault_crypto::Aad::new(b"aad")).unwrap();
     assert_ne!(a, b);
-    assert_eq!(workos::decrypt_text(&k, &a, b"aad").unwrap(), b"value");
-    assert_eq!(workos::decrypt_text(&k, &b, b"aad").unwrap(), b"value");
+    assert_eq!(
+        workos::decrypt_text(&k, &a, vault_crypto::Aad::new(b"aad")).unwrap(),
+        b"value"
+    );
+    assert_eq!(
+        workos::decrypt_text(&k, &b, vault_crypto::Aad::new(b"aad")).unwrap(),
+        b"value"
+    );
 }
 
 #[test]
@@ -158,5 +169,5 @@ fn structural_limits_are_typed_errors() {
         Err(EnvelopeError::Base64)
     );
     let k = danger::data_key_from_bytes([1; 32]);
-    assert!(workos::encrypt(&k, b"", b"v", b"").is_err());
+    assert!(workos::encrypt(&k, b"", b"v", vault_crypto::Aad::NONE).is_err());
 }

@@ -88,13 +88,13 @@ fn sdk_made_vectors_parse_in_their_layout_and_decrypt() {
         assert_eq!(blob.encrypted_keys(), v.encrypted_keys, "{}", v.name);
         assert_eq!(blob.to_bytes(), v.blob, "{}", v.name);
         assert_eq!(
-            blob.decrypt(&key, &v.aad).unwrap(),
+            blob.decrypt(&key, vault_crypto::Aad::new(&v.aad)).unwrap(),
             v.plaintext.as_bytes(),
             "{}",
             v.name
         );
         assert!(matches!(
-            blob.decrypt(&key, b"other aad"),
+            blob.decrypt(&key, vault_crypto::Aad::new(b"other aad")),
             Err(Error::DecryptionFailed)
         ));
         // Made again with the vector's IV: the same bytes.
@@ -103,7 +103,7 @@ fn sdk_made_vectors_parse_in_their_layout_and_decrypt() {
             &key,
             &v.encrypted_keys,
             v.plaintext.as_bytes(),
-            &v.aad,
+            vault_crypto::Aad::new(&v.aad),
             &v.iv,
         )
         .unwrap();
@@ -124,7 +124,7 @@ fn every_authenticated_byte_of_every_layout_is_checked() {
                     continue;
                 }
                 assert!(
-                    blob.decrypt(&key, &v.aad).is_err(),
+                    blob.decrypt(&key, vault_crypto::Aad::new(&v.aad)).is_err(),
                     "{}: byte {i} changed and still opened",
                     v.name
                 );
@@ -141,8 +141,15 @@ fn a_blob_that_reads_as_two_layouts_is_refused_not_guessed() {
     let key = danger::data_key_from_bytes([5; 32]);
     let keys = b"VLTE\x01\x00\x01 issued".to_vec();
     let iv = [8, b'V', b'L', b'T', b'E', 1, 0, 1, 0xaa, 0xbb, 0xcc, 0xdd];
-    let blob =
-        danger::workos_encrypt_with_iv(Layout::IvFirst, &key, &keys, b"pt", b"", &iv).unwrap();
+    let blob = danger::workos_encrypt_with_iv(
+        Layout::IvFirst,
+        &key,
+        &keys,
+        b"pt",
+        vault_crypto::Aad::NONE,
+        &iv,
+    )
+    .unwrap();
     assert!(LocalBlob::parse_as(&blob, Layout::KeysFirst).is_ok());
     assert_eq!(
         LocalBlob::parse(&blob),
@@ -151,7 +158,7 @@ fn a_blob_that_reads_as_two_layouts_is_refused_not_guessed() {
         })
     );
     let named = LocalBlob::parse_as(&blob, Layout::IvFirst).unwrap();
-    assert_eq!(named.decrypt(&key, b"").unwrap(), b"pt");
+    assert_eq!(named.decrypt(&key, vault_crypto::Aad::NONE).unwrap(), b"pt");
 }
 
 #[test]
@@ -171,7 +178,17 @@ fn structural_limits_of_the_keys_first_layout() {
     );
     assert!(LocalBlob::parse_as(&[0, 1, 2], Layout::KeysFirst).is_err());
     let k = danger::data_key_from_bytes([1; 32]);
-    assert!(danger::workos_encrypt_with_iv(Layout::LongIv, &k, &keys, b"", b"", &[0; 12]).is_err());
+    assert!(
+        danger::workos_encrypt_with_iv(
+            Layout::LongIv,
+            &k,
+            &keys,
+            b"",
+            vault_crypto::Aad::NONE,
+            &[0; 12]
+        )
+        .is_err()
+    );
 }
 
 proptest! {
@@ -191,12 +208,12 @@ proptest! {
         let mut keys = if wos { b"WOS.EKM.v1\0".to_vec() } else { b"VLTE\x01\x00\x01".to_vec() };
         keys.extend_from_slice(&tail);
         let key = danger::data_key_from_bytes(key);
-        let text = workos::encrypt_as(layout, &key, &keys, &plaintext, &aad).unwrap();
+        let text = workos::encrypt_as(layout, &key, &keys, &plaintext, vault_crypto::Aad::new(&aad)).unwrap();
         let bytes = LocalBlob::decode_text(&text).unwrap();
         let blob = LocalBlob::parse(&bytes).unwrap();
         prop_assert_eq!(blob.layout(), layout);
         prop_assert_eq!(blob.encrypted_keys(), &keys[..]);
-        prop_assert_eq!(blob.decrypt(&key, &aad).unwrap(), plaintext);
+        prop_assert_eq!(blob.decrypt(&key, vault_crypto::Aad::new(&aad)).unwrap(), plaintext);
         prop_assert_eq!(blob.to_bytes(), bytes);
     }
 }

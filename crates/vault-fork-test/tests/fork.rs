@@ -29,7 +29,7 @@ fn draw(provider: &ManagedKeyProvider, ctx: &KeyContext) -> Vec<[u8; 32]> {
     vault_crypto::random::fill(&mut raw).unwrap();
     let key = DataKey::generate().unwrap();
     let (managed_key, wrapped) = ready(provider.generate_data_key(ctx)).unwrap();
-    let sealed = ready(seal(provider, ctx, b"value", b"")).unwrap();
+    let sealed = ready(seal(provider, ctx, b"value", vault_crypto::Aad::NONE)).unwrap();
     let envelope = Envelope::parse(&sealed).unwrap();
     let mut wrap_nonce = [0u8; 32];
     wrap_nonce[..12].copy_from_slice(&wrapped.bytes()[..12]);

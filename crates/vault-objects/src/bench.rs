@@ -217,11 +217,25 @@ pub fn run(settings: &Settings, bar: &dyn Progress) -> Result<Report, vault_cryp
         bar.message(&format!("{size} B"));
         let pt = vec![0x42u8; size];
         let raw_ct = raw_seal(&key, &pt);
-        let env = ready(seal(&managed, &ctx, &pt, b""))?;
+        let env = ready(seal(&managed, &ctx, &pt, vault_crypto::Aad::NONE))?;
         let mut raw_s = || drop(black_box(raw_seal(&key, black_box(&pt))));
-        let mut env_s = || drop(black_box(ready(seal(&managed, &ctx, black_box(&pt), b""))));
+        let mut env_s = || {
+            drop(black_box(ready(seal(
+                &managed,
+                &ctx,
+                black_box(&pt),
+                vault_crypto::Aad::NONE,
+            ))))
+        };
         let mut raw_o = || drop(black_box(raw_open(&key, black_box(&raw_ct))));
-        let mut env_o = || drop(black_box(ready(open(&managed, black_box(&env), b""))));
+        let mut env_o = || {
+            drop(black_box(ready(open(
+                &managed,
+                black_box(&env),
+                &ctx,
+                vault_crypto::Aad::NONE,
+            ))))
+        };
         let r = interleaved(
             settings,
             bar,
@@ -261,7 +275,14 @@ pub fn run(settings: &Settings, bar: &dyn Progress) -> Result<Report, vault_cryp
     let kek = ring_key();
     let mut wrap = || drop(black_box(raw_seal(&kek, black_box(&[3u8; 32]))));
     let mut aead = || drop(black_box(raw_seal(&ring_key(), black_box(&pt))));
-    let mut whole = || drop(black_box(ready(seal(&managed, &ctx, black_box(&pt), b""))));
+    let mut whole = || {
+        drop(black_box(ready(seal(
+            &managed,
+            &ctx,
+            black_box(&pt),
+            vault_crypto::Aad::NONE,
+        ))))
+    };
     let r = interleaved(
         settings,
         bar,
@@ -303,15 +324,25 @@ pub fn run(settings: &Settings, bar: &dyn Progress) -> Result<Report, vault_cryp
     let context_10_pairs_ns = ns(r[0]);
 
     bar.message("1 KiB objects/s, one thread and all");
-    let env = ready(seal(&managed, &ctx, &pt, b""))?;
+    let env = ready(seal(&managed, &ctx, &pt, vault_crypto::Aad::NONE))?;
     let mut objects_1kib = Vec::new();
     for threads in [1, settings.threads.max(1)] {
         let seal_rate = parallel_rate(threads, settings.per_case * 2, || {
-            drop(black_box(ready(seal(&managed, &ctx, black_box(&pt), b""))));
+            drop(black_box(ready(seal(
+                &managed,
+                &ctx,
+                black_box(&pt),
+                vault_crypto::Aad::NONE,
+            ))));
         });
         bar.inc();
         let open_rate = parallel_rate(threads, settings.per_case * 2, || {
-            drop(black_box(ready(open(&managed, black_box(&env), b""))));
+            drop(black_box(ready(open(
+                &managed,
+                black_box(&env),
+                &ctx,
+                vault_crypto::Aad::NONE,
+            ))));
         });
         bar.inc();
         objects_1kib.push(ObjectRate {

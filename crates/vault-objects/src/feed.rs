@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use vault_crypto::{KeyContext, ManagedKeyProvider};
+use vault_crypto::{KeyContext, ManagedKeyProvider, Reserved};
 use vault_store::{
     Actor, EventPage, EventQuery, Remembered, StoreError, Timestamp, WebhookEndpoint, events,
     validate_environment,
@@ -56,8 +56,8 @@ pub(crate) fn secret_binding(
     environment: &str,
     id: &str,
 ) -> Result<(KeyContext, Vec<u8>), VaultError> {
-    let context =
-        KeyContext::from_pairs([("vault_webhook", id)]).map_err(vault_crypto::Error::from)?;
+    let context = KeyContext::reserved(Reserved::WebhookSecret { endpoint: id })
+        .map_err(vault_crypto::Error::from)?;
     let mut aad = b"vault-webhook/v1\0".to_vec();
     aad.extend_from_slice(environment.as_bytes());
     aad.push(0);
@@ -266,7 +266,7 @@ impl Vault {
             environment,
             &context,
             secret.expose_secret().as_bytes(),
-            &aad,
+            vault_crypto::Aad::new(&aad),
         )
         .await?;
         let endpoint = WebhookEndpoint {
@@ -312,7 +312,7 @@ impl Vault {
             &endpoint.environment,
             &context,
             secret.expose_secret().as_bytes(),
-            &aad,
+            vault_crypto::Aad::new(&aad),
         )
         .await?;
         let replaced = WebhookEndpoint {
@@ -383,8 +383,13 @@ impl Vault {
     ) -> Result<WebhookSecret, VaultError> {
         crate::integrity::check_webhook(&*self.store, &self.integrity, endpoint).await?;
         let (context, aad) = secret_binding(&endpoint.environment, &endpoint.id)?;
-        let opened =
-            vault_crypto::open_for(&*self.keys, &endpoint.sealed_secret, &context, &aad).await?;
+        let opened = vault_crypto::open(
+            &*self.keys,
+            &endpoint.sealed_secret,
+            &context,
+            vault_crypto::Aad::new(&aad),
+        )
+        .await?;
         let text = String::from_utf8(opened.into_plaintext())
             .map_err(|_| vault_crypto::Error::DecryptionFailed)?;
         Ok(WebhookSecret(Zeroizing::new(text)))

@@ -3,7 +3,7 @@
 //! ([`IntegrityKey`]), made here and checked here on every read: a row that a database writer
 //! added or changed fails and is refused (logged, target `vault::integrity`), and everything else
 //! keeps being served. The BYOK document is an envelope under a reserved context instead, opened
-//! with [`vault_crypto::open_for`]; the integrity record says which generation of it must exist.
+//! with [`vault_crypto::open`]; the integrity record says which generation of it must exist.
 //!
 //! Where the key lives ([`KeyHome`]): a file beside the key ring on the embedded default, or
 //! sealed like a root key in the store's integrity record. [`open`] finds it, and protects a

@@ -6,7 +6,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use vault_crypto::{
-    KeyContext, KeyRingError, ManagedKeyProvider, ProviderErrorKind, Rewrapped, VersionState,
+    KeyContext, KeyRingError, ManagedKeyProvider, ProviderErrorKind, Reserved, Rewrapped,
+    VersionState,
 };
 use vault_store::{Actor, KeyUsage, StoreError};
 
@@ -150,8 +151,7 @@ impl Vault {
                     report.unreadable += 1;
                     continue;
                 }
-                let rewrapped =
-                    vault_crypto::rewrap_for(&*self.keys, &v.envelope, &v.context).await;
+                let rewrapped = vault_crypto::rewrap(&*self.keys, &v.envelope, &v.context).await;
                 let Some(moved) = report.count(rewrapped)? else {
                     continue;
                 };
@@ -190,7 +190,7 @@ impl Vault {
             }
             let (context, _) = crate::feed::secret_binding(&endpoint.environment, &endpoint.id)?;
             let rewrapped =
-                vault_crypto::rewrap_for(&*self.keys, &endpoint.sealed_secret, &context).await;
+                vault_crypto::rewrap(&*self.keys, &endpoint.sealed_secret, &context).await;
             let Some(moved) = report.count(rewrapped)? else {
                 continue;
             };
@@ -233,7 +233,7 @@ impl Vault {
                             Some(opener) => &**opener,
                             None => &*self.keys,
                         };
-                        match vault_crypto::rewrap_for(opener, &config.seal, &byok_seal_context()?)
+                        match vault_crypto::rewrap(opener, &config.seal, &byok_seal_context()?)
                             .await
                         {
                             Ok(Rewrapped::Moved(moved)) => match self
@@ -366,7 +366,7 @@ fn unusable_key(e: &vault_crypto::Error) -> bool {
 /// # Errors
 /// Never in practice: a constant pair within every limit.
 pub fn byok_seal_context() -> Result<KeyContext, VaultError> {
-    Ok(KeyContext::from_pairs([("vault_byok", "config")]).map_err(vault_crypto::Error::from)?)
+    Ok(KeyContext::reserved(Reserved::ByokConfig).map_err(vault_crypto::Error::from)?)
 }
 
 fn unix_now() -> u64 {

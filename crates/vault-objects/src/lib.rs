@@ -197,8 +197,15 @@ impl Vault {
         self.store.ping().await?;
         let probe = KeyContext::from_pairs([("vault_probe", "ready")])
             .map_err(vault_crypto::Error::from)?;
-        let sealed = vault_crypto::seal(&*self.keys, &probe, b"", b"ready").await?;
-        vault_crypto::open(&*self.keys, &sealed, b"ready").await?;
+        let sealed =
+            vault_crypto::seal(&*self.keys, &probe, b"", vault_crypto::Aad::new(b"ready")).await?;
+        vault_crypto::open(
+            &*self.keys,
+            &sealed,
+            &probe,
+            vault_crypto::Aad::new(b"ready"),
+        )
+        .await?;
         Ok(())
     }
 
@@ -225,7 +232,7 @@ impl Vault {
             environment,
             context,
             value,
-            &object_aad(environment, id),
+            vault_crypto::Aad::new(&object_aad(environment, id)),
         )
         .await?;
         Ok(NewVersion {
@@ -239,11 +246,11 @@ impl Vault {
 
     async fn open_object(&self, meta: ObjectMeta, envelope: &[u8]) -> Result<Object, VaultError> {
         // The envelope's context is authenticated; it must be the object's.
-        let opened = vault_crypto::open_for(
+        let opened = vault_crypto::open(
             &*self.keys,
             envelope,
             &meta.context,
-            &object_aad(&meta.environment, &meta.id),
+            vault_crypto::Aad::new(&object_aad(&meta.environment, &meta.id)),
         )
         .await?;
         Ok(Object {

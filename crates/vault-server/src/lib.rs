@@ -4,7 +4,7 @@
 //! [`app`] builds the axum router over an [`AppState`]: the [`Vault`] facade (key router and
 //! store), the request [`Limits`] and the [`Metrics`]. The server holds no crypto of its own
 //! and reaches no store: objects and data keys go through the facade, and authentication reads
-//! API key records through the narrow [`ApiKeyStore`](vault_objects::ApiKeyStore).
+//! API key records through the narrow [`ApiKeys`](vault_objects::ApiKeys).
 //!
 //! | endpoint | what |
 //! |---|---|

@@ -131,6 +131,7 @@ impl Metrics {
         out.push_str("# HELP vault_provider_calls_total Key-provider calls by operation.\n");
         out.push_str("# TYPE vault_provider_calls_total counter\n");
         for (op, n) in [
+            ("data_key_for_seal", calls.seal_keys),
             ("generate_data_key", calls.generate),
             ("wrap", calls.wrap),
             ("unwrap", calls.unwrap),

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use vault_crypto::{
     Attempts, DataKey, Error, KeyContext, KeyProvider, KeyRef, ManagedKeyProvider, ProviderError,
-    ProviderErrorKind, Rewrapped, WrappedKey, open, rewrap, seal,
+    ProviderErrorKind, Rewrapped, WrappedKey, open_any_context, rewrap_any_context, seal,
 };
 
 fn ctx(org: &str) -> KeyContext {
@@ -106,18 +106,23 @@ impl KeyProvider for Moving<'_> {
 /// envelope moved to the provider keeps its ciphertext.
 pub async fn envelopes_and_rewrap(provider: &dyn KeyProvider) {
     let c = ctx("org_1");
-    let env = seal(provider, &c, b"conformance", b"aad").await.unwrap();
+    let env = seal(provider, &c, b"conformance", vault_crypto::Aad::new(b"aad"))
+        .await
+        .unwrap();
     assert!(provider.owns(env.key_ref()));
     assert_eq!(
-        open(provider, &env, b"aad").await.unwrap().plaintext(),
+        open_any_context(provider, &env, vault_crypto::Aad::new(b"aad"))
+            .await
+            .unwrap()
+            .plaintext(),
         b"conformance"
     );
     assert!(matches!(
-        open(provider, &env, b"other").await,
+        open_any_context(provider, &env, vault_crypto::Aad::new(b"other")).await,
         Err(Error::DecryptionFailed)
     ));
     assert_eq!(
-        rewrap(provider, &env).await.unwrap(),
+        rewrap_any_context(provider, &env).await.unwrap(),
         Rewrapped::AlreadyCurrent
     );
 
@@ -125,8 +130,15 @@ pub async fn envelopes_and_rewrap(provider: &dyn KeyProvider) {
         new: provider,
         old: ManagedKeyProvider::in_memory("conformance-old").unwrap(),
     };
-    let old = seal(&moving.old, &c, b"conformance", b"aad").await.unwrap();
-    let Rewrapped::Moved(moved) = rewrap(&moving, &old).await.unwrap() else {
+    let old = seal(
+        &moving.old,
+        &c,
+        b"conformance",
+        vault_crypto::Aad::new(b"aad"),
+    )
+    .await
+    .unwrap();
+    let Rewrapped::Moved(moved) = rewrap_any_context(&moving, &old).await.unwrap() else {
         panic!("an envelope under another provider's key is not current");
     };
     assert!(provider.owns(moved.key_ref()));
@@ -137,7 +149,10 @@ pub async fn envelopes_and_rewrap(provider: &dyn KeyProvider) {
         "rewrap leaves the ciphertext alone"
     );
     assert_eq!(
-        open(provider, &moved, b"aad").await.unwrap().plaintext(),
+        open_any_context(provider, &moved, vault_crypto::Aad::new(b"aad"))
+            .await
+            .unwrap()
+            .plaintext(),
         b"conformance"
     );
 }

@@ -37,7 +37,7 @@ async fn conforms_to_the_provider_suite() {
     );
     vault_testkit::provider::run_all(&p).await;
     // The key reference records the ARN.
-    let env = vault_crypto::seal(&p, &ctx("org_1"), b"v", b"")
+    let env = vault_crypto::seal(&p, &ctx("org_1"), b"v", vault_crypto::Aad::NONE)
         .await
         .unwrap();
     let r = Envelope::parse(&env).unwrap().wrapped_keys()[0]
@@ -143,7 +143,7 @@ async fn thirty_two_concurrent_first_reads_make_one_decrypt_call() {
         .unwrap();
     // Credentials never show.
     assert!(!format!("{p:?}").contains("testing"), "{p:?}");
-    let env = vault_crypto::seal(&p, &ctx("org_1"), b"read me", b"")
+    let env = vault_crypto::seal(&p, &ctx("org_1"), b"read me", vault_crypto::Aad::NONE)
         .await
         .unwrap();
     let counting = std::sync::Arc::new(CountingUnwraps(p, std::sync::atomic::AtomicU64::new(0)));
@@ -155,7 +155,7 @@ async fn thirty_two_concurrent_first_reads_make_one_decrypt_call() {
         .map(|_| {
             let (cache, env) = (cache.clone(), env.clone());
             tokio::spawn(async move {
-                vault_crypto::open(&*cache, &env, b"")
+                vault_crypto::open_any_context(&*cache, &env, vault_crypto::Aad::NONE)
                     .await
                     .unwrap()
                     .into_plaintext()

@@ -11,6 +11,11 @@ use sha2::{Digest, Sha256};
 
 use crate::error::ContextError;
 
+mod reserved;
+
+use reserved::Origin;
+pub use reserved::{RESERVED_KEYS, Reserved};
+
 /// At most this many pairs.
 pub const MAX_PAIRS: usize = 10;
 /// A key is at most this many bytes of UTF-8.
@@ -40,48 +45,41 @@ pub const MAX_CANONICAL_BYTES: usize =
 /// assert!(KeyContext::parse_json(br#"{"a":"1","a":"2"}"#).is_err());
 /// # Ok::<(), vault_crypto::ContextError>(())
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash)]
+///
+/// A context parsed from a caller's input cannot hold the vault's [`RESERVED_KEYS`]: those
+/// contexts are built only by [`KeyContext::reserved`].
+#[derive(Clone)]
 pub struct KeyContext {
     /// Sorted by key bytes, keys unique.
     pairs: Vec<(String, String)>,
     /// The canonical form, computed once: it is used as associated data several times per seal.
     canonical: Box<[u8]>,
+    /// Where it came from: only a context the vault built itself may hold reserved keys and
+    /// still seal. Not part of equality (two contexts are equal when their bytes are).
+    origin: Origin,
 }
 
-/// Context keys that only the vault itself uses: a KMS seal wraps a ring's root keys for
-/// `{"vault_ring": …, "vault_ring_version": …}`, so a caller who could get a data key wrapped
-/// for such a context could forge a sealed root key; webhook signing secrets are sealed for
-/// `{"vault_webhook": …}`; `vault keys verify` generates its data keys for
-/// `{"vault_verification": "byok"}`; the runtime BYOK rules are sealed for
-/// `{"vault_byok": "config"}`. Callers' contexts may not hold them.
-pub const RESERVED_KEYS: &[&str] = &[
-    "vault_ring",
-    "vault_ring_version",
-    "vault_webhook",
-    "vault_verification",
-    "vault_byok",
-];
+impl PartialEq for KeyContext {
+    fn eq(&self, other: &Self) -> bool {
+        self.canonical == other.canonical
+    }
+}
+
+impl Eq for KeyContext {}
+
+impl std::hash::Hash for KeyContext {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.canonical.hash(state);
+    }
+}
 
 impl KeyContext {
-    /// Checks a context that comes from a caller (an object's, a data key's): none of the
-    /// [`RESERVED_KEYS`].
-    ///
-    /// # Errors
-    /// [`ContextError::ReservedKey`].
-    pub fn check_caller(&self) -> Result<(), ContextError> {
-        match RESERVED_KEYS.iter().find(|k| self.get(k).is_some()) {
-            Some(key) => Err(ContextError::ReservedKey {
-                key: (*key).to_owned(),
-            }),
-            None => Ok(()),
-        }
-    }
-
     /// Parses a JSON object of 1 to [`MAX_PAIRS`] string values, strictly.
     ///
     /// # Errors
     /// A [`ContextError`] for input over [`MAX_JSON_BYTES`], invalid UTF-8 or JSON, anything but
-    /// an object, duplicate keys, non-string values and every limit on pairs, keys and values.
+    /// an object, duplicate keys, non-string values, a reserved key
+    /// ([`ContextError::ReservedKey`]) and every limit on pairs, keys and values.
     pub fn parse_json(input: &[u8]) -> Result<Self, ContextError> {
         if input.len() > MAX_JSON_BYTES {
             return Err(ContextError::InputTooLarge {
@@ -97,13 +95,14 @@ impl KeyContext {
             Err(e) => return Err(found.unwrap_or_else(|| from_json_error(&e))),
         };
         de.end().map_err(|e| from_json_error(&e))?;
-        Ok(Self::from_validated(pairs))
+        Ok(Self::from_validated(pairs, Origin::Caller))
     }
 
     /// Builds a context from pairs given in code, with the same rules as [`parse_json`](Self::parse_json).
     ///
     /// # Errors
-    /// A [`ContextError`] for duplicate keys and every limit on pairs, keys and values.
+    /// A [`ContextError`] for duplicate keys, a reserved key and every limit on pairs, keys and
+    /// values.
     pub fn from_pairs<I, K, V>(pairs: I) -> Result<Self, ContextError>
     where
         I: IntoIterator<Item = (K, V)>,
@@ -117,13 +116,16 @@ impl KeyContext {
         if validated.is_empty() {
             return Err(ContextError::Empty);
         }
-        Ok(Self::from_validated(validated))
+        Ok(Self::from_validated(validated, Origin::Caller))
     }
 
     /// Parses the canonical bytes produced by [`canonical_bytes`](Self::canonical_bytes).
     ///
     /// Decoders reject anything that is not exactly the canonical encoding of a valid context:
     /// unsorted or repeated keys, trailing bytes, and every limit of [`parse_json`](Self::parse_json).
+    /// Reserved keys decode (an envelope sealed by the vault for itself carries them), but such
+    /// a context does not [seal](crate::seal): only [`KeyContext::reserved`] builds one that
+    /// does.
     ///
     /// # Errors
     /// [`ContextError::UnsupportedVersion`], [`ContextError::Malformed`] or a rule violation.
@@ -172,6 +174,7 @@ impl KeyContext {
         Ok(Self {
             pairs,
             canonical: bytes.into(),
+            origin: Origin::Decoded,
         })
     }
 
@@ -220,12 +223,13 @@ impl KeyContext {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    fn from_validated(mut pairs: Vec<(String, String)>) -> Self {
+    fn from_validated(mut pairs: Vec<(String, String)>, origin: Origin) -> Self {
         pairs.sort_unstable_by(|(a, _), (b, _)| a.as_bytes().cmp(b.as_bytes()));
         let canonical = encode_canonical(&pairs);
         Self {
             pairs,
             canonical: canonical.into_boxed_slice(),
+            origin,
         }
     }
 }
@@ -311,13 +315,25 @@ fn validate_value(key: &str, value: &str) -> Result<(), ContextError> {
     Ok(())
 }
 
-/// Validates one pair and appends it, rejecting duplicates and a pair past the limit.
+/// Validates one pair of a caller's context and appends it, rejecting reserved keys,
+/// duplicates and a pair past the limit.
 fn push_pair(
     pairs: &mut Vec<(String, String)>,
     key: String,
     value: String,
 ) -> Result<(), ContextError> {
     validate_key(&key)?;
+    reserved::refuse(&key)?;
+    push_valid_key(pairs, key, value)
+}
+
+/// Appends a pair whose key passed [`validate_key`], rejecting duplicates and a pair past the
+/// limit.
+fn push_valid_key(
+    pairs: &mut Vec<(String, String)>,
+    key: String,
+    value: String,
+) -> Result<(), ContextError> {
     if pairs.iter().any(|(k, _)| *k == key) {
         return Err(ContextError::DuplicateKey {
             key: key_for_error(&key),
@@ -463,7 +479,7 @@ impl<'de> serde::Deserialize<'de> for KeyContext {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let mut found = None;
         let pairs = PairsSeed { error: &mut found }.deserialize(d)?;
-        Ok(Self::from_validated(pairs))
+        Ok(Self::from_validated(pairs, Origin::Caller))
     }
 }
 

@@ -7,8 +7,7 @@
 
 pub(crate) mod commit;
 pub(crate) mod format;
-
-use std::fmt;
+mod value;
 
 use crate::aead::{Backend, NONCE_LEN, TAG_LEN};
 use crate::context::KeyContext;
@@ -21,6 +20,7 @@ pub use format::{
     Envelope, MAGIC, MAX_PLAINTEXT_LEN, MAX_TEXT_LEN, MAX_WRAPPED_KEYS,
     SUITE_AES256GCM_HKDF_SHA256_COMMIT, VERSION, encode_text,
 };
+pub use value::{Aad, Opened, Rewrapped, Sealed};
 
 /// The random values of one seal: drawn together in one call to the OS CSPRNG.
 pub(crate) struct MessageRandom {
@@ -145,127 +145,19 @@ fn with_aad<T>(header: &[u8], aad: &[u8], f: impl FnOnce(&[u8]) -> T) -> T {
     }
 }
 
-/// A decrypted value and what it was sealed with.
-pub struct Opened {
-    context: KeyContext,
-    key_ref: KeyRef,
-    plaintext: Vec<u8>,
-}
-
-impl Opened {
-    /// The key context the value was sealed under (authenticated).
-    pub fn context(&self) -> &KeyContext {
-        &self.context
-    }
-
-    /// The key that unwrapped the data key.
-    pub fn key_ref(&self) -> &KeyRef {
-        &self.key_ref
-    }
-
-    /// The plaintext.
-    pub fn plaintext(&self) -> &[u8] {
-        &self.plaintext
-    }
-
-    /// The plaintext. It is the caller's data: wrap it in `zeroize::Zeroizing` to wipe it on
-    /// drop (which costs a pass over the memory; we do not impose it).
-    pub fn into_plaintext(self) -> Vec<u8> {
-        self.plaintext
-    }
-}
-
-impl fmt::Debug for Opened {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Opened")
-            .field("context", &self.context)
-            .field("key_ref", &self.key_ref)
-            .field(
-                "plaintext",
-                &format_args!("[REDACTED; {} bytes]", self.plaintext.len()),
-            )
-            .finish()
-    }
-}
-
-/// A sealed envelope (binary form) and the key that wrapped its data key: what the caller
-/// stores, and what it records as the key of the value, with no need to parse the bytes again.
-///
-/// It dereferences to the envelope's bytes.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Sealed {
-    bytes: Vec<u8>,
-    key_ref: KeyRef,
-}
-
-impl Sealed {
-    fn new(bytes: Vec<u8>, wrapped: &WrappedKey) -> Self {
-        Self {
-            bytes,
-            key_ref: wrapped.key_ref().clone(),
-        }
-    }
-
-    /// The envelope's bytes.
-    pub fn bytes(&self) -> &[u8] {
-        &self.bytes
-    }
-
-    /// The key that wrapped the data key (the envelope's one wrapped key).
-    pub fn key_ref(&self) -> &KeyRef {
-        &self.key_ref
-    }
-
-    /// The envelope's bytes, owned.
-    pub fn into_bytes(self) -> Vec<u8> {
-        self.bytes
-    }
-}
-
-impl std::ops::Deref for Sealed {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        &self.bytes
-    }
-}
-
-impl AsRef<[u8]> for Sealed {
-    fn as_ref(&self) -> &[u8] {
-        &self.bytes
-    }
-}
-
-impl fmt::Debug for Sealed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sealed")
-            .field("key_ref", &self.key_ref)
-            .field("len", &self.bytes.len())
-            .finish()
-    }
-}
-
-/// What [`rewrap`] did to an envelope.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Rewrapped {
-    /// Every wrapped key is what the provider would wrap with now: nothing to do.
-    AlreadyCurrent,
-    /// The data key, wrapped under the key the provider chooses now, in an envelope with the
-    /// same header and ciphertext.
-    Moved(Sealed),
-}
-
 /// Seals `plaintext` for `context`: a fresh data key from `provider`, wrapped for the context,
-/// and the value encrypted under it. `aad` is extra associated data that is authenticated but
-/// not stored; [`open`] must be given the same bytes.
+/// and the value encrypted under it. `aad` is bound to the value but not stored; opening must
+/// be given the same bytes.
 ///
 /// # Errors
-/// [`Error::Provider`] if the provider fails, [`Error::PlaintextTooLarge`], [`Error::Random`].
+/// [`Error::Context`] for a context that holds a reserved key and was not built by
+/// [`KeyContext::reserved`] (one decoded from an envelope's header, say); [`Error::Provider`]
+/// if the provider fails; [`Error::PlaintextTooLarge`]; [`Error::Random`].
 pub async fn seal(
     provider: &dyn KeyProvider,
     context: &KeyContext,
     plaintext: &[u8],
-    aad: &[u8],
+    aad: Aad<'_>,
 ) -> Result<Sealed, Error> {
     seal_in(provider, "", context, plaintext, aad).await
 }
@@ -281,8 +173,9 @@ pub async fn seal_in(
     scope: &str,
     context: &KeyContext,
     plaintext: &[u8],
-    aad: &[u8],
+    aad: Aad<'_>,
 ) -> Result<Sealed, Error> {
+    context.check_sealable()?;
     if plaintext.len() > MAX_PLAINTEXT_LEN {
         return Err(Error::PlaintextTooLarge {
             max: MAX_PLAINTEXT_LEN,
@@ -298,88 +191,172 @@ pub async fn seal_in(
         std::slice::from_ref(&wrapped),
         context,
         plaintext,
-        aad,
+        aad.bytes(),
         &random,
     )?;
     Ok(Sealed::new(bytes, &wrapped))
 }
 
-/// Opens an envelope (binary form) through `provider`, usually a [`Router`](crate::Router).
+/// Opens an envelope (binary form) that must have been sealed for `expected`, through
+/// `provider` (usually a [`Router`](crate::Router)).
 ///
-/// Each wrapped key the provider owns is tried in order until one unwraps to the committed data
-/// key.
+/// The context is compared before any key is asked for: an envelope sealed for another
+/// context (another tenant's, one planted by whoever can write where envelopes are kept) is
+/// refused with [`Error::ContextMismatch`] and costs no call to a key service. Each wrapped key
+/// the provider owns is then tried in order until one unwraps to the committed data key.
 ///
 /// # Errors
-/// [`Error::Envelope`] for a malformed envelope; [`Error::NoProvider`] if the provider owns none
-/// of its wrapped keys; a retryable or policy [`Error::Provider`] error (unavailable, throttled,
-/// disabled, ...) if that is what stopped every attempt; otherwise [`Error::DecryptionFailed`].
+/// [`Error::Envelope`] for a malformed envelope; [`Error::ContextMismatch`]; [`Error::NoProvider`]
+/// if the provider owns none of its wrapped keys; a retryable or policy [`Error::Provider`]
+/// error (unavailable, throttled, disabled, ...) if that is what stopped every attempt;
+/// otherwise [`Error::DecryptionFailed`].
 pub async fn open(
     provider: &dyn KeyProvider,
     envelope: &[u8],
-    aad: &[u8],
-) -> Result<Opened, Error> {
-    Envelope::parse(envelope)?.open(provider, aad).await
-}
-
-/// Opens an envelope that must have been sealed for `expected`: [`open`] with the check every
-/// caller who knows the context needs, made before any key is asked for. Whoever can store an
-/// envelope where one is expected (a database writer, a tenant) can build one for a context of
-/// their own with a data key of their own (one the data-key API issued them, say): it opens,
-/// under its own context. Use this wherever the context is known, above all for the vault's
-/// reserved contexts.
-///
-/// # Errors
-/// [`Error::ContextMismatch`] if the envelope carries another context; otherwise as [`open`].
-pub async fn open_for(
-    provider: &dyn KeyProvider,
-    envelope: &[u8],
     expected: &KeyContext,
-    aad: &[u8],
+    aad: Aad<'_>,
 ) -> Result<Opened, Error> {
     Envelope::parse(envelope)?
-        .open_for(provider, expected, aad)
+        .open(provider, expected, aad)
         .await
 }
 
-/// Moves an envelope's data key to the key `provider` now chooses for its context (the primary
-/// version after a rotation, or another provider after a routing change), without touching the
-/// ciphertext, unless its one wrapped key already is [current](KeyProvider::is_current) (judged
-/// by its key reference alone: [`Envelope::wrap_again`] always unwraps). The data key is
-/// unwrapped and checked against the commitment first, so a substituted wrapped key is never
-/// carried forward.
+/// Opens an envelope whatever context it was sealed for, and says which in
+/// [`Opened::context`]: for a tool that shows what an envelope holds (`vault decrypt` of a
+/// file), never for a service that knows whose value it is reading (use [`open`]). An envelope
+/// whose context holds a reserved key (the vault's own) is refused.
 ///
 /// # Errors
-/// As [`open`], plus provider errors from [`KeyProvider::is_current`] and the new wrap.
-pub async fn rewrap(provider: &dyn KeyProvider, envelope: &[u8]) -> Result<Rewrapped, Error> {
-    Envelope::parse(envelope)?.rewrap(provider).await
+/// [`Error::Context`] for a reserved context; otherwise as [`open`].
+pub async fn open_any_context(
+    provider: &dyn KeyProvider,
+    envelope: &[u8],
+    aad: Aad<'_>,
+) -> Result<Opened, Error> {
+    Envelope::parse(envelope)?
+        .open_any_context(provider, aad)
+        .await
 }
 
-/// [`rewrap`] for an envelope that must have been sealed for `expected`, checked first as
-/// [`open_for`] does: a stored envelope whose header names another context (a reserved one, say,
-/// planted by whoever can write the store) is never unwrapped and wrapped again under it.
+/// Moves an envelope sealed for `expected` to the key `provider` now chooses for that context
+/// (the primary version after a rotation, or another provider after a routing change), without
+/// touching the ciphertext, unless its one wrapped key already is
+/// [current](KeyProvider::is_current) (judged by its key reference alone:
+/// [`Envelope::wrap_again`] always unwraps). The data key is unwrapped and checked against the
+/// commitment first, so a substituted wrapped key is never carried forward.
 ///
 /// # Errors
-/// [`Error::ContextMismatch`]; otherwise as [`rewrap`].
-pub async fn rewrap_for(
+/// [`Error::ContextMismatch`] before anything is unwrapped; [`Error::Context`] if `expected`
+/// holds a reserved key and was not built by [`KeyContext::reserved`] (one read from a
+/// header, say: a new wrap under it would be a forgery); otherwise as [`open`], plus provider
+/// errors from [`KeyProvider::is_current`] and the new wrap.
+pub async fn rewrap(
     provider: &dyn KeyProvider,
     envelope: &[u8],
     expected: &KeyContext,
 ) -> Result<Rewrapped, Error> {
-    let env = Envelope::parse(envelope)?;
-    if env.context() != expected {
-        return Err(Error::ContextMismatch);
-    }
-    env.rewrap(provider).await
+    Envelope::parse(envelope)?.rewrap(provider, expected).await
+}
+
+/// [`rewrap`] whatever context the envelope was sealed for (a tool moving envelopes it does
+/// not interpret); an envelope whose context holds a reserved key is refused.
+///
+/// # Errors
+/// [`Error::Context`] for a reserved context; otherwise as [`rewrap`].
+pub async fn rewrap_any_context(
+    provider: &dyn KeyProvider,
+    envelope: &[u8],
+) -> Result<Rewrapped, Error> {
+    Envelope::parse(envelope)?
+        .rewrap_any_context(provider)
+        .await
 }
 
 impl Envelope<'_> {
-    /// [`open`] for an envelope already parsed (a caller that checked the input first).
+    /// [`open`] for an envelope already parsed.
     ///
     /// # Errors
     /// As [`open`].
-    pub async fn open(&self, provider: &dyn KeyProvider, aad: &[u8]) -> Result<Opened, Error> {
+    pub async fn open(
+        &self,
+        provider: &dyn KeyProvider,
+        expected: &KeyContext,
+        aad: Aad<'_>,
+    ) -> Result<Opened, Error> {
+        self.expect(expected)?;
+        self.open_checked(provider, aad).await
+    }
+
+    /// [`open_any_context`] for an envelope already parsed.
+    ///
+    /// # Errors
+    /// As [`open_any_context`].
+    pub async fn open_any_context(
+        &self,
+        provider: &dyn KeyProvider,
+        aad: Aad<'_>,
+    ) -> Result<Opened, Error> {
+        self.context().check_caller()?;
+        self.open_checked(provider, aad).await
+    }
+
+    /// [`rewrap`] for an envelope already parsed.
+    ///
+    /// # Errors
+    /// As [`rewrap`].
+    pub async fn rewrap(
+        &self,
+        provider: &dyn KeyProvider,
+        expected: &KeyContext,
+    ) -> Result<Rewrapped, Error> {
+        self.expect(expected)?;
+        expected.check_sealable()?;
+        self.rewrap_checked(provider).await
+    }
+
+    /// [`rewrap_any_context`] for an envelope already parsed.
+    ///
+    /// # Errors
+    /// As [`rewrap_any_context`].
+    pub async fn rewrap_any_context(&self, provider: &dyn KeyProvider) -> Result<Rewrapped, Error> {
+        self.context().check_caller()?;
+        self.rewrap_checked(provider).await
+    }
+
+    /// The envelope, sealed for `expected`, with its data key unwrapped, checked against the
+    /// commitment and wrapped again by the key `provider` chooses now, whether or not it
+    /// already was: what a caller wants when it must hand on an envelope it has verified. The
+    /// header and ciphertext are kept.
+    ///
+    /// # Errors
+    /// As [`rewrap`].
+    pub async fn wrap_again(
+        &self,
+        provider: &dyn KeyProvider,
+        expected: &KeyContext,
+    ) -> Result<Sealed, Error> {
+        self.expect(expected)?;
+        expected.check_sealable()?;
+        self.wrap_again_checked(provider).await
+    }
+
+    /// Refuses an envelope sealed for another context than `expected`.
+    fn expect(&self, expected: &KeyContext) -> Result<(), Error> {
+        if self.context() == expected {
+            Ok(())
+        } else {
+            Err(Error::ContextMismatch)
+        }
+    }
+
+    /// Opens an envelope whose context the caller accepted.
+    async fn open_checked(
+        &self,
+        provider: &dyn KeyProvider,
+        aad: Aad<'_>,
+    ) -> Result<Opened, Error> {
         let (_, keys, key_ref) = unwrap_committed(provider, self, Attempts::Retry).await?;
-        let plaintext = decrypt_payload(Backend::DEFAULT, &keys, self, aad)?;
+        let plaintext = decrypt_payload(Backend::DEFAULT, &keys, self, aad.bytes())?;
         Ok(Opened {
             context: self.context().clone(),
             key_ref,
@@ -387,27 +364,7 @@ impl Envelope<'_> {
         })
     }
 
-    /// [`open_for`] for an envelope already parsed.
-    ///
-    /// # Errors
-    /// As [`open_for`].
-    pub async fn open_for(
-        &self,
-        provider: &dyn KeyProvider,
-        expected: &KeyContext,
-        aad: &[u8],
-    ) -> Result<Opened, Error> {
-        if self.context() != expected {
-            return Err(Error::ContextMismatch);
-        }
-        self.open(provider, aad).await
-    }
-
-    /// [`rewrap`] for an envelope already parsed.
-    ///
-    /// # Errors
-    /// As [`rewrap`].
-    pub async fn rewrap(&self, provider: &dyn KeyProvider) -> Result<Rewrapped, Error> {
+    async fn rewrap_checked(&self, provider: &dyn KeyProvider) -> Result<Rewrapped, Error> {
         // Current means one wrapped key, the one the provider would make now; anything else
         // (extra wrapped keys included) is rewrapped to exactly that one.
         if let [only] = self.wrapped_keys()
@@ -415,17 +372,12 @@ impl Envelope<'_> {
         {
             return Ok(Rewrapped::AlreadyCurrent);
         }
-        self.wrap_again(provider).await.map(Rewrapped::Moved)
+        self.wrap_again_checked(provider)
+            .await
+            .map(Rewrapped::Moved)
     }
 
-    /// The envelope with its data key unwrapped, checked against the commitment and wrapped
-    /// again by the key `provider` chooses now, whether or not it already was: what a caller
-    /// wants when it must hand on an envelope it has verified (the CLI's `vault keys rewrap`
-    /// on one envelope). The header and ciphertext are kept.
-    ///
-    /// # Errors
-    /// As [`rewrap`].
-    pub async fn wrap_again(&self, provider: &dyn KeyProvider) -> Result<Sealed, Error> {
+    async fn wrap_again_checked(&self, provider: &dyn KeyProvider) -> Result<Sealed, Error> {
         let (data_key, _, _) = unwrap_committed(provider, self, Attempts::Retry).await?;
         let wrapped = provider.wrap(&data_key, self.context()).await?;
         let bytes = self.with_wrapped_keys(vec![wrapped.clone()])?;

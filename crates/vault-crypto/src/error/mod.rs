@@ -43,9 +43,15 @@ pub enum Error {
     #[error("encryption failed")]
     EncryptionFailed,
     /// The envelope was sealed for another key context than the one it must carry
-    /// ([`open_for`](crate::open_for)); nothing was unwrapped or decrypted.
+    /// ([`open`](crate::open)); nothing was unwrapped or decrypted.
     #[error("the envelope was sealed for another key context")]
     ContextMismatch,
+    /// A [`blocking`](crate::blocking) function was given a provider that needs an async
+    /// runtime (it calls a key service); nothing was done.
+    #[error(
+        "this key provider needs an async runtime (it calls a key service): use the async functions"
+    )]
+    NeedsRuntime,
     /// Decryption failed: wrong key, wrong context or associated data, or tampered bytes.
     ///
     /// Deliberately without detail, so it cannot serve as an oracle.
@@ -95,8 +101,9 @@ pub enum ContextError {
     /// A key is the empty string.
     #[error("a key context key is empty")]
     EmptyKey,
-    /// A key is reserved for the vault's own use (the context that seals a key ring's root
-    /// keys), so no caller can have data keys wrapped under it.
+    /// A key is reserved for the vault's own use ([`RESERVED_KEYS`](crate::RESERVED_KEYS)): a
+    /// caller's context cannot hold it, and a context decoded from bytes that holds it does
+    /// not seal.
     #[error("key context key {key:?} is reserved")]
     ReservedKey {
         /// The key.
@@ -206,6 +213,12 @@ pub enum KeyRingError {
     Malformed {
         /// What is wrong.
         reason: String,
+    },
+    /// A ring name that is not 1 to 64 of `[A-Za-z0-9_-]` (it names a file and a key id).
+    #[error("invalid key ring name \"{name}\": a ring name is 1 to 64 of A-Z, a-z, 0-9, _ and -")]
+    InvalidName {
+        /// The name (its first 64 characters, escaped).
+        name: String,
     },
     /// The key-ring file is readable by others than its owner.
     #[error("key ring file {path} must not be accessible to group or others (mode {mode:o})")]

@@ -1,20 +1,7 @@
 //! Key providers: who holds the key-encryption keys (KEKs) that wrap data keys, and what an
-//! implementor of one needs.
-//!
-//! A provider is one key (or one key ring) in one key-management system. The
-//! [`Router`](crate::Router) picks a provider for each key context when sealing and finds the
-//! provider named by a wrapped key's [`KeyRef`] when opening.
-//!
-//! # Writing a provider
-//! Implement [`KeyProvider`]: [`owns`](KeyProvider::owns), [`wrap`](KeyProvider::wrap) and
-//! [`unwrap_owned`](KeyProvider::unwrap_owned) (handed only wrapped keys it owns; "not mine"
-//! is answered before it is called). Build the data key a key service returns with
-//! [`DataKey::from_unwrapped`](crate::DataKey::from_unwrapped) or
-//! [`DataKey::from_answer`](crate::DataKey::from_answer), and make each remote call through
-//! [`RetryPolicy::call`]: one timeout per attempt, bounded jittered retries, and a single
-//! attempt when the wrapped key is a caller's ([`Attempts::Once`]).
+//! implementor of one needs (documented on [`KeyProvider`]).
 
-pub mod managed;
+pub(crate) mod managed;
 mod retry;
 
 pub use retry::{Attempts, RetryPolicy};
@@ -230,10 +217,50 @@ impl fmt::Debug for WrappedKey {
 /// kind: [`ProviderErrorKind::InvalidCiphertext`] when the wrapped bytes or the context
 /// are not authentic, `Disabled`, `NotFound`, `AccessDenied`, `Throttled` or `Unavailable`
 /// otherwise.
+///
+/// # Writing a provider
+/// Implement [`owns`](Self::owns), [`wrap`](Self::wrap) and
+/// [`unwrap_owned`](Self::unwrap_owned) (handed only wrapped keys it owns; "not mine" is
+/// answered before it is called), in an `impl` block marked `#[vault_crypto::async_trait]`
+/// (the crate re-exports the attribute: a plain `async fn` does not match the trait's
+/// boxed futures, error E0195). Build the data key a key service returns with
+/// [`DataKey::from_unwrapped`](crate::DataKey::from_unwrapped) or
+/// [`DataKey::from_answer`](crate::DataKey::from_answer), and make each remote call through
+/// [`RetryPolicy::call`]: one timeout per attempt, bounded jittered retries, and a single
+/// attempt when the wrapped key is a caller's ([`Attempts::Once`]). Override
+/// [`generate_data_key`](Self::generate_data_key) when the key service makes data keys itself
+/// (one round trip instead of a local key and a wrap), and
+/// [`is_current`](Self::is_current) when a key has versions of which only one wraps.
+///
+/// # Wrapping a provider
+/// A provider in front of another (metering, logging, limiting) must forward every method the
+/// wrapped one may answer differently from the defaults: [`owns`](Self::owns),
+/// [`is_current`](Self::is_current) (or a rewrap after a rotation answers "already current"
+/// and the data stays on the old version), [`generate_data_key`](Self::generate_data_key),
+/// [`data_key_for_seal`](Self::data_key_for_seal) (or a cache behind it is bypassed),
+/// [`wrap`](Self::wrap), [`unwrap_owned`](Self::unwrap_owned) with its [`Attempts`] unchanged,
+/// and [`is_local`](Self::is_local). [`testing::check_forwarding`](crate::testing::check_forwarding)
+/// checks a wrapper in one test.
+///
+/// # Runtime
+/// The trait's futures are `Send` and run under any executor. The managed provider and the
+/// cache need none of their own; providers that call a key service (the cloud KMS crates)
+/// need tokio with its timer enabled, for [`RetryPolicy::call`]'s timeouts and backoff. Code
+/// without a runtime uses [`blocking`](crate::blocking) with a [local](Self::is_local)
+/// provider.
 #[async_trait]
 pub trait KeyProvider: Send + Sync + fmt::Debug {
     /// Whether `key` names a key this provider holds. Must not do I/O.
     fn owns(&self, key: &KeyRef) -> bool;
+
+    /// Whether every call completes on the calling thread with no async runtime: no network,
+    /// no timer, no client that needs a reactor. The [`blocking`](crate::blocking) functions
+    /// refuse a provider that is not. The default is false. The managed provider over a file
+    /// or in memory is local; a cache or a router is local when what it calls is. Must not do
+    /// I/O.
+    fn is_local(&self) -> bool {
+        false
+    }
 
     /// Whether a data key wrapped under `key` for `ctx` is wrapped the way this provider would
     /// wrap one now, so a rewrap has nothing to do. False for a key it does not own, and for an

@@ -29,7 +29,7 @@ use base64::engine::general_purpose::STANDARD;
 
 use crate::aead::{Backend, NONCE_LEN, TAG_LEN};
 use crate::data_key::DataKey;
-use crate::envelope::MAX_PLAINTEXT_LEN;
+use crate::envelope::{Aad, MAX_PLAINTEXT_LEN};
 use crate::error::{EnvelopeError, Error};
 
 /// The most bytes of `encrypted_keys` a blob may carry (ours are a few hundred bytes; an RSA-4096
@@ -323,7 +323,8 @@ impl<'a> LocalBlob<'a> {
     ///
     /// # Errors
     /// [`Error::DecryptionFailed`] for a wrong key or AAD or tampered bytes.
-    pub fn decrypt(&self, data_key: &DataKey, aad: &[u8]) -> Result<Vec<u8>, Error> {
+    pub fn decrypt(&self, data_key: &DataKey, aad: Aad<'_>) -> Result<Vec<u8>, Error> {
+        let aad = aad.bytes();
         let mut plaintext = self.ciphertext.to_vec();
         match <&[u8; NONCE_LEN]>::try_from(self.iv) {
             Ok(nonce) => Backend::DEFAULT.open_in_place(
@@ -400,7 +401,7 @@ pub fn encrypt(
     data_key: &DataKey,
     encrypted_keys: &[u8],
     plaintext: &[u8],
-    aad: &[u8],
+    aad: Aad<'_>,
 ) -> Result<String, Error> {
     encrypt_as(Layout::IvFirst, data_key, encrypted_keys, plaintext, aad)
 }
@@ -414,7 +415,7 @@ pub fn encrypt_as(
     data_key: &DataKey,
     encrypted_keys: &[u8],
     plaintext: &[u8],
-    aad: &[u8],
+    aad: Aad<'_>,
 ) -> Result<String, Error> {
     let mut iv = [0u8; LONG_IV_LEN];
     let iv = iv
@@ -426,7 +427,7 @@ pub fn encrypt_as(
         data_key,
         encrypted_keys,
         plaintext,
-        aad,
+        aad.bytes(),
         iv,
     )?))
 }
@@ -487,7 +488,7 @@ pub(crate) fn encrypt_with_iv(
 ///
 /// # Errors
 /// [`Error::Envelope`] for a malformed blob; [`Error::DecryptionFailed`].
-pub fn decrypt_text(data_key: &DataKey, text: &str, aad: &[u8]) -> Result<Vec<u8>, Error> {
+pub fn decrypt_text(data_key: &DataKey, text: &str, aad: Aad<'_>) -> Result<Vec<u8>, Error> {
     let bytes = LocalBlob::decode_text(text)?;
     LocalBlob::parse(&bytes)?.decrypt(data_key, aad)
 }

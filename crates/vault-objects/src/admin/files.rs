@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use vault_crypto::{Envelope, KeyContext, Opened, Router, Sealed};
+use vault_crypto::{Aad, Envelope, KeyContext, Opened, Router, Sealed};
 
 use super::AdminError;
 use crate::config::Config;
@@ -67,14 +67,17 @@ impl FileKeys {
         plaintext: &[u8],
         aad: &[u8],
     ) -> Result<Sealed, AdminError> {
-        Ok(vault_crypto::seal(&self.router, context, plaintext, aad).await?)
+        Ok(vault_crypto::seal(&self.router, context, plaintext, Aad::new(aad)).await?)
     }
 
-    /// `envelope` opened with `aad`.
+    /// `envelope` opened with `aad`, whatever (caller's) context it carries: the operator's
+    /// file names none, and [`Opened::context`] says which it was.
     ///
     /// # Errors
-    /// `DecryptionFailed` if it does not open, or a provider failure.
+    /// `DecryptionFailed` if it does not open, a reserved context, or a provider failure.
     pub async fn decrypt(&self, envelope: &Envelope<'_>, aad: &[u8]) -> Result<Opened, AdminError> {
-        Ok(envelope.open(&self.router, aad).await?)
+        Ok(envelope
+            .open_any_context(&self.router, Aad::new(aad))
+            .await?)
     }
 }

@@ -234,8 +234,8 @@ impl<'a> KeyAdmin<'a> {
         } else {
             default_router(self.ring().await?)
         };
-        // Always unwrapped and checked, so what comes out is an envelope that opens.
-        Ok(envelope.wrap_again(&router).await?)
+        // Always unwrapped and checked; a reserved (the vault's own) header context is refused.
+        Ok(envelope.wrap_again(&router, envelope.context()).await?)
     }
 
     /// `vault keys status`: the ring's versions, each with what the store holds under it.

@@ -62,7 +62,7 @@ pub struct StoredProvider {
     /// Its name, unique among providers (those of `vault.toml` included).
     pub name: String,
     /// A provider section of `vault.toml`, as TOML text, with the fields a store provider may
-    /// have (see [`Config::byok_provider`]).
+    /// have (see [`Config::byok_provider`](crate::config::Config::byok_provider)).
     pub definition: String,
     /// When it was added (microseconds since the epoch).
     pub created_at: i64,
@@ -165,11 +165,11 @@ pub async fn load(
             "are not the generation the integrity record says exists ({recorded}): an older copy put back?"
         )));
     }
-    match vault_crypto::open_for(
+    match vault_crypto::open(
         default,
         &c.seal,
         &crate::byok_seal_context()?,
-        &seal_aad(c.generation, &c.document),
+        vault_crypto::Aad::new(&seal_aad(c.generation, &c.document)),
     )
     .await
     {
@@ -209,7 +209,7 @@ pub async fn update<T, E: From<VaultError>>(
             default,
             &crate::byok_seal_context()?,
             b"",
-            &seal_aad(next, &text),
+            vault_crypto::Aad::new(&seal_aad(next, &text)),
         )
         .await
         .map_err(VaultError::from)?;

@@ -209,7 +209,12 @@ impl FileRingStore {
             .take(MAX_FILE_LEN as u64 + 1)
             .read_to_end(&mut bytes)
             .map_err(io_error(&self.path))?;
-        let ring = RingState::decode(&bytes, Some(&self.name))?;
+        let ring = RingState::decode(&bytes, Some(&self.name)).map_err(|e| match e {
+            KeyRingError::Malformed { reason } => KeyRingError::Malformed {
+                reason: format!("{}: {reason}", self.path.display()),
+            },
+            e => e,
+        })?;
         self.remember(file, &meta, ring.generation);
         Ok(Some(ring))
     }
@@ -325,6 +330,10 @@ impl RingStore for FileRingStore {
 
     fn location(&self) -> String {
         self.path.display().to_string()
+    }
+
+    fn is_local(&self) -> bool {
+        true
     }
 
     async fn load_if_changed(&self, known: Option<u64>) -> Result<Option<RingState>, KeyRingError> {

@@ -157,10 +157,12 @@ impl ManagedKeyProvider {
                 "malformed key version",
             )
         })?;
-        let version = ring
-            .versions
-            .get(&number)
-            .ok_or_else(|| provider_error(ProviderErrorKind::NotFound, "no such key version"))?;
+        let version = ring.versions.get(&number).ok_or_else(|| {
+            provider_error(
+                ProviderErrorKind::NotFound,
+                "the ring has no such key version (is it the ring this was sealed under?)",
+            )
+        })?;
         let Some(material) = &version.material else {
             return Err(provider_error(
                 ProviderErrorKind::Disabled,
@@ -190,6 +192,13 @@ impl ManagedKeyProvider {
 impl KeyProvider for ManagedKeyProvider {
     fn owns(&self, key: &KeyRef) -> bool {
         key.scheme() == SCHEME && key.key_id() == self.name
+    }
+
+    /// Local when its ring is in a file or in memory ([`RingStore::is_local`]).
+    ///
+    /// [`RingStore::is_local`]: crate::RingStore::is_local
+    fn is_local(&self) -> bool {
+        self.store().is_local()
     }
 
     /// Only the primary version is current: rewrap moves data keys of older versions to it.

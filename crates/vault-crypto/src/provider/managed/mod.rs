@@ -1,28 +1,4 @@
-//! The managed key provider: a ring of 256-bit root keys with numbered versions.
-//!
-//! For each key context, the key-encryption key (KEK) is derived from the primary root key:
-//! `KEK = HKDF-Expand(HKDF-Extract(salt = "", IKM = root key), "vault-crypto/v1/managed-kek" ||
-//! canonical context, 32)`. A data key is wrapped with AES-256-GCM under that KEK with the
-//! canonical context as associated data, so it unwraps under the same context only. The wrapped
-//! bytes are `nonce[12] || encrypted data key[32] || tag[16]`, and the key reference names the
-//! version: `managed://<ring>#v<N>`. See `docs/FORMAT.md`, "Managed key provider".
-//!
-//! Lifecycle: [`rotate`](ManagedKeyProvider::rotate) adds a primary version (older versions still
-//! unwrap); [`crate::rewrap`] moves envelopes to the primary version without re-encrypting data;
-//! [`destroy`](ManagedKeyProvider::destroy) deletes a version's key material for good
-//! (crypto-shredding); [`set_min_decryption_version`](ManagedKeyProvider::set_min_decryption_version)
-//! refuses older versions without destroying them.
-//!
-//! # One ring for every process
-//! The ring lives in a [`RingStore`] (a file by default, see [`FileRingStore`]); the provider's
-//! copy in memory is a cache of it. Before a seal, an unwrap or an
-//! [`is_current`](crate::KeyProvider::is_current) the provider asks the store whether the ring's
-//! generation moved, at most once per [check interval](ManagedKeyProvider::with_check_interval)
-//! (250 ms by default; a `stat` of the file), and always before looking for a version it does
-//! not know. So a rotation, a new minimum or a destruction made by any process is obeyed by every
-//! other within the interval plus one check, and never later than a second. Changes are
-//! compare-and-swap on the generation, so concurrent changes from several processes are all kept,
-//! and a reload never replaces the ring in memory with an older one.
+//! The managed key provider (documented on [`ManagedKeyProvider`]).
 
 mod file;
 pub(crate) mod key_file;
@@ -68,7 +44,31 @@ const KEK_CACHE_MAX: usize = 4096;
 /// How often a change retries when other processes keep changing the ring first.
 const MAX_CHANGE_ATTEMPTS: usize = 32;
 
-/// The managed key provider. See the [module docs](self).
+/// The managed key provider: a ring of 256-bit root keys with numbered versions.
+///
+/// For each key context, the key-encryption key (KEK) is derived from the primary root key:
+/// `KEK = HKDF-Expand(HKDF-Extract(salt = "", IKM = root key), "vault-crypto/v1/managed-kek" ||
+/// canonical context, 32)`. A data key is wrapped with AES-256-GCM under that KEK with the
+/// canonical context as associated data, so it unwraps under the same context only. The wrapped
+/// bytes are `nonce[12] || encrypted data key[32] || tag[16]`, and the key reference names the
+/// version: `managed://<ring>#v<N>`. See `docs/FORMAT.md`, "Managed key provider".
+///
+/// Lifecycle: [`rotate`](ManagedKeyProvider::rotate) adds a primary version (older versions still
+/// unwrap); [`crate::rewrap`] moves envelopes to the primary version without re-encrypting data;
+/// [`destroy`](ManagedKeyProvider::destroy) deletes a version's key material for good
+/// (crypto-shredding); [`set_min_decryption_version`](ManagedKeyProvider::set_min_decryption_version)
+/// refuses older versions without destroying them.
+///
+/// # One ring for every process
+/// The ring lives in a [`RingStore`] (a file by default, see [`FileRingStore`]); the provider's
+/// copy in memory is a cache of it. Before a seal, an unwrap or an
+/// [`is_current`](crate::KeyProvider::is_current) the provider asks the store whether the ring's
+/// generation moved, at most once per [check interval](ManagedKeyProvider::with_check_interval)
+/// (250 ms by default; a `stat` of the file), and always before looking for a version it does
+/// not know. So a rotation, a new minimum or a destruction made by any process is obeyed by every
+/// other within the interval plus one check, and never later than a second. Changes are
+/// compare-and-swap on the generation, so concurrent changes from several processes are all kept,
+/// and a reload never replaces the ring in memory with an older one.
 pub struct ManagedKeyProvider {
     name: String,
     store: Arc<dyn RingStore>,
@@ -96,7 +96,7 @@ impl ManagedKeyProvider {
     /// keys vanish with the process.
     ///
     /// # Errors
-    /// [`KeyRingError::Malformed`] for an invalid name, [`KeyRingError::Random`].
+    /// [`KeyRingError::InvalidName`], [`KeyRingError::Random`].
     pub fn in_memory(name: &str) -> Result<Self, KeyRingError> {
         Self::in_memory_with(RingState::first(name)?)
     }
@@ -111,11 +111,19 @@ impl ManagedKeyProvider {
     /// creating it at once end up with the same ring. Temporary files left by an interrupted
     /// change of this ring are removed.
     ///
+    /// Pointed at the wrong directory, it creates a new, empty ring there, and every envelope
+    /// sealed under the real one then fails to open ([`Error::DecryptionFailed`], or a
+    /// provider error of kind `NotFound` for a version the new ring lacks). A service whose
+    /// ring must already exist opens it with [`open_existing`](Self::open_existing), which
+    /// fails instead.
+    ///
+    /// [`Error::DecryptionFailed`]: crate::Error::DecryptionFailed
+    ///
     /// # Errors
     /// [`KeyRingError`] if the file cannot be read or written, is malformed, or is readable by
     /// group or others.
-    pub fn open_or_create(dir: &Path, name: &str) -> Result<Self, KeyRingError> {
-        let store = FileRingStore::new(dir, name)?;
+    pub fn open_or_create(dir: impl AsRef<Path>, name: &str) -> Result<Self, KeyRingError> {
+        let store = FileRingStore::new(dir.as_ref(), name)?;
         let state = store.open_now(Some(RingState::first(name)?))?;
         Self::from_state(Arc::new(store), &state)
     }
@@ -125,8 +133,8 @@ impl ManagedKeyProvider {
     ///
     /// # Errors
     /// [`KeyRingError::Missing`] if there is no ring, or as `open_or_create`.
-    pub fn open_existing(dir: &Path, name: &str) -> Result<Self, KeyRingError> {
-        let store = FileRingStore::new(dir, name)?;
+    pub fn open_existing(dir: impl AsRef<Path>, name: &str) -> Result<Self, KeyRingError> {
+        let store = FileRingStore::new(dir.as_ref(), name)?;
         let state = store.open_now(None)?;
         Self::from_state(Arc::new(store), &state)
     }

@@ -231,7 +231,26 @@ impl ManagedKeyProvider {
     }
 
     /// Adds a fresh root key as the new primary version and returns its number. Data keys
-    /// wrapped under older versions still unwrap.
+    /// wrapped under older versions still unwrap; [`rewrap`](crate::rewrap) moves each
+    /// envelope's data key to the new version without touching its ciphertext.
+    ///
+    /// ```
+    /// # async fn demo() -> Result<(), vault_crypto::Error> {
+    /// use vault_crypto::{Aad, KeyContext, ManagedKeyProvider, Rewrapped};
+    ///
+    /// let keys = ManagedKeyProvider::in_memory("root")?;
+    /// let ctx = KeyContext::parse_json(br#"{"organization_id":"org_1"}"#)?;
+    /// let old = vault_crypto::seal(&keys, &ctx, b"value", Aad::NONE).await?;
+    ///
+    /// assert_eq!(keys.rotate().await?, 2);
+    /// let Rewrapped::Moved(new) = vault_crypto::rewrap(&keys, &old, &ctx).await? else {
+    ///     unreachable!("sealed under version 1, so it moves");
+    /// };
+    /// assert_eq!(new.key_ref().to_string(), "managed://root#v2");
+    /// assert_eq!(vault_crypto::open(&keys, &new, &ctx, Aad::NONE).await?.plaintext(), b"value");
+    /// # Ok(()) }
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(demo()).unwrap();
+    /// ```
     ///
     /// # Errors
     /// [`KeyRingError`] if the ring cannot be stored; the ring is then unchanged.

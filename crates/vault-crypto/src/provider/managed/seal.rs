@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 use super::key_file;
 use super::store::RingStore;
 use crate::aead::{Backend, KEY_LEN, NONCE_LEN, TAG_LEN};
-use crate::context::KeyContext;
+use crate::context::{KeyContext, Reserved};
 use crate::data_key::DataKey;
 use crate::error::KeyRingError;
 use crate::provider::{KeyProvider, KeyRef, WrappedKey};
@@ -285,12 +285,10 @@ impl ProviderSeal {
     }
 
     fn context(&self, ring: &str, version: u32) -> Result<KeyContext, KeyRingError> {
-        KeyContext::from_pairs([
-            ("vault_ring", ring.to_owned()),
-            ("vault_ring_version", version.to_string()),
-        ])
-        .map_err(|_| KeyRingError::Malformed {
-            reason: "ring name".into(),
+        KeyContext::reserved(Reserved::RingRoot { ring, version }).map_err(|_| {
+            KeyRingError::Malformed {
+                reason: "ring name".into(),
+            }
         })
     }
 }

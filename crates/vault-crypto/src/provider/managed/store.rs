@@ -34,6 +34,13 @@ pub trait RingStore: Send + Sync + fmt::Debug {
         format!("{:?}", self.name())
     }
 
+    /// Whether every call completes on the calling thread with no async runtime (a file, memory;
+    /// not a database client). What [`KeyProvider::is_local`](crate::KeyProvider::is_local)
+    /// answers for a managed provider over this store. The default is false.
+    fn is_local(&self) -> bool {
+        false
+    }
+
     /// The stored ring if its generation is not `known` (always, for `None`); `None` if it is
     /// unchanged.
     ///
@@ -98,6 +105,10 @@ impl RingStore for MemoryRingStore {
 
     fn location(&self) -> String {
         format!("memory:{}", self.name)
+    }
+
+    fn is_local(&self) -> bool {
+        true
     }
 
     async fn load_if_changed(&self, known: Option<u64>) -> Result<Option<RingState>, KeyRingError> {

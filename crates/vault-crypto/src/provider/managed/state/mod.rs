@@ -124,8 +124,12 @@ pub(crate) fn validate_name(name: &str) -> Result<(), KeyRingError> {
     if ok {
         Ok(())
     } else {
-        Err(KeyRingError::Malformed {
-            reason: "ring name must be 1 to 64 of [A-Za-z0-9_-]".into(),
+        Err(KeyRingError::InvalidName {
+            name: name
+                .chars()
+                .take(MAX_NAME_LEN)
+                .flat_map(char::escape_debug)
+                .collect(),
         })
     }
 }
@@ -429,9 +433,22 @@ impl RingState {
         if bytes.len() > MAX_FILE_LEN {
             return Err(malformed(format!("larger than {MAX_FILE_LEN} bytes")));
         }
-        // serde_json's messages describe positions and expected types, never the input's values.
-        let file: RingFileV1 = serde_json::from_slice(bytes)
-            .map_err(|e| malformed(format!("line {}, column {}", e.line(), e.column())))?;
+        // What went wrong and where; never serde_json's message, which can quote the input.
+        let file: RingFileV1 = serde_json::from_slice(bytes).map_err(|e| {
+            let what = match e.classify() {
+                serde_json::error::Category::Eof => "truncated",
+                serde_json::error::Category::Syntax => "not JSON",
+                serde_json::error::Category::Data => {
+                    "not a key ring file (a field missing, unknown, repeated or of the wrong type)"
+                }
+                serde_json::error::Category::Io => "unreadable",
+            };
+            malformed(format!(
+                "{what} at line {}, column {}",
+                e.line(),
+                e.column()
+            ))
+        })?;
         if file.format != FILE_FORMAT {
             return Err(malformed("unknown format".into()));
         }

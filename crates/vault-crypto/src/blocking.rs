@@ -1,0 +1,117 @@
+//! Sealing and opening from code that is not async, with no runtime at all.
+//!
+//! Each function runs its async counterpart to completion on the calling thread. Only a
+//! [local](KeyProvider::is_local) provider is accepted (the managed provider over a file or in
+//! memory; a cache or router over such providers): one that calls a key service needs an async
+//! runtime, and is refused with [`Error::NeedsRuntime`] before anything is done.
+//!
+//! ```
+//! use vault_crypto::{Aad, KeyContext, ManagedKeyProvider, blocking};
+//!
+//! let keys = ManagedKeyProvider::in_memory("root")?;
+//! let ctx = KeyContext::parse_json(br#"{"organization_id":"org_1"}"#)?;
+//! let sealed = blocking::seal(&keys, &ctx, b"4111 1111 1111 1111", Aad::NONE)?;
+//! let opened = blocking::open(&keys, &sealed, &ctx, Aad::NONE)?;
+//! assert_eq!(opened.plaintext(), b"4111 1111 1111 1111");
+//! # Ok::<(), vault_crypto::Error>(())
+//! ```
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::{self, Thread};
+
+use crate::context::KeyContext;
+use crate::envelope::{Aad, Opened, Rewrapped, Sealed};
+use crate::error::Error;
+use crate::provider::KeyProvider;
+use crate::provider::managed::ManagedKeyProvider;
+
+/// [`seal`](crate::seal), on the calling thread.
+///
+/// # Errors
+/// [`Error::NeedsRuntime`] for a provider that is not local; otherwise as [`seal`](crate::seal).
+pub fn seal(
+    provider: &dyn KeyProvider,
+    context: &KeyContext,
+    plaintext: &[u8],
+    aad: Aad<'_>,
+) -> Result<Sealed, Error> {
+    local(provider)?;
+    run(crate::seal(provider, context, plaintext, aad))
+}
+
+/// [`open`](crate::open), on the calling thread: the envelope must have been sealed for
+/// `expected`.
+///
+/// # Errors
+/// [`Error::NeedsRuntime`] for a provider that is not local; otherwise as [`open`](crate::open).
+pub fn open(
+    provider: &dyn KeyProvider,
+    envelope: &[u8],
+    expected: &KeyContext,
+    aad: Aad<'_>,
+) -> Result<Opened, Error> {
+    local(provider)?;
+    run(crate::open(provider, envelope, expected, aad))
+}
+
+/// [`rewrap`](crate::rewrap), on the calling thread.
+///
+/// # Errors
+/// [`Error::NeedsRuntime`] for a provider that is not local; otherwise as
+/// [`rewrap`](crate::rewrap).
+pub fn rewrap(
+    provider: &dyn KeyProvider,
+    envelope: &[u8],
+    expected: &KeyContext,
+) -> Result<Rewrapped, Error> {
+    local(provider)?;
+    run(crate::rewrap(provider, envelope, expected))
+}
+
+/// [`ManagedKeyProvider::rotate`], on the calling thread: the new primary version.
+///
+/// # Errors
+/// [`Error::NeedsRuntime`] for a ring kept anywhere but a file or memory; otherwise as
+/// [`ManagedKeyProvider::rotate`].
+pub fn rotate(provider: &ManagedKeyProvider) -> Result<u32, Error> {
+    local(provider)?;
+    Ok(run(provider.rotate())?)
+}
+
+fn local(provider: &dyn KeyProvider) -> Result<(), Error> {
+    if provider.is_local() {
+        Ok(())
+    } else {
+        Err(Error::NeedsRuntime)
+    }
+}
+
+/// Wakes the thread that polls.
+struct Unpark(Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Polls `future` to completion on this thread, parked while it waits (on a lock another
+/// thread holds: a local provider waits on nothing else).
+fn run<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    let waker = Waker::from(Arc::new(Unpark(thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        match future.as_mut().poll(&mut cx) {
+            Poll::Ready(output) => return output,
+            Poll::Pending => thread::park(),
+        }
+    }
+}

@@ -1,0 +1,2 @@
+#![doc = include_str!("../../../crates/vault-crypto/README.md")]
+#![forbid(unsafe_code)]
