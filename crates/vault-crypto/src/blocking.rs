@@ -5,6 +5,9 @@
 //! memory; a cache or router over such providers): one that calls a key service needs an async
 //! runtime, and is refused with [`Error::NeedsRuntime`] before anything is done.
 //!
+//! They block the calling thread: from async code, use the async functions instead (on a
+//! runtime's thread a blocking call holds up every task scheduled there).
+//!
 //! ```
 //! use vault_crypto::{Aad, KeyContext, ManagedKeyProvider, blocking};
 //!
@@ -103,9 +106,12 @@ impl Wake for Unpark {
 }
 
 /// Polls `future` to completion on this thread, parked while it waits (on a lock another
-/// thread holds: a local provider waits on nothing else).
+/// thread holds: a local provider waits on nothing else). Unconstrained by tokio's cooperative
+/// budget: called from inside a task whose budget is spent, a tokio lock would otherwise answer
+/// "pending" and leave its wake-up to a scheduler that never runs again, parking this thread
+/// for good.
 fn run<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
+    let mut future = pin!(tokio::task::coop::unconstrained(future));
     let waker = Waker::from(Arc::new(Unpark(thread::current())));
     let mut cx = Context::from_waker(&waker);
     loop {

@@ -170,6 +170,9 @@ impl<T> Slots<T> {
 
 /// A [`KeyProvider`] that caches data keys in front of another one: it reuses a data key for
 /// sealing within [`CacheLimits`], and keeps unwrapped keys for their `max_age`.
+///
+/// Put one cache in front of a provider, not a cache in front of a cache: the inner one would
+/// see one message per outer miss, so the limits would multiply.
 pub struct CachingProvider {
     inner: Arc<dyn KeyProvider>,
     limits: CacheLimits,

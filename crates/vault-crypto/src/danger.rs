@@ -92,7 +92,7 @@ pub fn seal_with_key(
     plaintext: &[u8],
     aad: Aad<'_>,
 ) -> Result<Vec<u8>, Error> {
-    context.check_sealable()?;
+    context.check_not_forged()?;
     let random = MessageRandom::generate()?;
     envelope::seal_with(
         Backend::DEFAULT,

@@ -95,14 +95,15 @@ fn id_of(message_id: &[u8]) -> String {
 /// the provider `provider` chooses, bound to `scope`.
 ///
 /// # Errors
-/// [`Error::Context`] for a context holding a reserved key that the vault did not build
-/// ([`KeyContext::reserved`]); [`Error::Provider`] if the provider fails; [`Error::Random`].
+/// [`Error::Context`] for a context holding a reserved key (an issued key is handed to a
+/// caller, so it is never one of the vault's own); [`Error::Provider`] if the provider fails;
+/// [`Error::Random`].
 pub async fn issue(
     provider: &dyn KeyProvider,
     ctx: &KeyContext,
     scope: &str,
 ) -> Result<IssuedKey, Error> {
-    ctx.check_sealable()?;
+    ctx.check_caller()?;
     let (data_key, wrapped) = provider.generate_data_key(ctx).await?;
     let random = MessageRandom::generate()?;
     let encrypted_keys = envelope::seal_with(
@@ -184,13 +185,15 @@ async fn recover_parsed(
 /// the old `encrypted_keys` keeps working for the old context.
 ///
 /// # Errors
-/// As [`recover`], and provider errors from the new wrap.
+/// [`Error::Context`] for a `new_ctx` holding a reserved key, before anything is unwrapped; as
+/// [`recover`], and provider errors from the new wrap.
 pub async fn rekey(
     provider: &dyn KeyProvider,
     encrypted_keys: &[u8],
     new_ctx: &KeyContext,
     scope: &str,
 ) -> Result<IssuedKey, Error> {
+    new_ctx.check_caller()?;
     let env = Envelope::parse(encrypted_keys)?;
     let (data_key, _) = recover_parsed(provider, &env, scope).await?;
     let wrapped = provider.wrap(&data_key, new_ctx).await?;

@@ -84,9 +84,10 @@ impl std::error::Error for Unforwarded {}
 /// [`unwrap_owned`](KeyProvider::unwrap_owned) (with its [`Attempts`]) and
 /// [`is_local`](KeyProvider::is_local).
 ///
-/// `build` is given a probe provider to wrap; each method of the wrapper is called once and the
-/// probe tells whether the call reached it with the caller's arguments and its answer came
-/// back. Meant for a test:
+/// `build` is given a probe provider to wrap (and called a second time with a probe that is not
+/// [local](KeyProvider::is_local)); each method of the wrapper is called and the probe tells
+/// whether the call reached it with the caller's arguments and its answer came back. Meant for
+/// a test:
 ///
 /// ```
 /// use std::sync::Arc;
@@ -130,9 +131,9 @@ impl std::error::Error for Unforwarded {}
 pub async fn check_forwarding<W, F>(build: F) -> Result<(), Unforwarded>
 where
     W: KeyProvider,
-    F: FnOnce(Arc<dyn KeyProvider>) -> W,
+    F: Fn(Arc<dyn KeyProvider>) -> W,
 {
-    let probe = Arc::new(Probe::new());
+    let probe = Arc::new(Probe::new(true));
     let wrapper = build(probe.clone());
     let mut methods = Vec::new();
     let ctx = probe.context.clone();
@@ -168,7 +169,9 @@ where
     if !unwraps_forwarded(&wrapper, &probe, &ctx).await {
         methods.push("unwrap_owned");
     }
-    if !wrapper.is_local() {
+    // Local in front of a local provider, and not in front of one that is not (a wrapper that
+    // answers true by itself would let the blocking functions run a KMS provider).
+    if !wrapper.is_local() || build(Arc::new(Probe::new(false))).is_local() {
         methods.push("is_local");
     }
     if methods.is_empty() {
@@ -186,10 +189,8 @@ async fn unwraps_forwarded(wrapper: &dyn KeyProvider, probe: &Probe, ctx: &KeyCo
         let Ok((key, wrapped)) = probe.inner.generate_data_key(ctx).await else {
             return false;
         };
-        let unwrapped = match attempts {
-            Attempts::Retry => wrapper.unwrap(&wrapped, ctx).await,
-            Attempts::Once => wrapper.unwrap_once(&wrapped, ctx).await,
-        };
+        // `unwrap_owned` itself: what the envelope functions and a router call.
+        let unwrapped = wrapper.unwrap_owned(&wrapped, ctx, attempts).await;
         let seen = probe
             .unwrap_attempts
             .lock()
@@ -206,6 +207,7 @@ async fn unwraps_forwarded(wrapper: &dyn KeyProvider, probe: &Probe, ctx: &KeyCo
 /// A provider that records what reaches it.
 #[derive(Debug)]
 struct Probe {
+    local: bool,
     inner: ManagedKeyProvider,
     context: KeyContext,
     calls: Calls,
@@ -233,8 +235,9 @@ impl Calls {
 }
 
 impl Probe {
-    fn new() -> Self {
+    fn new(local: bool) -> Self {
         Self {
+            local,
             inner: ManagedKeyProvider::in_memory("forwarding-probe")
                 .unwrap_or_else(|e| panic!("an in-memory ring: {e}")),
             context: KeyContext::from_pairs([("probe", "forwarding")])
@@ -261,7 +264,7 @@ impl KeyProvider for Probe {
     }
 
     fn is_local(&self) -> bool {
-        true
+        self.local
     }
 
     async fn is_current(&self, _key: &KeyRef, _ctx: &KeyContext) -> Result<bool, ProviderError> {

@@ -221,10 +221,30 @@ async fn a_callers_context_cannot_hold_a_reserved_key_and_a_decoded_one_does_not
         matches!(err, Error::Context(ContextError::ReservedKey { .. })),
         "{err:?}"
     );
-    let err = issued::issue(&keys, &decoded, "env").await.unwrap_err();
+    // An issued key is handed to its caller: never under a reserved context, not even one the
+    // vault built, and never re-bound to one.
+    for reserved in [&decoded, &own] {
+        let err = issued::issue(&keys, reserved, "env").await.unwrap_err();
+        assert!(
+            matches!(err, Error::Context(ContextError::ReservedKey { .. })),
+            "{err:?}"
+        );
+    }
+    let metered = Metered::new(Arc::new(ManagedKeyProvider::in_memory("root").unwrap()));
+    let mine = issued::issue(&metered, &ctx(r#"{"a":"1"}"#), "env")
+        .await
+        .unwrap();
+    let err = issued::rekey(&metered, mine.encrypted_keys(), &decoded, "env")
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, Error::Context(ContextError::ReservedKey { .. })),
         "{err:?}"
+    );
+    assert_eq!(
+        metered.unwraps.load(Ordering::Relaxed),
+        0,
+        "refused before the unwrap"
     );
     let data_key = DataKey::generate().unwrap();
     let (_, wrapped) = keys.generate_data_key(&ctx(r#"{"a":"1"}"#)).await.unwrap();
@@ -257,6 +277,19 @@ async fn a_callers_context_cannot_hold_a_reserved_key_and_a_decoded_one_does_not
     );
     let again = vault_crypto::rewrap(&keys, &sealed, &own).await.unwrap();
     assert_eq!(again, Rewrapped::AlreadyCurrent);
+    // Nor is it opened as a reserved context read from bytes (a row a database writer planted,
+    // naming the context of an envelope it copied): only as the one the vault built.
+    let err = vault_crypto::open(&keys, &sealed, &decoded, Aad::NONE)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Context(ContextError::ReservedKey { .. })),
+        "{err:?}"
+    );
+    let opened = vault_crypto::open(&keys, &sealed, &own, Aad::NONE)
+        .await
+        .unwrap();
+    assert_eq!(opened.plaintext(), b"root");
 }
 
 #[tokio::test]
@@ -289,6 +322,77 @@ async fn check_forwarding_catches_a_wrapper_that_forgets_is_current() {
         .await
         .unwrap();
     assert!(matches!(moved, Rewrapped::Moved(_)));
+
+    // A wrapper that keeps `unwrap_once` right but retries inside `unwrap_owned` (what the
+    // envelope functions and a router call), and one that calls itself local whatever it wraps.
+    #[derive(Debug)]
+    struct Sloppy {
+        inner: Metered,
+        retry_always: bool,
+    }
+    #[vault_crypto::async_trait]
+    impl KeyProvider for Sloppy {
+        fn owns(&self, key: &KeyRef) -> bool {
+            self.inner.owns(key)
+        }
+        fn is_local(&self) -> bool {
+            true // whatever it wraps: the mistake
+        }
+        async fn is_current(&self, key: &KeyRef, ctx: &KeyContext) -> Result<bool, ProviderError> {
+            self.inner.is_current(key, ctx).await
+        }
+        async fn generate_data_key(
+            &self,
+            ctx: &KeyContext,
+        ) -> Result<(DataKey, WrappedKey), ProviderError> {
+            self.inner.generate_data_key(ctx).await
+        }
+        async fn data_key_for_seal(
+            &self,
+            ctx: &KeyContext,
+            scope: &str,
+            len: u64,
+        ) -> Result<(DataKey, WrappedKey), ProviderError> {
+            self.inner.data_key_for_seal(ctx, scope, len).await
+        }
+        async fn wrap(&self, key: &DataKey, ctx: &KeyContext) -> Result<WrappedKey, ProviderError> {
+            self.inner.wrap(key, ctx).await
+        }
+        async fn unwrap_owned(
+            &self,
+            wrapped: &WrappedKey,
+            ctx: &KeyContext,
+            attempts: Attempts,
+        ) -> Result<DataKey, ProviderError> {
+            let attempts = if self.retry_always {
+                Attempts::Retry
+            } else {
+                attempts
+            };
+            self.inner.unwrap_owned(wrapped, ctx, attempts).await
+        }
+        async fn unwrap_once(
+            &self,
+            wrapped: &WrappedKey,
+            ctx: &KeyContext,
+        ) -> Result<DataKey, ProviderError> {
+            self.inner.unwrap_owned(wrapped, ctx, Attempts::Once).await
+        }
+    }
+    let found = testing::check_forwarding(|inner| Sloppy {
+        inner: Metered::new(inner),
+        retry_always: true,
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(found.methods(), ["unwrap_owned", "is_local"]);
+    let found = testing::check_forwarding(|inner| Sloppy {
+        inner: Metered::new(inner),
+        retry_always: false,
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(found.methods(), ["is_local"]);
 
     // The crate's own wrappers forward everything.
     testing::check_forwarding(|inner| CachingProvider::new(inner, CacheLimits::default()))
@@ -354,6 +458,28 @@ fn blocking_seal_and_open_run_with_no_runtime_at_all() {
         Err(Error::NeedsRuntime)
     ));
     assert_eq!(remote.0.unwraps.load(Ordering::Relaxed), 0);
+    // Called from inside a runtime's task, many times in one poll (past tokio's cooperative
+    // budget, after which a tokio lock defers its wake-up to the scheduler), it still finishes.
+    let (done, finished) = std::sync::mpsc::channel();
+    let (cached, c2) = (
+        Arc::new(CachingProvider::new(ring.clone(), CacheLimits::default())),
+        c.clone(),
+    );
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for _ in 0..1000 {
+                blocking::seal(&*cached, &c2, b"card", Aad::NONE).unwrap();
+            }
+        });
+        done.send(()).unwrap();
+    });
+    finished
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("1,000 blocking seals inside a task finish");
+
     // A router is local only while everything it may call is.
     let router = Router::new(ring.clone());
     assert!(router.is_local());

@@ -679,6 +679,15 @@ fn a_bad_ring_name_and_a_damaged_ring_file_say_what_and_where() {
         assert!(text.contains(&path.display().to_string()), "{text}");
         assert!(text.contains(what), "{text}");
     }
+    // A name field that is not a ring name is not echoed (it could hold anything, a key too).
+    let mut json: serde_json::Value = serde_json::from_slice(&good).unwrap();
+    let key = json["versions"][0]["key"].as_str().unwrap().to_owned();
+    json["name"] = serde_json::Value::String(format!("{key}/"));
+    fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+    let err = ManagedKeyProvider::open_existing(dir.path(), "root").unwrap_err();
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains(&key[..16]), "{text}");
+    assert!(text.contains("not a valid ring name"), "{text}");
 }
 
 /// `Router::calls` counts what the router dispatched, not what reached a key service: behind a

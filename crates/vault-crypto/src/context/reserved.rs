@@ -108,9 +108,10 @@ impl KeyContext {
         }
     }
 
-    /// Checks that a context may seal: it holds no reserved key, or the vault built it with
-    /// [`KeyContext::reserved`].
-    pub(crate) fn check_sealable(&self) -> Result<(), ContextError> {
+    /// Checks that a context may seal, wrap or be expected of an envelope: it holds no reserved
+    /// key, or the vault built it with [`KeyContext::reserved`] (rather than read it from bytes
+    /// someone else wrote).
+    pub(crate) fn check_not_forged(&self) -> Result<(), ContextError> {
         match self.origin {
             Origin::Vault => Ok(()),
             Origin::Caller | Origin::Decoded => self.check_caller(),

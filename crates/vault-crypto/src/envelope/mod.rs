@@ -175,7 +175,7 @@ pub async fn seal_in(
     plaintext: &[u8],
     aad: Aad<'_>,
 ) -> Result<Sealed, Error> {
-    context.check_sealable()?;
+    context.check_not_forged()?;
     if plaintext.len() > MAX_PLAINTEXT_LEN {
         return Err(Error::PlaintextTooLarge {
             max: MAX_PLAINTEXT_LEN,
@@ -206,7 +206,9 @@ pub async fn seal_in(
 /// the provider owns is then tried in order until one unwraps to the committed data key.
 ///
 /// # Errors
-/// [`Error::Envelope`] for a malformed envelope; [`Error::ContextMismatch`]; [`Error::NoProvider`]
+/// [`Error::Envelope`] for a malformed envelope; [`Error::ContextMismatch`]; [`Error::Context`]
+/// if `expected` holds a reserved key but was read from bytes rather than built by
+/// [`KeyContext::reserved`] (a row a database writer planted); [`Error::NoProvider`]
 /// if the provider owns none of its wrapped keys; a retryable or policy [`Error::Provider`]
 /// error (unavailable, throttled, disabled, ...) if that is what stopped every attempt;
 /// otherwise [`Error::DecryptionFailed`].
@@ -284,6 +286,7 @@ impl Envelope<'_> {
         aad: Aad<'_>,
     ) -> Result<Opened, Error> {
         self.expect(expected)?;
+        expected.check_not_forged()?;
         self.open_checked(provider, aad).await
     }
 
@@ -310,7 +313,7 @@ impl Envelope<'_> {
         expected: &KeyContext,
     ) -> Result<Rewrapped, Error> {
         self.expect(expected)?;
-        expected.check_sealable()?;
+        expected.check_not_forged()?;
         self.rewrap_checked(provider).await
     }
 
@@ -336,7 +339,7 @@ impl Envelope<'_> {
         expected: &KeyContext,
     ) -> Result<Sealed, Error> {
         self.expect(expected)?;
-        expected.check_sealable()?;
+        expected.check_not_forged()?;
         self.wrap_again_checked(provider).await
     }
 

@@ -452,7 +452,7 @@ impl RingState {
         if file.format != FILE_FORMAT {
             return Err(malformed("unknown format".into()));
         }
-        validate_name(&file.name)?;
+        validate_name(&file.name).map_err(|_| malformed("not a valid ring name".into()))?;
         if expected_name.is_some_and(|n| n != file.name) {
             return Err(malformed("the file holds another ring".into()));
         }
