@@ -17,13 +17,19 @@ fn ctx(json: &str) -> KeyContext {
     KeyContext::parse_json(json.as_bytes()).unwrap()
 }
 
-/// Forwards everything to the provider it wraps and counts the unwraps that reach it.
+/// Forwards everything to the provider it wraps and counts the unwraps that reach it; or, for
+/// `check_forwarding`'s tests, makes one of the mistakes a wrapper can make.
 #[derive(Debug)]
 struct Metered {
     inner: Arc<dyn KeyProvider>,
     unwraps: AtomicUsize,
-    /// Forward `is_current`, or leave it to the trait's default (the mistake).
+    /// Forward `is_current`, or leave it to the trait's default (a mistake).
     forward_is_current: bool,
+    /// Pass `Attempts::Retry` on from `unwrap_owned` whatever the caller asked (a mistake;
+    /// `unwrap_once` stays right).
+    retry_always: bool,
+    /// Call itself local whatever it wraps (a mistake).
+    claims_local: bool,
 }
 
 impl Metered {
@@ -32,6 +38,8 @@ impl Metered {
             inner,
             unwraps: AtomicUsize::new(0),
             forward_is_current: true,
+            retry_always: false,
+            claims_local: false,
         }
     }
 }
@@ -43,7 +51,7 @@ impl KeyProvider for Metered {
     }
 
     fn is_local(&self) -> bool {
-        self.inner.is_local()
+        self.claims_local || self.inner.is_local()
     }
 
     async fn is_current(&self, key: &KeyRef, ctx: &KeyContext) -> Result<bool, ProviderError> {
@@ -81,7 +89,21 @@ impl KeyProvider for Metered {
         attempts: Attempts,
     ) -> Result<DataKey, ProviderError> {
         self.unwraps.fetch_add(1, Ordering::Relaxed);
+        let attempts = if self.retry_always {
+            Attempts::Retry
+        } else {
+            attempts
+        };
         self.inner.unwrap_owned(wrapped, ctx, attempts).await
+    }
+
+    async fn unwrap_once(
+        &self,
+        wrapped: &WrappedKey,
+        ctx: &KeyContext,
+    ) -> Result<DataKey, ProviderError> {
+        self.unwraps.fetch_add(1, Ordering::Relaxed);
+        self.inner.unwrap_once(wrapped, ctx).await
     }
 }
 
@@ -325,70 +347,17 @@ async fn check_forwarding_catches_a_wrapper_that_forgets_is_current() {
 
     // A wrapper that keeps `unwrap_once` right but retries inside `unwrap_owned` (what the
     // envelope functions and a router call), and one that calls itself local whatever it wraps.
-    #[derive(Debug)]
-    struct Sloppy {
-        inner: Metered,
-        retry_always: bool,
-    }
-    #[vault_crypto::async_trait]
-    impl KeyProvider for Sloppy {
-        fn owns(&self, key: &KeyRef) -> bool {
-            self.inner.owns(key)
-        }
-        fn is_local(&self) -> bool {
-            true // whatever it wraps: the mistake
-        }
-        async fn is_current(&self, key: &KeyRef, ctx: &KeyContext) -> Result<bool, ProviderError> {
-            self.inner.is_current(key, ctx).await
-        }
-        async fn generate_data_key(
-            &self,
-            ctx: &KeyContext,
-        ) -> Result<(DataKey, WrappedKey), ProviderError> {
-            self.inner.generate_data_key(ctx).await
-        }
-        async fn data_key_for_seal(
-            &self,
-            ctx: &KeyContext,
-            scope: &str,
-            len: u64,
-        ) -> Result<(DataKey, WrappedKey), ProviderError> {
-            self.inner.data_key_for_seal(ctx, scope, len).await
-        }
-        async fn wrap(&self, key: &DataKey, ctx: &KeyContext) -> Result<WrappedKey, ProviderError> {
-            self.inner.wrap(key, ctx).await
-        }
-        async fn unwrap_owned(
-            &self,
-            wrapped: &WrappedKey,
-            ctx: &KeyContext,
-            attempts: Attempts,
-        ) -> Result<DataKey, ProviderError> {
-            let attempts = if self.retry_always {
-                Attempts::Retry
-            } else {
-                attempts
-            };
-            self.inner.unwrap_owned(wrapped, ctx, attempts).await
-        }
-        async fn unwrap_once(
-            &self,
-            wrapped: &WrappedKey,
-            ctx: &KeyContext,
-        ) -> Result<DataKey, ProviderError> {
-            self.inner.unwrap_owned(wrapped, ctx, Attempts::Once).await
-        }
-    }
-    let found = testing::check_forwarding(|inner| Sloppy {
-        inner: Metered::new(inner),
+    let found = testing::check_forwarding(|inner| Metered {
         retry_always: true,
+        claims_local: true,
+        ..Metered::new(inner)
     })
     .await
     .unwrap_err();
     assert_eq!(found.methods(), ["unwrap_owned", "is_local"]);
-    let found = testing::check_forwarding(|inner| Sloppy {
-        inner: Metered::new(inner),
-        retry_always: false,
+    let found = testing::check_forwarding(|inner| Metered {
+        claims_local: true,
+        ..Metered::new(inner)
     })
     .await
     .unwrap_err();
