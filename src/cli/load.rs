@@ -7,7 +7,6 @@
 //! version it last wrote and must succeed: a lost or reordered write would show up as a conflict
 //! or as a wrong value in the final check.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use hyper::Method;
@@ -15,6 +14,9 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::client::ApiClient;
+
+mod read_back;
+use read_back::read_back;
 
 /// What to run.
 #[derive(Debug, Clone, Copy)]
@@ -68,6 +70,9 @@ pub(crate) struct LoadReport {
     pub(crate) objects: usize,
     /// Of those, objects whose value and version were the last ones written.
     pub(crate) intact: usize,
+    /// Of those, objects the read-back could not read at all (the server kept refusing or did
+    /// not answer): neither intact nor shown to be lost.
+    pub(crate) unread: usize,
     /// Durable commits the servers' stores made during the mix (from their `/metrics`; absent
     /// when a server does not show them to this client).
     pub(crate) commits: Option<u64>,
@@ -274,36 +279,8 @@ pub(crate) async fn run(
         _ => None,
     };
 
-    // Read every object back, concurrently, and compare with what its client wrote last.
-    let checkers: Vec<Arc<ApiClient>> = (0..bases.len().max(1))
-        .map(|i| Arc::new(ApiClient::new(replica(bases, i), key)))
-        .collect();
-    let mut checks = Vec::new();
-    for (index, r) in results.iter().enumerate() {
-        for o in &r.objects {
-            let c = checkers[(index + 1) % checkers.len()].clone();
-            let (id, version, value) = (o.id.clone(), o.version.clone(), o.value.clone());
-            checks.push(tokio::spawn(async move {
-                match c
-                    .call(Method::GET, &format!("/vault/v1/kv/{id}"), None)
-                    .await
-                {
-                    Ok((200, obj)) => {
-                        obj["value"] == value.as_str()
-                            && obj["metadata"]["version_id"] == version.as_str()
-                    }
-                    _ => false,
-                }
-            }));
-        }
-    }
-    let objects = checks.len();
-    let mut intact = 0;
-    for c in checks {
-        if c.await.unwrap_or(false) {
-            intact += 1;
-        }
-    }
+    let (intact, unread) = read_back(bases, key, clients, &results).await;
+    let objects = results.iter().map(|r| r.objects.len()).sum();
 
     let pick = |op: Op| -> Vec<u64> {
         results
@@ -334,6 +311,7 @@ pub(crate) async fn run(
         errors: results.iter().map(|r| r.errors).sum(),
         objects,
         intact,
+        unread,
         commits: writes.map(|(commits, _)| commits),
         commits_per_sec: writes.map(|(commits, _)| commits as f64 / seconds.max(f64::EPSILON)),
         changes_per_commit: writes
@@ -345,7 +323,7 @@ pub(crate) async fn run(
 pub(crate) fn table(r: &LoadReport) -> String {
     let mut out = format!(
         "{} clients, {} requests of {}-byte values in {:.2} s: {:.0} requests/s, {} errors; \
-         {} of {} objects intact on read-back\n\n",
+         {} of {} objects intact on read-back ({} could not be read)\n\n",
         r.clients,
         r.requests,
         r.value_bytes,
@@ -353,7 +331,8 @@ pub(crate) fn table(r: &LoadReport) -> String {
         r.requests_per_sec,
         r.errors,
         r.intact,
-        r.objects
+        r.objects,
+        r.unread
     );
     if let (Some(commits), Some(rate), Some(shared)) =
         (r.commits, r.commits_per_sec, r.changes_per_commit)

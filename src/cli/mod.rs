@@ -237,8 +237,8 @@ pub(crate) async fn bench_server(
         return Err(Failure {
             code: exit::STORAGE,
             message: format!(
-                "{} errors, {} of {} objects intact",
-                report.errors, report.intact, report.objects
+                "{} errors, {} of {} objects intact ({} could not be read)",
+                report.errors, report.intact, report.objects, report.unread
             ),
         });
     }

@@ -70,3 +70,75 @@ conformance!(
     key_events,
     concurrent_reads_are_each_audited,
 );
+
+/// PostgreSQL: the server cuts every connection of the store (a restart, a failover, an
+/// operator's `pg_terminate_backend`). A change that meets a cut connection at its begin is
+/// begun again on a new one: no change fails, and the store goes on.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_connections_cut_by_the_server_are_replaced() {
+    use sqlx::Connection as _;
+    use vault_store::{Actor, NewVersion, ObjectStore as _};
+
+    let Ok(url) = std::env::var("VAULT_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "VAULT_TEST_POSTGRES_URL is not set in CI"
+        );
+        return;
+    };
+    let url = vault_testkit::postgres::fresh_database(&url, "cut").await;
+    let store = Arc::new(SqlStore::connect_postgres(&url).await.unwrap());
+    let env = vault_testkit::environment("cut");
+    let context = vault_crypto::KeyContext::from_pairs([("organization_id", "org_1")]).unwrap();
+    let create = |name: String| {
+        let (store, env, context) = (store.clone(), env.clone(), context.clone());
+        async move {
+            let version = NewVersion {
+                id: vault_store::new_version_id().unwrap(),
+                at: vault_store::Timestamp::now(),
+                envelope: b"env".to_vec(),
+                size: 3,
+                key_id: "managed://root#v1".into(),
+            };
+            let id = vault_store::new_object_id().unwrap();
+            let actor = Actor::new("key_test", "Test key");
+            store
+                .create(&env, &id, &name, &context, version, &actor, None)
+                .await
+        }
+    };
+    // As many concurrent creates as there are threads of changes, and more, twice: after the
+    // first round every thread holds a connection; after the cut, each meets a dead one.
+    for round in ["before", "after"] {
+        if round == "after" {
+            let mut admin = sqlx::AnyConnection::connect(&url).await.unwrap();
+            let cut = sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            )
+            .execute(&mut admin)
+            .await
+            .unwrap();
+            assert!(cut.rows_affected() >= 2, "the store's connections were cut");
+        }
+        let creates: Vec<_> = (0..40)
+            .map(|i| tokio::spawn(create(format!("{round}-{i}"))))
+            .collect();
+        for (i, c) in creates.into_iter().enumerate() {
+            let meta = c
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{round}-{i}: {e:?}"));
+            assert_eq!(meta.name, format!("{round}-{i}"));
+        }
+    }
+    let actor = Actor::new("key_test", "Test key");
+    for i in 0..40 {
+        store
+            .get_by_name(&env, &format!("after-{i}"), &actor)
+            .await
+            .unwrap();
+    }
+    store.close().await;
+}

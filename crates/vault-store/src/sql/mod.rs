@@ -216,7 +216,7 @@ impl SqlStore {
             #[cfg(feature = "sqlite")]
             Engine::Lite(lite) => lite.submit(change),
             #[cfg(feature = "postgres")]
-            Engine::Pg(pg) => pg.submit(change, self.stats.clone()).await,
+            Engine::Pg(pg) => pg.submit(change, self.stats.clone()),
         }
     }
 

@@ -1,6 +1,7 @@
-//! PostgreSQL, on sqlx: the pool, the changes (each in a transaction of its own, on a blocking
-//! thread that waits on each statement, so a change is the same synchronous code as on SQLite),
-//! and the task that group-commits the audit events of reads.
+//! PostgreSQL, on sqlx: the pool that serves reads, the threads that run changes and snapshots
+//! (each in a transaction of its own, on a thread that owns its connection, so a change is the
+//! same synchronous code as on SQLite: [`workers`]), and the task that group-commits the audit
+//! events of reads.
 //!
 //! PostgreSQL's WAL writer already flushes the commits of concurrent transactions together
 //! (`docs/PERFORMANCE.md`), so changes are not batched here; the events of reads, one row each,
@@ -10,27 +11,39 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, AssertSqlSafe, Executor, Row};
-use tokio::runtime::Handle;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Executor, Row};
+use tokio::runtime::Runtime;
 
 use super::change::{AUDIT_COLUMNS, AUDIT_PARAMS, AuditRecord, Counters, MAX_BATCH};
 use super::db::{Arg, Backend, Change, Columns, DbError, Tx};
 use crate::StoreError;
 
-/// The pool and the read-event queue of one PostgreSQL database.
+mod workers;
+use workers::Workers;
+
+/// The pool, the threads of changes and the read-event queue of one PostgreSQL database.
 #[derive(Clone)]
 pub(super) struct Pg {
     pool: AnyPool,
+    /// The threads of changes.
+    changes: Arc<Workers>,
+    /// The threads of snapshots (scans): apart, so a burst of long reads cannot hold every
+    /// thread that writes.
+    snapshots: Arc<Workers>,
     events: tokio::sync::mpsc::UnboundedSender<ReadEvent>,
-    /// One per pooled connection: a change or a snapshot takes one before it takes a blocking
-    /// thread, so a burst waits here instead of filling tokio's blocking pool with threads
-    /// that wait for a connection.
-    slots: Arc<Semaphore>,
 }
 
-/// The pool's size.
-const CONNECTIONS: u32 = 16;
+/// The pool's size (reads by key, and the reads' events). With the threads' connections, a
+/// process opens at most `CONNECTIONS + CHANGE_THREADS + SNAPSHOT_THREADS` (32).
+const CONNECTIONS: u32 = 12;
+
+/// The threads (and connections) of changes: as many transactions as may commit together
+/// (PostgreSQL flushes concurrent commits with one WAL write; fewer threads measured slower,
+/// `docs/PERFORMANCE.md`).
+const CHANGE_THREADS: usize = 16;
+
+/// The threads (and connections) of snapshots.
+const SNAPSHOT_THREADS: usize = 4;
 
 /// The longest a transaction may sit idle between its statements before PostgreSQL ends it (an
 /// interactive one waits at most 10 s for its next step).
@@ -56,21 +69,15 @@ impl Pg {
         sqlx::any::install_default_drivers();
         // One connection first, so a database that is down, missing or refusing the login is
         // reported at once and with its cause, not after the pool's acquire timeout.
-        let probe =
-            sqlx::AnyConnection::connect(url)
-                .await
-                .map_err(|e| StoreError::Unavailable {
-                    reason: format!("cannot connect to PostgreSQL: {}", connect_failure(&e)),
-                })?;
+        let probe = AnyConnection::connect(url)
+            .await
+            .map_err(|e| StoreError::Unavailable {
+                reason: format!("cannot connect to PostgreSQL: {}", connect_failure(&e)),
+            })?;
         probe.close().await?;
         let pool = AnyPoolOptions::new()
             .max_connections(CONNECTIONS)
-            .after_connect(|conn, _| {
-                Box::pin(async move {
-                    conn.execute(IDLE_IN_TRANSACTION).await?;
-                    Ok(())
-                })
-            })
+            .after_connect(|conn, _| Box::pin(prepare(conn)))
             // A database that stopped answering fails a request within seconds (a 503 the
             // client can retry elsewhere) instead of holding it for half a minute.
             .acquire_timeout(Duration::from_secs(5))
@@ -80,13 +87,15 @@ impl Pg {
         tokio::spawn(flush_read_events(pool.clone(), stats, pending));
         Ok(Self {
             pool,
+            changes: Arc::new(Workers::start(url, CHANGE_THREADS, "vault-pg-change")?),
+            snapshots: Arc::new(Workers::start(url, SNAPSHOT_THREADS, "vault-pg-read")?),
             events,
-            slots: Arc::new(Semaphore::new(CONNECTIONS as usize)),
         })
     }
 
     pub(super) async fn close(&self) {
-        self.slots.close();
+        self.changes.close().await;
+        self.snapshots.close().await;
         self.pool.close().await;
     }
 
@@ -100,34 +109,24 @@ impl Pg {
         wait.await.map_err(|_| gone())?
     }
 
-    /// A slot for a transaction (see [`Pg::slots`]).
-    async fn slot(&self) -> Result<OwnedSemaphorePermit, StoreError> {
-        self.slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| StoreError::Unavailable {
-                reason: "the database pool is closed".into(),
-            })
-    }
-
     /// Starts `change` in a transaction of its own; the receiver gets its value once committed.
-    pub(super) async fn submit<C: Change>(
+    pub(super) fn submit<C: Change>(
         &self,
         change: C,
         stats: Arc<Counters>,
     ) -> Result<tokio::sync::oneshot::Receiver<Result<C::Output, StoreError>>, StoreError> {
-        let slot = self.slot().await?;
         let (done, wait) = tokio::sync::oneshot::channel();
-        let (pool, handle) = (self.pool.clone(), Handle::current());
-        tokio::task::spawn_blocking(move || {
-            let _slot = slot;
-            let result = in_transaction(&handle, &pool, "BEGIN", |tx| change.run(tx));
+        self.changes.queue(Box::new(move |worker| {
+            // A caller that gave up before its change started does not have it run.
+            if done.is_closed() {
+                return;
+            }
+            let result = worker.in_transaction("BEGIN", |tx| change.run(tx));
             if result.is_ok() {
                 stats.committed(1, 0);
             }
             let _ = done.send(result);
-        });
+        }))?;
         Ok(wait)
     }
 
@@ -165,43 +164,36 @@ impl Pg {
         &self,
         f: impl FnOnce(&mut dyn Tx) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let slot = self.slot().await?;
-        let (pool, handle) = (self.pool.clone(), Handle::current());
-        tokio::task::spawn_blocking(move || {
-            let _slot = slot;
-            in_transaction(
-                &handle,
-                &pool,
-                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-                f,
-            )
-        })
-        .await
-        .map_err(|_| StoreError::Unavailable {
-            reason: "a read failed".into(),
-        })?
+        self.snapshots
+            .run("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", f)?
+            .await
+            .map_err(|_| StoreError::Unavailable {
+                reason: "a read failed".into(),
+            })?
     }
 }
 
-/// Runs `f` in a transaction begun with `begin`, on this blocking thread, and commits it if
-/// `f` succeeded (else it is rolled back).
-fn in_transaction<T>(
-    handle: &Handle,
-    pool: &AnyPool,
-    begin: &'static str,
-    f: impl FnOnce(&mut dyn Tx) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    let tx = handle.block_on(pool.begin_with(begin))?;
-    let mut tx = PgTx { tx, handle };
-    let value = f(&mut tx)?;
-    handle.block_on(tx.tx.commit())?;
-    Ok(value)
+/// Sets up a new connection as every connection of the store is.
+async fn prepare(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+    conn.execute(IDLE_IN_TRANSACTION).await?;
+    Ok(())
 }
 
-/// A PostgreSQL transaction, run statement by statement from a blocking thread.
-struct PgTx<'h> {
-    tx: sqlx::Transaction<'static, sqlx::Any>,
-    handle: &'h Handle,
+/// A PostgreSQL transaction, run statement by statement by the thread that owns its
+/// connection (see [`workers`]). It remembers whether a statement failed: PostgreSQL then
+/// refuses every later statement and turns the commit into a rollback.
+struct PgTx<'c> {
+    conn: &'c mut AnyConnection,
+    runtime: &'c Runtime,
+    failed: bool,
+}
+
+impl PgTx<'_> {
+    /// `result`, noting a failure.
+    fn noted<T>(&mut self, result: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
+        self.failed |= result.is_err();
+        result
+    }
 }
 
 impl Tx for PgTx<'_> {
@@ -210,10 +202,10 @@ impl Tx for PgTx<'_> {
     }
 
     fn execute(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64, DbError> {
-        match self
-            .handle
-            .block_on(query(sql, args).execute(&mut *self.tx))
-        {
+        let done = self
+            .runtime
+            .block_on(query(sql, args).execute(&mut *self.conn));
+        match self.noted(done) {
             Ok(done) => Ok(done.rows_affected()),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(DbError::Unique),
             Err(e) => Err(DbError::Other(e.into())),
@@ -227,9 +219,9 @@ impl Tx for PgTx<'_> {
         row: &mut dyn FnMut(&dyn Columns) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError> {
         let rows = self
-            .handle
-            .block_on(query(sql, args).fetch_all(&mut *self.tx))?;
-        for r in &rows {
+            .runtime
+            .block_on(query(sql, args).fetch_all(&mut *self.conn));
+        for r in &self.noted(rows)? {
             if !row(r)? {
                 break;
             }
@@ -238,8 +230,10 @@ impl Tx for PgTx<'_> {
     }
 
     fn script(&mut self, sql: &'static str) -> Result<(), StoreError> {
-        self.handle
-            .block_on(sqlx::raw_sql(sql).execute(&mut *self.tx))?;
+        let done = self
+            .runtime
+            .block_on(sqlx::raw_sql(sql).execute(&mut *self.conn));
+        self.noted(done)?;
         Ok(())
     }
 }
@@ -381,3 +375,6 @@ impl From<sqlx::Error> for StoreError {
         Self::Unavailable { reason }
     }
 }
+
+#[cfg(test)]
+mod tests;
