@@ -434,5 +434,5 @@ fn purge_batch(tx: &mut dyn Tx, before: Timestamp, batch: i64) -> Result<u64, St
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "sqlite"))]
 mod tests;
