@@ -327,12 +327,24 @@ fn managed_group(c: &mut Criterion) {
             })
         });
     }
-    // The per-message derivation (extract, then the content key and the commitment): ours,
-    // and the same bytes through the `hkdf` crate.
+    // The per-message derivation: suite 3's (what seals write: four AES blocks and one
+    // SHA-256), suite 1's (extract, then the content key and the commitment), and suite 1's
+    // bytes through the `hkdf` crate.
     let data_key = danger::data_key_from_bytes([2u8; 32]);
-    g.bench_function("derive-message-keys", |b| {
-        b.iter(|| danger::message_keys(&data_key, black_box(&[1u8; 32])))
-    });
+    for (name, suite) in [
+        (
+            "derive-message-keys/suite-3",
+            vault_crypto::SUITE_AES256GCM_AESKDF_SHA256_COMMIT,
+        ),
+        (
+            "derive-message-keys",
+            vault_crypto::SUITE_AES256GCM_HKDF_SHA256_COMMIT,
+        ),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| danger::message_keys(suite, &data_key, black_box(&[1u8; 32])))
+        });
+    }
     g.bench_function("derive-message-keys/hkdf-crate", |b| {
         b.iter(|| {
             let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(black_box(&[1u8; 32])), &[2u8; 32]);

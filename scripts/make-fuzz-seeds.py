@@ -32,7 +32,7 @@ def write(target, data: bytes):
         f.write(data)
 
 
-positive = list(blocks(VECTORS + "envelope-v1.txt"))
+positive = list(blocks(VECTORS + "envelope-v1.txt")) + list(blocks(VECTORS + "envelope-v1-suite3.txt"))
 negative = list(blocks(VECTORS + "envelope-v1-negative.txt"))
 
 # Envelopes and their text form.

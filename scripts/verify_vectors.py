@@ -3,7 +3,8 @@
 checked against the Rust test vectors. If both agree byte for byte, the spec is implementable
 as written and the Rust code does what the spec says.
 
-Usage: verify_vectors.py crates/vault-crypto/tests/vectors/envelope-v1.txt
+Usage: verify_vectors.py crates/vault-crypto/tests/vectors/envelope-v1.txt \
+           crates/vault-crypto/tests/vectors/envelope-v1-suite3.txt
 """
 import base64
 import json
@@ -11,16 +12,17 @@ import struct
 import sys
 
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 from cryptography.hazmat.primitives import hmac
 
 MAGIC = b"VLTE"
 VERSION = 1
-SUITE = 0x0001
 KEK_LABEL = b"vault-crypto/v1/managed-kek"
 CONTENT_KEY_LABEL = b"vault-crypto/v1/content-key"
 COMMITMENT_LABEL = b"vault-crypto/v1/commitment"
+COMMITMENT_LABEL_3 = b"vault-crypto/suite-3/commitment"
 
 
 def hkdf_extract(salt: bytes, ikm: bytes) -> bytes:
@@ -31,6 +33,24 @@ def hkdf_extract(salt: bytes, ikm: bytes) -> bytes:
 
 def hkdf_expand(prk: bytes, info: bytes, length: int = 32) -> bytes:
     return HKDFExpand(hashes.SHA256(), length, info).derive(prk)
+
+
+def message_keys(suite: int, dek: bytes, message_id: bytes):
+    """FORMAT.md, "Suites": the content key and the commitment of one message."""
+    if suite == 1:
+        prk = hkdf_extract(message_id, dek)
+        info = struct.pack(">H", suite)
+        return (hkdf_expand(prk, CONTENT_KEY_LABEL + info),
+                hkdf_expand(prk, COMMITMENT_LABEL + info))
+    assert suite == 3, "unknown suite %d" % suite
+    # RFC 8452's message-encryption key with the message id's first 12 bytes as its nonce: the
+    # first 8 bytes of AES-256(DK, le32(i) || message_id[:12]), i = 2..5.
+    aes = Cipher(algorithms.AES(dek), modes.ECB()).encryptor()
+    content_key = b"".join(aes.update(struct.pack("<I", i) + message_id[:12])[:8]
+                           for i in range(2, 6))
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(COMMITMENT_LABEL_3 + dek + message_id)
+    return content_key, digest.finalize()
 
 
 def canonical_context(json_text: str) -> bytes:
@@ -82,10 +102,9 @@ def check(b):
     assert b["KEY_REF"] == "managed://%s#v%d" % (b["RING"], primary), "key reference"
 
     message_id, nonce = h(b["MESSAGE_ID"]), h(b["NONCE"])
-    prk = hkdf_extract(message_id, dek)
-    suite = struct.pack(">H", SUITE)
-    content_key = hkdf_expand(prk, CONTENT_KEY_LABEL + suite)
-    commitment = hkdf_expand(prk, COMMITMENT_LABEL + suite)
+    suite_id = int(b.get("SUITE", "1"))
+    content_key, commitment = message_keys(suite_id, dek, message_id)
+    suite = struct.pack(">H", suite_id)
     assert content_key == h(b["CONTENT_KEY"]), "content key"
     assert commitment == h(b["COMMITMENT"]), "commitment"
 

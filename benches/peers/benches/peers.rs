@@ -1,5 +1,6 @@
-//! Our envelope (managed provider) beside the AWS Encryption SDK for Rust (raw AES keyring), the
-//! same 1 KiB and 1 MiB values sealed and opened in one criterion run.
+//! Our envelope (managed provider) beside GoDaddy's Asherah (in-memory metastore, static KMS, hot
+//! session) at 64 B to 64 KiB, and beside the AWS Encryption SDK for Rust (raw AES keyring) at
+//! 1 KiB and 1 MiB: the same values sealed and opened in one criterion run.
 //!
 //! ESDK's default suite signs every message with ECDSA P-384; its fastest committing suite
 //! without signatures (`AlgAes256GcmHkdfSha512CommitKey`) is the like-for-like peer of our
@@ -14,18 +15,55 @@ use aws_esdk::material_providers::client as mpl_client;
 use aws_esdk::material_providers::types::material_providers_config::MaterialProvidersConfig;
 use aws_esdk::material_providers::types::{AesWrappingAlg, EsdkAlgorithmSuiteId};
 use aws_esdk::types::aws_encryption_sdk_config::AwsEncryptionSdkConfig;
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use vault_crypto::{KeyContext, ManagedKeyProvider, open, seal};
+use vault_peers::{Asherah, SIZES, Vault};
 
-fn peers(c: &mut Criterion) {
+fn asherah(c: &mut Criterion) {
+    let vault = Vault::new();
+    let asherah = Asherah::new();
+    for size in SIZES {
+        let pt = vec![0x42u8; size];
+        let mut g = c.benchmark_group(format!("seal-{size}"));
+        g.throughput(Throughput::Bytes(size as u64));
+        g.bench_function(BenchmarkId::new("asherah-struct", size), |b| {
+            b.iter(|| asherah.encrypt(black_box(&pt)))
+        });
+        g.bench_function(BenchmarkId::new("asherah-json", size), |b| {
+            b.iter(|| asherah.encrypt_json(black_box(&pt)))
+        });
+        g.bench_function(BenchmarkId::new("vault-blocking", size), |b| {
+            b.iter(|| vault.seal(black_box(&pt)))
+        });
+        g.finish();
+
+        let mut g = c.benchmark_group(format!("open-{size}"));
+        g.throughput(Throughput::Bytes(size as u64));
+        let drr = asherah.encrypt(&pt);
+        g.bench_function(BenchmarkId::new("asherah-struct", size), |b| {
+            b.iter_batched(
+                || drr.clone(),
+                |d| asherah.decrypt(d),
+                BatchSize::SmallInput,
+            )
+        });
+        let env = vault.seal(&pt).into_bytes();
+        g.bench_function(BenchmarkId::new("vault-blocking", size), |b| {
+            b.iter(|| vault.open(black_box(&env)))
+        });
+        g.finish();
+    }
+}
+
+fn esdk(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let esdk =
         esdk_client::Client::from_conf(AwsEncryptionSdkConfig::builder().build().unwrap()).unwrap();
-    let mpl = mpl_client::Client::from_conf(MaterialProvidersConfig::builder().build().unwrap())
-        .unwrap();
+    let mpl =
+        mpl_client::Client::from_conf(MaterialProvidersConfig::builder().build().unwrap()).unwrap();
     let keyring = rt
         .block_on(
             mpl.create_raw_aes_keyring()
@@ -44,8 +82,14 @@ fn peers(c: &mut Criterion) {
     let ctx = KeyContext::from_pairs([("organization_id", "org_1"), ("user_id", "u_9")]).unwrap();
 
     let suites = [
-        ("aws-esdk-default-signed", EsdkAlgorithmSuiteId::AlgAes256GcmHkdfSha512CommitKeyEcdsaP384),
-        ("aws-esdk-committed-unsigned", EsdkAlgorithmSuiteId::AlgAes256GcmHkdfSha512CommitKey),
+        (
+            "aws-esdk-default-signed",
+            EsdkAlgorithmSuiteId::AlgAes256GcmHkdfSha512CommitKeyEcdsaP384,
+        ),
+        (
+            "aws-esdk-committed-unsigned",
+            EsdkAlgorithmSuiteId::AlgAes256GcmHkdfSha512CommitKey,
+        ),
     ];
     for size in [1024usize, 1 << 20] {
         let pt = vec![0x42u8; size];
@@ -67,7 +111,15 @@ fn peers(c: &mut Criterion) {
             });
         }
         g.bench_function(BenchmarkId::new("vault-envelope-managed", size), |b| {
-            b.iter(|| rt.block_on(seal(&managed, &ctx, black_box(&pt), vault_crypto::Aad::NONE)).unwrap())
+            b.iter(|| {
+                rt.block_on(seal(
+                    &managed,
+                    &ctx,
+                    black_box(&pt),
+                    vault_crypto::Aad::NONE,
+                ))
+                .unwrap()
+            })
         });
         g.finish();
 
@@ -99,13 +151,23 @@ fn peers(c: &mut Criterion) {
                 })
             });
         }
-        let env = rt.block_on(seal(&managed, &ctx, &pt, vault_crypto::Aad::NONE)).unwrap();
+        let env = rt
+            .block_on(seal(&managed, &ctx, &pt, vault_crypto::Aad::NONE))
+            .unwrap();
         g.bench_function(BenchmarkId::new("vault-envelope-managed", size), |b| {
-            b.iter(|| rt.block_on(open(&managed, black_box(&env), &ctx, vault_crypto::Aad::NONE)).unwrap())
+            b.iter(|| {
+                rt.block_on(open(
+                    &managed,
+                    black_box(&env),
+                    &ctx,
+                    vault_crypto::Aad::NONE,
+                ))
+                .unwrap()
+            })
         });
         g.finish();
     }
 }
 
-criterion_group!(benches, peers);
+criterion_group!(benches, asherah, esdk);
 criterion_main!(benches);

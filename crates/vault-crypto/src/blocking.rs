@@ -1,9 +1,11 @@
 //! Sealing and opening from code that is not async, with no runtime at all.
 //!
-//! Each function runs its async counterpart to completion on the calling thread. Only a
-//! [local](KeyProvider::is_local) provider is accepted (the managed provider over a file or in
-//! memory; a cache or router over such providers): one that calls a key service needs an async
-//! runtime, and is refused with [`Error::NeedsRuntime`] before anything is done.
+//! Each function runs on the calling thread: straight through when the provider has its keys at
+//! hand ([`KeyProvider::data_key_now`], [`KeyProvider::unwrap_owned_now`]: the managed provider
+//! between two checks of its ring), otherwise by running its async counterpart to completion.
+//! Only a [local](KeyProvider::is_local) provider is accepted (the managed provider over a file
+//! or in memory; a cache or router over such providers): one that calls a key service needs an
+//! async runtime, and is refused with [`Error::NeedsRuntime`] before anything is done.
 //!
 //! They block the calling thread: from async code, use the async functions instead (on a
 //! runtime's thread a blocking call holds up every task scheduled there).
@@ -42,6 +44,9 @@ pub fn seal(
     aad: Aad<'_>,
 ) -> Result<Sealed, Error> {
     local(provider)?;
+    if let Some(sealed) = crate::envelope::seal_now(provider, "", context, plaintext, aad) {
+        return sealed;
+    }
     run(crate::seal(provider, context, plaintext, aad))
 }
 
@@ -57,6 +62,9 @@ pub fn open(
     aad: Aad<'_>,
 ) -> Result<Opened, Error> {
     local(provider)?;
+    if let Some(opened) = crate::envelope::open_now(provider, envelope, expected, aad) {
+        return opened;
+    }
     run(crate::open(provider, envelope, expected, aad))
 }
 

@@ -9,8 +9,9 @@ use zeroize::Zeroizing;
 use crate::aead::Backend;
 use crate::context::KeyContext;
 use crate::data_key::{DATA_KEY_LEN, DataKey};
+use crate::envelope::suite::Suite;
 use crate::envelope::{self, Aad, Envelope, MESSAGE_ID_LEN, MessageRandom};
-use crate::error::{Error, ProviderError};
+use crate::error::{EnvelopeError, Error, ProviderError};
 use crate::provider::WrappedKey;
 use crate::provider::managed::ManagedKeyProvider;
 
@@ -48,13 +49,16 @@ pub fn managed_wrap_with_nonce(
     provider.wrap_with_nonce(key.expose_secret(), ctx, nonce)
 }
 
-/// Seals with every random value chosen by the caller. Reusing a `(data key, message id)` pair
-/// for two plaintexts destroys confidentiality; use only to reproduce test vectors.
+/// Seals with every random value chosen by the caller, in the given suite (1 or 3: FORMAT.md,
+/// "Suites"). Reusing a `(data key, message id, nonce)` for two plaintexts destroys
+/// confidentiality; use only to reproduce test vectors.
 ///
 /// # Errors
-/// As [`crate::seal`].
+/// [`EnvelopeError::UnsupportedSuite`](crate::EnvelopeError::UnsupportedSuite) for another
+/// suite; otherwise as [`crate::seal`].
 #[allow(clippy::too_many_arguments)] // Every parameter is one of the format's inputs.
 pub fn seal_with_parameters(
+    suite: u16,
     backend: Backend,
     data_key: &DataKey,
     wrapped_keys: &[WrappedKey],
@@ -64,8 +68,10 @@ pub fn seal_with_parameters(
     message_id: [u8; MESSAGE_ID_LEN],
     nonce: [u8; 12],
 ) -> Result<Vec<u8>, Error> {
+    let suite = Suite::from_id(suite).ok_or(EnvelopeError::UnsupportedSuite(suite))?;
     envelope::seal_with(
         backend,
+        suite,
         data_key,
         wrapped_keys,
         context,
@@ -96,6 +102,7 @@ pub fn seal_with_key(
     let random = MessageRandom::generate()?;
     envelope::seal_with(
         Backend::DEFAULT,
+        Suite::SEAL,
         data_key,
         wrapped_keys,
         context,
@@ -136,17 +143,19 @@ pub fn workos_encrypt_with_iv(
     crate::workos::encrypt_with_iv(layout, data_key, encrypted_keys, plaintext, aad.bytes(), iv)
 }
 
-/// The content key and key commitment of one message (FORMAT.md, "Key derivation and
-/// commitment"), exactly as a seal derives them: for benchmarks that measure the derivation
-/// alone, and for checking other implementations. The content key is a secret.
+/// The content key and key commitment of one message in `suite` (FORMAT.md, "Suites"),
+/// exactly as a seal derives them: for benchmarks that measure the derivation alone, and for
+/// checking other implementations. The content key is a secret.
+///
+/// # Errors
+/// [`EnvelopeError::UnsupportedSuite`](crate::EnvelopeError::UnsupportedSuite) for a suite
+/// other than 1 and 3.
 pub fn message_keys(
+    suite: u16,
     data_key: &DataKey,
     message_id: &[u8; MESSAGE_ID_LEN],
-) -> (Zeroizing<[u8; 32]>, [u8; crate::COMMITMENT_LEN]) {
-    let keys = envelope::commit::derive(
-        data_key,
-        message_id,
-        envelope::SUITE_AES256GCM_HKDF_SHA256_COMMIT,
-    );
-    (keys.content_key, keys.commitment)
+) -> Result<(Zeroizing<[u8; 32]>, [u8; crate::COMMITMENT_LEN]), EnvelopeError> {
+    let suite = Suite::from_id(suite).ok_or(EnvelopeError::UnsupportedSuite(suite))?;
+    let keys = suite.derive(data_key, message_id);
+    Ok((keys.content_key, keys.commitment))
 }

@@ -33,9 +33,24 @@ pub fn context_canonical(data: &[u8]) {
     }
 }
 
-/// Envelope bytes: an envelope that parses re-serialises to exactly the input.
+/// Envelope bytes: an envelope that parses re-serialises to exactly the input, and opening it
+/// with a data key of its own suite's derivation (every suite: key commitment, then the AEAD)
+/// fails cleanly or gives a plaintext of the stated length. Parsing for an expected context
+/// (how `open` parses) gives exactly what `parse` gives, whether the context is the envelope's
+/// own (then shared, not decoded) or another.
 pub fn envelope(data: &[u8]) {
-    if let Ok(env) = Envelope::parse(data) {
+    let parsed = Envelope::parse(data);
+    let other = KeyContext::from_pairs([("organization_id", "org_1")]).expect("a valid context");
+    assert_eq!(Envelope::parse_expecting(data, &other), parsed);
+    if let Ok(env) = parsed {
+        assert_eq!(
+            Envelope::parse_expecting(data, env.context()).as_ref(),
+            Ok(&env)
+        );
+        let key = crate::DataKey::from_unwrapped(zeroize::Zeroizing::new([7u8; 32]));
+        if let Ok(pt) = crate::envelope::open_with(crate::Backend::DEFAULT, &key, &env, b"") {
+            assert_eq!(pt.len(), env.plaintext_len());
+        }
         assert_eq!(env.to_bytes(), data);
         let same = env
             .with_wrapped_keys(env.wrapped_keys().to_vec())

@@ -15,6 +15,7 @@ use std::fmt;
 use crate::aead::{Backend, TAG_LEN};
 use crate::context::KeyContext;
 use crate::data_key::DataKey;
+use crate::envelope::suite::Suite;
 use crate::envelope::{self, Envelope, MessageRandom};
 use crate::error::{EnvelopeError, Error};
 use crate::provider::{Attempts, KeyProvider, KeyRef};
@@ -108,6 +109,7 @@ pub async fn issue(
     let random = MessageRandom::generate()?;
     let encrypted_keys = envelope::seal_with(
         Backend::DEFAULT,
+        Suite::SEAL,
         &data_key,
         std::slice::from_ref(&wrapped),
         ctx,
@@ -201,6 +203,7 @@ pub async fn rekey(
     random.message_id = *env.message_id();
     let encrypted_keys = envelope::seal_with(
         Backend::DEFAULT,
+        Suite::SEAL,
         &data_key,
         std::slice::from_ref(&wrapped),
         new_ctx,
@@ -276,6 +279,7 @@ mod tests {
     fn forged(wrapped: &[WrappedKey], ctx: &KeyContext, scope: &str) -> Vec<u8> {
         envelope::seal_with(
             Backend::DEFAULT,
+            Suite::SEAL,
             &DataKey::generate().unwrap(),
             wrapped,
             ctx,

@@ -31,8 +31,9 @@ pub use context::{
 pub use data_key::{DATA_KEY_LEN, DataKey};
 pub use envelope::{
     Aad, COMMITMENT_LEN, Envelope, MAGIC, MAX_PLAINTEXT_LEN, MAX_TEXT_LEN, MAX_WRAPPED_KEYS,
-    MESSAGE_ID_LEN, Opened, Rewrapped, SUITE_AES256GCM_HKDF_SHA256_COMMIT, Sealed, VERSION,
-    encode_text, open, open_any_context, rewrap, rewrap_any_context, seal, seal_in,
+    MESSAGE_ID_LEN, Opened, Rewrapped, SUITE_AES256GCM_AESKDF_SHA256_COMMIT,
+    SUITE_AES256GCM_HKDF_SHA256_COMMIT, Sealed, VERSION, encode_text, open, open_any_context,
+    rewrap, rewrap_any_context, seal, seal_in,
 };
 pub use error::{
     ConfigError, ContextError, EnvelopeError, Error, KeyRingError, ProviderError, ProviderErrorKind,
@@ -58,7 +59,7 @@ pub mod managed {
 /// `#[vault_crypto::async_trait]` on the `impl` block, with no dependency of your own.
 pub use async_trait::async_trait;
 pub use provider::{
-    Attempts, KeyProvider, KeyRef, MAX_KEY_ID_LEN, MAX_KEY_VERSION_LEN, MAX_SCHEME_LEN,
+    Attempts, FreshKey, KeyProvider, KeyRef, MAX_KEY_ID_LEN, MAX_KEY_VERSION_LEN, MAX_SCHEME_LEN,
     MAX_WRAPPED_LEN, RetryPolicy, WrappedKey,
 };
 pub use router::{ProviderCalls, Router, Rule, Rules};

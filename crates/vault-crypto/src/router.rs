@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use crate::context::KeyContext;
 use crate::data_key::DataKey;
 use crate::error::{ContextError, ProviderError, ProviderErrorKind};
-use crate::provider::{Attempts, KeyProvider, KeyRef, WrappedKey};
+use crate::provider::{Attempts, FreshKey, KeyProvider, KeyRef, WrappedKey};
 
 /// One routing rule: every listed pair must be present and equal.
 #[derive(Debug, Clone)]
@@ -348,6 +348,17 @@ impl KeyProvider for Router {
         self.calls.count(&self.calls.seal_keys, r)
     }
 
+    fn data_key_now(
+        &self,
+        ctx: &KeyContext,
+        scope: &str,
+        len: u64,
+        fresh: FreshKey,
+    ) -> Option<Result<(DataKey, WrappedKey), ProviderError>> {
+        let r = self.route(ctx).data_key_now(ctx, scope, len, fresh)?;
+        Some(self.calls.count(&self.calls.seal_keys, r))
+    }
+
     async fn wrap(&self, key: &DataKey, ctx: &KeyContext) -> Result<WrappedKey, ProviderError> {
         let r = self.route(ctx).wrap(key, ctx).await;
         self.calls.count(&self.calls.wrap, r)
@@ -388,6 +399,20 @@ impl KeyProvider for Router {
         };
         let r = owner.unwrap_owned(wrapped, ctx, attempts).await;
         self.calls.count(&self.calls.unwrap, r)
+    }
+
+    /// As [`unwrap_owned`](KeyProvider::unwrap_owned) with [`Attempts::Retry`]: the key's owner.
+    fn unwrap_owned_now(
+        &self,
+        wrapped: &WrappedKey,
+        ctx: &KeyContext,
+    ) -> Option<Result<DataKey, ProviderError>> {
+        let key = wrapped.key_ref();
+        let Some(owner) = self.owner(key) else {
+            return Some(Err(Self::no_owner(key)));
+        };
+        let r = owner.unwrap_owned_now(wrapped, ctx)?;
+        Some(self.calls.count(&self.calls.unwrap, r))
     }
 }
 

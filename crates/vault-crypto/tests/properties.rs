@@ -184,6 +184,89 @@ fn the_commitment_rejects_a_substituted_data_key() {
     }
 }
 
+/// In every suite, a data key other than the one the header commits to is refused by the
+/// commitment before anything is decrypted: the envelope's payload is sealed under the second
+/// key's content key, so decryption alone would accept it (checked directly), and only the
+/// commitment check stands between that key and a plaintext.
+#[test]
+fn a_wrong_key_is_refused_before_decryption_in_every_suite() {
+    use aes_gcm::aead::array::Array;
+    use aes_gcm::{AeadInOut, Aes256Gcm, KeyInit};
+    use vault_crypto::danger;
+    let ctx = KeyContext::from_pairs([("organization_id", "org_1")]).unwrap();
+    let p = danger::managed_provider_from_root_keys("root", &[(1, [9u8; 32])], 1).unwrap();
+    let (genuine, wrong) = ([3u8; 32], [4u8; 32]);
+    let (message_id, nonce, aad) = ([1u8; 32], [2u8; 12], b"a");
+    for suite in [
+        vault_crypto::SUITE_AES256GCM_HKDF_SHA256_COMMIT,
+        vault_crypto::SUITE_AES256GCM_AESKDF_SHA256_COMMIT,
+    ] {
+        let dek = danger::data_key_from_bytes(genuine);
+        let wrapped = danger::managed_wrap_with_nonce(&p, &dek, &ctx, [5u8; 12]).unwrap();
+        let env = danger::seal_with_parameters(
+            suite,
+            vault_crypto::Backend::DEFAULT,
+            &dek,
+            &[wrapped],
+            &ctx,
+            b"genuine",
+            vault_crypto::Aad::new(aad),
+            message_id,
+            nonce,
+        )
+        .unwrap();
+        // The payload again, "planted" under the wrong key's content key for this message.
+        let wrong_key = danger::data_key_from_bytes(wrong);
+        let (content_key, _) = danger::message_keys(suite, &wrong_key, &message_id).unwrap();
+        let header_len = 4 + 1 + 2 + 32 + 2 + ctx.canonical_bytes().len() + 32 + 12;
+        let payload_at = env.len() - (b"genuine".len() + 16);
+        let mut joined_aad = env[..header_len].to_vec();
+        joined_aad.extend_from_slice(aad);
+        let gcm = Aes256Gcm::new(&Array::from(*content_key));
+        let mut planted = b"planted".to_vec();
+        let tag = gcm
+            .encrypt_inout_detached(
+                &Array::from(nonce),
+                &joined_aad,
+                planted.as_mut_slice().into(),
+            )
+            .unwrap();
+        planted.extend_from_slice(&tag);
+        let mut forged = env[..payload_at].to_vec();
+        forged.extend_from_slice(&planted);
+        // The wrong key's content key does decrypt the planted payload...
+        let (ct, tag) = planted.split_at(planted.len() - 16);
+        let mut check = ct.to_vec();
+        gcm.decrypt_inout_detached(
+            &Array::from(nonce),
+            &joined_aad,
+            check.as_mut_slice().into(),
+            &Array::try_from(tag).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(check, b"planted");
+        // ...but the envelope refuses that key, and the genuine key fails the tag.
+        for key in [wrong, genuine] {
+            let r = danger::open_with_data_key(
+                vault_crypto::Backend::DEFAULT,
+                &danger::data_key_from_bytes(key),
+                &forged,
+                vault_crypto::Aad::new(aad),
+            );
+            assert!(matches!(r, Err(Error::DecryptionFailed)), "suite {suite}");
+        }
+        // Unforged, the genuine key opens it: the test's envelope is well formed.
+        let pt = danger::open_with_data_key(
+            vault_crypto::Backend::DEFAULT,
+            &dek,
+            &env,
+            vault_crypto::Aad::new(aad),
+        )
+        .unwrap();
+        assert_eq!(pt, b"genuine");
+    }
+}
+
 #[cfg(all(feature = "ring", feature = "rustcrypto"))]
 #[test]
 fn the_backends_interoperate_byte_for_byte() {
@@ -191,37 +274,43 @@ fn the_backends_interoperate_byte_for_byte() {
     let ctx = KeyContext::from_pairs([("organization_id", "org_1")]).unwrap();
     let root = [(1u32, [9u8; 32])];
     for value in [&b""[..], b"x", &[7u8; 1000][..]] {
-        let mut outputs = Vec::new();
-        for backend in Backend::ALL.iter().copied() {
-            let p = danger::managed_provider_from_root_keys("root", &root, 1)
-                .unwrap()
-                .with_backend(backend);
-            let dek = danger::data_key_from_bytes([3u8; 32]);
-            let wrapped = danger::managed_wrap_with_nonce(&p, &dek, &ctx, [5u8; 12]).unwrap();
-            let env = danger::seal_with_parameters(
-                backend,
-                &dek,
-                &[wrapped],
-                &ctx,
-                value,
-                vault_crypto::Aad::new(b"a"),
-                [1; 32],
-                [2; 12],
-            )
-            .unwrap();
-            outputs.push(env);
-        }
-        assert_eq!(outputs[0], outputs[1], "ring and RustCrypto differ");
-        for backend in Backend::ALL.iter().copied() {
-            let dek = danger::data_key_from_bytes([3u8; 32]);
-            let pt = danger::open_with_data_key(
-                backend,
-                &dek,
-                &outputs[0],
-                vault_crypto::Aad::new(b"a"),
-            )
-            .unwrap();
-            assert_eq!(&pt[..], value);
+        for suite in [
+            vault_crypto::SUITE_AES256GCM_HKDF_SHA256_COMMIT,
+            vault_crypto::SUITE_AES256GCM_AESKDF_SHA256_COMMIT,
+        ] {
+            let mut outputs = Vec::new();
+            for backend in Backend::ALL.iter().copied() {
+                let p = danger::managed_provider_from_root_keys("root", &root, 1)
+                    .unwrap()
+                    .with_backend(backend);
+                let dek = danger::data_key_from_bytes([3u8; 32]);
+                let wrapped = danger::managed_wrap_with_nonce(&p, &dek, &ctx, [5u8; 12]).unwrap();
+                let env = danger::seal_with_parameters(
+                    suite,
+                    backend,
+                    &dek,
+                    &[wrapped],
+                    &ctx,
+                    value,
+                    vault_crypto::Aad::new(b"a"),
+                    [1; 32],
+                    [2; 12],
+                )
+                .unwrap();
+                outputs.push(env);
+            }
+            assert_eq!(outputs[0], outputs[1], "ring and RustCrypto differ");
+            for backend in Backend::ALL.iter().copied() {
+                let dek = danger::data_key_from_bytes([3u8; 32]);
+                let pt = danger::open_with_data_key(
+                    backend,
+                    &dek,
+                    &outputs[0],
+                    vault_crypto::Aad::new(b"a"),
+                )
+                .unwrap();
+                assert_eq!(&pt[..], value);
+            }
         }
     }
 }

@@ -275,3 +275,24 @@ fn key_refs_round_trip_through_their_text_form() {
     }
     assert!(vault_crypto::KeyRef::new("managed", "a#b", "").is_err());
 }
+
+proptest::proptest! {
+    /// A reference keeps its three parts exactly (they share one buffer), with or without a
+    /// version, and its text form parses back to it.
+    #[test]
+    fn key_ref_parts_survive_their_shared_buffer(
+        scheme in "[a-z][a-z0-9-]{0,31}",
+        key_id in "[^#\\p{Cc}]{1,40}",
+        version in "[^#\\p{Cc}]{0,10}",
+    ) {
+        let r = vault_crypto::KeyRef::new(&scheme, &key_id, &version).unwrap();
+        proptest::prop_assert_eq!(r.scheme(), scheme.as_str());
+        proptest::prop_assert_eq!(r.key_id(), key_id.as_str());
+        proptest::prop_assert_eq!(r.version(), version.as_str());
+        let text = r.to_string();
+        let back = vault_crypto::KeyRef::parse(&text).unwrap();
+        proptest::prop_assert_eq!(&back, &r);
+        let other = vault_crypto::KeyRef::new(&scheme, format!("{key_id}x"), &version).unwrap();
+        proptest::prop_assert_ne!(other, r);
+    }
+}

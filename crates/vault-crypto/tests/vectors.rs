@@ -83,11 +83,35 @@ fn dek(b: &Block) -> DataKey {
     danger::data_key_from_bytes(arr(b, "DEK"))
 }
 
+/// The positive vector files, by suite.
+const POSITIVE: [(u16, &str); 2] = [
+    (
+        vault_crypto::SUITE_AES256GCM_HKDF_SHA256_COMMIT,
+        "envelope-v1.txt",
+    ),
+    (
+        vault_crypto::SUITE_AES256GCM_AESKDF_SHA256_COMMIT,
+        "envelope-v1-suite3.txt",
+    ),
+];
+
+/// A block's suite: `SUITE` if it has one (suite 1's file, older, has none).
+fn suite(b: &Block) -> u16 {
+    b.get("SUITE").map_or(1, |s| s.parse().unwrap())
+}
+
 #[test]
 fn positive_vectors_reproduce_through_every_entry_point() {
-    let blocks = load("envelope-v1.txt");
-    assert!(blocks.len() >= 5);
-    for b in &blocks {
+    for (file_suite, file) in POSITIVE {
+        let blocks = load(file);
+        assert!(blocks.len() >= 5);
+        assert!(blocks.iter().all(|b| suite(b) == file_suite), "{file}");
+        positive_vectors(&blocks);
+    }
+}
+
+fn positive_vectors(blocks: &[Block]) {
+    for b in blocks {
         let name = &b["NAME"];
         let ctx = KeyContext::parse_json(b["CONTEXT"].as_bytes()).unwrap();
         assert_eq!(
@@ -120,6 +144,7 @@ fn positive_vectors_reproduce_through_every_entry_point() {
                 wrapped.push(WrappedKey::new(r, hexv(b, "EXTRA_WRAPPED")).unwrap());
             }
             let sealed = danger::seal_with_parameters(
+                suite(b),
                 backend,
                 &dek(b),
                 &wrapped,
@@ -185,6 +210,11 @@ fn positive_vectors_reproduce_through_every_entry_point() {
         // Parsing exposes the committed values and re-serialises exactly.
         let env = Envelope::parse(&expected).unwrap();
         assert_eq!(env.to_bytes(), expected);
+        assert_eq!(env.suite(), suite(b));
+        let (content_key, commitment) =
+            danger::message_keys(suite(b), &dek(b), &arr(b, "MESSAGE_ID")).unwrap();
+        assert_eq!(hex::encode(*content_key), b["CONTENT_KEY"], "{name}");
+        assert_eq!(hex::encode(commitment), b["COMMITMENT"], "{name}");
         assert_eq!(env.message_id(), &arr::<32>(b, "MESSAGE_ID"));
         assert_eq!(env.plaintext_len(), plaintext.len());
         let commitment = hexv(b, "COMMITMENT");
@@ -389,10 +419,15 @@ fn write_block(out: &mut String, fields: &[(&str, String)]) {
     out.push('\n');
 }
 
-fn generate_positive() -> String {
-    let mut out = String::from(
-        "# Envelope format v1 known-answer vectors (docs/FORMAT.md, \"Test vectors\").\n\
-         # Hex unless noted. Inputs: ROOT_KEY_V*, ROOT_PRIMARY, RING, CONTEXT (JSON text), DEK, WRAP_NONCE,\n\
+fn generate_positive(suite: u16) -> String {
+    let mut out = String::from(if suite == 1 {
+        "# Envelope format v1 known-answer vectors (docs/FORMAT.md, \"Test vectors\").\n"
+    } else {
+        "# Envelope format v1, suite 3, known-answer vectors (docs/FORMAT.md, \"Test vectors\").\n\
+         # The same inputs as envelope-v1.txt; SUITE is the header's suite id (decimal).\n"
+    });
+    out.push_str(
+        "# Hex unless noted. Inputs: ROOT_KEY_V*, ROOT_PRIMARY, RING, CONTEXT (JSON text), DEK, WRAP_NONCE,\n\
          # MESSAGE_ID, NONCE, AAD, PLAINTEXT. Derived: CANONICAL, KEK, KEY_REF (text), WRAPPED,\n\
          # CONTENT_KEY, COMMITMENT, ENVELOPE, TEXT (base64). The random inputs are SHA-256 of labels.\n\n",
     );
@@ -431,6 +466,7 @@ fn generate_positive() -> String {
             wrapped.push(WrappedKey::new(r, w.bytes().to_vec()).unwrap());
         }
         let env = danger::seal_with_parameters(
+            suite,
             Backend::DEFAULT,
             &data_key,
             &wrapped,
@@ -454,7 +490,7 @@ fn generate_positive() -> String {
             .unwrap();
             k
         };
-        let (content_key, commitment) = {
+        let (content_key, commitment) = if suite == 1 {
             let hk = hkdf::Hkdf::<Sha256>::new(Some(&message_id), &dek_bytes);
             let mut ck = [0u8; 32];
             let mut cm = [0u8; 32];
@@ -463,9 +499,15 @@ fn generate_positive() -> String {
             hk.expand_multi_info(&[b"vault-crypto/v1/commitment", &[0, 1]], &mut cm)
                 .unwrap();
             (ck, cm)
+        } else {
+            suite3_keys(&dek_bytes, &message_id)
         };
         assert!(env.windows(32).any(|w| w == commitment));
-        let mut fields = vec![("NAME", s.name.to_string()), ("RING", "root".to_string())];
+        let mut fields = vec![("NAME", s.name.to_string())];
+        if suite != 1 {
+            fields.push(("SUITE", suite.to_string()));
+        }
+        fields.push(("RING", "root".to_string()));
         for (v, k) in &roots {
             const NAMES: [&str; 3] = ["ROOT_KEY_V1", "ROOT_KEY_V2", "ROOT_KEY_V3"];
             fields.push((NAMES[*v as usize - 1], hex::encode(k)));
@@ -495,6 +537,29 @@ fn generate_positive() -> String {
         write_block(&mut out, &fields);
     }
     out
+}
+
+/// Suite 3's content key and commitment as FORMAT.md states them, from the `aes` and `sha2`
+/// crates directly: the first 8 bytes of AES-256(DK, le32(i) || message id[..12]) for i = 2..=5,
+/// and SHA-256(label || DK || message id).
+fn suite3_keys(dek: &[u8; 32], message_id: &[u8; 32]) -> ([u8; 32], [u8; 32]) {
+    use aes::cipher::{Array, BlockCipherEncrypt, KeyInit};
+    let cipher = aes::Aes256::new(&Array::from(*dek));
+    let mut content_key = [0u8; 32];
+    for (i, out) in (2u32..).zip(content_key.chunks_mut(8)) {
+        let mut block = Array::from([0u8; 16]);
+        block[..4].copy_from_slice(&i.to_le_bytes());
+        block[4..].copy_from_slice(&message_id[..12]);
+        cipher.encrypt_block(&mut block);
+        out.copy_from_slice(&block[..8]);
+    }
+    let commitment = Sha256::new()
+        .chain_update(b"vault-crypto/suite-3/commitment")
+        .chain_update(dek)
+        .chain_update(message_id)
+        .finalize()
+        .into();
+    (content_key, commitment)
 }
 
 fn generate_negative(base: &Block) -> String {
@@ -771,8 +836,10 @@ fn set_low_bit_of_last_char(text: &str) -> String {
 #[ignore = "rewrites the vector files: run with --ignored only after a deliberate format change"]
 fn write_vectors() {
     std::fs::create_dir_all(vectors_dir()).unwrap();
-    let positive = generate_positive();
-    std::fs::write(vectors_dir().join("envelope-v1.txt"), &positive).unwrap();
+    for (suite, file) in POSITIVE {
+        std::fs::write(vectors_dir().join(file), generate_positive(suite)).unwrap();
+    }
+    let positive = generate_positive(1);
     let base = &parse_blocks(&positive)[0];
     std::fs::write(
         vectors_dir().join("envelope-v1-negative.txt"),
@@ -784,9 +851,11 @@ fn write_vectors() {
 #[test]
 fn generation_is_deterministic_and_matches_the_files() {
     // The committed files are what the generator makes today: a format change cannot slip in.
-    let positive = generate_positive();
-    let on_disk = std::fs::read_to_string(vectors_dir().join("envelope-v1.txt")).unwrap();
-    assert_eq!(positive, on_disk);
+    for (suite, file) in POSITIVE {
+        let on_disk = std::fs::read_to_string(vectors_dir().join(file)).unwrap();
+        assert_eq!(generate_positive(suite), on_disk, "{file}");
+    }
+    let positive = generate_positive(1);
     let base = &parse_blocks(&positive)[0];
     let negative = std::fs::read_to_string(vectors_dir().join("envelope-v1-negative.txt")).unwrap();
     assert_eq!(generate_negative(base), negative);

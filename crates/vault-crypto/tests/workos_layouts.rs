@@ -55,7 +55,9 @@ fn vectors() -> Vec<Vector> {
 
 /// Whether `keys` is one this vault or WorkOS issues (what `parse` recognises).
 fn known(keys: &[u8]) -> bool {
-    keys.starts_with(b"VLTE\x01\x00\x01") || keys.starts_with(b"WOS.EKM.v1\0")
+    keys.starts_with(b"VLTE\x01\x00\x01")
+        || keys.starts_with(b"VLTE\x01\x00\x03")
+        || keys.starts_with(b"WOS.EKM.v1\0")
 }
 
 #[test]
@@ -199,13 +201,14 @@ proptest! {
     #[test]
     fn parse_tells_every_layout_apart(
         layout in prop::sample::select(Layout::ALL.to_vec()),
-        wos in any::<bool>(),
+        issuer in 0usize..3,
         tail in prop::collection::vec(any::<u8>(), 0..300),
         plaintext in prop::collection::vec(any::<u8>(), 0..200),
         aad in prop::collection::vec(any::<u8>(), 0..20),
         key in any::<[u8; 32]>(),
     ) {
-        let mut keys = if wos { b"WOS.EKM.v1\0".to_vec() } else { b"VLTE\x01\x00\x01".to_vec() };
+        // WorkOS's keys, or an issued key of this vault in suite 1 or suite 3.
+        let mut keys = [&b"WOS.EKM.v1\0"[..], b"VLTE\x01\x00\x01", b"VLTE\x01\x00\x03"][issuer].to_vec();
         keys.extend_from_slice(&tail);
         let key = danger::data_key_from_bytes(key);
         let text = workos::encrypt_as(layout, &key, &keys, &plaintext, vault_crypto::Aad::new(&aad)).unwrap();

@@ -5,6 +5,7 @@
 #![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use sha2::{Digest, Sha256};
@@ -50,10 +51,11 @@ pub const MAX_CANONICAL_BYTES: usize =
 /// contexts are built only by [`KeyContext::reserved`].
 #[derive(Clone)]
 pub struct KeyContext {
-    /// Sorted by key bytes, keys unique.
-    pairs: Vec<(String, String)>,
+    /// Sorted by key bytes, keys unique. Shared by clones: a context is cloned into every
+    /// opened value and every cache entry, and a clone costs no allocation.
+    pairs: Arc<[(String, String)]>,
     /// The canonical form, computed once: it is used as associated data several times per seal.
-    canonical: Box<[u8]>,
+    canonical: Arc<[u8]>,
     /// Where it came from: only a context the vault built itself may hold reserved keys and
     /// still seal. Not part of equality (two contexts are equal when their bytes are).
     origin: Origin,
@@ -172,7 +174,7 @@ impl KeyContext {
             });
         }
         Ok(Self {
-            pairs,
+            pairs: pairs.into(),
             canonical: bytes.into(),
             origin: Origin::Decoded,
         })
@@ -227,8 +229,8 @@ impl KeyContext {
         pairs.sort_unstable_by(|(a, _), (b, _)| a.as_bytes().cmp(b.as_bytes()));
         let canonical = encode_canonical(&pairs);
         Self {
-            pairs,
-            canonical: canonical.into_boxed_slice(),
+            pairs: pairs.into(),
+            canonical: canonical.into(),
             origin,
         }
     }

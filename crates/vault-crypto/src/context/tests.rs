@@ -30,3 +30,33 @@ fn get_finds_values() {
     assert_eq!(ctx.get("q"), None);
     assert_eq!(ctx.to_json(), r#"{"a":"1","m":"13","z":"26"}"#);
 }
+
+#[test]
+fn every_reserved_key_is_found_in_a_decoded_context() {
+    // `check_caller` looks only at keys with the prefix: a reserved key without it would pass.
+    for &key in RESERVED_KEYS {
+        assert!(key.starts_with(reserved::RESERVED_PREFIX), "{key}");
+        // Beside an ordinary pair, before and after it in canonical order.
+        for other in ["a", "zz"] {
+            let mut bytes = vec![CANONICAL_VERSION, 2];
+            let mut pairs = [(key, "x"), (other, "y")];
+            pairs.sort_unstable();
+            for (k, v) in pairs {
+                for field in [k, v] {
+                    bytes.extend_from_slice(&u16::try_from(field.len()).unwrap().to_be_bytes());
+                    bytes.extend_from_slice(field.as_bytes());
+                }
+            }
+            let decoded = KeyContext::from_canonical_bytes(&bytes).unwrap();
+            assert!(decoded.is_reserved(), "{key}");
+            assert!(
+                matches!(decoded.check_caller(), Err(ContextError::ReservedKey { key: k }) if k == key)
+            );
+        }
+    }
+    assert!(
+        !KeyContext::from_pairs([("vault_other", "x")])
+            .unwrap()
+            .is_reserved()
+    );
+}

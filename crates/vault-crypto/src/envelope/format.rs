@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! authenticated header (the AEAD's associated data)
-//!   magic "VLTE" | version 0x01 | suite u16 | message id [32]
+//!   magic "VLTE" | version 0x01 | suite u16 (1 or 3) | message id [32]
 //!   | context length u16 | canonical context | commitment [32] | nonce [12]
 //! wrapped keys (authenticated by their own wrap, bound by the commitment)
 //!   count u8 | count × (scheme len u8 | scheme | key id len u16 | key id
@@ -20,6 +20,7 @@ use base64::engine::general_purpose::STANDARD;
 use crate::aead::{NONCE_LEN, TAG_LEN};
 use crate::context::{KeyContext, MAX_CANONICAL_BYTES};
 use crate::envelope::commit::{COMMITMENT_LEN, MESSAGE_ID_LEN};
+use crate::envelope::suite::Suite;
 use crate::error::EnvelopeError;
 use crate::provider::{
     KeyRef, MAX_KEY_ID_LEN, MAX_KEY_VERSION_LEN, MAX_SCHEME_LEN, MAX_WRAPPED_LEN, WrappedKey,
@@ -29,9 +30,6 @@ use crate::provider::{
 pub const MAGIC: [u8; 4] = *b"VLTE";
 /// The format version this library writes and reads.
 pub const VERSION: u8 = 1;
-/// Suite 1: AES-256-GCM with a 96-bit random nonce and 128-bit tag; content key and key
-/// commitment derived with HKDF-SHA256.
-pub const SUITE_AES256GCM_HKDF_SHA256_COMMIT: u16 = 0x0001;
 /// The most wrapped keys one envelope may carry.
 pub const MAX_WRAPPED_KEYS: usize = 8;
 /// The largest plaintext one envelope may hold (1 GiB; far below GCM's 2^36 - 32 bytes).
@@ -58,6 +56,7 @@ const MAX_ENVELOPE_LEN: usize = FIXED_HEADER_LEN
 pub struct Envelope<'a> {
     /// The authenticated header, exactly as it appeared in the input.
     header: &'a [u8],
+    suite: Suite,
     message_id: [u8; MESSAGE_ID_LEN],
     context: KeyContext,
     commitment: [u8; COMMITMENT_LEN],
@@ -125,6 +124,21 @@ impl<'a> Envelope<'a> {
     /// # Errors
     /// An [`EnvelopeError`] naming the first structural problem. No key is involved yet.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, EnvelopeError> {
+        Self::parse_inner(bytes, None)
+    }
+
+    /// As [`parse`](Self::parse), for an envelope expected to be sealed for `expected`: a header
+    /// holding exactly `expected`'s canonical bytes shares `expected` instead of decoding a
+    /// copy (the canonical form is unique, so the bytes are the context). Any other context is
+    /// decoded and checked as `parse` does; the caller compares it.
+    pub(crate) fn parse_expecting(
+        bytes: &'a [u8],
+        expected: &KeyContext,
+    ) -> Result<Self, EnvelopeError> {
+        Self::parse_inner(bytes, Some(expected))
+    }
+
+    fn parse_inner(bytes: &'a [u8], expected: Option<&KeyContext>) -> Result<Self, EnvelopeError> {
         // FORMAT.md "Envelope": fixed header.
         let mut r = Reader(bytes);
         if r.array::<4>()? != MAGIC {
@@ -135,13 +149,14 @@ impl<'a> Envelope<'a> {
             return Err(EnvelopeError::UnsupportedVersion(version));
         }
         let suite = r.u16()?;
-        if suite != SUITE_AES256GCM_HKDF_SHA256_COMMIT {
-            return Err(EnvelopeError::UnsupportedSuite(suite));
-        }
+        let suite = Suite::from_id(suite).ok_or(EnvelopeError::UnsupportedSuite(suite))?;
         let message_id = r.array()?;
         let context_len = usize::from(r.u16()?);
         let context = r.field(context_len, "key context", MAX_CANONICAL_BYTES)?;
-        let context = KeyContext::from_canonical_bytes(context).map_err(EnvelopeError::Context)?;
+        let context = match expected {
+            Some(expected) if expected.canonical_bytes() == context => expected.clone(),
+            _ => KeyContext::from_canonical_bytes(context).map_err(EnvelopeError::Context)?,
+        };
         let commitment = r.array()?;
         let nonce = r.array()?;
         // The reader holds the rest of `bytes`: what it consumed is the header.
@@ -189,6 +204,7 @@ impl<'a> Envelope<'a> {
         }
         Ok(Self {
             header,
+            suite,
             message_id,
             context,
             commitment,
@@ -250,6 +266,11 @@ impl<'a> Envelope<'a> {
         &self.wrapped_keys
     }
 
+    /// The suite id in the header (1 or 3: FORMAT.md, "Suites").
+    pub fn suite(&self) -> u16 {
+        self.suite.id()
+    }
+
     /// The random message id.
     pub fn message_id(&self) -> &[u8; MESSAGE_ID_LEN] {
         &self.message_id
@@ -259,6 +280,10 @@ impl<'a> Envelope<'a> {
     pub fn plaintext_len(&self) -> usize {
         // A parsed payload holds at least the tag.
         self.payload.len().saturating_sub(TAG_LEN)
+    }
+
+    pub(crate) fn suite_kind(&self) -> Suite {
+        self.suite
     }
 
     pub(crate) fn header(&self) -> &'a [u8] {
@@ -311,6 +336,7 @@ pub(crate) fn check_wrapped_count(n: usize) -> Result<(), EnvelopeError> {
 /// Writes the authenticated header. Every length was bounded when its value was validated.
 pub(crate) fn write_header(
     out: &mut Vec<u8>,
+    suite: Suite,
     message_id: &[u8; MESSAGE_ID_LEN],
     context: &KeyContext,
     commitment: &[u8; COMMITMENT_LEN],
@@ -319,7 +345,7 @@ pub(crate) fn write_header(
     let ctx = context.canonical_bytes();
     out.extend_from_slice(&MAGIC);
     out.push(VERSION);
-    out.extend_from_slice(&SUITE_AES256GCM_HKDF_SHA256_COMMIT.to_be_bytes());
+    out.extend_from_slice(&suite.id().to_be_bytes());
     out.extend_from_slice(message_id);
     out.extend_from_slice(&len16(ctx.len()));
     out.extend_from_slice(ctx);

@@ -7,19 +7,27 @@
 
 pub(crate) mod commit;
 pub(crate) mod format;
+pub(crate) mod suite;
+mod unwrap;
 mod value;
 
 use crate::aead::{Backend, NONCE_LEN, TAG_LEN};
 use crate::context::KeyContext;
+use crate::data_key::DATA_KEY_LEN;
 use crate::data_key::DataKey;
-use crate::error::{Error, ProviderErrorKind};
-use crate::provider::{Attempts, KeyProvider, KeyRef, WrappedKey};
+use crate::error::Error;
+use crate::provider::{Attempts, FreshKey, KeyProvider, KeyRef, WrappedKey};
+use crate::random::SealRandom;
+use zeroize::Zeroizing;
+
+pub(crate) use unwrap::{unwrap_committed, unwrap_committed_now};
 
 pub use commit::{COMMITMENT_LEN, MESSAGE_ID_LEN};
 pub use format::{
-    Envelope, MAGIC, MAX_PLAINTEXT_LEN, MAX_TEXT_LEN, MAX_WRAPPED_KEYS,
-    SUITE_AES256GCM_HKDF_SHA256_COMMIT, VERSION, encode_text,
+    Envelope, MAGIC, MAX_PLAINTEXT_LEN, MAX_TEXT_LEN, MAX_WRAPPED_KEYS, VERSION, encode_text,
 };
+use suite::Suite;
+pub use suite::{SUITE_AES256GCM_AESKDF_SHA256_COMMIT, SUITE_AES256GCM_HKDF_SHA256_COMMIT};
 pub use value::{Aad, Opened, Rewrapped, Sealed};
 
 /// The random values of one seal: drawn together in one call to the OS CSPRNG.
@@ -29,6 +37,32 @@ pub(crate) struct MessageRandom {
 }
 
 impl MessageRandom {
+    /// A seal's values split: a fresh data key with its wrap nonce (for the provider), and the
+    /// message id and nonce.
+    fn with_fresh_key(random: &SealRandom) -> (FreshKey, Self) {
+        let (key, rest) = random
+            .bytes()
+            .split_first_chunk::<DATA_KEY_LEN>()
+            .unwrap_or_else(|| unreachable!());
+        let (wrap_nonce, rest) = rest
+            .split_first_chunk::<NONCE_LEN>()
+            .unwrap_or_else(|| unreachable!());
+        let (message_id, rest) = rest
+            .split_first_chunk::<MESSAGE_ID_LEN>()
+            .unwrap_or_else(|| unreachable!());
+        let (nonce, _) = rest
+            .split_first_chunk::<NONCE_LEN>()
+            .unwrap_or_else(|| unreachable!());
+        let key = DataKey::from_unwrapped(Zeroizing::new(*key));
+        (
+            FreshKey::new(key, *wrap_nonce),
+            Self {
+                message_id: *message_id,
+                nonce: *nonce,
+            },
+        )
+    }
+
     pub(crate) fn generate() -> Result<Self, Error> {
         let mut buf = [0u8; MESSAGE_ID_LEN + NONCE_LEN];
         crate::random::fill(&mut buf)?;
@@ -42,8 +76,10 @@ impl MessageRandom {
 
 /// Seals `plaintext` under `data_key` with everything explicit. The one place an envelope is
 /// built; every public sealing path ends here.
+#[allow(clippy::too_many_arguments)] // Every parameter is one of the format's inputs.
 pub(crate) fn seal_with(
     backend: Backend,
+    suite: Suite,
     data_key: &DataKey,
     wrapped_keys: &[WrappedKey],
     context: &KeyContext,
@@ -57,11 +93,7 @@ pub(crate) fn seal_with(
         });
     }
     format::check_wrapped_count(wrapped_keys.len())?;
-    let keys = commit::derive(
-        data_key,
-        &random.message_id,
-        SUITE_AES256GCM_HKDF_SHA256_COMMIT,
-    );
+    let keys = suite.derive(data_key, &random.message_id);
 
     let header_len = format::header_len(context);
     let body_start = header_len + format::wrapped_keys_len(wrapped_keys);
@@ -69,6 +101,7 @@ pub(crate) fn seal_with(
     let mut out = Vec::with_capacity(body_start + plaintext.len() + TAG_LEN);
     format::write_header(
         &mut out,
+        suite,
         &random.message_id,
         context,
         &keys.commitment,
@@ -94,16 +127,19 @@ pub(crate) fn open_with(
     envelope: &Envelope<'_>,
     aad: &[u8],
 ) -> Result<Vec<u8>, Error> {
-    let keys = commit::derive(
-        data_key,
-        envelope.message_id(),
-        SUITE_AES256GCM_HKDF_SHA256_COMMIT,
-    );
+    let keys = message_keys(data_key, envelope);
     // The commitment first: a ciphertext opens under exactly one data key.
     if !commit::matches(envelope.commitment(), &keys.commitment) {
         return Err(Error::DecryptionFailed);
     }
     decrypt_payload(backend, &keys, envelope, aad)
+}
+
+/// The content key and commitment `data_key` gives for `envelope`, by the envelope's suite.
+pub(crate) fn message_keys(data_key: &DataKey, envelope: &Envelope<'_>) -> commit::MessageKeys {
+    envelope
+        .suite_kind()
+        .derive(data_key, envelope.message_id())
 }
 
 /// Decrypts the payload with message keys whose commitment has been checked.
@@ -175,26 +211,64 @@ pub async fn seal_in(
     plaintext: &[u8],
     aad: Aad<'_>,
 ) -> Result<Sealed, Error> {
-    context.check_not_forged()?;
-    if plaintext.len() > MAX_PLAINTEXT_LEN {
-        return Err(Error::PlaintextTooLarge {
-            max: MAX_PLAINTEXT_LEN,
-        });
+    if let Some(sealed) = seal_now(provider, scope, context, plaintext, aad) {
+        return sealed;
     }
     let (data_key, wrapped) = provider
         .data_key_for_seal(context, scope, plaintext.len() as u64)
         .await?;
     let random = MessageRandom::generate()?;
+    seal_keyed(&data_key, &wrapped, context, plaintext, aad, &random)
+}
+
+/// [`seal_in`] on the calling thread, if the provider has a data key at hand
+/// ([`KeyProvider::data_key_now`]); `None` if it must be awaited.
+pub(crate) fn seal_now(
+    provider: &dyn KeyProvider,
+    scope: &str,
+    context: &KeyContext,
+    plaintext: &[u8],
+    aad: Aad<'_>,
+) -> Option<Result<Sealed, Error>> {
+    if let Err(e) = context.check_not_forged() {
+        return Some(Err(e.into()));
+    }
+    if plaintext.len() > MAX_PLAINTEXT_LEN {
+        return Some(Err(Error::PlaintextTooLarge {
+            max: MAX_PLAINTEXT_LEN,
+        }));
+    }
+    // One kernel draw for the data key, its wrap nonce, the message id and the nonce.
+    let (fresh, random) = match SealRandom::draw() {
+        Ok(r) => MessageRandom::with_fresh_key(&r),
+        Err(e) => return Some(Err(e)),
+    };
+    let keyed = provider.data_key_now(context, scope, plaintext.len() as u64, fresh)?;
+    Some(keyed.map_err(Error::from).and_then(|(data_key, wrapped)| {
+        seal_keyed(&data_key, &wrapped, context, plaintext, aad, &random)
+    }))
+}
+
+/// The seal once its data key is in hand.
+fn seal_keyed(
+    data_key: &DataKey,
+    wrapped: &WrappedKey,
+    context: &KeyContext,
+    plaintext: &[u8],
+    aad: Aad<'_>,
+    random: &MessageRandom,
+) -> Result<Sealed, Error> {
     let bytes = seal_with(
         Backend::DEFAULT,
-        &data_key,
-        std::slice::from_ref(&wrapped),
+        Suite::SEAL,
+        data_key,
+        std::slice::from_ref(wrapped),
         context,
         plaintext,
         aad.bytes(),
-        &random,
+        random,
     )?;
-    Ok(Sealed::new(bytes, &wrapped))
+    Ok(Sealed::new(bytes, wrapped))
 }
 
 /// Opens an envelope (binary form) that must have been sealed for `expected`, through
@@ -218,9 +292,31 @@ pub async fn open(
     expected: &KeyContext,
     aad: Aad<'_>,
 ) -> Result<Opened, Error> {
-    Envelope::parse(envelope)?
+    Envelope::parse_expecting(envelope, expected)?
         .open(provider, expected, aad)
         .await
+}
+
+/// [`open`] on the calling thread, if the provider answers its unwraps at once
+/// ([`KeyProvider::unwrap_owned_now`]); `None` if one must be awaited.
+pub(crate) fn open_now(
+    provider: &dyn KeyProvider,
+    envelope: &[u8],
+    expected: &KeyContext,
+    aad: Aad<'_>,
+) -> Option<Result<Opened, Error>> {
+    let env = match Envelope::parse_expecting(envelope, expected) {
+        Ok(env) => env,
+        Err(e) => return Some(Err(e.into())),
+    };
+    if let Err(e) = env.expect(expected) {
+        return Some(Err(e));
+    }
+    if let Err(e) = expected.check_not_forged() {
+        return Some(Err(e.into()));
+    }
+    let found = unwrap_committed_now(provider, &env)?;
+    Some(found.and_then(|(_, keys, key_ref)| env.opened(&keys, key_ref, aad)))
 }
 
 /// Opens an envelope whatever context it was sealed for, and says which in
@@ -359,7 +455,17 @@ impl Envelope<'_> {
         aad: Aad<'_>,
     ) -> Result<Opened, Error> {
         let (_, keys, key_ref) = unwrap_committed(provider, self, Attempts::Retry).await?;
-        let plaintext = decrypt_payload(Backend::DEFAULT, &keys, self, aad.bytes())?;
+        self.opened(&keys, key_ref, aad)
+    }
+
+    /// The plaintext under message keys whose commitment was checked.
+    fn opened(
+        &self,
+        keys: &commit::MessageKeys,
+        key_ref: KeyRef,
+        aad: Aad<'_>,
+    ) -> Result<Opened, Error> {
+        let plaintext = decrypt_payload(Backend::DEFAULT, keys, self, aad.bytes())?;
         Ok(Opened {
             context: self.context().clone(),
             key_ref,
@@ -386,48 +492,4 @@ impl Envelope<'_> {
         let bytes = self.with_wrapped_keys(vec![wrapped.clone()])?;
         Ok(Sealed::new(bytes, &wrapped))
     }
-}
-
-/// Finds a wrapped key the provider owns that unwraps to the data key the envelope commits to,
-/// making at most as many calls per wrapped key as `attempts` allows.
-pub(crate) async fn unwrap_committed(
-    provider: &dyn KeyProvider,
-    env: &Envelope<'_>,
-    attempts: Attempts,
-) -> Result<(DataKey, commit::MessageKeys, KeyRef), Error> {
-    let mut last_error = None;
-    let mut owned = 0usize;
-    for wrapped in env.wrapped_keys() {
-        if !provider.owns(wrapped.key_ref()) {
-            continue;
-        }
-        owned += 1;
-        let unwrapped = provider
-            .unwrap_owned(wrapped, env.context(), attempts)
-            .await;
-        match unwrapped {
-            Ok(key) => {
-                let keys =
-                    commit::derive(&key, env.message_id(), SUITE_AES256GCM_HKDF_SHA256_COMMIT);
-                if commit::matches(env.commitment(), &keys.commitment) {
-                    return Ok((key, keys, wrapped.key_ref().clone()));
-                }
-                last_error.get_or_insert(Error::DecryptionFailed);
-            }
-            Err(e) if e.kind() == ProviderErrorKind::InvalidCiphertext => {
-                last_error.get_or_insert(Error::DecryptionFailed);
-            }
-            // An outage or a policy refusal says more than "decryption failed": keep it.
-            Err(e) => last_error = Some(Error::Provider(e)),
-        }
-    }
-    if owned == 0 {
-        let key_ref = env
-            .wrapped_keys()
-            .first()
-            .map(|k| k.key_ref().to_string())
-            .unwrap_or_default();
-        return Err(Error::NoProvider { key_ref });
-    }
-    Err(last_error.unwrap_or(Error::DecryptionFailed))
 }

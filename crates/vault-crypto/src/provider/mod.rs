@@ -34,11 +34,15 @@ pub const MAX_WRAPPED_LEN: usize = 4096;
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct KeyRef(Arc<KeyRefParts>);
 
+/// The text form `scheme://key-id#version` (no `#` when the version is empty) in one buffer, and
+/// where its parts end: one allocation besides the `Arc` (every envelope opened parses one).
+/// The text determines the parts (the scheme has no `:`, neither the key id nor the version a
+/// `#`), so equality of the text is equality of the reference.
 #[derive(PartialEq, Eq, Hash)]
 struct KeyRefParts {
-    scheme: String,
-    key_id: String,
-    version: String,
+    text: String,
+    scheme_end: usize,
+    key_id_end: usize,
 }
 
 impl KeyRef {
@@ -49,19 +53,19 @@ impl KeyRef {
     /// # Errors
     /// [`EnvelopeError::Malformed`] or [`EnvelopeError::TooLarge`] naming the broken rule.
     pub fn new(
-        scheme: impl Into<String>,
-        key_id: impl Into<String>,
-        version: impl Into<String>,
+        scheme: impl AsRef<str>,
+        key_id: impl AsRef<str>,
+        version: impl AsRef<str>,
     ) -> Result<Self, EnvelopeError> {
-        let (scheme, key_id, version) = (scheme.into(), key_id.into(), version.into());
-        validate_scheme(&scheme)?;
+        let (scheme, key_id, version) = (scheme.as_ref(), key_id.as_ref(), version.as_ref());
+        validate_scheme(scheme)?;
         if key_id.is_empty() {
             return Err(EnvelopeError::Malformed {
                 reason: "empty key id",
             });
         }
-        check_len("key id", &key_id, MAX_KEY_ID_LEN)?;
-        check_len("key version", &version, MAX_KEY_VERSION_LEN)?;
+        check_len("key id", key_id, MAX_KEY_ID_LEN)?;
+        check_len("key version", version, MAX_KEY_VERSION_LEN)?;
         if key_id.chars().any(char::is_control) || version.chars().any(char::is_control) {
             return Err(EnvelopeError::Malformed {
                 reason: "control character in key reference",
@@ -72,10 +76,20 @@ impl KeyRef {
                 reason: "'#' in key id or version",
             });
         }
+        // Bounded above: at most 32 + 3 + 2048 + 1 + 128 bytes.
+        let mut text = String::with_capacity(scheme.len() + 3 + key_id.len() + 1 + version.len());
+        text.push_str(scheme);
+        text.push_str("://");
+        text.push_str(key_id);
+        let key_id_end = text.len();
+        if !version.is_empty() {
+            text.push('#');
+            text.push_str(version);
+        }
         Ok(Self(Arc::new(KeyRefParts {
-            scheme,
-            key_id,
-            version,
+            text,
+            scheme_end: scheme.len(),
+            key_id_end,
         })))
     }
 
@@ -94,17 +108,22 @@ impl KeyRef {
 
     /// The provider scheme, such as `managed` or `aws-kms`.
     pub fn scheme(&self) -> &str {
-        &self.0.scheme
+        self.0.text.get(..self.0.scheme_end).unwrap_or_default()
     }
 
     /// The key id within the provider.
     pub fn key_id(&self) -> &str {
-        &self.0.key_id
+        let start = self.0.scheme_end.saturating_add(3);
+        self.0
+            .text
+            .get(start..self.0.key_id_end)
+            .unwrap_or_default()
     }
 
     /// The key version, empty when the provider records it inside the wrapped bytes.
     pub fn version(&self) -> &str {
-        &self.0.version
+        let start = self.0.key_id_end.saturating_add(1);
+        self.0.text.get(start..).unwrap_or_default()
     }
 }
 
@@ -133,11 +152,7 @@ fn check_len(what: &'static str, s: &str, max: usize) -> Result<(), EnvelopeErro
 
 impl fmt::Display for KeyRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}", self.scheme(), self.key_id())?;
-        if !self.version().is_empty() {
-            write!(f, "#{}", self.version())?;
-        }
-        Ok(())
+        f.write_str(&self.0.text)
     }
 }
 
@@ -239,7 +254,10 @@ impl fmt::Debug for WrappedKey {
 /// and the data stays on the old version), [`generate_data_key`](Self::generate_data_key),
 /// [`data_key_for_seal`](Self::data_key_for_seal) (or a cache behind it is bypassed),
 /// [`wrap`](Self::wrap), [`unwrap_owned`](Self::unwrap_owned) with its [`Attempts`] unchanged,
-/// and [`is_local`](Self::is_local). [`testing::check_forwarding`](crate::testing::check_forwarding)
+/// and [`is_local`](Self::is_local). [`data_key_now`](Self::data_key_now) and
+/// [`unwrap_owned_now`](Self::unwrap_owned_now) are a fast path: a wrapper that leaves them to
+/// their default (`None`) stays correct and its callers await the methods above; one that
+/// forwards them must do there whatever it does in their async counterparts. [`testing::check_forwarding`](crate::testing::check_forwarding)
 /// checks a wrapper in one test.
 ///
 /// # Runtime
@@ -307,6 +325,23 @@ pub trait KeyProvider: Send + Sync + fmt::Debug {
         self.generate_data_key(ctx).await
     }
 
+    /// [`data_key_for_seal`](Self::data_key_for_seal) answered on the calling thread, when this
+    /// provider can answer without waiting for anything (its keys in memory, nothing due to be
+    /// checked): the seal then runs to its end without a boxed future. `None` sends the caller
+    /// to `data_key_for_seal`. The default is `None`, always correct; an answer must be the one
+    /// `data_key_for_seal` would give. A provider that makes its data keys locally makes this
+    /// one from `fresh` (drawn with the seal's other random values) rather than drawing its own.
+    fn data_key_now(
+        &self,
+        ctx: &KeyContext,
+        scope: &str,
+        len: u64,
+        fresh: FreshKey,
+    ) -> Option<Result<(DataKey, WrappedKey), ProviderError>> {
+        let _ = (ctx, scope, len, fresh);
+        None
+    }
+
     /// Wraps an existing data key for `ctx` under this provider's current key.
     ///
     /// # Errors
@@ -330,6 +365,19 @@ pub trait KeyProvider: Send + Sync + fmt::Debug {
         ctx: &KeyContext,
         attempts: Attempts,
     ) -> Result<DataKey, ProviderError>;
+
+    /// [`unwrap_owned`](Self::unwrap_owned) with [`Attempts::Retry`], answered on the calling
+    /// thread when this provider can answer without waiting for anything; `None` sends the
+    /// caller to `unwrap_owned`. Called only with a wrapped key it [owns](Self::owns). The
+    /// default is `None`, always correct; an answer must be the one `unwrap_owned` would give.
+    fn unwrap_owned_now(
+        &self,
+        wrapped: &WrappedKey,
+        ctx: &KeyContext,
+    ) -> Option<Result<DataKey, ProviderError>> {
+        let _ = (wrapped, ctx);
+        None
+    }
 
     /// Unwraps a data key that this provider wrapped for `ctx`, read from our own store or
     /// handed to the library by its user.
@@ -358,6 +406,33 @@ pub trait KeyProvider: Send + Sync + fmt::Debug {
         ctx: &KeyContext,
     ) -> Result<DataKey, ProviderError> {
         unwrap_checked(self, wrapped, ctx, Attempts::Once).await
+    }
+}
+
+/// A fresh data key and a nonce for its wrap, handed to [`KeyProvider::data_key_now`]: drawn from
+/// the operating system's CSPRNG together with the rest of one seal's random values (one kernel
+/// draw per seal, `DESIGN.md`, "Randomness"), and made only by this crate, so a provider that
+/// uses it cannot be handed a key of a caller's choosing. A provider that makes its data keys
+/// some other way (a key service, a cache) drops it; the key is wiped on drop.
+pub struct FreshKey {
+    key: DataKey,
+    wrap_nonce: [u8; 12],
+}
+
+impl FreshKey {
+    pub(crate) fn new(key: DataKey, wrap_nonce: [u8; 12]) -> Self {
+        Self { key, wrap_nonce }
+    }
+
+    /// The data key, and a nonce for wrapping it with AES-GCM.
+    pub fn into_parts(self) -> (DataKey, [u8; 12]) {
+        (self.key, self.wrap_nonce)
+    }
+}
+
+impl fmt::Debug for FreshKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FreshKey(<redacted>)")
     }
 }
 

@@ -13,7 +13,7 @@
 //! text form is padded standard base64 in every SDK.
 //!
 //! [`LocalBlob::parse`] tells the layouts apart by what `keys` starts with: an issued key of
-//! this vault (`VLTE`, version 1, suite 1) or of WorkOS (`WOS.EKM.v1\0`). It accepts a blob only
+//! this vault (`VLTE`, version 1, suite 1 or 3) or of WorkOS (`WOS.EKM.v1\0`). It accepts a blob only
 //! if exactly one layout puts a known prefix where that layout's keys begin, so a blob is never
 //! read in a layout it was not written in: the other layouts' key offsets fall in random IV,
 //! nonce or message-id bytes (or, for WorkOS's keys, in UUID text, which cannot hold either
@@ -46,8 +46,8 @@ pub const MAX_BLOB_TEXT_LEN: usize =
         * 4;
 
 /// What the `keys` of a blob made through this vault or through WorkOS start with: an issued
-/// key envelope (magic `VLTE`, version 1, suite 1) and WorkOS's encrypted-keys format.
-const KNOWN_KEYS: [&[u8]; 2] = [b"VLTE\x01\x00\x01", b"WOS.EKM.v1\0"];
+/// key envelope (magic `VLTE`, version 1, suite 1 or 3) and WorkOS's encrypted-keys format.
+const KNOWN_KEYS: [&[u8]; 3] = [b"VLTE\x01\x00\x01", b"VLTE\x01\x00\x03", b"WOS.EKM.v1\0"];
 
 /// The byte layout of an SDK blob (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

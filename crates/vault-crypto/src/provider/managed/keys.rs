@@ -14,7 +14,7 @@ use crate::aead::{AeadKey, NONCE_LEN, TAG_LEN};
 use crate::context::KeyContext;
 use crate::data_key::{DATA_KEY_LEN, DataKey};
 use crate::error::{ProviderError, ProviderErrorKind};
-use crate::provider::{Attempts, KeyProvider, KeyRef, WrappedKey};
+use crate::provider::{Attempts, FreshKey, KeyProvider, KeyRef, WrappedKey};
 
 /// Expanded KEKs by version and canonical context, so a context in use costs neither an
 /// HKDF-Expand nor an AES key schedule per wrap or unwrap. Bounded (emptied when full) and
@@ -230,6 +230,24 @@ impl KeyProvider for ManagedKeyProvider {
         self.generate_in(&ring, ctx)
     }
 
+    /// Answered now unless the ring is due to be checked against its store.
+    fn data_key_now(
+        &self,
+        ctx: &KeyContext,
+        _scope: &str,
+        _len: u64,
+        fresh: FreshKey,
+    ) -> Option<Result<(DataKey, WrappedKey), ProviderError>> {
+        if self.fresh.due() {
+            return None;
+        }
+        let (key, nonce) = fresh.into_parts();
+        Some(
+            self.wrap_in(&self.snapshot(), key.expose_secret(), ctx, nonce)
+                .map(|wrapped| (key, wrapped)),
+        )
+    }
+
     async fn wrap(&self, key: &DataKey, ctx: &KeyContext) -> Result<WrappedKey, ProviderError> {
         let ring = self.current().await?;
         let mut nonce = [0u8; NONCE_LEN];
@@ -254,6 +272,22 @@ impl KeyProvider for ManagedKeyProvider {
                 self.unwrap_in(&self.snapshot(), wrapped, ctx)
             }
             other => other,
+        }
+    }
+
+    /// Answered now unless the ring is due to be checked, or does not have the version (which
+    /// another process may have added: `unwrap_owned` checks the store).
+    fn unwrap_owned_now(
+        &self,
+        wrapped: &WrappedKey,
+        ctx: &KeyContext,
+    ) -> Option<Result<DataKey, ProviderError>> {
+        if self.fresh.due() {
+            return None;
+        }
+        match self.unwrap_in(&self.snapshot(), wrapped, ctx) {
+            Err(e) if e.kind() == ProviderErrorKind::NotFound => None,
+            other => Some(other),
         }
     }
 }
