@@ -48,6 +48,13 @@ fn asherah(c: &mut Criterion) {
             )
         });
         let env = vault.seal(&pt).into_bytes();
+        g.bench_function(BenchmarkId::new("vault-blocking-owned", size), |b| {
+            b.iter_batched(
+                || env.clone(),
+                |e| vault.open_owned(e),
+                BatchSize::SmallInput,
+            )
+        });
         g.bench_function(BenchmarkId::new("vault-blocking", size), |b| {
             b.iter(|| vault.open(black_box(&env)))
         });
@@ -103,7 +110,7 @@ fn esdk(c: &mut Criterion) {
                             .plaintext(black_box(pt.clone()))
                             .keyring(keyring.clone())
                             .encryption_context(ec.clone())
-                            .algorithm_suite_id(suite.clone())
+                            .algorithm_suite_id(*suite)
                             .send(),
                     )
                     .unwrap()
@@ -132,7 +139,7 @@ fn esdk(c: &mut Criterion) {
                         .plaintext(pt.clone())
                         .keyring(keyring.clone())
                         .encryption_context(ec.clone())
-                        .algorithm_suite_id(suite.clone())
+                        .algorithm_suite_id(*suite)
                         .send(),
                 )
                 .unwrap()

@@ -78,6 +78,15 @@ impl Vault {
         blocking::seal(&self.keys, &self.ctx, pt, Aad::NONE).unwrap()
     }
 
+    /// Opens an envelope the caller owns, in its own buffer (as Asherah's decrypt consumes its
+    /// record).
+    pub fn open_owned(&self, envelope: Vec<u8>) -> Vec<u8> {
+        blocking::open_in_place(&self.keys, envelope, &self.ctx, Aad::NONE)
+            .unwrap()
+            .into_plaintext()
+    }
+
+    /// Opens a borrowed envelope (copied once into the plaintext's buffer).
     pub fn open(&self, envelope: &[u8]) -> Vec<u8> {
         blocking::open(&self.keys, envelope, &self.ctx, Aad::NONE)
             .unwrap()

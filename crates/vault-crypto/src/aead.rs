@@ -120,6 +120,45 @@ impl Backend {
 }
 
 /// An expanded AES-256-GCM key (key schedule and GHASH tables), reusable across messages.
+impl Backend {
+    /// Checks the tag and decrypts `in_out[src..]`, leaving the plaintext at the start of
+    /// `in_out` (its first `in_out.len() - src` bytes): the decryption and the move to the front
+    /// are one pass with ring. Zeroes `in_out` on failure.
+    pub(crate) fn open_shifted(
+        self,
+        key: &[u8; KEY_LEN],
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        in_out: &mut [u8],
+        src: usize,
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), Unspecified> {
+        let result = match self {
+            #[cfg(feature = "ring")]
+            Self::Ring => ring_backend::key(key)
+                .and_then(|k| ring_backend::open_shifted(&k, nonce, aad, in_out, src, tag)),
+            #[cfg(feature = "rustcrypto")]
+            Self::RustCrypto => in_out
+                .get_mut(src..)
+                .ok_or(Unspecified)
+                .and_then(|ciphertext| {
+                    rustcrypto_backend::open(
+                        &rustcrypto_backend::key(key),
+                        nonce,
+                        aad,
+                        ciphertext,
+                        tag,
+                    )
+                })
+                .map(|()| in_out.copy_within(src.., 0)),
+        };
+        if result.is_err() {
+            in_out.fill(0);
+        }
+        result
+    }
+}
+
 pub(crate) enum AeadKey {
     #[cfg(feature = "ring")]
     Ring(ring::aead::LessSafeKey),
@@ -200,6 +239,20 @@ mod ring_backend {
     ) -> Result<(), Unspecified> {
         let nonce = Nonce::assume_unique_for_key(*nonce);
         key.open_in_place_separate_tag(nonce, Aad::from(aad), Tag::from(*tag), in_out, 0..)
+            .map(|_| ())
+            .map_err(|_| Unspecified)
+    }
+
+    pub(super) fn open_shifted(
+        key: &LessSafeKey,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        in_out: &mut [u8],
+        src: usize,
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), Unspecified> {
+        let nonce = Nonce::assume_unique_for_key(*nonce);
+        key.open_in_place_separate_tag(nonce, Aad::from(aad), Tag::from(*tag), in_out, src..)
             .map(|_| ())
             .map_err(|_| Unspecified)
     }

@@ -68,6 +68,24 @@ pub fn open(
     run(crate::open(provider, envelope, expected, aad))
 }
 
+/// [`open_in_place`](crate::open_in_place) on the calling thread: the envelope's own buffer
+/// becomes the plaintext's.
+///
+/// # Errors
+/// As [`open`].
+pub fn open_in_place(
+    provider: &dyn KeyProvider,
+    envelope: Vec<u8>,
+    expected: &KeyContext,
+    aad: Aad<'_>,
+) -> Result<Opened, Error> {
+    local(provider)?;
+    match crate::envelope::open_in_place_now(provider, envelope, expected, aad) {
+        Ok(opened) => opened,
+        Err(envelope) => run(crate::open_in_place(provider, envelope, expected, aad)),
+    }
+}
+
 /// [`rewrap`](crate::rewrap), on the calling thread.
 ///
 /// # Errors

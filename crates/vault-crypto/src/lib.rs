@@ -33,7 +33,7 @@ pub use envelope::{
     Aad, COMMITMENT_LEN, Envelope, MAGIC, MAX_PLAINTEXT_LEN, MAX_TEXT_LEN, MAX_WRAPPED_KEYS,
     MESSAGE_ID_LEN, Opened, Rewrapped, SUITE_AES256GCM_AESKDF_SHA256_COMMIT,
     SUITE_AES256GCM_HKDF_SHA256_COMMIT, Sealed, VERSION, encode_text, open, open_any_context,
-    rewrap, rewrap_any_context, seal, seal_in,
+    open_in_place, rewrap, rewrap_any_context, seal, seal_in,
 };
 pub use error::{
     ConfigError, ContextError, EnvelopeError, Error, KeyRingError, ProviderError, ProviderErrorKind,

@@ -9,8 +9,9 @@
 //! "Randomness"). Elsewhere they come from the `getrandom(2)` system call.
 
 use aes::Aes256Enc;
+use aes::cipher::consts::U16;
 use aes::cipher::{Array, BlockCipherEncrypt, KeyInit};
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 use crate::error::Error;
 
@@ -84,16 +85,16 @@ impl SealRandom {
 
     /// The expansion of `seed`: AES-256 under the seed of the 128-bit big-endian counters 0 to 5.
     fn expand(seed: &[u8; 32]) -> Self {
-        // The key schedule is wiped on drop (`aes`'s `zeroize` feature).
+        // The key schedule is wiped on drop (`aes`'s `zeroize` feature). The counter blocks are
+        // written, and encrypted, in place in the output.
         let cipher = Aes256Enc::new(seed.into());
-        let mut blocks: [Array<u8, _>; 6] =
-            std::array::from_fn(|i| Array::from((i as u128).to_be_bytes()));
-        cipher.encrypt_blocks(&mut blocks);
         let mut out = Zeroizing::new([0u8; 96]);
-        for (chunk, block) in out.chunks_exact_mut(16).zip(&mut blocks) {
-            chunk.copy_from_slice(block);
-            block.as_mut_slice().zeroize();
+        let (blocks, _) = Array::<u8, U16>::slice_as_chunks_mut(out.as_mut_slice());
+        for (counter, block) in (0u8..).zip(blocks.iter_mut()) {
+            // A big-endian 128-bit counter: 0 to 5 fit its last byte.
+            block[15] = counter;
         }
+        cipher.encrypt_blocks(blocks);
         Self(out)
     }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use common::{Down, OtherScheme, block_on, ctx};
 use vault_crypto::{
-    Envelope, Error, KeyProvider, ManagedKeyProvider, ProviderErrorKind, Rewrapped, Router,
+    Aad, Envelope, Error, KeyProvider, ManagedKeyProvider, ProviderErrorKind, Rewrapped, Router,
     open_any_context, rewrap_any_context, seal,
 };
 
@@ -44,10 +44,10 @@ fn rules_route_by_organization_and_the_rest_goes_to_the_default() {
         (ctx(&[("tenant", "org_acme")]), "managed://root#v1"),
     ];
     for (c, want) in &cases {
-        let env = block_on(seal(&router, c, b"value", vault_crypto::Aad::NONE)).unwrap();
+        let env = block_on(seal(&router, c, b"value", Aad::NONE)).unwrap();
         assert_eq!(scheme_of(&env), *want, "{c}");
         // Opening dispatches by the scheme recorded in the envelope.
-        let opened = block_on(open_any_context(&router, &env, vault_crypto::Aad::NONE)).unwrap();
+        let opened = block_on(open_any_context(&router, &env, Aad::NONE)).unwrap();
         assert_eq!(opened.plaintext(), b"value");
         assert_eq!(opened.key_ref().to_string(), *want);
     }
@@ -63,7 +63,7 @@ fn replaced_rules_reach_every_clone_and_decrypt_only_keys_still_open() {
     let router = Router::new(managed);
     let serving = router.clone();
     let c = ctx(&[("organization_id", "org_acme")]);
-    let before = block_on(seal(&serving, &c, b"v", vault_crypto::Aad::NONE)).unwrap();
+    let before = block_on(seal(&serving, &c, b"v", Aad::NONE)).unwrap();
     assert_eq!(scheme_of(&before), "managed://root#v1");
 
     router.replace_rules(
@@ -71,29 +71,29 @@ fn replaced_rules_reach_every_clone_and_decrypt_only_keys_still_open() {
             .rule([("organization_id", "org_acme")], acme.clone())
             .unwrap(),
     );
-    let byok = block_on(seal(&serving, &c, b"v", vault_crypto::Aad::NONE)).unwrap();
+    let byok = block_on(seal(&serving, &c, b"v", Aad::NONE)).unwrap();
     assert_eq!(scheme_of(&byok), "test-kms://acme-key#v1");
     assert_eq!(serving.current_rules().rules().len(), 1);
 
     // The rule goes; the key stays for decryption.
     router.replace_rules(vault_crypto::Rules::new().decrypt_only(acme));
     assert_eq!(
-        scheme_of(&block_on(seal(&serving, &c, b"v", vault_crypto::Aad::NONE)).unwrap()),
+        scheme_of(&block_on(seal(&serving, &c, b"v", Aad::NONE)).unwrap()),
         "managed://root#v1"
     );
     assert_eq!(
-        block_on(open_any_context(&serving, &byok, vault_crypto::Aad::NONE))
+        block_on(open_any_context(&serving, &byok, Aad::NONE))
             .unwrap()
             .plaintext(),
         b"v"
     );
     let parsed = Envelope::parse(&byok).unwrap();
     assert!(block_on(serving.unwrap_once(&parsed.wrapped_keys()[0], &c)).is_ok());
-    assert!(block_on(open_any_context(&serving, &before, vault_crypto::Aad::NONE)).is_ok());
+    assert!(block_on(open_any_context(&serving, &before, Aad::NONE)).is_ok());
 
     // Dropped altogether: nothing owns its wrapped keys any more.
     router.replace_rules(vault_crypto::Rules::new());
-    let err = block_on(open_any_context(&serving, &byok, vault_crypto::Aad::NONE)).unwrap_err();
+    let err = block_on(open_any_context(&serving, &byok, Aad::NONE)).unwrap_err();
     assert!(matches!(err, Error::NoProvider { .. }), "{err:?}");
 }
 
@@ -131,13 +131,13 @@ fn an_unknown_scheme_is_a_clear_error() {
         &with_byok,
         &ctx(&[("organization_id", "org_acme")]),
         b"v",
-        vault_crypto::Aad::NONE,
+        Aad::NONE,
     ))
     .unwrap();
 
     // A router without that provider cannot open it, and says which key it lacks.
     let without = Router::new(Arc::new(ManagedKeyProvider::in_memory("root").unwrap()));
-    match block_on(open_any_context(&without, &env, vault_crypto::Aad::NONE)) {
+    match block_on(open_any_context(&without, &env, Aad::NONE)) {
         Err(Error::NoProvider { key_ref }) => assert_eq!(key_ref, "test-kms://acme-key#v1"),
         other => panic!("expected NoProvider, got {other:?}"),
     }
@@ -156,12 +156,12 @@ fn changing_the_rules_never_strands_old_data() {
     let before = Router::new(managed.clone())
         .rule([("organization_id", "org_acme")], byok.clone())
         .unwrap();
-    let env = block_on(seal(&before, &acme, b"v", vault_crypto::Aad::NONE)).unwrap();
+    let env = block_on(seal(&before, &acme, b"v", Aad::NONE)).unwrap();
 
     // The customer leaves BYOK: the rule is gone, the key kept for decryption only.
     let after = Router::new(managed).decrypt_only(byok);
     assert_eq!(
-        block_on(open_any_context(&after, &env, vault_crypto::Aad::NONE))
+        block_on(open_any_context(&after, &env, Aad::NONE))
             .unwrap()
             .plaintext(),
         b"v"
@@ -173,7 +173,7 @@ fn changing_the_rules_never_strands_old_data() {
     assert_eq!(scheme_of(&moved), "managed://root#v1");
     assert_eq!(moved.key_ref().to_string(), "managed://root#v1");
     assert_eq!(
-        block_on(open_any_context(&after, &moved, vault_crypto::Aad::NONE))
+        block_on(open_any_context(&after, &moved, Aad::NONE))
             .unwrap()
             .plaintext(),
         b"v"
@@ -191,13 +191,13 @@ fn an_outage_is_reported_as_such_not_as_a_decryption_failure() {
             &r,
             &ctx(&[("organization_id", "org_acme")]),
             b"v",
-            vault_crypto::Aad::NONE,
+            Aad::NONE,
         ))
         .unwrap()
     };
     let down = Router::new(Arc::new(ManagedKeyProvider::in_memory("root").unwrap()))
         .decrypt_only(Arc::new(Down { scheme: "test-kms" }));
-    match block_on(open_any_context(&down, &env, vault_crypto::Aad::NONE)) {
+    match block_on(open_any_context(&down, &env, Aad::NONE)) {
         Err(Error::Provider(e)) => {
             assert_eq!(e.kind(), ProviderErrorKind::Unavailable);
             assert!(e.is_retryable());
@@ -207,7 +207,7 @@ fn an_outage_is_reported_as_such_not_as_a_decryption_failure() {
     // Sealing through a provider that is down fails and produces nothing.
     let r = Router::new(Arc::new(Down { scheme: "test-kms" }));
     assert!(matches!(
-        block_on(seal(&r, &ctx(&[("a", "b")]), b"v", vault_crypto::Aad::NONE)),
+        block_on(seal(&r, &ctx(&[("a", "b")]), b"v", Aad::NONE)),
         Err(Error::Provider(_))
     ));
 }
@@ -294,5 +294,40 @@ proptest::proptest! {
         proptest::prop_assert_eq!(&back, &r);
         let other = vault_crypto::KeyRef::new(&scheme, format!("{key_id}x"), &version).unwrap();
         proptest::prop_assert_ne!(other, r);
+    }
+}
+
+/// Parsing reuses the key reference it made last when the next envelope names the same one: an
+/// envelope naming another key (another scheme, key id or version, in any order) still gets
+/// its own.
+#[test]
+fn each_parsed_envelope_names_its_own_key() {
+    let managed = Arc::new(ManagedKeyProvider::in_memory("root").unwrap());
+    let k1 = OtherScheme::new("test-kms", "key-a");
+    let k2 = OtherScheme::new("test-kms", "key-ab");
+    let k3 = OtherScheme::new("test-kmsx", "key-a");
+    let c = ctx(&[("organization_id", "org_1")]);
+    let providers: [&dyn KeyProvider; 4] = [&*managed, &*k1, &*k2, &*k3];
+    let envelopes: Vec<(Vec<u8>, String)> = providers
+        .iter()
+        .map(|p| {
+            let sealed = block_on(seal(*p, &c, b"v", Aad::NONE)).unwrap();
+            let expected = sealed.key_ref().to_string();
+            (sealed.into_bytes(), expected)
+        })
+        .collect();
+    let names: Vec<&str> = envelopes.iter().map(|(_, name)| name.as_str()).collect();
+    assert!(names[0].starts_with("managed://"), "{}", names[0]);
+    assert_eq!(
+        names[1..],
+        [
+            "test-kms://key-a#v1",
+            "test-kms://key-ab#v1",
+            "test-kmsx://key-a#v1"
+        ]
+    );
+    for i in [0, 1, 1, 2, 1, 3, 0, 3, 2, 2, 0] {
+        let (bytes, expected) = &envelopes[i];
+        assert_eq!(&scheme_of(bytes), expected, "envelope {i}");
     }
 }

@@ -187,7 +187,7 @@ impl<'a> Envelope<'a> {
             let version = r.str_field(len, "key version", MAX_KEY_VERSION_LEN)?;
             let len = usize::from(r.u16()?);
             let wrapped = r.field(len, "wrapped key", MAX_WRAPPED_LEN)?;
-            let key_ref = KeyRef::new(scheme, key_id, version)?;
+            let key_ref = KeyRef::new_recent(scheme, key_id, version)?;
             wrapped_keys.push(WrappedKey::new(key_ref, wrapped.to_vec())?);
         }
 

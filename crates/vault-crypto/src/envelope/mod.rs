@@ -7,6 +7,7 @@
 
 pub(crate) mod commit;
 pub(crate) mod format;
+mod in_place;
 pub(crate) mod suite;
 mod unwrap;
 mod value;
@@ -26,6 +27,8 @@ pub use commit::{COMMITMENT_LEN, MESSAGE_ID_LEN};
 pub use format::{
     Envelope, MAGIC, MAX_PLAINTEXT_LEN, MAX_TEXT_LEN, MAX_WRAPPED_KEYS, VERSION, encode_text,
 };
+pub use in_place::open_in_place;
+pub(crate) use in_place::open_in_place_now;
 use suite::Suite;
 pub use suite::{SUITE_AES256GCM_AESKDF_SHA256_COMMIT, SUITE_AES256GCM_HKDF_SHA256_COMMIT};
 pub use value::{Aad, Opened, Rewrapped, Sealed};

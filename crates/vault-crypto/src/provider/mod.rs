@@ -93,6 +93,35 @@ impl KeyRef {
         })))
     }
 
+    /// As [`KeyRef::new`], reusing the reference this thread made last through here when it is
+    /// the same one: every opened envelope names its keys, and a service's envelopes name few,
+    /// so most opens find theirs without an allocation. Equal text is an equal reference.
+    pub(crate) fn new_recent(
+        scheme: &str,
+        key_id: &str,
+        version: &str,
+    ) -> Result<Self, EnvelopeError> {
+        thread_local! {
+            static RECENT: std::cell::RefCell<Option<KeyRef>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        RECENT.with(|recent| {
+            let Ok(mut recent) = recent.try_borrow_mut() else {
+                return Self::new(scheme, key_id, version);
+            };
+            if let Some(known) = recent.as_ref()
+                && known.scheme() == scheme
+                && known.key_id() == key_id
+                && known.version() == version
+            {
+                return Ok(known.clone());
+            }
+            let made = Self::new(scheme, key_id, version)?;
+            *recent = Some(made.clone());
+            Ok(made)
+        })
+    }
+
     /// Parses `scheme://key-id` or `scheme://key-id#version`. The version is what follows the
     /// last `#`.
     ///

@@ -1,0 +1,133 @@
+//! Opening an envelope the caller owns in its own buffer: the plaintext is decrypted into the
+//! envelope's bytes and handed back in them, so a value is never copied on the way out (with
+//! ring, the decryption and the move to the front of the buffer are one pass).
+
+use super::{Envelope, commit, unwrap_committed, unwrap_committed_now};
+use crate::aead::{Backend, NONCE_LEN, TAG_LEN};
+use crate::context::KeyContext;
+use crate::envelope::{Aad, Opened};
+use crate::error::Error;
+use crate::provider::{Attempts, KeyProvider, KeyRef};
+
+/// [`open`](crate::open) for an envelope the caller owns: decrypted in place, the buffer
+/// becomes the plaintext's. The same checks, in the same order, with the same errors; what
+/// a large value saves is its copy.
+///
+/// # Errors
+/// As [`open`](crate::open).
+pub async fn open_in_place(
+    provider: &dyn KeyProvider,
+    envelope: Vec<u8>,
+    expected: &KeyContext,
+    aad: Aad<'_>,
+) -> Result<Opened, Error> {
+    let (keys, key_ref, layout) = {
+        let env = Envelope::parse_expecting(&envelope, expected)?;
+        env.expect(expected)?;
+        expected.check_not_forged()?;
+        let (_, keys, key_ref) = unwrap_committed(provider, &env, Attempts::Retry).await?;
+        (keys, key_ref, Layout::of(&env, envelope.len()))
+    };
+    layout.open(&keys, key_ref, expected, envelope, aad)
+}
+
+/// [`open_in_place`] on the calling thread, if the provider answers its unwraps at once;
+/// `Err(envelope)` (given back untouched) if one must be awaited.
+pub(crate) fn open_in_place_now(
+    provider: &dyn KeyProvider,
+    envelope: Vec<u8>,
+    expected: &KeyContext,
+    aad: Aad<'_>,
+) -> Result<Result<Opened, Error>, Vec<u8>> {
+    let found = {
+        let env = match Envelope::parse_expecting(&envelope, expected) {
+            Ok(env) => env,
+            Err(e) => return Ok(Err(e.into())),
+        };
+        if let Err(e) = env.expect(expected) {
+            return Ok(Err(e));
+        }
+        if let Err(e) = expected.check_not_forged() {
+            return Ok(Err(e.into()));
+        }
+        unwrap_committed_now(provider, &env).map(|found| {
+            found.map(|(_, keys, key_ref)| (keys, key_ref, Layout::of(&env, envelope.len())))
+        })
+    };
+    match found {
+        None => Err(envelope),
+        Some(Err(e)) => Ok(Err(e)),
+        Some(Ok((keys, key_ref, layout))) => {
+            Ok(layout.open(&keys, key_ref, expected, envelope, aad))
+        }
+    }
+}
+
+/// Where a parsed envelope's parts lie in its bytes, kept once the parse's borrow ends.
+struct Layout {
+    header_len: usize,
+    payload_start: usize,
+    nonce: [u8; NONCE_LEN],
+}
+
+impl Layout {
+    fn of(env: &Envelope<'_>, total: usize) -> Self {
+        Self {
+            header_len: env.header().len(),
+            // The payload is the envelope's last field: what is left after it is its start.
+            payload_start: total.saturating_sub(env.payload().len()),
+            nonce: *env.nonce(),
+        }
+    }
+
+    /// Decrypts the payload under keys whose commitment was checked, in `buf`'s own bytes.
+    fn open(
+        &self,
+        keys: &commit::MessageKeys,
+        key_ref: KeyRef,
+        context: &KeyContext,
+        mut buf: Vec<u8>,
+        aad: Aad<'_>,
+    ) -> Result<Opened, Error> {
+        let tag_start = buf
+            .len()
+            .checked_sub(TAG_LEN)
+            .filter(|&t| t >= self.payload_start)
+            .ok_or(Error::DecryptionFailed)?;
+        let mut tag = [0u8; TAG_LEN];
+        tag.copy_from_slice(buf.get(tag_start..).ok_or(Error::DecryptionFailed)?);
+        buf.truncate(tag_start);
+        // The associated data is the header then the caller's bytes; the header is copied out
+        // first, as the plaintext overwrites it. Headers are small: on the stack when they fit.
+        let (header, caller) = (buf.get(..self.header_len), aad.bytes());
+        let header = header.ok_or(Error::DecryptionFailed)?;
+        let mut stack = [0u8; 512];
+        let mut heap = Vec::new();
+        let joined_len = header.len() + caller.len();
+        let joined: &mut [u8] = if joined_len <= stack.len() {
+            &mut stack[..joined_len]
+        } else {
+            heap.resize(joined_len, 0);
+            &mut heap
+        };
+        let (h, c) = joined.split_at_mut(header.len());
+        h.copy_from_slice(header);
+        c.copy_from_slice(caller);
+        Backend::DEFAULT
+            .open_shifted(
+                &keys.content_key,
+                &self.nonce,
+                joined,
+                &mut buf,
+                self.payload_start,
+                &tag,
+            )
+            .map_err(|_| Error::DecryptionFailed)?;
+        buf.truncate(tag_start - self.payload_start);
+        Ok(Opened {
+            context: context.clone(),
+            key_ref,
+            plaintext: buf,
+        })
+    }
+}
