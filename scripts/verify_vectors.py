@@ -22,7 +22,7 @@ VERSION = 1
 KEK_LABEL = b"vault-crypto/v1/managed-kek"
 CONTENT_KEY_LABEL = b"vault-crypto/v1/content-key"
 COMMITMENT_LABEL = b"vault-crypto/v1/commitment"
-COMMITMENT_LABEL_3 = b"vault-crypto/s3/commit"
+COMMITMENT_LABEL_3 = b"vault/3"
 
 
 def hkdf_extract(salt: bytes, ikm: bytes) -> bytes:
@@ -49,7 +49,7 @@ def message_keys(suite: int, dek: bytes, message_id: bytes):
     content_key = b"".join(aes.update(struct.pack("<I", i) + message_id[:12])[:8]
                            for i in range(2, 6))
     digest = hashes.Hash(hashes.SHA256())
-    digest.update(COMMITMENT_LABEL_3 + dek)
+    digest.update(COMMITMENT_LABEL_3 + dek + message_id[:16])
     return content_key, digest.finalize()
 
 

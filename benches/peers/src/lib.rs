@@ -2,9 +2,16 @@
 //! (`benches/peers.rs`) and the interleaved table (`src/bin/table.rs`).
 #![allow(clippy::unwrap_used, missing_docs)]
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use asherah as ael;
+use aws_esdk::client as esdk_client;
+use aws_esdk::material_providers::client as mpl_client;
+use aws_esdk::material_providers::types::material_providers_config::MaterialProvidersConfig;
+use aws_esdk::material_providers::types::AesWrappingAlg;
+pub use aws_esdk::material_providers::types::EsdkAlgorithmSuiteId;
+use aws_esdk::types::aws_encryption_sdk_config::AwsEncryptionSdkConfig;
 use vault_crypto::{Aad, KeyContext, ManagedKeyProvider, blocking};
 
 /// The sizes both peers are compared at.
@@ -95,6 +102,86 @@ impl Vault {
 }
 
 impl Default for Vault {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The AWS Encryption SDK with a raw AES keyring and the same two-pair encryption context, on
+/// its own single-threaded runtime.
+pub struct Esdk {
+    pub rt: tokio::runtime::Runtime,
+    client: esdk_client::Client,
+    keyring: aws_esdk::material_providers::types::keyring::KeyringRef,
+    ec: HashMap<String, String>,
+}
+
+impl Esdk {
+    pub fn new() -> Self {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client =
+            esdk_client::Client::from_conf(AwsEncryptionSdkConfig::builder().build().unwrap())
+                .unwrap();
+        let mpl = mpl_client::Client::from_conf(MaterialProvidersConfig::builder().build().unwrap())
+            .unwrap();
+        let keyring = rt
+            .block_on(
+                mpl.create_raw_aes_keyring()
+                    .key_name("bench-key")
+                    .key_namespace("bench")
+                    .wrapping_key(vec![7u8; 32])
+                    .wrapping_alg(AesWrappingAlg::AlgAes256GcmIv12Tag16)
+                    .send(),
+            )
+            .unwrap();
+        let ec = HashMap::from([
+            ("organization_id".to_string(), "org_1".to_string()),
+            ("user_id".to_string(), "u_9".to_string()),
+        ]);
+        Self {
+            rt,
+            client,
+            keyring,
+            ec,
+        }
+    }
+
+    pub fn seal(&self, pt: &[u8], suite: EsdkAlgorithmSuiteId) -> Vec<u8> {
+        self.rt
+            .block_on(
+                self.client
+                    .encrypt()
+                    .plaintext(pt.to_vec())
+                    .keyring(self.keyring.clone())
+                    .encryption_context(self.ec.clone())
+                    .algorithm_suite_id(suite)
+                    .send(),
+            )
+            .unwrap()
+            .ciphertext
+            .unwrap()
+    }
+
+    pub fn open(&self, ct: &[u8]) -> Vec<u8> {
+        self.rt
+            .block_on(
+                self.client
+                    .decrypt()
+                    .ciphertext(ct.to_vec())
+                    .keyring(self.keyring.clone())
+                    .encryption_context(self.ec.clone())
+                    .send(),
+            )
+            .unwrap()
+            .plaintext
+            .unwrap()
+    }
+}
+
+impl Default for Esdk {
     fn default() -> Self {
         Self::new()
     }

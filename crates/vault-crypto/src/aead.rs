@@ -119,11 +119,11 @@ impl Backend {
     }
 }
 
-/// An expanded AES-256-GCM key (key schedule and GHASH tables), reusable across messages.
 impl Backend {
     /// Checks the tag and decrypts `in_out[src..]`, leaving the plaintext at the start of
-    /// `in_out` (its first `in_out.len() - src` bytes): the decryption and the move to the front
-    /// are one pass with ring. Zeroes `in_out` on failure.
+    /// `in_out` (its first `in_out.len() - src` bytes) and no plaintext after it: the
+    /// decryption and the move to the front are one pass with ring. Zeroes `in_out` on
+    /// failure.
     pub(crate) fn open_shifted(
         self,
         key: &[u8; KEY_LEN],
@@ -150,7 +150,13 @@ impl Backend {
                         tag,
                     )
                 })
-                .map(|()| in_out.copy_within(src.., 0)),
+                .map(|()| {
+                    // Moved to the front; what is left past it is the tail of the plaintext's
+                    // first copy: wiped, so no plaintext outlives the caller's truncation.
+                    in_out.copy_within(src.., 0);
+                    let len = in_out.len() - src;
+                    in_out[len..].fill(0);
+                }),
         };
         if result.is_err() {
             in_out.fill(0);
@@ -159,6 +165,7 @@ impl Backend {
     }
 }
 
+/// An expanded AES-256-GCM key (key schedule and GHASH tables), reusable across messages.
 pub(crate) enum AeadKey {
     #[cfg(feature = "ring")]
     Ring(ring::aead::LessSafeKey),
@@ -372,6 +379,44 @@ mod tests {
                 Err(Unspecified)
             );
             assert!(buf.iter().all(|&b| b == 0), "{backend:?}");
+        }
+    }
+
+    /// A shifted open leaves the plaintext at the front and none of it past the front: every
+    /// byte after it is the buffer's own (header, ciphertext) or zero. A wrong tag zeroes all.
+    #[test]
+    fn a_shifted_open_leaves_no_plaintext_behind() {
+        for backend in Backend::ALL {
+            let (key, nonce, aad) = ([7u8; 32], [1u8; 12], b"header");
+            for (src, len) in [(0usize, 50usize), (10, 50), (40, 50), (80, 50), (50, 0)] {
+                let plaintext = vec![0xAAu8; len];
+                let mut ciphertext = plaintext.clone();
+                let tag = backend
+                    .seal_in_place(&key, &nonce, aad, &mut ciphertext)
+                    .unwrap();
+                let mut buf: Vec<u8> = (0..src).map(|i| u8::try_from(i % 7).unwrap()).collect();
+                buf.extend_from_slice(&ciphertext);
+                let before = buf.clone();
+                backend
+                    .open_shifted(&key, &nonce, aad, &mut buf, src, &tag)
+                    .unwrap();
+                assert_eq!(&buf[..len], &plaintext[..], "{backend:?} {src}");
+                for (i, &b) in buf.iter().enumerate().skip(len) {
+                    assert!(b == before[i] || b == 0, "{backend:?} {src}: byte {i}");
+                    assert!(
+                        b != 0xAA || before[i] == 0xAA,
+                        "{backend:?} {src}: plaintext at {i}"
+                    );
+                }
+                let mut bad = before.clone();
+                let mut wrong = tag;
+                wrong[0] ^= 1;
+                assert_eq!(
+                    backend.open_shifted(&key, &nonce, aad, &mut bad, src, &wrong),
+                    Err(Unspecified)
+                );
+                assert!(bad.iter().all(|&b| b == 0), "{backend:?} {src}");
+            }
         }
     }
 }

@@ -21,15 +21,10 @@
 //! # Ok::<(), vault_crypto::Error>(())
 //! ```
 
-use std::future::Future;
-use std::pin::pin;
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
-use std::thread::{self, Thread};
-
 use crate::context::KeyContext;
 use crate::envelope::{Aad, Opened, Rewrapped, Sealed};
 use crate::error::Error;
+use crate::park::run;
 use crate::provider::KeyProvider;
 use crate::provider::managed::ManagedKeyProvider;
 
@@ -62,10 +57,7 @@ pub fn open(
     aad: Aad<'_>,
 ) -> Result<Opened, Error> {
     local(provider)?;
-    if let Some(opened) = crate::envelope::open_now(provider, envelope, expected, aad) {
-        return opened;
-    }
-    run(crate::open(provider, envelope, expected, aad))
+    crate::envelope::open_blocking(provider, envelope, expected, aad)
 }
 
 /// [`open_in_place`](crate::open_in_place) on the calling thread: the envelope's own buffer
@@ -80,10 +72,7 @@ pub fn open_in_place(
     aad: Aad<'_>,
 ) -> Result<Opened, Error> {
     local(provider)?;
-    match crate::envelope::open_in_place_now(provider, envelope, expected, aad) {
-        Ok(opened) => opened,
-        Err(envelope) => run(crate::open_in_place(provider, envelope, expected, aad)),
-    }
+    crate::envelope::open_in_place_blocking(provider, envelope, expected, aad)
 }
 
 /// [`rewrap`](crate::rewrap), on the calling thread.
@@ -115,35 +104,5 @@ fn local(provider: &dyn KeyProvider) -> Result<(), Error> {
         Ok(())
     } else {
         Err(Error::NeedsRuntime)
-    }
-}
-
-/// Wakes the thread that polls.
-struct Unpark(Thread);
-
-impl Wake for Unpark {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-/// Polls `future` to completion on this thread, parked while it waits (on a lock another
-/// thread holds: a local provider waits on nothing else). Unconstrained by tokio's cooperative
-/// budget: called from inside a task whose budget is spent, a tokio lock would otherwise answer
-/// "pending" and leave its wake-up to a scheduler that never runs again, parking this thread
-/// for good.
-fn run<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(tokio::task::coop::unconstrained(future));
-    let waker = Waker::from(Arc::new(Unpark(thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    loop {
-        match future.as_mut().poll(&mut cx) {
-            Poll::Ready(output) => return output,
-            Poll::Pending => thread::park(),
-        }
     }
 }

@@ -11,6 +11,7 @@ mod envelope;
 mod error;
 pub mod integrity;
 pub mod issued;
+mod park;
 mod provider;
 pub mod random;
 mod router;

@@ -172,3 +172,94 @@ fn a_rotation_by_another_process_reaches_blocking_seals_after_the_interval() {
         b"v"
     );
 }
+
+/// Answers now for every wrapped key but one, which it leaves to be awaited; counts both kinds
+/// of call per key.
+#[derive(Debug)]
+struct DeferOne {
+    inner: Arc<ManagedKeyProvider>,
+    deferred: Vec<u8>,
+    now: AtomicUsize,
+    awaited: AtomicUsize,
+}
+
+#[vault_crypto::async_trait]
+impl KeyProvider for DeferOne {
+    fn owns(&self, key: &KeyRef) -> bool {
+        self.inner.owns(key)
+    }
+
+    fn is_local(&self) -> bool {
+        true
+    }
+
+    async fn data_key_for_seal(
+        &self,
+        ctx: &KeyContext,
+        scope: &str,
+        len: u64,
+    ) -> Result<(DataKey, WrappedKey), ProviderError> {
+        self.inner.data_key_for_seal(ctx, scope, len).await
+    }
+
+    async fn wrap(&self, key: &DataKey, ctx: &KeyContext) -> Result<WrappedKey, ProviderError> {
+        self.inner.wrap(key, ctx).await
+    }
+
+    async fn unwrap_owned(
+        &self,
+        wrapped: &WrappedKey,
+        ctx: &KeyContext,
+        attempts: Attempts,
+    ) -> Result<DataKey, ProviderError> {
+        self.awaited.fetch_add(1, Ordering::Relaxed);
+        self.inner.unwrap_owned(wrapped, ctx, attempts).await
+    }
+
+    fn unwrap_owned_now(
+        &self,
+        wrapped: &WrappedKey,
+        ctx: &KeyContext,
+    ) -> Option<Result<DataKey, ProviderError>> {
+        self.now.fetch_add(1, Ordering::Relaxed);
+        if wrapped.bytes() == self.deferred.as_slice() {
+            return None;
+        }
+        self.inner.unwrap_owned_now(wrapped, ctx)
+    }
+}
+
+/// A blocking open whose search meets a wrapped key the provider must wait for goes on from
+/// there: the keys tried before it are not unwrapped again (once each, on whichever path).
+#[test]
+fn a_blocking_open_that_must_wait_unwraps_each_key_once() {
+    let inner = Arc::new(ManagedKeyProvider::in_memory("root").unwrap());
+    let (_, wrong) = block_on(inner.data_key_for_seal(&org1(), "", 1)).unwrap();
+    let (key, right) = block_on(inner.data_key_for_seal(&org1(), "", 1)).unwrap();
+    let envelope = vault_crypto::danger::seal_with_key(
+        &key,
+        &[wrong, right.clone()],
+        &org1(),
+        b"value",
+        Aad::NONE,
+    )
+    .unwrap();
+    for in_place in [false, true] {
+        let p = DeferOne {
+            inner: Arc::clone(&inner),
+            deferred: right.bytes().to_vec(),
+            now: AtomicUsize::new(0),
+            awaited: AtomicUsize::new(0),
+        };
+        let opened = if in_place {
+            blocking::open_in_place(&p, envelope.clone(), &org1(), Aad::NONE)
+        } else {
+            blocking::open(&p, &envelope, &org1(), Aad::NONE)
+        }
+        .unwrap();
+        assert_eq!(opened.plaintext(), b"value");
+        // The wrong key answered now, the right one was asked now, deferred, and awaited once.
+        assert_eq!(p.now.load(Ordering::Relaxed), 2, "in place: {in_place}");
+        assert_eq!(p.awaited.load(Ordering::Relaxed), 1, "in place: {in_place}");
+    }
+}

@@ -314,3 +314,58 @@ fn the_backends_interoperate_byte_for_byte() {
         }
     }
 }
+
+/// An envelope relabelled to the other suite is refused (its header is authenticated and its
+/// keys derive differently), and a suite id that is not 1 or 3, in either byte, is unsupported.
+#[test]
+fn a_relabelled_suite_is_refused_and_an_unknown_one_unsupported() {
+    use vault_crypto::{
+        Aad, EnvelopeError, SUITE_AES256GCM_AESKDF_SHA256_COMMIT as S3,
+        SUITE_AES256GCM_HKDF_SHA256_COMMIT as S1, danger,
+    };
+    let ctx = KeyContext::from_pairs([("organization_id", "org_1")]).unwrap();
+    let p = provider();
+    let (key, wrapped) = block_on(vault_crypto::KeyProvider::generate_data_key(&p, &ctx)).unwrap();
+    // The suite is the two bytes after the magic and the version.
+    let at = vault_crypto::MAGIC.len() + 1;
+    for (suite, other) in [(S1, S3), (S3, S1)] {
+        let env = danger::seal_with_parameters(
+            suite,
+            vault_crypto::Backend::DEFAULT,
+            &key,
+            std::slice::from_ref(&wrapped),
+            &ctx,
+            b"value",
+            Aad::NONE,
+            [5u8; 32],
+            [6u8; 12],
+        )
+        .unwrap();
+        assert_eq!(
+            block_on(vault_crypto::open(&p, &env, &ctx, Aad::NONE))
+                .unwrap()
+                .plaintext(),
+            b"value"
+        );
+        let mut relabelled = env.clone();
+        relabelled[at..at + 2].copy_from_slice(&other.to_be_bytes());
+        assert!(
+            matches!(
+                block_on(vault_crypto::open(&p, &relabelled, &ctx, Aad::NONE)),
+                Err(Error::DecryptionFailed)
+            ),
+            "suite {suite} relabelled {other}"
+        );
+        for unknown in [0u16, 2, 4, 0x0100, 0x0300, 0xFFFF] {
+            let mut bad = env.clone();
+            bad[at..at + 2].copy_from_slice(&unknown.to_be_bytes());
+            assert!(
+                matches!(
+                    Envelope::parse(&bad),
+                    Err(EnvelopeError::UnsupportedSuite(s)) if s == unknown
+                ),
+                "suite {unknown:#06x}"
+            );
+        }
+    }
+}

@@ -554,8 +554,9 @@ fn suite3_keys(dek: &[u8; 32], message_id: &[u8; 32]) -> ([u8; 32], [u8; 32]) {
         out.copy_from_slice(&block[..8]);
     }
     let commitment = Sha256::new()
-        .chain_update(b"vault-crypto/s3/commit")
+        .chain_update(b"vault/3")
         .chain_update(dek)
+        .chain_update(&message_id[..16])
         .finalize()
         .into();
     (content_key, commitment)

@@ -12,12 +12,7 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use aws_esdk::client as esdk_client;
-use aws_esdk::material_providers::client as mpl_client;
-use aws_esdk::material_providers::types::material_providers_config::MaterialProvidersConfig;
-use aws_esdk::material_providers::types::{AesWrappingAlg, EsdkAlgorithmSuiteId};
-use aws_esdk::types::aws_encryption_sdk_config::AwsEncryptionSdkConfig;
-use vault_peers::{Asherah, SIZES, Vault};
+use vault_peers::{Asherah, Esdk, EsdkAlgorithmSuiteId, SIZES, Vault};
 
 /// Mean ns per call of `f` over about `budget`, after a short warm-up.
 fn time(budget: Duration, mut f: impl FnMut()) -> f64 {
@@ -76,41 +71,9 @@ fn main() {
 
     let vault = Vault::new();
     let asherah = Asherah::new();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let esdk =
-        esdk_client::Client::from_conf(AwsEncryptionSdkConfig::builder().build().unwrap()).unwrap();
-    let mpl =
-        mpl_client::Client::from_conf(MaterialProvidersConfig::builder().build().unwrap()).unwrap();
-    let keyring = rt
-        .block_on(
-            mpl.create_raw_aes_keyring()
-                .key_name("bench-key")
-                .key_namespace("bench")
-                .wrapping_key(vec![7u8; 32])
-                .wrapping_alg(AesWrappingAlg::AlgAes256GcmIv12Tag16)
-                .send(),
-        )
-        .unwrap();
-    let ec = HashMap::from([
-        ("organization_id".to_string(), "org_1".to_string()),
-        ("user_id".to_string(), "u_9".to_string()),
-    ]);
-    let esdk_seal = |pt: &[u8]| {
-        rt.block_on(
-            esdk.encrypt()
-                .plaintext(pt.to_vec())
-                .keyring(keyring.clone())
-                .encryption_context(ec.clone())
-                .algorithm_suite_id(EsdkAlgorithmSuiteId::AlgAes256GcmHkdfSha512CommitKey)
-                .send(),
-        )
-        .unwrap()
-        .ciphertext
-        .unwrap()
-    };
+    let esdk = Esdk::new();
+    let esdk_seal =
+        |pt: &[u8]| esdk.seal(pt, EsdkAlgorithmSuiteId::AlgAes256GcmHkdfSha512CommitKey);
 
     // (operation, size, contender) -> one figure per round.
     let mut figures: HashMap<(&str, usize, &str), Vec<f64>> = HashMap::new();
@@ -173,18 +136,7 @@ fn main() {
                 put(
                     "open",
                     "aws-esdk",
-                    time(budget, || {
-                        drop(black_box(
-                            rt.block_on(
-                                esdk.decrypt()
-                                    .ciphertext(ct.clone())
-                                    .keyring(keyring.clone())
-                                    .encryption_context(ec.clone())
-                                    .send(),
-                            )
-                            .unwrap(),
-                        ))
-                    }),
+                    time(budget, || drop(black_box(esdk.open(black_box(&ct))))),
                 );
             }
         }

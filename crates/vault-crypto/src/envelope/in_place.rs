@@ -2,7 +2,7 @@
 //! envelope's bytes and handed back in them, so a value is never copied on the way out (with
 //! ring, the decryption and the move to the front of the buffer are one pass).
 
-use super::{Envelope, commit, unwrap_committed, unwrap_committed_now};
+use super::{Envelope, commit, unwrap_committed, unwrap_committed_blocking};
 use crate::aead::{Backend, NONCE_LEN, TAG_LEN};
 use crate::context::KeyContext;
 use crate::envelope::{Aad, Opened};
@@ -31,36 +31,21 @@ pub async fn open_in_place(
     layout.open(&keys, key_ref, expected, envelope, aad)
 }
 
-/// [`open_in_place`] on the calling thread, if the provider answers its unwraps at once;
-/// `Err(envelope)` (given back untouched) if one must be awaited.
-pub(crate) fn open_in_place_now(
+/// [`open_in_place`] on the calling thread (for [`crate::blocking`]).
+pub(crate) fn open_in_place_blocking(
     provider: &dyn KeyProvider,
     envelope: Vec<u8>,
     expected: &KeyContext,
     aad: Aad<'_>,
-) -> Result<Result<Opened, Error>, Vec<u8>> {
-    let found = {
-        let env = match Envelope::parse_expecting(&envelope, expected) {
-            Ok(env) => env,
-            Err(e) => return Ok(Err(e.into())),
-        };
-        if let Err(e) = env.expect(expected) {
-            return Ok(Err(e));
-        }
-        if let Err(e) = expected.check_not_forged() {
-            return Ok(Err(e.into()));
-        }
-        unwrap_committed_now(provider, &env).map(|found| {
-            found.map(|(_, keys, key_ref)| (keys, key_ref, Layout::of(&env, envelope.len())))
-        })
+) -> Result<Opened, Error> {
+    let (keys, key_ref, layout) = {
+        let env = Envelope::parse_expecting(&envelope, expected)?;
+        env.expect(expected)?;
+        expected.check_not_forged()?;
+        let (_, keys, key_ref) = unwrap_committed_blocking(provider, &env)?;
+        (keys, key_ref, Layout::of(&env, envelope.len()))
     };
-    match found {
-        None => Err(envelope),
-        Some(Err(e)) => Ok(Err(e)),
-        Some(Ok((keys, key_ref, layout))) => {
-            Ok(layout.open(&keys, key_ref, expected, envelope, aad))
-        }
-    }
+    layout.open(&keys, key_ref, expected, envelope, aad)
 }
 
 /// Where a parsed envelope's parts lie in its bytes, kept once the parse's borrow ends.

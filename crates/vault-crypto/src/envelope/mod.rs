@@ -21,14 +21,14 @@ use crate::provider::{Attempts, FreshKey, KeyProvider, KeyRef, WrappedKey};
 use crate::random::SealRandom;
 use zeroize::Zeroizing;
 
-pub(crate) use unwrap::{unwrap_committed, unwrap_committed_now};
+pub(crate) use unwrap::{unwrap_committed, unwrap_committed_blocking};
 
 pub use commit::{COMMITMENT_LEN, MESSAGE_ID_LEN};
 pub use format::{
     Envelope, MAGIC, MAX_PLAINTEXT_LEN, MAX_TEXT_LEN, MAX_WRAPPED_KEYS, VERSION, encode_text,
 };
 pub use in_place::open_in_place;
-pub(crate) use in_place::open_in_place_now;
+pub(crate) use in_place::open_in_place_blocking;
 use suite::Suite;
 pub use suite::{SUITE_AES256GCM_AESKDF_SHA256_COMMIT, SUITE_AES256GCM_HKDF_SHA256_COMMIT};
 pub use value::{Aad, Opened, Rewrapped, Sealed};
@@ -300,26 +300,19 @@ pub async fn open(
         .await
 }
 
-/// [`open`] on the calling thread, if the provider answers its unwraps at once
-/// ([`KeyProvider::unwrap_owned_now`]); `None` if one must be awaited.
-pub(crate) fn open_now(
+/// [`open`] on the calling thread (for [`crate::blocking`]): without a future unless the
+/// provider must wait for an unwrap.
+pub(crate) fn open_blocking(
     provider: &dyn KeyProvider,
     envelope: &[u8],
     expected: &KeyContext,
     aad: Aad<'_>,
-) -> Option<Result<Opened, Error>> {
-    let env = match Envelope::parse_expecting(envelope, expected) {
-        Ok(env) => env,
-        Err(e) => return Some(Err(e.into())),
-    };
-    if let Err(e) = env.expect(expected) {
-        return Some(Err(e));
-    }
-    if let Err(e) = expected.check_not_forged() {
-        return Some(Err(e.into()));
-    }
-    let found = unwrap_committed_now(provider, &env)?;
-    Some(found.and_then(|(_, keys, key_ref)| env.opened(&keys, key_ref, aad)))
+) -> Result<Opened, Error> {
+    let env = Envelope::parse_expecting(envelope, expected)?;
+    env.expect(expected)?;
+    expected.check_not_forged()?;
+    let (_, keys, key_ref) = unwrap_committed_blocking(provider, &env)?;
+    env.opened(&keys, key_ref, aad)
 }
 
 /// Opens an envelope whatever context it was sealed for, and says which in

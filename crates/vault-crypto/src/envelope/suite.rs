@@ -5,8 +5,8 @@
 //! - Suite 1 (`commit.rs`): HKDF-SHA256, an extract and two expands (ten SHA-256 compressions).
 //! - Suite 3, what [`seal`](crate::seal) writes since 2026-12: the content key is AES-GCM-SIV's
 //!   message-encryption key (RFC 8452, section 4) under the data key, with the first 12 bytes of
-//!   the message id as its nonce: four AES-256 blocks. The commitment is one SHA-256 of a label and
-//!   the data key (one compression). The data key is uniform, so HKDF's
+//!   the message id as its nonce: four AES-256 blocks. The commitment is one SHA-256 of a label, the
+//!   data key and half the message id (one compression). The data key is uniform, so HKDF's
 //!   extract step buys nothing.
 //!
 //! Suite 2 is never assigned: the negative vectors of version 1 use it as the example of an
@@ -29,7 +29,7 @@ pub const SUITE_AES256GCM_HKDF_SHA256_COMMIT: u16 = 0x0001;
 pub const SUITE_AES256GCM_AESKDF_SHA256_COMMIT: u16 = 0x0003;
 
 /// Domain-separation label of suite 3's commitment.
-pub(crate) const COMMITMENT_LABEL_3: &[u8] = b"vault-crypto/s3/commit";
+pub(crate) const COMMITMENT_LABEL_3: &[u8] = b"vault/3";
 
 /// A suite this library opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -71,7 +71,7 @@ impl Suite {
             Self::HkdfSha256 => commit::derive(data_key, message_id, self.id()),
             Self::AesKdfSha256 => MessageKeys {
                 content_key: content_key_3(data_key, message_id),
-                commitment: commitment_3(data_key),
+                commitment: commitment_3(data_key, message_id),
             },
         }
     }
@@ -109,18 +109,29 @@ pub(crate) fn content_key_3(
     key
 }
 
-/// Suite 3's commitment: `SHA-256(label || DK)`, 54 bytes, so one compression of SHA-256. Two
-/// data keys with one commitment are a SHA-256 collision. The message id is left out: the
-/// content key is a function of the data key and the header, so committing to the data key
-/// commits to it, and envelopes that share a data key (the cache's, an issued key's) already
-/// share its wrapped bytes, so an equal commitment tells an observer nothing new.
-pub(crate) fn commitment_3(data_key: &DataKey) -> [u8; COMMITMENT_LEN] {
+/// Suite 3's commitment: `SHA-256(label || DK || message_id[0..16])`, 55 bytes, so one
+/// compression of SHA-256. Two data keys with one commitment under one message id are a
+/// SHA-256 collision. The half of the message id keeps commitments per message: envelopes that
+/// share a data key (the cache's, an issued key's) do not show it by equal commitments, and a
+/// search for a data key matching any of many commitments gains nothing from their number.
+pub(crate) fn commitment_3(
+    data_key: &DataKey,
+    message_id: &[u8; MESSAGE_ID_LEN],
+) -> [u8; COMMITMENT_LEN] {
+    let (salt, _) = message_id
+        .split_first_chunk::<COMMITMENT_SALT_LEN>()
+        .unwrap_or_else(|| unreachable!());
     // The hasher's buffer holds the data key: `sha2`'s `zeroize` feature wipes it on drop.
     let mut hash = Sha256::new();
     hash.update(COMMITMENT_LABEL_3);
     hash.update(data_key.expose_secret());
+    hash.update(salt);
     hash.finalize().into()
 }
+
+/// How much of the message id suite 3's commitment hashes: what fits one SHA-256 block beside
+/// the label and the data key (55 bytes before the padding).
+const COMMITMENT_SALT_LEN: usize = 16;
 
 #[cfg(test)]
 mod tests {
@@ -172,13 +183,23 @@ mod tests {
 
     proptest! {
         #[test]
-        fn the_commitment_is_sha256_of_label_and_key(k in any::<[u8; 32]>()) {
+        fn the_commitment_is_sha256_of_label_key_and_half_the_id(
+            k in any::<[u8; 32]>(),
+            id in any::<[u8; 32]>(),
+        ) {
             let mut input = COMMITMENT_LABEL_3.to_vec();
             input.extend_from_slice(&k);
+            input.extend_from_slice(&id[..16]);
             // One SHA-256 block: at most 55 bytes before the padding.
-            prop_assert!(input.len() <= 55);
+            prop_assert_eq!(input.len(), 55);
             let expected: [u8; 32] = Sha256::digest(&input).into();
-            prop_assert_eq!(commitment_3(&key(k)), expected);
+            prop_assert_eq!(commitment_3(&key(k), &id), expected);
+            // The other half of the id is not in it; a change in the first half is.
+            let mut other = id;
+            other[31] ^= 1;
+            prop_assert_eq!(commitment_3(&key(k), &other), expected);
+            other[0] ^= 1;
+            prop_assert_ne!(commitment_3(&key(k), &other), expected);
         }
 
         /// Each half-block is AES-256 of its own counter: checked against RustCrypto's AES one

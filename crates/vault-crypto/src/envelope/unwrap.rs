@@ -37,23 +37,30 @@ pub(crate) async fn unwrap_committed(
     Err(search.failure(env))
 }
 
-/// [`unwrap_committed`] for our own data ([`Attempts::Retry`]) on the calling thread, if the
-/// provider answers every unwrap it is asked for at once; `None` if one must be awaited.
-pub(crate) fn unwrap_committed_now(
+/// [`unwrap_committed`] for our own data ([`Attempts::Retry`]) on the calling thread: each
+/// unwrap the provider answers at once is taken as it comes, and one it must wait for (a ring
+/// check that is due, a version it has not loaded) is awaited right there, parked, before the
+/// search goes on: no wrapped key is unwrapped twice.
+pub(crate) fn unwrap_committed_blocking(
     provider: &dyn KeyProvider,
     env: &Envelope<'_>,
-) -> Option<Result<(DataKey, commit::MessageKeys, KeyRef), Error>> {
+) -> Result<(DataKey, commit::MessageKeys, KeyRef), Error> {
     let mut search = Search::default();
     for wrapped in env.wrapped_keys() {
         if !provider.owns(wrapped.key_ref()) {
             continue;
         }
-        let unwrapped = provider.unwrap_owned_now(wrapped, env.context())?;
+        let unwrapped = match provider.unwrap_owned_now(wrapped, env.context()) {
+            Some(unwrapped) => unwrapped,
+            None => {
+                crate::park::run(provider.unwrap_owned(wrapped, env.context(), Attempts::Retry))
+            }
+        };
         if let Some(found) = search.consider(env, wrapped, unwrapped) {
-            return Some(Ok(found));
+            return Ok(found);
         }
     }
-    Some(Err(search.failure(env)))
+    Err(search.failure(env))
 }
 
 /// The wrapped keys tried so far by an unwrap: how many the provider owned, and the error that
