@@ -163,6 +163,7 @@ impl Esdk {
             .unwrap()
             .ciphertext
             .unwrap()
+            .into_inner()
     }
 
     pub fn open(&self, ct: &[u8]) -> Vec<u8> {
@@ -178,6 +179,7 @@ impl Esdk {
             .unwrap()
             .plaintext
             .unwrap()
+            .into_inner()
     }
 }
 
