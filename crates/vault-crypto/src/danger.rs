@@ -54,7 +54,7 @@ pub fn managed_wrap_with_nonce(
 /// confidentiality; use only to reproduce test vectors.
 ///
 /// # Errors
-/// [`EnvelopeError::UnsupportedSuite`](crate::EnvelopeError::UnsupportedSuite) for another
+/// [`EnvelopeError::UnsupportedSuite`] for another
 /// suite; otherwise as [`crate::seal`].
 #[allow(clippy::too_many_arguments)] // Every parameter is one of the format's inputs.
 pub fn seal_with_parameters(
@@ -148,7 +148,7 @@ pub fn workos_encrypt_with_iv(
 /// checking other implementations. The content key is a secret.
 ///
 /// # Errors
-/// [`EnvelopeError::UnsupportedSuite`](crate::EnvelopeError::UnsupportedSuite) for a suite
+/// [`EnvelopeError::UnsupportedSuite`] for a suite
 /// other than 1 and 3.
 pub fn message_keys(
     suite: u16,
