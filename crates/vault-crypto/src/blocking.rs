@@ -42,7 +42,9 @@ pub fn seal(
     if let Some(sealed) = crate::envelope::seal_now(provider, "", context, plaintext, aad) {
         return sealed;
     }
-    run(crate::seal(provider, context, plaintext, aad))
+    run(crate::envelope::seal_awaited(
+        provider, "", context, plaintext, aad,
+    ))
 }
 
 /// [`open`](crate::open), on the calling thread: the envelope must have been sealed for

@@ -2,7 +2,7 @@
 //! envelope's bytes and handed back in them, so a value is never copied on the way out (with
 //! ring, the decryption and the move to the front of the buffer are one pass).
 
-use super::{Envelope, commit, unwrap_committed, unwrap_committed_blocking};
+use super::{Envelope, commit, parse_for, unwrap_committed, unwrap_committed_blocking};
 use crate::aead::{Backend, NONCE_LEN, TAG_LEN};
 use crate::context::KeyContext;
 use crate::envelope::{Aad, Opened};
@@ -22,9 +22,7 @@ pub async fn open_in_place(
     aad: Aad<'_>,
 ) -> Result<Opened, Error> {
     let (keys, key_ref, layout) = {
-        let env = Envelope::parse_expecting(&envelope, expected)?;
-        env.expect(expected)?;
-        expected.check_not_forged()?;
+        let env = parse_for(&envelope, expected)?;
         let (_, keys, key_ref) = unwrap_committed(provider, &env, Attempts::Retry).await?;
         (keys, key_ref, Layout::of(&env, envelope.len()))
     };
@@ -39,9 +37,7 @@ pub(crate) fn open_in_place_blocking(
     aad: Aad<'_>,
 ) -> Result<Opened, Error> {
     let (keys, key_ref, layout) = {
-        let env = Envelope::parse_expecting(&envelope, expected)?;
-        env.expect(expected)?;
-        expected.check_not_forged()?;
+        let env = parse_for(&envelope, expected)?;
         let (_, keys, key_ref) = unwrap_committed_blocking(provider, &env)?;
         (keys, key_ref, Layout::of(&env, envelope.len()))
     };

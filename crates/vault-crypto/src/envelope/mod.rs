@@ -8,18 +8,17 @@
 pub(crate) mod commit;
 pub(crate) mod format;
 mod in_place;
+mod message;
 pub(crate) mod suite;
 mod unwrap;
 mod value;
 
-use crate::aead::{Backend, NONCE_LEN, TAG_LEN};
+use crate::aead::{Backend, TAG_LEN};
 use crate::context::KeyContext;
-use crate::data_key::DATA_KEY_LEN;
 use crate::data_key::DataKey;
 use crate::error::Error;
-use crate::provider::{Attempts, FreshKey, KeyProvider, KeyRef, WrappedKey};
+use crate::provider::{Attempts, KeyProvider, KeyRef, WrappedKey};
 use crate::random::SealRandom;
-use zeroize::Zeroizing;
 
 pub(crate) use unwrap::{unwrap_committed, unwrap_committed_blocking};
 
@@ -29,53 +28,10 @@ pub use format::{
 };
 pub use in_place::open_in_place;
 pub(crate) use in_place::open_in_place_blocking;
+pub(crate) use message::MessageRandom;
 use suite::Suite;
 pub use suite::{SUITE_AES256GCM_AESKDF_SHA256_COMMIT, SUITE_AES256GCM_HKDF_SHA256_COMMIT};
 pub use value::{Aad, Opened, Rewrapped, Sealed};
-
-/// The random values of one seal: drawn together in one call to the OS CSPRNG.
-pub(crate) struct MessageRandom {
-    pub(crate) message_id: [u8; MESSAGE_ID_LEN],
-    pub(crate) nonce: [u8; NONCE_LEN],
-}
-
-impl MessageRandom {
-    /// A seal's values split: a fresh data key with its wrap nonce (for the provider), and the
-    /// message id and nonce.
-    fn with_fresh_key(random: &SealRandom) -> (FreshKey, Self) {
-        let (key, rest) = random
-            .bytes()
-            .split_first_chunk::<DATA_KEY_LEN>()
-            .unwrap_or_else(|| unreachable!());
-        let (wrap_nonce, rest) = rest
-            .split_first_chunk::<NONCE_LEN>()
-            .unwrap_or_else(|| unreachable!());
-        let (message_id, rest) = rest
-            .split_first_chunk::<MESSAGE_ID_LEN>()
-            .unwrap_or_else(|| unreachable!());
-        let (nonce, _) = rest
-            .split_first_chunk::<NONCE_LEN>()
-            .unwrap_or_else(|| unreachable!());
-        let key = DataKey::from_unwrapped(Zeroizing::new(*key));
-        (
-            FreshKey::new(key, *wrap_nonce),
-            Self {
-                message_id: *message_id,
-                nonce: *nonce,
-            },
-        )
-    }
-
-    pub(crate) fn generate() -> Result<Self, Error> {
-        let mut buf = [0u8; MESSAGE_ID_LEN + NONCE_LEN];
-        crate::random::fill(&mut buf)?;
-        let (message_id, nonce) = buf.split_at(MESSAGE_ID_LEN);
-        Ok(Self {
-            message_id: message_id.try_into().map_err(|_| Error::Random)?,
-            nonce: nonce.try_into().map_err(|_| Error::Random)?,
-        })
-    }
-}
 
 /// Seals `plaintext` under `data_key` with everything explicit. The one place an envelope is
 /// built; every public sealing path ends here.
@@ -217,6 +173,19 @@ pub async fn seal_in(
     if let Some(sealed) = seal_now(provider, scope, context, plaintext, aad) {
         return sealed;
     }
+    seal_awaited(provider, scope, context, plaintext, aad).await
+}
+
+/// [`seal_in`] through the provider's async method, for when [`seal_now`] answered `None` (a
+/// ring check due, a provider without a fast path).
+pub(crate) async fn seal_awaited(
+    provider: &dyn KeyProvider,
+    scope: &str,
+    context: &KeyContext,
+    plaintext: &[u8],
+    aad: Aad<'_>,
+) -> Result<Sealed, Error> {
+    context.check_not_forged()?;
     let (data_key, wrapped) = provider
         .data_key_for_seal(context, scope, plaintext.len() as u64)
         .await?;
@@ -295,8 +264,8 @@ pub async fn open(
     expected: &KeyContext,
     aad: Aad<'_>,
 ) -> Result<Opened, Error> {
-    Envelope::parse_expecting(envelope, expected)?
-        .open(provider, expected, aad)
+    parse_for(envelope, expected)?
+        .open_checked(provider, aad)
         .await
 }
 
@@ -308,11 +277,18 @@ pub(crate) fn open_blocking(
     expected: &KeyContext,
     aad: Aad<'_>,
 ) -> Result<Opened, Error> {
+    let env = parse_for(envelope, expected)?;
+    let (_, keys, key_ref) = unwrap_committed_blocking(provider, &env)?;
+    env.opened(&keys, key_ref, aad)
+}
+
+/// Parses an envelope that must have been sealed for `expected`, with the checks every open
+/// makes before asking for a key: the context first, then that `expected` is not forged.
+fn parse_for<'a>(envelope: &'a [u8], expected: &KeyContext) -> Result<Envelope<'a>, Error> {
     let env = Envelope::parse_expecting(envelope, expected)?;
     env.expect(expected)?;
     expected.check_not_forged()?;
-    let (_, keys, key_ref) = unwrap_committed_blocking(provider, &env)?;
-    env.opened(&keys, key_ref, aad)
+    Ok(env)
 }
 
 /// Opens an envelope whatever context it was sealed for, and says which in
