@@ -30,12 +30,12 @@ fn objects(c: &mut Criterion) {
     g.bench_function("create", |b| {
         b.iter(|| {
             let name = format!("obj-{}", n.fetch_add(1, Ordering::Relaxed));
-            rt.block_on(vault.create("bench", &name, &ctx, black_box(&value), &actor))
+            rt.block_on(vault.create("bench", &name, &ctx, None, black_box(&value), &actor))
                 .unwrap()
         })
     });
     let meta = rt
-        .block_on(vault.create("bench", "read-me", &ctx, &value, &actor))
+        .block_on(vault.create("bench", "read-me", &ctx, None, &value, &actor))
         .unwrap();
     g.bench_function("read", |b| {
         b.iter(|| {

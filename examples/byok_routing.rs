@@ -47,6 +47,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "production",
                 &format!("{org}-api-token"),
                 &ctx,
+                None,
                 b"s3cr3t",
                 &actor,
             )

@@ -116,6 +116,7 @@ async fn objects_of_every_provider_and_rewraps_from_each_to_each() {
                 "prod",
                 org,
                 &ctx(org),
+                None,
                 format!("value of {org}").as_bytes(),
                 &actor,
             )
@@ -127,6 +128,7 @@ async fn objects_of_every_provider_and_rewraps_from_each_to_each() {
                 "prod",
                 &meta.id,
                 format!("value of {org}, v2").as_bytes(),
+                None,
                 None,
                 &actor,
             )

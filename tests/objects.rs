@@ -38,11 +38,11 @@ async fn objects_are_sealed_per_context_and_keep_their_context() {
     let dir = tempfile::tempdir().unwrap();
     let (vault, store) = vault_with_byok(dir.path()).await;
     let shared = vault
-        .create("prod", "a", &ctx("org_1"), b"alpha", &actor())
+        .create("prod", "a", &ctx("org_1"), None, b"alpha", &actor())
         .await
         .unwrap();
     let byok = vault
-        .create("prod", "b", &ctx("org_byok"), b"beta", &actor())
+        .create("prod", "b", &ctx("org_byok"), None, b"beta", &actor())
         .await
         .unwrap();
     assert_eq!(shared.key_id, "managed://root#v1");
@@ -54,6 +54,7 @@ async fn objects_are_sealed_per_context_and_keep_their_context() {
             &byok.id,
             b"beta 2",
             Some(&byok.version_id),
+            None,
             &actor(),
         )
         .await
@@ -92,10 +93,71 @@ async fn objects_are_sealed_per_context_and_keep_their_context() {
     // A stale writer loses.
     assert!(matches!(
         vault
-            .update("prod", &byok.id, b"lost", Some(&byok.version_id), &actor())
+            .update(
+                "prod",
+                &byok.id,
+                b"lost",
+                Some(&byok.version_id),
+                None,
+                &actor()
+            )
             .await,
         Err(VaultError::Store(StoreError::Conflict { .. }))
     ));
+}
+
+/// An update that states a context is refused unless it is the object's own, and writes
+/// nothing; stating the object's own context is no change and is taken.
+#[tokio::test]
+async fn an_update_cannot_change_the_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vault, _store) = vault_with_byok(dir.path()).await;
+    let meta = vault
+        .create("prod", "a", &ctx("org_1"), None, b"one", &actor())
+        .await
+        .unwrap();
+    let refused = vault
+        .update(
+            "prod",
+            &meta.id,
+            b"moved",
+            None,
+            Some(&ctx("org_byok")),
+            &actor(),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(VaultError::ContextImmutable)),
+        "{refused:?}"
+    );
+    assert_eq!(
+        vault
+            .versions("prod", &meta.id, &actor())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        vault.read("prod", &meta.id, &actor()).await.unwrap().value,
+        b"one"
+    );
+    let same = vault
+        .update(
+            "prod",
+            &meta.id,
+            b"two",
+            None,
+            Some(&ctx("org_1")),
+            &actor(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(same.context, ctx("org_1"));
+    assert_eq!(
+        vault.read("prod", &meta.id, &actor()).await.unwrap().value,
+        b"two"
+    );
 }
 
 #[tokio::test]
@@ -103,11 +165,11 @@ async fn an_envelope_moved_to_another_object_does_not_open() {
     let dir = tempfile::tempdir().unwrap();
     let (vault, store) = vault_with_byok(dir.path()).await;
     let a = vault
-        .create("prod", "a", &ctx("org_1"), b"secret of a", &actor())
+        .create("prod", "a", &ctx("org_1"), None, b"secret of a", &actor())
         .await
         .unwrap();
     let b = vault
-        .create("prod", "b", &ctx("org_1"), b"secret of b", &actor())
+        .create("prod", "b", &ctx("org_1"), None, b"secret of b", &actor())
         .await
         .unwrap();
     // Someone with write access to the database copies a's envelope into b (same context).
@@ -139,7 +201,9 @@ async fn bad_input_writes_nothing() {
     let (vault, store) = vault_with_byok(dir.path()).await;
     for name in ["", " ", &"n".repeat(201)] {
         assert!(matches!(
-            vault.create("prod", name, &ctx("o"), b"v", &actor()).await,
+            vault
+                .create("prod", name, &ctx("o"), None, b"v", &actor())
+                .await,
             Err(VaultError::Store(StoreError::InvalidArgument {
                 field: "name",
                 ..
@@ -396,7 +460,7 @@ async fn nothing_is_stored_when_the_key_provider_fails() {
     let vault = Vault::new(Arc::new(router), store.clone(), fresh_integrity());
 
     let e = vault
-        .create("prod", "card", &ctx("org_byok"), b"4111", &actor())
+        .create("prod", "card", &ctx("org_byok"), None, b"4111", &actor())
         .await
         .unwrap_err();
     match e {
@@ -405,7 +469,7 @@ async fn nothing_is_stored_when_the_key_provider_fails() {
     }
     // An object of another organization still works, and updating it is unaffected.
     let ok = vault
-        .create("prod", "other", &ctx("org_1"), b"v", &actor())
+        .create("prod", "other", &ctx("org_1"), None, b"v", &actor())
         .await
         .unwrap();
     let listed = vault
@@ -448,6 +512,7 @@ async fn rewrap_all_empties_an_old_version_before_it_can_be_destroyed() {
                 "prod",
                 &format!("o{i}"),
                 &ctx(org),
+                None,
                 org.as_bytes(),
                 &actor(),
             )
@@ -457,7 +522,7 @@ async fn rewrap_all_empties_an_old_version_before_it_can_be_destroyed() {
     }
     // A second version of one object, and a data key issued under v1.
     vault
-        .update("prod", &ids[0], b"org_1 again", None, &actor())
+        .update("prod", &ids[0], b"org_1 again", None, None, &actor())
         .await
         .unwrap();
     store
@@ -473,7 +538,7 @@ async fn rewrap_all_empties_an_old_version_before_it_can_be_destroyed() {
         .unwrap();
     assert_eq!(ring.rotate().await.unwrap(), 2);
     vault
-        .create("prod", "new", &ctx("org_1"), b"under v2", &actor())
+        .create("prod", "new", &ctx("org_1"), None, b"under v2", &actor())
         .await
         .unwrap();
 

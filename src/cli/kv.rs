@@ -73,7 +73,7 @@ pub(crate) async fn kv(
             let ctx = KeyContext::parse_json(context.as_bytes()).map_err(Error::from)?;
             let value = value_arg(value)?;
             let meta = vault
-                .create(&env.environment, &name, &ctx, &value, &actor)
+                .create(&env.environment, &name, &ctx, None, &value, &actor)
                 .await?;
             print_meta(&meta, env.json);
         }
@@ -161,6 +161,7 @@ pub(crate) async fn kv(
                     &id,
                     &value,
                     expected_version.as_deref(),
+                    None,
                     &actor,
                 )
                 .await?;
@@ -223,6 +224,7 @@ pub(crate) async fn kv(
                         &env.environment,
                         &format!("fill-{i}-{}", std::process::id()),
                         &ctx,
+                        None,
                         &value,
                         &actor,
                     )

@@ -126,6 +126,12 @@ pub enum VaultError {
         /// Seconds to wait.
         wait_secs: u64,
     },
+    /// An update named a key context other than the object's: a context chose the keys of
+    /// every version and can never change.
+    #[error(
+        "the key context of an object cannot change (it chose the keys of every version): to keep the value under another context, create a new object with that context and delete this one"
+    )]
+    ContextImmutable,
 }
 
 impl From<KeyRingError> for VaultError {
@@ -259,19 +265,23 @@ impl Vault {
         })
     }
 
-    /// Creates an object. The context chooses the keys and can never change afterwards. With
+    /// Creates an object. The context chooses the keys and can never change afterwards. Its
+    /// events are filed under `organization_id` (WorkOS's create takes one beside the
+    /// context), else under its context's; when both are given they must agree. With
     /// [`Write::remembered`], the answer (the object's [`wire::object_metadata`]) is stored in
     /// the same transaction for retries with the same idempotency key.
     ///
     /// # Errors
     /// `Store(Conflict)` if the name is taken; `Store(Conflict::Answered)` if an answer for the
-    /// idempotency key was stored meanwhile; `Store(InvalidArgument)`; `Crypto` if the key
-    /// provider fails. Nothing is stored on failure.
+    /// idempotency key was stored meanwhile; `Store(InvalidArgument)` (an organization other
+    /// than the context's among them); `Crypto` if the key provider fails. Nothing is stored
+    /// on failure.
     pub async fn create<'w>(
         &self,
         environment: &str,
         name: &str,
         context: &KeyContext,
+        organization_id: Option<&str>,
         value: &[u8],
         write: impl Into<Write<'w>>,
     ) -> Result<ObjectMeta, VaultError> {
@@ -279,11 +289,29 @@ impl Vault {
         validate_environment(environment)?;
         let name = vault_store::validate_name(name)?;
         context.check_caller().map_err(vault_crypto::Error::from)?;
+        if let Some(org) = organization_id {
+            vault_store::validate_organization_id(org)?;
+            if context.get("organization_id").is_some_and(|own| own != org) {
+                return Err(StoreError::InvalidArgument {
+                    field: "organization_id",
+                    reason: "differs from the key context's organization_id",
+                }
+                .into());
+            }
+        }
         let id = vault_store::new_object_id()?;
         let version = self.seal(environment, &id, context, value).await?;
         // The answer names the version and its time: both are chosen here, before the change.
         let remember = write.idempotent.map(|idem| {
-            let meta = ObjectMeta::created(environment, &id, name, context, &version, write.actor);
+            let meta = ObjectMeta::created(
+                environment,
+                &id,
+                name,
+                context,
+                organization_id,
+                &version,
+                write.actor,
+            );
             idem.remember(
                 &self.integrity,
                 wire::to_bytes(&wire::object_metadata(&meta)),
@@ -297,6 +325,7 @@ impl Vault {
                 &id,
                 name,
                 context,
+                organization_id,
                 version,
                 write.actor,
                 remember.as_ref(),
@@ -359,21 +388,27 @@ impl Vault {
     }
 
     /// Writes a new version under the object's own key context. With `expected_version`, only
-    /// if that is still the current version.
+    /// if that is still the current version. A caller that states the context (`stated`) is
+    /// refused unless it is the object's: a context never changes.
     ///
     /// # Errors
-    /// `Store(NotFound)`, `Store(Conflict)`; `Crypto` if the key provider fails.
+    /// `Store(NotFound)`, `Store(Conflict)`; [`VaultError::ContextImmutable`]; `Crypto` if the
+    /// key provider fails. Nothing is written on failure.
     pub async fn update(
         &self,
         environment: &str,
         id: &str,
         value: &[u8],
         expected_version: Option<&str>,
+        stated: Option<&KeyContext>,
         actor: &Actor,
     ) -> Result<ObjectMeta, VaultError> {
         // The context is immutable, so reading it outside the write is safe; the store's
         // compare-and-set protects the version.
         let context = self.store.context_of(environment, id).await?;
+        if stated.is_some_and(|s| *s != context) {
+            return Err(VaultError::ContextImmutable);
+        }
         // Read from the store: a reserved context planted there is never sealed under.
         context.check_caller().map_err(vault_crypto::Error::from)?;
         let version = self.seal(environment, id, &context, value).await?;

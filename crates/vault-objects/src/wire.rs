@@ -22,6 +22,7 @@ pub fn context(ctx: &KeyContext) -> Value {
 pub fn object_metadata(m: &ObjectMeta) -> Value {
     json!({
         "context": context(&m.context),
+        "created_at": m.created_at.to_rfc3339(),
         "environment_id": m.environment,
         "id": m.id,
         "key_id": m.key_id,

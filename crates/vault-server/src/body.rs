@@ -191,7 +191,18 @@ pub(crate) fn string(field: &Field, name: &str) -> Result<String, ApiError> {
 /// A required key-context field, parsed strictly (duplicate keys, non-string values, more than
 /// 10 pairs, empty or oversized keys and values are each a 422 naming the key and limit).
 pub(crate) fn context(field: &Field, name: &str) -> Result<KeyContext, ApiError> {
-    let raw = required(field, name)?;
+    parse_context(required(field, name)?, name)
+}
+
+/// An optional key-context field, parsed as strictly as [`context`].
+pub(crate) fn opt_context(field: &Field, name: &str) -> Result<Option<KeyContext>, ApiError> {
+    field
+        .as_deref()
+        .map(|raw| parse_context(raw, name))
+        .transpose()
+}
+
+fn parse_context(raw: &RawValue, name: &str) -> Result<KeyContext, ApiError> {
     KeyContext::parse_json(raw.get().as_bytes()).map_err(|e| {
         let mut err = crypto_error(&e.into(), Origin::Caller);
         if let Some(f) = err.errors.first_mut() {

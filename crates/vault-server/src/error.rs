@@ -331,6 +331,13 @@ pub(crate) fn vault_error(e: &VaultError) -> ApiError {
     match e {
         VaultError::Store(s) => store_error(s),
         VaultError::Crypto(c) => crypto_error(c, Origin::Stored),
+        // Without `errors[]`: the Node SDK replaces a 422's message by the list of its
+        // `errors[].code`, and this message is the one that says what to do instead.
+        VaultError::ContextImmutable => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "key_context_immutable",
+            e.to_string(),
+        ),
         _ => ApiError::internal("vault").with_cause(e),
     }
 }

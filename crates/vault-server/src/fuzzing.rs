@@ -40,8 +40,8 @@ pub fn request_body(data: &[u8]) {
         0 => {
             let r = handlers::parse_create(body);
             client_error(&r);
-            if let Ok((ctx, _, _)) = &r {
-                check_ctx(ctx);
+            if let Ok(body) = &r {
+                check_ctx(&body.key_context);
             }
         }
         1 => client_error(&handlers::parse_update(body)),

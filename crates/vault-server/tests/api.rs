@@ -151,7 +151,14 @@ fn assert_error(r: &Answer, status: StatusCode, code: &str) {
 }
 
 fn assert_metadata(m: &Value) {
-    for field in ["environment_id", "id", "key_id", "updated_at", "version_id"] {
+    for field in [
+        "created_at",
+        "environment_id",
+        "id",
+        "key_id",
+        "updated_at",
+        "version_id",
+    ] {
         assert!(m[field].is_string(), "metadata.{field} in {m}");
     }
     assert!(m["context"].is_object());
@@ -311,6 +318,110 @@ async fn object_lifecycle_has_the_shapes_the_sdks_parse() {
     ] {
         assert!(events.iter().any(|x| x == e), "{e} missing from {events:?}");
     }
+}
+
+/// The object's `created_at` stays its creation time through updates, while `updated_at`
+/// moves; an update may state the object's own context, never another (422
+/// `key_context_immutable`, its message not replaced by a list of codes in the Node SDK).
+#[tokio::test]
+async fn created_at_stays_and_the_context_is_immutable() {
+    let s = server().await;
+    let created = s.create("c", "one").await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["created_at"], created["updated_at"]);
+    let same = s
+        .a(
+            "PUT",
+            &format!("/vault/v1/kv/{id}"),
+            Some(json!({"value": "two", "key_context": {"organization_id": "org_1"}})),
+        )
+        .await;
+    assert_eq!(same.status, StatusCode::OK, "{}", same.json);
+    let meta = &same.json["metadata"];
+    assert_eq!(meta["created_at"], created["created_at"]);
+    assert_ne!(meta["updated_at"], created["updated_at"]);
+    let moved = s
+        .a(
+            "PUT",
+            &format!("/vault/v1/kv/{id}"),
+            Some(json!({"value": "three", "key_context": {"organization_id": "org_2"}})),
+        )
+        .await;
+    assert_error(&moved, StatusCode::UNPROCESSABLE_ENTITY, "key_context_immutable");
+    assert!(moved.json.get("errors").is_none(), "{}", moved.json);
+    assert!(
+        moved.json["message"]
+            .as_str()
+            .unwrap()
+            .contains("create a new object"),
+        "{}",
+        moved.json
+    );
+    let read = s.a("GET", &format!("/vault/v1/kv/{id}"), None).await;
+    assert_eq!(read.json["value"], "two");
+    assert_eq!(read.json["metadata"]["context"], json!({"organization_id": "org_1"}));
+}
+
+/// `organization_id` beside the context files the object's events under it (the events filter
+/// finds its create, read, update and delete); one that differs from the context's is refused.
+#[tokio::test]
+async fn organization_id_on_create_files_the_objects_events() {
+    let s = server().await;
+    let created = s
+        .a(
+            "POST",
+            "/vault/v1/kv",
+            Some(json!({"key_context": {"user_id": "u_1"}, "organization_id": "org_x", "name": "o", "value": "v"})),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.json);
+    let id = created.json["id"].as_str().unwrap().to_owned();
+    s.a("GET", &format!("/vault/v1/kv/{id}"), None).await;
+    s.a("PUT", &format!("/vault/v1/kv/{id}"), Some(json!({"value": "w"})))
+        .await;
+    s.a("DELETE", &format!("/vault/v1/kv/{id}"), None).await;
+    // Another object without an organization: not in the filter.
+    s.create("other", "v").await;
+    let kinds = "vault.data.created,vault.data.read,vault.data.updated,vault.data.deleted";
+    let filed = s
+        .a("GET", &format!("/events?events={kinds}&organization_id=org_x"), None)
+        .await;
+    assert_eq!(filed.status, StatusCode::OK, "{}", filed.json);
+    let got: Vec<&str> = filed.json["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "vault.data.created",
+            "vault.data.read",
+            "vault.data.updated",
+            "vault.data.deleted"
+        ]
+    );
+    // The context's own organization agrees: taken; another: refused, nothing created.
+    let agreeing = s
+        .a(
+            "POST",
+            "/vault/v1/kv",
+            Some(json!({"key_context": {"organization_id": "org_1"}, "organization_id": "org_1", "name": "a", "value": "v"})),
+        )
+        .await;
+    assert_eq!(agreeing.status, StatusCode::CREATED, "{}", agreeing.json);
+    let differing = s
+        .a(
+            "POST",
+            "/vault/v1/kv",
+            Some(json!({"key_context": {"organization_id": "org_1"}, "organization_id": "org_2", "name": "d", "value": "v"})),
+        )
+        .await;
+    assert_error(&differing, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    assert_eq!(differing.json["errors"][0]["field"], "organization_id");
+    let by_name = s.a("GET", "/vault/v1/kv/name/d", None).await;
+    assert_error(&by_name, StatusCode::NOT_FOUND, "not_found");
 }
 
 #[tokio::test]

@@ -29,6 +29,30 @@ pub fn validate_name(name: &str) -> Result<&str, StoreError> {
     Ok(trimmed)
 }
 
+/// Validates an organization id given with a new object: as a key context's value (1 to 500
+/// characters), and without control characters.
+///
+/// # Errors
+/// [`StoreError::InvalidArgument`] for `organization_id`.
+pub fn validate_organization_id(org: &str) -> Result<(), StoreError> {
+    if org.is_empty() {
+        return Err(StoreError::invalid("organization_id", "must not be empty"));
+    }
+    if org.chars().count() > 500 {
+        return Err(StoreError::invalid(
+            "organization_id",
+            "longer than 500 characters",
+        ));
+    }
+    if org.chars().any(char::is_control) {
+        return Err(StoreError::invalid(
+            "organization_id",
+            "contains a control character",
+        ));
+    }
+    Ok(())
+}
+
 /// Validates an environment id: 1 to 64 bytes of `[A-Za-z0-9_-]`.
 ///
 /// # Errors

@@ -27,7 +27,7 @@ pub use feed::{
 };
 pub use ids::{
     MAX_ENVIRONMENT_LEN, MAX_NAME_CHARS, is_event_id, is_object_id, is_version_id, new_object_id,
-    new_version_id, validate_environment, validate_name,
+    new_version_id, validate_environment, validate_name, validate_organization_id,
 };
 pub use query::{Cursor, DEFAULT_LIMIT, ListItem, ListQuery, MAX_LIMIT, Order, Page};
 pub use sql::{CopyReport, SqlRingRows, SqlStore, is_provider_name};
@@ -81,9 +81,10 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
         WriteStats::default()
     }
 
-    /// Creates object `id` (from [`new_object_id`]) with its first version. The caller chooses
-    /// the id so it can bind the envelope to it before storing. With `remember`, the answer is
-    /// stored in the same transaction, for retries with the same idempotency key.
+    /// Creates object `id` (from [`new_object_id`]) with its first version, its events filed
+    /// under `organization_id` (else its context's). The caller chooses the id so it can bind
+    /// the envelope to it before storing. With `remember`, the answer is stored in the same
+    /// transaction, for retries with the same idempotency key.
     ///
     /// # Errors
     /// `Conflict` if a live object of the environment has the name or the id exists, or
@@ -97,6 +98,7 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
         id: &str,
         name: &str,
         context: &KeyContext,
+        organization_id: Option<&str>,
         version: NewVersion,
         actor: &Actor,
         remember: Option<&Remember>,

@@ -74,6 +74,9 @@ pub struct ObjectMeta {
     pub key_id: String,
     /// The current version.
     pub version_id: String,
+    /// The organization its events are filed under (`GET /events?organization_id=`): the one
+    /// given at creation, else its context's `organization_id`, if any.
+    pub organization_id: Option<String>,
     /// When the object was created.
     pub created_at: Timestamp,
     /// When the current version was written.
@@ -84,13 +87,16 @@ pub struct ObjectMeta {
 
 impl ObjectMeta {
     /// The metadata of a new object: `version` is its first, written by `actor` at
-    /// `version.at`. (The store creates exactly this; the facade renders a create's answer
-    /// from it before the change.)
+    /// `version.at`, filed under `organization_id` (else its context's). (The store creates
+    /// exactly this; the facade renders a create's answer from it before the change.)
+    // Each argument is one column group of the new rows, as in `Store::create`.
+    #[allow(clippy::too_many_arguments)]
     pub fn created(
         environment: &str,
         id: &str,
         name: &str,
         context: &KeyContext,
+        organization_id: Option<&str>,
         version: &NewVersion,
         actor: &Actor,
     ) -> Self {
@@ -101,6 +107,9 @@ impl ObjectMeta {
             context: context.clone(),
             key_id: version.key_id.clone(),
             version_id: version.id.clone(),
+            organization_id: organization_id
+                .or_else(|| context.get("organization_id"))
+                .map(str::to_owned),
             created_at: version.at,
             updated_at: version.at,
             updated_by: actor.clone(),

@@ -30,6 +30,7 @@ async fn populate(store: &SqlStore, env: &str, from: usize, to: usize) -> Vec<(S
                 &id,
                 &format!("n{i}"),
                 &ctx,
+                None,
                 version(first.clone()),
                 &actor,
                 None,

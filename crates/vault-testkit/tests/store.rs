@@ -104,7 +104,7 @@ async fn postgres_connections_cut_by_the_server_are_replaced() {
             let id = vault_store::new_object_id().unwrap();
             let actor = Actor::new("key_test", "Test key");
             store
-                .create(&env, &id, &name, &context, version, &actor, None)
+                .create(&env, &id, &name, &context, None, version, &actor, None)
                 .await
         }
     };

@@ -82,13 +82,26 @@ fn check_value_size(state: &AppState, value: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// `POST /vault/v1/kv`: the context, name and value.
-pub(crate) fn parse_create(bytes: &[u8]) -> Result<(KeyContext, String, String), ApiError> {
-    let [key_context, name, value] = body::fields(bytes, ["key_context", "name", "value"])?;
-    let context = body::context(&key_context, "key_context")?;
-    let name = body::string(&name, "name")?;
-    let value = body::string(&value, "value")?;
-    Ok((context, name, value))
+/// `POST /vault/v1/kv`: the context, name and value, and optionally the organization the
+/// object's events are filed under (checked against the context's by the facade).
+pub(crate) struct CreateBody {
+    pub(crate) key_context: KeyContext,
+    pub(crate) name: String,
+    pub(crate) value: String,
+    pub(crate) organization_id: Option<String>,
+}
+
+pub(crate) fn parse_create(bytes: &[u8]) -> Result<CreateBody, ApiError> {
+    let [key_context, name, value, organization_id] = body::fields(
+        bytes,
+        ["key_context", "name", "value", "organization_id"],
+    )?;
+    Ok(CreateBody {
+        key_context: body::context(&key_context, "key_context")?,
+        name: body::string(&name, "name")?,
+        value: body::string(&value, "value")?,
+        organization_id: body::opt_string(&organization_id, "organization_id")?,
+    })
 }
 
 pub(crate) async fn create(
@@ -97,8 +110,8 @@ pub(crate) async fn create(
     headers: HeaderMap,
     Body(bytes): Body,
 ) -> Result<Response, ApiError> {
-    let (context, name, value) = parse_create(&bytes)?;
-    check_value_size(&state, &value)?;
+    let body = parse_create(&bytes)?;
+    check_value_size(&state, &body.value)?;
     let idem = Idem::of(&headers, &who, "POST /vault/v1/kv", &bytes)?;
     if let Some(idem) = &idem
         && let Some(stored) = idem.stored(&state).await?
@@ -110,9 +123,10 @@ pub(crate) async fn create(
         .vault
         .create(
             &who.environment,
-            &name,
-            &context,
-            value.as_bytes(),
+            &body.name,
+            &body.key_context,
+            body.organization_id.as_deref(),
+            body.value.as_bytes(),
             idempotency::write(&who, answer.as_ref()),
         )
         .await;
@@ -225,12 +239,22 @@ pub(crate) async fn versions(
     ))
 }
 
-/// `PUT /vault/v1/kv/{id}`: the value and the optional version check.
-pub(crate) fn parse_update(bytes: &[u8]) -> Result<(String, Option<String>), ApiError> {
-    let [value, version_check] = body::fields(bytes, ["value", "version_check"])?;
-    let value = body::string(&value, "value")?;
-    let version_check = body::opt_string(&version_check, "version_check")?;
-    Ok((value, version_check))
+/// `PUT /vault/v1/kv/{id}`: the value, the optional version check, and the optional key
+/// context (which, a context being immutable, must be the object's own).
+pub(crate) struct UpdateBody {
+    pub(crate) value: String,
+    pub(crate) version_check: Option<String>,
+    pub(crate) key_context: Option<KeyContext>,
+}
+
+pub(crate) fn parse_update(bytes: &[u8]) -> Result<UpdateBody, ApiError> {
+    let [value, version_check, key_context] =
+        body::fields(bytes, ["value", "version_check", "key_context"])?;
+    Ok(UpdateBody {
+        value: body::string(&value, "value")?,
+        version_check: body::opt_string(&version_check, "version_check")?,
+        key_context: body::opt_context(&key_context, "key_context")?,
+    })
 }
 
 pub(crate) async fn update(
@@ -239,15 +263,16 @@ pub(crate) async fn update(
     Path(id): Path<String>,
     Body(bytes): Body,
 ) -> Result<Response, ApiError> {
-    let (value, version_check) = parse_update(&bytes)?;
-    check_value_size(&state, &value)?;
+    let body = parse_update(&bytes)?;
+    check_value_size(&state, &body.value)?;
     let meta = state
         .vault
         .update(
             &who.environment,
             &id,
-            value.as_bytes(),
-            version_check.as_deref(),
+            body.value.as_bytes(),
+            body.version_check.as_deref(),
+            body.key_context.as_ref(),
             &who.actor,
         )
         .await

@@ -17,6 +17,8 @@ pub(super) struct AuditRecord {
     pub(super) object: Option<(String, String)>,
     pub(super) key_id: Option<String>,
     pub(super) key_context: Option<KeyContext>,
+    /// The organization it is filed under, where not its context's (an object's own).
+    pub(super) organization: Option<String>,
     /// Fields of the event no other column holds, as a JSON object.
     pub(super) detail: Option<String>,
     pub(super) at: Timestamp,
@@ -56,6 +58,7 @@ impl AuditRecord {
             object: meta.map(|m| (m.id.clone(), m.name.clone())),
             key_id: meta.map(|m| m.key_id.clone()),
             key_context: meta.map(|m| m.context.clone()),
+            organization: meta.and_then(|m| m.organization_id.clone()),
             detail: None,
             at,
         }
@@ -74,10 +77,11 @@ impl AuditRecord {
             Some((id, name)) => (Some(id.as_str()), Some(name.as_str())),
             None => (None, None),
         };
-        let organization = self
-            .key_context
-            .as_ref()
-            .and_then(|c| c.get("organization_id"));
+        let organization = self.organization.as_deref().or_else(|| {
+            self.key_context
+                .as_ref()
+                .and_then(|c| c.get("organization_id"))
+        });
         *args![
             &derived.event_id,
             &self.environment,

@@ -38,6 +38,7 @@ const TABLES: &[Table] = &[
             ("created_at", Col::Int),
             ("updated_at", Col::Int),
             ("deleted_at", Col::OptInt),
+            ("organization_id", Col::OptText),
         ],
     },
     Table {

@@ -42,9 +42,14 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/sqlite-7.sql"),
         include_str!("../../migrations/postgres-7.sql"),
     ),
+    (
+        8,
+        include_str!("../../migrations/sqlite-8.sql"),
+        include_str!("../../migrations/postgres-8.sql"),
+    ),
 ];
 /// The schema version this code writes; stored in `vault_schema`.
-const SCHEMA_VERSION: i64 = 7;
+const SCHEMA_VERSION: i64 = 8;
 
 impl SqlStore {
     /// Applies the migrations this database has not seen, in one write transaction.

@@ -59,7 +59,7 @@ enum Engine {
 
 /// The metadata columns, joined with the current version.
 const META_COLUMNS: &str = "o.id, o.environment, o.name, o.context, o.current_version, \
-     o.created_at, o.updated_at, v.key_id, v.created_by_id, v.created_by_name";
+     o.created_at, o.updated_at, o.organization_id, v.key_id, v.created_by_id, v.created_by_name";
 const META_FROM: &str =
     "objects o JOIN versions v ON v.object_id = o.id AND v.id = o.current_version";
 
@@ -276,6 +276,9 @@ fn stored_context(row: &dyn Columns) -> Result<KeyContext, StoreError> {
 
 fn meta_from_row(row: &dyn Columns) -> Result<ObjectMeta, StoreError> {
     let context = stored_context(row)?;
+    let organization_id = row
+        .opt_text("organization_id")?
+        .or_else(|| context.get("organization_id").map(str::to_owned));
     Ok(ObjectMeta {
         id: row.text("id")?,
         environment: row.text("environment")?,
@@ -283,6 +286,7 @@ fn meta_from_row(row: &dyn Columns) -> Result<ObjectMeta, StoreError> {
         context,
         key_id: row.text("key_id")?,
         version_id: row.text("current_version")?,
+        organization_id,
         created_at: Timestamp(row.int("created_at")?),
         updated_at: Timestamp(row.int("updated_at")?),
         updated_by: Actor {

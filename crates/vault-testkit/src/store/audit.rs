@@ -163,6 +163,7 @@ pub async fn concurrent_reads_are_each_audited(store: Arc<dyn Store>) {
             &id,
             "read-me",
             &ctx("org_r"),
+            None,
             version(b"v"),
             &actor(),
             None,

@@ -48,6 +48,7 @@ pub async fn events_are_listed_as_workos_pages_them(store: Arc<dyn Store>) {
                 &oid,
                 &format!("n{i}"),
                 &ctx(org),
+                None,
                 version(b"v"),
                 &actor(),
                 None,
@@ -188,6 +189,7 @@ pub async fn retention_keeps_issued_keys_counted(store: Arc<dyn Store>) {
             &id(),
             "kept",
             &ctx("o"),
+            None,
             version(b"v"),
             &actor(),
             None,
@@ -211,6 +213,7 @@ pub async fn retention_keeps_issued_keys_counted(store: Arc<dyn Store>) {
             &oid,
             "read-me",
             &ctx("o"),
+            None,
             version(b"v"),
             &actor(),
             None,
@@ -267,6 +270,7 @@ pub async fn idempotent_answers_are_stored_with_their_change(store: Arc<dyn Stor
             &first,
             "one",
             &ctx("o"),
+            None,
             version(b"v"),
             &actor(),
             Some(&remember("k1")),
@@ -293,6 +297,7 @@ pub async fn idempotent_answers_are_stored_with_their_change(store: Arc<dyn Stor
                 &second,
                 "two",
                 &ctx("o"),
+                None,
                 version(b"v"),
                 &actor(),
                 Some(&remember("k1"))
@@ -358,7 +363,16 @@ pub async fn the_webhook_outbox_holds_every_subscribed_event(store: Arc<dyn Stor
     store.create_webhook(&other_env).await.unwrap();
     let oid = id();
     store
-        .create(&env, &oid, "a", &ctx("o"), version(b"v"), &actor(), None)
+        .create(
+            &env,
+            &oid,
+            "a",
+            &ctx("o"),
+            None,
+            version(b"v"),
+            &actor(),
+            None,
+        )
         .await
         .unwrap();
     store.get(&env, &oid, &actor()).await.unwrap(); // not subscribed
@@ -462,7 +476,16 @@ pub async fn the_webhook_outbox_holds_every_subscribed_event(store: Arc<dyn Stor
     );
     store.release_webhook(&ep.id, "owner_3").await.unwrap();
     store
-        .create(&env, &id(), "b", &ctx("o"), version(b"v"), &actor(), None)
+        .create(
+            &env,
+            &id(),
+            "b",
+            &ctx("o"),
+            None,
+            version(b"v"),
+            &actor(),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(store.webhooks(Some(&env)).await.unwrap()[0].pending, 2);
@@ -679,7 +702,7 @@ pub async fn byok_config_is_swapped_whole(store: Arc<dyn Store>) {
         (&other, "org_unrelated"),
     ] {
         store
-            .create(e, &id(), "n", &ctx(o), version(b"v"), &actor(), None)
+            .create(e, &id(), "n", &ctx(o), None, version(b"v"), &actor(), None)
             .await
             .unwrap();
     }

@@ -18,6 +18,7 @@ pub async fn create_and_read(store: Arc<dyn Store>) {
             &id(),
             "  card/4111  ",
             &ctx("org_1"),
+            None,
             version(b"env-1"),
             &actor(),
             None,
@@ -64,18 +65,45 @@ pub async fn create_and_read(store: Arc<dyn Store>) {
 pub async fn names_and_environments(store: Arc<dyn Store>) {
     let (a, b) = (environment("iso_a"), environment("iso_b"));
     let meta = store
-        .create(&a, &id(), "n", &ctx("o"), version(b"1"), &actor(), None)
+        .create(
+            &a,
+            &id(),
+            "n",
+            &ctx("o"),
+            None,
+            version(b"1"),
+            &actor(),
+            None,
+        )
         .await
         .unwrap();
     assert!(matches!(
         store
-            .create(&a, &id(), "n", &ctx("o"), version(b"2"), &actor(), None)
+            .create(
+                &a,
+                &id(),
+                "n",
+                &ctx("o"),
+                None,
+                version(b"2"),
+                &actor(),
+                None
+            )
             .await,
         Err(StoreError::Conflict(Conflict::Name))
     ));
     // The same name in another environment is another object.
     store
-        .create(&b, &id(), "n", &ctx("o"), version(b"3"), &actor(), None)
+        .create(
+            &b,
+            &id(),
+            "n",
+            &ctx("o"),
+            None,
+            version(b"3"),
+            &actor(),
+            None,
+        )
         .await
         .unwrap();
     // Another environment's id is not found, whatever the operation.
@@ -126,6 +154,7 @@ pub async fn versions_and_expected_version(store: Arc<dyn Store>) {
             &id(),
             "obj",
             &ctx("o"),
+            None,
             version(b"one"),
             &actor(),
             None,
@@ -199,6 +228,7 @@ pub async fn delete_and_purge(store: Arc<dyn Store>) {
             &id(),
             "name",
             &ctx("o"),
+            None,
             version(b"a"),
             &actor(),
             None,
@@ -240,6 +270,7 @@ pub async fn delete_and_purge(store: Arc<dyn Store>) {
             &id(),
             "name",
             &ctx("o"),
+            None,
             version(b"c"),
             &actor(),
             None,
@@ -294,6 +325,7 @@ pub async fn rewraps_are_conditional_and_audited(store: Arc<dyn Store>) {
             &id(),
             "moved",
             &ctx("o"),
+            None,
             version(b"old"),
             &actor(),
             None,
@@ -339,7 +371,16 @@ pub async fn bad_input_changes_nothing(store: Arc<dyn Store>) {
     for name in ["", "   ", &"x".repeat(201), "a\u{0}b"] {
         assert!(matches!(
             store
-                .create(&env, &id(), name, &ctx("o"), version(b"v"), &actor(), None)
+                .create(
+                    &env,
+                    &id(),
+                    name,
+                    &ctx("o"),
+                    None,
+                    version(b"v"),
+                    &actor(),
+                    None
+                )
                 .await,
             Err(StoreError::InvalidArgument { field: "name", .. })
         ));
@@ -351,6 +392,7 @@ pub async fn bad_input_changes_nothing(store: Arc<dyn Store>) {
                 &id(),
                 "n",
                 &ctx("o"),
+                None,
                 version(b"v"),
                 &actor(),
                 None
@@ -408,7 +450,16 @@ pub async fn bad_input_changes_nothing(store: Arc<dyn Store>) {
 pub async fn concurrent_writers_never_lose_an_update(store: Arc<dyn Store>) {
     let env = environment("race");
     let meta = store
-        .create(&env, &id(), "hot", &ctx("o"), version(b"0"), &actor(), None)
+        .create(
+            &env,
+            &id(),
+            "hot",
+            &ctx("o"),
+            None,
+            version(b"0"),
+            &actor(),
+            None,
+        )
         .await
         .unwrap();
     let wins = Arc::new(AtomicU64::new(0));

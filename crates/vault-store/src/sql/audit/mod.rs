@@ -165,6 +165,7 @@ impl AuditLog for SqlStore {
             object: None,
             key_id: Some(key_id.to_owned()),
             key_context: Some(context.clone()),
+            organization: None,
             detail: None,
             at: now,
         };
@@ -205,6 +206,7 @@ impl AuditLog for SqlStore {
             object: None,
             key_id: Some(key_id.to_owned()),
             key_context: None,
+            organization: None,
             detail: None,
             at: Timestamp::now(),
         };
@@ -236,6 +238,7 @@ impl AuditLog for SqlStore {
             object: None,
             key_id: event.key_id.clone(),
             key_context: event.key_context.clone(),
+            organization: None,
             detail: event.detail.clone(),
             at: Timestamp::now(),
         };

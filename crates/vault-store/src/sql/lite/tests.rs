@@ -114,6 +114,7 @@ async fn a_batch_that_fails_answers_everyone_with_its_error_and_writes_nothing()
         object: None,
         key_id: None,
         key_context: None,
+        organization: None,
         detail: None,
         at: crate::Timestamp::now(),
     }));

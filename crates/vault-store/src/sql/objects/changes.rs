@@ -27,7 +27,8 @@ impl Change for Create {
         // insert are one statement.
         let inserted = tx.execute(
             "INSERT INTO objects (id, environment, name, context, current_version, \
-                 created_at, updated_at) SELECT $1, $2, $3, $4, $5, $6, $7 WHERE NOT EXISTS \
+                 created_at, updated_at, organization_id) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE NOT EXISTS \
                  (SELECT 1 FROM objects WHERE environment = $2 AND name = $3 \
                  AND deleted_at IS NULL)",
             args![
@@ -38,6 +39,7 @@ impl Change for Create {
                 &meta.version_id,
                 now.0,
                 now.0,
+                meta.organization_id.as_deref(),
             ],
         );
         match inserted {
@@ -201,13 +203,18 @@ impl Change for Rewrap {
             return Ok(false);
         }
         // The object's context goes into the event as JSON, as for every other change.
-        let (environment, name, context) = tx
+        let (environment, name, context, organization) = tx
             .fetch(
-                "SELECT environment, name, context FROM objects WHERE id = $1",
+                "SELECT environment, name, context, organization_id FROM objects WHERE id = $1",
                 args![&self.object_id],
                 |row| {
                     let context = stored_context(row)?;
-                    Ok((row.text("environment")?, row.text("name")?, context))
+                    Ok((
+                        row.text("environment")?,
+                        row.text("name")?,
+                        context,
+                        row.opt_text("organization_id")?,
+                    ))
                 },
             )?
             .ok_or(StoreError::NotFound)?;
@@ -218,6 +225,7 @@ impl Change for Rewrap {
             object: Some((self.object_id, name)),
             key_id: Some(self.key_id),
             key_context: Some(context),
+            organization,
             detail: None,
             at: Timestamp::now(),
         };

@@ -10,6 +10,7 @@ use crate::ids::is_version_id;
 use crate::{
     Actor, ListQuery, NewVersion, ObjectMeta, Page, Remember, StoredObject, StoredVersion,
     Timestamp, VersionMeta, events, is_object_id, validate_environment, validate_name,
+    validate_organization_id,
 };
 use crate::{ObjectStore, StoreError};
 
@@ -75,19 +76,31 @@ impl ObjectStore for SqlStore {
         id: &str,
         name: &str,
         context: &KeyContext,
+        organization_id: Option<&str>,
         version: NewVersion,
         actor: &Actor,
         remember: Option<&Remember>,
     ) -> Result<ObjectMeta, StoreError> {
         validate_environment(environment)?;
         let name = validate_name(name)?;
+        if let Some(org) = organization_id {
+            validate_organization_id(org)?;
+        }
         if !is_object_id(id) {
             return Err(StoreError::invalid("id", "not an object id"));
         }
         if !is_version_id(&version.id) {
             return Err(StoreError::invalid("version", "not a version id"));
         }
-        let meta = ObjectMeta::created(environment, id, name, context, &version, actor);
+        let meta = ObjectMeta::created(
+            environment,
+            id,
+            name,
+            context,
+            organization_id,
+            &version,
+            actor,
+        );
         self.change(Create {
             meta,
             version,
@@ -274,13 +287,24 @@ impl ObjectStore for SqlStore {
             // first removed, and recorded, the rest): one event each, in the same transaction.
             let gone = tx.fetch_all(
                 "DELETE FROM objects WHERE deleted_at IS NOT NULL AND deleted_at < $1 \
-                 RETURNING id, environment, name",
+                 RETURNING id, environment, name, context, organization_id",
                 args![deleted_before.0],
-                |r| Ok((r.text("environment")?, r.text("id")?, r.text("name")?)),
+                |r| {
+                    let organization = match r.opt_text("organization_id")? {
+                        Some(org) => Some(org),
+                        None => stored_context(r)?.get("organization_id").map(str::to_owned),
+                    };
+                    Ok((
+                        r.text("environment")?,
+                        r.text("id")?,
+                        r.text("name")?,
+                        organization,
+                    ))
+                },
             )?;
             let now = Timestamp::now();
             let n = gone.len() as u64;
-            for (environment, id, name) in gone {
+            for (environment, id, name, organization) in gone {
                 let record = AuditRecord {
                     environment,
                     event: events::DATA_PURGED.to_owned(),
@@ -288,6 +312,7 @@ impl ObjectStore for SqlStore {
                     object: Some((id, name)),
                     key_id: None,
                     key_context: None,
+                    organization,
                     detail: None,
                     at: now,
                 };
