@@ -458,3 +458,110 @@ async fn sighup_never_kills_a_plain_http_server() {
     assert_eq!(status, 200, "{body}");
     assert!(stop(child).success());
 }
+
+/// `[objects] purge_deleted_after_days`: `vault serve` purges, at its start and hourly, the
+/// objects deleted longer ago than that, with their versions, each recorded as
+/// `vault.data.purged`; an object deleted more recently is kept (still purgeable by hand), and
+/// a live one is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_purges_objects_deleted_longer_ago_than_configured() {
+    use sqlx::Row as _;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let create = |name: &str| {
+        let (code, out, err) = cli(
+            d,
+            &[
+                "kv",
+                "create",
+                "-e",
+                "prod",
+                "--name",
+                name,
+                "--context",
+                r#"{"organization_id":"org_1"}"#,
+                "--value",
+                "v",
+                "--json",
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (old, newer, live) = (create("old"), create("newer"), create("live"));
+    for id in [&old, &newer] {
+        let (code, _, err) = cli(d, &["kv", "delete", "-e", "prod", id]);
+        assert_eq!(code, 0, "{err}");
+    }
+    // Deleted three days and one day ago, as far as the store can tell.
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", d.join("vault.db").display()))
+        .await
+        .unwrap();
+    let day: i64 = 86_400_000_000;
+    let now = vault_store::Timestamp::now().0;
+    for (id, ago) in [(&old, 3 * day), (&newer, day)] {
+        sqlx::query("UPDATE objects SET deleted_at = ? WHERE id = ?")
+            .bind(now - ago)
+            .bind(id)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    let config = d.join("vault.toml");
+    std::fs::write(&config, "[objects]\npurge_deleted_after_days = 2\n").unwrap();
+    let mut child = Command::new(VAULT)
+        .arg("--data-dir")
+        .arg(d)
+        .arg("--config")
+        .arg(&config)
+        .args(["serve", "--listen", "127.0.0.1:0", "--environment", "prod"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = common::listening_address(&mut child);
+    let client = ApiClient::new(&format!("http://{addr}"), &api_key(d));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let purged = loop {
+        let (status, page) = client
+            .call(Method::GET, "/events?events=vault.data.purged", None)
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{page}");
+        let data = page["data"].as_array().unwrap().clone();
+        if !data.is_empty() || Instant::now() > deadline {
+            break data;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(purged.len(), 1, "{purged:?}");
+    assert_eq!(purged[0]["data"]["kv_name"], "old");
+    assert_eq!(purged[0]["data"]["actor_id"], "vault_serve");
+    let rows = |table: &'static str, column: &'static str, id: String| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT COUNT(*) AS n FROM {table} WHERE {column} = ?"
+            )))
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .get::<i64, _>("n")
+        }
+    };
+    assert_eq!(rows("objects", "id", old.clone()).await, 0);
+    assert_eq!(rows("versions", "object_id", old.clone()).await, 0);
+    assert_eq!(rows("objects", "id", newer.clone()).await, 1);
+    assert_eq!(rows("versions", "object_id", newer.clone()).await, 1);
+    let (status, read) = client
+        .call(Method::GET, &format!("/vault/v1/kv/{live}"), None)
+        .await
+        .unwrap();
+    assert_eq!((status, read["value"].as_str()), (200, Some("v")));
+    assert!(stop(child).success());
+    pool.close().await;
+}

@@ -26,6 +26,7 @@ pub(crate) fn meta_json(m: &ObjectMeta) -> serde_json::Value {
         "context": m.context,
         "key_id": m.key_id,
         "version_id": m.version_id,
+        "created_at": m.created_at.to_rfc3339(),
         "updated_at": m.updated_at.to_rfc3339(),
         "updated_by": {"id": m.updated_by.id, "name": m.updated_by.name},
     })

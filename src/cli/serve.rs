@@ -48,7 +48,8 @@ pub(crate) fn init_logs(format: LogFormat) {
 }
 
 /// The server's background work: webhook deliveries from the outbox, every hour the
-/// retention purge of events and of idempotent answers, and the providers' live verification.
+/// retention purge of events and of idempotent answers and the purge of deleted objects, and
+/// the providers' live verification.
 fn spawn_background(
     deployment: &vault::Deployment,
     vault: &vault::Vault,
@@ -61,6 +62,7 @@ fn spawn_background(
     };
     let settings = config.webhook_settings().map_err(bad)?;
     let retention = config.retention_days().map_err(bad)?;
+    let purge_after = config.purge_deleted_after_days().map_err(bad)?;
     let poster =
         vault::server::webhooks::HttpPoster::new(settings.allow_link_local, settings.timeout);
     tokio::spawn(vault::objects::webhooks::run(
@@ -70,6 +72,9 @@ fn spawn_background(
         std::future::pending(),
     ));
     tokio::spawn(vault::objects::jobs::expire(vault.clone(), retention));
+    if let Some(days) = purge_after {
+        tokio::spawn(vault::objects::jobs::purge_deleted(vault.clone(), days));
+    }
     tokio::spawn(vault::objects::jobs::verify_providers(
         deployment.clone(),
         config.clone(),

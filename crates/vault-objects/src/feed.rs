@@ -18,6 +18,9 @@ fn is_webhook_id(id: &str) -> bool {
         .is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
+/// The most deleted objects one purge transaction removes.
+pub const PURGE_BATCH: u32 = 500;
+
 /// The longest webhook URL.
 pub const MAX_WEBHOOK_URL_LEN: usize = 2048;
 
@@ -141,16 +144,28 @@ impl Vault {
         Ok(self.store.replay_webhook(id).await?)
     }
 
-    /// Removes for good the objects deleted more than `days` days ago; how many.
+    /// Removes for good the objects deleted more than `days` days ago, each audited as
+    /// `vault.data.purged`; how many. In transactions of at most [`PURGE_BATCH`] objects, so
+    /// a large backlog never holds the store's writer long.
     ///
     /// # Errors
-    /// `Store(InvalidArgument)` for more than [`MAX_RETENTION_DAYS`]; `Store(Unavailable)`.
+    /// `Store(InvalidArgument)` for more than [`MAX_RETENTION_DAYS`]; `Store(Unavailable)`
+    /// (the batches before it stay purged).
     pub async fn purge_older_than(&self, days: u32, actor: &Actor) -> Result<u64, VaultError> {
         let cutoff = purge_cutoff(Timestamp::now(), days).ok_or(StoreError::InvalidArgument {
             field: "retention_days",
             reason: "must be at most 36500",
         })?;
-        Ok(self.store.purge(cutoff, actor).await?)
+        let mut purged = 0;
+        loop {
+            let batch = self.store.purge(cutoff, PURGE_BATCH, actor).await?;
+            purged += batch;
+            if batch < u64::from(PURGE_BATCH) {
+                return Ok(purged);
+            }
+            // Let the writes waiting behind this batch go first.
+            tokio::task::yield_now().await;
+        }
     }
 
     /// The answer stored for `owner`'s idempotency key, if it is younger than 24 hours.

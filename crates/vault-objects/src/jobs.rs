@@ -1,6 +1,6 @@
 //! The background work of a serving process besides webhook deliveries
-//! ([`webhooks::run`](crate::webhooks::run)): the retention purge, and the live verification of
-//! every key provider.
+//! ([`webhooks::run`](crate::webhooks::run)): the retention purge of events, the purge of deleted
+//! objects, and the live verification of every key provider.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -28,6 +28,29 @@ pub async fn expire(vault: Vault, retention_days: Option<u32>) {
                 target: "vault::serve", events, answers, "expired events and idempotent answers"
             ),
             Err(e) => tracing::warn!(target: "vault::serve", error = %e, "expiry failed"),
+        }
+        tokio::time::sleep(EXPIRE_EVERY).await;
+    }
+}
+
+/// Who purges deleted objects in the audit trail: the server itself.
+fn purger() -> vault_store::Actor {
+    vault_store::Actor::new("vault_serve", "vault serve (scheduled purge)")
+}
+
+/// Purges the objects deleted more than `days` days ago (`[objects]
+/// purge_deleted_after_days`), now and every [`EXPIRE_EVERY`], for ever: in batches, each
+/// object audited as `vault.data.purged`. Several processes may run it at once: each object
+/// is purged, and recorded, once.
+pub async fn purge_deleted(vault: Vault, days: u32) {
+    loop {
+        match vault.purge_older_than(days, &purger()).await {
+            Ok(objects) => tracing::info!(
+                target: "vault::serve", objects, days, "purged deleted objects"
+            ),
+            Err(e) => {
+                tracing::warn!(target: "vault::serve", error = %e, "purge of deleted objects failed")
+            }
         }
         tokio::time::sleep(EXPIRE_EVERY).await;
     }

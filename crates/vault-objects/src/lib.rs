@@ -32,7 +32,9 @@ pub use config::MANAGED_RING;
 pub use deployment::{
     DEFAULT_DATA_DIR, Deployment, default_router, open, open_embedded, open_existing_managed,
 };
-pub use feed::{MAX_RETENTION_DAYS, MAX_WEBHOOK_URL_LEN, WebhookSecret, check_webhook_url};
+pub use feed::{
+    MAX_RETENTION_DAYS, MAX_WEBHOOK_URL_LEN, PURGE_BATCH, WebhookSecret, check_webhook_url,
+};
 pub use integrity::{IntegrityKey, KeyHome, Upgrade};
 pub use rings::Rings;
 pub use vault_crypto::issued::IssuedKey;

@@ -347,7 +347,11 @@ async fn created_at_stays_and_the_context_is_immutable() {
             Some(json!({"value": "three", "key_context": {"organization_id": "org_2"}})),
         )
         .await;
-    assert_error(&moved, StatusCode::UNPROCESSABLE_ENTITY, "key_context_immutable");
+    assert_error(
+        &moved,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "key_context_immutable",
+    );
     assert!(moved.json.get("errors").is_none(), "{}", moved.json);
     assert!(
         moved.json["message"]
@@ -359,7 +363,10 @@ async fn created_at_stays_and_the_context_is_immutable() {
     );
     let read = s.a("GET", &format!("/vault/v1/kv/{id}"), None).await;
     assert_eq!(read.json["value"], "two");
-    assert_eq!(read.json["metadata"]["context"], json!({"organization_id": "org_1"}));
+    assert_eq!(
+        read.json["metadata"]["context"],
+        json!({"organization_id": "org_1"})
+    );
 }
 
 /// `organization_id` beside the context files the object's events under it (the events filter
@@ -377,14 +384,22 @@ async fn organization_id_on_create_files_the_objects_events() {
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.json);
     let id = created.json["id"].as_str().unwrap().to_owned();
     s.a("GET", &format!("/vault/v1/kv/{id}"), None).await;
-    s.a("PUT", &format!("/vault/v1/kv/{id}"), Some(json!({"value": "w"})))
-        .await;
+    s.a(
+        "PUT",
+        &format!("/vault/v1/kv/{id}"),
+        Some(json!({"value": "w"})),
+    )
+    .await;
     s.a("DELETE", &format!("/vault/v1/kv/{id}"), None).await;
     // Another object without an organization: not in the filter.
     s.create("other", "v").await;
     let kinds = "vault.data.created,vault.data.read,vault.data.updated,vault.data.deleted";
     let filed = s
-        .a("GET", &format!("/events?events={kinds}&organization_id=org_x"), None)
+        .a(
+            "GET",
+            &format!("/events?events={kinds}&organization_id=org_x"),
+            None,
+        )
         .await;
     assert_eq!(filed.status, StatusCode::OK, "{}", filed.json);
     let got: Vec<&str> = filed.json["data"]
@@ -418,7 +433,11 @@ async fn organization_id_on_create_files_the_objects_events() {
             Some(json!({"key_context": {"organization_id": "org_1"}, "organization_id": "org_2", "name": "d", "value": "v"})),
         )
         .await;
-    assert_error(&differing, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    assert_error(
+        &differing,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+    );
     assert_eq!(differing.json["errors"][0]["field"], "organization_id");
     let by_name = s.a("GET", "/vault/v1/kv/name/d", None).await;
     assert_error(&by_name, StatusCode::NOT_FOUND, "not_found");

@@ -192,13 +192,19 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
         actor: &Actor,
     ) -> Result<ObjectMeta, StoreError>;
 
-    /// Removes objects deleted before `deleted_before`, with all their versions, recording a
-    /// `vault.data.purged` event by `actor` for each in the same transaction. Idempotent and
-    /// safe to run from several processes at once. Returns how many objects were purged.
+    /// Removes at most `limit` objects deleted before `deleted_before` (the longest deleted
+    /// first), with all their versions, recording a `vault.data.purged` event by `actor` for
+    /// each in the same transaction. Idempotent and safe to run from several processes at
+    /// once. Returns how many objects were purged: fewer than `limit` when none is left.
     ///
     /// # Errors
     /// `Unavailable`.
-    async fn purge(&self, deleted_before: Timestamp, actor: &Actor) -> Result<u64, StoreError>;
+    async fn purge(
+        &self,
+        deleted_before: Timestamp,
+        limit: u32,
+        actor: &Actor,
+    ) -> Result<u64, StoreError>;
 
     /// A batch of stored versions (of every environment, live objects first and deleted ones
     /// too) after `after` = (object id, version number), in that order: for maintenance such as

@@ -42,6 +42,7 @@ mod router;
 mod serving;
 
 pub use disconnected::Disconnected;
+pub use serving::{EventsConfig, ObjectsConfig};
 
 use router::check_interval;
 
@@ -90,6 +91,9 @@ pub struct Config {
     /// How long the audit trail's events are kept.
     #[serde(default)]
     pub events: EventsConfig,
+    /// How long deleted objects are kept before `vault serve` purges them.
+    #[serde(default)]
+    pub objects: ObjectsConfig,
     /// How `vault serve` delivers webhooks.
     #[serde(default)]
     pub webhooks: WebhooksConfig,
@@ -115,19 +119,6 @@ pub struct StoreConfig {
     pub url: Option<Secret>,
     /// A file holding the database password (its first line).
     pub password_file: Option<PathBuf>,
-}
-
-/// The `[events]` table.
-///
-/// ```toml
-/// [events]
-/// retention_days = 30   # events older are purged by `vault serve` (hourly); 0 keeps them all
-/// ```
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EventsConfig {
-    /// Days an event is kept (default 30, as WorkOS); 0 for ever.
-    pub retention_days: Option<u32>,
 }
 
 /// The `[webhooks]` table.
@@ -392,6 +383,7 @@ impl Config {
             server: ServerConfig::default(),
             store: StoreConfig::default(),
             events: EventsConfig::default(),
+            objects: ObjectsConfig::default(),
             webhooks: WebhooksConfig::default(),
             byok: ByokSettings::default(),
             seal: None,

@@ -124,6 +124,20 @@ impl Config {
                 }
             }
         }
+        // A file that names no default keeps the managed provider a deployment without a file
+        // has, so a file of server settings alone (`[objects]`, `[events]`) needs no more.
+        if config.default.span() == (0..0) && !config.providers.contains_key("managed") {
+            config.providers.insert(
+                "managed".to_owned(),
+                toml::Spanned::new(
+                    0..0,
+                    ProviderConfig::Managed {
+                        ring: super::MANAGED_RING.to_owned(),
+                        check_interval_ms: None,
+                    },
+                ),
+            );
+        }
         if !config.providers.contains_key(config.default.get_ref()) {
             problems.push(Problem {
                 line: line_of(text, config.default.span().start),

@@ -2,8 +2,47 @@
 
 use std::time::Duration;
 
+use serde::Deserialize;
+
 use super::Config;
 use crate::webhooks::Settings;
+
+/// The `[events]` table.
+///
+/// ```toml
+/// [events]
+/// retention_days = 30   # events older are purged by `vault serve` (hourly); 0 keeps them all
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    /// Days an event is kept (default 30, as WorkOS); 0 for ever.
+    pub retention_days: Option<u32>,
+}
+
+/// The `[objects]` table.
+///
+/// ```toml
+/// [objects]
+/// purge_deleted_after_days = 30   # deleted objects older are purged by `vault serve` (hourly); 0 never
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectsConfig {
+    /// Days a deleted object is kept, unreadable, before it and its versions are removed for
+    /// good (default 30); 0 keeps them (`vault kv purge` still removes them).
+    pub purge_deleted_after_days: Option<u32>,
+}
+
+/// Days within `0..=36500` as a retention: 0 is `None` (for ever), unset is `default`.
+fn days(value: Option<u32>, default: u32, what: &str) -> Result<Option<u32>, String> {
+    match value {
+        None => Ok(Some(default)),
+        Some(0) => Ok(None),
+        Some(days @ 1..=36_500) => Ok(Some(days)),
+        Some(_) => Err(format!("{what} must be 0 to 36500")),
+    }
+}
 
 impl Config {
     /// The webhook deliverer's settings (`[webhooks]`), each within its range.
@@ -52,11 +91,19 @@ impl Config {
     /// # Errors
     /// If it is over 36500.
     pub fn retention_days(&self) -> Result<Option<u32>, String> {
-        match self.events.retention_days {
-            None => Ok(Some(30)),
-            Some(0) => Ok(None),
-            Some(days @ 1..=36_500) => Ok(Some(days)),
-            Some(_) => Err("[events] retention_days must be 0 to 36500".into()),
-        }
+        days(self.events.retention_days, 30, "[events] retention_days")
+    }
+
+    /// Days a deleted object is kept before `vault serve` purges it: 30 by default, `None` for
+    /// ever (`[objects] purge_deleted_after_days = 0`).
+    ///
+    /// # Errors
+    /// If it is over 36500.
+    pub fn purge_deleted_after_days(&self) -> Result<Option<u32>, String> {
+        days(
+            self.objects.purge_deleted_after_days,
+            30,
+            "[objects] purge_deleted_after_days",
+        )
     }
 }

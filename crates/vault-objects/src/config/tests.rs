@@ -167,3 +167,25 @@ fn syntax_and_unknown_fields_are_reported_with_their_line() {
     let p = Config::parse("default = \n", |_| None).unwrap_err();
     assert_eq!(p[0].line, 1, "{p:?}");
 }
+
+/// A file of server settings alone keeps the managed provider a deployment without a file
+/// has; its settings are checked.
+#[test]
+fn a_file_of_settings_alone_keeps_the_managed_default() {
+    let c = Config::parse(
+        "[objects]\npurge_deleted_after_days = 7\n\n[events]\nretention_days = 0\n",
+        |_| None,
+    )
+    .unwrap();
+    assert_eq!(c.default.get_ref(), "managed");
+    assert!(c.has_managed_provider());
+    assert_eq!(c.purge_deleted_after_days(), Ok(Some(7)));
+    assert_eq!(c.retention_days(), Ok(None));
+    assert_eq!(Config::embedded().purge_deleted_after_days(), Ok(Some(30)));
+    let off = Config::parse("[objects]\npurge_deleted_after_days = 0\n", |_| None).unwrap();
+    assert_eq!(off.purge_deleted_after_days(), Ok(None));
+    let far = Config::parse("[objects]\npurge_deleted_after_days = 36501\n", |_| None).unwrap();
+    assert!(far.purge_deleted_after_days().is_err());
+    // A default named explicitly must still be defined.
+    assert!(Config::parse("default = \"managed\"\n", |_| None).is_err());
+}

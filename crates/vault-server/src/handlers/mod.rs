@@ -92,10 +92,8 @@ pub(crate) struct CreateBody {
 }
 
 pub(crate) fn parse_create(bytes: &[u8]) -> Result<CreateBody, ApiError> {
-    let [key_context, name, value, organization_id] = body::fields(
-        bytes,
-        ["key_context", "name", "value", "organization_id"],
-    )?;
+    let [key_context, name, value, organization_id] =
+        body::fields(bytes, ["key_context", "name", "value", "organization_id"])?;
     Ok(CreateBody {
         key_context: body::context(&key_context, "key_context")?,
         name: body::string(&name, "name")?,

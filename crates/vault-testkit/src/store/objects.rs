@@ -280,15 +280,15 @@ pub async fn delete_and_purge(store: Arc<dyn Store>) {
     assert_ne!(reborn.id, gone.id);
 
     // Nothing deleted before the start of time; everything deleted before now, once.
-    assert_eq!(store.purge(Timestamp(0), &actor()).await.unwrap(), 0);
+    assert_eq!(store.purge(Timestamp(0), 100, &actor()).await.unwrap(), 0);
     let purged = store
-        .purge(Timestamp(Timestamp::now().0 + 1), &actor())
+        .purge(Timestamp(Timestamp::now().0 + 1), 100, &actor())
         .await
         .unwrap();
     assert!(purged >= 1);
     assert_eq!(
         store
-            .purge(Timestamp(Timestamp::now().0 + 1), &actor())
+            .purge(Timestamp(Timestamp::now().0 + 1), 100, &actor())
             .await
             .unwrap(),
         0,

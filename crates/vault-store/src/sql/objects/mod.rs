@@ -275,20 +275,23 @@ impl ObjectStore for SqlStore {
         .await
     }
 
-    async fn purge(&self, deleted_before: Timestamp, actor: &Actor) -> Result<u64, StoreError> {
+    async fn purge(
+        &self,
+        deleted_before: Timestamp,
+        limit: u32,
+        actor: &Actor,
+    ) -> Result<u64, StoreError> {
         let actor = actor.clone();
         self.change(move |tx: &mut dyn Tx| {
-            tx.execute(
-                "DELETE FROM versions WHERE object_id IN \
-                 (SELECT id FROM objects WHERE deleted_at IS NOT NULL AND deleted_at < $1)",
-                args![deleted_before.0],
-            )?;
-            // What this transaction removed, and only that (a concurrent purge that got there
-            // first removed, and recorded, the rest): one event each, in the same transaction.
+            // What this transaction removes, and only that (a concurrent purge that got there
+            // first removed, and recorded, the rest): the oldest `limit`, their versions, and
+            // one event each, in the same transaction.
             let gone = tx.fetch_all(
-                "DELETE FROM objects WHERE deleted_at IS NOT NULL AND deleted_at < $1 \
+                "DELETE FROM objects WHERE id IN (SELECT id FROM objects \
+                 WHERE deleted_at IS NOT NULL AND deleted_at < $1 \
+                 ORDER BY deleted_at, id LIMIT $2) \
                  RETURNING id, environment, name, context, organization_id",
-                args![deleted_before.0],
+                args![deleted_before.0, i64::from(limit)],
                 |r| {
                     let organization = match r.opt_text("organization_id")? {
                         Some(org) => Some(org),
@@ -305,6 +308,7 @@ impl ObjectStore for SqlStore {
             let now = Timestamp::now();
             let n = gone.len() as u64;
             for (environment, id, name, organization) in gone {
+                tx.execute("DELETE FROM versions WHERE object_id = $1", args![&id])?;
                 let record = AuditRecord {
                     environment,
                     event: events::DATA_PURGED.to_owned(),
