@@ -1,10 +1,12 @@
 //! The official WorkOS SDKs as real clients: `vault serve` on a loopback port with a fresh data
-//! directory, then `tests/sdk/node_sdk.cjs` (@workos-inc/node 11) and `tests/sdk/python_sdk.py`
-//! (workos 10.x) exercise every Vault method, typed errors included. Blobs cross over: the Rust
-//! library's blob is decrypted by both SDKs, Node's by Python, and both SDKs' by Rust.
+//! directory, then `tests/sdk/node_sdk.cjs` (with @workos-inc/node 11, then 12) and
+//! `tests/sdk/python_sdk.py` (workos 10.x) exercise every Vault method, typed errors included.
+//! Blobs cross over: the Rust library's blob is decrypted by the SDKs, Node's by Python, and
+//! each SDK's by Rust.
 //!
-//! `scripts/with-sdks` installs the SDKs and sets `VAULT_TEST_SDK_NODE_PATH` and
-//! `VAULT_TEST_SDK_PYTHON`; without them the test fails under CI and is skipped otherwise.
+//! `scripts/with-sdks` installs the SDKs and sets `VAULT_TEST_SDK_NODE_PATH`,
+//! `VAULT_TEST_SDK_NODE12_PATH` and `VAULT_TEST_SDK_PYTHON`; without them the test fails under
+//! CI and is skipped otherwise.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test, helpers included.
 
 use std::path::Path;
@@ -22,16 +24,18 @@ mod common;
 
 const VAULT: &str = env!("CARGO_BIN_EXE_vault");
 
-fn sdk_paths() -> Option<(String, String)> {
+/// The SDKs' places: Node 11's modules, Python's interpreter, Node 12's modules.
+fn sdk_paths() -> Option<(String, String, String)> {
     match (
         std::env::var("VAULT_TEST_SDK_NODE_PATH"),
         std::env::var("VAULT_TEST_SDK_PYTHON"),
+        std::env::var("VAULT_TEST_SDK_NODE12_PATH"),
     ) {
-        (Ok(node), Ok(python)) => Some((node, python)),
+        (Ok(node), Ok(python), Ok(node12)) => Some((node, python, node12)),
         _ => {
             assert!(
                 std::env::var_os("CI").is_none(),
-                "VAULT_TEST_SDK_NODE_PATH / VAULT_TEST_SDK_PYTHON are not set: the SDK tests must run in CI"
+                "VAULT_TEST_SDK_NODE_PATH / VAULT_TEST_SDK_NODE12_PATH / VAULT_TEST_SDK_PYTHON are not set: the SDK tests must run in CI"
             );
             eprintln!("SKIPPED: WorkOS SDK tests (run scripts/test, or scripts/with-sdks)");
             None
@@ -138,7 +142,7 @@ async fn the_official_sdks_work_unchanged_over_https() {
 }
 
 async fn exercise_the_sdks(https: bool) {
-    let Some((node_path, python)) = sdk_paths() else {
+    let Some((node_path, python, node12_path)) = sdk_paths() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -189,21 +193,27 @@ async fn exercise_the_sdks(https: bool) {
     let rust_blob = json!({"blob": rust_blob, "aad": "rust-aad", "plaintext": "rust secret ✓"});
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let node = run(
-        Command::new("node")
-            .arg(root.join("tests/sdk/node_sdk.cjs"))
-            .env("NODE_PATH", &node_path)
-            .env("NODE_EXTRA_CA_CERTS", &ca)
-            .env("VAULT_TEST_HTTPS", if https { "1" } else { "0" })
-            .env("VAULT_TEST_HOST", host)
-            .env("VAULT_TEST_PORT", port)
-            .env("VAULT_TEST_KEY_A", &key_a)
-            .env("VAULT_TEST_KEY_B", &key_b)
-            .env("VAULT_TEST_PREFIX", "node")
-            .env("VAULT_TEST_RUST_BLOB", rust_blob.to_string()),
-        "the Node SDK script",
-    );
-    assert!(node["checks"].as_u64().unwrap() >= 40, "{node}");
+    // The same script with each major of the Node SDK, each on names of its own.
+    let node_run = |modules: &str, prefix: &str| {
+        let out = run(
+            Command::new("node")
+                .arg(root.join("tests/sdk/node_sdk.cjs"))
+                .env("NODE_PATH", modules)
+                .env("NODE_EXTRA_CA_CERTS", &ca)
+                .env("VAULT_TEST_HTTPS", if https { "1" } else { "0" })
+                .env("VAULT_TEST_HOST", host)
+                .env("VAULT_TEST_PORT", port)
+                .env("VAULT_TEST_KEY_A", &key_a)
+                .env("VAULT_TEST_KEY_B", &key_b)
+                .env("VAULT_TEST_PREFIX", prefix)
+                .env("VAULT_TEST_RUST_BLOB", rust_blob.to_string()),
+            &format!("the Node SDK script ({prefix})"),
+        );
+        assert!(out["checks"].as_u64().unwrap() >= 44, "{out}");
+        out
+    };
+    let node = node_run(&node_path, "node");
+    let node12 = node_run(&node12_path, "node12");
 
     let python = run(
         Command::new(&python)
@@ -218,10 +228,11 @@ async fn exercise_the_sdks(https: bool) {
             .env("VAULT_TEST_NODE_BLOB", node["blob"].to_string()),
         "the Python SDK script",
     );
-    assert!(python["checks"].as_u64().unwrap() >= 39, "{python}");
+    assert!(python["checks"].as_u64().unwrap() >= 43, "{python}");
 
     // The other way round: Rust opens what each SDK encrypted.
     assert_eq!(rust_decrypt(&client, &node["blob"]).await, "node secret ✓");
+    assert_eq!(rust_decrypt(&client, &node12["blob"]).await, "node secret ✓");
     assert_eq!(
         rust_decrypt(&client, &python["blob"]).await,
         "python secret ✓"
@@ -235,7 +246,7 @@ async fn exercise_the_sdks(https: bool) {
 /// and a changed body, an old timestamp or another secret do not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sdks_read_events_verify_webhooks_and_retry_idempotently() {
-    let Some((node_path, python)) = sdk_paths() else {
+    let Some((node_path, python, _)) = sdk_paths() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -1,4 +1,4 @@
-// Exercises every Vault method of the official WorkOS Node SDK (@workos-inc/node 11) against
+// Exercises every Vault method of the official WorkOS Node SDK (@workos-inc/node 11 and 12) against
 // `vault serve` on loopback. Run by tests/sdk.rs; the environment carries the server address,
 // two API keys of different environments, a name prefix and a blob made by the Rust library.
 // Prints one JSON line: {"checks": N, "blob": <an SDK-encrypted blob for the other clients>}.
@@ -18,7 +18,8 @@ const env = (k) => {
   return v;
 };
 const opts = { apiHostname: env('VAULT_TEST_HOST'), https: process.env.VAULT_TEST_HTTPS === '1', port: Number(env('VAULT_TEST_PORT')), maxRetries: 0 };
-const a = new WorkOS(env('VAULT_TEST_KEY_A'), opts).vault;
+const workosA = new WorkOS(env('VAULT_TEST_KEY_A'), opts);
+const a = workosA.vault;
 const b = new WorkOS(env('VAULT_TEST_KEY_B'), opts).vault;
 const forged = new WorkOS('sk_' + 'x'.repeat(43), opts).vault;
 const prefix = env('VAULT_TEST_PREFIX');
@@ -60,6 +61,15 @@ async function main() {
   await rejects(a.updateObject({ id: created.id, value: 'lost', versionCheck: v1 }), ConflictException, 'stale update');
   const u2 = await a.updateObject({ id: created.id, value: 'third', versionCheck: u1.metadata.versionId });
   check((await a.readObject({ id: created.id })).value === 'third', 'checked update wrote');
+
+  // The object's created_at (not in the SDK's model): its creation, through every update.
+  const { data: raw } = await workosA.get(`/vault/v1/kv/${created.id}/metadata`, {});
+  const made = new Date(raw.metadata.created_at);
+  check(!isNaN(made) && made <= created.updatedAt && made < new Date(raw.metadata.updated_at), 'created_at is the creation time');
+  // A context never changes: the advice reaches the SDK's error message, and nothing is written.
+  const moved = await rejects(workosA.put(`/vault/v1/kv/${created.id}`, { value: 'moved', key_context: { organization_id: 'org_other' } }, {}), UnprocessableEntityException, 'another context on update');
+  check(moved.code === 'key_context_immutable' && moved.message.includes('create a new object'), `the immutable-context advice in the error: ${moved.message}`);
+  check((await a.readObject({ id: created.id })).value === 'third', 'nothing written under another context');
 
   // versions: newest first, one current, the current one is the last update's
   const versions = await a.listObjectVersions({ id: created.id });

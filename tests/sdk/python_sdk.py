@@ -64,6 +64,18 @@ def main():
     u2 = a.update_kv(created.id, value="third", version_check=u1.metadata.version_id)
     check(a.get_kv(created.id).value == "third", "checked update wrote")
 
+    # The object's created_at (not in the SDK's model): its creation, through every update.
+    raw = a._client.request(method="get", path=("vault", "v1", "kv", created.id, "metadata"))
+    made = datetime.fromisoformat(raw["metadata"]["created_at"].replace("Z", "+00:00"))
+    check(made <= created.updated_at < u2.metadata.updated_at, "created_at is the creation time")
+    # A context never changes: the advice reaches the SDK's error, and nothing is written.
+    moved = raises(UnprocessableEntityError, "another context on update", a._client.request,
+                   method="put", path=("vault", "v1", "kv", created.id),
+                   body={"value": "moved", "key_context": {"organization_id": "org_other"}})
+    check(moved.code == "key_context_immutable" and "create a new object" in str(moved),
+          f"the immutable-context advice in the error: {moved}")
+    check(a.get_kv(created.id).value == "third", "nothing written under another context")
+
     versions = a.list_kv_versions(created.id)
     data = versions.data if hasattr(versions, "data") else versions
     check(len(data) == 3, f"three versions, got {len(data)}")
