@@ -391,6 +391,37 @@ async fn rules_set_at_runtime_route_a_running_server_within_a_second() {
     refused("was routed to until moments ago");
     tokio::time::sleep(std::time::Duration::from_secs(vault::byok::QUIET_SECS)).await;
     refused("still wraps 1 stored object version(s)");
+
+    // Moved off the key, it goes, and its organization is told: vault.byok_key.deleted, in
+    // WorkOS's shape, in the environment that stored values for it.
+    ok(vault(dir.path(), &config, &["keys", "rewrap", "--all"]));
+    let gone = ok(vault(
+        dir.path(),
+        &config,
+        &["byok", "provider", "remove", "acme"],
+    ));
+    assert!(gone.contains("provider \"acme\" removed"), "{gone}");
+    let (status, page) = client
+        .call(Method::GET, "/events?events=vault.byok_key.deleted", None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{page}");
+    let deleted: Vec<&Value> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["data"])
+        .collect();
+    assert_eq!(
+        deleted,
+        [&json!({"organization_id": "org_acme", "key_provider": "AWS_KMS"})],
+        "{page}"
+    );
+    let (_, read) = client
+        .call(Method::GET, &format!("/vault/v1/kv/{acme_id}"), None)
+        .await
+        .unwrap();
+    assert_eq!(read["value"], "value 2", "readable after the move: {read}");
 }
 
 /// Runs one SQL statement on the data directory's SQLite store, as someone with write access to

@@ -273,3 +273,94 @@ fn purge_refuses_a_retention_that_overflows_and_purges_nothing() {
     let now = vault(data, &["kv", "purge", "--retention-days", "0"], b"");
     assert!(String::from_utf8_lossy(&now.stdout).contains("purged 1"));
 }
+
+/// A provider whose rule was handed to another provider may still wrap data: it is not taken
+/// for one no rule has used (not removed or changed without the usual guards), while one that
+/// was never routed goes at once, without connecting to its key.
+#[test]
+fn a_provider_that_lost_its_rule_keeps_its_guards() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let arn = |n: u8| {
+        format!("arn:aws:kms:us-east-1:111122223333:key/0000000{n}-12ab-34cd-56ef-1234567890ab")
+    };
+    for (name, n) in [("first", 1), ("second", 2), ("spare", 3)] {
+        let key = arn(n);
+        let out = vault(
+            data,
+            &[
+                "byok",
+                "provider",
+                "add",
+                name,
+                "--type",
+                "aws-kms",
+                "--key-id",
+                &key,
+                "--unverified",
+            ],
+            b"",
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for provider in ["first", "second"] {
+        let out = vault(
+            data,
+            &[
+                "byok",
+                "set",
+                "--match",
+                "organization_id=org_x",
+                "--provider",
+                provider,
+                "--unverified",
+            ],
+            b"",
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let removed = vault(data, &["byok", "provider", "remove", "first"], b"");
+    assert_eq!(removed.status.code(), Some(7));
+    assert!(
+        String::from_utf8_lossy(&removed.stderr).contains("was routed to until moments ago"),
+        "{}",
+        String::from_utf8_lossy(&removed.stderr)
+    );
+    let key = arn(9);
+    let changed = vault(
+        data,
+        &[
+            "byok",
+            "provider",
+            "update",
+            "first",
+            "--type",
+            "aws-kms",
+            "--key-id",
+            &key,
+            "--unverified",
+        ],
+        b"",
+    );
+    assert_eq!(changed.status.code(), Some(7));
+    assert!(String::from_utf8_lossy(&changed.stderr).contains("has had contexts sent to it"));
+    let spare = vault(data, &["byok", "provider", "remove", "spare"], b"");
+    assert!(
+        spare.status.success(),
+        "{}",
+        String::from_utf8_lossy(&spare.stderr)
+    );
+    let listed = String::from_utf8(vault(data, &["byok", "provider", "list"], b"").stdout).unwrap();
+    assert!(
+        listed.contains("first") && listed.contains("second") && !listed.contains("spare"),
+        "{listed}"
+    );
+}

@@ -546,11 +546,25 @@ async fn rewrap_all_empties_an_old_version_before_it_can_be_destroyed() {
         .destroy_key_version(&ring, 1, Shred::Refuse, &actor())
         .await
     {
-        Err(VaultError::KeyInUse {
-            version: 1,
-            stored_versions: 4,
-            issued_data_keys: 1,
-        }) => {}
+        Err(
+            e @ VaultError::KeyInUse {
+                version: 1,
+                stored_versions: 4,
+                issued_data_keys: 1,
+            },
+        ) => {
+            // Both ways on, each for what it can do.
+            let m = e.to_string();
+            assert!(
+                m.contains("`vault keys rewrap --all` moves the stored ones"),
+                "{m}"
+            );
+            assert!(m.contains("but not the issued keys"), "{m}");
+            assert!(
+                m.contains("`vault keys destroy 1 --yes-destroy-data`"),
+                "{m}"
+            );
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(ring.versions()[0].state, VersionState::Active);
@@ -589,17 +603,25 @@ async fn rewrap_all_empties_an_old_version_before_it_can_be_destroyed() {
         .unwrap();
     assert_eq!((again.rewrapped, again.already_current), (0, 5));
 
-    // The issued data key still counts: its holder keeps the blob.
-    assert!(matches!(
-        vault
-            .destroy_key_version(&ring, 1, Shred::Refuse, &actor())
-            .await,
-        Err(VaultError::KeyInUse {
-            stored_versions: 0,
-            issued_data_keys: 1,
-            ..
-        })
-    ));
+    // The issued data key still counts: its holder keeps the blob, and rewrap is no advice.
+    match vault
+        .destroy_key_version(&ring, 1, Shred::Refuse, &actor())
+        .await
+    {
+        Err(
+            e @ VaultError::KeyInUse {
+                stored_versions: 0,
+                issued_data_keys: 1,
+                ..
+            },
+        ) => {
+            let m = e.to_string();
+            assert!(!m.contains("rewrap --all"), "{m}");
+            assert!(m.contains("which rewrap cannot move"), "{m}");
+            assert!(m.contains("--yes-destroy-data"), "{m}");
+        }
+        other => panic!("{other:?}"),
+    }
     // A version that was primary a moment ago waits even when nothing is under it.
     ring.rotate().await.unwrap();
     assert!(matches!(

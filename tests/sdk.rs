@@ -232,7 +232,10 @@ async fn exercise_the_sdks(https: bool) {
 
     // The other way round: Rust opens what each SDK encrypted.
     assert_eq!(rust_decrypt(&client, &node["blob"]).await, "node secret ✓");
-    assert_eq!(rust_decrypt(&client, &node12["blob"]).await, "node secret ✓");
+    assert_eq!(
+        rust_decrypt(&client, &node12["blob"]).await,
+        "node secret ✓"
+    );
     assert_eq!(
         rust_decrypt(&client, &python["blob"]).await,
         "python secret ✓"

@@ -65,7 +65,9 @@ async fn run(admin: &ByokAdmin<'_>, command: ByokCommand) -> Result<(), Failure>
             let done = admin
                 .set_rule(match_pairs(&matches)?, &provider, unverified)
                 .await?;
-            print(&done.verification, false);
+            if let Some(v) = &done.verification {
+                print(v, false);
+            }
             if !done.set {
                 return Err(Failure {
                     code: exit::UNVERIFIED,
@@ -74,14 +76,16 @@ async fn run(admin: &ByokAdmin<'_>, command: ByokCommand) -> Result<(), Failure>
                     ),
                 });
             }
+            let unverified = if done.verification.is_some() {
+                String::new()
+            } else {
+                format!(
+                    " (not verified, as asked: `vault keys verify --provider {provider}` checks it)"
+                )
+            };
             println!(
-                "rule set: {} -> {provider}{}; running servers route by it within a second",
-                done.label,
-                if done.verification.verified() {
-                    ""
-                } else {
-                    " (UNVERIFIED)"
-                }
+                "rule set: {} -> {provider}{unverified}; running servers route by it within a second",
+                done.label
             );
             Ok(())
         }
@@ -108,7 +112,13 @@ async fn run(admin: &ByokAdmin<'_>, command: ByokCommand) -> Result<(), Failure>
             Ok(())
         }
         ByokCommand::List { json } => {
-            for r in admin.rules().await? {
+            let rules = admin.rules().await?;
+            if rules.is_empty() && !json {
+                println!(
+                    "no BYOK rules: every context goes to the default provider (`vault byok set --match organization_id=ORG --provider NAME` adds one)"
+                );
+            }
+            for r in rules {
                 if json {
                     println!(
                         "{}",
@@ -132,71 +142,38 @@ async fn provider(admin: &ByokAdmin<'_>, command: ByokProviderCommand) -> Result
     match command {
         ByokProviderCommand::Add {
             name,
-            kind,
-            key_id,
-            region,
-            endpoint_url,
-            key_name,
-            vault_url,
-            key_version,
-            algorithm,
-            credential,
-            no_cache,
+            definition,
             unverified,
         } => {
-            let type_name = match kind {
-                ByokType::AwsKms => "aws-kms",
-                ByokType::GcpKms => "gcp-kms",
-                ByokType::AzureKv => "azure-kv",
-            };
-            let allowed: &[&str] = match kind {
-                ByokType::AwsKms => &["key_id", "region", "endpoint_url"],
-                ByokType::GcpKms => &["key_name", "endpoint_url"],
-                ByokType::AzureKv => &[
-                    "vault_url",
-                    "key_name",
-                    "key_version",
-                    "algorithm",
-                    "credential",
-                ],
-            };
-            let given = [
-                ("key_id", key_id),
-                ("region", region),
-                ("endpoint_url", endpoint_url),
-                ("key_name", key_name),
-                ("vault_url", vault_url),
-                ("key_version", key_version),
-                ("algorithm", algorithm),
-                ("credential", credential),
-            ];
-            let mut fields = Vec::new();
-            for (field, value) in given {
-                let Some(value) = value else { continue };
-                if !allowed.contains(&field) {
-                    return Err(bad(format!(
-                        "--{} is not a field of a {type_name} provider",
-                        field.replace('_', "-")
-                    )));
-                }
-                fields.push((field, value));
-            }
+            let (type_name, fields) = fields_of(definition.kind, &definition)?;
             let verification = admin
-                .add_provider(&name, type_name, &fields, no_cache, unverified)
+                .add_provider(&name, type_name, &fields, definition.no_cache, unverified)
                 .await?;
             println!("provider {name:?} added ({type_name})");
-            if let Some(v) = verification {
-                print(&v, false);
-                if !v.verified() {
-                    println!(
-                        "once fixed: `vault keys verify --provider {name}`; `vault byok set` refuses it until it verifies"
-                    );
-                }
-            }
+            print_verification(&name, verification.as_ref());
+            Ok(())
+        }
+        ByokProviderCommand::Update {
+            name,
+            definition,
+            unverified,
+        } => {
+            let (type_name, fields) = fields_of(definition.kind, &definition)?;
+            let verification = admin
+                .update_provider(&name, type_name, &fields, definition.no_cache, unverified)
+                .await?;
+            println!("provider {name:?} updated ({type_name})");
+            print_verification(&name, verification.as_ref());
             Ok(())
         }
         ByokProviderCommand::List { json } => {
-            for p in admin.providers().await? {
+            let providers = admin.providers().await?;
+            if providers.is_empty() && !json {
+                println!(
+                    "no customer key providers in the store (`vault byok provider add NAME --type …` adds one)"
+                );
+            }
+            for p in providers {
                 let created = Timestamp(p.created_at).to_rfc3339();
                 if json {
                     println!(
@@ -219,4 +196,64 @@ async fn provider(admin: &ByokAdmin<'_>, command: ByokProviderCommand) -> Result
             Ok(())
         }
     }
+}
+
+/// A provider's verification as `provider add` and `update` report it.
+fn print_verification(name: &str, verification: Option<&Verification>) {
+    match verification {
+        Some(v) => {
+            print(v, false);
+            if !v.verified() {
+                println!(
+                    "once fixed: `vault keys verify --provider {name}`; `vault byok set` refuses it until it verifies"
+                );
+            }
+        }
+        None => println!("not verified, as asked: `vault keys verify --provider {name}` checks it"),
+    }
+}
+
+/// The type and fields of a provider definition, each field one of its type's.
+fn fields_of(
+    kind: ByokType,
+    d: &ProviderDefinition,
+) -> Result<(&'static str, Vec<(&'static str, String)>), Failure> {
+    let type_name = match kind {
+        ByokType::AwsKms => "aws-kms",
+        ByokType::GcpKms => "gcp-kms",
+        ByokType::AzureKv => "azure-kv",
+    };
+    let allowed: &[&str] = match kind {
+        ByokType::AwsKms => &["key_id", "region", "endpoint_url"],
+        ByokType::GcpKms => &["key_name", "endpoint_url"],
+        ByokType::AzureKv => &[
+            "vault_url",
+            "key_name",
+            "key_version",
+            "algorithm",
+            "credential",
+        ],
+    };
+    let given = [
+        ("key_id", &d.key_id),
+        ("region", &d.region),
+        ("endpoint_url", &d.endpoint_url),
+        ("key_name", &d.key_name),
+        ("vault_url", &d.vault_url),
+        ("key_version", &d.key_version),
+        ("algorithm", &d.algorithm),
+        ("credential", &d.credential),
+    ];
+    let mut fields = Vec::new();
+    for (field, value) in given {
+        let Some(value) = value else { continue };
+        if !allowed.contains(&field) {
+            return Err(bad(format!(
+                "--{} is not a field of a {type_name} provider",
+                field.replace('_', "-")
+            )));
+        }
+        fields.push((field, value.clone()));
+    }
+    Ok((type_name, fields))
 }

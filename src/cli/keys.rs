@@ -108,7 +108,12 @@ pub(crate) async fn keys(
             Ok(())
         }
         KeysCommand::Rotate => {
-            println!("v{}", admin.rotate().await?);
+            let v = admin.rotate().await?;
+            // The version alone on standard output, for scripts; what it means for people.
+            println!("v{v}");
+            eprintln!(
+                "v{v} is the primary key version now: new values are sealed under it (running servers switch within a second), and every older version still decrypts what it wraps. `vault keys rewrap --all` moves stored values to v{v}; `vault keys status` shows what each version still wraps."
+            );
             Ok(())
         }
         KeysCommand::Destroy {
@@ -152,15 +157,7 @@ pub(crate) async fn keys(
             }
             Ok(())
         }
-        KeysCommand::InitSeal { path } => {
-            println!("{}", init_master_key(&path)?);
-            eprintln!(
-                "vault: wrote the master key {} (mode 0600); use it with --seal file:{} and keep it apart from the database and its backups",
-                path.display(),
-                path.display()
-            );
-            Ok(())
-        }
+        KeysCommand::InitSeal { path } => init_seal(&path),
         KeysCommand::MigrateRing { to } => {
             let to = match to {
                 RingPlace::Database => admin::RingPlace::Database,
@@ -210,4 +207,16 @@ pub(crate) async fn keys(
             Ok(())
         }
     }
+}
+
+/// `vault keys init-seal PATH`: a new master key file. It needs no deployment and no
+/// configuration (it makes the seal a PostgreSQL deployment asks for).
+pub(crate) fn init_seal(path: &std::path::Path) -> Result<(), Failure> {
+    println!("{}", init_master_key(path)?);
+    eprintln!(
+        "vault: wrote the master key {} (mode 0600); use it with --seal file:{} and keep it apart from the database and its backups",
+        path.display(),
+        path.display()
+    );
+    Ok(())
 }

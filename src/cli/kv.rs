@@ -10,6 +10,7 @@ use vault::objects::{
 
 use super::args::*;
 use super::exit::Failure;
+use super::pairs::context_arg;
 use super::stdio::*;
 
 /// The actor recorded in the audit trail for command-line changes.
@@ -61,7 +62,7 @@ pub(crate) async fn kv(
     let actor = cli_actor();
     // Parse what can be checked before anything is opened, so bad input changes nothing.
     if let KvCommand::Create { context, .. } = &command {
-        KeyContext::parse_json(context.as_bytes()).map_err(Error::from)?;
+        context_arg(context)?;
     }
     let vault = deployment.open(config).await?;
     match command {
@@ -71,7 +72,7 @@ pub(crate) async fn kv(
             context,
             value,
         } => {
-            let ctx = KeyContext::parse_json(context.as_bytes()).map_err(Error::from)?;
+            let ctx = context_arg(&context)?;
             let value = value_arg(value)?;
             let meta = vault
                 .create(&env.environment, &name, &ctx, None, &value, &actor)

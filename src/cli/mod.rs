@@ -22,12 +22,21 @@ pub(crate) use exit::{Failure, IO as EXIT_IO};
 use std::io::{self, Write};
 
 use vault::objects::admin::{FileKeys, check_store};
-use vault::objects::{CryptoError as Error, Envelope, KeyContext};
+use vault::objects::{CryptoError as Error, Envelope};
 
 use self::args::*;
 use self::stdio::*;
 
 pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
+    // The command that makes the seal a PostgreSQL deployment demands needs neither the
+    // deployment nor the configuration: exported settings must not stop it.
+    if let Command::Keys {
+        command: KeysCommand::InitSeal { path },
+        ..
+    } = &cli.command
+    {
+        return keys::init_seal(path);
+    }
     let config = load_config(cli.config.as_deref())?;
     let data_dir = cli.data_dir.clone();
     let deployment = vault::Deployment::resolve(
@@ -49,7 +58,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
             aad,
             binary,
         } => {
-            let ctx = KeyContext::parse_json(context.as_bytes()).map_err(Error::from)?;
+            let ctx = pairs::context_arg(&context)?;
             let plaintext = read_stdin()?;
             let keys = FileKeys::open(d, &config, true, config_given).await?;
             let sealed = keys.encrypt(&ctx, &plaintext, aad.as_bytes()).await?;

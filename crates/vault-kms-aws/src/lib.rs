@@ -20,6 +20,7 @@ use std::fmt;
 use std::future::Future;
 
 use async_trait::async_trait;
+use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{DataKeySpec, KeyState};
@@ -55,12 +56,24 @@ fn error(kind: ProviderErrorKind, message: impl Into<String>) -> ProviderError {
     ProviderError::new(kind, SCHEME, message.into())
 }
 
+/// The credential chain's failure behind `e`, if that is what it is.
+fn credentials_error<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e CredentialsError> {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(found) = c.downcast_ref::<CredentialsError>() {
+            return Some(found);
+        }
+        cause = c.source();
+    }
+    None
+}
+
 /// Maps an SDK error to a typed provider error. The message carries the KMS error code only:
 /// KMS messages can quote ARNs and contexts, never secrets, but codes are all a caller needs.
 fn map_sdk_error<E, R>(e: &SdkError<E, R>) -> ProviderError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: fmt::Debug,
+    R: fmt::Debug + 'static,
 {
     match e {
         SdkError::ServiceError(s) => {
@@ -88,7 +101,23 @@ where
             error(kind, format!("KMS answered {code}"))
         }
         SdkError::TimeoutError(_) => error(ProviderErrorKind::Unavailable, "KMS call timed out"),
-        SdkError::DispatchFailure(_) => error(ProviderErrorKind::Unavailable, "cannot reach KMS"),
+        // Resolving credentials fails before anything is sent, and the SDK reports that as a
+        // dispatch failure too: told apart, it is not the network's fault.
+        SdkError::DispatchFailure(_) => match credentials_error(e) {
+            Some(CredentialsError::CredentialsNotLoaded(_)) => error(
+                ProviderErrorKind::NoCredentials,
+                "no AWS credentials: the default credential chain (environment, profile, web identity, container and instance role) found none",
+            ),
+            Some(CredentialsError::ProviderTimedOut(_)) => error(
+                ProviderErrorKind::Unavailable,
+                "the AWS credential chain timed out (an instance or container metadata endpoint did not answer)",
+            ),
+            Some(_) => error(
+                ProviderErrorKind::NoCredentials,
+                "the AWS credential chain failed: check the profile, role or credential variables this process is given",
+            ),
+            None => error(ProviderErrorKind::Unavailable, "cannot reach KMS"),
+        },
         SdkError::ResponseError(_) => {
             error(ProviderErrorKind::Unavailable, "unreadable answer from KMS")
         }
@@ -197,7 +226,7 @@ impl AwsKmsProvider {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, SdkError<E, R>>>,
         E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: fmt::Debug,
+        R: fmt::Debug + 'static,
     {
         self.retry
             .call(attempts, SCHEME, || {

@@ -116,10 +116,29 @@ fn map_error(e: &google_cloud_gax::error::Error) -> ProviderError {
         Some(404) => ProviderErrorKind::NotFound,
         Some(s) if s >= 500 => ProviderErrorKind::Unavailable,
         Some(_) => ProviderErrorKind::Other,
+        // No request was sent: Application Default Credentials gave no token.
+        None if credentials_failed(e) => {
+            return error(
+                ProviderErrorKind::NoCredentials,
+                "no Google credentials: Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud's application-default login, the metadata server) gave none",
+            );
+        }
         None if e.is_timeout() || e.is_io() || e.is_transport() => ProviderErrorKind::Unavailable,
         None => ProviderErrorKind::Other,
     };
     error(kind, "Cloud KMS request failed")
+}
+
+/// Whether `e` is the credentials' failure (found among its causes), not the request's.
+fn credentials_failed(e: &google_cloud_gax::error::Error) -> bool {
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if c.is::<google_cloud_gax::error::CredentialsError>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 impl GcpKmsProvider {

@@ -85,9 +85,7 @@ pub enum VaultError {
     Crypto(#[from] vault_crypto::Error),
     /// A key version still wraps stored data or issued data keys, and destroying it was not
     /// consented to.
-    #[error(
-        "key version {version} still wraps {stored_versions} stored object version(s) and {issued_data_keys} issued data key(s); run `vault keys rewrap --all` to move stored versions to the primary version, or destroy with consent to make them unreadable"
-    )]
+    #[error("{}", key_in_use(*.version, *.stored_versions, *.issued_data_keys))]
     KeyInUse {
         /// The version.
         version: u32,
@@ -139,6 +137,25 @@ pub enum VaultError {
 impl From<KeyRingError> for VaultError {
     fn from(e: KeyRingError) -> Self {
         Self::Crypto(e.into())
+    }
+}
+
+/// Why `vault keys destroy` refuses, and the ways on: rewrap moves stored values, never the data
+/// keys handed out (their holders keep the wrapped keys), so those leave only consent.
+fn key_in_use(version: u32, stored: u64, issued: u64) -> String {
+    let consent = format!(
+        "`vault keys destroy {version} --yes-destroy-data` destroys it anyway, making what it wraps unreadable for good"
+    );
+    match (stored, issued) {
+        (0, issued) => format!(
+            "key version {version} still wraps {issued} issued data key(s), which rewrap cannot move (their holders keep them wrapped under v{version}; each is re-wrapped only when its holder asks for a rekey); {consent}"
+        ),
+        (stored, 0) => format!(
+            "key version {version} still wraps {stored} stored object version(s): `vault keys rewrap --all` moves them to the primary version, after which it can be destroyed; or {consent}"
+        ),
+        (stored, issued) => format!(
+            "key version {version} still wraps {stored} stored object version(s) and {issued} issued data key(s): `vault keys rewrap --all` moves the stored ones to the primary version, but not the issued keys (their holders keep them wrapped under v{version}); {consent}"
+        ),
     }
 }
 

@@ -310,7 +310,9 @@ pub(crate) fn crypto_error(e: &CryptoError, origin: Origin) -> ApiError {
                 bad_keys("the encrypted keys name a key this server does not hold")
             }
             // The operator's mistake (a provider defined wrongly), met at request time.
-            ProviderErrorKind::Configuration => ApiError::configuration(),
+            ProviderErrorKind::Configuration | ProviderErrorKind::NoCredentials => {
+                ApiError::configuration()
+            }
             _ => ApiError::internal("key provider"),
         }
         .with_provider_cause(p),

@@ -34,7 +34,7 @@ fn actor_source(actor_id: &str) -> &'static str {
 pub fn event_json(e: &AuditEvent) -> Value {
     let mut data = Map::new();
     // WorkOS's BYOK events carry no actor fields.
-    if e.event != events::BYOK_VERIFIED {
+    if e.event != events::BYOK_VERIFIED && e.event != events::BYOK_DELETED {
         data.insert("actor_id".into(), json!(e.actor.id));
         data.insert("actor_source".into(), json!(actor_source(&e.actor.id)));
         data.insert("actor_name".into(), json!(e.actor.name));
@@ -84,6 +84,10 @@ pub fn event_json(e: &AuditEvent) -> Value {
                 ),
             ]
         }
+        events::BYOK_DELETED => vec![
+            ("organization_id", context()["organization_id"].clone()),
+            ("key_provider", json!(key_provider(e.key_id.as_deref()))),
+        ],
         _ => Vec::new(),
     };
     for (k, v) in fields {

@@ -207,7 +207,7 @@ pub struct AuditEvent {
 /// routed by the same rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeploymentEvent {
-    /// The event's name ([`events::BYOK_VERIFIED`]).
+    /// The event's name ([`events::BYOK_VERIFIED`], [`events::BYOK_DELETED`]).
     pub event: String,
     /// Who caused it.
     pub actor: Actor,
@@ -331,6 +331,9 @@ pub mod events {
     pub const KEK_DELETED: &str = "vault.kek.deleted";
     /// A customer's key was verified live (or failed to be), as WorkOS names it.
     pub const BYOK_VERIFIED: &str = "vault.byok_key.verification_completed";
+    /// A customer key provider was removed (`vault byok provider remove`), told to its
+    /// organizations.
+    pub const BYOK_DELETED: &str = "vault.byok_key.deleted";
 
     /// Every event name the vault records.
     pub const ALL: &[&str] = &[
@@ -348,5 +351,6 @@ pub mod events {
         KEK_CREATED,
         KEK_DELETED,
         BYOK_VERIFIED,
+        BYOK_DELETED,
     ];
 }

@@ -34,8 +34,9 @@ pub(crate) enum KeysCommand {
     /// stored object version with --all, or those whose context matches with --match. Values
     /// are not re-encrypted; a re-run resumes an interrupted one.
     Rewrap {
-        /// Rewrap stored versions whose context holds this pair (repeatable: all must match).
-        #[arg(long = "match", value_name = "KEY=VALUE", conflicts_with = "all")]
+        /// Rewrap stored versions whose context holds this pair, as KEY=VALUE or a JSON object
+        /// (repeatable: all must match).
+        #[arg(long = "match", value_name = "KEY=VALUE|JSON", conflicts_with = "all")]
         matches: Vec<String>,
         /// Rewrap every stored object version.
         #[arg(long)]

@@ -16,7 +16,8 @@ pub(crate) use keys::*;
 #[derive(Debug, Parser)]
 #[command(name = "vault", version, about)]
 pub(crate) struct Cli {
-    /// Where the key ring (and later the object store) lives.
+    /// The data directory of the embedded default: the managed key ring, the SQLite store
+    /// (objects, API keys, audit trail, BYOK rules) and the integrity key.
     #[arg(long, global = true, env = "VAULT_DATA_DIR", default_value = vault::DEFAULT_DATA_DIR)]
     pub(crate) data_dir: PathBuf,
     /// The providers and BYOK rules (`vault.toml`); without it, the managed ring only.
@@ -44,9 +45,9 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Encrypt standard input for a key context; writes the envelope to standard output.
     Encrypt {
-        /// The key context, a JSON object of 1 to 10 string pairs.
-        #[arg(long)]
-        context: String,
+        /// The key context: a JSON object of 1 to 10 string pairs, or KEY=VALUE (repeatable).
+        #[arg(long, value_name = "JSON|KEY=VALUE", required = true)]
+        context: Vec<String>,
         /// Extra associated data: authenticated, not stored; decrypt needs the same.
         #[arg(long, default_value = "")]
         aad: String,
@@ -191,7 +192,12 @@ pub(crate) enum ApikeyCommand {
     /// Create a key for one environment and print it (alone, once) on standard output.
     Create {
         /// The environment the key can see.
-        #[arg(long, short = 'e', env = "VAULT_ENVIRONMENT")]
+        #[arg(
+            long,
+            short = 'e',
+            env = "VAULT_ENVIRONMENT",
+            default_value = "default"
+        )]
         environment: String,
         /// A display name, recorded as the actor of the key's changes.
         #[arg(long)]
@@ -216,7 +222,12 @@ pub(crate) enum WebhookCommand {
     /// standard output.
     Create {
         /// The environment whose events it receives.
-        #[arg(long, short = 'e', env = "VAULT_ENVIRONMENT")]
+        #[arg(
+            long,
+            short = 'e',
+            env = "VAULT_ENVIRONMENT",
+            default_value = "default"
+        )]
         environment: String,
         /// Where deliveries are posted (http or https).
         #[arg(long)]
@@ -254,8 +265,14 @@ pub(crate) enum WebhookCommand {
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Env {
-    /// The environment (tenant) the objects belong to.
-    #[arg(long, short = 'e', env = "VAULT_ENVIRONMENT")]
+    /// The environment (tenant) the objects belong to; `default` is the one `vault serve`'s
+    /// first API key is for.
+    #[arg(
+        long,
+        short = 'e',
+        env = "VAULT_ENVIRONMENT",
+        default_value = "default"
+    )]
     pub(crate) environment: String,
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -271,9 +288,10 @@ pub(crate) enum KvCommand {
         /// The object's name, unique among live objects.
         #[arg(long)]
         name: String,
-        /// The key context, a JSON object of 1 to 10 string pairs. Fixed for the object's life.
-        #[arg(long)]
-        context: String,
+        /// The key context: a JSON object of 1 to 10 string pairs, or KEY=VALUE (repeatable).
+        /// Fixed for the object's life.
+        #[arg(long, value_name = "JSON|KEY=VALUE", required = true)]
+        context: Vec<String>,
         /// The value (otherwise read from standard input).
         #[arg(long)]
         value: Option<String>,

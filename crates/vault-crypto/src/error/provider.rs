@@ -24,6 +24,9 @@ pub enum ProviderErrorKind {
     /// The provider is configured wrongly (a malformed key name, an undefined provider, a
     /// feature this build lacks): the operator's mistake, not the caller's or the key's.
     Configuration,
+    /// This process has no credentials for the key service (none of the places its credential
+    /// chain looks holds any): the operator's to give, not the key's.
+    NoCredentials,
     /// Anything else.
     Other,
 }
@@ -40,6 +43,7 @@ impl ProviderErrorKind {
             Self::InvalidCiphertext => "invalid wrapped key",
             Self::NotMine => "wrapped key not owned by this provider",
             Self::Configuration => "configuration error",
+            Self::NoCredentials => "no credentials",
             Self::Other => "error",
         }
     }

@@ -4,11 +4,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use vault_crypto::{KeyContext, KeyProvider, KeyRef};
-use vault_store::{AuditLog as _, SqlStore, Timestamp};
+use vault_crypto::{KeyContext, KeyProvider};
+use vault_store::{SqlStore, Timestamp};
 
 use super::{AdminError, rings_of};
-use crate::byok::{self, ByokDocument, StoredProvider, StoredRule, Verification};
+
+mod providers;
+use crate::byok::{self, ByokDocument, StoredRule, Verification};
 use crate::config::Config;
 use crate::deployment::Deployment;
 use crate::integrity::{IntegrityKey, Upgrade};
@@ -18,14 +20,14 @@ fn now() -> i64 {
     Timestamp::now().0
 }
 
-/// A rule `vault byok set` was asked for: verified, and set unless it failed verification
-/// without `--unverified`.
+/// A rule `vault byok set` was asked for: verified and set unless it failed verification, or
+/// (`--unverified`) set without verifying.
 #[derive(Debug)]
 pub struct RuleSet {
     /// The rule's pairs, as a context shows them.
     pub label: String,
-    /// The provider's live verification.
-    pub verification: Verification,
+    /// The provider's live verification (`None`: not verified, as asked).
+    pub verification: Option<Verification>,
     /// Whether the rule is set (routing within a second).
     pub set: bool,
 }
@@ -135,7 +137,7 @@ impl<'a> ByokAdmin<'a> {
     }
 
     /// `vault byok set`: contexts holding `matches` go to store provider `provider`, once it
-    /// verifies (or regardless, with `unverified`).
+    /// verifies (or, with `unverified`, at once without verifying).
     ///
     /// # Errors
     /// `Invalid` for pairs that are not a context or a provider not in the store.
@@ -164,15 +166,20 @@ impl<'a> ByokAdmin<'a> {
         }
         set_rule(&mut document, rule.clone());
         let merged = self.merged(&document)?;
-        let verification = self.verify_recorded(&merged, provider).await?;
-        let verified = verification.verified();
-        if !verified && !unverified {
-            return Ok(RuleSet {
-                label,
-                verification,
-                set: false,
-            });
-        }
+        let verification = if unverified {
+            None
+        } else {
+            let v = self.verify_recorded(&merged, provider).await?;
+            if !v.verified() {
+                return Ok(RuleSet {
+                    label,
+                    verification: Some(v),
+                    set: false,
+                });
+            }
+            Some(v)
+        };
+        let verified = verification.as_ref().is_some_and(Verification::verified);
         self.update(|document| {
             if !document.providers.iter().any(|p| p.name == provider) {
                 return Err(AdminError::Invalid(format!(
@@ -186,9 +193,6 @@ impl<'a> ByokAdmin<'a> {
                     ..rule.clone()
                 },
             );
-            if let Some(p) = document.providers.iter_mut().find(|p| p.name == provider) {
-                p.unrouted_at = None;
-            }
             self.merged(document).map(drop)
         })
         .await?;
@@ -277,155 +281,37 @@ impl<'a> ByokAdmin<'a> {
         }
         Ok(listed)
     }
-
-    /// `vault byok provider add`: a customer key provider of `type_name` (`aws-kms`,
-    /// `gcp-kms`, `azure-kv`) with `fields`, checked as `vault.toml`'s are; verified live
-    /// unless `unverified` (the verification is returned).
-    ///
-    /// # Errors
-    /// `Invalid` for a name of the configuration file or a definition that does not check;
-    /// `Conflict` if the store has a provider of that name.
-    pub async fn add_provider(
-        &self,
-        name: &str,
-        type_name: &str,
-        fields: &[(&str, String)],
-        no_cache: bool,
-        unverified: bool,
-    ) -> Result<Option<Verification>, AdminError> {
-        let mut table = toml::Table::new();
-        table.insert("type".into(), type_name.into());
-        for (field, value) in fields {
-            table.insert((*field).into(), value.clone().into());
-        }
-        if no_cache {
-            table.insert("cache".into(), false.into());
-        }
-        let definition = toml::to_string(&table)
-            .map_err(|e| AdminError::Invalid(format!("cannot write the definition: {e}")))?;
-        if self.config.providers.contains_key(name) {
-            return Err(AdminError::Invalid(format!(
-                "provider {name:?} is defined in the configuration file: choose another name"
-            )));
-        }
-        let stored = StoredProvider {
-            name: name.to_owned(),
-            definition,
-            created_at: now(),
-            unrouted_at: None,
-        };
-        self.update(|document| {
-            if document.providers.iter().any(|p| p.name == name) {
-                return Err(AdminError::Conflict(format!(
-                    "provider {name:?} exists in the store"
-                )));
-            }
-            document.providers.push(stored.clone());
-            // Checked as vault.toml's providers are, and against the file's names and keys.
-            self.merged(document).map(drop)
-        })
-        .await?;
-        if unverified {
-            return Ok(None);
-        }
-        let merged = self.merged(&self.document().await?)?;
-        Ok(Some(self.verify_recorded(&merged, name).await?))
-    }
-
-    /// `vault byok provider list`: the store's providers.
-    ///
-    /// # Errors
-    /// If the document cannot be read or fails its checks.
-    pub async fn providers(&self) -> Result<Vec<StoredProvider>, AdminError> {
-        Ok(self.document().await?.providers)
-    }
-
-    /// `vault byok provider remove`: refused while a rule names it, while values sealed under
-    /// it may still be landing, and (unless `strand`) while its key wraps anything stored or
-    /// issued, so removing it never makes data unreadable unasked.
-    ///
-    /// # Errors
-    /// `NotFound`; `Conflict` for each refusal above.
-    pub async fn remove_provider(&self, name: &str, strand: bool) -> Result<(), AdminError> {
-        let document = self.document().await?;
-        let Some(p) = document.providers.iter().find(|p| p.name == name) else {
-            return Err(AdminError::NotFound(format!(
-                "no provider {name:?} in the store"
-            )));
-        };
-        if document.rules.iter().any(|r| r.provider == name) {
-            return Err(AdminError::Conflict(format!(
-                "a rule sends contexts to provider {name:?}: `vault byok remove --match …` it first"
-            )));
-        }
-        // Every process routes by the new rules within a second; values sealed under the
-        // key just before may still be landing.
-        let quiet = i64::try_from(byok::QUIET_SECS * 1_000_000).unwrap_or(i64::MAX);
-        if let Some(at) = p.unrouted_at
-            && now().saturating_sub(at) < quiet
-        {
-            return Err(AdminError::Conflict(format!(
-                "provider {name:?} was routed to until moments ago; values sealed under its key may still be landing: try again in {} s",
-                byok::QUIET_SECS
-            )));
-        }
-        if !strand {
-            let merged = self.merged(&document)?;
-            match self.wrapped_by(&merged, name).await {
-                Ok((0, 0)) => {}
-                Ok((stored, issued)) => {
-                    return Err(AdminError::Conflict(format!(
-                        "provider {name:?}'s key still wraps {stored} stored object version(s) and {issued} issued data key(s), which would become unreadable: `vault keys rewrap --all` moves the stored ones; or remove it with --yes-strand-data"
-                    )));
-                }
-                Err(e) => {
-                    let message = format!(
-                        "cannot tell what provider {name:?}'s key still wraps ({e}); remove it with --yes-strand-data to accept leaving that unreadable"
-                    );
-                    return Err(e.reworded(message));
-                }
-            }
-        }
-        self.update(|document| {
-            if document.rules.iter().any(|r| r.provider == name) {
-                return Err(AdminError::Conflict(format!(
-                    "a rule naming provider {name:?} was set meanwhile"
-                )));
-            }
-            document.providers.retain(|p| p.name != name);
-            Ok(())
-        })
-        .await
-    }
-
-    /// How many stored object versions and issued data keys provider `name`'s key wraps (it is
-    /// connected to tell which key references are its own).
-    async fn wrapped_by(&self, merged: &Config, name: &str) -> Result<(u64, u64), AdminError> {
-        let only = Config {
-            default: toml::Spanned::new(0..0, name.to_owned()),
-            ..merged.clone()
-        };
-        let provider = only.default_provider(&self.rings, false).await?;
-        let usage = self.store.key_usage().await?;
-        let (mut stored, mut issued) = (0, 0);
-        for u in usage {
-            if KeyRef::parse(&u.key_id).is_ok_and(|k| provider.owns(&k)) {
-                stored += u.stored_versions;
-                issued += u.issued_data_keys;
-            }
-        }
-        Ok((stored, issued))
-    }
 }
 
-/// Sets `rule`: replaces the rule with the same pairs in place, or adds it last.
+/// Sets `rule`: replaces the rule with the same pairs in place, or adds it last. The provider
+/// it names learns the rule's organization; one it takes the pairs from, left without a rule,
+/// is marked unrouted (values may still be landing under its key).
 fn set_rule(document: &mut ByokDocument, rule: StoredRule) {
-    match document
+    let replaced = match document
         .rules
         .iter_mut()
         .find(|r| r.matches == rule.matches)
     {
-        Some(existing) => *existing = rule,
-        None => document.rules.push(rule),
+        Some(existing) => Some(std::mem::replace(existing, rule.clone()).provider),
+        None => {
+            document.rules.push(rule.clone());
+            None
+        }
+    };
+    if let Some(old) = replaced
+        && !document.rules.iter().any(|r| r.provider == old)
+        && let Some(p) = document.providers.iter_mut().find(|p| p.name == old)
+    {
+        p.unrouted_at = Some(now());
+    }
+    if let Some(p) = document
+        .providers
+        .iter_mut()
+        .find(|p| p.name == rule.provider)
+    {
+        p.unrouted_at = None;
+        if let Some(org) = rule.matches.get("organization_id") {
+            p.organizations.insert(org.clone());
+        }
     }
 }

@@ -1,4 +1,4 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use vault_crypto::KeyProvider;
@@ -70,6 +70,19 @@ pub struct StoredProvider {
     /// it for a moment, so it cannot be removed until [`QUIET_SECS`] later.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unrouted_at: Option<i64>,
+    /// The `organization_id`s of the rules that sent contexts to it: whose key it is, told by
+    /// `vault.byok_key.deleted` when it is removed.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub organizations: BTreeSet<String>,
+}
+
+impl StoredProvider {
+    /// Whether no rule has ever sent contexts to it, so its key wraps nothing of ours: a rule
+    /// naming it is kept in the document, and removing the last one sets
+    /// [`unrouted_at`](Self::unrouted_at) (as it has since providers were first kept here).
+    pub fn never_routed(&self, document: &ByokDocument) -> bool {
+        self.unrouted_at.is_none() && !document.rules.iter().any(|r| r.provider == self.name)
+    }
 }
 
 /// A BYOK rule kept in the store.

@@ -111,7 +111,7 @@ impl Config {
                             .find(|(_, q)| q.get_ref().key_identity().as_ref() == Some(&identity))
                     {
                         problems.push(format!(
-                            "provider {:?} names the key of provider {other:?} ({}://{}): one key, one provider",
+                            "provider {:?} names the key of provider {other:?} ({}://{}): one key, one provider (a store provider no rule has used is corrected with `vault byok provider update {other} …`, or removed at once)",
                             p.name, identity.0, identity.1
                         ));
                         continue;

@@ -175,10 +175,21 @@ pub fn advice(
         }
         _ => "this process",
     };
+    // Everything the provider uses, in the names its errors give (docs/BYOK.md, "Permissions").
+    let all = match provider_type {
+        "aws-kms" => "kms:DescribeKey, kms:GenerateDataKey, kms:Encrypt and kms:Decrypt",
+        "gcp-kms" => {
+            "cloudkms.cryptoKeyVersions.useToEncrypt and cloudkms.cryptoKeyVersions.useToDecrypt"
+        }
+        "azure-kv" => "keys/wrapKey, keys/unwrapKey, and for RSA keys keys/sign and keys/get",
+        _ => "the key's use",
+    };
     match (kind, needs) {
-        (K::AccessDenied, Some(op)) => format!("grant {op} on the key to {principal}"),
+        (K::AccessDenied, Some(op)) => {
+            format!("grant {op} on the key to {principal}; all the vault uses: {all}")
+        }
         (K::AccessDenied, None) => format!(
-            "the key service refused this process's credentials: check them, and grant the key's use to {principal}"
+            "the key service refused this process's credentials: check them, and grant {all} on the key to {principal}"
         ),
         (K::NotFound, _) => match provider_type {
             "aws-kms" => "no such key where it was looked for: check key_id (an ARN, key id or alias) and region (a key lives in one region; its ARN names it); a deleted key is gone for good".into(),
@@ -195,6 +206,12 @@ pub fn advice(
         (K::Unavailable, _) => "the key service cannot be reached: check endpoint_url or vault_url, DNS, the network path and the region, then verify again".into(),
         (K::Throttled, _) => "the key service is throttling this process: verify again later, or raise its quota".into(),
         (K::Configuration, _) => "fix the provider's definition (`vault config check`)".into(),
+        (K::NoCredentials, _) => match provider_type {
+            "aws-kms" => "give this process AWS credentials: the default chain looked in the environment (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), the shared profile (AWS_PROFILE, ~/.aws/credentials and ~/.aws/config), web identity (AWS_WEB_IDENTITY_TOKEN_FILE with AWS_ROLE_ARN), the container role (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or _FULL_URI) and the EC2 instance role, and found none; then verify again".into(),
+            "gcp-kms" => "give this process Google credentials: Application Default Credentials looked at GOOGLE_APPLICATION_CREDENTIALS (a service account key file), gcloud's application_default_credentials.json (`gcloud auth application-default login`) and the metadata server of Google Cloud, and found none; then verify again".into(),
+            "azure-kv" => "give this process Azure credentials for its `credential` source (environment: AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET; managed-identity: run on Azure with one assigned; azure-cli: `az login`); then verify again".into(),
+            _ => "give this process credentials for the key service, then verify again".into(),
+        },
         (K::InvalidCiphertext | K::NotMine | K::Other, _) if step == Step::Compare => {
             "the key service answered another data key than it generated: do not route data to this key".into()
         }
@@ -329,4 +346,52 @@ pub async fn record(
             .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A refused permission is named, with everything else the vault uses on the key, in the
+    /// names the errors and docs/BYOK.md use; missing credentials name the chain per cloud.
+    #[test]
+    fn advice_names_every_permission_and_the_credential_chain() {
+        let denied = advice(
+            "aws-kms",
+            Step::GenerateDataKey,
+            ProviderErrorKind::AccessDenied,
+            Some("kms:GenerateDataKey"),
+        );
+        assert!(denied.starts_with("grant kms:GenerateDataKey"), "{denied}");
+        for p in ["kms:DescribeKey", "kms:Encrypt", "kms:Decrypt"] {
+            assert!(denied.contains(p), "{denied}");
+        }
+        let azure = advice(
+            "azure-kv",
+            Step::GenerateDataKey,
+            ProviderErrorKind::AccessDenied,
+            Some("keys/wrapKey"),
+        );
+        for p in ["keys/unwrapKey", "keys/sign", "keys/get"] {
+            assert!(azure.contains(p), "{azure}");
+        }
+        let aws = advice(
+            "aws-kms",
+            Step::Connect,
+            ProviderErrorKind::NoCredentials,
+            None,
+        );
+        assert!(
+            aws.contains("AWS_ACCESS_KEY_ID") && aws.contains("AWS_PROFILE"),
+            "{aws}"
+        );
+        let gcp = advice(
+            "gcp-kms",
+            Step::GenerateDataKey,
+            ProviderErrorKind::NoCredentials,
+            None,
+        );
+        assert!(gcp.contains("GOOGLE_APPLICATION_CREDENTIALS"), "{gcp}");
+        assert!(!gcp.contains("network"), "{gcp}");
+    }
 }
