@@ -144,28 +144,12 @@ async fn provider(admin: &ByokAdmin<'_>, command: ByokProviderCommand) -> Result
             name,
             definition,
             unverified,
-        } => {
-            let (type_name, fields) = fields_of(definition.kind, &definition)?;
-            let verification = admin
-                .add_provider(&name, type_name, &fields, definition.no_cache, unverified)
-                .await?;
-            println!("provider {name:?} added ({type_name})");
-            print_verification(&name, verification.as_ref());
-            Ok(())
-        }
+        } => define(admin, &name, &definition, unverified, false).await,
         ByokProviderCommand::Update {
             name,
             definition,
             unverified,
-        } => {
-            let (type_name, fields) = fields_of(definition.kind, &definition)?;
-            let verification = admin
-                .update_provider(&name, type_name, &fields, definition.no_cache, unverified)
-                .await?;
-            println!("provider {name:?} updated ({type_name})");
-            print_verification(&name, verification.as_ref());
-            Ok(())
-        }
+        } => define(admin, &name, &definition, unverified, true).await,
         ByokProviderCommand::List { json } => {
             let providers = admin.providers().await?;
             if providers.is_empty() && !json {
@@ -198,11 +182,31 @@ async fn provider(admin: &ByokAdmin<'_>, command: ByokProviderCommand) -> Result
     }
 }
 
-/// A provider's verification as `provider add` and `update` report it.
-fn print_verification(name: &str, verification: Option<&Verification>) {
+/// `byok provider add` (or, with `update`, `byok provider update`): the definition checked,
+/// kept, verified unless `unverified`, and reported.
+async fn define(
+    admin: &ByokAdmin<'_>,
+    name: &str,
+    definition: &ProviderDefinition,
+    unverified: bool,
+    update: bool,
+) -> Result<(), Failure> {
+    let (type_name, fields) = fields_of(definition)?;
+    let no_cache = definition.no_cache;
+    let verification = if update {
+        admin
+            .update_provider(name, type_name, &fields, no_cache, unverified)
+            .await?
+    } else {
+        admin
+            .add_provider(name, type_name, &fields, no_cache, unverified)
+            .await?
+    };
+    let done = if update { "updated" } else { "added" };
+    println!("provider {name:?} {done} ({type_name})");
     match verification {
         Some(v) => {
-            print(v, false);
+            print(&v, false);
             if !v.verified() {
                 println!(
                     "once fixed: `vault keys verify --provider {name}`; `vault byok set` refuses it until it verifies"
@@ -211,13 +215,15 @@ fn print_verification(name: &str, verification: Option<&Verification>) {
         }
         None => println!("not verified, as asked: `vault keys verify --provider {name}` checks it"),
     }
+    Ok(())
 }
 
+/// A definition's fields, by name.
+type Fields = Vec<(&'static str, String)>;
+
 /// The type and fields of a provider definition, each field one of its type's.
-fn fields_of(
-    kind: ByokType,
-    d: &ProviderDefinition,
-) -> Result<(&'static str, Vec<(&'static str, String)>), Failure> {
+fn fields_of(d: &ProviderDefinition) -> Result<(&'static str, Fields), Failure> {
+    let kind = d.kind;
     let type_name = match kind {
         ByokType::AwsKms => "aws-kms",
         ByokType::GcpKms => "gcp-kms",

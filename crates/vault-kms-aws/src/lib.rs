@@ -108,13 +108,15 @@ where
                 ProviderErrorKind::NoCredentials,
                 "no AWS credentials: the default credential chain (environment, profile, web identity, container and instance role) found none",
             ),
-            Some(CredentialsError::ProviderTimedOut(_)) => error(
-                ProviderErrorKind::Unavailable,
-                "the AWS credential chain timed out (an instance or container metadata endpoint did not answer)",
-            ),
-            Some(_) => error(
+            Some(CredentialsError::InvalidConfiguration(_)) => error(
                 ProviderErrorKind::NoCredentials,
-                "the AWS credential chain failed: check the profile, role or credential variables this process is given",
+                "the AWS credential configuration is invalid: check the profile or role settings this process is given",
+            ),
+            // A role, metadata or token service that failed or did not answer: it may answer
+            // next time.
+            Some(_) => error(
+                ProviderErrorKind::Unavailable,
+                "the AWS credential chain could not get credentials (a role, metadata or token service failed or timed out)",
             ),
             None => error(ProviderErrorKind::Unavailable, "cannot reach KMS"),
         },

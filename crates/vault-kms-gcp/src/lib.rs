@@ -116,29 +116,42 @@ fn map_error(e: &google_cloud_gax::error::Error) -> ProviderError {
         Some(404) => ProviderErrorKind::NotFound,
         Some(s) if s >= 500 => ProviderErrorKind::Unavailable,
         Some(_) => ProviderErrorKind::Other,
-        // No request was sent: Application Default Credentials gave no token.
-        None if credentials_failed(e) => {
-            return error(
-                ProviderErrorKind::NoCredentials,
-                "no Google credentials: Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud's application-default login, the metadata server) gave none",
-            );
-        }
-        None if e.is_timeout() || e.is_io() || e.is_transport() => ProviderErrorKind::Unavailable,
-        None => ProviderErrorKind::Other,
+        // No request was sent: Application Default Credentials gave no token, for good or
+        // (a token service that may answer next time) for now.
+        None => match credentials_error(e) {
+            Some(c) if c.is_transient() => {
+                return error(
+                    ProviderErrorKind::Unavailable,
+                    "no Google credentials now: Application Default Credentials found no key file (GOOGLE_APPLICATION_CREDENTIALS) or gcloud application-default login, and the metadata server did not answer (off Google Cloud it never does)",
+                );
+            }
+            Some(_) => {
+                return error(
+                    ProviderErrorKind::NoCredentials,
+                    "no Google credentials: Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud's application-default login, the metadata server) gave none",
+                );
+            }
+            None if e.is_timeout() || e.is_io() || e.is_transport() => {
+                ProviderErrorKind::Unavailable
+            }
+            None => ProviderErrorKind::Other,
+        },
     };
     error(kind, "Cloud KMS request failed")
 }
 
-/// Whether `e` is the credentials' failure (found among its causes), not the request's.
-fn credentials_failed(e: &google_cloud_gax::error::Error) -> bool {
+/// The credentials' failure behind `e` (found among its causes), if it is not the request's.
+fn credentials_error(
+    e: &google_cloud_gax::error::Error,
+) -> Option<&google_cloud_gax::error::CredentialsError> {
     let mut cause = std::error::Error::source(e);
     while let Some(c) = cause {
-        if c.is::<google_cloud_gax::error::CredentialsError>() {
-            return true;
+        if let Some(found) = c.downcast_ref::<google_cloud_gax::error::CredentialsError>() {
+            return Some(found);
         }
         cause = c.source();
     }
-    false
+    None
 }
 
 impl GcpKmsProvider {

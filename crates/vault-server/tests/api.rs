@@ -417,6 +417,31 @@ async fn organization_id_on_create_files_the_objects_events() {
             "vault.data.deleted"
         ]
     );
+    // The label files events; it routes nothing, so it subscribes this environment to no
+    // customer key's events of that organization (a context naming it does).
+    let byok_event = |org: &str| vault_store::DeploymentEvent {
+        event: vault_store::events::BYOK_VERIFIED.into(),
+        actor: vault_store::Actor::new("vault_byok", "vault byok"),
+        key_id: Some("aws-kms://".into()),
+        key_context: Some(
+            vault_crypto::KeyContext::from_pairs([("organization_id", org)]).unwrap(),
+        ),
+        detail: Some(r#"{"verified":true}"#.into()),
+    };
+    assert_eq!(
+        s.store
+            .record_deployment_event(&byok_event("org_x"))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        s.store
+            .record_deployment_event(&byok_event("org_1"))
+            .await
+            .unwrap(),
+        1
+    );
     // The context's own organization agrees: taken; another: refused, nothing created.
     let agreeing = s
         .a(

@@ -288,8 +288,10 @@ pub trait AuditLog: Send + Sync + std::fmt::Debug {
     ) -> Result<u64, StoreError>;
 
     /// Records `event` once in every environment whose audit trail records a value stored
-    /// (created or updated) for the same `organization_id`, in one transaction; nowhere if the
-    /// event's context has no `organization_id`. Returns how many environments got it.
+    /// (created or updated) under a key context with the same `organization_id` (an object's
+    /// `organization_id` label alone does not count: it routes nothing), in one transaction;
+    /// nowhere if the event's context has no `organization_id`. Returns how many environments
+    /// got it.
     ///
     /// # Errors
     /// `InvalidArgument` for a `detail` that is not a JSON object; `Unavailable`.

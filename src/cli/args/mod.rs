@@ -191,13 +191,9 @@ pub(crate) enum BenchTarget {
 pub(crate) enum ApikeyCommand {
     /// Create a key for one environment and print it (alone, once) on standard output.
     Create {
-        /// The environment the key can see.
-        #[arg(
-            long,
-            short = 'e',
-            env = "VAULT_ENVIRONMENT",
-            default_value = "default"
-        )]
+        /// The environment the key can see (always named: a key for the wrong tenant is not a
+        /// default).
+        #[arg(long, short = 'e', env = "VAULT_ENVIRONMENT")]
         environment: String,
         /// A display name, recorded as the actor of the key's changes.
         #[arg(long)]
@@ -221,13 +217,8 @@ pub(crate) enum WebhookCommand {
     /// Create an endpoint; its signing secret is printed once, alone on the last line of
     /// standard output.
     Create {
-        /// The environment whose events it receives.
-        #[arg(
-            long,
-            short = 'e',
-            env = "VAULT_ENVIRONMENT",
-            default_value = "default"
-        )]
+        /// The environment whose events it receives (always named).
+        #[arg(long, short = 'e', env = "VAULT_ENVIRONMENT")]
         environment: String,
         /// Where deliveries are posted (http or https).
         #[arg(long)]

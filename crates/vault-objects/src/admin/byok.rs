@@ -159,11 +159,16 @@ impl<'a> ByokAdmin<'a> {
         };
         // Checked as it will be merged, then verified, then written.
         let mut document = self.document().await?;
-        if !document.providers.iter().any(|p| p.name == provider) {
+        let Some(definition) = document
+            .providers
+            .iter()
+            .find(|p| p.name == provider)
+            .map(|p| p.definition.clone())
+        else {
             return Err(AdminError::Invalid(format!(
                 "no provider {provider:?} in the store: add it with `vault byok provider add {provider} --type …`"
             )));
-        }
+        };
         set_rule(&mut document, rule.clone());
         let merged = self.merged(&document)?;
         let verification = if unverified {
@@ -181,10 +186,19 @@ impl<'a> ByokAdmin<'a> {
         };
         let verified = verification.as_ref().is_some_and(Verification::verified);
         self.update(|document| {
-            if !document.providers.iter().any(|p| p.name == provider) {
-                return Err(AdminError::Invalid(format!(
-                    "provider {provider:?} was removed meanwhile"
-                )));
+            match document.providers.iter().find(|p| p.name == provider) {
+                None => {
+                    return Err(AdminError::Invalid(format!(
+                        "provider {provider:?} was removed meanwhile"
+                    )));
+                }
+                // The rule is for the key that was verified, not one put in its place since.
+                Some(p) if p.definition != definition => {
+                    return Err(AdminError::Conflict(format!(
+                        "provider {provider:?} was changed meanwhile: run the command again"
+                    )));
+                }
+                Some(_) => {}
             }
             set_rule(
                 document,
@@ -310,6 +324,7 @@ fn set_rule(document: &mut ByokDocument, rule: StoredRule) {
         .find(|p| p.name == rule.provider)
     {
         p.unrouted_at = None;
+        p.routed = Some(true);
         if let Some(org) = rule.matches.get("organization_id") {
             p.organizations.insert(org.clone());
         }

@@ -74,14 +74,24 @@ pub struct StoredProvider {
     /// `vault.byok_key.deleted` when it is removed.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub organizations: BTreeSet<String>,
+    /// Whether a rule has ever sent contexts to it: `Some(false)` from its adding until a rule
+    /// names it, then `Some(true)` for good. `None`: kept by a release that did not record it,
+    /// so it may have been.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routed: Option<bool>,
 }
 
 impl StoredProvider {
-    /// Whether no rule has ever sent contexts to it, so its key wraps nothing of ours: a rule
-    /// naming it is kept in the document, and removing the last one sets
-    /// [`unrouted_at`](Self::unrouted_at) (as it has since providers were first kept here).
+    /// Whether no rule has ever sent contexts to it, so its key wraps nothing of ours (known
+    /// only for providers added since this is recorded, and only while no rule names it).
     pub fn never_routed(&self, document: &ByokDocument) -> bool {
-        self.unrouted_at.is_none() && !document.rules.iter().any(|r| r.provider == self.name)
+        self.routed == Some(false) && !document.rules.iter().any(|r| r.provider == self.name)
+    }
+
+    /// Its type, as its definition names it.
+    pub fn type_name(&self) -> Option<String> {
+        let table: toml::Table = toml::from_str(&self.definition).ok()?;
+        table.get("type")?.as_str().map(str::to_owned)
     }
 }
 
@@ -248,4 +258,36 @@ pub async fn update<T, E: From<VaultError>>(
         }
     }
     Err(VaultError::from(StoreError::Conflict(Conflict::ByokChanged)).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only a provider known never to have been routed counts as such: one kept by a release
+    /// that did not record it (its rule maybe replaced by another provider's) is guarded.
+    #[test]
+    fn never_routed_is_known_not_guessed() {
+        let legacy: ByokDocument = serde_json::from_str(
+            r#"{"providers":[{"name":"a","definition":"type = \"aws-kms\"\nkey_id = \"alias/a\"\n","created_at":1}],"rules":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(legacy.providers[0].routed, None);
+        assert!(!legacy.providers[0].never_routed(&legacy));
+        assert_eq!(legacy.providers[0].type_name().as_deref(), Some("aws-kms"));
+        let mut fresh = legacy.clone();
+        fresh.providers[0].routed = Some(false);
+        assert!(fresh.providers[0].never_routed(&fresh));
+        let mut named = fresh.clone();
+        named.rules.push(StoredRule {
+            matches: BTreeMap::from([("organization_id".into(), "org_a".into())]),
+            provider: "a".into(),
+            verified: false,
+            created_at: 2,
+        });
+        assert!(!named.providers[0].never_routed(&named));
+        let mut was = fresh;
+        was.providers[0].routed = Some(true);
+        assert!(!was.providers[0].never_routed(&was));
+    }
 }

@@ -203,7 +203,11 @@ pub fn advice(
             "azure-kv" => "the key is disabled or outside its activation dates: enable it, or fix its dates".into(),
             _ => "the key is disabled: enable it".into(),
         },
-        (K::Unavailable, _) => "the key service cannot be reached: check endpoint_url or vault_url, DNS, the network path and the region, then verify again".into(),
+        (K::Unavailable, _) => match provider_type {
+            "gcp-kms" => "the key service, or the metadata server that gives this process credentials on Google Cloud, cannot be reached: check endpoint_url, DNS and the network path; off Google Cloud, give this process credentials (GOOGLE_APPLICATION_CREDENTIALS, or `gcloud auth application-default login`); then verify again".into(),
+            "aws-kms" => "the key service, or the role or metadata service that gives this process credentials, cannot be reached: check endpoint_url, DNS, the network path and the region; then verify again".into(),
+            _ => "the key service cannot be reached: check endpoint_url or vault_url, DNS, the network path and the region, then verify again".into(),
+        },
         (K::Throttled, _) => "the key service is throttling this process: verify again later, or raise its quota".into(),
         (K::Configuration, _) => "fix the provider's definition (`vault config check`)".into(),
         (K::NoCredentials, _) => match provider_type {
@@ -393,5 +397,17 @@ mod tests {
         );
         assert!(gcp.contains("GOOGLE_APPLICATION_CREDENTIALS"), "{gcp}");
         assert!(!gcp.contains("network"), "{gcp}");
+        // Off Google Cloud, no key file and no login leave only the metadata server, which
+        // does not answer: the advice says what to give, though it may be the network.
+        let unreachable = advice(
+            "gcp-kms",
+            Step::GenerateDataKey,
+            ProviderErrorKind::Unavailable,
+            None,
+        );
+        assert!(
+            unreachable.contains("GOOGLE_APPLICATION_CREDENTIALS"),
+            "{unreachable}"
+        );
     }
 }

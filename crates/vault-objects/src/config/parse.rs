@@ -124,9 +124,11 @@ impl Config {
                 }
             }
         }
-        // A file that names no default keeps the managed provider a deployment without a file
-        // has, so a file of server settings alone (`[objects]`, `[events]`) needs no more.
-        if config.default.span() == (0..0) && !config.providers.contains_key("managed") {
+        // A file of settings alone (`[objects]`, `[events]`: no provider, no rule, no default)
+        // keeps the managed provider a deployment without a file has. One that defines
+        // providers must name its default: a forgotten `default = "aws"` is not a local ring.
+        if config.default.span() == (0..0) && config.providers.is_empty() && config.rules.is_empty()
+        {
             config.providers.insert(
                 "managed".to_owned(),
                 toml::Spanned::new(

@@ -186,6 +186,9 @@ fn a_file_of_settings_alone_keeps_the_managed_default() {
     assert_eq!(off.purge_deleted_after_days(), Ok(None));
     let far = Config::parse("[objects]\npurge_deleted_after_days = 36501\n", |_| None).unwrap();
     assert!(far.purge_deleted_after_days().is_err());
-    // A default named explicitly must still be defined.
+    // A default named explicitly must still be defined, and a file with providers names its
+    // default.
     assert!(Config::parse("default = \"managed\"\n", |_| None).is_err());
+    let forgot = "[providers.acme]\ntype = \"aws-kms\"\nkey_id = \"alias/acme\"\n";
+    assert!(Config::parse(forgot, |_| None).is_err());
 }

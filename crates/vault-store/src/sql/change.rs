@@ -17,7 +17,8 @@ pub(super) struct AuditRecord {
     pub(super) object: Option<(String, String)>,
     pub(super) key_id: Option<String>,
     pub(super) key_context: Option<KeyContext>,
-    /// The organization it is filed under, where not its context's (an object's own).
+    /// The organization an object's event is filed under when that is not its context's
+    /// (given at the object's creation): for the events filter only.
     pub(super) organization: Option<String>,
     /// Fields of the event no other column holds, as a JSON object.
     pub(super) detail: Option<String>,
@@ -28,12 +29,12 @@ pub(super) struct AuditRecord {
 macro_rules! audit_columns {
     () => {
         "event_id, environment, event, actor_id, actor_name, object_id, object_name, key_id, \
-         key_context, organization_id, occurred_at, detail"
+         key_context, organization_id, occurred_at, detail, filed_organization"
     };
 }
 #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(super) const AUDIT_COLUMNS: &str = audit_columns!();
-pub(super) const AUDIT_PARAMS: usize = 12;
+pub(super) const AUDIT_PARAMS: usize = 13;
 
 /// What an event's row holds beyond its record: a fresh public event id and the key context
 /// as JSON.
@@ -77,11 +78,16 @@ impl AuditRecord {
             Some((id, name)) => (Some(id.as_str()), Some(name.as_str())),
             None => (None, None),
         };
-        let organization = self.organization.as_deref().or_else(|| {
-            self.key_context
-                .as_ref()
-                .and_then(|c| c.get("organization_id"))
-        });
+        // The context's organization: where BYOK key events go. An object's own label, if
+        // other, only files the event for the filter.
+        let organization = self
+            .key_context
+            .as_ref()
+            .and_then(|c| c.get("organization_id"));
+        let filed = self
+            .organization
+            .as_deref()
+            .filter(|o| Some(*o) != organization);
         *args![
             &derived.event_id,
             &self.environment,
@@ -95,11 +101,12 @@ impl AuditRecord {
             organization,
             self.at.0,
             self.detail.as_deref(),
+            filed,
         ]
     }
 }
 
-/// The most events one group commit writes (and rows of one INSERT: 12 parameters each, far below
+/// The most events one group commit writes (and rows of one INSERT: 13 parameters each, far below
 /// SQLite's and PostgreSQL's parameter limits).
 pub(super) const MAX_BATCH: usize = 256;
 
@@ -148,7 +155,7 @@ pub(super) fn insert_audit(tx: &mut dyn Tx, r: &AuditRecord) -> Result<(), Store
     const SQL: &str = concat!(
         "INSERT INTO audit_events (",
         audit_columns!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
     );
     let derived = r.derived()?;
     tx.execute(SQL, &r.args(&derived))?;

@@ -88,6 +88,7 @@ const TABLES: &[Table] = &[
             ("event_id", Col::OptText),
             ("organization_id", Col::OptText),
             ("detail", Col::OptText),
+            ("filed_organization", Col::OptText),
         ],
     },
     Table {

@@ -278,14 +278,38 @@ pub async fn delete_and_purge(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_ne!(reborn.id, gone.id);
-
-    // Nothing deleted before the start of time; everything deleted before now, once.
-    assert_eq!(store.purge(Timestamp(0), 100, &actor()).await.unwrap(), 0);
-    let purged = store
-        .purge(Timestamp(Timestamp::now().0 + 1), 100, &actor())
+    let second = store
+        .create(
+            &env,
+            &id(),
+            "second",
+            &ctx("o"),
+            None,
+            version(b"d"),
+            &actor(),
+            None,
+        )
         .await
         .unwrap();
-    assert!(purged >= 1);
+    store
+        .delete(&env, &second.id, None, &actor())
+        .await
+        .unwrap();
+
+    // Nothing deleted before the start of time; everything deleted before now, once, at most
+    // `limit` at a time.
+    assert_eq!(store.purge(Timestamp(0), 100, &actor()).await.unwrap(), 0);
+    let first = store
+        .purge(Timestamp(Timestamp::now().0 + 1), 1, &actor())
+        .await
+        .unwrap();
+    assert_eq!(first, 1, "a batch of one");
+    let purged = first
+        + store
+            .purge(Timestamp(Timestamp::now().0 + 1), 100, &actor())
+            .await
+            .unwrap();
+    assert!(purged >= 2, "{purged}");
     assert_eq!(
         store
             .purge(Timestamp(Timestamp::now().0 + 1), 100, &actor())

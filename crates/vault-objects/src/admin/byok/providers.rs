@@ -69,6 +69,7 @@ impl ByokAdmin<'_> {
             created_at: now(),
             unrouted_at: None,
             organizations: Default::default(),
+            routed: Some(false),
         };
         self.update(|document| {
             if document.providers.iter().any(|p| p.name == name) {
@@ -165,8 +166,8 @@ impl ByokAdmin<'_> {
                 byok::QUIET_SECS
             )));
         }
-        let merged = self.merged(&document)?;
         if !strand && !p.never_routed(&document) {
+            let merged = self.merged(&document)?;
             match self.wrapped_by(&merged, name).await {
                 Ok((0, 0)) => {}
                 Ok((stored, issued)) => {
@@ -182,6 +183,9 @@ impl ByokAdmin<'_> {
                 }
             }
         }
+        // What was checked must still hold: a rule set (or moved away) meanwhile, or the
+        // provider changed, and the checks run again.
+        let checked = p.clone();
         let removed = self
             .update(|document| {
                 if document.rules.iter().any(|r| r.provider == name) {
@@ -189,25 +193,22 @@ impl ByokAdmin<'_> {
                         "a rule naming provider {name:?} was set meanwhile"
                     )));
                 }
-                let removed = stored(document, name)?.clone();
+                if stored(document, name)? != &checked {
+                    return Err(AdminError::Conflict(format!(
+                        "provider {name:?} changed meanwhile: run the command again"
+                    )));
+                }
                 document.providers.retain(|p| p.name != name);
-                Ok(removed)
+                Ok(checked.clone())
             })
             .await?;
-        let type_name = merged
-            .providers
-            .get(name)
-            .map_or("unknown", |p| p.get_ref().type_name());
-        self.record_deleted(&removed, type_name).await
+        self.record_deleted(&removed).await
     }
 
     /// `vault.byok_key.deleted` for each organization whose rules used `removed`, in the
     /// environments that stored values for it (as verification events are).
-    async fn record_deleted(
-        &self,
-        removed: &StoredProvider,
-        type_name: &str,
-    ) -> Result<(), AdminError> {
+    async fn record_deleted(&self, removed: &StoredProvider) -> Result<(), AdminError> {
+        let type_name = removed.type_name().unwrap_or_default();
         for org in &removed.organizations {
             let key_context = KeyContext::from_pairs([("organization_id", org.as_str())])
                 .map_err(vault_crypto::Error::from)?;

@@ -282,15 +282,19 @@ impl AuditLog for SqlStore {
             sql.push_str(&format!("{}${n}", if i > 0 { ", " } else { "" }));
         }
         sql.push(')');
+        // Each filter's test, `?` its parameter.
         let mut filters: Vec<(&str, Arg<'_>)> = Vec::new();
         if let Some(org) = &query.organization_id {
-            filters.push(("a.organization_id =", Arg::Text(org)));
+            filters.push((
+                "(a.organization_id = ? OR a.filed_organization = ?)",
+                Arg::Text(org),
+            ));
         }
         if let Some(t) = query.range_start {
-            filters.push(("a.occurred_at >=", Arg::Int(t.0)));
+            filters.push(("a.occurred_at >= ?", Arg::Int(t.0)));
         }
         if let Some(t) = query.range_end {
-            filters.push(("a.occurred_at <", Arg::Int(t.0)));
+            filters.push(("a.occurred_at < ?", Arg::Int(t.0)));
         }
         if self.backend() == Backend::Postgres {
             // By the database's clock, from the row's insertion: neither a replica's clock
@@ -314,14 +318,15 @@ impl AuditLog for SqlStore {
                 .await?
                 .ok_or_else(|| StoreError::invalid_query("after", "no such event"))?;
             let op = match query.order {
-                Order::Asc => "a.seq >",
-                Order::Desc => "a.seq <",
+                Order::Asc => "a.seq > ?",
+                Order::Desc => "a.seq < ?",
             };
             filters.push((op, Arg::Int(seq)));
         }
         for (test, _) in &filters {
             n += 1;
-            sql.push_str(&format!(" AND {test} ${n}"));
+            sql.push_str(" AND ");
+            sql.push_str(&test.replace('?', &format!("${n}")));
         }
         sql.push_str(match query.order {
             Order::Asc => " ORDER BY a.seq ASC LIMIT $2",
