@@ -548,7 +548,11 @@ async fn byok_commands_refuse_bad_input_and_unverified_keys() {
         "no rule {\"organization_id\":\"org_a\"} in the store",
     );
     assert_eq!(
-        ok(vault(dir.path(), &config, &["byok", "provider", "list"])),
+        ok(vault(
+            dir.path(),
+            &config,
+            &["byok", "provider", "list", "--json"]
+        )),
         ""
     );
 

@@ -793,7 +793,7 @@ fn a_store_provider_over_plain_http_is_refused() {
         "--unverified",
     ];
     d.fails(&add, 3, "endpoint_url must be https://");
-    assert_eq!(d.ok(&["byok", "provider", "list"]), "");
+    assert_eq!(d.ok(&["byok", "provider", "list", "--json"]), "");
     // Allowed by the file: added; the same document is then refused by a process whose file
     // does not allow it.
     std::fs::write(d.dir.path().join("vault.toml"), CONFIG).unwrap();

@@ -351,12 +351,12 @@ async fn a_running_server_obeys_rotate_rewrap_and_destroy_from_the_cli() {
         );
     }
 
-    // Stored data under v1: destroy refuses, with both counts and the way out.
+    // Stored data under v1: destroy refuses, with the count and the ways on.
     let (code, _, err) = cli(d, &["keys", "destroy", "1"]);
     assert_eq!(code, 7, "{err}");
     assert!(
-        err.contains("stored object version(s) and 0 issued data key(s)")
-            && err.contains("vault keys rewrap --all"),
+        err.contains("stored object version(s): `vault keys rewrap --all` moves them")
+            && err.contains("--yes-destroy-data"),
         "{err}"
     );
     let (code, status, _) = cli(d, &["keys", "status"]);
