@@ -582,7 +582,10 @@ async fn byok_commands_refuse_bad_input_and_unverified_keys() {
         9,
         "the rule was not set",
     );
-    assert_eq!(ok(vault(dir.path(), &config, &["byok", "list", "--json"])), "");
+    assert_eq!(
+        ok(vault(dir.path(), &config, &["byok", "list", "--json"])),
+        ""
+    );
     let set = ok(vault(
         dir.path(),
         &config,
