@@ -5,9 +5,9 @@ use vault::objects::{CryptoError as Error, KeyContext};
 
 use super::exit::{self, Failure};
 
-/// The pairs of `args` given to `--flag`, each a JSON object or `KEY=VALUE`, checked together
+/// The context of `args` given to `--flag`, each a JSON object or `KEY=VALUE`, checked together
 /// as a context is (no key twice, 1 to 10 pairs, the limits on keys and values).
-fn pairs(flag: &str, args: &[String]) -> Result<Vec<(String, String)>, Failure> {
+fn context(flag: &str, args: &[String]) -> Result<KeyContext, Failure> {
     let mut pairs = Vec::new();
     for arg in args {
         if arg.trim_start().starts_with('{') {
@@ -26,20 +26,21 @@ fn pairs(flag: &str, args: &[String]) -> Result<Vec<(String, String)>, Failure> 
             pairs.push((k.to_owned(), v.to_owned()));
         }
     }
-    KeyContext::from_pairs(pairs.clone()).map_err(|e| Failure {
+    KeyContext::from_pairs(pairs).map_err(|e| Failure {
         code: exit::BAD_INPUT,
         message: format!("--{flag}: {}", Error::from(e)),
-    })?;
-    Ok(pairs)
+    })
 }
 
 /// `--match` arguments as the pairs of a rule.
 pub(crate) fn match_pairs(matches: &[String]) -> Result<Vec<(String, String)>, Failure> {
-    pairs("match", matches)
+    Ok(context("match", matches)?
+        .pairs()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect())
 }
 
 /// `--context` arguments as a key context.
 pub(crate) fn context_arg(args: &[String]) -> Result<KeyContext, Failure> {
-    let pairs = pairs("context", args)?;
-    KeyContext::from_pairs(pairs).map_err(|e| Error::from(e).into())
+    context("context", args)
 }

@@ -240,14 +240,7 @@ impl<'a> ByokAdmin<'a> {
                         ))
                     })?;
                 let rule = document.rules.remove(i);
-                if !document.rules.iter().any(|r| r.provider == rule.provider)
-                    && let Some(p) = document
-                        .providers
-                        .iter_mut()
-                        .find(|p| p.name == rule.provider)
-                {
-                    p.unrouted_at = Some(now());
-                }
+                unroute_if_unused(document, &rule.provider);
                 Ok(rule)
             })
             .await?;
@@ -312,11 +305,8 @@ fn set_rule(document: &mut ByokDocument, rule: StoredRule) {
             None
         }
     };
-    if let Some(old) = replaced
-        && !document.rules.iter().any(|r| r.provider == old)
-        && let Some(p) = document.providers.iter_mut().find(|p| p.name == old)
-    {
-        p.unrouted_at = Some(now());
+    if let Some(old) = replaced {
+        unroute_if_unused(document, &old);
     }
     if let Some(p) = document
         .providers
@@ -328,5 +318,15 @@ fn set_rule(document: &mut ByokDocument, rule: StoredRule) {
         if let Some(org) = rule.matches.get("organization_id") {
             p.organizations.insert(org.clone());
         }
+    }
+}
+
+/// Marks store provider `name` unrouted now if no rule names it any more: values sealed under
+/// its key may still be landing, so it cannot be removed for [`byok::QUIET_SECS`].
+fn unroute_if_unused(document: &mut ByokDocument, name: &str) {
+    if !document.rules.iter().any(|r| r.provider == name)
+        && let Some(p) = document.providers.iter_mut().find(|p| p.name == name)
+    {
+        p.unrouted_at = Some(now());
     }
 }
