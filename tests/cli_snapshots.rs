@@ -2,6 +2,7 @@
 //! `tests/cmd/` (arguments, standard input, the expected standard output, standard error and
 //! exit code). `TRYCMD=overwrite cargo test --test cli_snapshots` rewrites them after a change
 //! that is meant.
+#![allow(clippy::expect_used)] // Test code: a panic is a failed test.
 
 use std::path::Path;
 
