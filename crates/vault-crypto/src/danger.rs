@@ -50,7 +50,7 @@ pub fn managed_wrap_with_nonce(
 }
 
 /// Seals with every random value chosen by the caller, in the given suite (1 or 3: FORMAT.md,
-/// "Suites"). Reusing a `(data key, message id, nonce)` for two plaintexts destroys
+/// "Suites"; suite 4 is [`seal_stream_with_parameters`]). Reusing a `(data key, message id, nonce)` for two plaintexts destroys
 /// confidentiality; use only to reproduce test vectors.
 ///
 /// # Errors
@@ -68,7 +68,9 @@ pub fn seal_with_parameters(
     message_id: [u8; MESSAGE_ID_LEN],
     nonce: [u8; 12],
 ) -> Result<Vec<u8>, Error> {
-    let suite = Suite::from_id(suite).ok_or(EnvelopeError::UnsupportedSuite(suite))?;
+    let suite = Suite::from_id(suite)
+        .filter(|s| *s != Suite::Segmented)
+        .ok_or(EnvelopeError::UnsupportedSuite(suite))?;
     envelope::seal_with(
         backend,
         suite,
@@ -79,6 +81,33 @@ pub fn seal_with_parameters(
         aad.bytes(),
         &MessageRandom { message_id, nonce },
     )
+}
+
+/// A streamed envelope (suite 4) of `plaintext` with every random value chosen by the caller:
+/// the message id and the 7-byte nonce prefix. Reusing them under one data key destroys
+/// confidentiality; use only to reproduce test vectors.
+///
+/// # Errors
+/// [`Error::SegmentSize`]; [`Error::EncryptionFailed`].
+#[allow(clippy::too_many_arguments)] // Every parameter is one of the format's inputs.
+pub fn seal_stream_with_parameters(
+    data_key: &DataKey,
+    wrapped_key: &WrappedKey,
+    context: &KeyContext,
+    plaintext: &[u8],
+    aad: Aad<'_>,
+    segment_size: u32,
+    message_id: [u8; MESSAGE_ID_LEN],
+    nonce_prefix: [u8; 7],
+) -> Result<Vec<u8>, Error> {
+    let mut nonce = [0u8; 12];
+    nonce[..7].copy_from_slice(&nonce_prefix);
+    let random = MessageRandom { message_id, nonce };
+    let sealer =
+        envelope::stream::begin(data_key, wrapped_key, context, aad, segment_size, &random)?;
+    let mut writer = sealer.writer(Vec::with_capacity(plaintext.len() + 256));
+    std::io::Write::write_all(&mut writer, plaintext).map_err(|_| Error::EncryptionFailed)?;
+    writer.finish().map_err(|_| Error::EncryptionFailed)
 }
 
 /// Seals `plaintext` with a data key the caller already holds, together with wrapped keys the

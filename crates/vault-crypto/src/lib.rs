@@ -30,6 +30,7 @@ pub use context::{
     MAX_VALUE_CHARS, RESERVED_KEYS, Reserved,
 };
 pub use data_key::{DATA_KEY_LEN, DataKey};
+pub use envelope::stream;
 pub use envelope::{
     Aad, COMMITMENT_LEN, Envelope, MAGIC, MAX_PLAINTEXT_LEN, MAX_TEXT_LEN, MAX_WRAPPED_KEYS,
     MESSAGE_ID_LEN, Opened, Rewrapped, SUITE_AES256GCM_AESKDF_SHA256_COMMIT,

@@ -2,13 +2,16 @@
 //!
 //! ```text
 //! authenticated header (the AEAD's associated data)
-//!   magic "VLTE" | version 0x01 | suite u16 (1 or 3) | message id [32]
-//!   | context length u16 | canonical context | commitment [32] | nonce [12]
+//!   magic "VLTE" | version 0x01 | suite u16 (1, 3 or 4) | message id [32]
+//!   | context length u16 | canonical context | commitment [32]
+//!   | nonce [12]                                      (suites 1 and 3)
+//!   | segment size u32 | nonce prefix [7]            (suite 4)
 //! wrapped keys (authenticated by their own wrap, bound by the commitment)
 //!   count u8 | count × (scheme len u8 | scheme | key id len u16 | key id
 //!                       | version len u8 | version | wrapped len u16 | wrapped)
-//! payload
-//!   ciphertext || tag [16]   (to the end of the input)
+//! payload (to the end of the input)
+//!   ciphertext || tag [16]                             (suites 1 and 3)
+//!   segment_0 || ... || segment_n-1, each ciphertext || tag [16]   (suite 4)
 //! ```
 
 // A parser of outside bytes: no index or arithmetic that can panic or wrap.
@@ -20,6 +23,7 @@ use base64::engine::general_purpose::STANDARD;
 use crate::aead::{NONCE_LEN, TAG_LEN};
 use crate::context::{KeyContext, MAX_CANONICAL_BYTES};
 use crate::envelope::commit::{COMMITMENT_LEN, MESSAGE_ID_LEN};
+use crate::envelope::segment::{self, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, NONCE_PREFIX_LEN};
 use crate::envelope::suite::Suite;
 use crate::error::EnvelopeError;
 use crate::provider::{
@@ -37,7 +41,7 @@ pub const MAX_PLAINTEXT_LEN: usize = 1 << 30;
 /// The largest text form accepted, in bytes of base64.
 pub const MAX_TEXT_LEN: usize = (MAX_ENVELOPE_LEN / 3 + 1) * 4;
 
-const FIXED_HEADER_LEN: usize = 4 + 1 + 2 + MESSAGE_ID_LEN + 2;
+pub(crate) const FIXED_HEADER_LEN: usize = 4 + 1 + 2 + MESSAGE_ID_LEN + 2;
 const MAX_ENVELOPE_LEN: usize = FIXED_HEADER_LEN
     + MAX_CANONICAL_BYTES
     + COMMITMENT_LEN
@@ -60,10 +64,35 @@ pub struct Envelope<'a> {
     message_id: [u8; MESSAGE_ID_LEN],
     context: KeyContext,
     commitment: [u8; COMMITMENT_LEN],
-    nonce: [u8; NONCE_LEN],
+    framing: Framing,
     wrapped_keys: Vec<WrappedKey>,
-    /// Ciphertext followed by the tag.
+    /// Ciphertext followed by the tag (suites 1 and 3), or the segments (suite 4); empty in a
+    /// head parsed alone ([`Envelope::parse_head`]).
     payload: &'a [u8],
+}
+
+/// How the payload is sealed: the header's last fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// One AES-256-GCM message under this nonce (suites 1 and 3).
+    Whole { nonce: [u8; NONCE_LEN] },
+    /// Segments of `size` plaintext bytes (the last one shorter), nonces after `prefix`
+    /// (suite 4).
+    Segments {
+        size: u32,
+        prefix: [u8; NONCE_PREFIX_LEN],
+    },
+}
+
+impl Framing {
+    /// Its bytes in the header.
+    #[allow(clippy::arithmetic_side_effects)] // Constants.
+    pub(crate) fn len(self) -> usize {
+        match self {
+            Self::Whole { .. } => NONCE_LEN,
+            Self::Segments { .. } => 4 + NONCE_PREFIX_LEN,
+        }
+    }
 }
 
 /// A cursor over untrusted bytes: every read is bounds-checked and never panics.
@@ -138,7 +167,53 @@ impl<'a> Envelope<'a> {
         Self::parse_inner(bytes, Some(expected))
     }
 
+    /// Parses the head of a streamed envelope (suite 4) alone: the header and the wrapped keys,
+    /// exactly, without the segments that follow them. [`crate::stream::StreamHead`] reads one
+    /// from an [`std::io::Read`].
+    ///
+    /// # Errors
+    /// As [`parse`](Self::parse); [`EnvelopeError::Malformed`] for another suite's envelope
+    /// (read whole, not streamed) or bytes after the wrapped keys.
+    pub fn parse_head(bytes: &'a [u8]) -> Result<Self, EnvelopeError> {
+        let head = Self::parse_fields(bytes, None)?;
+        if !matches!(head.framing, Framing::Segments { .. }) {
+            return Err(EnvelopeError::Malformed {
+                reason: "not a streamed envelope (suite 4): open it whole",
+            });
+        }
+        if !head.payload.is_empty() {
+            return Err(EnvelopeError::Malformed {
+                reason: "bytes after the wrapped keys of a head",
+            });
+        }
+        Ok(head)
+    }
+
     fn parse_inner(bytes: &'a [u8], expected: Option<&KeyContext>) -> Result<Self, EnvelopeError> {
+        let env = Self::parse_fields(bytes, expected)?;
+        // FORMAT.md "Payload": the rest, at least a tag; for suite 4, whole segments.
+        let plaintext_len = match env.framing {
+            Framing::Whole { .. } => env
+                .payload
+                .len()
+                .checked_sub(TAG_LEN)
+                .ok_or(EnvelopeError::Truncated)?,
+            Framing::Segments { size, .. } => {
+                let len = segment::Layout::of(size, env.payload.len() as u64)?.plaintext_len();
+                usize::try_from(len).unwrap_or(usize::MAX)
+            }
+        };
+        if plaintext_len > MAX_PLAINTEXT_LEN {
+            return Err(EnvelopeError::TooLarge {
+                what: "payload",
+                max: MAX_PLAINTEXT_LEN,
+            });
+        }
+        Ok(env)
+    }
+
+    /// Every field up to the payload, checked; the payload is the rest of `bytes`, unchecked.
+    fn parse_fields(bytes: &'a [u8], expected: Option<&KeyContext>) -> Result<Self, EnvelopeError> {
         // FORMAT.md "Envelope": fixed header.
         let mut r = Reader(bytes);
         if r.array::<4>()? != MAGIC {
@@ -158,7 +233,21 @@ impl<'a> Envelope<'a> {
             _ => KeyContext::from_canonical_bytes(context).map_err(EnvelopeError::Context)?,
         };
         let commitment = r.array()?;
-        let nonce = r.array()?;
+        let framing = match suite {
+            Suite::HkdfSha256 | Suite::AesKdfSha256 => Framing::Whole { nonce: r.array()? },
+            Suite::Segmented => {
+                let size = u32::from_be_bytes(r.array()?);
+                if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&size) {
+                    return Err(EnvelopeError::Malformed {
+                        reason: "segment size out of range",
+                    });
+                }
+                Framing::Segments {
+                    size,
+                    prefix: r.array()?,
+                }
+            }
+        };
         // The reader holds the rest of `bytes`: what it consumed is the header.
         let header = bytes
             .get(..bytes.len().saturating_sub(r.0.len()))
@@ -191,26 +280,15 @@ impl<'a> Envelope<'a> {
             wrapped_keys.push(WrappedKey::new(key_ref, wrapped.to_vec())?);
         }
 
-        // FORMAT.md "Payload": the rest, at least a tag.
-        let payload = r.0;
-        if payload.len() < TAG_LEN {
-            return Err(EnvelopeError::Truncated);
-        }
-        if payload.len().saturating_sub(TAG_LEN) > MAX_PLAINTEXT_LEN {
-            return Err(EnvelopeError::TooLarge {
-                what: "payload",
-                max: MAX_PLAINTEXT_LEN,
-            });
-        }
         Ok(Self {
             header,
             suite,
             message_id,
             context,
             commitment,
-            nonce,
+            framing,
             wrapped_keys,
-            payload,
+            payload: r.0,
         })
     }
 
@@ -276,10 +354,33 @@ impl<'a> Envelope<'a> {
         &self.message_id
     }
 
-    /// The length of the plaintext inside.
+    /// The length of the plaintext inside (0 for a head parsed alone).
     pub fn plaintext_len(&self) -> usize {
-        // A parsed payload holds at least the tag.
-        self.payload.len().saturating_sub(TAG_LEN)
+        match self.framing {
+            // A parsed payload holds at least the tag.
+            Framing::Whole { .. } => self.payload.len().saturating_sub(TAG_LEN),
+            Framing::Segments { size, .. } => segment::Layout::of(size, self.payload.len() as u64)
+                .map_or(0, |l| {
+                    usize::try_from(l.plaintext_len()).unwrap_or(usize::MAX)
+                }),
+        }
+    }
+
+    /// The plaintext bytes per segment of a streamed envelope (suite 4); `None` for one
+    /// sealed whole.
+    pub fn segment_size(&self) -> Option<u32> {
+        match self.framing {
+            Framing::Whole { .. } => None,
+            Framing::Segments { size, .. } => Some(size),
+        }
+    }
+
+    /// The header and wrapped keys: what a rewrap replaces. For a streamed envelope, what
+    /// precedes the first segment.
+    pub fn head_len(&self) -> usize {
+        self.header
+            .len()
+            .saturating_add(wrapped_keys_len(&self.wrapped_keys))
     }
 
     pub(crate) fn suite_kind(&self) -> Suite {
@@ -294,8 +395,8 @@ impl<'a> Envelope<'a> {
         &self.commitment
     }
 
-    pub(crate) fn nonce(&self) -> &[u8; NONCE_LEN] {
-        &self.nonce
+    pub(crate) fn framing(&self) -> Framing {
+        self.framing
     }
 
     pub(crate) fn payload(&self) -> &'a [u8] {
@@ -340,7 +441,7 @@ pub(crate) fn write_header(
     message_id: &[u8; MESSAGE_ID_LEN],
     context: &KeyContext,
     commitment: &[u8; COMMITMENT_LEN],
-    nonce: &[u8; NONCE_LEN],
+    framing: &Framing,
 ) {
     let ctx = context.canonical_bytes();
     out.extend_from_slice(&MAGIC);
@@ -350,13 +451,19 @@ pub(crate) fn write_header(
     out.extend_from_slice(&len16(ctx.len()));
     out.extend_from_slice(ctx);
     out.extend_from_slice(commitment);
-    out.extend_from_slice(nonce);
+    match framing {
+        Framing::Whole { nonce } => out.extend_from_slice(nonce),
+        Framing::Segments { size, prefix } => {
+            out.extend_from_slice(&size.to_be_bytes());
+            out.extend_from_slice(prefix);
+        }
+    }
 }
 
 // Encoders of checked values: each length is bounded by its limit (`MAX_*`), far from `usize::MAX`.
 #[allow(clippy::arithmetic_side_effects)]
-pub(crate) fn header_len(context: &KeyContext) -> usize {
-    FIXED_HEADER_LEN + context.canonical_bytes().len() + COMMITMENT_LEN + NONCE_LEN
+pub(crate) fn header_len(context: &KeyContext, framing: &Framing) -> usize {
+    FIXED_HEADER_LEN + context.canonical_bytes().len() + COMMITMENT_LEN + framing.len()
 }
 
 #[allow(clippy::arithmetic_side_effects)]

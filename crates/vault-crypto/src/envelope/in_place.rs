@@ -2,6 +2,7 @@
 //! envelope's bytes and handed back in them, so a value is never copied on the way out (with
 //! ring, the decryption and the move to the front of the buffer are one pass).
 
+use super::format::Framing;
 use super::{Envelope, commit, parse_for, unwrap_committed, unwrap_committed_blocking};
 use crate::aead::{Backend, NONCE_LEN, TAG_LEN};
 use crate::context::KeyContext;
@@ -24,7 +25,10 @@ pub async fn open_in_place(
     let (keys, key_ref, layout) = {
         let env = parse_for(&envelope, expected)?;
         let (_, keys, key_ref) = unwrap_committed(provider, &env, Attempts::Retry).await?;
-        (keys, key_ref, Layout::of(&env, envelope.len()))
+        match Layout::of(&env, envelope.len()) {
+            Some(layout) => (keys, key_ref, layout),
+            None => return env.opened(&keys, key_ref, aad),
+        }
     };
     layout.open(&keys, key_ref, expected, envelope, aad)
 }
@@ -39,7 +43,10 @@ pub(crate) fn open_in_place_blocking(
     let (keys, key_ref, layout) = {
         let env = parse_for(&envelope, expected)?;
         let (_, keys, key_ref) = unwrap_committed_blocking(provider, &env)?;
-        (keys, key_ref, Layout::of(&env, envelope.len()))
+        match Layout::of(&env, envelope.len()) {
+            Some(layout) => (keys, key_ref, layout),
+            None => return env.opened(&keys, key_ref, aad),
+        }
     };
     layout.open(&keys, key_ref, expected, envelope, aad)
 }
@@ -52,13 +59,17 @@ struct Layout {
 }
 
 impl Layout {
-    fn of(env: &Envelope<'_>, total: usize) -> Self {
-        Self {
+    /// `None` for a streamed envelope: its segments are opened one by one, not in place.
+    fn of(env: &Envelope<'_>, total: usize) -> Option<Self> {
+        let Framing::Whole { nonce } = env.framing() else {
+            return None;
+        };
+        Some(Self {
             header_len: env.header().len(),
             // The payload is the envelope's last field: what is left after it is its start.
             payload_start: total.saturating_sub(env.payload().len()),
-            nonce: *env.nonce(),
-        }
+            nonce,
+        })
     }
 
     /// Decrypts the payload under keys whose commitment was checked, in `buf`'s own bytes.

@@ -9,6 +9,8 @@ pub(crate) mod commit;
 pub(crate) mod format;
 mod in_place;
 mod message;
+pub(crate) mod segment;
+pub mod stream;
 pub(crate) mod suite;
 mod unwrap;
 mod value;
@@ -54,7 +56,10 @@ pub(crate) fn seal_with(
     format::check_wrapped_count(wrapped_keys.len())?;
     let keys = suite.derive(data_key, &random.message_id);
 
-    let header_len = format::header_len(context);
+    let framing = format::Framing::Whole {
+        nonce: random.nonce,
+    };
+    let header_len = format::header_len(context, &framing);
     let body_start = header_len + format::wrapped_keys_len(wrapped_keys);
     // The output, sized exactly (a non-empty `aad` adds one joined buffer below).
     let mut out = Vec::with_capacity(body_start + plaintext.len() + TAG_LEN);
@@ -64,7 +69,7 @@ pub(crate) fn seal_with(
         &random.message_id,
         context,
         &keys.commitment,
-        &random.nonce,
+        &framing,
     );
     format::write_wrapped_keys(&mut out, wrapped_keys);
     out.extend_from_slice(plaintext);
@@ -108,6 +113,14 @@ pub(crate) fn decrypt_payload(
     envelope: &Envelope<'_>,
     aad: &[u8],
 ) -> Result<Vec<u8>, Error> {
+    let nonce = match envelope.framing() {
+        format::Framing::Whole { nonce } => nonce,
+        format::Framing::Segments { size, prefix } => {
+            let segments =
+                segment::Segments::new(backend, keys, prefix, envelope.header(), aad, size)?;
+            return segment::open_all(&segments, envelope.payload());
+        }
+    };
     let (ciphertext, tag) = envelope
         .payload()
         .split_last_chunk::<TAG_LEN>()
@@ -115,13 +128,7 @@ pub(crate) fn decrypt_payload(
     // Opened in place in the one buffer the caller gets; on failure the backend zeroes it.
     let mut plaintext = ciphertext.to_vec();
     with_aad(envelope.header(), aad, |aad| {
-        backend.open_in_place(
-            &keys.content_key,
-            envelope.nonce(),
-            aad,
-            &mut plaintext,
-            tag,
-        )
+        backend.open_in_place(&keys.content_key, &nonce, aad, &mut plaintext, tag)
     })
     .map_err(|_| Error::DecryptionFailed)?;
     Ok(plaintext)

@@ -28,8 +28,14 @@ pub const SUITE_AES256GCM_HKDF_SHA256_COMMIT: u16 = 0x0001;
 /// AES-256 as in AES-GCM-SIV (RFC 8452), the key commitment with SHA-256.
 pub const SUITE_AES256GCM_AESKDF_SHA256_COMMIT: u16 = 0x0003;
 
+/// Suite 4: suite 3's derivation (its own commitment label), the plaintext sealed in
+/// AES-256-GCM segments of a size the header gives (FORMAT.md, "Suite 0x0004: segments").
+pub const SUITE_AES256GCM_SEGMENTED_COMMIT: u16 = 0x0004;
+
 /// Domain-separation label of suite 3's commitment.
 pub(crate) const COMMITMENT_LABEL_3: &[u8] = b"vault/3";
+/// Domain-separation label of suite 4's commitment.
+pub(crate) const COMMITMENT_LABEL_4: &[u8] = b"vault/4";
 
 /// A suite this library opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -38,6 +44,8 @@ pub(crate) enum Suite {
     HkdfSha256,
     /// [`SUITE_AES256GCM_AESKDF_SHA256_COMMIT`]: what every seal writes.
     AesKdfSha256,
+    /// [`SUITE_AES256GCM_SEGMENTED_COMMIT`]: what every streamed seal writes.
+    Segmented,
 }
 
 impl Suite {
@@ -49,6 +57,7 @@ impl Suite {
         match self {
             Self::HkdfSha256 => SUITE_AES256GCM_HKDF_SHA256_COMMIT,
             Self::AesKdfSha256 => SUITE_AES256GCM_AESKDF_SHA256_COMMIT,
+            Self::Segmented => SUITE_AES256GCM_SEGMENTED_COMMIT,
         }
     }
 
@@ -57,6 +66,7 @@ impl Suite {
         match id {
             SUITE_AES256GCM_HKDF_SHA256_COMMIT => Some(Self::HkdfSha256),
             SUITE_AES256GCM_AESKDF_SHA256_COMMIT => Some(Self::AesKdfSha256),
+            SUITE_AES256GCM_SEGMENTED_COMMIT => Some(Self::Segmented),
             _ => None,
         }
     }
@@ -71,7 +81,11 @@ impl Suite {
             Self::HkdfSha256 => commit::derive(data_key, message_id, self.id()),
             Self::AesKdfSha256 => MessageKeys {
                 content_key: content_key_3(data_key, message_id),
-                commitment: commitment_3(data_key, message_id),
+                commitment: commitment_3(data_key, message_id, COMMITMENT_LABEL_3),
+            },
+            Self::Segmented => MessageKeys {
+                content_key: content_key_3(data_key, message_id),
+                commitment: commitment_3(data_key, message_id, COMMITMENT_LABEL_4),
             },
         }
     }
@@ -109,7 +123,7 @@ pub(crate) fn content_key_3(
     key
 }
 
-/// Suite 3's commitment: `SHA-256(label || DK || message_id[0..16])`, 55 bytes, so one
+/// Suites 3 and 4's commitment: `SHA-256(label || DK || message_id[0..16])`, 55 bytes, so one
 /// compression of SHA-256. Two data keys with one commitment under one message id are a
 /// SHA-256 collision. The half of the message id keeps commitments per message: envelopes that
 /// share a data key (the cache's, an issued key's) do not show it by equal commitments, and a
@@ -117,13 +131,14 @@ pub(crate) fn content_key_3(
 pub(crate) fn commitment_3(
     data_key: &DataKey,
     message_id: &[u8; MESSAGE_ID_LEN],
+    label: &[u8],
 ) -> [u8; COMMITMENT_LEN] {
     let (salt, _) = message_id
         .split_first_chunk::<COMMITMENT_SALT_LEN>()
         .unwrap_or_else(|| unreachable!());
     // The hasher's buffer holds the data key: `sha2`'s `zeroize` feature wipes it on drop.
     let mut hash = Sha256::new();
-    hash.update(COMMITMENT_LABEL_3);
+    hash.update(label);
     hash.update(data_key.expose_secret());
     hash.update(salt);
     hash.finalize().into()
@@ -173,7 +188,7 @@ mod tests {
 
     #[test]
     fn ids_round_trip_and_two_is_unknown() {
-        for suite in [Suite::HkdfSha256, Suite::AesKdfSha256] {
+        for suite in [Suite::HkdfSha256, Suite::AesKdfSha256, Suite::Segmented] {
             assert_eq!(Suite::from_id(suite.id()), Some(suite));
         }
         assert_eq!(Suite::from_id(2), None);
@@ -193,13 +208,13 @@ mod tests {
             // One SHA-256 block: at most 55 bytes before the padding.
             prop_assert_eq!(input.len(), 55);
             let expected: [u8; 32] = Sha256::digest(&input).into();
-            prop_assert_eq!(commitment_3(&key(k), &id), expected);
+            prop_assert_eq!(commitment_3(&key(k), &id, COMMITMENT_LABEL_3), expected);
             // The other half of the id is not in it; a change in the first half is.
             let mut other = id;
             other[31] ^= 1;
-            prop_assert_eq!(commitment_3(&key(k), &other), expected);
+            prop_assert_eq!(commitment_3(&key(k), &other, COMMITMENT_LABEL_3), expected);
             other[0] ^= 1;
-            prop_assert_ne!(commitment_3(&key(k), &other), expected);
+            prop_assert_ne!(commitment_3(&key(k), &other, COMMITMENT_LABEL_3), expected);
         }
 
         /// Each half-block is AES-256 of its own counter: checked against RustCrypto's AES one

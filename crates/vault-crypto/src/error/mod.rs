@@ -39,6 +39,14 @@ pub enum Error {
         /// The limit in bytes.
         max: usize,
     },
+    /// A streamed seal was asked for segments of a size outside the format's range.
+    #[error("the segment size must be from {min} to {max} bytes")]
+    SegmentSize {
+        /// The smallest segment size.
+        min: u32,
+        /// The largest segment size.
+        max: u32,
+    },
     /// The AEAD refused to seal (a backend failure; never caused by the input).
     #[error("encryption failed")]
     EncryptionFailed,
