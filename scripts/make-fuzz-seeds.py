@@ -49,6 +49,16 @@ for b in negative:
         write("envelope", env)
         write("envelope_text", base64.b64encode(env))
 
+# Streamed envelopes (suite 4): the vectors whole, cut, and extended; and mutation recipes
+# (first byte: which change to the segments of a valid stream of the rest, and where).
+for b in blocks(VECTORS + "envelope-v1-suite4.txt"):
+    env = bytes.fromhex(b["ENVELOPE"])
+    for data in [env, env[:-1], env[:-16], env + b"\x00", env[:60]]:
+        write("stream", data)
+        write("envelope", data)
+for recipe in range(0, 256, 9):
+    write("stream", bytes([recipe]) + bytes(range(256)) * 3 + b"tail")
+
 # Canonical contexts at and past each limit.
 def canonical(pairs, version=1, count=None):
     out = bytes([version, len(pairs) if count is None else count])

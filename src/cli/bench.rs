@@ -64,6 +64,15 @@ pub(crate) fn table(r: &Report) -> String {
             s.open_ratio
         );
     }
+    let st = &r.stream_1gib;
+    let _ = writeln!(
+        out,
+        "\nStreaming seal of {} (64 KiB segments, Write adapter) vs raw ring in place: {:.3} vs {:.3} GB/s, {:.2}x",
+        human(st.bytes),
+        st.stream_seal_gbps,
+        st.raw_seal_gbps,
+        st.ratio
+    );
     let f = &r.floor_1kib;
     let _ = writeln!(out, "\n1 KiB seal vs the floor of its parts (ns)");
     let _ = writeln!(
@@ -98,6 +107,7 @@ pub(crate) fn table(r: &Report) -> String {
 
 fn human(size: usize) -> String {
     match size {
+        s if s >= 1 << 30 => format!("{} GiB", s >> 30),
         s if s >= 1 << 20 => format!("{} MiB", s >> 20),
         s if s >= 1 << 10 => format!("{} KiB", s >> 10),
         s => format!("{s} B"),

@@ -112,6 +112,13 @@ impl From<KeyRingError> for Failure {
 
 impl From<io::Error> for Failure {
     fn from(e: io::Error) -> Self {
+        // A stream's reader or writer carries the envelope's own failure inside.
+        if let Some(inner) = vault::objects::stream::error_of(&e) {
+            return Self {
+                code: crypto_code(inner),
+                message: inner.to_string(),
+            };
+        }
         Self {
             code: IO,
             message: e.to_string(),

@@ -1,7 +1,10 @@
 //! `vault keys`: the key ring, rewrap, destroy and usage.
 
+use std::io::{self, Read as _, Write as _};
 use vault::config::Config;
 use vault::objects::admin::{self, KeyAdmin, RingMove, init_master_key, ring_actor};
+
+use vault::objects::stream::StreamHead;
 use vault::objects::{CryptoError as Error, Envelope};
 
 use super::args::*;
@@ -25,11 +28,26 @@ pub(crate) async fn keys(
             binary,
         } => {
             if matches.is_empty() && !all {
-                let input = read_stdin()?;
-                let bytes = envelope_bytes(&input)?;
-                let envelope = Envelope::parse(&bytes).map_err(Error::from)?;
-                let moved = admin.rewrap_envelope(&envelope, config_given).await?;
-                return write_envelope(&moved, binary);
+                let (start, mut input) = super::files::peek(Box::new(io::stdin().lock()))?;
+                let mut out = io::BufWriter::new(io::stdout().lock());
+                if super::files::is_streamed(&start) {
+                    // Only the head changes: the segments are copied through as they are.
+                    let head = StreamHead::read_from(&mut input)?;
+                    let moved = admin
+                        .rewrap_envelope(&head.envelope(), config_given)
+                        .await?;
+                    out.write_all(&moved)?;
+                    io::copy(&mut input, &mut out)?;
+                } else {
+                    let mut all = Vec::new();
+                    input.read_to_end(&mut all)?;
+                    let bytes = envelope_bytes(&all)?;
+                    let envelope = Envelope::parse(&bytes).map_err(Error::from)?;
+                    let moved = admin.rewrap_envelope(&envelope, config_given).await?;
+                    write_envelope(&mut out, &moved, binary)?;
+                }
+                out.flush()?;
+                return Ok(());
             }
             let scope = if all {
                 vault::RewrapScope::All

@@ -6,6 +6,7 @@ mod bench;
 mod byok;
 mod client;
 mod exit;
+mod files;
 mod keys;
 mod kv;
 mod load;
@@ -19,10 +20,9 @@ mod webhook;
 pub(crate) use args::{Cli, Command};
 pub(crate) use exit::{Failure, IO as EXIT_IO};
 
-use std::io::{self, Write};
+use std::io;
 
 use vault::objects::admin::{FileKeys, check_store};
-use vault::objects::{CryptoError as Error, Envelope};
 
 use self::args::*;
 use self::stdio::*;
@@ -57,26 +57,30 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
             context,
             aad,
             binary,
+            stream,
+            input,
+            output,
         } => {
             let ctx = pairs::context_arg(&context)?;
-            let plaintext = read_stdin()?;
             let keys = FileKeys::open(d, &config, true, config_given).await?;
-            let sealed = keys.encrypt(&ctx, &plaintext, aad.as_bytes()).await?;
-            write_envelope(&sealed, binary)
+            let files = files::Files::new(input, output);
+            files
+                .encrypt(&keys, &ctx, aad.as_bytes(), binary, stream)
+                .await
         }
-        Command::Decrypt { aad, show_context } => {
-            let input = read_stdin()?;
-            let bytes = envelope_bytes(&input)?;
-            let envelope = Envelope::parse(&bytes).map_err(Error::from)?;
-            let keys = FileKeys::open(d, &config, false, config_given).await?;
-            let opened = keys.decrypt(&envelope, aad.as_bytes()).await?;
-            if show_context {
-                eprintln!("{}", opened.context());
-            }
-            let mut out = io::stdout().lock();
-            out.write_all(opened.plaintext())?;
-            out.flush()?;
-            Ok(())
+        Command::Decrypt {
+            aad,
+            show_context,
+            range,
+            input,
+            output,
+        } => {
+            let range = range.as_deref().map(files::Range::parse).transpose()?;
+            let files = files::Files::new(input, output);
+            let keys = async { FileKeys::open(d, &config, false, config_given).await };
+            files
+                .decrypt(keys, aad.as_bytes(), show_context, range)
+                .await
         }
         Command::Bench {
             target:

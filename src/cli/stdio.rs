@@ -28,15 +28,14 @@ pub(crate) fn envelope_bytes(input: &[u8]) -> Result<Vec<u8>, Failure> {
     Ok(bytes)
 }
 
-pub(crate) fn write_envelope(bytes: &[u8], binary: bool) -> Result<(), Failure> {
-    let mut out = io::stdout().lock();
+/// Writes an envelope as binary, or as base64 text and a newline.
+pub(crate) fn write_envelope(out: &mut dyn Write, bytes: &[u8], binary: bool) -> io::Result<()> {
     if binary {
         out.write_all(bytes)?;
     } else {
         out.write_all(encode_text(bytes).as_bytes())?;
         out.write_all(b"\n")?;
     }
-    out.flush()?;
     Ok(())
 }
 

@@ -178,7 +178,7 @@ pub fn workos_encrypt_with_iv(
 ///
 /// # Errors
 /// [`EnvelopeError::UnsupportedSuite`] for a suite
-/// other than 1 and 3.
+/// other than 1, 3 and 4.
 pub fn message_keys(
     suite: u16,
     data_key: &DataKey,

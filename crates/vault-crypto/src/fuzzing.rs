@@ -150,3 +150,150 @@ pub fn workos_blob_text(data: &[u8]) {
         workos_blob(&bytes);
     }
 }
+
+/// Streamed envelopes (suite 4). The input is read two ways:
+///
+/// - as a stream: a head that reads is exactly the input's first bytes and parses alone; the
+///   segments after it, opened under a fixed data key, give the same answer (the same plaintext,
+///   or a refusal) through the in-order reader, the seekable reader and the whole open;
+/// - as a recipe: its first byte picks mutations (truncation, reordering, duplication,
+///   extension, a flipped bit) applied to the segments of a valid stream of the rest; whatever
+///   changes the segments is refused by every reader, and the unchanged stream opens.
+pub fn stream(data: &[u8]) {
+    use crate::envelope::stream::StreamHead;
+    let mut input = data;
+    if let Ok(head) = StreamHead::read_from(&mut input) {
+        assert_eq!(Some(head.as_bytes()), data.get(..head.len()));
+        assert!(Envelope::parse_head(head.as_bytes()).is_ok());
+        let answers = stream_fixture::every_open(data);
+        assert!(
+            answers.windows(2).all(|w| w[0] == w[1]),
+            "the readers disagree"
+        );
+    }
+    let Some((&recipe, plaintext)) = data.split_first() else {
+        return;
+    };
+    let plaintext = plaintext
+        .get(..plaintext.len().min(4096))
+        .unwrap_or_default();
+    let sealed = stream_fixture::sealed(plaintext);
+    let mutated = stream_fixture::mutate(&sealed, recipe, plaintext);
+    let answers = stream_fixture::every_open(&mutated);
+    if mutated == sealed {
+        assert!(answers.iter().all(|a| a.as_deref() == Some(plaintext)));
+    } else {
+        assert!(
+            answers.iter().all(Option::is_none),
+            "a changed stream opened"
+        );
+    }
+}
+
+/// A stream under a fixed data key, and what opens it, for [`stream`].
+mod stream_fixture {
+    use std::io::{Cursor, Read as _, Write as _};
+
+    use crate::envelope::commit;
+    use crate::envelope::stream::{self, StreamHead};
+    use crate::envelope::suite::Suite;
+    use crate::envelope::{Aad, Envelope, MessageRandom};
+    use crate::provider::{KeyRef, WrappedKey};
+    use crate::{DataKey, KeyContext};
+
+    const SIZE: u32 = stream::MIN_SEGMENT_SIZE;
+    const SEALED: usize = SIZE as usize + 16;
+
+    fn data_key() -> DataKey {
+        DataKey::from_unwrapped(zeroize::Zeroizing::new([9; 32]))
+    }
+
+    pub(super) fn sealed(plaintext: &[u8]) -> Vec<u8> {
+        let ctx = KeyContext::from_pairs([("organization_id", "org_1")]).expect("valid");
+        let wrapped = WrappedKey::new(KeyRef::new("fuzz", "k", "").expect("valid"), vec![1; 8])
+            .expect("valid");
+        let random = MessageRandom {
+            message_id: [3; 32],
+            nonce: [4; 12],
+        };
+        let sealer = stream::begin(&data_key(), &wrapped, &ctx, Aad::NONE, SIZE, &random)
+            .expect("a valid size");
+        let mut w = sealer.writer(Vec::new());
+        w.write_all(plaintext).expect("a Vec takes it");
+        w.finish().expect("a Vec takes it")
+    }
+
+    /// The segments of `sealed` changed as `recipe` says: two bits pick the change, the rest
+    /// where.
+    pub(super) fn mutate(sealed: &[u8], recipe: u8, noise: &[u8]) -> Vec<u8> {
+        let head = StreamHead::read_from(&mut &sealed[..])
+            .expect("sealed here")
+            .len();
+        let (head_bytes, body) = sealed.split_at(head);
+        let mut segments: Vec<Vec<u8>> = body.chunks(SEALED).map(<[u8]>::to_vec).collect();
+        let n = segments.len();
+        let at = usize::from(recipe >> 3);
+        match recipe & 7 {
+            0 => {
+                let keep = body.len().saturating_sub(1 + at * 7 % body.len().max(1));
+                segments = body[..keep].chunks(SEALED).map(<[u8]>::to_vec).collect();
+            }
+            1 if n > 1 => segments.swap(at % n, (at / n + 1 + at % n) % n),
+            2 => {
+                let copy = segments[at % n].clone();
+                segments.insert((at / 2) % (n + 1), copy);
+            }
+            3 => segments.push(noise.get(..at % 40).unwrap_or_default().to_vec()),
+            4 => {
+                let seg = &mut segments[at % n];
+                let i = at * 31 % seg.len();
+                seg[i] ^= 1 << (at % 8);
+            }
+            5 if n > 1 => {
+                segments.remove(at % n);
+            }
+            _ => {}
+        }
+        let mut out = head_bytes.to_vec();
+        out.extend(segments.concat());
+        out
+    }
+
+    /// The plaintext through the in-order reader, the seekable reader and the whole open, each
+    /// `None` if refused.
+    pub(super) fn every_open(envelope: &[u8]) -> [Option<Vec<u8>>; 3] {
+        let opener = || {
+            let head = StreamHead::read_from(&mut &envelope[..]).ok()?;
+            let env = head.envelope();
+            let keys = Suite::Segmented.derive(&data_key(), env.message_id());
+            if !commit::matches(env.commitment(), &keys.commitment) {
+                return None;
+            }
+            let key_ref = env.wrapped_keys().first()?.key_ref().clone();
+            Some((
+                stream::opener(&env, &keys, key_ref, Aad::NONE).ok()?,
+                head.len(),
+            ))
+        };
+        let in_order = opener().and_then(|(o, len)| {
+            let mut out = Vec::new();
+            o.reader(envelope.get(len..)?).read_to_end(&mut out).ok()?;
+            Some(out)
+        });
+        let seekable = opener().and_then(|(o, _)| {
+            let mut out = Vec::new();
+            o.seekable(Cursor::new(envelope))
+                .ok()?
+                .read_to_end(&mut out)
+                .ok()?;
+            Some(out)
+        });
+        let whole = Envelope::parse(envelope).ok().and_then(|env| {
+            let keys = Suite::Segmented.derive(&data_key(), env.message_id());
+            crate::envelope::open_with(crate::Backend::DEFAULT, &data_key(), &env, b"")
+                .ok()
+                .filter(|_| commit::matches(env.commitment(), &keys.commitment))
+        });
+        [in_order, seekable, whole]
+    }
+}

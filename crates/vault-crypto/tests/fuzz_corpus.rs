@@ -28,6 +28,11 @@ fn envelope() {
 }
 
 #[test]
+fn stream() {
+    replay("stream", vault_crypto::fuzzing::stream);
+}
+
+#[test]
 fn envelope_text() {
     replay("envelope_text", vault_crypto::fuzzing::envelope_text);
 }

@@ -38,6 +38,7 @@ pub use feed::{
 pub use integrity::{IntegrityKey, KeyHome, Upgrade};
 pub use rings::Rings;
 pub use vault_crypto::issued::IssuedKey;
+pub use vault_crypto::stream;
 pub use vault_crypto::{
     Envelope, EnvelopeError, Error as CryptoError, KeyContext, KeyRingError, MAGIC, Opened,
     ProviderCalls, ProviderError, ProviderErrorKind, Router, Sealed, encode_text,

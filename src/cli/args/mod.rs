@@ -43,7 +43,10 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Encrypt standard input for a key context; writes the envelope to standard output.
+    /// Encrypt standard input (or --in FILE) for a key context, to standard output (or --out)
+    ///
+    /// Inputs over 8 MiB, or with --stream, are sealed as a stream in 64 KiB segments: a binary
+    /// envelope of any size, made in constant memory.
     Encrypt {
         /// The key context: a JSON object of 1 to 10 string pairs, or KEY=VALUE (repeatable).
         #[arg(long, value_name = "JSON|KEY=VALUE", required = true)]
@@ -51,11 +54,22 @@ pub(crate) enum Command {
         /// Extra associated data: authenticated, not stored; decrypt needs the same.
         #[arg(long, default_value = "")]
         aad: String,
-        /// Write the binary envelope instead of base64 text.
+        /// Write the binary envelope instead of base64 text (streams are always binary).
         #[arg(long)]
         binary: bool,
+        /// Seal as a stream whatever the input's size.
+        #[arg(long)]
+        stream: bool,
+        /// Read the plaintext from FILE instead of standard input.
+        #[arg(long = "in", value_name = "FILE")]
+        input: Option<PathBuf>,
+        /// Write the envelope to FILE (complete or not at all) instead of standard output.
+        #[arg(long = "out", value_name = "FILE")]
+        output: Option<PathBuf>,
     },
-    /// Decrypt an envelope (binary or base64 text) from standard input.
+    /// Decrypt an envelope (binary or text, whole or streamed) from standard input (or --in FILE)
+    ///
+    /// Writes the plaintext to standard output (or --out FILE, complete or not at all).
     Decrypt {
         /// The associated data given to encrypt.
         #[arg(long, default_value = "")]
@@ -63,6 +77,16 @@ pub(crate) enum Command {
         /// Print the key context to standard error.
         #[arg(long)]
         show_context: bool,
+        /// Only plaintext bytes START to END, both included (`START-` to the end): of a
+        /// streamed envelope, only the segments holding them are read and opened.
+        #[arg(long, value_name = "START-END")]
+        range: Option<String>,
+        /// Read the envelope from FILE instead of standard input.
+        #[arg(long = "in", value_name = "FILE")]
+        input: Option<PathBuf>,
+        /// Write the plaintext to FILE (complete or not at all) instead of standard output.
+        #[arg(long = "out", value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// Measure seal/open throughput against raw AES-256-GCM on this machine, in one run
     /// (`vault bench server`: a load run against the HTTP API).

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use vault_crypto::stream::{self, StreamHead, StreamOpener, StreamSealer};
 use vault_crypto::{Aad, Envelope, KeyContext, Opened, Router, Sealed};
 
 use super::AdminError;
@@ -79,5 +80,38 @@ impl FileKeys {
         Ok(envelope
             .open_any_context(&self.router, Aad::new(aad))
             .await?)
+    }
+
+    /// Begins sealing a stream of any size for `context` (suite 4, in 64 KiB segments), with
+    /// `aad` bound to every segment: write the plaintext through the sealer's writer.
+    ///
+    /// # Errors
+    /// If the provider cannot wrap.
+    pub async fn encrypt_stream(
+        &self,
+        context: &KeyContext,
+        aad: &[u8],
+    ) -> Result<StreamSealer, AdminError> {
+        Ok(stream::seal(
+            &self.router,
+            context,
+            Aad::new(aad),
+            stream::DEFAULT_SEGMENT_SIZE,
+        )
+        .await?)
+    }
+
+    /// The segment key of a streamed envelope whose head was read, whatever (caller's) context
+    /// it carries ([`StreamOpener::context`] says which), with `aad`.
+    ///
+    /// # Errors
+    /// `DecryptionFailed` if its data key does not unwrap to the committed one, a reserved
+    /// context, or a provider failure.
+    pub async fn decrypt_stream(
+        &self,
+        head: &StreamHead,
+        aad: &[u8],
+    ) -> Result<StreamOpener, AdminError> {
+        Ok(head.open_any_context(&self.router, Aad::new(aad)).await?)
     }
 }

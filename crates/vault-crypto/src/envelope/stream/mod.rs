@@ -341,7 +341,7 @@ impl StreamHead {
 }
 
 /// The opener of a head whose message keys were checked against its commitment.
-fn opener(
+pub(crate) fn opener(
     env: &Envelope<'_>,
     keys: &MessageKeys,
     key_ref: KeyRef,
