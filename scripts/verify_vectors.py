@@ -46,8 +46,9 @@ def message_keys(suite: int, dek: bytes, message_id: bytes):
     # RFC 8452's message-encryption key with the message id's first 12 bytes as its nonce: the
     # first 8 bytes of AES-256(DK, le32(i) || message_id[:12]), i = 2..5.
     aes = Cipher(algorithms.AES(dek), modes.ECB()).encryptor()
+    first = 2 if suite == 3 else 6  # suite 4: the same derivation on counters 6 to 9
     content_key = b"".join(aes.update(struct.pack("<I", i) + message_id[:12])[:8]
-                           for i in range(2, 6))
+                           for i in range(first, first + 4))
     digest = hashes.Hash(hashes.SHA256())
     digest.update(b"vault/%d" % suite + dek + message_id[:16])
     return content_key, digest.finalize()

@@ -151,34 +151,45 @@ impl Files {
             return self.write_complete(|out| out.write_all(plaintext));
         }
         let head = StreamHead::read_from(&mut input)?;
-        let opener = keys.await?.decrypt_stream(&head, aad).await?;
-        if show_context {
-            eprintln!("{}", opener.context());
-        }
-        match range {
-            None => self.write_complete(|out| {
-                let bar = progress_bar(size);
-                bar.inc(head.len() as u64);
-                copy(&mut opener.reader(input), out, |n| bar.inc(n))?;
-                bar.finish_and_clear();
-                Ok(())
-            }),
-            Some(r) => {
-                // Random access needs a file: the named one, or standard input redirected from one.
+        // Random access needs a file to seek in: the named one, or standard input redirected
+        // from one. Checked before any key is asked for.
+        let seekable = match range {
+            Some(_) => {
                 let path = self.input.as_deref().unwrap_or(Path::new("/dev/stdin"));
-                let file = File::open(path).map_err(|e| Failure {
+                let mut file = File::open(path)?;
+                file.seek(SeekFrom::End(0)).map_err(|e| Failure {
                     code: BAD_INPUT,
-                    message: format!("--range needs a file to seek in: {e}"),
+                    message: format!("--range needs a file to seek in, not a pipe: {e}"),
                 })?;
+                Some(file)
+            }
+            None => None,
+        };
+        let opener = keys.await?.decrypt_stream(&head, aad).await?;
+        // The context is authentic once segments verified: shown after them.
+        let context = opener.context().clone();
+        match (range, seekable) {
+            (Some(r), Some(file)) => {
                 let mut plain = opener.seekable(BufReader::with_capacity(CHUNK, file))?;
                 let (start, count) = r.within(plain.plaintext_len())?;
                 plain.seek(SeekFrom::Start(start))?;
                 self.write_complete(|out| {
                     copy(&mut plain.by_ref().take(count), out, |_| ())?;
                     Ok(())
-                })
+                })?;
             }
+            _ => self.write_complete(|out| {
+                let bar = progress_bar(size);
+                bar.inc(head.len() as u64);
+                copy(&mut opener.reader(input), out, |n| bar.inc(n))?;
+                bar.finish_and_clear();
+                Ok(())
+            })?,
         }
+        if show_context {
+            eprintln!("{context}");
+        }
+        Ok(())
     }
 
     /// The input, and its size when it is a file.
@@ -208,21 +219,51 @@ impl Files {
             out.flush()?;
             return Ok(());
         };
+        // A symbolic link is written through (the link stays); a device or a FIFO is written
+        // to directly: there is nothing to rename over it.
+        let path = through_links(path)?;
+        if std::fs::metadata(&path).is_ok_and(|m| !m.is_file()) {
+            let file = std::fs::OpenOptions::new().write(true).open(&path)?;
+            let mut out = BufWriter::with_capacity(CHUNK, file);
+            write(&mut out)?;
+            out.flush()?;
+            return Ok(());
+        }
         let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
-        let tmp = tempfile_in(dir.unwrap_or(Path::new(".")))?;
-        let (file, tmp_path) = tmp;
+        let (file, tmp_path) = tempfile_in(dir.unwrap_or(Path::new(".")))?;
         let result = (|| {
             let mut out = BufWriter::with_capacity(CHUNK, file);
             write(&mut out)?;
             let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
             file.sync_all()?;
-            std::fs::rename(&tmp_path, path)
+            std::fs::rename(&tmp_path, &path)
         })();
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp_path);
         }
         result.map_err(Failure::from)
     }
+}
+
+/// Where `path` leads through symbolic links (at most 8), whether or not that file exists yet.
+fn through_links(path: &Path) -> io::Result<PathBuf> {
+    let mut path = path.to_path_buf();
+    for _ in 0..8 {
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = std::fs::read_link(&path)?;
+                path = match path.parent() {
+                    Some(dir) if target.is_relative() => dir.join(target),
+                    _ => target,
+                };
+            }
+            _ => return Ok(path),
+        }
+    }
+    Err(io::Error::other(format!(
+        "{}: too many levels of symbolic links",
+        path.display()
+    )))
 }
 
 /// A new file `.vault-<pid>-<n>.tmp` in `dir`, owner-only.

@@ -164,6 +164,13 @@ async fn recover_parsed(
         }
         .into());
     }
+    // Issued keys are always sealed whole (suite 3 or 1): a streamed head is not one.
+    if env.segment_size().is_some() {
+        return Err(EnvelopeError::Malformed {
+            reason: "not an issued data key (a streamed envelope)",
+        }
+        .into());
+    }
     // Checked before any provider is asked: the blob is the caller's, and each wrapped key
     // would be a call to someone's key service. Nothing the vault sealed for itself (a reserved
     // context) is unwrapped for a caller.

@@ -97,7 +97,31 @@ fn every_length_round_trips_through_every_reader() {
             }
             let in_place = block_on(open_in_place(&keys, env.clone(), &org(), Aad::NONE));
             assert_eq!(in_place.unwrap().into_plaintext(), plaintext);
+            // Read straight into the segments from a reader that hands over `chunk` at a time.
+            let sealer =
+                block_on(stream::seal(&keys, &org(), Aad::NONE, MIN_SEGMENT_SIZE)).unwrap();
+            let mut w = sealer.writer(Vec::new());
+            let mut source = Trickle(&plaintext, chunk);
+            assert_eq!(w.write_from(&mut source).unwrap(), len as u64);
+            let env = w.finish().unwrap();
+            assert_eq!(
+                open_stream(&keys, &env, b"").unwrap(),
+                plaintext,
+                "write_from"
+            );
         }
+    }
+}
+
+/// A reader that hands over at most `.1` bytes per read.
+struct Trickle<'a>(&'a [u8], usize);
+
+impl Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.1).min(self.0.len());
+        buf[..n].copy_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        Ok(n)
     }
 }
 

@@ -69,7 +69,9 @@ pub(crate) enum Command {
     },
     /// Decrypt an envelope (binary or text, whole or streamed) from standard input (or --in FILE)
     ///
-    /// Writes the plaintext to standard output (or --out FILE, complete or not at all).
+    /// Writes the plaintext to standard output, or to --out FILE complete or not at all. A
+    /// streamed envelope goes to standard output segment by segment as each verifies: if one
+    /// fails (exit 4), what was written is only the verified start.
     Decrypt {
         /// The associated data given to encrypt.
         #[arg(long, default_value = "")]

@@ -153,13 +153,23 @@ impl Segments {
     }
 
     /// Seals the plaintext chunk in `buf` as segment `index`, appending its tag.
+    #[cfg(test)]
     pub(crate) fn seal(&self, index: u32, last: bool, buf: &mut Vec<u8>) -> Result<(), Error> {
-        let tag = self
-            .key
-            .seal_in_place(&self.nonce(index, last), &self.aad, buf)
-            .map_err(|_| Error::EncryptionFailed)?;
+        let tag = self.seal_slice(index, last, buf)?;
         buf.extend_from_slice(&tag);
         Ok(())
+    }
+
+    /// Seals the plaintext chunk `chunk` in place as segment `index`; its tag is returned.
+    pub(crate) fn seal_slice(
+        &self,
+        index: u32,
+        last: bool,
+        chunk: &mut [u8],
+    ) -> Result<[u8; TAG_LEN], Error> {
+        self.key
+            .seal_in_place(&self.nonce(index, last), &self.aad, chunk)
+            .map_err(|_| Error::EncryptionFailed)
     }
 
     /// Opens segment `index` in `buf` (ciphertext and tag), leaving its plaintext there. On
@@ -206,7 +216,10 @@ pub(crate) fn open_all(segments: &Segments, payload: &[u8]) -> Result<Vec<u8>, E
     )?;
     let capacity = usize::try_from(layout.plaintext_len()).map_err(|_| Error::DecryptionFailed)?;
     let mut plaintext = Zeroizing::new(Vec::with_capacity(capacity));
-    let mut scratch = Zeroizing::new(Vec::with_capacity(segments.size().saturating_add(TAG_LEN)));
+    // The segment size is the header's: no more scratch than the payload needs.
+    let mut scratch = Zeroizing::new(Vec::with_capacity(
+        segments.size().saturating_add(TAG_LEN).min(payload.len()),
+    ));
     for i in 0..layout.count() {
         let (start, len) = layout.span(i);
         let sealed = usize::try_from(start)

@@ -32,6 +32,13 @@ pub const SUITE_AES256GCM_AESKDF_SHA256_COMMIT: u16 = 0x0003;
 /// AES-256-GCM segments of a size the header gives (FORMAT.md, "Suite 0x0004: segments").
 pub const SUITE_AES256GCM_SEGMENTED_COMMIT: u16 = 0x0004;
 
+/// The first of the four AES counters of suite 3's content key (2 to 5: RFC 8452's
+/// message-encryption key).
+pub(crate) const CONTENT_COUNTERS_3: u32 = 2;
+/// The first of the four AES counters of suite 4's content key (6 to 9): the same derivation on
+/// other blocks, so a data key and message id never give suites 3 and 4 one content key.
+pub(crate) const CONTENT_COUNTERS_4: u32 = 6;
+
 /// Domain-separation label of suite 3's commitment.
 pub(crate) const COMMITMENT_LABEL_3: &[u8] = b"vault/3";
 /// Domain-separation label of suite 4's commitment.
@@ -80,11 +87,11 @@ impl Suite {
         match self {
             Self::HkdfSha256 => commit::derive(data_key, message_id, self.id()),
             Self::AesKdfSha256 => MessageKeys {
-                content_key: content_key_3(data_key, message_id),
+                content_key: content_key_3(data_key, message_id, CONTENT_COUNTERS_3),
                 commitment: commitment_3(data_key, message_id, COMMITMENT_LABEL_3),
             },
             Self::Segmented => MessageKeys {
-                content_key: content_key_3(data_key, message_id),
+                content_key: content_key_3(data_key, message_id, CONTENT_COUNTERS_4),
                 commitment: commitment_3(data_key, message_id, COMMITMENT_LABEL_4),
             },
         }
@@ -100,6 +107,7 @@ impl Suite {
 pub(crate) fn content_key_3(
     data_key: &DataKey,
     message_id: &[u8; MESSAGE_ID_LEN],
+    first_counter: u32,
 ) -> Zeroizing<[u8; 32]> {
     let (nonce, _) = message_id
         .split_first_chunk::<NONCE_LEN>()
@@ -107,7 +115,7 @@ pub(crate) fn content_key_3(
     // The key schedule is wiped on drop (`aes`'s `zeroize` feature).
     let cipher = Aes256Enc::new(data_key.expose_secret().into());
     let mut blocks = [Array::<u8, _>::default(); 4];
-    for (counter, block) in (2u32..).zip(blocks.iter_mut()) {
+    for (counter, block) in (first_counter..).zip(blocks.iter_mut()) {
         let (head, tail) = block.split_at_mut(4);
         head.copy_from_slice(&counter.to_le_bytes());
         tail.copy_from_slice(nonce);
@@ -181,7 +189,7 @@ mod tests {
         let auth = [half_block(k, 0, &id), half_block(k, 1, &id)].concat();
         assert_eq!(hex::encode(auth), "b5d3c529dfafac43136d2d11be284d7f");
         assert_eq!(
-            hex::encode(*content_key_3(&key(k), &id)),
+            hex::encode(*content_key_3(&key(k), &id, CONTENT_COUNTERS_3)),
             "b914f4742be9e1d7a2f84addbf96dec3456e3c6c05ecc157cdbf0700fedad222"
         );
     }
@@ -222,7 +230,7 @@ mod tests {
         #[test]
         fn the_content_key_is_four_half_blocks(k in any::<[u8; 32]>(), id in any::<[u8; 32]>()) {
             let expected: Vec<u8> = (2..6).flat_map(|i| half_block(k, i, &id)).collect();
-            prop_assert_eq!(content_key_3(&key(k), &id).to_vec(), expected);
+            prop_assert_eq!(content_key_3(&key(k), &id, CONTENT_COUNTERS_3).to_vec(), expected);
         }
 
         /// Another data key gives another commitment and another content key.
@@ -234,6 +242,12 @@ mod tests {
             let (x, y) = (Suite::SEAL.derive(&a, &id), Suite::SEAL.derive(&b, &id));
             prop_assert_ne!(x.commitment, y.commitment);
             prop_assert_ne!(*x.content_key, *y.content_key);
+            // The streamed suite's keys are its own, from the same data key and message id.
+            let z = Suite::Segmented.derive(&a, &id);
+            prop_assert_ne!(x.commitment, z.commitment);
+            prop_assert_ne!(*x.content_key, *z.content_key);
+            let expected: Vec<u8> = (6..10).flat_map(|i| half_block(k, i, &id)).collect();
+            prop_assert_eq!(z.content_key.to_vec(), expected);
         }
     }
 }

@@ -386,7 +386,9 @@ pub struct StreamOpener {
 }
 
 impl StreamOpener {
-    /// The key context the stream was sealed for (authenticated by every segment).
+    /// The key context in the head. It is authenticated by each segment's tag (the header is
+    /// every segment's associated data), not before: with a wrap that binds no context (Azure
+    /// Key Vault RSA-OAEP), a changed context is refused only once the first segment is read.
     pub fn context(&self) -> &KeyContext {
         &self.context
     }

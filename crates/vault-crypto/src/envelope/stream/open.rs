@@ -16,11 +16,16 @@ use crate::aead::TAG_LEN;
 use crate::envelope::segment::Segments;
 use crate::error::{EnvelopeError, Error};
 
+/// The window a reader starts with: a default segment and its tag, and one byte more.
+const INITIAL_WINDOW: usize = (64 << 10) + TAG_LEN + 1;
+
 /// The state shared by both readers.
 pub(super) struct OpenCore {
     segments: Segments,
-    /// Sealed bytes read: up to one segment and one byte more.
+    /// Sealed bytes read: up to one segment and one byte more (`window`). It grows as bytes
+    /// arrive: the segment size is the header's, checked by nothing before the first tag.
     buf: Zeroizing<Vec<u8>>,
+    window: usize,
     filled: usize,
     eof: bool,
     /// The opened segment's plaintext is `buf[served..plain_end]`.
@@ -40,7 +45,8 @@ impl OpenCore {
     pub(super) fn new(segments: Segments) -> Self {
         let window = segments.size().saturating_add(TAG_LEN + 1);
         Self {
-            buf: Zeroizing::new(vec![0; window]),
+            buf: Zeroizing::new(vec![0; window.min(INITIAL_WINDOW)]),
+            window,
             segments,
             filled: 0,
             eof: false,
@@ -67,8 +73,12 @@ impl OpenCore {
 
     /// Where the next bytes read go, if the window is not full and the input not ended.
     fn space(&mut self) -> Option<&mut [u8]> {
-        if self.eof || self.done || self.failed {
+        if self.eof || self.done || self.failed || self.filled >= self.window {
             return None;
+        }
+        if self.filled == self.buf.len() {
+            let grown = self.buf.len().saturating_mul(2).min(self.window);
+            self.buf.resize(grown, 0);
         }
         self.buf.get_mut(self.filled..).filter(|s| !s.is_empty())
     }
@@ -96,7 +106,7 @@ impl OpenCore {
             self.served = 0;
             self.plain_end = 0;
         }
-        !self.eof && self.filled < self.buf.len()
+        !self.eof && self.filled < self.window
     }
 
     /// Where the loop of a read stands once the served segment is used up: `Some` to return.
@@ -113,7 +123,7 @@ impl OpenCore {
     /// Opens the segment in the window: the last if the input ended inside the window, not the
     /// last if the window is full (one byte follows it).
     fn open_next(&mut self) -> Result<(), Error> {
-        let last = self.filled < self.buf.len();
+        let last = self.filled < self.window;
         let sealed_len = if last {
             self.filled
         } else {

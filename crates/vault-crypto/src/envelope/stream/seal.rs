@@ -3,7 +3,7 @@
 //! in place and hands the sealed bytes out. A segment is sealed only once the next byte has
 //! arrived (or the stream is finished), so the last one is always known to be last.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -15,14 +15,17 @@ use crate::aead::TAG_LEN;
 use crate::envelope::segment::{MAX_SEGMENTS, Segments};
 use crate::error::Error;
 
-/// The state shared by both writers: the plaintext being collected, and sealed bytes (the head
-/// first) waiting to be written.
+/// The state shared by both writers: the segment being collected, and sealed bytes (the head
+/// first) waiting to be written. Both buffers keep their full length (a segment and its tag):
+/// plaintext is copied or read straight into place, and nothing is cleared or grown per segment.
 pub(super) struct SealCore {
     segments: Segments,
-    /// The current segment's plaintext: at most `segments.size()` bytes.
-    collecting: Zeroizing<Vec<u8>>,
-    /// Bytes to write out, from `written` on.
+    /// The current segment's plaintext is `seg[..filled]`; its tag goes after it.
+    seg: Zeroizing<Vec<u8>>,
+    filled: usize,
+    /// Bytes to write out: `out[written..out_len]`.
     out: Zeroizing<Vec<u8>>,
+    out_len: usize,
     written: usize,
     /// The next segment's index.
     index: u32,
@@ -34,13 +37,13 @@ pub(super) struct SealCore {
 impl SealCore {
     pub(super) fn new(segments: Segments, head: Vec<u8>) -> Self {
         let sealed = segments.size().saturating_add(TAG_LEN);
-        let mut out = Zeroizing::new(head);
-        let have = out.len();
-        out.reserve(sealed.saturating_sub(have));
+        let out_len = head.len();
         Self {
-            collecting: Zeroizing::new(Vec::with_capacity(sealed)),
+            seg: Zeroizing::new(vec![0; sealed]),
+            filled: 0,
             segments,
-            out,
+            out: Zeroizing::new(head),
+            out_len,
             written: 0,
             index: 0,
             finished: false,
@@ -50,15 +53,15 @@ impl SealCore {
 
     /// What waits to be written.
     fn pending(&self) -> &[u8] {
-        self.out.get(self.written..).unwrap_or_default()
+        self.out.get(self.written..self.out_len).unwrap_or_default()
     }
 
     fn wrote(&mut self, n: usize) {
-        self.written = self.written.saturating_add(n);
-        if self.written >= self.out.len() {
-            self.out.clear();
-            self.written = 0;
-        }
+        self.written = self.written.saturating_add(n).min(self.out_len);
+    }
+
+    fn full(&self) -> bool {
+        self.filled == self.segments.size()
     }
 
     /// Takes plaintext from `data` (at least one byte if `data` is not empty); call only with
@@ -70,22 +73,49 @@ impl SealCore {
         if data.is_empty() {
             return Ok(0);
         }
-        if self.collecting.len() == self.segments.size() {
-            // Not the last segment: more follows. Its index must leave room for one more.
-            if self.index == u32::MAX {
-                return Err(Error::PlaintextTooLarge {
-                    max: usize::try_from(MAX_SEGMENTS)
-                        .unwrap_or(usize::MAX)
-                        .saturating_mul(self.segments.size()),
-                });
-            }
+        if self.full() {
             self.seal_collected(false)?;
         }
-        let room = self.segments.size().saturating_sub(self.collecting.len());
+        let room = self.segments.size().saturating_sub(self.filled);
         let n = room.min(data.len());
-        self.collecting
-            .extend_from_slice(data.get(..n).unwrap_or_default());
+        let end = self.filled.saturating_add(n);
+        if let (Some(to), Some(from)) = (self.seg.get_mut(self.filled..end), data.get(..n)) {
+            to.copy_from_slice(from);
+        }
+        self.filled = end;
         self.taken = self.taken.saturating_add(n as u64);
+        Ok(n)
+    }
+
+    /// Reads plaintext from `r` straight into the segment (no copy beyond the read); call only
+    /// with nothing pending. 0 at the end of `r`. After a full segment, the next bytes are read
+    /// into the free output buffer, and the full one is sealed as not the last only once some
+    /// arrived.
+    fn fill_from(&mut self, r: &mut (impl Read + ?Sized)) -> io::Result<usize> {
+        if self.finished {
+            return Err(io_error(Error::EncryptionFailed));
+        }
+        let size = self.segments.size();
+        if !self.full() {
+            let n = read_retrying(r, self.seg.get_mut(self.filled..size).unwrap_or_default())?;
+            self.filled = self.filled.saturating_add(n);
+            self.taken = self.taken.saturating_add(n as u64);
+            return Ok(n);
+        }
+        let sealed = size.saturating_add(TAG_LEN);
+        if self.out.len() < sealed {
+            self.out.resize(sealed, 0);
+        }
+        let n = read_retrying(r, self.out.get_mut(..size).unwrap_or_default())?;
+        if n > 0 {
+            // `out` now holds the next segment's first bytes: seal the full one and trade.
+            self.seal_segment(false).map_err(io_error)?;
+            std::mem::swap(&mut self.seg, &mut self.out);
+            self.out_len = sealed;
+            self.written = 0;
+            self.filled = n;
+            self.taken = self.taken.saturating_add(n as u64);
+        }
         Ok(n)
     }
 
@@ -98,15 +128,51 @@ impl SealCore {
         Ok(())
     }
 
-    /// Seals the collected plaintext as segment `index` and queues it; the emptied output
-    /// buffer collects the next segment.
-    fn seal_collected(&mut self, last: bool) -> Result<(), Error> {
-        self.segments.seal(self.index, last, &mut self.collecting)?;
-        std::mem::swap(&mut self.collecting, &mut self.out);
-        self.collecting.clear();
-        self.written = 0;
+    /// Seals `seg[..filled]` in place and puts its tag after it.
+    fn seal_segment(&mut self, last: bool) -> Result<(), Error> {
+        // Not the last: more follows, so its index must leave room for one more.
+        if !last && self.index == u32::MAX {
+            return Err(Error::PlaintextTooLarge {
+                max: usize::try_from(MAX_SEGMENTS)
+                    .unwrap_or(usize::MAX)
+                    .saturating_mul(self.segments.size()),
+            });
+        }
+        let filled = self.filled;
+        let chunk = self.seg.get_mut(..filled).ok_or(Error::EncryptionFailed)?;
+        let tag = self.segments.seal_slice(self.index, last, chunk)?;
+        self.seg
+            .get_mut(filled..filled.saturating_add(TAG_LEN))
+            .ok_or(Error::EncryptionFailed)?
+            .copy_from_slice(&tag);
         self.index = self.index.saturating_add(1);
         Ok(())
+    }
+
+    /// Seals the collected plaintext and queues it; the emptied output buffer collects the next
+    /// segment.
+    fn seal_collected(&mut self, last: bool) -> Result<(), Error> {
+        self.seal_segment(last)?;
+        std::mem::swap(&mut self.seg, &mut self.out);
+        self.out_len = self.filled.saturating_add(TAG_LEN);
+        self.written = 0;
+        self.filled = 0;
+        let sealed = self.segments.size().saturating_add(TAG_LEN);
+        if self.seg.len() < sealed {
+            // Once: the head's buffer joins the rotation.
+            self.seg.resize(sealed, 0);
+        }
+        Ok(())
+    }
+}
+
+/// `r.read`, again while interrupted.
+fn read_retrying(r: &mut (impl Read + ?Sized), buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match r.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
     }
 }
 
@@ -144,19 +210,43 @@ impl<W: Write> SealWriter<W> {
         self.core.taken
     }
 
+    /// Seals everything `r` gives until its end, reading straight into the segment being
+    /// sealed: the one copy of each byte is the read itself (what `std::io::copy` into this
+    /// writer would do twice). Returns the bytes read; call [`finish`](Self::finish) after.
+    ///
+    /// # Errors
+    /// `r`'s or the inner writer's error, or an [`Error`] inside an `io::Error`.
+    pub fn write_from<R: Read + ?Sized>(&mut self, r: &mut R) -> io::Result<u64> {
+        let mut total = 0u64;
+        loop {
+            self.drain()?;
+            match self.core.fill_from(r)? {
+                0 => return Ok(total),
+                n => total = total.saturating_add(n as u64),
+            }
+        }
+    }
+
     /// The inner writer.
     pub fn get_ref(&self) -> &W {
         &self.inner
     }
 
+    /// Writes what is pending, keeping count as it goes: after a failed write, what was written
+    /// is not written again.
     fn drain(&mut self) -> io::Result<()> {
-        let pending = self.core.pending();
-        if !pending.is_empty() {
-            self.inner.write_all(pending)?;
-            let n = pending.len();
-            self.core.wrote(n);
+        loop {
+            let pending = self.core.pending();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            match self.inner.write(pending) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.core.wrote(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
-        Ok(())
     }
 }
 
@@ -289,6 +379,15 @@ mod tests {
         // Ending there is fine: the full segment is the last.
         c.finish().unwrap();
         assert_eq!(c.pending().len(), 256 + TAG_LEN);
+        // The same from a reader: the counter stops there too.
+        let mut c = core(256);
+        c.index = u32::MAX;
+        assert_eq!(c.fill_from(&mut &[0u8; 300][..]).unwrap(), 256);
+        let err = c.fill_from(&mut &[0u8; 44][..]).unwrap_err();
+        assert!(matches!(
+            super::super::error_of(&err),
+            Some(Error::PlaintextTooLarge { .. })
+        ));
     }
 
     #[test]
