@@ -110,7 +110,8 @@ impl Files {
             drop(first);
             let bar = progress_bar(size);
             bar.inc(writer.plaintext_len());
-            copy(&mut input, &mut writer, |n| bar.inc(n))?;
+            // Read straight into the segment being sealed.
+            writer.write_from(&mut Counted(&mut input, |n| bar.inc(n)))?;
             writer.finish()?;
             bar.finish_and_clear();
             Ok(())
@@ -283,6 +284,17 @@ fn tempfile_in(dir: &Path) -> io::Result<(File, PathBuf)> {
         }
     }
     Err(io::Error::other("no free temporary file name"))
+}
+
+/// A reader that reports the length of each read.
+struct Counted<R, F>(R, F);
+
+impl<R: Read, F: FnMut(u64)> Read for Counted<R, F> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.0.read(buf)?;
+        (self.1)(n as u64);
+        Ok(n)
+    }
 }
 
 /// Copies `from` to `to` a chunk at a time, reporting each chunk's length.
