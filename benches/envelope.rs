@@ -425,8 +425,88 @@ fn integrity_group(c: &mut Criterion) {
     g.finish();
 }
 
+/// Streams (suite 4, 64 KiB segments) of 64 MiB beside raw ring doing the same reads: each reads
+/// the value from one `std::io::Read` source into a 64 KiB buffer it seals in place (raw ring),
+/// or straight into its segments (`write_from`), and writes to a sink. Raw ring sealing the
+/// value in place as one message, nothing read, is the ceiling beside them.
+fn stream_group(c: &mut Criterion) {
+    use std::io::{Read as _, Write as _};
+    use vault_crypto::stream;
+    const LEN: usize = 64 << 20;
+    const SEGMENT: usize = stream::DEFAULT_SEGMENT_SIZE as usize;
+    let managed = ManagedKeyProvider::in_memory("bench").unwrap();
+    let ctx = ctx();
+    let key = ring_key();
+    let mut value = vec![0x42u8; LEN];
+    let sealer = || {
+        ready(stream::seal(
+            &managed,
+            &ctx,
+            vault_crypto::Aad::NONE,
+            stream::DEFAULT_SEGMENT_SIZE,
+        ))
+        .unwrap()
+    };
+    let mut g = c.benchmark_group("stream 64 MiB");
+    g.throughput(Throughput::Bytes(LEN as u64));
+    g.sample_size(10);
+    g.bench_function("raw ring, 64 KiB reads sealed in place", |b| {
+        let mut chunk = vec![0u8; SEGMENT];
+        b.iter(|| {
+            let mut source = black_box(&value[..]);
+            while let Ok(n @ 1..) = source.read(&mut chunk) {
+                let tag = key.seal_in_place_separate_tag(
+                    Nonce::assume_unique_for_key([1; 12]),
+                    Aad::empty(),
+                    &mut chunk[..n],
+                );
+                let _ = black_box(tag.unwrap());
+            }
+        });
+    });
+    g.bench_function("stream seal, write_from the same reads", |b| {
+        b.iter(|| {
+            let mut w = sealer().writer(std::io::sink());
+            w.write_from(&mut black_box(&value[..])).unwrap();
+            w.finish().unwrap();
+        });
+    });
+    g.bench_function("stream seal, Write of 1 MiB", |b| {
+        b.iter(|| {
+            let mut w = sealer().writer(std::io::sink());
+            for part in black_box(&value).chunks(1 << 20) {
+                w.write_all(part).unwrap();
+            }
+            w.finish().unwrap();
+        });
+    });
+    let mut w = sealer().writer(Vec::with_capacity(LEN + LEN / 1024 + 4096));
+    w.write_all(&value).unwrap();
+    let sealed = w.finish().unwrap();
+    g.bench_function("stream open, in order", |b| {
+        let head = stream::StreamHead::read_from(&mut &sealed[..]).unwrap();
+        b.iter(|| {
+            let opener = ready(head.open(&managed, &ctx, vault_crypto::Aad::NONE)).unwrap();
+            let mut r = opener.reader(black_box(&sealed[head.len()..]));
+            std::io::copy(&mut r, &mut std::io::sink()).unwrap();
+        });
+    });
+    g.bench_function("raw ring in place, one message, nothing read", |b| {
+        b.iter(|| {
+            let tag = key.seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key([1; 12]),
+                Aad::empty(),
+                black_box(&mut value),
+            );
+            let _ = black_box(tag.unwrap());
+        });
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    stream_group,
     seal_group,
     open_group,
     context_group,
