@@ -10,7 +10,7 @@ mod common;
 use std::io::Read;
 use std::path::PathBuf;
 
-use common::block_on;
+use common::{block_on, write_block};
 use sha2::{Digest, Sha256};
 use vault_crypto::stream::StreamHead;
 use vault_crypto::{Aad, KeyContext, danger};
@@ -133,14 +133,7 @@ fn generate() -> String {
             ("PLAINTEXT", hex::encode(&plaintext)),
             ("ENVELOPE", hex::encode(&envelope)),
         ];
-        for (k, v) in fields {
-            if v.is_empty() {
-                out.push_str(&format!("{k} =\n"));
-            } else {
-                out.push_str(&format!("{k} = {v}\n"));
-            }
-        }
-        out.push('\n');
+        write_block(&mut out, &fields);
     }
     out
 }

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use common::block_on;
+use common::{block_on, write_block};
 use sha2::{Digest, Sha256};
 use vault_crypto::{
     Backend, DataKey, Envelope, EnvelopeError, Error, KeyContext, KeyProvider, KeyRef,
@@ -406,17 +406,6 @@ fn specs() -> Vec<Spec> {
             extra: true,
         },
     ]
-}
-
-fn write_block(out: &mut String, fields: &[(&str, String)]) {
-    for (k, v) in fields {
-        if v.is_empty() {
-            out.push_str(&format!("{k} =\n"));
-        } else {
-            out.push_str(&format!("{k} = {v}\n"));
-        }
-    }
-    out.push('\n');
 }
 
 fn generate_positive(suite: u16) -> String {

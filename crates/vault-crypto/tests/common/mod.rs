@@ -106,3 +106,16 @@ impl KeyProvider for Down {
         ))
     }
 }
+
+/// Appends one block of a vector file: `NAME = value` lines (`NAME =` for an empty value), then
+/// a blank line.
+pub fn write_block(out: &mut String, fields: &[(&str, String)]) {
+    for (k, v) in fields {
+        if v.is_empty() {
+            out.push_str(&format!("{k} =\n"));
+        } else {
+            out.push_str(&format!("{k} = {v}\n"));
+        }
+    }
+    out.push('\n');
+}
