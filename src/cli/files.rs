@@ -214,57 +214,91 @@ impl Files {
         &self,
         write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
     ) -> Result<(), Failure> {
-        let Some(path) = &self.output else {
-            let mut out = BufWriter::with_capacity(CHUNK, io::stdout().lock());
-            write(&mut out)?;
-            out.flush()?;
-            return Ok(());
+        let sink: Box<dyn Write> = match self.output.as_deref().map(Output::of).transpose()? {
+            None | Some(Output::Stdout) => Box::new(io::stdout().lock()),
+            Some(Output::Direct(path)) => {
+                Box::new(std::fs::OpenOptions::new().write(true).open(path)?)
+            }
+            Some(Output::Append(path)) => {
+                Box::new(std::fs::OpenOptions::new().append(true).open(path)?)
+            }
+            Some(Output::Replace(path)) => return replace(&path, write),
         };
-        // A symbolic link is written through (the link stays); a device or a FIFO is written
-        // to directly: there is nothing to rename over it.
-        let path = through_links(path)?;
-        if std::fs::metadata(&path).is_ok_and(|m| !m.is_file()) {
-            let file = std::fs::OpenOptions::new().write(true).open(&path)?;
-            let mut out = BufWriter::with_capacity(CHUNK, file);
-            write(&mut out)?;
-            out.flush()?;
-            return Ok(());
-        }
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
-        let (file, tmp_path) = tempfile_in(dir.unwrap_or(Path::new(".")))?;
-        let result = (|| {
-            let mut out = BufWriter::with_capacity(CHUNK, file);
-            write(&mut out)?;
-            let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
-            file.sync_all()?;
-            std::fs::rename(&tmp_path, &path)
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp_path);
-        }
-        result.map_err(Failure::from)
+        let mut out = BufWriter::with_capacity(CHUNK, sink);
+        write(&mut out)?;
+        out.flush()?;
+        Ok(())
     }
 }
 
-/// Where `path` leads through symbolic links (at most 8), whether or not that file exists yet.
-fn through_links(path: &Path) -> io::Result<PathBuf> {
-    let mut path = path.to_path_buf();
-    for _ in 0..8 {
-        match std::fs::symlink_metadata(&path) {
-            Ok(m) if m.file_type().is_symlink() => {
-                let target = std::fs::read_link(&path)?;
-                path = match path.parent() {
-                    Some(dir) if target.is_relative() => dir.join(target),
-                    _ => target,
-                };
-            }
-            _ => return Ok(path),
-        }
+/// Writes `path` beside it and renames the result over it once complete: it is complete or
+/// untouched.
+fn replace(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<(), Failure> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let (file, tmp_path) = tempfile_in(dir.unwrap_or(Path::new(".")))?;
+    let result = (|| {
+        let mut out = BufWriter::with_capacity(CHUNK, file);
+        write(&mut out)?;
+        let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp_path, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp_path);
     }
-    Err(io::Error::other(format!(
-        "{}: too many levels of symbolic links",
-        path.display()
-    )))
+    result.map_err(Failure::from)
+}
+
+/// How `--out` is written.
+enum Output {
+    /// `-` or `/dev/stdout`: this process's standard output, as the shell opened it.
+    Stdout,
+    /// A regular file, new or not, or one a symbolic link leads to (the link stays): written
+    /// beside it and renamed over it once complete, so it is complete or untouched.
+    Replace(PathBuf),
+    /// A device or a FIFO: written as it comes (there is nothing to rename over).
+    Direct(PathBuf),
+    /// A link into `/proc` (`/dev/fd/N`, `/proc/self/fd/N`): the descriptor's own file, appended
+    /// to, as the shell's redirection set it up; never truncated or replaced.
+    Append(PathBuf),
+}
+
+impl Output {
+    fn of(path: &Path) -> io::Result<Self> {
+        if path == Path::new("-") || path == Path::new("/dev/stdout") {
+            return Ok(Self::Stdout);
+        }
+        let mut at = path.to_path_buf();
+        // As the kernel: at most 40 links.
+        for _ in 0..=40 {
+            // `/dev/fd/N` and `/proc/self/fd/N` name a descriptor, not a file to replace.
+            let dir = at.parent().filter(|d| !d.as_os_str().is_empty());
+            let dir = dir.map_or_else(|| Path::new(".").canonicalize(), Path::canonicalize);
+            if dir.is_ok_and(|d| d.starts_with("/proc")) {
+                return Ok(Self::Append(path.to_path_buf()));
+            }
+            match std::fs::symlink_metadata(&at) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Self::Replace(at)),
+                Err(e) => return Err(e),
+                Ok(m) if m.file_type().is_symlink() => {
+                    let target = std::fs::read_link(&at)?;
+                    at = match at.parent() {
+                        Some(dir) if target.is_relative() => dir.join(target),
+                        _ => target,
+                    };
+                }
+                Ok(m) if m.is_file() => return Ok(Self::Replace(at)),
+                Ok(_) => return Ok(Self::Direct(path.to_path_buf())),
+            }
+        }
+        Err(io::Error::other(format!(
+            "{}: too many levels of symbolic links",
+            path.display()
+        )))
+    }
 }
 
 /// A new file `.vault-<pid>-<n>.tmp` in `dir`, owner-only.

@@ -63,15 +63,16 @@ pub(crate) enum Command {
         /// Read the plaintext from FILE instead of standard input.
         #[arg(long = "in", value_name = "FILE")]
         input: Option<PathBuf>,
-        /// Write the envelope to FILE (complete or not at all) instead of standard output.
+        /// Write the envelope to FILE instead of standard output: a regular file is complete or
+        /// untouched (written beside it, then renamed over it).
         #[arg(long = "out", value_name = "FILE")]
         output: Option<PathBuf>,
     },
     /// Decrypt an envelope (binary or text, whole or streamed) from standard input (or --in FILE)
     ///
-    /// Writes the plaintext to standard output, or to --out FILE complete or not at all. A
-    /// streamed envelope goes to standard output segment by segment as each verifies: if one
-    /// fails (exit 4), what was written is only the verified start.
+    /// Writes the plaintext to standard output, or to --out FILE: a regular file complete or
+    /// not at all. A streamed envelope goes to standard output (or a pipe or device) segment by
+    /// segment as each verifies: if one fails (exit 4), what was written is the verified start.
     Decrypt {
         /// The associated data given to encrypt.
         #[arg(long, default_value = "")]
@@ -86,7 +87,8 @@ pub(crate) enum Command {
         /// Read the envelope from FILE instead of standard input.
         #[arg(long = "in", value_name = "FILE")]
         input: Option<PathBuf>,
-        /// Write the plaintext to FILE (complete or not at all) instead of standard output.
+        /// Write the plaintext to FILE instead of standard output: a regular file is complete or
+        /// untouched (written beside it, then renamed over it).
         #[arg(long = "out", value_name = "FILE")]
         output: Option<PathBuf>,
     },

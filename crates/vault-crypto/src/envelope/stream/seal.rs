@@ -102,6 +102,10 @@ impl SealCore {
             self.taken = self.taken.saturating_add(n as u64);
             return Ok(n);
         }
+        // The full segment would not be the last: refused before anything more is taken.
+        if self.index == u32::MAX {
+            return Err(io_error(self.too_large()));
+        }
         let sealed = size.saturating_add(TAG_LEN);
         if self.out.len() < sealed {
             self.out.resize(sealed, 0);
@@ -128,15 +132,19 @@ impl SealCore {
         Ok(())
     }
 
+    fn too_large(&self) -> Error {
+        Error::PlaintextTooLarge {
+            max: usize::try_from(MAX_SEGMENTS)
+                .unwrap_or(usize::MAX)
+                .saturating_mul(self.segments.size()),
+        }
+    }
+
     /// Seals `seg[..filled]` in place and puts its tag after it.
     fn seal_segment(&mut self, last: bool) -> Result<(), Error> {
         // Not the last: more follows, so its index must leave room for one more.
         if !last && self.index == u32::MAX {
-            return Err(Error::PlaintextTooLarge {
-                max: usize::try_from(MAX_SEGMENTS)
-                    .unwrap_or(usize::MAX)
-                    .saturating_mul(self.segments.size()),
-            });
+            return Err(self.too_large());
         }
         let filled = self.filled;
         let chunk = self.seg.get_mut(..filled).ok_or(Error::EncryptionFailed)?;

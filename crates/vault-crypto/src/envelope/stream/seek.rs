@@ -43,7 +43,13 @@ impl<R: Read + Seek> SeekableReader<R> {
         let size = u32::try_from(segments.size()).map_err(|_| io_error(Error::DecryptionFailed))?;
         let layout = Layout::of(size, payload).map_err(|e| io_error(e.into()))?;
         let mut reader = Self {
-            plain: Zeroizing::new(Vec::with_capacity(segments.size().saturating_add(TAG_LEN))),
+            // The header's segment size, but no more than the payload holds.
+            plain: Zeroizing::new(Vec::with_capacity(
+                segments
+                    .size()
+                    .saturating_add(TAG_LEN)
+                    .min(usize::try_from(payload).unwrap_or(usize::MAX)),
+            )),
             segments,
             inner,
             body_start,
