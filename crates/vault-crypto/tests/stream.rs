@@ -290,65 +290,69 @@ fn ranged_reads_return_exactly_the_bytes_asked_for() {
     assert_eq!(got, plaintext[SIZE..SIZE + 100]);
 }
 
-/// A counting `Read + Seek`: what a ranged read costs in storage reads.
-struct Counting<R> {
-    inner: R,
-    read: u64,
-}
-
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.read += n as u64;
-        Ok(n)
-    }
-}
-
-impl<R: Seek> Seek for Counting<R> {
-    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
-        self.inner.seek(to)
-    }
-}
-
 // A gibibyte of AES-GCM: with ring's assembly (the default) a second; with the pure-Rust
 // backend alone in a debug build, minutes, so it runs only where ring is compiled in.
 #[cfg(feature = "ring")]
-#[test]
-fn a_ranged_mebibyte_from_the_middle_of_a_gibibyte_reads_under_two_mebibytes() {
-    const GIB: usize = 1 << 30;
-    const MIB: u64 = 1 << 20;
-    let keys = keys();
-    let sealer = block_on(stream::seal(
-        &keys,
-        &org(),
-        Aad::NONE,
-        stream::DEFAULT_SEGMENT_SIZE,
-    ))
-    .unwrap();
-    let mut w = sealer.writer(Vec::with_capacity(GIB + GIB / 1024 + 4096));
-    let block: Vec<u8> = (0..MIB).map(|i| (i % 251) as u8).collect();
-    for _ in 0..1024 {
-        w.write_all(&block).unwrap();
+mod gibibyte {
+    use super::*;
+
+    /// A counting `Read + Seek`: what a ranged read costs in storage reads.
+    struct Counting<R> {
+        inner: R,
+        read: u64,
     }
-    let env = w.finish().unwrap();
-    let mut counting = Counting {
-        inner: Cursor::new(&env),
-        read: 0,
-    };
-    let head = StreamHead::read_from(&mut counting).unwrap();
-    let opener = block_on(head.open(&keys, &org(), Aad::NONE)).unwrap();
-    let mut r = opener.seekable(counting).unwrap();
-    let start = 512 * MIB + 12_345;
-    r.seek(SeekFrom::Start(start)).unwrap();
-    let mut got = vec![0; MIB as usize];
-    r.read_exact(&mut got).unwrap();
-    assert!(
-        got.iter()
-            .enumerate()
-            .all(|(i, &b)| b == ((start + i as u64) % MIB % 251) as u8)
-    );
-    let read = r.into_inner().read;
-    assert!(read <= 2 * MIB, "{read} bytes read from storage");
+
+    impl<R: Read> Read for Counting<R> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.read += n as u64;
+            Ok(n)
+        }
+    }
+
+    impl<R: Seek> Seek for Counting<R> {
+        fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+            self.inner.seek(to)
+        }
+    }
+
+    #[test]
+    fn a_ranged_mebibyte_from_the_middle_of_a_gibibyte_reads_under_two_mebibytes() {
+        const GIB: usize = 1 << 30;
+        const MIB: u64 = 1 << 20;
+        let keys = keys();
+        let sealer = block_on(stream::seal(
+            &keys,
+            &org(),
+            Aad::NONE,
+            stream::DEFAULT_SEGMENT_SIZE,
+        ))
+        .unwrap();
+        let mut w = sealer.writer(Vec::with_capacity(GIB + GIB / 1024 + 4096));
+        let block: Vec<u8> = (0..MIB).map(|i| (i % 251) as u8).collect();
+        for _ in 0..1024 {
+            w.write_all(&block).unwrap();
+        }
+        let env = w.finish().unwrap();
+        let mut counting = Counting {
+            inner: Cursor::new(&env),
+            read: 0,
+        };
+        let head = StreamHead::read_from(&mut counting).unwrap();
+        let opener = block_on(head.open(&keys, &org(), Aad::NONE)).unwrap();
+        let mut r = opener.seekable(counting).unwrap();
+        let start = 512 * MIB + 12_345;
+        r.seek(SeekFrom::Start(start)).unwrap();
+        let mut got = vec![0; MIB as usize];
+        r.read_exact(&mut got).unwrap();
+        assert!(
+            got.iter()
+                .enumerate()
+                .all(|(i, &b)| b == ((start + i as u64) % MIB % 251) as u8)
+        );
+        let read = r.into_inner().read;
+        assert!(read <= 2 * MIB, "{read} bytes read from storage");
+    }
 }
 
 #[test]
