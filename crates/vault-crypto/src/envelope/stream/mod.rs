@@ -291,9 +291,7 @@ impl StreamHead {
         aad: Aad<'_>,
     ) -> Result<StreamOpener, Error> {
         let env = Envelope::parse_head(&self.bytes)?;
-        if env.context() != expected {
-            return Err(Error::ContextMismatch);
-        }
+        env.expect(expected)?;
         expected.check_not_forged()?;
         self.opener(provider, &env, aad).await
     }
