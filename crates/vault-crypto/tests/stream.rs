@@ -415,3 +415,109 @@ fn segment_sizes_out_of_range_are_refused() {
         ));
     }
 }
+
+/// A stream sealed into separate segments (as a store keeps them): each `sealed_len` long.
+fn sealed_apart(keys: &ManagedKeyProvider, plaintext: &[u8]) -> (StreamHead, Vec<Vec<u8>>) {
+    let sealer = block_on(stream::seal(
+        keys,
+        &org(),
+        Aad::new(b"row"),
+        MIN_SEGMENT_SIZE,
+    ))
+    .unwrap();
+    let head = StreamHead::parse(sealer.head().to_vec()).unwrap();
+    let mut w = sealer.segments_writer(Vec::new());
+    w.write_all(plaintext).unwrap();
+    let payload = w.finish().unwrap();
+    (head, payload.chunks(SEALED).map(<[u8]>::to_vec).collect())
+}
+
+#[test]
+fn segments_kept_apart_open_one_by_one_in_any_order() {
+    let keys = keys();
+    for len in [0, 1, SIZE - 1, SIZE, SIZE + 1, 3 * SIZE, 3 * SIZE + 5] {
+        let plaintext = data(len);
+        let (head, segments) = sealed_apart(&keys, &plaintext);
+        let opener = block_on(head.open(&keys, &org(), Aad::new(b"row")))
+            .unwrap()
+            .segments(len as u64)
+            .unwrap();
+        assert_eq!(opener.count(), segments.len() as u64, "{len}");
+        assert_eq!(opener.plaintext_len(), len as u64);
+        // The last first, then the rest backwards: each opens in its own place.
+        let mut out = vec![Vec::new(); segments.len()];
+        for i in (0..segments.len()).rev() {
+            assert_eq!(opener.sealed_len(i as u64), Some(segments[i].len() as u64));
+            let mut buf = segments[i].clone();
+            opener.open(i as u64, &mut buf).unwrap();
+            out[i] = buf;
+        }
+        assert_eq!(out.concat(), plaintext, "{len}");
+        let (i, start) = opener.segment_of(len.saturating_sub(1) as u64);
+        assert_eq!(
+            (i, start),
+            (
+                (segments.len() - 1) as u64,
+                (segments.len() - 1) as u64 * SIZE as u64
+            )
+        );
+        assert_eq!(opener.sealed_len(segments.len() as u64), None);
+    }
+}
+
+#[test]
+fn segments_kept_apart_refuse_another_place_length_or_stream() {
+    let keys = keys();
+    let plaintext = data(3 * SIZE + 5);
+    let (head, segments) = sealed_apart(&keys, &plaintext);
+    let (_, other) = sealed_apart(&keys, &plaintext);
+    let opener = |len: u64| {
+        block_on(head.open(&keys, &org(), Aad::new(b"row")))
+            .unwrap()
+            .segments(len)
+            .unwrap()
+    };
+    let right = opener(plaintext.len() as u64);
+    // Another place, another stream: refused, and nothing released.
+    let mut buf = segments[1].clone();
+    assert!(matches!(
+        right.open(2, &mut buf),
+        Err(Error::DecryptionFailed)
+    ));
+    assert!(buf.is_empty());
+    let mut buf = other[1].clone();
+    assert!(matches!(
+        right.open(1, &mut buf),
+        Err(Error::DecryptionFailed)
+    ));
+    let mut buf = segments[0].clone();
+    assert!(matches!(
+        right.open(9, &mut buf),
+        Err(Error::DecryptionFailed)
+    ));
+    // A length cut at a segment boundary (the stored length lied): the new "last" segment was
+    // not sealed as the last.
+    let cut = opener(3 * SIZE as u64);
+    let mut buf = segments[2].clone();
+    assert!(matches!(
+        cut.open(2, &mut buf),
+        Err(Error::DecryptionFailed)
+    ));
+    // A length inside the last segment: it measures otherwise and does not open.
+    let short = opener(3 * SIZE as u64 + 4);
+    let mut buf = segments[3].clone();
+    assert!(matches!(
+        short.open(3, &mut buf),
+        Err(Error::DecryptionFailed)
+    ));
+    // Another associated data: nothing opens.
+    let moved = block_on(head.open(&keys, &org(), Aad::new(b"elsewhere")))
+        .unwrap()
+        .segments(plaintext.len() as u64)
+        .unwrap();
+    let mut buf = segments[0].clone();
+    assert!(matches!(
+        moved.open(0, &mut buf),
+        Err(Error::DecryptionFailed)
+    ));
+}

@@ -36,6 +36,7 @@
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(demo()).unwrap();
 //! ```
 
+mod apart;
 mod head;
 mod open;
 mod seal;
@@ -47,6 +48,7 @@ use std::io::{self, Read, Seek};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+pub use apart::SegmentOpener;
 pub use open::{AsyncOpenReader, OpenReader};
 pub use seal::{AsyncSealWriter, SealWriter};
 pub use seek::SeekableReader;
@@ -424,6 +426,16 @@ impl StreamOpener {
     /// As [`seekable`](Self::seekable).
     pub fn seekable_segments<R: Read + Seek>(self, segments: R) -> io::Result<SeekableReader<R>> {
         SeekableReader::new(self.segments, segments, 0)
+    }
+
+    /// The segments of a stream of `plaintext_len` bytes, opened one at a time in any order:
+    /// for a store that keeps each segment apart (see [`SegmentOpener`], and open its last
+    /// segment first: that authenticates the length).
+    ///
+    /// # Errors
+    /// [`Error::Envelope`] for a length no stream of this segment size can have.
+    pub fn segments(self, plaintext_len: u64) -> Result<SegmentOpener, Error> {
+        SegmentOpener::new(self.segments, plaintext_len, self.key_ref)
     }
 }
 

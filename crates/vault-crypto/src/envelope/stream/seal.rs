@@ -240,6 +240,12 @@ impl<W: Write> SealWriter<W> {
         &self.inner
     }
 
+    /// The inner writer, to take what was written so far (whole segments, with
+    /// [`segments_writer`](super::StreamSealer::segments_writer) into a buffer).
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
+    }
+
     /// Writes what is pending, keeping count as it goes: after a failed write, what was written
     /// is not written again.
     fn drain(&mut self) -> io::Result<()> {
