@@ -102,6 +102,24 @@ pub fn new_object_id() -> Result<String, StoreError> {
     ))
 }
 
+/// Whether `id` has the shape of a blob id.
+pub fn is_blob_id(id: &str) -> bool {
+    id.strip_prefix("blob_").is_some_and(|hex| {
+        hex.len() == 32
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+    })
+}
+
+/// A fresh blob id: `blob_` and 32 random upper-case hex digits.
+///
+/// # Errors
+/// `Unavailable` if the OS random number generator fails.
+pub fn new_blob_id() -> Result<String, StoreError> {
+    Ok(format!("blob_{}", hex::encode_upper(random_bytes::<16>()?)))
+}
+
 /// A fresh version id: 32 characters of URL-safe base64 (192 random bits).
 ///
 /// # Errors

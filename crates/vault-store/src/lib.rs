@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod blobs;
 mod error;
 mod feed;
 mod ids;
@@ -20,14 +21,16 @@ mod types;
 use async_trait::async_trait;
 use vault_crypto::KeyContext;
 
+pub use blobs::{BlobHead, BlobMeta, BlobStore, NewBlob, StoredBlob};
 pub use error::{Conflict, StoreError};
 pub use feed::{
     Delivery, EventPage, EventQuery, IDEMPOTENCY_TTL_MICROS, MAX_EVENTS_LIMIT, Remember,
     Remembered, WebhookEndpoint,
 };
 pub use ids::{
-    MAX_ENVIRONMENT_LEN, MAX_NAME_CHARS, is_event_id, is_object_id, is_version_id, new_object_id,
-    new_version_id, validate_environment, validate_name, validate_organization_id,
+    MAX_ENVIRONMENT_LEN, MAX_NAME_CHARS, is_blob_id, is_event_id, is_object_id, is_version_id,
+    new_blob_id, new_object_id, new_version_id, validate_environment, validate_name,
+    validate_organization_id,
 };
 pub use query::{Cursor, DEFAULT_LIMIT, ListItem, ListQuery, MAX_LIMIT, Order, Page};
 pub use sql::{CopyReport, SqlRingRows, SqlStore, is_provider_name};
@@ -55,12 +58,20 @@ pub use records::*;
 /// behind its own trait so a part that needs one (authentication needs API keys) depends on
 /// that alone.
 pub trait Store:
-    ObjectStore + AuditLog + ApiKeyStore + WebhookStore + ByokStore + IntegrityStore
+    ObjectStore + BlobStore + AuditLog + ApiKeyStore + WebhookStore + ByokStore + IntegrityStore
 {
 }
 
-impl<T: ObjectStore + AuditLog + ApiKeyStore + WebhookStore + ByokStore + IntegrityStore + ?Sized>
-    Store for T
+impl<
+    T: ObjectStore
+        + BlobStore
+        + AuditLog
+        + ApiKeyStore
+        + WebhookStore
+        + ByokStore
+        + IntegrityStore
+        + ?Sized,
+> Store for T
 {
 }
 

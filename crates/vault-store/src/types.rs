@@ -334,6 +334,14 @@ pub mod events {
     /// A customer key provider was removed (`vault byok provider remove`), told to its
     /// organizations.
     pub const BYOK_DELETED: &str = "vault.byok_key.deleted";
+    /// A blob was uploaded (ours: WorkOS has no blobs).
+    pub const BLOB_CREATED: &str = "vault.blob.created";
+    /// A blob's value was read, whole or a range of it.
+    pub const BLOB_READ: &str = "vault.blob.read";
+    /// A blob was deleted (or replaced by an upload of its name).
+    pub const BLOB_DELETED: &str = "vault.blob.deleted";
+    /// A deleted blob was removed for good with its segments.
+    pub const BLOB_PURGED: &str = "vault.blob.purged";
 
     /// Every event name the vault records.
     pub const ALL: &[&str] = &[
@@ -352,5 +360,9 @@ pub mod events {
         KEK_DELETED,
         BYOK_VERIFIED,
         BYOK_DELETED,
+        BLOB_CREATED,
+        BLOB_READ,
+        BLOB_DELETED,
+        BLOB_PURGED,
     ];
 }

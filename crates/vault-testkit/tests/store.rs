@@ -62,6 +62,8 @@ conformance!(
     names_and_environments,
     versions_and_expected_version,
     delete_and_purge,
+    blobs_are_uploaded_in_batches_and_read_by_range,
+    blobs_are_replaced_deleted_purged_and_rewrapped,
     bad_input_changes_nothing,
     concurrent_writers_never_lose_an_update,
     pagination_is_stable,

@@ -136,6 +136,34 @@ const TABLES: &[Table] = &[
             ("seal_key_id", Col::Text),
         ],
     },
+    Table {
+        name: "blobs",
+        key: &["id"],
+        cols: &[
+            ("id", Col::Text),
+            ("environment", Col::Text),
+            ("name", Col::Text),
+            ("context", Col::Blob),
+            ("head", Col::Blob),
+            ("key_id", Col::Text),
+            ("state", Col::Text),
+            ("size", Col::OptInt),
+            ("segments", Col::OptInt),
+            ("created_at", Col::Int),
+            ("created_by_id", Col::Text),
+            ("created_by_name", Col::Text),
+            ("deleted_at", Col::OptInt),
+        ],
+    },
+    Table {
+        name: "blob_segments",
+        key: &["blob_id", "idx"],
+        cols: &[
+            ("blob_id", Col::Text),
+            ("idx", Col::Int),
+            ("bytes", Col::Blob),
+        ],
+    },
     // The record of what exists, tag and all: the target's processes check it with the same
     // integrity key (`vault store copy` seals it for the target where it is kept in a file).
     Table {
@@ -167,6 +195,16 @@ const TABLES: &[Table] = &[
 
 /// Rows per batch (12 columns at most: 6,000 parameters, below either database's limit).
 const BATCH: usize = 500;
+
+/// Rows per batch of `table`: blob segments are up to 16 MiB each (64 KiB as the server
+/// writes them), so a batch of them is a few.
+fn batch_rows(table: &Table) -> usize {
+    if table.name == "blob_segments" {
+        8
+    } else {
+        BATCH
+    }
+}
 
 #[derive(Debug, Clone)]
 enum Val {
@@ -254,7 +292,7 @@ impl SqlStore {
                 target.write_batch(table, rows).await?;
                 copied += n as u64;
                 progress(table.name, copied);
-                if n < BATCH {
+                if n < batch_rows(table) {
                     break;
                 }
             }
@@ -334,7 +372,8 @@ impl SqlStore {
             let params: Vec<String> = (1..=table.key.len()).map(|i| format!("${i}")).collect();
             sql.push_str(&format!(" WHERE ({key}) > ({})", params.join(", ")));
         }
-        sql.push_str(&format!(" ORDER BY {key} LIMIT {BATCH}"));
+        let limit = batch_rows(table);
+        sql.push_str(&format!(" ORDER BY {key} LIMIT {limit}"));
         let args: Vec<Arg<'_>> = after.unwrap_or_default().iter().map(Val::arg).collect();
         self.rows(&sql, &args, |row| read(row, table.cols)).await
     }

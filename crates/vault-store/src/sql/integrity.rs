@@ -56,6 +56,8 @@ pub(super) fn change_record_in(tx: &mut dyn Tx, change: &RecordChange) -> Result
 pub(super) const EVERY_TABLE: &[&str] = &[
     "objects",
     "versions",
+    "blobs",
+    "blob_segments",
     "api_keys",
     "audit_events",
     "issued_key_totals",

@@ -47,9 +47,14 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/sqlite-8.sql"),
         include_str!("../../migrations/postgres-8.sql"),
     ),
+    (
+        9,
+        include_str!("../../migrations/sqlite-9.sql"),
+        include_str!("../../migrations/postgres-9.sql"),
+    ),
 ];
 /// The schema version this code writes; stored in `vault_schema`.
-const SCHEMA_VERSION: i64 = 8;
+const SCHEMA_VERSION: i64 = 9;
 
 impl SqlStore {
     /// Applies the migrations this database has not seen, in one write transaction.

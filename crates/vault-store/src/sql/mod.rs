@@ -9,6 +9,7 @@
 
 mod api_keys;
 mod audit;
+mod blobs;
 mod byok;
 mod change;
 mod copy;

@@ -2,6 +2,7 @@
 //! uses environments of its own, so checks can share one database and run concurrently.
 
 mod audit;
+mod blobs;
 mod feed;
 mod listing;
 mod objects;
@@ -13,6 +14,10 @@ use vault_crypto::KeyContext;
 use vault_store::{Actor, NewVersion, Store};
 
 pub use audit::{api_keys, concurrent_reads_are_each_audited, key_events};
+pub use blobs::{
+    blobs_are_replaced_deleted_purged_and_rewrapped,
+    blobs_are_uploaded_in_batches_and_read_by_range,
+};
 pub use feed::{
     byok_config_is_swapped_whole, events_are_listed_as_workos_pages_them,
     idempotent_answers_are_stored_with_their_change, retention_keeps_issued_keys_counted,
@@ -93,6 +98,8 @@ pub async fn run_all(store: Arc<dyn Store>) {
     names_and_environments(store.clone()).await;
     versions_and_expected_version(store.clone()).await;
     delete_and_purge(store.clone()).await;
+    blobs_are_uploaded_in_batches_and_read_by_range(store.clone()).await;
+    blobs_are_replaced_deleted_purged_and_rewrapped(store.clone()).await;
     rewraps_are_conditional_and_audited(store.clone()).await;
     bad_input_changes_nothing(store.clone()).await;
     concurrent_writers_never_lose_an_update(store.clone()).await;

@@ -94,12 +94,14 @@ const CLOCK_SKEW_MICROS: i64 = 60_000_000;
 #[async_trait]
 impl AuditLog for SqlStore {
     async fn key_usage(&self) -> Result<Vec<KeyUsage>, StoreError> {
-        // Stored values: object versions, webhook signing secrets and the BYOK seal.
+        // Stored values: object versions, webhook signing secrets, the BYOK seal and blobs (in
+        // every state: an upload in progress is sealed already).
         const STORED: &str = "SELECT key_id, COUNT(*) AS n FROM versions GROUP BY key_id \
              UNION ALL SELECT secret_key_id AS key_id, COUNT(*) AS n FROM webhook_endpoints \
              GROUP BY secret_key_id \
              UNION ALL SELECT seal_key_id AS key_id, COUNT(*) AS n FROM byok_config \
-             GROUP BY seal_key_id";
+             GROUP BY seal_key_id \
+             UNION ALL SELECT key_id, COUNT(*) AS n FROM blobs GROUP BY key_id";
         // Issued data keys: a key handed out (`vault.dek.read`) or bound to a new context
         // (`vault.dek.rekeyed`); the caller keeps each blob, so each is counted, including
         // those whose events aged out (`issued_key_totals`).
@@ -248,7 +250,7 @@ impl AuditLog for SqlStore {
             // none.
             let environments = tx.fetch_all(
                 "SELECT DISTINCT environment FROM audit_events WHERE organization_id = $1 \
-                 AND event IN ('vault.data.created', 'vault.data.updated')",
+                 AND event IN ('vault.data.created', 'vault.data.updated', 'vault.blob.created')",
                 args![&organization],
                 |r| r.text("environment"),
             )?;
