@@ -102,7 +102,7 @@ pub const MAX_RETENTION_DAYS: u32 = 36_500;
 
 /// The deletion time before which objects are purged: `now` less `days`, or `None` if that
 /// is not a time (never a wrapped-around cutoff in the future, which would purge everything).
-fn purge_cutoff(now: Timestamp, days: u32) -> Option<Timestamp> {
+pub(crate) fn purge_cutoff(now: Timestamp, days: u32) -> Option<Timestamp> {
     const MICROS_PER_DAY: i64 = 86_400_000_000;
     if days > MAX_RETENTION_DAYS {
         return None;

@@ -38,9 +38,10 @@ fn purger() -> vault_store::Actor {
     vault_store::Actor::new("vault_serve", "vault serve (scheduled purge)")
 }
 
-/// Purges the objects deleted more than `days` days ago (`[objects]
-/// purge_deleted_after_days`), now and every [`EXPIRE_EVERY`], for ever: in batches, each
-/// object audited as `vault.data.purged`. Several processes may run it at once: each object
+/// Purges the objects and blobs deleted more than `days` days ago (`[objects]
+/// purge_deleted_after_days`), and blob uploads abandoned a day ago, now and every
+/// [`EXPIRE_EVERY`], for ever: in batches, each object audited as `vault.data.purged` and
+/// each blob as `vault.blob.purged`. Several processes may run it at once: each object
 /// is purged, and recorded, once.
 pub async fn purge_deleted(vault: Vault, days: u32) {
     loop {
@@ -50,6 +51,14 @@ pub async fn purge_deleted(vault: Vault, days: u32) {
             ),
             Err(e) => {
                 tracing::warn!(target: "vault::serve", error = %e, "purge of deleted objects failed")
+            }
+        }
+        match vault.purge_blobs(days, &purger()).await {
+            Ok(blobs) => tracing::info!(
+                target: "vault::serve", blobs, days, "purged deleted blobs and abandoned uploads"
+            ),
+            Err(e) => {
+                tracing::warn!(target: "vault::serve", error = %e, "purge of deleted blobs failed")
             }
         }
         tokio::time::sleep(EXPIRE_EVERY).await;

@@ -23,7 +23,7 @@ pub enum RewrapScope {
 }
 
 impl RewrapScope {
-    fn includes(&self, ctx: &KeyContext) -> bool {
+    pub(crate) fn includes(&self, ctx: &KeyContext) -> bool {
         match self {
             Self::All => true,
             Self::Matching(pairs) => ctx.contains_all(pairs.iter().map(|(k, v)| (&**k, &**v))),
@@ -56,7 +56,7 @@ impl RewrapReport {
     ///
     /// # Errors
     /// A failure other than an unusable key.
-    fn count(
+    pub(crate) fn count(
         &mut self,
         outcome: Result<Rewrapped, vault_crypto::Error>,
     ) -> Result<Option<vault_crypto::Sealed>, VaultError> {
@@ -168,6 +168,9 @@ impl Vault {
             }
             progress(&report);
         }
+        // Blobs move by their heads alone (their segments stay as they are).
+        self.rewrap_blobs(scope, actor, &mut report).await?;
+        progress(&report);
         // Webhook signing secrets are sealed like values, so they move too (and are counted
         // in the report as stored versions).
         for endpoint in self.store.webhooks(None).await? {

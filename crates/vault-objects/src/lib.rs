@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod api_keys;
 pub mod bench;
+pub mod blobs;
 pub mod byok;
 pub mod config;
 mod data_keys;
@@ -23,6 +24,7 @@ mod write;
 
 use std::sync::Arc;
 
+pub use blobs::{BlobReader, BlobUpload, ByteRange};
 pub use keys::{
     DESTROY_QUIET_SECS, DestroyReport, RewrapReport, RewrapScope, Shred, byok_seal_context,
 };
@@ -44,7 +46,7 @@ pub use vault_crypto::{
     ProviderCalls, ProviderError, ProviderErrorKind, Router, Sealed, encode_text,
 };
 pub use vault_store::{
-    Actor, ApiKeyRecord, AuditEvent, Conflict, Cursor, Delivery, EventPage, EventQuery,
+    Actor, ApiKeyRecord, AuditEvent, BlobMeta, Conflict, Cursor, Delivery, EventPage, EventQuery,
     IDEMPOTENCY_TTL_MICROS, KeyUsage, ListQuery, MAX_EVENTS_LIMIT, ObjectMeta, Order, Page,
     Remembered, StoreError, Timestamp, VersionMeta, WebhookEndpoint, WriteStats, events,
     is_event_id, validate_environment,
@@ -133,6 +135,12 @@ pub enum VaultError {
         "the key context of an object cannot change (it chose the keys of every version): to keep the value under another context, create a new object with that context and delete this one"
     )]
     ContextImmutable,
+    /// A range asked of a blob holds none of its bytes.
+    #[error("the range asked for holds none of the blob's {size} bytes")]
+    RangeNotSatisfiable {
+        /// The blob's size.
+        size: u64,
+    },
 }
 
 impl From<KeyRingError> for VaultError {

@@ -1,0 +1,587 @@
+//! Blobs: values of any size, sealed as streamed envelopes (suite 4) a segment at a time and
+//! kept as the store's segment rows, so neither an upload nor a download holds more than a
+//! batch of segments in memory, and a ranged read opens only the segments it returns (and the
+//! last one, which authenticates the length). Our extension beside the WorkOS API.
+//!
+//! Every blob is sealed with associated data naming its environment, id and name: a head or a
+//! segment moved to another blob, or a blob renamed, inside the database does not open. Its
+//! head must carry the context of its row; its stored length and segment count are checked
+//! against the last segment, which opens only where the sealer put it.
+
+use std::io::Write as _;
+
+use vault_crypto::stream::{self, SegmentOpener, StreamHead};
+use vault_crypto::{Aad, KeyContext};
+use vault_store::{Actor, BlobMeta, NewBlob};
+use zeroize::Zeroizing;
+
+use crate::keys::{RewrapReport, RewrapScope};
+use crate::{Vault, VaultError, validate_environment};
+
+/// The segment size blobs are sealed with (64 KiB).
+pub const BLOB_SEGMENT_SIZE: u32 = stream::DEFAULT_SEGMENT_SIZE;
+
+/// About how many sealed bytes an upload stores per transaction, and a download reads per
+/// step (1 MiB): what either holds in memory besides one segment.
+pub const BLOB_BATCH_BYTES: usize = 1 << 20;
+
+/// How long an upload may stay uncommitted before the purge removes it (a day).
+pub const ABANDONED_UPLOAD_SECS: i64 = 86_400;
+
+/// The associated data of a blob: its environment, id and name.
+fn blob_aad(environment: &str, id: &str, name: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(16 + environment.len() + id.len() + name.len());
+    aad.extend_from_slice(b"vault-blob/v1\0");
+    aad.extend_from_slice(environment.as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(id.as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(name.as_bytes());
+    aad
+}
+
+/// A byte range of a blob, as an HTTP `Range: bytes=` header gives one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteRange {
+    /// Bytes `first..=last` (`last` past the end means to the end).
+    Bounded {
+        /// The first byte.
+        first: u64,
+        /// The last byte, included.
+        last: u64,
+    },
+    /// From `first` to the end.
+    From(u64),
+    /// The last `n` bytes.
+    Last(u64),
+}
+
+impl ByteRange {
+    /// The half-open span `start..end` of a blob of `size` bytes this range asks for, if it
+    /// asks for at least one byte there (RFC 9110, 14.1.2).
+    pub fn resolve(self, size: u64) -> Option<(u64, u64)> {
+        match self {
+            Self::Bounded { first, last } if first <= last && first < size => {
+                Some((first, last.saturating_add(1).min(size)))
+            }
+            Self::From(first) if first < size => Some((first, size)),
+            Self::Last(n) if n > 0 && size > 0 => Some((size.saturating_sub(n), size)),
+            _ => None,
+        }
+    }
+}
+
+/// Cuts the sealed bytes a [`stream::SealWriter`] writes into its segments.
+struct Segmenter {
+    sealed_len: usize,
+    current: Vec<u8>,
+    ready: Vec<Vec<u8>>,
+    ready_bytes: usize,
+}
+
+impl Segmenter {
+    fn new(segment_size: u32) -> Self {
+        let sealed_len = segment_size as usize + 16;
+        Self {
+            sealed_len,
+            current: Vec::with_capacity(sealed_len),
+            ready: Vec::new(),
+            ready_bytes: 0,
+        }
+    }
+
+    /// The segment begun last, complete: the stream ended.
+    fn end(&mut self) {
+        if !self.current.is_empty() {
+            let last = std::mem::take(&mut self.current);
+            self.ready_bytes += last.len();
+            self.ready.push(last);
+        }
+    }
+}
+
+impl std::io::Write for Segmenter {
+    fn write(&mut self, mut data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len();
+        while !data.is_empty() {
+            let room = self.sealed_len - self.current.len();
+            let (now, rest) = data.split_at(room.min(data.len()));
+            self.current.extend_from_slice(now);
+            data = rest;
+            if self.current.len() == self.sealed_len {
+                let full =
+                    std::mem::replace(&mut self.current, Vec::with_capacity(self.sealed_len));
+                self.ready_bytes += full.len();
+                self.ready.push(full);
+            }
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The crypto error a sealing writer reports, or one that says sealing failed.
+fn sealing_error(e: &std::io::Error) -> VaultError {
+    match stream::error_of(e) {
+        Some(vault_crypto::Error::PlaintextTooLarge { max }) => {
+            vault_crypto::Error::PlaintextTooLarge { max: *max }.into()
+        }
+        _ => vault_crypto::Error::EncryptionFailed.into(),
+    }
+}
+
+/// A blob upload begun by [`Vault::begin_blob`]: give it the value with
+/// [`write`](Self::write), then [`finish`](Self::finish) it. Until then nothing is visible,
+/// and an upload dropped unfinished is removed by [`abort`](Self::abort) or, at the latest,
+/// by the purge a day later.
+pub struct BlobUpload {
+    vault: Vault,
+    id: String,
+    actor: Actor,
+    writer: stream::SealWriter<Segmenter>,
+    /// The index the next stored segment gets.
+    next: u64,
+}
+
+impl std::fmt::Debug for BlobUpload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobUpload")
+            .field("id", &self.id)
+            .field("plaintext_len", &self.writer.plaintext_len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl BlobUpload {
+    /// The blob's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Plaintext bytes taken so far.
+    pub fn len(&self) -> u64 {
+        self.writer.plaintext_len()
+    }
+
+    /// Whether nothing was taken yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Seals `data` as the value's next bytes; every [`BLOB_BATCH_BYTES`] of sealed segments
+    /// are stored in a transaction.
+    ///
+    /// # Errors
+    /// `Crypto` past the most a stream holds; `Store` if a batch is not stored. The upload is
+    /// not usable after an error: [`abort`](Self::abort) it.
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), VaultError> {
+        self.writer.write_all(data).map_err(|e| sealing_error(&e))?;
+        self.writer.flush().map_err(|e| sealing_error(&e))?;
+        if self.writer.get_ref().ready_bytes >= BLOB_BATCH_BYTES {
+            self.store_ready().await?;
+        }
+        Ok(())
+    }
+
+    async fn store_ready(&mut self) -> Result<(), VaultError> {
+        store_ready(&self.vault, &self.id, &mut self.next, self.writer.get_mut()).await
+    }
+
+    /// Seals the last segment, stores what is left and makes the blob the live one of its
+    /// name (the one it replaces is deleted in the same transaction, and purged later).
+    ///
+    /// # Errors
+    /// As [`write`](Self::write); `Store` if the commit fails. Nothing is live then, and what
+    /// the upload stored is removed.
+    pub async fn finish(self) -> Result<BlobMeta, VaultError> {
+        let Self {
+            vault,
+            id,
+            actor,
+            writer,
+            mut next,
+        } = self;
+        let size = writer.plaintext_len();
+        let done = async {
+            let mut segmenter = writer.finish().map_err(|e| sealing_error(&e))?;
+            segmenter.end();
+            store_ready(&vault, &id, &mut next, &mut segmenter).await?;
+            Ok(vault.store.commit_blob(&id, size, next, &actor).await?)
+        };
+        match done.await {
+            Ok(meta) => Ok(meta),
+            Err(e) => {
+                // Best effort: the purge removes it later otherwise.
+                let _ = vault.store.abort_blob(&id).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes the upload and what it stored.
+    ///
+    /// # Errors
+    /// `Store(Unavailable)`.
+    pub async fn abort(self) -> Result<(), VaultError> {
+        Ok(self.vault.store.abort_blob(&self.id).await?)
+    }
+}
+
+/// Stores the segments `segmenter` holds ready as the next ones of upload `id`.
+async fn store_ready(
+    vault: &Vault,
+    id: &str,
+    next: &mut u64,
+    segmenter: &mut Segmenter,
+) -> Result<(), VaultError> {
+    let batch = std::mem::take(&mut segmenter.ready);
+    segmenter.ready_bytes = 0;
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let n = batch.len() as u64;
+    vault.store.put_segments(id, *next, batch).await?;
+    *next += n;
+    Ok(())
+}
+
+/// A blob's value, or a range of it, read a batch of segments at a time: made by
+/// [`Vault::open_blob`], which authenticated the length (the last segment opened in its
+/// place) before anything is returned.
+pub struct BlobReader {
+    vault: Vault,
+    meta: BlobMeta,
+    opener: SegmentOpener,
+    /// The plaintext span asked for, `start..end`.
+    start: u64,
+    end: u64,
+    /// The next plaintext byte to return.
+    pos: u64,
+    /// The last segment's plaintext, opened to authenticate the length.
+    last: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for BlobReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobReader")
+            .field("meta", &self.meta)
+            .field("span", &(self.start..self.end))
+            .field("pos", &self.pos)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BlobReader {
+    /// The blob's metadata (its size authenticated).
+    pub fn meta(&self) -> &BlobMeta {
+        &self.meta
+    }
+
+    /// The plaintext span returned: `start..end`.
+    pub fn span(&self) -> (u64, u64) {
+        (self.start, self.end)
+    }
+
+    /// The next plaintext bytes of the span (up to about [`BLOB_BATCH_BYTES`]), each segment
+    /// authenticated in its place before any of its bytes are returned; `None` at the end.
+    ///
+    /// # Errors
+    /// `Crypto(DecryptionFailed)` for a segment changed, moved or replaced in the store;
+    /// `Tampered` for a missing one; `Store`.
+    pub async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, VaultError> {
+        if self.pos >= self.end {
+            return Ok(None);
+        }
+        let size = self.opener.segment_size();
+        let last_index = self.opener.count() - 1;
+        let (first, _) = self.opener.segment_of(self.pos);
+        let (final_needed, _) = self.opener.segment_of(self.end - 1);
+        let per_batch = (BLOB_BATCH_BYTES as u64 / (size + 16)).max(1);
+        let to = (first + per_batch).min(final_needed + 1);
+        // The last segment was read and opened already.
+        let rows = if first == last_index {
+            Vec::new()
+        } else {
+            self.vault
+                .store
+                .segments(&self.meta.id, first, to.min(last_index))
+                .await?
+        };
+        let mut out = Vec::with_capacity(
+            usize::try_from((to - first).saturating_mul(size).min(self.end - self.pos))
+                .unwrap_or(0),
+        );
+        let mut expected = first;
+        for (index, bytes) in rows {
+            if index != expected {
+                break;
+            }
+            let mut buf = Zeroizing::new(bytes);
+            self.opener.open(index, &mut buf)?;
+            self.take(index, &buf, &mut out);
+            expected += 1;
+        }
+        if expected == last_index && to == last_index + 1 {
+            let last = std::mem::take(&mut self.last);
+            self.take(last_index, &last, &mut out);
+            self.last = last;
+            expected += 1;
+        }
+        if expected != to {
+            return Err(crate::integrity::tampered(format!(
+                "blob {} (table blob_segments): segment {expected} is missing",
+                self.meta.id
+            )));
+        }
+        self.pos = to.saturating_mul(size).min(self.end);
+        Ok(Some(out))
+    }
+
+    /// Appends what the span holds of segment `index`'s plaintext to `out`.
+    fn take(&self, index: u64, plaintext: &[u8], out: &mut Vec<u8>) {
+        let seg_start = index * self.opener.segment_size();
+        let from = self.pos.max(seg_start) - seg_start;
+        let to = (self.end - seg_start).min(plaintext.len() as u64);
+        if let Some(bytes) = plaintext.get(from as usize..to as usize) {
+            out.extend_from_slice(bytes);
+        }
+    }
+}
+
+impl Vault {
+    /// Begins uploading the blob `name`, sealed for `context` (chosen now, fixed for the
+    /// blob). Nothing is visible until [`BlobUpload::finish`].
+    ///
+    /// # Errors
+    /// `Store(InvalidArgument)` for a bad environment or name; `Crypto` for a reserved context
+    /// or a provider failure.
+    pub async fn begin_blob(
+        &self,
+        environment: &str,
+        name: &str,
+        context: &KeyContext,
+        actor: &Actor,
+    ) -> Result<BlobUpload, VaultError> {
+        validate_environment(environment)?;
+        let name = vault_store::validate_name(name)?;
+        context.check_caller().map_err(vault_crypto::Error::from)?;
+        let id = vault_store::new_blob_id()?;
+        let sealer = stream::seal_in(
+            &*self.keys,
+            environment,
+            context,
+            Aad::new(&blob_aad(environment, &id, name)),
+            BLOB_SEGMENT_SIZE,
+        )
+        .await?;
+        let blob = NewBlob {
+            id: id.clone(),
+            environment: environment.to_owned(),
+            name: name.to_owned(),
+            context: context.clone(),
+            head: sealer.head().to_vec(),
+            key_id: sealer.key_ref().to_string(),
+        };
+        self.store.begin_blob(&blob, actor).await?;
+        Ok(BlobUpload {
+            vault: self.clone(),
+            id,
+            actor: actor.clone(),
+            writer: sealer.segments_writer(Segmenter::new(BLOB_SEGMENT_SIZE)),
+            next: 0,
+        })
+    }
+
+    /// Opens the live blob `name` for reading, whole or `range` of it (audited as a read):
+    /// its head opened for the blob's own context and place, and its last segment opened,
+    /// which authenticates the length the range is resolved against.
+    ///
+    /// # Errors
+    /// `Store(NotFound)`; [`VaultError::RangeNotSatisfiable`]; `Crypto` if the key is
+    /// unavailable or the head or last segment does not open; `Tampered` if the stored size
+    /// and segment count disagree.
+    pub async fn open_blob(
+        &self,
+        environment: &str,
+        name: &str,
+        range: Option<ByteRange>,
+        actor: &Actor,
+    ) -> Result<BlobReader, VaultError> {
+        let stored = self.store.blob(environment, name, actor).await?;
+        let meta = stored.meta;
+        // Read from the store: a reserved context planted there is never opened for.
+        meta.context
+            .check_caller()
+            .map_err(vault_crypto::Error::from)?;
+        let head = StreamHead::parse(stored.head).map_err(vault_crypto::Error::from)?;
+        let opener = head
+            .open(
+                &*self.keys,
+                &meta.context,
+                Aad::new(&blob_aad(&meta.environment, &meta.id, &meta.name)),
+            )
+            .await?
+            .segments(meta.size)?;
+        if opener.count() != meta.segments {
+            return Err(crate::integrity::tampered(format!(
+                "blob {} (table blobs): its size and segment count disagree",
+                meta.id
+            )));
+        }
+        let last_index = opener.count() - 1;
+        let mut last = match self
+            .store
+            .segments(&meta.id, last_index, last_index + 1)
+            .await?
+            .pop()
+        {
+            Some((index, bytes)) if index == last_index => Zeroizing::new(bytes),
+            _ => {
+                return Err(crate::integrity::tampered(format!(
+                    "blob {} (table blob_segments): its last segment is missing",
+                    meta.id
+                )));
+            }
+        };
+        opener.open(last_index, &mut last)?;
+        let (start, end) = match range {
+            None => (0, meta.size),
+            Some(r) => r
+                .resolve(meta.size)
+                .ok_or(VaultError::RangeNotSatisfiable { size: meta.size })?,
+        };
+        Ok(BlobReader {
+            vault: self.clone(),
+            meta,
+            opener,
+            start,
+            end,
+            pos: start,
+            last,
+        })
+    }
+
+    /// The live blob `name`'s metadata, without decrypting anything.
+    ///
+    /// # Errors
+    /// `Store(NotFound)`.
+    pub async fn describe_blob(
+        &self,
+        environment: &str,
+        name: &str,
+        actor: &Actor,
+    ) -> Result<BlobMeta, VaultError> {
+        Ok(self.store.describe_blob(environment, name, actor).await?)
+    }
+
+    /// Live blobs by name after `after`, at most `limit` (1 to 100).
+    ///
+    /// # Errors
+    /// `Store(InvalidQuery)` for a bad limit.
+    pub async fn list_blobs(
+        &self,
+        environment: &str,
+        after: Option<&str>,
+        limit: u32,
+        actor: &Actor,
+    ) -> Result<Vec<BlobMeta>, VaultError> {
+        Ok(self
+            .store
+            .list_blobs(environment, after, limit, actor)
+            .await?)
+    }
+
+    /// Deletes the live blob `name` (unavailable at once, purged later).
+    ///
+    /// # Errors
+    /// `Store(NotFound)`.
+    pub async fn delete_blob(
+        &self,
+        environment: &str,
+        name: &str,
+        actor: &Actor,
+    ) -> Result<BlobMeta, VaultError> {
+        Ok(self.store.delete_blob(environment, name, actor).await?)
+    }
+
+    /// Removes for good the blobs deleted more than `days` days ago (each audited as
+    /// `vault.blob.purged`), and uploads never finished that began more than
+    /// [`ABANDONED_UPLOAD_SECS`] ago, with their segments; how many. In transactions of a few
+    /// blobs (each may hold many segments).
+    ///
+    /// # Errors
+    /// `Store(InvalidArgument)` for more than [`MAX_RETENTION_DAYS`](crate::MAX_RETENTION_DAYS)
+    /// days; `Store(Unavailable)` (the batches before it stay purged).
+    pub async fn purge_blobs(&self, days: u32, actor: &Actor) -> Result<u64, VaultError> {
+        let now = vault_store::Timestamp::now();
+        let deleted_before = crate::feed::purge_cutoff(now, days).ok_or(
+            vault_store::StoreError::InvalidArgument {
+                field: "retention_days",
+                reason: "must be at most 36500",
+            },
+        )?;
+        let abandoned = vault_store::Timestamp(now.0 - ABANDONED_UPLOAD_SECS * 1_000_000);
+        let mut purged = 0;
+        loop {
+            let batch = self
+                .store
+                .purge_blobs(deleted_before, abandoned, 8, actor)
+                .await?;
+            purged += batch;
+            if batch < 8 {
+                return Ok(purged);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Moves the data key of every blob in `scope` to the key the rules choose now, replacing
+    /// only its head (compare-and-set), for [`Vault::rewrap`].
+    pub(crate) async fn rewrap_blobs(
+        &self,
+        scope: &RewrapScope,
+        actor: &Actor,
+        report: &mut RewrapReport,
+    ) -> Result<(), VaultError> {
+        let mut after = None;
+        loop {
+            let batch = self.store.scan_blob_heads(after.clone(), 200).await?;
+            let Some(last) = batch.last() else {
+                return Ok(());
+            };
+            after = Some(last.id.clone());
+            for blob in &batch {
+                report.scanned += 1;
+                if !scope.includes(&blob.context) {
+                    continue;
+                }
+                report.matched += 1;
+                // A stored head naming a reserved context is left alone, never laundered.
+                let head = match StreamHead::parse(blob.head.clone()) {
+                    Ok(head) if blob.context.check_caller().is_ok() => head,
+                    _ => {
+                        report.unreadable += 1;
+                        continue;
+                    }
+                };
+                let rewrapped = head.rewrap(&*self.keys, &blob.context).await;
+                let Some(moved) = report.count(rewrapped)? else {
+                    continue;
+                };
+                let key_id = moved.key_ref().to_string();
+                if self
+                    .store
+                    .replace_blob_head(&blob.id, &blob.head, moved.bytes(), &key_id, actor)
+                    .await?
+                {
+                    report.rewrapped += 1;
+                } else {
+                    report.changed_meanwhile += 1;
+                }
+            }
+        }
+    }
+}
