@@ -211,4 +211,11 @@ for q in [
     "limit=5&before=a&after=b", "%zz=1", "sk_" + "A" * 43,
 ]:
     write("list_query", q.encode())
+for which, value in [
+    (0, "bytes=0-0"), (0, "bytes=65535-65536"), (0, "bytes=-10"), (0, "bytes=7-"),
+    (0, "bytes=9-3"), (0, "bytes=0-1,5-6"), (0, "items=0-1"), (0, "bytes=18446744073709551615-"),
+    (0, "bytes=-0"), (1, '{"organization_id":"org_1"}'), (1, '{"a":"1","a":"2"}'), (1, "{}"),
+    (1, '{"vault_byok":"x"}'), (1, "not json"),
+]:
+    write("blob_headers", bytes([which]) + value.encode())
 print("seeds written", file=sys.stderr)

@@ -2,6 +2,7 @@
 //! several megabytes uploaded in batches and read whole or by range, and what someone who can
 //! write the database does to their rows (swaps, cuts, renames, moves) refused.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test, helpers included.
+#![allow(clippy::cast_possible_truncation)] // Test data: byte patterns and 64-bit lengths of a few megabytes.
 
 use std::sync::Arc;
 

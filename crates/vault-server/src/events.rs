@@ -57,6 +57,13 @@ pub fn event_json(e: &AuditEvent) -> Value {
         events::DATA_DELETED | events::METADATA_READ | events::DATA_PURGED => {
             vec![("kv_name", name())]
         }
+        events::BLOB_CREATED => vec![
+            ("blob_name", name()),
+            ("key_id", key()),
+            ("key_context", context()),
+        ],
+        events::BLOB_READ => vec![("blob_name", name()), ("key_id", key())],
+        events::BLOB_DELETED | events::BLOB_PURGED => vec![("blob_name", name())],
         events::DEK_READ | events::DEK_REKEYED => {
             vec![("key_ids", json!([e.key_id])), ("key_context", context())]
         }

@@ -113,3 +113,31 @@ pub fn http_framing(data: &[u8]) {
         matches!(split, Framing::Lost)
     );
 }
+
+/// A blob request's headers: the first byte picks `Range` or `Vault-Key-Context`, the rest is
+/// the header's value. A range that parses asks for a non-empty span inside any blob it
+/// resolves against; a context that fails is a typed 4xx naming the header.
+pub fn blob_headers(data: &[u8]) {
+    let Some((&which, value)) = data.split_first() else {
+        return;
+    };
+    if which % 2 == 0 {
+        let Some(range) = handlers::parse_range(value) else {
+            return;
+        };
+        for size in [0, 1, 2, 255, 65_536, u64::MAX] {
+            if let Some((start, end)) = range.resolve(size) {
+                assert!(
+                    start < end && end <= size,
+                    "{range:?} of {size}: {start}..{end}"
+                );
+            }
+        }
+    } else {
+        let r = handlers::header_context(Some(value));
+        client_error(&r);
+        if let Err(e) = r {
+            assert!(e.errors.iter().all(|f| f.field == "Vault-Key-Context"));
+        }
+    }
+}

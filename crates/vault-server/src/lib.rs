@@ -237,6 +237,14 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/vault/v1/kv/name/{*name}", get(h::read_by_name))
         .route("/vault/v1/kv/{id}/metadata", get(h::describe))
         .route("/vault/v1/kv/{id}/versions", get(h::versions))
+        .route("/vault/v1/blobs", get(h::list_blobs))
+        .route(
+            "/vault/v1/blobs/{*name}",
+            get(h::get_blob)
+                .head(h::head_blob)
+                .put(h::put_blob)
+                .delete(h::delete_blob),
+        )
         .route("/vault/v1/keys/data-key", post(h::create_data_key))
         .route("/vault/v1/keys/decrypt", post(h::decrypt_data_key))
         .route("/vault/v1/keys/rekey", post(h::rekey))

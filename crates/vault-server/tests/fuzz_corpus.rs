@@ -23,3 +23,8 @@ fn list_query() {
 fn http_framing() {
     replay("http_framing", vault_server::fuzzing::http_framing);
 }
+
+#[test]
+fn blob_headers() {
+    replay("blob_headers", vault_server::fuzzing::blob_headers);
+}

@@ -27,6 +27,9 @@ pub(crate) use health::*;
 mod data_keys;
 pub(crate) use data_keys::*;
 
+mod blobs;
+pub(crate) use blobs::*;
+
 impl FromRequestParts<Arc<AppState>> for Principal {
     type Rejection = ApiError;
 

@@ -1,0 +1,187 @@
+//! An upload: plaintext sealed into segments, stored a batch at a time, committed at the end.
+
+use std::io::Write as _;
+
+use vault_crypto::stream;
+use vault_store::{Actor, BlobMeta};
+
+use crate::{Vault, VaultError};
+
+use super::BLOB_BATCH_BYTES;
+
+/// Cuts the sealed bytes a [`stream::SealWriter`] writes into its segments.
+pub(super) struct Segmenter {
+    sealed_len: usize,
+    current: Vec<u8>,
+    ready: Vec<Vec<u8>>,
+    ready_bytes: usize,
+}
+
+impl Segmenter {
+    pub(super) fn new(segment_size: u32) -> Self {
+        let sealed_len = segment_size as usize + 16;
+        Self {
+            sealed_len,
+            current: Vec::with_capacity(sealed_len),
+            ready: Vec::new(),
+            ready_bytes: 0,
+        }
+    }
+
+    /// The segment begun last, complete: the stream ended.
+    fn end(&mut self) {
+        if !self.current.is_empty() {
+            let last = std::mem::take(&mut self.current);
+            self.ready_bytes += last.len();
+            self.ready.push(last);
+        }
+    }
+}
+
+impl std::io::Write for Segmenter {
+    fn write(&mut self, mut data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len();
+        while !data.is_empty() {
+            let room = self.sealed_len - self.current.len();
+            let (now, rest) = data.split_at(room.min(data.len()));
+            self.current.extend_from_slice(now);
+            data = rest;
+            if self.current.len() == self.sealed_len {
+                let full =
+                    std::mem::replace(&mut self.current, Vec::with_capacity(self.sealed_len));
+                self.ready_bytes += full.len();
+                self.ready.push(full);
+            }
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The crypto error a sealing writer reports, or one that says sealing failed.
+fn sealing_error(e: &std::io::Error) -> VaultError {
+    match stream::error_of(e) {
+        Some(vault_crypto::Error::PlaintextTooLarge { max }) => {
+            vault_crypto::Error::PlaintextTooLarge { max: *max }.into()
+        }
+        _ => vault_crypto::Error::EncryptionFailed.into(),
+    }
+}
+
+/// A blob upload begun by [`Vault::begin_blob`]: give it the value with
+/// [`write`](Self::write), then [`finish`](Self::finish) it. Until then nothing is visible,
+/// and an upload dropped unfinished is removed by [`abort`](Self::abort) or, at the latest,
+/// by the purge a day later.
+pub struct BlobUpload {
+    pub(super) vault: Vault,
+    pub(super) id: String,
+    pub(super) actor: Actor,
+    pub(super) writer: stream::SealWriter<Segmenter>,
+    /// The index the next stored segment gets.
+    pub(super) next: u64,
+}
+
+impl std::fmt::Debug for BlobUpload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobUpload")
+            .field("id", &self.id)
+            .field("plaintext_len", &self.writer.plaintext_len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl BlobUpload {
+    /// The blob's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Plaintext bytes taken so far.
+    pub fn len(&self) -> u64 {
+        self.writer.plaintext_len()
+    }
+
+    /// Whether nothing was taken yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Seals `data` as the value's next bytes; every [`BLOB_BATCH_BYTES`] of sealed segments
+    /// are stored in a transaction.
+    ///
+    /// # Errors
+    /// `Crypto` past the most a stream holds; `Store` if a batch is not stored. The upload is
+    /// not usable after an error: [`abort`](Self::abort) it.
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), VaultError> {
+        self.writer.write_all(data).map_err(|e| sealing_error(&e))?;
+        self.writer.flush().map_err(|e| sealing_error(&e))?;
+        if self.writer.get_ref().ready_bytes >= BLOB_BATCH_BYTES {
+            self.store_ready().await?;
+        }
+        Ok(())
+    }
+
+    async fn store_ready(&mut self) -> Result<(), VaultError> {
+        store_ready(&self.vault, &self.id, &mut self.next, self.writer.get_mut()).await
+    }
+
+    /// Seals the last segment, stores what is left and makes the blob the live one of its
+    /// name (the one it replaces is deleted in the same transaction, and purged later).
+    ///
+    /// # Errors
+    /// As [`write`](Self::write); `Store` if the commit fails. Nothing is live then, and what
+    /// the upload stored is removed.
+    pub async fn finish(self) -> Result<BlobMeta, VaultError> {
+        let Self {
+            vault,
+            id,
+            actor,
+            writer,
+            mut next,
+        } = self;
+        let size = writer.plaintext_len();
+        let done = async {
+            let mut segmenter = writer.finish().map_err(|e| sealing_error(&e))?;
+            segmenter.end();
+            store_ready(&vault, &id, &mut next, &mut segmenter).await?;
+            Ok(vault.store.commit_blob(&id, size, next, &actor).await?)
+        };
+        match done.await {
+            Ok(meta) => Ok(meta),
+            Err(e) => {
+                // Best effort: the purge removes it later otherwise.
+                let _ = vault.store.abort_blob(&id).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes the upload and what it stored.
+    ///
+    /// # Errors
+    /// `Store(Unavailable)`.
+    pub async fn abort(self) -> Result<(), VaultError> {
+        Ok(self.vault.store.abort_blob(&self.id).await?)
+    }
+}
+
+/// Stores the segments `segmenter` holds ready as the next ones of upload `id`.
+async fn store_ready(
+    vault: &Vault,
+    id: &str,
+    next: &mut u64,
+    segmenter: &mut Segmenter,
+) -> Result<(), VaultError> {
+    let batch = std::mem::take(&mut segmenter.ready);
+    segmenter.ready_bytes = 0;
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let n = batch.len() as u64;
+    vault.store.put_segments(id, *next, batch).await?;
+    *next += n;
+    Ok(())
+}
