@@ -27,21 +27,45 @@ fn data(len: u64) -> Vec<u8> {
 }
 
 struct Fixture {
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
+    /// The database, as a writer of it reaches it.
+    url: String,
     ring: Arc<ManagedKeyProvider>,
     vault: Vault,
 }
 
-async fn fixture() -> Fixture {
+/// A vault on SQLite, or with `postgres` on a fresh database of the test cluster (`None`:
+/// skipped outside `scripts/test`).
+async fn fixture_on(postgres: bool) -> Option<Fixture> {
     let dir = tempfile::tempdir().unwrap();
     let ring = Arc::new(ManagedKeyProvider::open_or_create(dir.path(), "root").unwrap());
-    let store: Arc<dyn Store> = Arc::new(SqlStore::open_sqlite(dir.path()).await.unwrap());
+    let (store, url) = if postgres {
+        let Ok(url) = std::env::var("VAULT_TEST_POSTGRES_URL") else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "VAULT_TEST_POSTGRES_URL is not set: the PostgreSQL blob tests must run in CI"
+            );
+            eprintln!("SKIPPED: PostgreSQL blob tests (run scripts/test)");
+            return None;
+        };
+        let url = vault_testkit::postgres::fresh_database(&url, "blobs").await;
+        (SqlStore::connect_postgres(&url).await.unwrap(), url)
+    } else {
+        let url = format!("sqlite://{}/vault.db", dir.path().display());
+        (SqlStore::open_sqlite(dir.path()).await.unwrap(), url)
+    };
+    let store: Arc<dyn Store> = Arc::new(store);
     let vault = Vault::new(
         Arc::new(Router::new(ring.clone())),
         store,
         Arc::new(vault::objects::IntegrityKey::generate().unwrap()),
     );
-    Fixture { dir, ring, vault }
+    Some(Fixture {
+        _dir: dir,
+        url,
+        ring,
+        vault,
+    })
 }
 
 impl Fixture {
@@ -76,14 +100,17 @@ impl Fixture {
 
     /// Runs one statement as a database writer would.
     async fn sql(&self, statement: &str) {
-        sqlx::any::install_default_drivers();
-        let url = format!("sqlite://{}/vault.db", self.dir.path().display());
-        let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+        let pool = self.pool().await;
         sqlx::query(sqlx::AssertSqlSafe(statement.to_owned()))
             .execute(&pool)
             .await
             .unwrap();
         pool.close().await;
+    }
+
+    async fn pool(&self) -> sqlx::AnyPool {
+        sqlx::any::install_default_drivers();
+        sqlx::AnyPool::connect(&self.url).await.unwrap()
     }
 }
 
@@ -96,9 +123,7 @@ fn refused(r: Result<Vec<u8>, VaultError>) -> bool {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn blobs_round_trip_whole_and_by_range() {
-    let f = fixture().await;
+async fn blobs_round_trip_whole_and_by_range(f: Fixture) {
     for (i, len) in [0, 1, SEG - 1, SEG, SEG + 1, 3 * (1 << 20) + 5]
         .into_iter()
         .enumerate()
@@ -172,9 +197,7 @@ async fn blobs_round_trip_whole_and_by_range() {
     ));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_database_writer_cannot_move_cut_rename_or_swap_blobs() {
-    let f = fixture().await;
+async fn a_database_writer_cannot_move_cut_rename_or_swap_blobs(f: Fixture) {
     let big = data(5 * SEG + 9);
     let a = f.put("a", "org_1", &big, 65_536).await;
     let b = f.put("b", "org_1", &data(5 * SEG + 9), 4096).await;
@@ -214,15 +237,18 @@ async fn a_database_writer_cannot_move_cut_rename_or_swap_blobs() {
     ));
 
     // Two segments of one blob swapped: refused.
-    let swap = format!(
-        "UPDATE blob_segments SET idx = -1 WHERE blob_id = '{id}' AND idx = 0; \
-         UPDATE blob_segments SET idx = 0 WHERE blob_id = '{id}' AND idx = 1; \
-         UPDATE blob_segments SET idx = 1 WHERE blob_id = '{id}' AND idx = -1",
-        id = b.id
-    );
-    f.sql(&swap).await;
+    let swap = async || {
+        for (from, to) in [(0, -1), (1, 0), (-1, 1)] {
+            f.sql(&format!(
+                "UPDATE blob_segments SET idx = {to} WHERE blob_id = '{}' AND idx = {from}",
+                b.id
+            ))
+            .await;
+        }
+    };
+    swap().await;
     assert!(refused(f.get("b", Some(ByteRange::From(0))).await));
-    f.sql(&swap).await;
+    swap().await;
     assert_eq!(whole("b").await.unwrap(), data(5 * SEG + 9));
 
     // Cut at a segment boundary, its size and count made to agree: the new last segment was
@@ -298,11 +324,9 @@ async fn a_database_writer_cannot_move_cut_rename_or_swap_blobs() {
     ));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rewrap_moves_blob_heads_so_an_old_key_can_be_destroyed() {
+async fn rewrap_moves_blob_heads_so_an_old_key_can_be_destroyed(f: Fixture) {
     use vault::{RewrapScope, Shred};
 
-    let f = fixture().await;
     let value = data(4 * SEG + 1);
     let meta = f.put("big", "org_1", &value, 50_000).await;
     assert_eq!(meta.key_id, "managed://root#v1");
@@ -361,9 +385,7 @@ async fn rewrap_moves_blob_heads_so_an_old_key_can_be_destroyed() {
 /// Every segment row of a blob, in order, as a database reader sees them.
 async fn segment_bytes(f: &Fixture, id: &str) -> Vec<Vec<u8>> {
     use sqlx::Row as _;
-    sqlx::any::install_default_drivers();
-    let url = format!("sqlite://{}/vault.db", f.dir.path().display());
-    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    let pool = f.pool().await;
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT bytes FROM blob_segments WHERE blob_id = '{id}' ORDER BY idx"
     )))
@@ -374,9 +396,7 @@ async fn segment_bytes(f: &Fixture, id: &str) -> Vec<Vec<u8>> {
     rows.iter().map(|r| r.get::<Vec<u8>, _>("bytes")).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleted_blobs_and_abandoned_uploads_are_purged() {
-    let f = fixture().await;
+async fn deleted_blobs_and_abandoned_uploads_are_purged(f: Fixture) {
     let kept = f.put("kept", "org_1", b"kept", 2).await;
     let gone = f.put("gone", "org_1", &data(2 * SEG), 9000).await;
     f.vault.delete_blob("prod", "gone", &actor()).await.unwrap();
@@ -416,3 +436,34 @@ async fn deleted_blobs_and_abandoned_uploads_are_purged() {
     fresh.finish().await.unwrap();
     assert_eq!(f.get("fresh", None).await.unwrap(), b"");
 }
+
+/// Each check on SQLite and, from `scripts/test`, on PostgreSQL.
+macro_rules! on_both_engines {
+    ($($check:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    super::$check(super::fixture_on(false).await.unwrap()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    if let Some(f) = super::fixture_on(true).await {
+                        super::$check(f).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_both_engines!(
+    blobs_round_trip_whole_and_by_range,
+    a_database_writer_cannot_move_cut_rename_or_swap_blobs,
+    rewrap_moves_blob_heads_so_an_old_key_can_be_destroyed,
+    deleted_blobs_and_abandoned_uploads_are_purged
+);
