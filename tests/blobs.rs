@@ -411,7 +411,8 @@ async fn deleted_blobs_and_abandoned_uploads_are_purged(f: Fixture) {
         .unwrap();
     abandoned.write(&data(3 << 20)).await.unwrap();
     let abandoned_id = abandoned.id().to_owned();
-    drop(abandoned);
+    // As a process that died mid-upload leaves it: nothing gave it up.
+    std::mem::forget(abandoned);
     let fresh = f
         .vault
         .begin_blob("prod", "fresh", &ctx("org_1"), &actor())
@@ -428,13 +429,51 @@ async fn deleted_blobs_and_abandoned_uploads_are_purged(f: Fixture) {
         "UPDATE blobs SET created_at = created_at - {two_days} WHERE id = '{abandoned_id}'"
     ))
     .await;
-    assert_eq!(f.vault.purge_blobs(1, &actor()).await.unwrap(), 2);
-    assert!(segment_bytes(&f, &gone.id).await.is_empty());
+    // Without a retention (deleted ones kept for ever), abandoned uploads go all the same.
+    assert_eq!(f.vault.purge_blobs(None, &actor()).await.unwrap(), 1);
     assert!(segment_bytes(&f, &abandoned_id).await.is_empty());
+    assert_eq!(segment_bytes(&f, &gone.id).await.len(), 2);
+    assert_eq!(f.vault.purge_blobs(Some(1), &actor()).await.unwrap(), 1);
+    assert!(segment_bytes(&f, &gone.id).await.is_empty());
     assert_eq!(segment_bytes(&f, &kept.id).await.len(), 1);
     // The upload begun now is kept, and can still finish.
     fresh.finish().await.unwrap();
     assert_eq!(f.get("fresh", None).await.unwrap(), b"");
+
+    // An upload aborted, or dropped unfinished (a request cancelled), is given up at once
+    // (the dropped one by a task of its own): its segments go, and it never commits.
+    let mut aborted = f
+        .vault
+        .begin_blob("prod", "aborted", &ctx("org_1"), &actor())
+        .await
+        .unwrap();
+    aborted.write(&data(2 << 20)).await.unwrap();
+    let aborted_id = aborted.id().to_owned();
+    assert!(!segment_bytes(&f, &aborted_id).await.is_empty());
+    aborted.abort().await.unwrap();
+    assert!(segment_bytes(&f, &aborted_id).await.is_empty());
+    let mut dropped = f
+        .vault
+        .begin_blob("prod", "dropped", &ctx("org_1"), &actor())
+        .await
+        .unwrap();
+    dropped.write(&data(2 << 20)).await.unwrap();
+    let dropped_id = dropped.id().to_owned();
+    drop(dropped);
+    let since = std::time::Instant::now();
+    while !segment_bytes(&f, &dropped_id).await.is_empty() {
+        assert!(
+            since.elapsed() < std::time::Duration::from_secs(20),
+            "not given up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for name in ["aborted", "dropped"] {
+        assert!(matches!(
+            f.vault.open_blob("prod", name, None, &actor()).await,
+            Err(VaultError::Store(StoreError::NotFound))
+        ));
+    }
 }
 
 /// Each check on SQLite and, from `scripts/test`, on PostgreSQL.

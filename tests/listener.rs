@@ -326,6 +326,44 @@ async fn slow_idle_and_surplus_clients_are_cut_off_and_others_are_served() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("request_timeout"), "{answer}");
 
+    // A blob upload takes as long as its value: one that keeps arriving for twice the body
+    // timeout is stored; one that stalls for the body timeout is cut (408), storing nothing.
+    let blob_head = |name: &str, len: usize| {
+        format!(
+            "PUT /vault/v1/blobs/{name} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+             Vault-Key-Context: {{\"organization_id\":\"org_1\"}}\r\nContent-Length: {len}\r\n\r\n",
+            server.key
+        )
+    };
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    s.write_all(blob_head("slow", 8).as_bytes()).await.unwrap();
+    let trickle = Instant::now();
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        s.write_all(b"x").await.unwrap();
+    }
+    assert!(trickle.elapsed() > Duration::from_secs(4));
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"size\":8"), "{answer}");
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    s.write_all(blob_head("stalled", 100).as_bytes())
+        .await
+        .unwrap();
+    s.write_all(b"only part").await.unwrap();
+    let answer = read_to_close(&mut s, Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let (status, _) = client
+        .call(Method::GET, "/vault/v1/blobs/stalled", None)
+        .await
+        .unwrap();
+    assert_eq!(status, 404, "nothing stored");
+
     // A client that pipelines requests for large answers and never reads them: cut off once its
     // answers have not moved for the body timeout, instead of holding the connection forever.
     let (s, big) = client

@@ -213,6 +213,12 @@ pub(crate) async fn kv(
         KvCommand::Purge { retention_days } => {
             let purged = vault.purge_older_than(retention_days, &cli_actor()).await?;
             println!("purged {purged} deleted object(s) older than {retention_days} day(s)");
+            let blobs = vault
+                .purge_blobs(Some(retention_days), &cli_actor())
+                .await?;
+            println!(
+                "purged {blobs} deleted blob(s) older than {retention_days} day(s) and abandoned upload(s)"
+            );
         }
         KvCommand::Fill { env, count } => {
             let ctx =

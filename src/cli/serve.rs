@@ -72,9 +72,10 @@ fn spawn_background(
         std::future::pending(),
     ));
     tokio::spawn(vault::objects::jobs::expire(vault.clone(), retention));
-    if let Some(days) = purge_after {
-        tokio::spawn(vault::objects::jobs::purge_deleted(vault.clone(), days));
-    }
+    tokio::spawn(vault::objects::jobs::purge_deleted(
+        vault.clone(),
+        purge_after,
+    ));
     tokio::spawn(vault::objects::jobs::verify_providers(
         deployment.clone(),
         config.clone(),
@@ -115,6 +116,10 @@ pub(crate) async fn serve(
             .server
             .max_value_bytes
             .unwrap_or(defaults.max_value_bytes),
+        max_blob_bytes: config
+            .server
+            .max_blob_bytes
+            .unwrap_or(defaults.max_blob_bytes),
         requests_per_second: config.server.requests_per_second,
     };
     let s = &config.server;

@@ -39,23 +39,25 @@ fn purger() -> vault_store::Actor {
 }
 
 /// Purges the objects and blobs deleted more than `days` days ago (`[objects]
-/// purge_deleted_after_days`), and blob uploads abandoned a day ago, now and every
-/// [`EXPIRE_EVERY`], for ever: in batches, each object audited as `vault.data.purged` and
-/// each blob as `vault.blob.purged`. Several processes may run it at once: each object
-/// is purged, and recorded, once.
-pub async fn purge_deleted(vault: Vault, days: u32) {
+/// purge_deleted_after_days`; none with `None`), and blob uploads abandoned a day ago or given
+/// up (whatever `days`: they were never values), now and every [`EXPIRE_EVERY`], for ever: in
+/// batches, each object audited as `vault.data.purged` and each blob as `vault.blob.purged`.
+/// Several processes may run it at once: each is purged, and recorded, once.
+pub async fn purge_deleted(vault: Vault, days: Option<u32>) {
     loop {
-        match vault.purge_older_than(days, &purger()).await {
-            Ok(objects) => tracing::info!(
-                target: "vault::serve", objects, days, "purged deleted objects"
-            ),
-            Err(e) => {
-                tracing::warn!(target: "vault::serve", error = %e, "purge of deleted objects failed")
+        if let Some(days) = days {
+            match vault.purge_older_than(days, &purger()).await {
+                Ok(objects) => tracing::info!(
+                    target: "vault::serve", objects, days, "purged deleted objects"
+                ),
+                Err(e) => {
+                    tracing::warn!(target: "vault::serve", error = %e, "purge of deleted objects failed")
+                }
             }
         }
         match vault.purge_blobs(days, &purger()).await {
             Ok(blobs) => tracing::info!(
-                target: "vault::serve", blobs, days, "purged deleted blobs and abandoned uploads"
+                target: "vault::serve", blobs, "purged deleted blobs and abandoned uploads"
             ),
             Err(e) => {
                 tracing::warn!(target: "vault::serve", error = %e, "purge of deleted blobs failed")

@@ -42,8 +42,8 @@ pub use rings::Rings;
 pub use vault_crypto::issued::IssuedKey;
 pub use vault_crypto::stream;
 pub use vault_crypto::{
-    Envelope, EnvelopeError, Error as CryptoError, KeyContext, KeyRingError, MAGIC, Opened,
-    ProviderCalls, ProviderError, ProviderErrorKind, Router, Sealed, encode_text,
+    ContextError, Envelope, EnvelopeError, Error as CryptoError, KeyContext, KeyRingError, MAGIC,
+    Opened, ProviderCalls, ProviderError, ProviderErrorKind, Router, Sealed, encode_text,
 };
 pub use vault_store::{
     Actor, ApiKeyRecord, AuditEvent, BlobMeta, Conflict, Cursor, Delivery, EventPage, EventQuery,

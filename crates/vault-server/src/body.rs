@@ -42,7 +42,7 @@ impl<S: Send + Sync> FromRequest<S> for Body {
 }
 
 /// Whether reading the body failed on the listener's body deadline.
-fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+pub(crate) fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(e);
     while let Some(c) = cause {
         if c.is::<crate::listen::BodyTimedOut>() {

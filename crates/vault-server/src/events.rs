@@ -46,24 +46,34 @@ pub fn event_json(e: &AuditEvent) -> Value {
             .unwrap_or(Value::Null)
     };
     let name = || json!(e.object_name);
+    // A blob's events (its metadata read, its data key rewrapped) name it as a blob.
+    let name_field = if e
+        .object_id
+        .as_deref()
+        .is_some_and(|id| id.starts_with("blob_"))
+    {
+        "blob_name"
+    } else {
+        "kv_name"
+    };
     let key = || json!(e.key_id);
     let fields: Vec<(&str, Value)> = match e.event.as_str() {
         events::DATA_CREATED | events::DATA_UPDATED | events::DATA_REWRAPPED => vec![
-            ("kv_name", name()),
+            (name_field, name()),
             ("key_id", key()),
             ("key_context", context()),
         ],
-        events::DATA_READ => vec![("kv_name", name()), ("key_id", key())],
+        events::DATA_READ => vec![(name_field, name()), ("key_id", key())],
         events::DATA_DELETED | events::METADATA_READ | events::DATA_PURGED => {
-            vec![("kv_name", name())]
+            vec![(name_field, name())]
         }
         events::BLOB_CREATED => vec![
-            ("blob_name", name()),
+            (name_field, name()),
             ("key_id", key()),
             ("key_context", context()),
         ],
-        events::BLOB_READ => vec![("blob_name", name()), ("key_id", key())],
-        events::BLOB_DELETED | events::BLOB_PURGED => vec![("blob_name", name())],
+        events::BLOB_READ => vec![(name_field, name()), ("key_id", key())],
+        events::BLOB_DELETED | events::BLOB_PURGED => vec![(name_field, name())],
         events::DEK_READ | events::DEK_REKEYED => {
             vec![("key_ids", json!([e.key_id])), ("key_context", context())]
         }

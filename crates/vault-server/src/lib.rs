@@ -58,6 +58,9 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// The largest object value, in bytes of UTF-8 (413 beyond).
     pub max_value_bytes: usize,
+    /// The largest blob, in bytes (413 beyond: at once for a `Content-Length` above it, else
+    /// when the body passes it; nothing is stored).
+    pub max_blob_bytes: u64,
     /// Requests per second allowed per API key, with a burst of the same size (429 beyond);
     /// `None` for no limit.
     pub requests_per_second: Option<u32>,
@@ -68,6 +71,7 @@ impl Default for Limits {
         Self {
             max_body_bytes: 2 * 1024 * 1024,
             max_value_bytes: 1024 * 1024,
+            max_blob_bytes: 64 << 30,
             requests_per_second: None,
         }
     }

@@ -716,6 +716,7 @@ async fn bad_input_is_a_clear_4xx_and_changes_nothing() {
         max_body_bytes: 64 * 1024,
         max_value_bytes: 16 * 1024,
         requests_per_second: None,
+        ..Limits::default()
     })
     .await;
     let created = s.create("n", "v1").await;

@@ -25,6 +25,10 @@ struct Server {
 }
 
 async fn server() -> Server {
+    server_with(Limits::default()).await
+}
+
+async fn server_with(limits: Limits) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SqlStore::open_sqlite(dir.path()).await.unwrap());
     let keys = KeyRouter::new(Arc::new(ManagedKeyProvider::in_memory("root").unwrap()));
@@ -33,7 +37,7 @@ async fn server() -> Server {
     let a = auth::create(&vault.api_keys(), "env_a", "A").await.unwrap();
     let b = auth::create(&vault.api_keys(), "env_b", "B").await.unwrap();
     Server {
-        app: app(AppState::new(vault, Limits::default())),
+        app: app(AppState::new(vault, limits)),
         store,
         key_a: a.expose_secret().to_owned(),
         key_b: b.expose_secret().to_owned(),
@@ -204,6 +208,24 @@ async fn a_streamed_upload_downloads_whole_and_by_range() {
         .collect();
     assert_eq!(trail.last().map(String::as_str), Some(events::BLOB_CREATED));
     assert!(trail.iter().filter(|e| *e == events::BLOB_READ).count() >= 10);
+    // As the Events API shows them: each names the blob as a blob.
+    let listed = s
+        .send(
+            "GET",
+            "/events?events=vault.blob.created,vault.metadata.read&limit=100",
+            &s.key_a,
+            &[],
+            Body::empty(),
+        )
+        .await
+        .json();
+    let data = listed["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2, "{listed}");
+    for event in data {
+        assert_eq!(event["data"]["blob_name"], "backups/db.tar", "{event}");
+        assert!(event["data"].get("kv_name").is_none(), "{event}");
+    }
+    assert_eq!(data[0]["data"]["key_context"]["organization_id"], "org_1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -311,6 +333,11 @@ async fn bad_uploads_store_nothing() {
     ] {
         let answer = s.put("x", bad, b"value", 5).await;
         assert!(answer.status.is_client_error(), "{bad}: {}", answer.status);
+        assert_eq!(
+            answer.json()["errors"][0]["field"],
+            "Vault-Key-Context",
+            "{bad}"
+        );
     }
     // A body that fails midway (the client went away): nothing stored, the upload removed.
     let pieces: Vec<Result<Bytes, std::io::Error>> = vec![
@@ -336,4 +363,38 @@ async fn bad_uploads_store_nothing() {
     // A name that is not one.
     let bad_name = s.put("%20%20", ORG, b"v", 1).await;
     assert_eq!(bad_name.status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_over_the_limit_is_refused_and_stores_nothing() {
+    let s = server_with(Limits {
+        max_blob_bytes: 3 << 20,
+        ..Limits::default()
+    })
+    .await;
+    // Declared too large: refused before anything is read.
+    let declared = s
+        .send(
+            "PUT",
+            "/vault/v1/blobs/big",
+            &s.key_a,
+            &[("vault-key-context", ORG), ("content-length", "3145729")],
+            Body::from(vec![0u8; (3 << 20) + 1]),
+        )
+        .await;
+    assert_eq!(declared.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(declared.json()["code"], "blob_too_large");
+    // Streamed without a length: refused once it passes the limit, the upload given up.
+    let streamed = s.put("big", ORG, &data((3 << 20) + 1), 1 << 20).await;
+    assert_eq!(streamed.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(s.get("big", None).await.status, StatusCode::NOT_FOUND);
+    let since = std::time::Instant::now();
+    while !s.store.scan_blob_heads(None, 10).await.unwrap().is_empty() {
+        assert!(since.elapsed() < std::time::Duration::from_secs(20));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // At the limit: stored.
+    let at = s.put("big", ORG, &data(3 << 20), 1 << 20).await;
+    assert_eq!(at.status, StatusCode::OK);
+    assert_eq!(s.get("big", None).await.body.len(), 3 << 20);
 }

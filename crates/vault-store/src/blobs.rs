@@ -56,6 +56,22 @@ pub struct StoredBlob {
     pub head: Vec<u8>,
 }
 
+/// What one step of [`BlobStore::purge_blobs`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BlobPurge {
+    /// Blobs removed for good (their last segments gone).
+    pub blobs: u64,
+    /// Segments removed.
+    pub segments: u64,
+}
+
+impl BlobPurge {
+    /// Whether the step removed nothing (the purge is done).
+    pub fn is_empty(&self) -> bool {
+        self.blobs == 0 && self.segments == 0
+    }
+}
+
 /// A blob's head for maintenance (rewrap), in whatever state.
 #[derive(Debug, Clone)]
 pub struct BlobHead {
@@ -106,7 +122,8 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
         actor: &Actor,
     ) -> Result<BlobMeta, StoreError>;
 
-    /// Removes an upload in progress and what it stored. Nothing if there is none.
+    /// Gives up an upload in progress: it is never committed, and its segments go in the
+    /// purge's batches ([`purge_blobs`](Self::purge_blobs)). Nothing if there is none.
     ///
     /// # Errors
     /// `Unavailable`.
@@ -123,8 +140,8 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
         actor: &Actor,
     ) -> Result<StoredBlob, StoreError>;
 
-    /// Segments `from..to` of a blob, in order, each with its index (a missing one is absent:
-    /// the caller checks).
+    /// Segments `from..to` of a blob, in order, each with its index; a missing one, or one
+    /// longer than `max_len` bytes (no such segment is genuine), is absent: the caller checks.
     ///
     /// # Errors
     /// `Unavailable`.
@@ -133,6 +150,7 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
         blob_id: &str,
         from: u64,
         to: u64,
+        max_len: u64,
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
 
     /// The live blob with this name, its metadata only (audited as a metadata read).
@@ -169,19 +187,22 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
         actor: &Actor,
     ) -> Result<BlobMeta, StoreError>;
 
-    /// Removes at most `limit` blobs deleted before `deleted_before` (each with a
-    /// `vault.blob.purged` event by `actor`) and uploads begun before `abandoned_before` and
-    /// never committed, with their segments. Returns how many.
+    /// One step of the purge, in one transaction: blobs deleted before `deleted_before`
+    /// (none with `None`) and uploads begun before `abandoned_before` and never committed are
+    /// marked for purging (each deleted blob with a `vault.blob.purged` event by `actor`), then
+    /// one blob marked so loses at most `segments` of its segments, and its row once none is
+    /// left. Call it until it does nothing ([`BlobPurge::is_empty`]). Safe from several
+    /// processes at once.
     ///
     /// # Errors
     /// `Unavailable`.
     async fn purge_blobs(
         &self,
-        deleted_before: Timestamp,
+        deleted_before: Option<Timestamp>,
         abandoned_before: Timestamp,
-        limit: u32,
+        segments: u32,
         actor: &Actor,
-    ) -> Result<u64, StoreError>;
+    ) -> Result<BlobPurge, StoreError>;
 
     /// A batch of blob heads in every state, by id after `after`: for rewrapping.
     ///

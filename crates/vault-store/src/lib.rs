@@ -21,7 +21,7 @@ mod types;
 use async_trait::async_trait;
 use vault_crypto::KeyContext;
 
-pub use blobs::{BlobHead, BlobMeta, BlobStore, NewBlob, StoredBlob};
+pub use blobs::{BlobHead, BlobMeta, BlobPurge, BlobStore, NewBlob, StoredBlob};
 pub use error::{Conflict, StoreError};
 pub use feed::{
     Delivery, EventPage, EventQuery, IDEMPOTENCY_TTL_MICROS, MAX_EVENTS_LIMIT, Remember,

@@ -26,9 +26,15 @@ use crate::{Vault, VaultError, validate_environment};
 /// The segment size blobs are sealed with (64 KiB).
 pub const BLOB_SEGMENT_SIZE: u32 = stream::DEFAULT_SEGMENT_SIZE;
 
+/// The longest a stored segment of a blob is: a segment and its tag.
+pub(crate) const SEALED_SEGMENT_LEN: u64 = BLOB_SEGMENT_SIZE as u64 + 16;
+
 /// About how many sealed bytes an upload stores per transaction, and a download reads per
 /// step (1 MiB): what either holds in memory besides one segment.
 pub const BLOB_BATCH_BYTES: usize = 1 << 20;
+
+/// Segments removed per transaction of a purge (64 MiB of storage at the blob segment size).
+const PURGE_SEGMENTS: u32 = 1024;
 
 /// How long an upload may stay uncommitted before the purge removes it (a day).
 pub const ABANDONED_UPLOAD_SECS: i64 = 86_400;
@@ -110,13 +116,12 @@ impl Vault {
             key_id: sealer.key_ref().to_string(),
         };
         self.store.begin_blob(&blob, actor).await?;
-        Ok(BlobUpload {
-            vault: self.clone(),
+        Ok(BlobUpload::new(
+            self.clone(),
             id,
-            actor: actor.clone(),
-            writer: sealer.segments_writer(Segmenter::new(BLOB_SEGMENT_SIZE)),
-            next: 0,
-        })
+            actor.clone(),
+            sealer.segments_writer(Segmenter::new(BLOB_SEGMENT_SIZE)),
+        ))
     }
 
     /// Opens the live blob `name` for reading, whole or `range` of it (audited as a read):
@@ -136,11 +141,21 @@ impl Vault {
     ) -> Result<BlobReader, VaultError> {
         let stored = self.store.blob(environment, name, actor).await?;
         let meta = stored.meta;
-        // Read from the store: a reserved context planted there is never opened for.
-        meta.context
-            .check_caller()
-            .map_err(vault_crypto::Error::from)?;
+        // Read from the store: a reserved context planted there is never opened for, and a
+        // head of another segment size than the vault writes is not one of its blobs.
+        if meta.context.check_caller().is_err() {
+            return Err(crate::integrity::tampered(format!(
+                "blob {} (table blobs): a reserved key context",
+                meta.id
+            )));
+        }
         let head = StreamHead::parse(stored.head).map_err(vault_crypto::Error::from)?;
+        if head.envelope().segment_size() != Some(BLOB_SEGMENT_SIZE) {
+            return Err(crate::integrity::tampered(format!(
+                "blob {} (table blobs): a head of another segment size",
+                meta.id
+            )));
+        }
         let opener = head
             .open(
                 &*self.keys,
@@ -158,7 +173,7 @@ impl Vault {
         let last_index = opener.count() - 1;
         let mut last = match self
             .store
-            .segments(&meta.id, last_index, last_index + 1)
+            .segments(&meta.id, last_index, last_index + 1, SEALED_SEGMENT_LEN)
             .await?
             .pop()
         {
@@ -232,32 +247,49 @@ impl Vault {
     }
 
     /// Removes for good the blobs deleted more than `days` days ago (each audited as
-    /// `vault.blob.purged`), and uploads never finished that began more than
-    /// [`ABANDONED_UPLOAD_SECS`] ago, with their segments; how many. In transactions of a few
-    /// blobs (each may hold many segments).
+    /// `vault.blob.purged`; none with `None`), uploads never finished that began more than
+    /// [`ABANDONED_UPLOAD_SECS`] ago, and uploads given up, with their segments, a batch of
+    /// segments per transaction (so a large blob never holds the store's writer long); how
+    /// many blobs.
     ///
     /// # Errors
     /// `Store(InvalidArgument)` for more than [`MAX_RETENTION_DAYS`](crate::MAX_RETENTION_DAYS)
-    /// days; `Store(Unavailable)` (the batches before it stay purged).
-    pub async fn purge_blobs(&self, days: u32, actor: &Actor) -> Result<u64, VaultError> {
+    /// days; `Store(Unavailable)` (what was purged before it stays purged).
+    pub async fn purge_blobs(&self, days: Option<u32>, actor: &Actor) -> Result<u64, VaultError> {
         let now = vault_store::Timestamp::now();
-        let deleted_before = crate::feed::purge_cutoff(now, days).ok_or(
-            vault_store::StoreError::InvalidArgument {
-                field: "retention_days",
-                reason: "must be at most 36500",
-            },
-        )?;
+        let deleted_before = days
+            .map(|days| {
+                crate::feed::purge_cutoff(now, days).ok_or(
+                    vault_store::StoreError::InvalidArgument {
+                        field: "retention_days",
+                        reason: "must be at most 36500",
+                    },
+                )
+            })
+            .transpose()?;
         let abandoned = vault_store::Timestamp(now.0 - ABANDONED_UPLOAD_SECS * 1_000_000);
+        self.purge_blob_steps(deleted_before, abandoned, actor)
+            .await
+    }
+
+    /// Runs the store's purge steps until one does nothing; how many blobs went.
+    pub(crate) async fn purge_blob_steps(
+        &self,
+        deleted_before: Option<vault_store::Timestamp>,
+        abandoned_before: vault_store::Timestamp,
+        actor: &Actor,
+    ) -> Result<u64, VaultError> {
         let mut purged = 0;
         loop {
-            let batch = self
+            let step = self
                 .store
-                .purge_blobs(deleted_before, abandoned, 8, actor)
+                .purge_blobs(deleted_before, abandoned_before, PURGE_SEGMENTS, actor)
                 .await?;
-            purged += batch;
-            if batch < 8 {
+            if step.is_empty() {
                 return Ok(purged);
             }
+            purged += step.blobs;
+            // Let the writes waiting behind this step go first.
             tokio::task::yield_now().await;
         }
     }

@@ -67,7 +67,12 @@ impl BlobReader {
         } else {
             self.vault
                 .store
-                .segments(&self.meta.id, first, to.min(last_index))
+                .segments(
+                    &self.meta.id,
+                    first,
+                    to.min(last_index),
+                    super::SEALED_SEGMENT_LEN,
+                )
                 .await?
         };
         let mut out = Vec::with_capacity(

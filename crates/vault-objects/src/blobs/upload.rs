@@ -72,28 +72,62 @@ fn sealing_error(e: &std::io::Error) -> VaultError {
 }
 
 /// A blob upload begun by [`Vault::begin_blob`]: give it the value with
-/// [`write`](Self::write), then [`finish`](Self::finish) it. Until then nothing is visible,
-/// and an upload dropped unfinished is removed by [`abort`](Self::abort) or, at the latest,
-/// by the purge a day later.
+/// [`write`](Self::write), then [`finish`](Self::finish) it. Until then nothing is visible. An
+/// upload that fails, is [`abort`](Self::abort)ed or is dropped unfinished (a request cancelled)
+/// is given up: never committed, and its segments removed in the purge's batches (by a task of
+/// its own when dropped; at the latest by the purge a day after it began).
 pub struct BlobUpload {
-    pub(super) vault: Vault,
-    pub(super) id: String,
-    pub(super) actor: Actor,
-    pub(super) writer: stream::SealWriter<Segmenter>,
+    vault: Vault,
+    id: String,
+    actor: Actor,
+    /// `None` once finished or given up.
+    writer: Option<stream::SealWriter<Segmenter>>,
     /// The index the next stored segment gets.
-    pub(super) next: u64,
+    next: u64,
 }
 
 impl std::fmt::Debug for BlobUpload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BlobUpload")
             .field("id", &self.id)
-            .field("plaintext_len", &self.writer.plaintext_len())
+            .field("plaintext_len", &self.len())
             .finish_non_exhaustive()
     }
 }
 
+impl Drop for BlobUpload {
+    fn drop(&mut self) {
+        if self.writer.take().is_none() {
+            return;
+        }
+        // Dropped unfinished: given up by a task of its own where there is a runtime.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (vault, id, actor) = (self.vault.clone(), self.id.clone(), self.actor.clone());
+            runtime.spawn(async move {
+                if let Err(e) = give_up(&vault, &id, &actor).await {
+                    tracing::warn!(target: "vault::blobs", blob = %id, error = %e, "an abandoned upload was not removed; the purge will");
+                }
+            });
+        }
+    }
+}
+
 impl BlobUpload {
+    pub(super) fn new(
+        vault: Vault,
+        id: String,
+        actor: Actor,
+        writer: stream::SealWriter<Segmenter>,
+    ) -> Self {
+        Self {
+            vault,
+            id,
+            actor,
+            writer: Some(writer),
+            next: 0,
+        }
+    }
+
     /// The blob's id.
     pub fn id(&self) -> &str {
         &self.id
@@ -101,7 +135,9 @@ impl BlobUpload {
 
     /// Plaintext bytes taken so far.
     pub fn len(&self) -> u64 {
-        self.writer.plaintext_len()
+        self.writer
+            .as_ref()
+            .map_or(0, stream::SealWriter::plaintext_len)
     }
 
     /// Whether nothing was taken yet.
@@ -116,56 +152,68 @@ impl BlobUpload {
     /// `Crypto` past the most a stream holds; `Store` if a batch is not stored. The upload is
     /// not usable after an error: [`abort`](Self::abort) it.
     pub async fn write(&mut self, data: &[u8]) -> Result<(), VaultError> {
-        self.writer.write_all(data).map_err(|e| sealing_error(&e))?;
-        self.writer.flush().map_err(|e| sealing_error(&e))?;
-        if self.writer.get_ref().ready_bytes >= BLOB_BATCH_BYTES {
-            self.store_ready().await?;
+        let writer = self
+            .writer
+            .as_mut()
+            .ok_or(vault_crypto::Error::EncryptionFailed)?;
+        writer.write_all(data).map_err(|e| sealing_error(&e))?;
+        writer.flush().map_err(|e| sealing_error(&e))?;
+        if writer.get_ref().ready_bytes >= BLOB_BATCH_BYTES {
+            store_ready(&self.vault, &self.id, &mut self.next, writer.get_mut()).await?;
         }
         Ok(())
-    }
-
-    async fn store_ready(&mut self) -> Result<(), VaultError> {
-        store_ready(&self.vault, &self.id, &mut self.next, self.writer.get_mut()).await
     }
 
     /// Seals the last segment, stores what is left and makes the blob the live one of its
     /// name (the one it replaces is deleted in the same transaction, and purged later).
     ///
     /// # Errors
-    /// As [`write`](Self::write); `Store` if the commit fails. Nothing is live then, and what
-    /// the upload stored is removed.
-    pub async fn finish(self) -> Result<BlobMeta, VaultError> {
-        let Self {
-            vault,
-            id,
-            actor,
-            writer,
-            mut next,
-        } = self;
+    /// As [`write`](Self::write); `Store` if the commit fails. Nothing is live then, and the
+    /// upload is given up.
+    pub async fn finish(mut self) -> Result<BlobMeta, VaultError> {
+        let writer = self
+            .writer
+            .take()
+            .ok_or(vault_crypto::Error::EncryptionFailed)?;
         let size = writer.plaintext_len();
         let done = async {
             let mut segmenter = writer.finish().map_err(|e| sealing_error(&e))?;
             segmenter.end();
-            store_ready(&vault, &id, &mut next, &mut segmenter).await?;
-            Ok(vault.store.commit_blob(&id, size, next, &actor).await?)
+            store_ready(&self.vault, &self.id, &mut self.next, &mut segmenter).await?;
+            Ok(self
+                .vault
+                .store
+                .commit_blob(&self.id, size, self.next, &self.actor)
+                .await?)
         };
         match done.await {
             Ok(meta) => Ok(meta),
             Err(e) => {
                 // Best effort: the purge removes it later otherwise.
-                let _ = vault.store.abort_blob(&id).await;
+                let _ = give_up(&self.vault, &self.id, &self.actor).await;
                 Err(e)
             }
         }
     }
 
-    /// Removes the upload and what it stored.
+    /// Gives the upload up: never committed, and what it stored removed.
     ///
     /// # Errors
-    /// `Store(Unavailable)`.
-    pub async fn abort(self) -> Result<(), VaultError> {
-        Ok(self.vault.store.abort_blob(&self.id).await?)
+    /// `Store(Unavailable)` (the purge removes it later).
+    pub async fn abort(mut self) -> Result<(), VaultError> {
+        self.writer = None;
+        give_up(&self.vault, &self.id, &self.actor).await
     }
+}
+
+/// Marks upload `id` given up and removes its segments, a batch per transaction.
+async fn give_up(vault: &Vault, id: &str, actor: &Actor) -> Result<(), VaultError> {
+    vault.store.abort_blob(id).await?;
+    // Cutoffs that take nothing new: only what is given up already goes.
+    vault
+        .purge_blob_steps(None, vault_store::Timestamp(i64::MIN), actor)
+        .await?;
+    Ok(())
 }
 
 /// Stores the segments `segmenter` holds ready as the next ones of upload `id`.

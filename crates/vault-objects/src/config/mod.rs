@@ -171,6 +171,7 @@ pub struct ByokSettings {
 /// listen = "127.0.0.1:8080"
 /// max_body_bytes = 2097152
 /// max_value_bytes = 1048576
+/// max_blob_bytes = 68719476736  # a blob (PUT /vault/v1/blobs/…): 64 GiB
 /// requests_per_second = 500     # per API key; unset for no limit
 /// tls_cert = "/etc/vault/cert.pem"   # PEM chain; with tls_key, the server speaks HTTPS
 /// tls_key = "/etc/vault/key.pem"     # reloaded with the certificate on SIGHUP
@@ -189,6 +190,8 @@ pub struct ServerConfig {
     pub max_body_bytes: Option<usize>,
     /// The largest object value.
     pub max_value_bytes: Option<usize>,
+    /// The largest blob.
+    pub max_blob_bytes: Option<u64>,
     /// Requests per second per API key.
     pub requests_per_second: Option<u32>,
     /// The certificate chain (PEM) for HTTPS.

@@ -43,13 +43,16 @@ pub(crate) fn header_context(value: Option<&[u8]>) -> Result<KeyContext, ApiErro
             "the Vault-Key-Context header is required: the blob's key context as a JSON object",
         )
     })?;
-    KeyContext::parse_json(raw).map_err(|e| {
+    let named = |e: vault_objects::ContextError| -> ApiError {
         let mut err = crypto_error(&e.into(), Origin::Caller);
         if let Some(f) = err.errors.first_mut() {
             "Vault-Key-Context".clone_into(&mut f.field);
         }
         err
-    })
+    };
+    let context = KeyContext::parse_json(raw).map_err(named)?;
+    context.check_caller().map_err(named)?;
+    Ok(context)
 }
 
 /// A `Range` header's one byte range (RFC 9110, 14.1.2). Anything else (another unit, several
@@ -102,6 +105,23 @@ pub(crate) async fn put_blob(
     body: HttpBody,
 ) -> Result<Response, ApiError> {
     let context = header_context(headers.get(CONTEXT_HEADER).map(HeaderValue::as_bytes))?;
+    let max = state.limits.max_blob_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "blob_too_large",
+            format!(
+                "the blob is larger than {max} bytes ([server] max_blob_bytes): nothing was stored"
+            ),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(too_large());
+    }
     let mut upload = state
         .vault
         .begin_blob(&who.environment, &name, &context, &who.actor)
@@ -110,8 +130,21 @@ pub(crate) async fn put_blob(
     let mut body = body;
     let fed = async {
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|_| invalid_body())?;
+            let frame = frame.map_err(|e| {
+                if crate::body::timed_out(&e) {
+                    ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "request_timeout",
+                        "the request body stopped arriving: nothing was stored",
+                    )
+                } else {
+                    invalid_body()
+                }
+            })?;
             if let Ok(data) = frame.into_data() {
+                if upload.len().saturating_add(data.len() as u64) > max {
+                    return Err(too_large());
+                }
                 upload.write(&data).await.map_err(|e| vault_error(&e))?;
             }
         }

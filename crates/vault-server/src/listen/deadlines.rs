@@ -378,13 +378,28 @@ pub(crate) struct BodyTimedOut;
 pub(super) struct TimedBody {
     inner: Incoming,
     timer: Pin<Box<Sleep>>,
+    /// `Some(d)`: the deadline moves to `d` after every frame (a body that keeps arriving is
+    /// never cut, one that stalls for `d` is); `None`: it is fixed.
+    sliding: Option<Duration>,
 }
 
 impl TimedBody {
+    /// A body that must be complete by `deadline`.
     pub(super) fn new(inner: Incoming, deadline: Instant) -> Self {
         Self {
             inner,
             timer: Box::pin(tokio::time::sleep_until(deadline)),
+            sliding: None,
+        }
+    }
+
+    /// A body that may take as long as it keeps arriving: at most `stall` between frames (a
+    /// blob upload, whose length is the value's).
+    pub(super) fn sliding(inner: Incoming, stall: Duration) -> Self {
+        Self {
+            inner,
+            timer: Box::pin(tokio::time::sleep(stall)),
+            sliding: Some(stall),
         }
     }
 }
@@ -398,7 +413,12 @@ impl HttpBody for TimedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
+            Poll::Ready(frame) => {
+                if let (Some(stall), Some(Ok(_))) = (self.sliding, &frame) {
+                    self.timer.as_mut().reset(Instant::now() + stall);
+                }
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
             Poll::Pending => match self.timer.as_mut().poll(cx) {
                 Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimedOut)))),
                 Poll::Pending => Poll::Pending,

@@ -5,7 +5,8 @@
 //!   within [`Listening::head_timeout`] of its start, or of the first byte of a next request, is
 //!   closed.
 //! - **Request body**: a body not complete within [`Listening::body_timeout`] of its head is
-//!   answered `408` and the connection closed.
+//!   answered `408` and the connection closed; a blob upload (`PUT /vault/v1/blobs/…`), as
+//!   long as its value, only when it stalls that long between two parts.
 //! - **Answers not taken**: a write that makes no progress for [`Listening::body_timeout`] (a
 //!   client that pipelines requests and never reads) closes the connection.
 //! - **Idle keep-alive**: a connection with no request for [`Listening::idle_timeout`] after its
@@ -187,8 +188,17 @@ async fn connection(
         let body_timeout = listening.body_timeout;
         hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let busy = Busy::start(Arc::clone(&watch));
+            // A blob upload is as long as its value: it may take as long as it keeps arriving.
+            let streamed = req.method() == hyper::Method::PUT
+                && req.uri().path().starts_with("/vault/v1/blobs/");
             let deadline = Instant::now() + body_timeout;
-            let mut req = req.map(|b| axum::body::Body::new(TimedBody::new(b, deadline)));
+            let mut req = req.map(|b| {
+                axum::body::Body::new(if streamed {
+                    TimedBody::sliding(b, body_timeout)
+                } else {
+                    TimedBody::new(b, deadline)
+                })
+            });
             req.extensions_mut().insert(ConnectInfo(peer));
             let app = app.clone();
             async move {

@@ -86,17 +86,26 @@ pub async fn blobs_are_uploaded_in_batches_and_read_by_range(store: Arc<dyn Stor
     let stored = store.blob(&env, "backups/db.tar", &actor()).await.unwrap();
     assert_eq!(stored.head, b"head-1");
     assert_eq!(stored.meta, meta);
-    let all = store.segments(&blob.id, 0, 4).await.unwrap();
+    let all = store.segments(&blob.id, 0, 4, 1024).await.unwrap();
     assert_eq!(
         all,
         (0..4).map(|i| (i, segment(i))).collect::<Vec<_>>(),
         "in order"
     );
     assert_eq!(
-        store.segments(&blob.id, 1, 3).await.unwrap(),
+        store.segments(&blob.id, 1, 3, 1024).await.unwrap(),
         vec![(1, segment(1)), (2, segment(2))]
     );
-    assert!(store.segments(&blob.id, 4, 9).await.unwrap().is_empty());
+    assert!(
+        store
+            .segments(&blob.id, 4, 9, 1024)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Longer than the caller says a segment can be: absent.
+    assert!(store.segments(&blob.id, 0, 4, 8).await.unwrap().is_empty());
+    assert_eq!(store.segments(&blob.id, 0, 4, 9).await.unwrap().len(), 4);
     // Another environment has no such blob.
     assert!(matches!(
         store
@@ -121,7 +130,21 @@ pub async fn blobs_are_uploaded_in_batches_and_read_by_range(store: Arc<dyn Stor
         .await
         .unwrap();
     store.abort_blob(&aborted.id).await.unwrap();
-    assert!(store.segments(&aborted.id, 0, 9).await.unwrap().is_empty());
+    // Marked, and removed by the purge's steps, whatever the cutoffs.
+    let never = Timestamp(i64::MIN);
+    while !store
+        .purge_blobs(None, never, 1, &actor())
+        .await
+        .unwrap()
+        .is_empty()
+    {}
+    assert!(
+        store
+            .segments(&aborted.id, 0, 9, 1024)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(matches!(
         store.commit_blob(&aborted.id, 1, 1, &actor()).await,
         Err(StoreError::NotFound)
@@ -213,31 +236,50 @@ pub async fn blobs_are_replaced_deleted_purged_and_rewrapped(store: Arc<dyn Stor
         .unwrap();
     // Nothing is old enough yet.
     let past = Timestamp(Timestamp::now().0 - 3_600_000_000);
-    assert_eq!(
-        store.purge_blobs(past, past, 100, &actor()).await.unwrap(),
-        0
+    assert!(
+        store
+            .purge_blobs(Some(past), past, 100, &actor())
+            .await
+            .unwrap()
+            .is_empty()
     );
-    assert_eq!(store.segments(&other.id, 0, 9).await.unwrap().len(), 2);
+    assert_eq!(
+        store.segments(&other.id, 0, 9, 1024).await.unwrap().len(),
+        2
+    );
     // Now every deleted blob is: the replaced one and the deleted one.
     let future = Timestamp(Timestamp::now().0 + 1_000_000);
     let mut purged = 0;
     loop {
-        let n = store.purge_blobs(future, past, 1, &actor()).await.unwrap();
-        if n == 0 {
+        let step = store
+            .purge_blobs(Some(future), past, 1, &actor())
+            .await
+            .unwrap();
+        if step.is_empty() {
             break;
         }
-        purged += n;
+        purged += step.blobs;
     }
     assert!(purged >= 2, "{purged}");
     for id in [&first.id, &other.id] {
-        assert!(store.segments(id, 0, 9).await.unwrap().is_empty());
+        assert!(store.segments(id, 0, 9, 1024).await.unwrap().is_empty());
     }
-    assert_eq!(store.segments(&uploading.id, 0, 9).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .segments(&uploading.id, 0, 9, 1024)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     store
         .commit_blob(&uploading.id, 100, 1, &actor())
         .await
         .unwrap();
-    assert_eq!(store.segments(&second.id, 0, 9).await.unwrap().len(), 1);
+    assert_eq!(
+        store.segments(&second.id, 0, 9, 1024).await.unwrap().len(),
+        1
+    );
     assert_eq!(
         store.blob(&env, "b", &actor()).await.unwrap().meta.id,
         second.id
@@ -260,4 +302,32 @@ pub async fn blobs_are_replaced_deleted_purged_and_rewrapped(store: Arc<dyn Stor
         "replaced and deleted"
     );
     assert!(trail.iter().any(|e| e == events::DATA_REWRAPPED));
+
+    // Uploads of one name committed at once: each commit replaces the one before it, none
+    // fails, and one blob is live at the end.
+    let racers: Vec<NewBlob> = (0..6).map(|_| new_blob(&env, "raced", b"head")).collect();
+    for blob in &racers {
+        store.begin_blob(blob, &actor()).await.unwrap();
+        store
+            .put_segments(&blob.id, 0, vec![segment(0)])
+            .await
+            .unwrap();
+    }
+    let commits: Vec<_> = racers
+        .iter()
+        .map(|blob| {
+            let (store, id) = (store.clone(), blob.id.clone());
+            tokio::spawn(async move { store.commit_blob(&id, 100, 1, &actor()).await })
+        })
+        .collect();
+    for commit in commits {
+        commit.await.unwrap().unwrap();
+    }
+    let live = store.describe_blob(&env, "raced", &actor()).await.unwrap();
+    assert!(racers.iter().any(|b| b.id == live.id));
+    let listed = store
+        .list_blobs(&env, Some("r"), 100, &actor())
+        .await
+        .unwrap();
+    assert_eq!(listed.iter().filter(|b| b.name == "raced").count(), 1);
 }

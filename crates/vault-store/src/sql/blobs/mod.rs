@@ -4,20 +4,22 @@
 
 use async_trait::async_trait;
 
+mod purge;
+
 use super::change::{AuditRecord, insert_audit};
-use super::db::{Columns, DbError, Tx, args};
+use super::db::{Backend, Columns, DbError, Tx, args};
 use super::{SqlStore, stored_context, to_i64};
-use crate::blobs::{BlobHead, BlobMeta, BlobStore, NewBlob, StoredBlob};
+use crate::blobs::{BlobHead, BlobMeta, BlobPurge, BlobStore, NewBlob, StoredBlob};
 use crate::ids::is_blob_id;
 use crate::{
     Actor, Conflict, MAX_LIMIT, StoreError, Timestamp, events, validate_environment, validate_name,
 };
 
 /// The metadata columns of a blob row.
-const BLOB_COLUMNS: &str = "id, environment, name, context, key_id, size, segments, created_at, \
+pub(super) const BLOB_COLUMNS: &str = "id, environment, name, context, key_id, size, segments, created_at, \
      created_by_id, created_by_name";
 
-fn blob_from_row(row: &dyn Columns) -> Result<BlobMeta, StoreError> {
+pub(super) fn blob_from_row(row: &dyn Columns) -> Result<BlobMeta, StoreError> {
     let count = |column: &str| {
         u64::try_from(row.opt_int(column)?.unwrap_or(0)).map_err(|_| StoreError::Unavailable {
             reason: "a stored blob's size is negative".into(),
@@ -38,7 +40,7 @@ fn blob_from_row(row: &dyn Columns) -> Result<BlobMeta, StoreError> {
 
 impl AuditRecord {
     /// The event `event` about the blob `meta`.
-    fn of_blob(event: &str, actor: &Actor, meta: &BlobMeta, at: Timestamp) -> Self {
+    pub(super) fn of_blob(event: &str, actor: &Actor, meta: &BlobMeta, at: Timestamp) -> Self {
         Self {
             environment: meta.environment.clone(),
             event: event.to_owned(),
@@ -50,6 +52,14 @@ impl AuditRecord {
             detail: None,
             at,
         }
+    }
+}
+
+/// `sql`, with `lock` appended on PostgreSQL (SQLite has one writer: nothing to lock).
+fn lock_for(backend: Backend, sql: &str, lock: &str) -> String {
+    match backend {
+        Backend::Postgres => format!("{sql}{lock}"),
+        Backend::Sqlite => sql.to_owned(),
     }
 }
 
@@ -165,8 +175,14 @@ impl BlobStore for SqlStore {
         let first = to_i64(first)?;
         let id = blob_id.to_owned();
         self.change(move |tx: &mut dyn Tx| {
+            // On PostgreSQL the row is locked until this commits: an abort or purge that would
+            // take it waits, and then sees (and removes) these segments too.
             let uploading = tx.exists(
-                "SELECT 1 AS x FROM blobs WHERE id = $1 AND state = 'uploading'",
+                &lock_for(
+                    tx.backend(),
+                    "SELECT 1 AS x FROM blobs WHERE id = $1 AND state = 'uploading'",
+                    " FOR SHARE",
+                ),
                 args![&id],
             )?;
             if !uploading {
@@ -202,11 +218,24 @@ impl BlobStore for SqlStore {
         self.change(move |tx: &mut dyn Tx| {
             let (name, environment) = tx
                 .fetch(
-                    "SELECT name, environment FROM blobs WHERE id = $1 AND state = 'uploading'",
+                    &lock_for(
+                        tx.backend(),
+                        "SELECT name, environment FROM blobs WHERE id = $1 AND state = 'uploading'",
+                        " FOR UPDATE",
+                    ),
                     args![&id],
                     |r| Ok((r.text("name")?, r.text("environment")?)),
                 )?
                 .ok_or(StoreError::NotFound)?;
+            if tx.backend() == Backend::Postgres {
+                // Commits of one name take turns: the later one then sees the earlier one's
+                // blob live, and replaces it (rather than meeting the unique index).
+                tx.fetch(
+                    "SELECT pg_advisory_xact_lock(hashtextextended($1, 7271634)) AS locked",
+                    args![&format!("{environment} {name}")],
+                    |_| Ok(()),
+                )?;
+            }
             let (stored, top) = tx
                 .fetch(
                     "SELECT COUNT(*) AS n, MAX(idx) AS top FROM blob_segments WHERE blob_id = $1",
@@ -245,14 +274,12 @@ impl BlobStore for SqlStore {
     async fn abort_blob(&self, blob_id: &str) -> Result<(), StoreError> {
         check_blob_id(blob_id)?;
         let id = blob_id.to_owned();
+        // Marked only: its segments go in the purge's bounded batches.
         self.change(move |tx: &mut dyn Tx| {
-            if tx.execute(
-                "DELETE FROM blobs WHERE id = $1 AND state = 'uploading'",
+            tx.execute(
+                "UPDATE blobs SET state = 'purging' WHERE id = $1 AND state = 'uploading'",
                 args![&id],
-            )? > 0
-            {
-                tx.execute("DELETE FROM blob_segments WHERE blob_id = $1", args![&id])?;
-            }
+            )?;
             Ok(())
         })
         .await
@@ -283,13 +310,14 @@ impl BlobStore for SqlStore {
         blob_id: &str,
         from: u64,
         to: u64,
+        max_len: u64,
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         check_blob_id(blob_id)?;
-        let (from, to) = (to_i64(from)?, to_i64(to)?);
+        let (from, to, max_len) = (to_i64(from)?, to_i64(to)?, to_i64(max_len)?);
         self.rows(
             "SELECT idx, bytes FROM blob_segments \
-             WHERE blob_id = $1 AND idx >= $2 AND idx < $3 ORDER BY idx",
-            args![blob_id, from, to],
+             WHERE blob_id = $1 AND idx >= $2 AND idx < $3 AND length(bytes) <= $4 ORDER BY idx",
+            args![blob_id, from, to, max_len],
             |r| {
                 let idx = u64::try_from(r.int("idx")?).map_err(|_| StoreError::Unavailable {
                     reason: "a negative segment index".into(),
@@ -362,41 +390,15 @@ impl BlobStore for SqlStore {
 
     async fn purge_blobs(
         &self,
-        deleted_before: Timestamp,
+        deleted_before: Option<Timestamp>,
         abandoned_before: Timestamp,
-        limit: u32,
+        segments: u32,
         actor: &Actor,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<BlobPurge, StoreError> {
         let actor = actor.clone();
+        let deleted_before = deleted_before.map_or(i64::MIN, |t| t.0);
         self.change(move |tx: &mut dyn Tx| {
-            // What this transaction removes, and only that (a concurrent purge that got there
-            // first removed the rest).
-            let gone = tx.fetch_all(
-                &format!(
-                    "DELETE FROM blobs WHERE id IN (SELECT id FROM blobs \
-                     WHERE (state = 'deleted' AND deleted_at < $1) \
-                     OR (state = 'uploading' AND created_at < $2) \
-                     ORDER BY created_at, id LIMIT $3) \
-                     RETURNING state, {BLOB_COLUMNS}"
-                ),
-                args![deleted_before.0, abandoned_before.0, i64::from(limit)],
-                |r| Ok((r.text("state")?, blob_from_row(r)?)),
-            )?;
-            let now = Timestamp::now();
-            for (state, meta) in &gone {
-                tx.execute(
-                    "DELETE FROM blob_segments WHERE blob_id = $1",
-                    args![&meta.id],
-                )?;
-                // An upload never committed was never a blob: nothing to tell.
-                if state == "deleted" {
-                    insert_audit(
-                        tx,
-                        &AuditRecord::of_blob(events::BLOB_PURGED, &actor, meta, now),
-                    )?;
-                }
-            }
-            Ok(gone.len() as u64)
+            purge::step(tx, deleted_before, abandoned_before, segments, &actor)
         })
         .await
     }
