@@ -468,6 +468,26 @@ async fn deleted_blobs_and_abandoned_uploads_are_purged(f: Fixture) {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    // A download under way when its blob is deleted and purged ends as not found, not as
+    // tampering.
+    f.put("read-while-purged", "org_1", &data(40 * SEG), 1 << 20)
+        .await;
+    let mut reader = f
+        .vault
+        .open_blob("prod", "read-while-purged", None, &actor())
+        .await
+        .unwrap();
+    assert!(reader.next_chunk().await.unwrap().is_some());
+    f.vault
+        .delete_blob("prod", "read-while-purged", &actor())
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    assert_eq!(f.vault.purge_blobs(Some(0), &actor()).await.unwrap(), 1);
+    assert!(matches!(
+        reader.next_chunk().await,
+        Err(VaultError::Store(StoreError::NotFound))
+    ));
     for name in ["aborted", "dropped"] {
         assert!(matches!(
             f.vault.open_blob("prod", name, None, &actor()).await,

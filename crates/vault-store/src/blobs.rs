@@ -153,6 +153,13 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
         max_len: u64,
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
 
+    /// Whether blob `blob_id` is gone or being purged (its segments may be missing for that
+    /// reason alone). Not audited: a reader asks it about a blob it was reading.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn blob_purged(&self, blob_id: &str) -> Result<bool, StoreError>;
+
     /// The live blob with this name, its metadata only (audited as a metadata read).
     ///
     /// # Errors

@@ -129,7 +129,9 @@ pub async fn blobs_are_uploaded_in_batches_and_read_by_range(store: Arc<dyn Stor
         .put_segments(&aborted.id, 0, vec![segment(0)])
         .await
         .unwrap();
+    assert!(!store.blob_purged(&aborted.id).await.unwrap());
     store.abort_blob(&aborted.id).await.unwrap();
+    assert!(store.blob_purged(&aborted.id).await.unwrap());
     // Marked, and removed by the purge's steps, whatever the cutoffs.
     let never = Timestamp(i64::MIN);
     while !store

@@ -328,6 +328,16 @@ impl BlobStore for SqlStore {
         .await
     }
 
+    async fn blob_purged(&self, blob_id: &str) -> Result<bool, StoreError> {
+        check_blob_id(blob_id)?;
+        Ok(!self
+            .exists(
+                "SELECT 1 AS x FROM blobs WHERE id = $1 AND state <> 'purging'",
+                args![blob_id],
+            )
+            .await?)
+    }
+
     async fn describe_blob(
         &self,
         environment: &str,
