@@ -451,7 +451,14 @@ async fn deleted_blobs_and_abandoned_uploads_are_purged(f: Fixture) {
     let aborted_id = aborted.id().to_owned();
     assert!(!segment_bytes(&f, &aborted_id).await.is_empty());
     aborted.abort().await.unwrap();
-    assert!(segment_bytes(&f, &aborted_id).await.is_empty());
+    let since = std::time::Instant::now();
+    while !segment_bytes(&f, &aborted_id).await.is_empty() {
+        assert!(
+            since.elapsed() < std::time::Duration::from_secs(20),
+            "not removed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let mut dropped = f
         .vault
         .begin_blob("prod", "dropped", &ctx("org_1"), &actor())

@@ -326,8 +326,9 @@ async fn slow_idle_and_surplus_clients_are_cut_off_and_others_are_served() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("request_timeout"), "{answer}");
 
-    // A blob upload takes as long as its value: one that keeps arriving for twice the body
-    // timeout is stored; one that stalls for the body timeout is cut (408), storing nothing.
+    // A blob upload takes as long as its value: one that keeps arriving (64 KiB at least per
+    // body timeout) for twice the body timeout is stored; one that trickles or stalls is cut
+    // (408), storing nothing.
     let blob_head = |name: &str, len: usize| {
         format!(
             "PUT /vault/v1/blobs/{name} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
@@ -335,12 +336,15 @@ async fn slow_idle_and_surplus_clients_are_cut_off_and_others_are_served() {
             server.key
         )
     };
+    let piece = vec![b'x'; 64 * 1024];
     let mut s = TcpStream::connect(&addr).await.unwrap();
-    s.write_all(blob_head("slow", 8).as_bytes()).await.unwrap();
+    s.write_all(blob_head("slow", 8 * piece.len()).as_bytes())
+        .await
+        .unwrap();
     let trickle = Instant::now();
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(600)).await;
-        s.write_all(b"x").await.unwrap();
+        s.write_all(&piece).await.unwrap();
     }
     assert!(trickle.elapsed() > Duration::from_secs(4));
     let mut answer = vec![0u8; 4096];
@@ -350,7 +354,31 @@ async fn slow_idle_and_surplus_clients_are_cut_off_and_others_are_served() {
         .unwrap();
     let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert!(answer.contains("\"size\":8"), "{answer}");
+    assert!(answer.contains("\"size\":524288"), "{answer}");
+    // A byte every half second keeps nothing alive: cut at the body timeout.
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    s.write_all(blob_head("trickled", 100).as_bytes())
+        .await
+        .unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let cut = Instant::now();
+    let trickler = tokio::spawn(async move {
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if wr.write_all(b"x").await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), rd.read_to_end(&mut answer)).await;
+    trickler.abort();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        cut.elapsed() < Duration::from_secs(6),
+        "cut at the body timeout"
+    );
     let mut s = TcpStream::connect(&addr).await.unwrap();
     s.write_all(blob_head("stalled", 100).as_bytes())
         .await

@@ -178,6 +178,9 @@ pub struct Vault {
     /// default would accept a wrap anyone could forge (an Azure RSA key accepting unsigned
     /// wraps); `None`: the router.
     seal_opener: Option<Arc<dyn vault_crypto::KeyProvider>>,
+    /// One blob purge step at a time in this process, whoever asks (the scheduled purge, every
+    /// upload given up), so SQLite's group commit never joins many of them in one transaction.
+    purge_gate: Arc<tokio::sync::Semaphore>,
 }
 
 /// The associated data every version of an object is sealed with: its environment and id. An
@@ -200,6 +203,7 @@ impl Vault {
             store,
             integrity,
             seal_opener: None,
+            purge_gate: Arc::new(tokio::sync::Semaphore::new(1)),
         }
     }
 

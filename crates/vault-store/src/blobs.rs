@@ -24,7 +24,7 @@ pub struct BlobMeta {
     pub size: u64,
     /// How many segments it has.
     pub segments: u64,
-    /// When it was uploaded (its upload began).
+    /// When it was uploaded (its upload finished; while uploading, its last progress).
     pub created_at: Timestamp,
     /// Who uploaded it.
     pub created_by: Actor,
@@ -198,8 +198,8 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
     /// (none with `None`) and uploads begun before `abandoned_before` and never committed are
     /// marked for purging (each deleted blob with a `vault.blob.purged` event by `actor`), then
     /// one blob marked so loses at most `segments` of its segments, and its row once none is
-    /// left. Call it until it does nothing ([`BlobPurge::is_empty`]). Safe from several
-    /// processes at once.
+    /// left. With `only`, nothing is marked and only that blob (if marked) loses segments. Call
+    /// it until it does nothing ([`BlobPurge::is_empty`]). Safe from several processes at once.
     ///
     /// # Errors
     /// `Unavailable`.
@@ -208,6 +208,7 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
         deleted_before: Option<Timestamp>,
         abandoned_before: Timestamp,
         segments: u32,
+        only: Option<&str>,
         actor: &Actor,
     ) -> Result<BlobPurge, StoreError>;
 

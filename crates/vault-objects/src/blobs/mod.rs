@@ -178,6 +178,10 @@ impl Vault {
             .pop()
         {
             Some((index, bytes)) if index == last_index => Zeroizing::new(bytes),
+            // Purged since it was found (replaced or deleted long enough ago): gone.
+            _ if self.store.blob_purged(&meta.id).await? => {
+                return Err(vault_store::StoreError::NotFound.into());
+            }
             _ => {
                 return Err(crate::integrity::tampered(format!(
                     "blob {} (table blob_segments): its last segment is missing",
@@ -268,23 +272,37 @@ impl Vault {
             })
             .transpose()?;
         let abandoned = vault_store::Timestamp(now.0 - ABANDONED_UPLOAD_SECS * 1_000_000);
-        self.purge_blob_steps(deleted_before, abandoned, actor)
+        self.purge_blob_steps(deleted_before, abandoned, None, actor)
             .await
     }
 
-    /// Runs the store's purge steps until one does nothing; how many blobs went.
+    /// Runs the store's purge steps (only blob `only`'s, if given) until one does nothing, one
+    /// step of this process at a time; how many blobs went.
     pub(crate) async fn purge_blob_steps(
         &self,
         deleted_before: Option<vault_store::Timestamp>,
         abandoned_before: vault_store::Timestamp,
+        only: Option<&str>,
         actor: &Actor,
     ) -> Result<u64, VaultError> {
         let mut purged = 0;
         loop {
-            let step = self
-                .store
-                .purge_blobs(deleted_before, abandoned_before, PURGE_SEGMENTS, actor)
-                .await?;
+            let step = {
+                let _turn = self.purge_gate.acquire().await.map_err(|_| {
+                    vault_store::StoreError::Unavailable {
+                        reason: "the purge gate is closed".into(),
+                    }
+                })?;
+                self.store
+                    .purge_blobs(
+                        deleted_before,
+                        abandoned_before,
+                        PURGE_SEGMENTS,
+                        only,
+                        actor,
+                    )
+                    .await?
+            };
             if step.is_empty() {
                 return Ok(purged);
             }

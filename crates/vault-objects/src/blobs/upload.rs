@@ -84,6 +84,8 @@ pub struct BlobUpload {
     writer: Option<stream::SealWriter<Segmenter>>,
     /// The index the next stored segment gets.
     next: u64,
+    /// Whether dropping it gives it up: until its commit answered, or it was given up.
+    armed: bool,
 }
 
 impl std::fmt::Debug for BlobUpload {
@@ -97,17 +99,10 @@ impl std::fmt::Debug for BlobUpload {
 
 impl Drop for BlobUpload {
     fn drop(&mut self) {
-        if self.writer.take().is_none() {
-            return;
-        }
-        // Dropped unfinished: given up by a task of its own where there is a runtime.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let (vault, id, actor) = (self.vault.clone(), self.id.clone(), self.actor.clone());
-            runtime.spawn(async move {
-                if let Err(e) = give_up(&vault, &id, &actor).await {
-                    tracing::warn!(target: "vault::blobs", blob = %id, error = %e, "an abandoned upload was not removed; the purge will");
-                }
-            });
+        // Dropped before its commit answered (a request cancelled, `finish` among them): given
+        // up. Harmless if it did commit meanwhile: only an upload still uploading is given up.
+        if std::mem::take(&mut self.armed) {
+            spawn_removal(&self.vault, &self.id, &self.actor, true);
         }
     }
 }
@@ -125,6 +120,7 @@ impl BlobUpload {
             actor,
             writer: Some(writer),
             next: 0,
+            armed: true,
         }
     }
 
@@ -186,34 +182,49 @@ impl BlobUpload {
                 .commit_blob(&self.id, size, self.next, &self.actor)
                 .await?)
         };
-        match done.await {
-            Ok(meta) => Ok(meta),
-            Err(e) => {
-                // Best effort: the purge removes it later otherwise.
-                let _ = give_up(&self.vault, &self.id, &self.actor).await;
-                Err(e)
-            }
+        let result = done.await;
+        self.armed = false;
+        if result.is_err() {
+            spawn_removal(&self.vault, &self.id, &self.actor, true);
         }
+        result
     }
 
-    /// Gives the upload up: never committed, and what it stored removed.
+    /// Gives the upload up: it never commits, and a task of its own removes what it stored
+    /// (nobody waits for that).
     ///
     /// # Errors
-    /// `Store(Unavailable)` (the purge removes it later).
+    /// `Store(Unavailable)` (dropped, it is given up later; at the latest the purge removes it
+    /// a day after its last progress).
     pub async fn abort(mut self) -> Result<(), VaultError> {
-        self.writer = None;
-        give_up(&self.vault, &self.id, &self.actor).await
+        self.armed = false;
+        self.vault.store.abort_blob(&self.id).await?;
+        spawn_removal(&self.vault, &self.id, &self.actor, false);
+        Ok(())
     }
 }
 
-/// Marks upload `id` given up and removes its segments, a batch per transaction.
-async fn give_up(vault: &Vault, id: &str, actor: &Actor) -> Result<(), VaultError> {
-    vault.store.abort_blob(id).await?;
-    // Cutoffs that take nothing new: only what is given up already goes.
-    vault
-        .purge_blob_steps(None, vault_store::Timestamp(i64::MIN), actor)
-        .await?;
-    Ok(())
+/// Removes upload `id`'s segments by a task of its own, one purge step of this process at a
+/// time, giving it up first if `mark` (where there is no runtime, the purge removes it later).
+fn spawn_removal(vault: &Vault, id: &str, actor: &Actor, mark: bool) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let (vault, id, actor) = (vault.clone(), id.to_owned(), actor.clone());
+    runtime.spawn(async move {
+        let removed = async {
+            if mark {
+                vault.store.abort_blob(&id).await?;
+            }
+            // Cutoffs that take nothing new, and this upload only.
+            vault
+                .purge_blob_steps(None, vault_store::Timestamp(i64::MIN), Some(&id), &actor)
+                .await
+        };
+        if let Err(e) = removed.await {
+            tracing::warn!(target: "vault::blobs", blob = %id, error = %e, "an upload given up was not removed; the purge will");
+        }
+    });
 }
 
 /// Stores the segments `segmenter` holds ready as the next ones of upload `id`.

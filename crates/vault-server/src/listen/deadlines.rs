@@ -1,5 +1,5 @@
 //! Deadlines for slow and idle clients: each connection's phase (head, body, idle, writing)
-//! is watched, and a body that stops arriving ends with a typed error.
+//! is watched (a body that stops arriving ends with a typed error: [`super::timed_body`]).
 
 use std::future::Future;
 use std::io;
@@ -9,9 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use http_body::{Body as HttpBody, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
@@ -366,72 +363,6 @@ impl AsyncWrite for Guarded {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
-    }
-}
-
-/// A request body that was not complete by its deadline.
-#[derive(Debug, thiserror::Error)]
-#[error("the request body did not arrive in time")]
-pub(crate) struct BodyTimedOut;
-
-/// A request body with a deadline.
-pub(super) struct TimedBody {
-    inner: Incoming,
-    timer: Pin<Box<Sleep>>,
-    /// `Some(d)`: the deadline moves to `d` after every frame (a body that keeps arriving is
-    /// never cut, one that stalls for `d` is); `None`: it is fixed.
-    sliding: Option<Duration>,
-}
-
-impl TimedBody {
-    /// A body that must be complete by `deadline`.
-    pub(super) fn new(inner: Incoming, deadline: Instant) -> Self {
-        Self {
-            inner,
-            timer: Box::pin(tokio::time::sleep_until(deadline)),
-            sliding: None,
-        }
-    }
-
-    /// A body that may take as long as it keeps arriving: at most `stall` between frames (a
-    /// blob upload, whose length is the value's).
-    pub(super) fn sliding(inner: Incoming, stall: Duration) -> Self {
-        Self {
-            inner,
-            timer: Box::pin(tokio::time::sleep(stall)),
-            sliding: Some(stall),
-        }
-    }
-}
-
-impl HttpBody for TimedBody {
-    type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(frame) => {
-                if let (Some(stall), Some(Ok(_))) = (self.sliding, &frame) {
-                    self.timer.as_mut().reset(Instant::now() + stall);
-                }
-                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
-            }
-            Poll::Pending => match self.timer.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimedOut)))),
-                Poll::Pending => Poll::Pending,
-            },
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 

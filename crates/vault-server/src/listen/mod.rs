@@ -6,7 +6,8 @@
 //!   closed.
 //! - **Request body**: a body not complete within [`Listening::body_timeout`] of its head is
 //!   answered `408` and the connection closed; a blob upload (`PUT /vault/v1/blobs/…`), as
-//!   long as its value, only when it stalls that long between two parts.
+//!   long as its value, only when less than 64 KiB of it arrived in that time (the time the
+//!   server spends storing what arrived is not counted).
 //! - **Answers not taken**: a write that makes no progress for [`Listening::body_timeout`] (a
 //!   client that pipelines requests and never reads) closes the connection.
 //! - **Idle keep-alive**: a connection with no request for [`Listening::idle_timeout`] after its
@@ -34,10 +35,12 @@ use tokio::time::Instant;
 use tower::ServiceExt as _;
 
 pub(crate) mod deadlines;
+mod timed_body;
 mod tls;
 
-pub(crate) use deadlines::BodyTimedOut;
-use deadlines::{Busy, Guarded, TimedBody, Watch};
+use deadlines::{Busy, Guarded, Watch};
+pub(crate) use timed_body::BodyTimedOut;
+use timed_body::TimedBody;
 pub use tls::Tls;
 
 /// How the server listens. See the [module docs](self).
@@ -188,7 +191,8 @@ async fn connection(
         let body_timeout = listening.body_timeout;
         hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let busy = Busy::start(Arc::clone(&watch));
-            // A blob upload is as long as its value: it may take as long as it keeps arriving.
+            // A blob upload is as long as its value: it may take as long as it keeps arriving
+            // (64 KiB at least per body timeout).
             let streamed = req.method() == hyper::Method::PUT
                 && req.uri().path().starts_with("/vault/v1/blobs/");
             let deadline = Instant::now() + body_timeout;

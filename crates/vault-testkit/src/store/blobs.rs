@@ -129,17 +129,41 @@ pub async fn blobs_are_uploaded_in_batches_and_read_by_range(store: Arc<dyn Stor
         .put_segments(&aborted.id, 0, vec![segment(0)])
         .await
         .unwrap();
+    let other = new_blob(&env, "aborted too", b"head");
+    store.begin_blob(&other, &actor()).await.unwrap();
+    store
+        .put_segments(&other.id, 0, vec![segment(0)])
+        .await
+        .unwrap();
     assert!(!store.blob_purged(&aborted.id).await.unwrap());
     store.abort_blob(&aborted.id).await.unwrap();
+    store.abort_blob(&other.id).await.unwrap();
     assert!(store.blob_purged(&aborted.id).await.unwrap());
-    // Marked, and removed by the purge's steps, whatever the cutoffs.
+    // Marked, and removed by the purge's steps, whatever the cutoffs; `only` that one.
     let never = Timestamp(i64::MIN);
     while !store
-        .purge_blobs(None, never, 1, &actor())
+        .purge_blobs(None, never, 1, Some(&aborted.id), &actor())
         .await
         .unwrap()
         .is_empty()
     {}
+    assert_eq!(
+        store.segments(&other.id, 0, 9, 1024).await.unwrap().len(),
+        1
+    );
+    while !store
+        .purge_blobs(None, never, 1, Some(&other.id), &actor())
+        .await
+        .unwrap()
+        .is_empty()
+    {}
+    assert!(
+        store
+            .segments(&other.id, 0, 9, 1024)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(
         store
             .segments(&aborted.id, 0, 9, 1024)
@@ -240,7 +264,7 @@ pub async fn blobs_are_replaced_deleted_purged_and_rewrapped(store: Arc<dyn Stor
     let past = Timestamp(Timestamp::now().0 - 3_600_000_000);
     assert!(
         store
-            .purge_blobs(Some(past), past, 100, &actor())
+            .purge_blobs(Some(past), past, 100, None, &actor())
             .await
             .unwrap()
             .is_empty()
@@ -254,7 +278,7 @@ pub async fn blobs_are_replaced_deleted_purged_and_rewrapped(store: Arc<dyn Stor
     let mut purged = 0;
     loop {
         let step = store
-            .purge_blobs(Some(future), past, 1, &actor())
+            .purge_blobs(Some(future), past, 1, None, &actor())
             .await
             .unwrap();
         if step.is_empty() {

@@ -175,17 +175,14 @@ impl BlobStore for SqlStore {
         let first = to_i64(first)?;
         let id = blob_id.to_owned();
         self.change(move |tx: &mut dyn Tx| {
-            // On PostgreSQL the row is locked until this commits: an abort or purge that would
-            // take it waits, and then sees (and removes) these segments too.
-            let uploading = tx.exists(
-                &lock_for(
-                    tx.backend(),
-                    "SELECT 1 AS x FROM blobs WHERE id = $1 AND state = 'uploading'",
-                    " FOR SHARE",
-                ),
-                args![&id],
+            // The upload's time moves with its progress (an upload is abandoned after a day
+            // without any). The update also locks the row on PostgreSQL until this commits: an
+            // abort or purge that would take it waits, and then sees these segments too.
+            let uploading = tx.execute(
+                "UPDATE blobs SET created_at = $1 WHERE id = $2 AND state = 'uploading'",
+                args![Timestamp::now().0, &id],
             )?;
-            if !uploading {
+            if uploading == 0 {
                 return Err(StoreError::NotFound);
             }
             let mut idx = first;
@@ -255,10 +252,10 @@ impl BlobStore for SqlStore {
             let meta = tx
                 .fetch(
                     &format!(
-                        "UPDATE blobs SET state = 'live', size = $1, segments = $2 \
-                         WHERE id = $3 AND state = 'uploading' RETURNING {BLOB_COLUMNS}"
+                        "UPDATE blobs SET state = 'live', size = $1, segments = $2, created_at = $3 \
+                         WHERE id = $4 AND state = 'uploading' RETURNING {BLOB_COLUMNS}"
                     ),
-                    args![size, count, &id],
+                    args![size, count, now.0, &id],
                     blob_from_row,
                 )?
                 .ok_or(StoreError::NotFound)?;
@@ -316,7 +313,8 @@ impl BlobStore for SqlStore {
         let (from, to, max_len) = (to_i64(from)?, to_i64(to)?, to_i64(max_len)?);
         self.rows(
             "SELECT idx, bytes FROM blob_segments \
-             WHERE blob_id = $1 AND idx >= $2 AND idx < $3 AND length(bytes) <= $4 ORDER BY idx",
+             WHERE blob_id = $1 AND idx >= $2 AND idx < $3 AND octet_length(bytes) <= $4 \
+             ORDER BY idx",
             args![blob_id, from, to, max_len],
             |r| {
                 let idx = u64::try_from(r.int("idx")?).map_err(|_| StoreError::Unavailable {
@@ -403,12 +401,21 @@ impl BlobStore for SqlStore {
         deleted_before: Option<Timestamp>,
         abandoned_before: Timestamp,
         segments: u32,
+        only: Option<&str>,
         actor: &Actor,
     ) -> Result<BlobPurge, StoreError> {
         let actor = actor.clone();
+        let only = only.map(str::to_owned);
         let deleted_before = deleted_before.map_or(i64::MIN, |t| t.0);
         self.change(move |tx: &mut dyn Tx| {
-            purge::step(tx, deleted_before, abandoned_before, segments, &actor)
+            purge::step(
+                tx,
+                deleted_before,
+                abandoned_before,
+                segments,
+                only.as_deref(),
+                &actor,
+            )
         })
         .await
     }

@@ -13,20 +13,25 @@ pub(super) fn step(
     deleted_before: i64,
     abandoned_before: Timestamp,
     segments: u32,
+    only: Option<&str>,
     actor: &Actor,
 ) -> Result<BlobPurge, StoreError> {
     // Blobs gone for long enough are marked `purging` (a few at a time, each once: a
     // concurrent purge that marked it first recorded it).
-    let gone = tx.fetch_all(
-        &format!(
-            "SELECT state, {BLOB_COLUMNS} FROM blobs \
+    let gone = if only.is_some() {
+        Vec::new()
+    } else {
+        tx.fetch_all(
+            &format!(
+                "SELECT state, {BLOB_COLUMNS} FROM blobs \
              WHERE (state = 'deleted' AND deleted_at < $1) \
              OR (state = 'uploading' AND created_at < $2) \
              ORDER BY created_at, id LIMIT 8"
-        ),
-        args![deleted_before, abandoned_before.0],
-        |r| Ok((r.text("state")?, blob_from_row(r)?)),
-    )?;
+            ),
+            args![deleted_before, abandoned_before.0],
+            |r| Ok((r.text("state")?, blob_from_row(r)?)),
+        )?
+    };
     let now = Timestamp::now();
     for (state, meta) in &gone {
         let marked = tx.execute(
@@ -45,8 +50,9 @@ pub(super) fn step(
     // is left: no transaction holds the writer for more than a batch.
     let mut done = BlobPurge::default();
     let Some(id) = tx.fetch(
-        "SELECT id FROM blobs WHERE state = 'purging' ORDER BY id LIMIT 1",
-        &[],
+        "SELECT id FROM blobs WHERE state = 'purging' AND ($1 IS NULL OR id = $1) \
+         ORDER BY id LIMIT 1",
+        args![only],
         |r| r.text("id"),
     )?
     else {
