@@ -102,13 +102,22 @@ pub const MAX_RETENTION_DAYS: u32 = 36_500;
 
 /// The deletion time before which objects are purged: `now` less `days`, or `None` if that
 /// is not a time (never a wrapped-around cutoff in the future, which would purge everything).
-pub(crate) fn purge_cutoff(now: Timestamp, days: u32) -> Option<Timestamp> {
+fn purge_cutoff(now: Timestamp, days: u32) -> Option<Timestamp> {
     const MICROS_PER_DAY: i64 = 86_400_000_000;
     if days > MAX_RETENTION_DAYS {
         return None;
     }
     let span = i64::from(days).checked_mul(MICROS_PER_DAY)?;
     now.0.checked_sub(span).map(Timestamp)
+}
+
+/// [`purge_cutoff`] for `days` of retention from `now`, or the error that says the days are too
+/// many.
+pub(crate) fn retention_cutoff(now: Timestamp, days: u32) -> Result<Timestamp, StoreError> {
+    purge_cutoff(now, days).ok_or(StoreError::InvalidArgument {
+        field: "retention_days",
+        reason: "must be at most 36500",
+    })
 }
 
 impl Vault {
@@ -152,10 +161,7 @@ impl Vault {
     /// `Store(InvalidArgument)` for more than [`MAX_RETENTION_DAYS`]; `Store(Unavailable)`
     /// (the batches before it stay purged).
     pub async fn purge_older_than(&self, days: u32, actor: &Actor) -> Result<u64, VaultError> {
-        let cutoff = purge_cutoff(Timestamp::now(), days).ok_or(StoreError::InvalidArgument {
-            field: "retention_days",
-            reason: "must be at most 36500",
-        })?;
+        let cutoff = retention_cutoff(Timestamp::now(), days)?;
         let mut purged = 0;
         loop {
             let batch = self.store.purge(cutoff, PURGE_BATCH, actor).await?;

@@ -178,16 +178,7 @@ impl Vault {
             .pop()
         {
             Some((index, bytes)) if index == last_index => Zeroizing::new(bytes),
-            // Purged since it was found (replaced or deleted long enough ago): gone.
-            _ if self.store.blob_purged(&meta.id).await? => {
-                return Err(vault_store::StoreError::NotFound.into());
-            }
-            _ => {
-                return Err(crate::integrity::tampered(format!(
-                    "blob {} (table blob_segments): its last segment is missing",
-                    meta.id
-                )));
-            }
+            _ => return Err(self.missing_segment(&meta.id, last_index).await),
         };
         opener.open(last_index, &mut last)?;
         let (start, end) = match range {
@@ -205,6 +196,19 @@ impl Vault {
             pos: start,
             last,
         })
+    }
+
+    /// Why segment `index` of blob `id` was not found: the blob was purged since it was found
+    /// (replaced or deleted long enough ago), so it is gone; otherwise the row was removed by
+    /// someone else, which is tampering.
+    pub(crate) async fn missing_segment(&self, id: &str, index: u64) -> VaultError {
+        match self.store.blob_purged(id).await {
+            Ok(true) => vault_store::StoreError::NotFound.into(),
+            Ok(false) => crate::integrity::tampered(format!(
+                "blob {id} (table blob_segments): segment {index} is missing"
+            )),
+            Err(e) => e.into(),
+        }
     }
 
     /// The live blob `name`'s metadata, without decrypting anything.
@@ -262,14 +266,7 @@ impl Vault {
     pub async fn purge_blobs(&self, days: Option<u32>, actor: &Actor) -> Result<u64, VaultError> {
         let now = vault_store::Timestamp::now();
         let deleted_before = days
-            .map(|days| {
-                crate::feed::purge_cutoff(now, days).ok_or(
-                    vault_store::StoreError::InvalidArgument {
-                        field: "retention_days",
-                        reason: "must be at most 36500",
-                    },
-                )
-            })
+            .map(|days| crate::feed::retention_cutoff(now, days))
             .transpose()?;
         let abandoned = vault_store::Timestamp(now.0 - ABANDONED_UPLOAD_SECS * 1_000_000);
         self.purge_blob_steps(deleted_before, abandoned, None, actor)

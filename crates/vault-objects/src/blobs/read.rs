@@ -96,15 +96,7 @@ impl BlobReader {
             expected += 1;
         }
         if expected != to {
-            // Purged while being read (replaced or deleted long enough ago): gone, not
-            // tampered with.
-            if self.vault.store.blob_purged(&self.meta.id).await? {
-                return Err(vault_store::StoreError::NotFound.into());
-            }
-            return Err(crate::integrity::tampered(format!(
-                "blob {} (table blob_segments): segment {expected} is missing",
-                self.meta.id
-            )));
+            return Err(self.vault.missing_segment(&self.meta.id, expected).await);
         }
         self.pos = to.saturating_mul(size).min(self.end);
         Ok(Some(out))

@@ -55,14 +55,6 @@ impl AuditRecord {
     }
 }
 
-/// `sql`, with `lock` appended on PostgreSQL (SQLite has one writer: nothing to lock).
-fn lock_for(backend: Backend, sql: &str, lock: &str) -> String {
-    match backend {
-        Backend::Postgres => format!("{sql}{lock}"),
-        Backend::Sqlite => sql.to_owned(),
-    }
-}
-
 fn check_blob_id(id: &str) -> Result<(), StoreError> {
     if is_blob_id(id) {
         Ok(())
@@ -213,12 +205,16 @@ impl BlobStore for SqlStore {
         let (size, count) = (to_i64(size)?, to_i64(segments)?);
         let (id, actor) = (blob_id.to_owned(), actor.clone());
         self.change(move |tx: &mut dyn Tx| {
+            // Locked on PostgreSQL until the commit (an abort waits); SQLite has one writer.
+            let lock = match tx.backend() {
+                Backend::Postgres => " FOR UPDATE",
+                Backend::Sqlite => "",
+            };
             let (name, environment) = tx
                 .fetch(
-                    &lock_for(
-                        tx.backend(),
-                        "SELECT name, environment FROM blobs WHERE id = $1 AND state = 'uploading'",
-                        " FOR UPDATE",
+                    &format!(
+                        "SELECT name, environment FROM blobs \
+                         WHERE id = $1 AND state = 'uploading'{lock}"
                     ),
                     args![&id],
                     |r| Ok((r.text("name")?, r.text("environment")?)),
