@@ -198,7 +198,8 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
     /// (none with `None`) and uploads begun before `abandoned_before` and never committed are
     /// marked for purging (each deleted blob with a `vault.blob.purged` event by `actor`), then
     /// one blob marked so loses at most `segments` of its segments, and its row once none is
-    /// left. With `only`, nothing is marked and only that blob (if marked) loses segments. Call
+    /// left. With `only`, the step concerns that blob alone (marked if it qualifies, then its
+    /// segments). Call
     /// it until it does nothing ([`BlobPurge::is_empty`]). Safe from several processes at once.
     ///
     /// # Errors

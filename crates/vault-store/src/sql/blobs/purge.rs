@@ -18,20 +18,16 @@ pub(super) fn step(
 ) -> Result<BlobPurge, StoreError> {
     // Blobs gone for long enough are marked `purging` (a few at a time, each once: a
     // concurrent purge that marked it first recorded it).
-    let gone = if only.is_some() {
-        Vec::new()
-    } else {
-        tx.fetch_all(
-            &format!(
-                "SELECT state, {BLOB_COLUMNS} FROM blobs \
-             WHERE (state = 'deleted' AND deleted_at < $1) \
-             OR (state = 'uploading' AND created_at < $2) \
+    let gone = tx.fetch_all(
+        &format!(
+            "SELECT state, {BLOB_COLUMNS} FROM blobs \
+             WHERE ((state = 'deleted' AND deleted_at < $1) \
+             OR (state = 'uploading' AND created_at < $2)) AND ($3 IS NULL OR id = $3) \
              ORDER BY created_at, id LIMIT 8"
-            ),
-            args![deleted_before, abandoned_before.0],
-            |r| Ok((r.text("state")?, blob_from_row(r)?)),
-        )?
-    };
+        ),
+        args![deleted_before, abandoned_before.0, only],
+        |r| Ok((r.text("state")?, blob_from_row(r)?)),
+    )?;
     let now = Timestamp::now();
     for (state, meta) in &gone {
         let marked = tx.execute(
