@@ -427,8 +427,10 @@ fn integrity_group(c: &mut Criterion) {
 
 /// Streams (suite 4, 64 KiB segments) of 64 MiB beside raw ring doing the same reads: each reads
 /// the value from one `std::io::Read` source into a 64 KiB buffer it seals in place (raw ring),
-/// or straight into its segments (`write_from`), and writes to a sink. Raw ring sealing the
-/// value in place as one message, nothing read, is the ceiling beside them.
+/// or straight into its segments (`write_from`, and `write_from_pipelined` with the sealing on a
+/// second thread), and writes to a sink; `write_from_at` reads the value at any offset on every
+/// core. Raw ring sealing the value in place as one message,
+/// nothing read, is the baseline beside them.
 fn stream_group(c: &mut Criterion) {
     use std::io::{Read as _, Write as _};
     use vault_crypto::stream;
@@ -468,6 +470,21 @@ fn stream_group(c: &mut Criterion) {
         b.iter(|| {
             let mut w = sealer().writer(std::io::sink());
             w.write_from(&mut black_box(&value[..])).unwrap();
+            w.finish().unwrap();
+        });
+    });
+    g.bench_function("stream seal, write_from_pipelined the same reads", |b| {
+        b.iter(|| {
+            let mut w = sealer().writer(std::io::sink());
+            w.write_from_pipelined(&mut black_box(&value[..])).unwrap();
+            w.finish().unwrap();
+        });
+    });
+    g.bench_function("stream seal, write_from_at on every core", |b| {
+        b.iter(|| {
+            let mut w = sealer().writer(std::io::sink());
+            w.write_from_at(black_box(&value[..]), 0..LEN as u64)
+                .unwrap();
             w.finish().unwrap();
         });
     });

@@ -14,11 +14,19 @@ fn vault(data_dir: &Path, args: &[&str], stdin: &[u8]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The command may reject its arguments and exit before reading its input.
-    if let Err(e) = child.stdin.take().unwrap().write_all(stdin) {
-        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
-    }
-    child.wait_with_output().unwrap()
+    // Written on a thread of its own while the output is read: an input and an output larger
+    // than a pipe would otherwise each wait for the other.
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        // The command may reject its arguments and exit before reading its input.
+        if let Err(e) = input.write_all(&stdin) {
+            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+        }
+    });
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    output
 }
 
 const CTX: &str = r#"{"organization_id":"org_1"}"#;
@@ -64,6 +72,55 @@ fn encrypt_then_decrypt_round_trips_and_creates_a_private_key_ring() {
     let wrong = vault(&data, &["decrypt", "--aad", "row-8"], &bin.stdout);
     assert_eq!(wrong.status.code(), Some(4));
     assert!(wrong.stdout.is_empty());
+}
+
+/// A large input is streamed however it comes: a file is read at any offset on every core (after
+/// the 8 MiB read to tell), standard input on one thread and sealed on another. Each opens to
+/// the same bytes, and with `--range` to exactly the bytes asked for.
+#[test]
+fn a_large_input_streams_from_a_file_and_from_standard_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("vault-data");
+    let plaintext: Vec<u8> = (0..(9usize << 20) + 70_001)
+        .map(|i| u8::try_from(i * 7 % 251).unwrap())
+        .collect();
+    let plain = dir.path().join("plain");
+    std::fs::write(&plain, &plaintext).unwrap();
+    let plain = plain.to_str().unwrap();
+    let streamed = |sealed: &[u8]| sealed.starts_with(b"VLTE") && sealed[5..7] == [0, 4];
+    let cases: [(&str, &[&str], &[u8]); 3] = [
+        ("a file", &["--in", plain], b""),
+        ("a file, --stream", &["--in", plain, "--stream"], b""),
+        ("standard input", &[], &plaintext),
+    ];
+    for (how, args, stdin) in cases {
+        let mut all = vec!["encrypt", "--context", CTX];
+        all.extend_from_slice(args);
+        let sealed = vault(&data, &all, stdin);
+        assert!(
+            sealed.status.success(),
+            "{how}: {}",
+            String::from_utf8_lossy(&sealed.stderr)
+        );
+        assert!(streamed(&sealed.stdout), "{how}");
+        let opened = vault(&data, &["decrypt"], &sealed.stdout);
+        assert!(opened.status.success(), "{how}");
+        assert!(opened.stdout == plaintext, "{how}: opened to other bytes");
+        let file = dir.path().join("sealed.vlt");
+        std::fs::write(&file, &sealed.stdout).unwrap();
+        let file = file.to_str().unwrap();
+        let ranged = vault(
+            &data,
+            &["decrypt", "--range", "8388000-8458000", "--in", file],
+            b"",
+        );
+        assert!(
+            ranged.stdout == plaintext[8_388_000..=8_458_000],
+            "{how}: the range: {} bytes, {}",
+            ranged.stdout.len(),
+            String::from_utf8_lossy(&ranged.stderr)
+        );
+    }
 }
 
 #[test]

@@ -20,6 +20,9 @@ const STREAM_ABOVE: usize = 8 << 20;
 /// The unit of reads and writes while streaming.
 const CHUNK: usize = 1 << 20;
 
+/// A file sealed on every core is read this much at a time between updates of the bar.
+const SLICE: u64 = 64 << 20;
+
 /// Where a command reads and writes: a file or standard input and output.
 pub(crate) struct Files {
     input: Option<PathBuf>,
@@ -110,8 +113,22 @@ impl Files {
             drop(first);
             let bar = progress_bar(size);
             bar.inc(writer.plaintext_len());
-            // Read straight into the segment being sealed.
-            writer.write_from(&mut Counted(&mut input, |n| bar.inc(n)))?;
+            // A file is read at any offset and sealed on every core, a slice at a time for the
+            // bar. Then what the input still gives (all of a pipe; what was appended to the
+            // file meanwhile) is read on this thread and sealed on another.
+            if let (Input::File(file), Some(size)) = (&mut input, size)
+                && file.metadata()?.is_file()
+            {
+                let mut at = writer.plaintext_len();
+                while at < size {
+                    let end = size.min(at.saturating_add(SLICE));
+                    writer.write_from_at(&*file, at..end)?;
+                    bar.inc(end - at);
+                    at = end;
+                }
+                file.seek(SeekFrom::Start(size))?;
+            }
+            writer.write_from_pipelined(&mut Counted(&mut input, |n| bar.inc(n)))?;
             writer.finish()?;
             bar.finish_and_clear();
             Ok(())
@@ -126,7 +143,7 @@ impl Files {
         range: Option<Range>,
     ) -> Result<(), Failure> {
         let (input, size) = self.open_input()?;
-        let (start, input) = peek(input)?;
+        let (start, input) = peek(Box::new(input))?;
         let mut input = BufReader::with_capacity(CHUNK, input);
         if !is_streamed(&start) {
             let mut all = Vec::new();
@@ -194,7 +211,7 @@ impl Files {
     }
 
     /// The input, and its size when it is a file.
-    fn open_input(&self) -> Result<(Box<dyn Read>, Option<u64>), Failure> {
+    fn open_input(&self) -> Result<(Input, Option<u64>), Failure> {
         match &self.input {
             Some(path) => {
                 let file = File::open(path).map_err(|e| Failure {
@@ -202,9 +219,9 @@ impl Files {
                     message: format!("{}: {e}", path.display()),
                 })?;
                 let size = file.metadata().ok().map(|m| m.len());
-                Ok((Box::new(file), size))
+                Ok((Input::File(file), size))
             }
-            None => Ok((Box::new(io::stdin().lock()), None)),
+            None => Ok((Input::Stdin(io::stdin().lock()), None)),
         }
     }
 
@@ -321,6 +338,21 @@ fn tempfile_in(dir: &Path) -> io::Result<(File, PathBuf)> {
 }
 
 /// A reader that reports the length of each read.
+/// The input: a file, or standard input.
+enum Input {
+    File(File),
+    Stdin(io::StdinLock<'static>),
+}
+
+impl Read for Input {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::File(file) => file.read(buf),
+            Self::Stdin(stdin) => stdin.read(buf),
+        }
+    }
+}
+
 struct Counted<R, F>(R, F);
 
 impl<R: Read, F: FnMut(u64)> Read for Counted<R, F> {

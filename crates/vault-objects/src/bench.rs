@@ -13,7 +13,11 @@ use std::time::{Duration, Instant};
 
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use serde::Serialize;
-use vault_crypto::{KeyContext, ManagedKeyProvider, danger, open, random, seal, stream};
+use vault_crypto::{KeyContext, ManagedKeyProvider, danger, open, random, seal};
+
+mod stream;
+
+pub use stream::StreamResult;
 
 /// Value sizes measured for throughput.
 pub const SIZES: [usize; 5] = [64, 1024, 16 * 1024, 64 * 1024, 1 << 20];
@@ -101,31 +105,6 @@ pub struct Floor {
     pub seal_ns: f64,
     /// `floor_ns / seal_ns`: 1.0 would be nothing but the parts.
     pub ratio: f64,
-}
-
-/// Sealing 1 GiB as a stream (suite 4, 64 KiB segments) beside raw ring AES-256-GCM.
-///
-/// Both read the same gibibyte from one `std::io::Read` source: the stream straight into its
-/// segments ([`SealWriter::write_from`](vault_crypto::stream::SealWriter::write_from)), raw ring
-/// into one 64 KiB buffer sealed in place, chunk after chunk. Raw ring sealing the gibibyte in
-/// place as one message, with nothing to read, is shown too: the ceiling when the data already
-/// sits in a buffer the caller lets be overwritten.
-#[derive(Debug, Clone, Serialize)]
-pub struct StreamResult {
-    /// Bytes sealed per run.
-    pub bytes: usize,
-    /// Raw ring, 64 KiB chunks read from the source and sealed in place, GB/s.
-    pub raw_seal_gbps: f64,
-    /// The streaming seal from the same source (data key, head, every segment to a sink), GB/s.
-    pub stream_seal_gbps: f64,
-    /// `stream_seal_gbps / raw_seal_gbps`.
-    pub ratio: f64,
-    /// The streaming seal through `std::io::Write` (1 MiB writes, one more copy), GB/s.
-    pub stream_write_gbps: f64,
-    /// Raw ring sealing the resident gibibyte in place as one message, GB/s.
-    pub raw_in_place_gbps: f64,
-    /// `stream_seal_gbps / raw_in_place_gbps`.
-    pub in_place_ratio: f64,
 }
 
 /// Everything `vault bench` measured.
@@ -284,7 +263,7 @@ pub fn run(settings: &Settings, bar: &dyn Progress) -> Result<Report, vault_cryp
     }
 
     bar.message("streaming seal of 1 GiB");
-    let stream_1gib = stream_seal(settings, bar, &managed, &ctx)?;
+    let stream_1gib = stream::stream_seal(settings, bar, &managed, &ctx)?;
 
     bar.message("floor of a 1 KiB seal");
     let pt = vec![0x42u8; 1024];
@@ -399,84 +378,6 @@ pub fn run(settings: &Settings, bar: &dyn Progress) -> Result<Report, vault_cryp
         objects_1kib,
         floor_1kib,
         context_10_pairs_ns,
-    })
-}
-
-/// One gibibyte sealed as a stream and by raw ring, one run of each way per round,
-/// interleaved; the median round. A run is long enough (about a second) to time alone.
-fn stream_seal(
-    settings: &Settings,
-    bar: &dyn Progress,
-    managed: &ManagedKeyProvider,
-    ctx: &KeyContext,
-) -> Result<StreamResult, vault_crypto::Error> {
-    use std::io::{Read as _, Write as _};
-    const BYTES: usize = 1 << 30;
-    const SEGMENT: usize = stream::DEFAULT_SEGMENT_SIZE as usize;
-    let gbps = |start: Instant| BYTES as f64 / start.elapsed().as_secs_f64() / 1e9;
-    // Written to, so its pages are real before any timing.
-    let mut buf = vec![0x42u8; BYTES];
-    let key = ring_key();
-    let sealer = || {
-        ready(stream::seal(
-            managed,
-            ctx,
-            vault_crypto::Aad::NONE,
-            stream::DEFAULT_SEGMENT_SIZE,
-        ))
-    };
-    let mut runs = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
-    for _ in 0..settings.rounds {
-        let start = Instant::now();
-        let mut source = black_box(&buf[..]);
-        let mut chunk = vec![0u8; SEGMENT + 16];
-        while let Ok(n @ 1..) = source.read(&mut chunk[..SEGMENT]) {
-            let tag = key.seal_in_place_separate_tag(
-                Nonce::assume_unique_for_key([1; 12]),
-                Aad::empty(),
-                &mut chunk[..n],
-            );
-            black_box(tag.is_ok());
-        }
-        runs[0].push(gbps(start));
-
-        let start = Instant::now();
-        let mut w = sealer()?.writer(std::io::sink());
-        let done = w
-            .write_from(&mut black_box(&buf[..]))
-            .and_then(|_| w.finish());
-        black_box(done.is_ok());
-        runs[1].push(gbps(start));
-
-        let start = Instant::now();
-        let mut w = sealer()?.writer(std::io::sink());
-        let done = buf
-            .chunks(1 << 20)
-            .try_for_each(|chunk| w.write_all(black_box(chunk)))
-            .and_then(|()| w.finish());
-        black_box(done.is_ok());
-        runs[2].push(gbps(start));
-
-        let start = Instant::now();
-        let tag = key.seal_in_place_separate_tag(
-            Nonce::assume_unique_for_key([1; 12]),
-            Aad::empty(),
-            black_box(&mut buf),
-        );
-        black_box(tag.is_ok());
-        runs[3].push(gbps(start));
-        bar.inc();
-        bar.inc();
-    }
-    let [raw, streamed, written, in_place] = runs.map(median);
-    Ok(StreamResult {
-        bytes: BYTES,
-        raw_seal_gbps: raw,
-        stream_seal_gbps: streamed,
-        ratio: streamed / raw,
-        stream_write_gbps: written,
-        raw_in_place_gbps: in_place,
-        in_place_ratio: streamed / in_place,
     })
 }
 

@@ -50,7 +50,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use apart::SegmentOpener;
 pub use open::{AsyncOpenReader, OpenReader};
-pub use seal::{AsyncSealWriter, SealWriter};
+pub use seal::{AsyncSealWriter, ReadAt, SealWriter, seal_threads};
 pub use seek::SeekableReader;
 
 pub use super::segment::{DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, MAX_SEGMENTS, MIN_SEGMENT_SIZE};

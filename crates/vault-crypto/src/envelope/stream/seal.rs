@@ -15,6 +15,14 @@ use crate::aead::TAG_LEN;
 use crate::envelope::segment::{MAX_SEGMENTS, Segments};
 use crate::error::Error;
 
+mod batch;
+mod parallel;
+
+pub use parallel::{ReadAt, seal_threads};
+mod pipelined;
+#[cfg(test)]
+mod threaded_tests;
+
 /// The state shared by both writers: the segment being collected, and sealed bytes (the head
 /// first) waiting to be written. Both buffers keep their full length (a segment and its tag):
 /// plaintext is copied or read straight into place, and nothing is cleared or grown per segment.
@@ -30,6 +38,9 @@ pub(super) struct SealCore {
     /// The next segment's index.
     index: u32,
     finished: bool,
+    /// An error lost plaintext already taken: nothing more is taken, and the stream is never
+    /// finished.
+    broken: bool,
     /// Plaintext bytes taken so far.
     taken: u64,
 }
@@ -47,6 +58,7 @@ impl SealCore {
             written: 0,
             index: 0,
             finished: false,
+            broken: false,
             taken: 0,
         }
     }
@@ -67,9 +79,7 @@ impl SealCore {
     /// Takes plaintext from `data` (at least one byte if `data` is not empty); call only with
     /// nothing pending. A full segment followed by more data is sealed first.
     fn accept(&mut self, data: &[u8]) -> Result<usize, Error> {
-        if self.finished {
-            return Err(Error::EncryptionFailed);
-        }
+        self.check_open()?;
         if data.is_empty() {
             return Ok(0);
         }
@@ -92,9 +102,7 @@ impl SealCore {
     /// into the free output buffer, and the full one is sealed as not the last only once some
     /// arrived.
     fn fill_from(&mut self, r: &mut (impl Read + ?Sized)) -> io::Result<usize> {
-        if self.finished {
-            return Err(io_error(Error::EncryptionFailed));
-        }
+        self.check_open().map_err(io_error)?;
         let size = self.segments.size();
         if !self.full() {
             let n = read_retrying(r, self.seg.get_mut(self.filled..size).unwrap_or_default())?;
@@ -125,6 +133,9 @@ impl SealCore {
 
     /// Seals what was collected as the last segment; call only with nothing pending.
     fn finish(&mut self) -> Result<(), Error> {
+        if self.broken {
+            return Err(Error::EncryptionFailed);
+        }
         if !self.finished {
             self.seal_collected(true)?;
             self.finished = true;
@@ -132,11 +143,23 @@ impl SealCore {
         Ok(())
     }
 
+    /// Refuses plaintext after the end or after an error that lost some.
+    fn check_open(&self) -> Result<(), Error> {
+        if self.finished || self.broken {
+            return Err(Error::EncryptionFailed);
+        }
+        Ok(())
+    }
+
     fn too_large(&self) -> Error {
+        Self::too_large_for(self.segments.size())
+    }
+
+    fn too_large_for(segment_size: usize) -> Error {
         Error::PlaintextTooLarge {
             max: usize::try_from(MAX_SEGMENTS)
                 .unwrap_or(usize::MAX)
-                .saturating_mul(self.segments.size()),
+                .saturating_mul(segment_size),
         }
     }
 
