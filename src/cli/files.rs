@@ -126,7 +126,8 @@ impl Files {
                     bar.inc(end - at);
                     at = end;
                 }
-                file.seek(SeekFrom::Start(size))?;
+                // On from what was taken: past `size` if the file grew before it was read.
+                file.seek(SeekFrom::Start(writer.plaintext_len()))?;
             }
             writer.write_from_pipelined(&mut Counted(&mut input, |n| bar.inc(n)))?;
             writer.finish()?;

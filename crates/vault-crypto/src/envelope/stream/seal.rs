@@ -197,14 +197,24 @@ impl SealCore {
     }
 }
 
-/// `r.read`, again while interrupted.
+/// `r.read`, again while interrupted. A reader claiming more than `buf` holds breaks its
+/// contract: an error, never bytes taken for read (or the end taken for reached).
 fn read_retrying(r: &mut (impl Read + ?Sized), buf: &mut [u8]) -> io::Result<usize> {
     loop {
         match r.read(buf) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Ok(n) if n > buf.len() => return Err(overread()),
             other => return other,
         }
     }
+}
+
+/// A source that said it read more than it was given room for.
+fn overread() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "the source reported more bytes than it was given room for",
+    )
 }
 
 /// Seals a stream into a `std::io::Write`: write the plaintext, then call

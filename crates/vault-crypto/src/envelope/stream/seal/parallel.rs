@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use super::batch::{Batch, Shape};
-use super::{SealCore, SealWriter};
+use super::{SealCore, SealWriter, overread};
 use crate::envelope::segment::Segments;
 use crate::envelope::stream::io_error;
 use crate::error::Error;
@@ -75,6 +75,7 @@ fn read_exact_at(source: &(impl ReadAt + ?Sized), buf: &mut [u8], offset: u64) -
                     "the source ended before the range to seal: it changed while read",
                 ));
             }
+            Ok(n) if n > rest.len() => return Err(overread()),
             Ok(n) => done = done.saturating_add(n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -145,7 +146,8 @@ impl<W: Write> SealWriter<W> {
     /// call [`finish`](Self::finish) after. The final segment read stays unsealed in the writer,
     /// as with [`write_from`](Self::write_from).
     ///
-    /// Memory: two batches of 1 MiB a thread, beside the writer's segment.
+    /// Memory: two batches a thread beside the writer's segment; a batch is 1 MiB of segments,
+    /// or one segment where segments are larger.
     ///
     /// # Errors
     /// The source's or the inner writer's error (a source shorter than `range`, such as a file
@@ -169,10 +171,10 @@ impl<W: Write> SealWriter<W> {
     ) -> io::Result<u64> {
         self.drain()?;
         self.core.check_open().map_err(io_error)?;
+        // Broken until it returns well: an error, or a panic unwinding through here.
+        self.core.broken = true;
         let result = self.parallel(source, range, threads.max(1));
-        if result.is_err() {
-            self.core.broken = true;
-        }
+        self.core.broken = result.is_err();
         result
     }
 
@@ -243,6 +245,21 @@ impl<W: Write> SealWriter<W> {
     }
 }
 
+/// A batch a thread is sealing. Dropped instead of forgotten, the thread is unwinding (a
+/// `ReadAt` panicked): the writer is told, instead of waiting for the batch for ever while the
+/// other threads wait for buffers; the scope then raises the panic.
+struct Claimed<'a> {
+    batch: usize,
+    done: &'a mpsc::Sender<(usize, io::Result<Batch>)>,
+}
+
+impl Drop for Claimed<'_> {
+    fn drop(&mut self) {
+        let stopped = io::Error::other("a thread sealing the stream stopped");
+        let _ = self.done.send((self.batch, Err(stopped)));
+    }
+}
+
 /// Seals every batch of `work` on `threads` threads, writing each to `out` in order.
 fn seal_on<S: ReadAt + ?Sized>(
     work: &Work<'_, S>,
@@ -276,7 +293,12 @@ fn seal_on<S: ReadAt + ?Sized>(
                     if b >= batches {
                         return;
                     }
+                    let claimed = Claimed {
+                        batch: b,
+                        done: &done,
+                    };
                     let result = work.seal(segments, b, &mut batch).map(|()| batch);
+                    std::mem::forget(claimed);
                     if done.send((b, result)).is_err() {
                         return;
                     }

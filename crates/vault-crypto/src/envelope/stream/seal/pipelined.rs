@@ -31,23 +31,24 @@ impl<W: Write> SealWriter<W> {
     /// seal runs at the speed of the copy alone. Returns the bytes read; call
     /// [`finish`](Self::finish) after.
     ///
-    /// Memory: three batches (3 MiB at the default segment size) beside the writer's segment.
+    /// Memory: three batches beside the writer's segment; a batch is 1 MiB of segments, or one
+    /// segment where segments are larger.
     ///
     /// # Errors
     /// `r`'s or the inner writer's error, or an [`Error`] inside an `io::Error`. After an error
     /// the segments read but not written are lost, so the writer refuses everything after it,
     /// [`finish`](Self::finish) included: a stream missing data is never finished.
     pub fn write_from_pipelined<R: Read + ?Sized>(&mut self, r: &mut R) -> io::Result<u64> {
+        self.drain()?;
+        self.core.check_open().map_err(io_error)?;
+        // Broken until it returns well: an error, or a panic unwinding through here.
+        self.core.broken = true;
         let result = self.pipeline(r);
-        if result.is_err() {
-            self.core.broken = true;
-        }
+        self.core.broken = result.is_err();
         result
     }
 
     fn pipeline<R: Read + ?Sized>(&mut self, r: &mut R) -> io::Result<u64> {
-        self.drain()?;
-        self.core.check_open().map_err(io_error)?;
         let before = self.core.taken;
         let Self { core, inner } = self;
         let SealCore {

@@ -278,3 +278,130 @@ fn from_a_source_the_segment_counter_never_wraps() {
         }
     }
 }
+
+/// The CLI's way: a file sealed a slice at a time, each slice ending inside a segment.
+#[test]
+fn slices_one_after_another_the_same_bytes_as_one_thread() {
+    let len = 5 * (super::batch::BATCH_BYTES) + 3 * S + 11;
+    let plaintext = data(len);
+    let want = expected(S as u32, &plaintext);
+    for slice in [
+        S / 3,
+        S + 5,
+        super::batch::BATCH_BYTES + 7,
+        2 * super::batch::BATCH_BYTES - 1,
+    ] {
+        let mut w = writer(S as u32);
+        let mut at = 0;
+        while at < len {
+            let end = len.min(at + slice);
+            w.write_from_at_on(&plaintext[..], at as u64..end as u64, 2)
+                .unwrap();
+            at = end;
+        }
+        assert_eq!(w.finish().unwrap(), want, "slices of {slice}");
+    }
+}
+
+/// Fails every write after `.1` bytes.
+struct FullDisk(Vec<u8>, usize);
+
+impl Write for FullDisk {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let room = self.1.saturating_sub(self.0.len());
+        if room == 0 {
+            return Err(io::Error::other("disk full"));
+        }
+        let n = room.min(buf.len());
+        self.0.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn writer_to(size: u32, out: FullDisk) -> SealWriter<FullDisk> {
+    let keys = MessageKeys {
+        content_key: Zeroizing::new([7; 32]),
+        commitment: [0; 32],
+    };
+    let segments = Segments::new(crate::Backend::DEFAULT, &keys, [3; 7], b"h", b"", size).unwrap();
+    SealWriter::new(SealCore::new(segments, b"head".to_vec()), out)
+}
+
+#[test]
+fn a_failing_writer_breaks_the_stream_either_way() {
+    let plaintext = data(4 << 20);
+    for room in [2, 3 * S, 1 << 20, (2 << 20) + 9] {
+        let mut w = writer_to(S as u32, FullDisk(Vec::new(), room));
+        let err = w.write_from_pipelined(&mut &plaintext[..]).unwrap_err();
+        assert_eq!(err.to_string(), "disk full");
+        assert!(w.finish().is_err(), "pipelined, room {room}");
+
+        let mut w = writer_to(S as u32, FullDisk(Vec::new(), room));
+        let err = w
+            .write_from_at_on(&plaintext[..], 0..plaintext.len() as u64, 2)
+            .unwrap_err();
+        assert_eq!(err.to_string(), "disk full");
+        assert!(w.finish().is_err(), "at an offset, room {room}");
+    }
+}
+
+/// Panics reading its third batch.
+struct Panicking<'a>(&'a [u8]);
+
+impl super::ReadAt for Panicking<'_> {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        assert!(offset < 2 << 20, "the source broke");
+        self.0.read_at(buf, offset)
+    }
+}
+
+/// A thread that panics mid-batch neither hangs the others nor leaves a writer that finishes:
+/// the panic reaches the caller, and the writer refuses everything after.
+#[test]
+fn a_panicking_source_surfaces_and_breaks_the_stream() {
+    let plaintext = data(64 << 20);
+    let mut w = writer(S as u32);
+    let source = Panicking(&plaintext);
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        w.write_from_at_on(&source, 0..plaintext.len() as u64, 2)
+    }));
+    assert!(caught.is_err(), "the panic reaches the caller");
+    assert!(w.write(b"more").is_err());
+    assert!(w.finish().is_err());
+}
+
+/// Claims more bytes than it was given room for.
+struct Overreporting;
+
+impl Read for Overreporting {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        Ok(buf.len() + 1)
+    }
+}
+
+impl super::ReadAt for Overreporting {
+    fn read_at(&self, buf: &mut [u8], _: u64) -> io::Result<usize> {
+        Ok(buf.len() + 1)
+    }
+}
+
+#[test]
+fn a_source_claiming_more_than_it_was_given_room_for_is_an_error() {
+    let mut w = writer(S as u32);
+    let err = w.write_from_pipelined(&mut Overreporting).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    assert!(w.finish().is_err());
+    let mut w = writer(S as u32);
+    let err = w
+        .write_from_at_on(&Overreporting, 0..(3 << 20), 2)
+        .unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    assert!(w.finish().is_err());
+    let mut w = writer(S as u32);
+    let err = w.write_from(&mut Overreporting).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+}
