@@ -15,12 +15,16 @@ use crate::error::Error;
 /// Two writers with the same key, nonce prefix and head: their outputs must be equal byte
 /// for byte whichever way they were fed.
 fn writer(size: u32) -> SealWriter<Vec<u8>> {
+    writer_to(size, Vec::new())
+}
+
+fn writer_to<W: Write>(size: u32, out: W) -> SealWriter<W> {
     let keys = MessageKeys {
         content_key: Zeroizing::new([7; 32]),
         commitment: [0; 32],
     };
     let segments = Segments::new(crate::Backend::DEFAULT, &keys, [3; 7], b"h", b"", size).unwrap();
-    SealWriter::new(SealCore::new(segments, b"head".to_vec()), Vec::new())
+    SealWriter::new(SealCore::new(segments, b"head".to_vec()), out)
 }
 
 fn data(len: usize) -> Vec<u8> {
@@ -48,23 +52,7 @@ fn expected(size: u32, plaintext: &[u8]) -> Vec<u8> {
 
 #[test]
 fn the_same_bytes_as_one_thread_across_every_batch_boundary() {
-    const S: usize = 4096;
-    let batch = super::batch::BATCH_BYTES / S;
-    let lens = [
-        0,
-        1,
-        S - 1,
-        S,
-        S + 1,
-        batch * S - 1,
-        batch * S,
-        batch * S + 1,
-        (batch + 1) * S,
-        2 * batch * S,
-        3 * batch * S + S + 5,
-        5 * batch * S + 7,
-    ];
-    for len in lens {
+    for len in lengths() {
         let plaintext = data(len);
         let want = expected(S as u32, &plaintext);
         for chunk in [usize::MAX, S, 1000, 3 * S + 1] {
@@ -120,7 +108,6 @@ impl Read for Failing<'_> {
 
 #[test]
 fn after_a_failed_read_the_stream_is_never_finished() {
-    const S: usize = 4096;
     let plaintext = data(3 << 20);
     for fail_at in [0, 10, S, 1 << 20, (2 << 20) + 5] {
         let mut w = writer(S as u32);
@@ -131,30 +118,6 @@ fn after_a_failed_read_the_stream_is_never_finished() {
         assert!(w.write(b"more").is_err(), "fail at {fail_at}");
         assert!(w.write_from(&mut &b"more"[..]).is_err());
         assert!(w.finish().is_err(), "fail at {fail_at}");
-    }
-}
-
-/// The counter's last value may only be the last segment, as on one thread.
-#[test]
-fn the_segment_counter_never_wraps() {
-    const S: usize = 256;
-    for (segments, fits) in [(4, true), (5, false), (4000, false)] {
-        let mut w = writer(S as u32);
-        w.core.index = u32::MAX - 3;
-        let plaintext = data(segments * S);
-        let got = w.write_from_pipelined(&mut &plaintext[..]);
-        if fits {
-            assert_eq!(got.unwrap(), plaintext.len() as u64);
-            let sealed = w.finish().unwrap();
-            assert_eq!(sealed.len(), b"head".len() + segments * (S + 16));
-        } else {
-            let err = got.unwrap_err();
-            assert!(
-                matches!(error_of(&err), Some(Error::PlaintextTooLarge { .. })),
-                "{segments} segments: {err}"
-            );
-            assert!(w.finish().is_err());
-        }
     }
 }
 
@@ -252,29 +215,37 @@ impl super::ReadAt for Counting<'_> {
     }
 }
 
-/// The counter's last value may only be the last segment; a range that would need more is
-/// refused before anything is read.
+/// The counter's last value may only be the last segment, either way, as on one thread; from a
+/// source at an offset, a range that would need more is refused before anything is read.
 #[test]
-fn from_a_source_the_segment_counter_never_wraps() {
+fn the_segment_counter_never_wraps() {
     const SMALL: usize = 256;
     for (segments, fits) in [(4, true), (5, false), (40_000, false)] {
-        let mut w = writer(SMALL as u32);
-        w.core.index = u32::MAX - 3;
         let plaintext = data(segments * SMALL);
-        let source = Counting(&plaintext, 0.into());
-        let got = w.write_from_at_on(&source, 0..plaintext.len() as u64, 2);
-        if fits {
-            assert_eq!(got.unwrap(), plaintext.len() as u64);
-            let sealed = w.finish().unwrap();
-            assert_eq!(sealed.len(), b"head".len() + segments * (SMALL + 16));
-        } else {
-            let err = got.unwrap_err();
-            assert!(
-                matches!(error_of(&err), Some(Error::PlaintextTooLarge { .. })),
-                "{segments} segments: {err}"
-            );
-            assert_eq!(source.1.into_inner(), 0, "nothing read");
-            assert!(w.finish().is_err());
+        for at_offset in [false, true] {
+            let mut w = writer(SMALL as u32);
+            w.core.index = u32::MAX - 3;
+            let source = Counting(&plaintext, 0.into());
+            let got = if at_offset {
+                w.write_from_at_on(&source, 0..plaintext.len() as u64, 2)
+            } else {
+                w.write_from_pipelined(&mut &plaintext[..])
+            };
+            if fits {
+                assert_eq!(got.unwrap(), plaintext.len() as u64);
+                let sealed = w.finish().unwrap();
+                assert_eq!(sealed.len(), b"head".len() + segments * (SMALL + 16));
+            } else {
+                let err = got.unwrap_err();
+                assert!(
+                    matches!(error_of(&err), Some(Error::PlaintextTooLarge { .. })),
+                    "{segments} segments: {err}"
+                );
+                if at_offset {
+                    assert_eq!(source.1.into_inner(), 0, "nothing read");
+                }
+                assert!(w.finish().is_err());
+            }
         }
     }
 }
@@ -320,15 +291,6 @@ impl Write for FullDisk {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
-}
-
-fn writer_to(size: u32, out: FullDisk) -> SealWriter<FullDisk> {
-    let keys = MessageKeys {
-        content_key: Zeroizing::new([7; 32]),
-        commitment: [0; 32],
-    };
-    let segments = Segments::new(crate::Backend::DEFAULT, &keys, [3; 7], b"h", b"", size).unwrap();
-    SealWriter::new(SealCore::new(segments, b"head".to_vec()), out)
 }
 
 #[test]
